@@ -1,0 +1,10 @@
+//! ferrule: a thread-per-core io_uring proxy for Redis and Memcached.
+//!
+//! Layers (see docs/architecture.md):
+//! - pure, I/O-free, unit-tested: [`config`], [`hash`], [`protocol`], [`histogram`], [`router`]
+//! - I/O on glommio: [`io`] (workers, client sessions, backend connections, control)
+
+pub mod config;
+pub mod hash;
+pub mod histogram;
+pub mod protocol;

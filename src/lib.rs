@@ -8,3 +8,6 @@ pub mod config;
 pub mod hash;
 pub mod histogram;
 pub mod protocol;
+pub mod fanout;
+pub mod io;
+pub mod router;

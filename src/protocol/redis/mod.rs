@@ -1,1 +1,69 @@
-// stub: being written
+//! Redis RESP2 codec and command table, free of I/O.
+//!
+//! - [`parse_request`] / [`RequestParser`]: frame one client request (multibulk or inline) at the start of a
+//!   read buffer, giving each argument as a byte range of that buffer, so values are never copied.
+//! - [`reply_len`] / [`ReplyParser`]: frame one backend reply (RESP2, and RESP3 types for robustness), so the
+//!   proxy can hand raw reply bytes back to the waiting request in FIFO order.
+//! - `write_*`: encoders appending to a reused `Vec<u8>`, without allocating anything else.
+//! - [`lookup`], [`arity_ok`], [`key_indices`]: what the proxy may do with a command and where its keys are.
+//!
+//! Framing never scans inside bulk bodies: a parser reads the length header and jumps over the body, so a
+//! large value arriving in many small reads costs O(headers) per attempt. The resumable [`RequestParser`]
+//! and [`ReplyParser`] go further and continue where the previous attempt stopped, which keeps requests
+//! and replies with a huge number of small elements linear too.
+
+mod command_table;
+mod commands;
+mod decimal;
+mod encode;
+mod inline;
+mod reply;
+mod request;
+
+pub use commands::{
+    arity_error, arity_ok, key_indices, lookup, CommandInfo, CommandKind, KeySpec, Local, Split,
+};
+pub use encode::{
+    write_array_header, write_bulk, write_command, write_command_iter, write_error, write_integer,
+    write_null_array, write_null_bulk, write_simple, write_unknown_command,
+};
+pub use reply::{array_elements, is_error_reply, parse_integer_reply, reply_len, ReplyParser};
+pub use request::{parse_request, RequestParser};
+
+use std::fmt;
+
+/// A malformed byte stream. The text is what follows "Protocol error: " in the `-ERR` reply sent before
+/// closing the connection, worded like redis-server's own messages where redis has one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtocolError(pub String);
+
+impl fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Protocol error: {}", self.0)
+    }
+}
+
+impl std::error::Error for ProtocolError {}
+
+impl ProtocolError {
+    fn new(message: impl Into<String>) -> Self {
+        ProtocolError(message.into())
+    }
+}
+
+/// Largest bulk argument accepted, as redis' default `proto-max-bulk-len`.
+pub const MAX_BULK_LEN: usize = 512 * 1024 * 1024;
+/// Most arguments in one multibulk request. Redis allows more, but a proxy request this wide is abuse.
+pub const MAX_ARGS: usize = 1024 * 1024;
+/// Longest inline request line, newline included, as redis' `PROTO_INLINE_MAX_SIZE`.
+pub const MAX_INLINE_LEN: usize = 64 * 1024;
+
+/// Renders a byte for an error message: itself when printable, `\xNN` otherwise, so the message is valid
+/// UTF-8 and can never carry CR or LF into an error reply.
+fn printable_byte(byte: u8) -> String {
+    if byte.is_ascii_graphic() || byte == b' ' {
+        char::from(byte).to_string()
+    } else {
+        format!("\\x{byte:02x}")
+    }
+}

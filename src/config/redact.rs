@@ -1,0 +1,150 @@
+//! Writes a [`Config`] back as TOML, with every default spelled out and secrets hidden.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::{Config, ListenerConfig, PoolConfig, ProxyConfig, Workers, REDACTED};
+
+#[derive(Serialize)]
+struct Document<'a> {
+    proxy: ProxyOut,
+    listeners: BTreeMap<&'a str, ListenerOut<'a>>,
+    pools: BTreeMap<&'a str, PoolOut<'a>>,
+}
+
+/// `workers` is a number or "auto".
+#[derive(Serialize)]
+#[serde(untagged)]
+enum WorkersOut {
+    Auto(&'static str),
+    Count(usize),
+}
+
+#[derive(Serialize)]
+struct ProxyOut {
+    workers: WorkersOut,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cpus: Option<Vec<usize>>,
+    admin: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stats_port: Option<String>,
+    shutdown_timeout_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    histogram_dir: Option<String>,
+    histogram_interval_s: u64,
+    client_max_inflight: usize,
+    backend_max_queued_bytes: usize,
+    io_memory_kib: usize,
+}
+
+#[derive(Serialize)]
+struct ListenerOut<'a> {
+    listen: String,
+    protocol: &'static str,
+    route: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth: Option<&'static str>,
+    backlog: u32,
+}
+
+#[derive(Serialize)]
+struct PoolOut<'a> {
+    protocol: &'static str,
+    servers: Vec<&'a str>,
+    hash: &'static str,
+    distribution: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hash_tag: Option<String>,
+    timeout_ms: u64,
+    connect_timeout_ms: u64,
+    server_connections: usize,
+    preconnect: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redis_auth: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redis_db: Option<u32>,
+    auto_eject_hosts: bool,
+    server_failure_limit: u32,
+    server_retry_timeout_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_value_bytes: Option<usize>,
+}
+
+pub(super) fn to_redacted_toml(config: &Config) -> String {
+    let document = Document {
+        proxy: proxy_out(&config.proxy),
+        listeners: config
+            .listeners
+            .iter()
+            .map(|l| (l.name.as_str(), listener_out(l)))
+            .collect(),
+        pools: config
+            .pools
+            .iter()
+            .map(|p| (p.name.as_str(), pool_out(p)))
+            .collect(),
+    };
+    // Serialization of these plain structs cannot fail short of a bug; say so in the output
+    // rather than panicking inside the admin endpoint.
+    toml::to_string_pretty(&document)
+        .unwrap_or_else(|err| format!("# cannot render the running config: {err}\n"))
+}
+
+fn proxy_out(proxy: &ProxyConfig) -> ProxyOut {
+    ProxyOut {
+        workers: match proxy.workers {
+            Workers::Auto => WorkersOut::Auto("auto"),
+            Workers::Count(count) => WorkersOut::Count(count),
+        },
+        cpus: proxy.cpus.clone(),
+        admin: proxy
+            .admin
+            .map_or_else(|| "off".to_owned(), |addr| addr.to_string()),
+        stats_port: proxy.stats_port.map(|addr| addr.to_string()),
+        shutdown_timeout_ms: proxy.shutdown_timeout_ms,
+        histogram_dir: proxy
+            .histogram_dir
+            .as_ref()
+            .map(|dir| dir.display().to_string()),
+        histogram_interval_s: proxy.histogram_interval_s,
+        client_max_inflight: proxy.client_max_inflight,
+        backend_max_queued_bytes: proxy.backend_max_queued_bytes,
+        io_memory_kib: proxy.io_memory_kib,
+    }
+}
+
+fn listener_out(listener: &ListenerConfig) -> ListenerOut<'_> {
+    ListenerOut {
+        listen: listener.listen.to_string(),
+        protocol: listener.protocol.name(),
+        route: &listener.route,
+        auth: listener.auth.as_ref().map(|_| REDACTED),
+        backlog: listener.backlog,
+    }
+}
+
+/// Protocol-specific keys are written only for pools of that protocol, because the parser
+/// rejects them elsewhere.
+fn pool_out(pool: &PoolConfig) -> PoolOut<'_> {
+    let redis = pool.protocol == super::Protocol::Redis;
+    PoolOut {
+        protocol: pool.protocol.name(),
+        servers: pool.servers.iter().map(|s| s.spec.as_str()).collect(),
+        hash: pool.hash.name(),
+        distribution: pool.distribution.name(),
+        hash_tag: pool
+            .hash_tag
+            .map(|tag| String::from_utf8_lossy(&tag).into_owned()),
+        timeout_ms: pool.timeout_ms,
+        connect_timeout_ms: pool.connect_timeout_ms,
+        server_connections: pool.server_connections,
+        preconnect: pool.preconnect,
+        redis_auth: pool.redis_auth.as_ref().map(|_| REDACTED),
+        redis_db: redis.then_some(pool.redis_db),
+        auto_eject_hosts: pool.auto_eject_hosts,
+        server_failure_limit: pool.server_failure_limit,
+        server_retry_timeout_ms: pool.server_retry_timeout_ms,
+        max_value_bytes: (!redis).then_some(pool.max_value_bytes),
+    }
+}

@@ -1,0 +1,547 @@
+//! Builds a [`Config`] from text. Every rule that makes a config valid lives here; the first
+//! broken rule ends the build, so no partially checked `Config` ever exists.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::PathBuf;
+
+use toml::Value;
+
+use super::address::{conflicts, parse_bind_addr, parse_listen};
+use super::fields::{Field, RawDocument, Section, Table};
+use super::server::parse_server;
+use super::*;
+
+const PROXY_KEYS: &[&str] = &[
+    "workers",
+    "cpus",
+    "admin",
+    "stats_port",
+    "shutdown_timeout_ms",
+    "histogram_dir",
+    "histogram_interval_s",
+    "client_max_inflight",
+    "backend_max_queued_bytes",
+    "io_memory_kib",
+];
+
+const LISTENER_KEYS: &[&str] = &["listen", "protocol", "route", "auth", "backlog"];
+
+const POOL_KEYS: &[&str] = &[
+    "servers",
+    "protocol",
+    "hash",
+    "distribution",
+    "hash_tag",
+    "timeout_ms",
+    "connect_timeout_ms",
+    "server_connections",
+    "preconnect",
+    "redis_auth",
+    "redis_db",
+    "auto_eject_hosts",
+    "server_failure_limit",
+    "server_retry_timeout_ms",
+    "max_value_bytes",
+];
+
+/// Top-level keys of twemproxy's stats JSON; a pool with one of these names would clobber them.
+const RESERVED_POOL_NAMES: &[&str] = &[
+    "service",
+    "source",
+    "version",
+    "uptime",
+    "timestamp",
+    "total_connections",
+    "curr_connections",
+];
+
+/// More connections per server per worker than this is a typo, not a tuning choice.
+const MAX_SERVER_CONNECTIONS: usize = 1024;
+/// The kernel clamps larger backlogs to net.core.somaxconn anyway.
+const MAX_BACKLOG: u32 = 65535;
+
+/// Parses and validates `text` into a [`Config`].
+pub(super) fn build(text: &str) -> Result<Config, ConfigError> {
+    let doc: RawDocument =
+        toml::from_str(text).map_err(|err| ConfigError::from_toml(text, &err))?;
+
+    let absent = Table::new();
+    let proxy_section = match &doc.proxy {
+        Some(table) => Section::new(text, "proxy".to_owned(), Some(table.span()), table.get_ref()),
+        None => Section::new(text, "proxy".to_owned(), None, &absent),
+    };
+    let proxy = build_proxy(&proxy_section)?;
+
+    let mut pools = Vec::with_capacity(doc.pools.len());
+    for (name, table) in &doc.pools {
+        let section = Section::new(text, format!("pools.{name}"), Some(table.span()), table.get_ref());
+        pools.push(build_pool(&section, name)?);
+    }
+
+    if doc.listeners.is_empty() {
+        return Err(ConfigError::new(
+            Some("listeners"),
+            "no listeners; add at least one [listeners.<name>] table",
+        ));
+    }
+    let mut listeners = Vec::with_capacity(doc.listeners.len());
+    for (name, table) in &doc.listeners {
+        let section =
+            Section::new(text, format!("listeners.{name}"), Some(table.span()), table.get_ref());
+        listeners.push(build_listener(&section, name, &pools)?);
+    }
+
+    assign_protocols(text, &mut pools, &listeners)?;
+    check_bind_conflicts(text, &proxy_section, &proxy, &listeners)?;
+
+    Ok(Config {
+        proxy,
+        listeners: listeners.into_iter().map(|l| l.config).collect(),
+        pools: pools.into_iter().map(|p| p.config).collect(),
+    })
+}
+
+/// A key path and where its value is, kept for checks that run after the tables are read.
+#[derive(Clone)]
+struct Located {
+    key: String,
+    span: Range<usize>,
+}
+
+impl Located {
+    fn of(field: &Field<'_>) -> Located {
+        Located {
+            key: field.key().to_owned(),
+            span: field.span(),
+        }
+    }
+
+    fn error(&self, text: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::at(text, &self.span, &self.key, message)
+    }
+}
+
+/// A pool whose protocol is not known until the listeners routing to it are read.
+struct PoolDraft {
+    config: PoolConfig,
+    declared_protocol: Option<(Protocol, Located)>,
+    /// Keys set in this pool that only one protocol understands.
+    protocol_bound_keys: Vec<(Protocol, Located)>,
+}
+
+struct ListenerDraft {
+    config: ListenerConfig,
+    listen: Located,
+    route: Located,
+}
+
+fn build_proxy(s: &Section<'_>) -> Result<ProxyConfig, ConfigError> {
+    s.reject_unknown_keys(PROXY_KEYS)?;
+    let workers = s.parse_or("workers", Workers::Auto, parse_workers)?;
+    let cpus = s.parse_or("cpus", None, |f| parse_cpus(f).map(Some))?;
+    if let (Workers::Count(count), Some(cpus), Some(field)) = (workers, &cpus, s.get("workers")) {
+        if count > cpus.len() {
+            return Err(field.error(format!(
+                "{count} workers but cpus lists only {} CPUs",
+                cpus.len()
+            )));
+        }
+    }
+    Ok(ProxyConfig {
+        workers,
+        cpus,
+        admin: s.parse_or("admin", Some(DEFAULT_ADMIN), parse_optional_bind_addr)?,
+        stats_port: s.parse_or("stats_port", None, parse_stats_port)?,
+        shutdown_timeout_ms: s.parse_or("shutdown_timeout_ms", DEFAULT_SHUTDOWN_TIMEOUT_MS, |f| {
+            f.integer_at_least(0u64)
+        })?,
+        histogram_dir: s.parse_or("histogram_dir", None, |f| {
+            f.non_empty_string().map(|dir| Some(PathBuf::from(dir)))
+        })?,
+        histogram_interval_s: s.parse_or(
+            "histogram_interval_s",
+            DEFAULT_HISTOGRAM_INTERVAL_S,
+            |f| f.integer_at_least(1u64),
+        )?,
+        client_max_inflight: s.parse_or("client_max_inflight", DEFAULT_CLIENT_MAX_INFLIGHT, |f| {
+            f.integer_at_least(1usize)
+        })?,
+        backend_max_queued_bytes: s.parse_or(
+            "backend_max_queued_bytes",
+            DEFAULT_BACKEND_MAX_QUEUED_BYTES,
+            |f| f.integer_at_least(1usize),
+        )?,
+        io_memory_kib: s.parse_or("io_memory_kib", DEFAULT_IO_MEMORY_KIB, |f| {
+            f.integer_at_least(1usize)
+        })?,
+    })
+}
+
+fn parse_workers(f: &Field<'_>) -> Result<Workers, ConfigError> {
+    match f.value() {
+        Value::Integer(_) => f.integer_at_least(1usize).map(Workers::Count),
+        Value::String(s) if s == "auto" => Ok(Workers::Auto),
+        _ => Err(f.error("expected a number of workers (at least 1) or \"auto\"")),
+    }
+}
+
+fn parse_cpus(f: &Field<'_>) -> Result<Vec<usize>, ConfigError> {
+    let items = f.array()?;
+    if items.is_empty() {
+        return Err(f.error("must list at least one CPU (omit the key to use every allowed CPU)"));
+    }
+    let mut cpus: Vec<usize> = Vec::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
+        let cpu = match item {
+            Value::Integer(cpu) => usize::try_from(*cpu).ok(),
+            _ => None,
+        }
+        .ok_or_else(|| f.error(format!("cpus[{index}] is not a CPU number (0 or more)")))?;
+        if cpus.contains(&cpu) {
+            return Err(f.error(format!("CPU {cpu} is listed twice")));
+        }
+        cpus.push(cpu);
+    }
+    Ok(cpus)
+}
+
+/// An address, or `""`/`"off"` for disabled.
+fn parse_optional_bind_addr(f: &Field<'_>) -> Result<Option<SocketAddr>, ConfigError> {
+    match f.string()? {
+        "" | "off" => Ok(None),
+        text => parse_bind_addr(text).map(Some).map_err(|why| f.error(why)),
+    }
+}
+
+/// An address, a bare port (bound on loopback), or `""`/`"off"`.
+fn parse_stats_port(f: &Field<'_>) -> Result<Option<SocketAddr>, ConfigError> {
+    match f.value() {
+        Value::Integer(_) => {
+            let port = f.integer_in(1u16, u16::MAX)?;
+            Ok(Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)))
+        }
+        _ => parse_optional_bind_addr(f),
+    }
+}
+
+/// Listener and pool names become key paths, metric labels and stats JSON keys.
+fn check_name(s: &Section<'_>, name: &str) -> Result<(), ConfigError> {
+    let valid_char = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    if name.is_empty() || !name.chars().all(valid_char) {
+        return Err(s.error(format!(
+            "invalid name {name:?}: use letters, digits, '_' and '-'"
+        )));
+    }
+    Ok(())
+}
+
+fn build_pool(s: &Section<'_>, name: &str) -> Result<PoolDraft, ConfigError> {
+    s.reject_unknown_keys(POOL_KEYS)?;
+    check_name(s, name)?;
+    if RESERVED_POOL_NAMES.contains(&name) {
+        return Err(s.error(format!(
+            "{name:?} is reserved: it is a top-level key of the twemproxy-compatible stats"
+        )));
+    }
+    let servers = parse_servers(s.text(), &s.required("servers")?)?;
+    let declared_protocol = match s.get("protocol") {
+        Some(f) => Some((parse_protocol(&f)?, Located::of(&f))),
+        None => None,
+    };
+    let protocol_bound_keys = [
+        ("redis_auth", Protocol::Redis),
+        ("redis_db", Protocol::Redis),
+        ("max_value_bytes", Protocol::Memcache),
+    ]
+    .into_iter()
+    .filter_map(|(key, protocol)| s.get(key).map(|f| (protocol, Located::of(&f))))
+    .collect();
+    let config = PoolConfig {
+        name: name.to_owned(),
+        // Provisional: settled by assign_protocols once the listeners are read.
+        protocol: Protocol::Redis,
+        servers,
+        hash: s.parse_or("hash", DEFAULT_HASH, parse_hash)?,
+        distribution: s.parse_or("distribution", DEFAULT_DISTRIBUTION, parse_distribution)?,
+        hash_tag: s.parse_or("hash_tag", None, |f| parse_hash_tag(f).map(Some))?,
+        timeout_ms: s.parse_or("timeout_ms", DEFAULT_TIMEOUT_MS, |f| f.integer_at_least(1u64))?,
+        connect_timeout_ms: s.parse_or("connect_timeout_ms", DEFAULT_CONNECT_TIMEOUT_MS, |f| {
+            f.integer_at_least(1u64)
+        })?,
+        server_connections: s.parse_or("server_connections", DEFAULT_SERVER_CONNECTIONS, |f| {
+            f.integer_in(1usize, MAX_SERVER_CONNECTIONS)
+        })?,
+        preconnect: s.parse_or("preconnect", false, Field::boolean)?,
+        redis_auth: s.parse_or("redis_auth", None, |f| {
+            f.non_empty_string().map(|secret| Some(secret.to_owned()))
+        })?,
+        redis_db: s.parse_or("redis_db", 0, |f| f.integer_at_least(0u32))?,
+        auto_eject_hosts: s.parse_or("auto_eject_hosts", false, Field::boolean)?,
+        server_failure_limit: s.parse_or(
+            "server_failure_limit",
+            DEFAULT_SERVER_FAILURE_LIMIT,
+            |f| f.integer_at_least(1u32),
+        )?,
+        server_retry_timeout_ms: s.parse_or(
+            "server_retry_timeout_ms",
+            DEFAULT_SERVER_RETRY_TIMEOUT_MS,
+            |f| f.integer_at_least(1u64),
+        )?,
+        max_value_bytes: s.parse_or("max_value_bytes", DEFAULT_MAX_VALUE_BYTES, |f| {
+            f.integer_at_least(1usize)
+        })?,
+    };
+    Ok(PoolDraft {
+        config,
+        declared_protocol,
+        protocol_bound_keys,
+    })
+}
+
+fn parse_protocol(f: &Field<'_>) -> Result<Protocol, ConfigError> {
+    let name = f.string()?;
+    Protocol::from_name(name)
+        .ok_or_else(|| f.error(format!("unknown protocol {name:?}; expected redis or memcache")))
+}
+
+fn parse_hash(f: &Field<'_>) -> Result<HashKind, ConfigError> {
+    let name = f.string()?;
+    HashKind::from_name(name).ok_or_else(|| {
+        let known: Vec<&str> = HashKind::ALL.iter().map(|hash| hash.name()).collect();
+        f.error(format!(
+            "unknown hash {name:?}; expected one of: {}",
+            known.join(", ")
+        ))
+    })
+}
+
+fn parse_distribution(f: &Field<'_>) -> Result<DistributionKind, ConfigError> {
+    let name = f.string()?;
+    DistributionKind::from_name(name).ok_or_else(|| {
+        f.error(format!(
+            "unknown distribution {name:?}; expected ketama, modula or random"
+        ))
+    })
+}
+
+fn parse_hash_tag(f: &Field<'_>) -> Result<[u8; 2], ConfigError> {
+    let tag = f.string()?;
+    match tag.as_bytes() {
+        [open, close] if open.is_ascii_graphic() && close.is_ascii_graphic() => Ok([*open, *close]),
+        _ => Err(f.error(format!(
+            "{tag:?} is not two printable ASCII characters, like \"{{}}\""
+        ))),
+    }
+}
+
+/// Parses the `servers` array, locating each line for error messages.
+fn parse_servers(text: &str, f: &Field<'_>) -> Result<Vec<ServerConfig>, ConfigError> {
+    let items = f.array()?;
+    if items.is_empty() {
+        return Err(f.error("a pool needs at least one server"));
+    }
+    let mut servers: Vec<ServerConfig> = Vec::with_capacity(items.len());
+    let mut seen_idents: HashMap<String, usize> = HashMap::with_capacity(items.len());
+    let mut seen_addrs: HashMap<SocketAddr, usize> = HashMap::with_capacity(items.len());
+    let mut search_from = f.span().start;
+    for (index, item) in items.iter().enumerate() {
+        let key = format!("{}[{index}]", f.key());
+        let Value::String(spec) = item else {
+            return Err(f.error(format!(
+                "{key} is not a string like \"10.0.0.1:6379:1\""
+            )));
+        };
+        let span = locate_string(text, search_from..f.span().end, spec)
+            .unwrap_or_else(|| f.span());
+        search_from = span.end.max(search_from);
+        let server = parse_server(spec).map_err(|why| f.error_at(&span, &key, why))?;
+        if let Some(first) = seen_idents.insert(server.ident.clone(), index) {
+            return Err(f.error_at(
+                &span,
+                &key,
+                format!(
+                    "server identity {:?} is already used by servers[{first}]; \
+                     each server needs its own name or host:port",
+                    server.ident
+                ),
+            ));
+        }
+        if let Some(first) = seen_addrs.insert(server.addr, index) {
+            return Err(f.error_at(
+                &span,
+                &key,
+                format!("address {} is already used by servers[{first}]", server.addr),
+            ));
+        }
+        servers.push(server);
+    }
+    Ok(servers)
+}
+
+/// Where the string literal holding `value` is written within `range` of `text`, so that an error
+/// about one server of a long list points at its own line. `None` when the literal is written
+/// with escapes and cannot be found verbatim.
+fn locate_string(text: &str, range: Range<usize>, value: &str) -> Option<Range<usize>> {
+    let haystack = text.get(range.clone())?;
+    ['"', '\'']
+        .into_iter()
+        .filter_map(|quote| haystack.find(&format!("{quote}{value}{quote}")))
+        .min()
+        .map(|found| {
+            let start = range.start + found;
+            start..start + value.len() + 2
+        })
+}
+
+fn build_listener(
+    s: &Section<'_>,
+    name: &str,
+    pools: &[PoolDraft],
+) -> Result<ListenerDraft, ConfigError> {
+    s.reject_unknown_keys(LISTENER_KEYS)?;
+    check_name(s, name)?;
+    let listen_field = s.required("listen")?;
+    let listen =
+        parse_listen(listen_field.non_empty_string()?).map_err(|why| listen_field.error(why))?;
+    let protocol = parse_protocol(&s.required("protocol")?)?;
+    let route_field = s.required("route")?;
+    let route = route_field.non_empty_string()?;
+    let pool = pools
+        .iter()
+        .position(|p| p.config.name == route)
+        .ok_or_else(|| {
+            let known: Vec<&str> = pools.iter().map(|p| p.config.name.as_str()).collect();
+            let known = if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            };
+            route_field.error(format!("no pool named {route:?}; defined pools: {known}"))
+        })?;
+    let auth = s.parse_or("auth", None, |f| {
+        let secret = f.non_empty_string()?;
+        if protocol != Protocol::Redis {
+            return Err(f.error(
+                "auth is only for redis listeners (the memcached ASCII protocol has no AUTH)",
+            ));
+        }
+        Ok(Some(secret.to_owned()))
+    })?;
+    let backlog = s.parse_or("backlog", DEFAULT_BACKLOG, |f| f.integer_in(1u32, MAX_BACKLOG))?;
+    Ok(ListenerDraft {
+        config: ListenerConfig {
+            name: name.to_owned(),
+            listen,
+            protocol,
+            route: route.to_owned(),
+            pool,
+            auth,
+            backlog,
+        },
+        listen: Located::of(&listen_field),
+        route: Located::of(&route_field),
+    })
+}
+
+/// A pool speaks the protocol of the listeners routing to it; they must agree with each other
+/// and with the pool's own `protocol` key, and protocol-specific keys must match it.
+fn assign_protocols(
+    text: &str,
+    pools: &mut [PoolDraft],
+    listeners: &[ListenerDraft],
+) -> Result<(), ConfigError> {
+    for (index, pool) in pools.iter_mut().enumerate() {
+        let mut first: Option<&ListenerDraft> = None;
+        for listener in listeners.iter().filter(|l| l.config.pool == index) {
+            let protocol = listener.config.protocol;
+            if let Some((declared, _)) = &pool.declared_protocol {
+                if *declared != protocol {
+                    return Err(listener.route.error(
+                        text,
+                        format!(
+                            "this {} listener routes to pool {:?}, which declares protocol = {:?}",
+                            protocol.name(),
+                            pool.config.name,
+                            declared.name()
+                        ),
+                    ));
+                }
+            }
+            match first {
+                Some(first) if first.config.protocol != protocol => {
+                    return Err(listener.route.error(
+                        text,
+                        format!(
+                            "this {} listener routes to pool {:?}, which {} listener {:?} also \
+                             uses; a pool speaks one protocol",
+                            protocol.name(),
+                            pool.config.name,
+                            first.config.protocol.name(),
+                            first.config.name
+                        ),
+                    ));
+                }
+                Some(_) => {}
+                None => first = Some(listener),
+            }
+        }
+        pool.config.protocol = first
+            .map(|l| l.config.protocol)
+            .or(pool.declared_protocol.as_ref().map(|(p, _)| *p))
+            .unwrap_or(Protocol::Redis);
+        for (needs, located) in &pool.protocol_bound_keys {
+            if *needs != pool.config.protocol {
+                return Err(located.error(
+                    text,
+                    format!(
+                        "only applies to {} pools, and this pool speaks {}",
+                        needs.name(),
+                        pool.config.protocol.name()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// No two sockets ferrule binds may collide: listeners, the admin endpoint and the stats port.
+fn check_bind_conflicts(
+    text: &str,
+    proxy_section: &Section<'_>,
+    proxy: &ProxyConfig,
+    listeners: &[ListenerDraft],
+) -> Result<(), ConfigError> {
+    let mut bound: Vec<(ListenAddr, String, Option<Located>)> = Vec::new();
+    let proxy_binds = [("admin", proxy.admin), ("stats_port", proxy.stats_port)];
+    for (key, addr) in proxy_binds {
+        if let Some(addr) = addr {
+            let located = proxy_section.get(key).map(|f| Located::of(&f));
+            bound.push((ListenAddr::Tcp(addr), format!("proxy.{key}"), located));
+        }
+    }
+    for listener in listeners {
+        bound.push((
+            listener.config.listen.clone(),
+            listener.listen.key.clone(),
+            Some(listener.listen.clone()),
+        ));
+    }
+    for (later, (addr, key, located)) in bound.iter().enumerate() {
+        let earlier = bound[..later].iter().find(|(other, _, _)| conflicts(addr, other));
+        if let Some((other, other_key, other_located)) = earlier {
+            let default_note = if other_located.is_none() {
+                " (its default; set it to another address or \"off\")"
+            } else {
+                ""
+            };
+            let message = format!("{addr} collides with {other_key} = {other}{default_note}");
+            return Err(match located {
+                Some(located) => located.error(text, message),
+                None => ConfigError::new(Some(key), message),
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,201 @@
+//! Reassembling the reply to a multi-key request that was split across servers (pure, no I/O).
+//!
+//! A split request becomes one sub-request ("fragment") per server. Each fragment's reply is stored as it arrives;
+//! when the last one is in, [`Fanout::merge`] builds the single reply the client expects, in the client's key order.
+
+use crate::protocol::{memcache, redis};
+use std::ops::Range;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MergeKind {
+    /// Redis MGET: an array with one element per requested key, in request order.
+    RedisMget,
+    /// Redis MSET: `+OK` when every fragment said OK.
+    RedisMset,
+    /// Redis DEL / UNLINK / TOUCH / EXISTS: the sum of the fragments' integer replies.
+    RedisSum,
+    /// Memcached get/gets/gat/gats: VALUE items re-emitted in request order, then one END.
+    McRetrieval,
+}
+
+/// The bookkeeping of one split request.
+#[derive(Debug)]
+pub struct Fanout {
+    pub kind: MergeKind,
+    /// For each requested key, in request order, the fragment it was sent in.
+    pub key_frag: Vec<u32>,
+    /// Memcached only: the requested keys, concatenated, to match VALUE items against.
+    pub keys: Vec<u8>,
+    pub key_ranges: Vec<Range<usize>>,
+    /// Each fragment's reply as a range of the collecting buffer; `None` until it arrives.
+    pub replies: Vec<Option<Range<usize>>>,
+    pub outstanding: usize,
+}
+
+impl Fanout {
+    pub fn new(kind: MergeKind, fragments: usize) -> Fanout {
+        Fanout {
+            kind,
+            key_frag: Vec::new(),
+            keys: Vec::new(),
+            key_ranges: Vec::new(),
+            replies: vec![None; fragments],
+            outstanding: fragments,
+        }
+    }
+
+    /// Records fragment `frag`'s reply, stored at `range` of the collecting buffer. Returns true when all are in.
+    pub fn arrived(&mut self, frag: usize, range: Range<usize>) -> bool {
+        if let Some(slot) = self.replies.get_mut(frag) {
+            if slot.is_none() {
+                *slot = Some(range);
+                self.outstanding -= 1;
+            }
+        }
+        self.outstanding == 0
+    }
+
+    fn reply<'a>(&self, data: &'a [u8], frag: usize) -> &'a [u8] {
+        match self.replies.get(frag).cloned().flatten() {
+            Some(r) => &data[r],
+            None => &[],
+        }
+    }
+
+    /// The first fragment reply that is an error, which then stands for the whole command (as twemproxy does).
+    fn first_error<'a>(&self, data: &'a [u8]) -> Option<&'a [u8]> {
+        (0..self.replies.len()).map(|f| self.reply(data, f)).find(|r| match self.kind {
+            MergeKind::McRetrieval => memcache::is_error_reply(r),
+            _ => redis::is_error_reply(r),
+        })
+    }
+
+    /// Builds the client's reply from the fragments' replies in `data` and appends it to `out`.
+    pub fn merge(&self, data: &[u8], out: &mut Vec<u8>) {
+        if let Some(err) = self.first_error(data) {
+            out.extend_from_slice(err);
+            return;
+        }
+        match self.kind {
+            MergeKind::RedisMset => redis::write_simple(out, b"OK"),
+            MergeKind::RedisSum => {
+                let mut sum: i64 = 0;
+                for f in 0..self.replies.len() {
+                    match redis::parse_integer_reply(self.reply(data, f)) {
+                        Some(n) => sum = sum.saturating_add(n),
+                        None => return redis::write_error(out, b"ERR ferrule: unexpected reply to a split command"),
+                    }
+                }
+                redis::write_integer(out, sum);
+            }
+            MergeKind::RedisMget => self.merge_mget(data, out),
+            MergeKind::McRetrieval => self.merge_retrieval(data, out),
+        }
+    }
+
+    fn merge_mget(&self, data: &[u8], out: &mut Vec<u8>) {
+        // Element ranges of every fragment, then one cursor per fragment walking them in key order.
+        let mut elems: Vec<Vec<Range<usize>>> = Vec::with_capacity(self.replies.len());
+        for f in 0..self.replies.len() {
+            let mut v = Vec::new();
+            if !redis::array_elements(self.reply(data, f), &mut v) {
+                return redis::write_error(out, b"ERR ferrule: unexpected reply to a split MGET");
+            }
+            elems.push(v);
+        }
+        let mut cursor = vec![0usize; self.replies.len()];
+        redis::write_array_header(out, self.key_frag.len());
+        for &f in &self.key_frag {
+            let f = f as usize;
+            let reply = self.reply(data, f);
+            match elems.get(f).and_then(|e| e.get(cursor[f])) {
+                Some(r) => out.extend_from_slice(&reply[r.clone()]),
+                None => redis::write_null_bulk(out),
+            }
+            cursor[f] += 1;
+        }
+    }
+
+    fn merge_retrieval(&self, data: &[u8], out: &mut Vec<u8>) {
+        let mut items: Vec<Vec<(Range<usize>, Range<usize>)>> = Vec::with_capacity(self.replies.len());
+        for f in 0..self.replies.len() {
+            let mut v = Vec::new();
+            if !memcache::retrieval_items(self.reply(data, f), &mut v) {
+                out.extend_from_slice(b"SERVER_ERROR unexpected reply to a split get\r\n");
+                return;
+            }
+            items.push(v);
+        }
+        // A server answers its keys in the order asked and omits misses, so a cursor per fragment that advances
+        // only on a key match re-emits hits in request order.
+        let mut cursor = vec![0usize; self.replies.len()];
+        for (i, &f) in self.key_frag.iter().enumerate() {
+            let f = f as usize;
+            let reply = self.reply(data, f);
+            let key = &self.keys[self.key_ranges[i].clone()];
+            if let Some((k, item)) = items[f].get(cursor[f]) {
+                if &reply[k.clone()] == key {
+                    out.extend_from_slice(&reply[item.clone()]);
+                    cursor[f] += 1;
+                }
+            }
+        }
+        out.extend_from_slice(b"END\r\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn collect(f: &mut Fanout, replies: &[&[u8]]) -> Vec<u8> {
+        let mut data = Vec::new();
+        for (i, r) in replies.iter().enumerate() {
+            let start = data.len();
+            data.extend_from_slice(r);
+            f.arrived(i, start..data.len());
+        }
+        let mut out = Vec::new();
+        f.merge(&data, &mut out);
+        out
+    }
+
+    #[test]
+    fn mget_reassembles_in_key_order() {
+        let mut f = Fanout::new(MergeKind::RedisMget, 2);
+        f.key_frag = vec![1, 0, 1];
+        let out = collect(&mut f, &[b"*1\r\n$1\r\nb\r\n", b"*2\r\n$1\r\na\r\n$-1\r\n"]);
+        assert_eq!(out, b"*3\r\n$1\r\na\r\n$1\r\nb\r\n$-1\r\n");
+    }
+
+    #[test]
+    fn sum_adds_integers_and_errors_win() {
+        let mut f = Fanout::new(MergeKind::RedisSum, 2);
+        assert_eq!(collect(&mut f, &[b":2\r\n", b":3\r\n"]), b":5\r\n");
+        let mut f = Fanout::new(MergeKind::RedisSum, 2);
+        assert_eq!(collect(&mut f, &[b":2\r\n", b"-ERR down\r\n"]), b"-ERR down\r\n");
+    }
+
+    #[test]
+    fn mset_ok() {
+        let mut f = Fanout::new(MergeKind::RedisMset, 2);
+        assert_eq!(collect(&mut f, &[b"+OK\r\n", b"+OK\r\n"]), b"+OK\r\n");
+    }
+
+    #[test]
+    fn retrieval_in_request_order_with_misses() {
+        let mut f = Fanout::new(MergeKind::McRetrieval, 2);
+        f.key_frag = vec![1, 0, 1, 0];
+        for k in [&b"a"[..], b"b", b"c", b"d"] {
+            let s = f.keys.len();
+            f.keys.extend_from_slice(k);
+            f.key_ranges.push(s..f.keys.len());
+        }
+        // fragment 0 asked for b, d (d missing); fragment 1 asked for a, c
+        let out = collect(
+            &mut f,
+            &[b"VALUE b 0 1\r\n2\r\nEND\r\n", b"VALUE a 0 1\r\n1\r\nVALUE c 0 1\r\n3\r\nEND\r\n"],
+        );
+        assert_eq!(out, b"VALUE a 0 1\r\n1\r\nVALUE b 0 1\r\n2\r\nVALUE c 0 1\r\n3\r\nEND\r\n");
+    }
+}

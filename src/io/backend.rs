@@ -1,0 +1,467 @@
+//! One connection to one backend server, shared by every client of this core.
+//!
+//! Clients append encoded requests to `outq` and a [`Pending`] entry each; the writer half of the connection sends
+//! everything queued in one write; the reader half frames replies and hands each to the oldest pending entry (servers
+//! answer in order, so FIFO matching is exact). A fault (refused, reset, EOF, timeout, garbage) fails every pending
+//! request at once with an error naming the server and the cause, and the connection is re-established on demand
+//! after a back-off. Nothing here is shared with another core.
+
+use super::replies::ClientRef;
+use super::stream::Conn;
+use crate::config::Protocol;
+use crate::protocol::{memcache, redis};
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+/// How to find the end of the reply to a request.
+#[derive(Clone, Copy, Debug)]
+pub enum Framer {
+    Redis,
+    Memcache(memcache::Command),
+}
+
+impl Framer {
+    fn reply_len(self, buf: &[u8]) -> Result<Option<usize>, String> {
+        match self {
+            Framer::Redis => redis::reply_len(buf).map_err(|e| e.0),
+            Framer::Memcache(cmd) => memcache::reply_len(buf, cmd),
+        }
+    }
+}
+
+/// Who receives a reply.
+pub enum Waiter {
+    /// A client request (`frag` is `None` for a whole request, or the fragment number of a split one).
+    Client { client: ClientRef, seq: u64, frag: Option<u32> },
+    /// A reply to the connection prelude (AUTH, SELECT): checked, not forwarded.
+    Prelude,
+}
+
+struct Pending {
+    waiter: Waiter,
+    framer: Framer,
+    deadline: Instant,
+}
+
+/// Connection settings taken from the pool's config.
+#[derive(Clone)]
+pub struct BackendOptions {
+    pub protocol: Protocol,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub max_queued_bytes: usize,
+    /// Requests sent first on every new connection (AUTH, SELECT) and how many replies they produce.
+    pub prelude: Vec<u8>,
+    pub prelude_replies: usize,
+}
+
+/// Observations a backend reports upward (to the worker, which forwards them to control).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    Failed(String),
+    Recovered,
+}
+
+#[derive(Default)]
+struct State {
+    outq: Vec<u8>,
+    pending: VecDeque<Pending>,
+    /// Requests in `pending` that were already written to the current connection.
+    conn: Option<Conn>,
+    generation: u64,
+    connecting: bool,
+    /// Fail fast until then: the last connect failed and we are backing off.
+    down_until: Option<Instant>,
+    last_error: String,
+    consecutive_failures: u32,
+    was_healthy: bool,
+    task_waker: Option<Waker>,
+    drain_waiters: Vec<Waker>,
+    health_events: Vec<Health>,
+    retired: bool,
+}
+
+pub struct Backend {
+    pub addr: SocketAddr,
+    /// "pool/host:port" (or the server's name) for logs and error replies.
+    pub label: String,
+    opts: BackendOptions,
+    st: RefCell<State>,
+    rng: std::cell::Cell<u64>,
+}
+
+const MIN_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+impl Backend {
+    pub fn new(addr: SocketAddr, label: String, opts: BackendOptions) -> Rc<Backend> {
+        let seed = (addr.port() as u64) << 32 ^ (Instant::now().elapsed().as_nanos() as u64) ^ 0x9e37_79b9_7f4a_7c15;
+        Rc::new(Backend { addr, label, opts, st: RefCell::new(State::default()), rng: std::cell::Cell::new(seed | 1) })
+    }
+
+    pub fn protocol(&self) -> Protocol {
+        self.opts.protocol
+    }
+
+    /// Bytes queued and not yet written: the client reader stops reading while this is over the bound.
+    pub fn over_queue_bound(&self) -> bool {
+        self.st.borrow().outq.len() > self.opts.max_queued_bytes
+    }
+
+    pub fn inflight(&self) -> usize {
+        self.st.borrow().pending.len()
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.st.borrow().conn.is_some()
+    }
+
+    /// Queues one request. `encode` appends its bytes. Fails the waiter at once while the server is backing off.
+    pub fn enqueue(&self, encode: impl FnOnce(&mut Vec<u8>), waiter: Option<Waiter>, framer: Framer, now: Instant) {
+        let mut st = self.st.borrow_mut();
+        if let Some(until) = st.down_until {
+            if now < until && st.conn.is_none() && !st.connecting {
+                let reason = format!("server unavailable: {}", st.last_error);
+                drop(st);
+                if let Some(w) = waiter {
+                    self.deliver_error(w, &reason);
+                }
+                return;
+            }
+        }
+        let was_empty = st.outq.is_empty();
+        encode(&mut st.outq);
+        if let Some(waiter) = waiter {
+            st.pending.push_back(Pending { waiter, framer, deadline: now + self.opts.timeout });
+        }
+        if was_empty {
+            if let Some(w) = st.task_waker.take() {
+                w.wake();
+            }
+        }
+    }
+
+    /// Waits until the queue is under its bound again.
+    pub async fn drained(&self) {
+        poll_fn(|cx| {
+            let mut st = self.st.borrow_mut();
+            if st.outq.len() <= self.opts.max_queued_bytes || st.conn.is_none() {
+                Poll::Ready(())
+            } else {
+                st.drain_waiters.push(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Takes the health observations gathered since the last call.
+    pub fn take_health_events(&self) -> Vec<Health> {
+        std::mem::take(&mut self.st.borrow_mut().health_events)
+    }
+
+    /// Stops using this backend (removed by a reload): finishes what is queued, then closes.
+    pub fn retire(&self) {
+        let mut st = self.st.borrow_mut();
+        st.retired = true;
+        if let Some(w) = st.task_waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Fails the oldest request when it is past its deadline; twemproxy does the same by closing the connection,
+    /// because the replies behind a lost one can no longer be matched.
+    pub fn check_deadline(&self, now: Instant) {
+        let expired = {
+            let st = self.st.borrow();
+            st.pending.front().is_some_and(|p| p.deadline <= now)
+        };
+        if expired {
+            let gen = self.st.borrow().generation;
+            let ms = self.opts.timeout.as_millis();
+            self.fail_connection(gen, &format!("timed out after {ms} ms"));
+        }
+    }
+
+    fn error_reply(&self, reason: &str) -> Vec<u8> {
+        match self.opts.protocol {
+            Protocol::Redis => format!("-ERR ferrule: backend {} {}\r\n", self.label, reason).into_bytes(),
+            Protocol::Memcache => format!("SERVER_ERROR backend {} {}\r\n", self.label, reason).into_bytes(),
+        }
+    }
+
+    fn deliver_error(&self, waiter: Waiter, reason: &str) {
+        let reply = self.error_reply(reason);
+        deliver(waiter, &reply);
+    }
+
+    /// Tears the current connection down and fails everything queued or in flight on it.
+    fn fail_connection(&self, generation: u64, reason: &str) {
+        let (pending, conn) = {
+            let mut st = self.st.borrow_mut();
+            if st.generation != generation {
+                return;
+            }
+            st.generation += 1;
+            st.outq.clear();
+            st.last_error = reason.to_string();
+            st.consecutive_failures += 1;
+            st.health_events.push(Health::Failed(reason.to_string()));
+            for w in st.drain_waiters.drain(..) {
+                w.wake();
+            }
+            if let Some(w) = st.task_waker.take() {
+                w.wake();
+            }
+            (std::mem::take(&mut st.pending), st.conn.take())
+        };
+        if let Some(c) = conn {
+            c.shutdown();
+        }
+        if !pending.is_empty() {
+            log::debug!("backend {}: failing {} requests: {}", self.label, pending.len(), reason);
+        }
+        let reply = self.error_reply(reason);
+        for p in pending {
+            deliver(p.waiter, &reply);
+        }
+    }
+
+    fn backoff(&self) -> Duration {
+        let failures = self.st.borrow().consecutive_failures.min(10);
+        let base = MIN_BACKOFF.saturating_mul(1 << failures.saturating_sub(1)).min(MAX_BACKOFF);
+        // Jitter in [base/2, base): many cores and proxies do not reconnect in lockstep.
+        let mut x = self.rng.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng.set(x);
+        let half = base.as_micros() as u64 / 2;
+        Duration::from_micros(half + x % half.max(1))
+    }
+
+    /// The connection task: connects on demand, writes batches, and spawns the reader for each connection.
+    pub async fn run(self: Rc<Self>, preconnect: bool) {
+        let mut wbuf: Vec<u8> = Vec::with_capacity(16 * 1024);
+        let mut want_connect = preconnect;
+        loop {
+            // Wait for work: bytes to write, or a wish to connect.
+            let retired = poll_fn(|cx| {
+                let mut st = self.st.borrow_mut();
+                let has_conn = st.conn.is_some();
+                if !st.outq.is_empty() || (want_connect && !has_conn) {
+                    Poll::Ready(false)
+                } else if st.retired && st.pending.is_empty() {
+                    Poll::Ready(true)
+                } else {
+                    st.task_waker = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            })
+            .await;
+            if retired {
+                let conn = self.st.borrow_mut().conn.take();
+                if let Some(c) = conn {
+                    c.shutdown();
+                }
+                return;
+            }
+            let conn = match self.st.borrow().conn.clone() {
+                Some(c) => c,
+                None => match self.connect().await {
+                    Some(c) => {
+                        want_connect = false;
+                        c
+                    }
+                    None => {
+                        want_connect = preconnect;
+                        let pause = self.st.borrow().down_until.map(|u| u.saturating_duration_since(Instant::now()));
+                        if want_connect {
+                            if let Some(p) = pause {
+                                glommio::timer::sleep(p).await;
+                            }
+                        }
+                        continue;
+                    }
+                },
+            };
+            let generation = {
+                let mut st = self.st.borrow_mut();
+                std::mem::swap(&mut st.outq, &mut wbuf);
+                for w in st.drain_waiters.drain(..) {
+                    w.wake();
+                }
+                st.generation
+            };
+            if let Err(e) = conn.write_all(&wbuf).await {
+                self.fail_connection(generation, &format!("write failed: {e}"));
+            }
+            wbuf.clear();
+        }
+    }
+
+    async fn connect(self: &Rc<Self>) -> Option<Conn> {
+        self.st.borrow_mut().connecting = true;
+        let result = glommio::net::TcpStream::connect_timeout(self.addr, self.opts.connect_timeout).await;
+        let mut st = self.st.borrow_mut();
+        st.connecting = false;
+        match result {
+            Ok(stream) => {
+                let conn = Conn::tcp(stream);
+                st.generation += 1;
+                st.conn = Some(conn.clone());
+                st.down_until = None;
+                if !self.opts.prelude.is_empty() {
+                    // The prelude goes before everything queued while connecting.
+                    let mut out = self.opts.prelude.clone();
+                    out.extend_from_slice(&st.outq);
+                    st.outq = out;
+                    let deadline = Instant::now() + self.opts.timeout;
+                    for _ in 0..self.opts.prelude_replies {
+                        st.pending.push_front(Pending { waiter: Waiter::Prelude, framer: Framer::Redis, deadline });
+                    }
+                }
+                let generation = st.generation;
+                drop(st);
+                log::info!("backend {}: connected", self.label);
+                glommio::spawn_local(self.clone().read_loop(conn.clone(), generation)).detach();
+                Some(conn)
+            }
+            Err(e) => {
+                let reason = describe_connect_error(&e);
+                st.last_error = reason.clone();
+                st.consecutive_failures += 1;
+                st.health_events.push(Health::Failed(reason.clone()));
+                drop(st);
+                let pause = self.backoff();
+                let (pending, first) = {
+                    let mut st = self.st.borrow_mut();
+                    st.down_until = Some(Instant::now() + pause);
+                    st.outq.clear();
+                    st.generation += 1;
+                    let first = st.consecutive_failures == 1 || st.was_healthy;
+                    st.was_healthy = false;
+                    (std::mem::take(&mut st.pending), first)
+                };
+                if first {
+                    log::warn!("backend {}: connect failed: {}", self.label, reason);
+                }
+                let reply = self.error_reply(&reason);
+                for p in pending {
+                    deliver(p.waiter, &reply);
+                }
+                None
+            }
+        }
+    }
+
+    async fn read_loop(self: Rc<Self>, conn: Conn, generation: u64) {
+        let mut buf = vec![0u8; 64 * 1024];
+        let (mut start, mut end) = (0usize, 0usize);
+        loop {
+            if end == buf.len() {
+                if start > 0 {
+                    buf.copy_within(start..end, 0);
+                    end -= start;
+                    start = 0;
+                } else {
+                    // One reply larger than the buffer: grow (bounded by what the server sends).
+                    buf.resize(buf.len() * 2, 0);
+                }
+            }
+            let n = match conn.read(&mut buf[end..]).await {
+                Ok(0) => {
+                    self.fail_connection(generation, "closed the connection");
+                    return;
+                }
+                Ok(n) => n,
+                Err(e) => {
+                    self.fail_connection(generation, &format!("read failed: {e}"));
+                    return;
+                }
+            };
+            end += n;
+            loop {
+                let (framer, ok_gen) = {
+                    let st = self.st.borrow();
+                    (st.pending.front().map(|p| p.framer), st.generation == generation)
+                };
+                if !ok_gen {
+                    return;
+                }
+                let Some(framer) = framer else {
+                    if start < end {
+                        self.fail_connection(generation, "sent data nobody asked for");
+                        return;
+                    }
+                    break;
+                };
+                match framer.reply_len(&buf[start..end]) {
+                    Ok(Some(len)) => {
+                        let p = self.st.borrow_mut().pending.pop_front();
+                        let reply = &buf[start..start + len];
+                        start += len;
+                        match p.map(|p| p.waiter) {
+                            Some(Waiter::Prelude) => {
+                                let bad = redis::is_error_reply(reply);
+                                if bad {
+                                    let msg = String::from_utf8_lossy(reply).trim_end().to_string();
+                                    log::error!("backend {}: connection setup rejected: {}", self.label, msg);
+                                    self.fail_connection(generation, &format!("rejected AUTH/SELECT: {msg}"));
+                                    return;
+                                }
+                            }
+                            Some(w) => deliver(w, reply),
+                            None => {}
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        self.fail_connection(generation, &format!("sent a malformed reply: {e}"));
+                        return;
+                    }
+                }
+            }
+            if start == end {
+                start = 0;
+                end = 0;
+            }
+            let mut st = self.st.borrow_mut();
+            if st.consecutive_failures > 0 || !st.was_healthy {
+                if st.consecutive_failures > 0 {
+                    log::info!("backend {}: recovered", self.label);
+                    st.health_events.push(Health::Recovered);
+                }
+                st.consecutive_failures = 0;
+                st.was_healthy = true;
+            }
+        }
+    }
+}
+
+fn deliver(waiter: Waiter, reply: &[u8]) {
+    if let Waiter::Client { client, seq, frag } = waiter {
+        let mut q = client.borrow_mut();
+        match frag {
+            None => q.complete(seq, reply),
+            Some(f) => q.complete_fragment(seq, f as usize, reply),
+        }
+    }
+}
+
+fn describe_connect_error(e: &glommio::GlommioError<()>) -> String {
+    match e {
+        glommio::GlommioError::IoError(io) => match io.kind() {
+            std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
+            std::io::ErrorKind::TimedOut => "connect timed out".into(),
+            _ => format!("connect failed: {io}"),
+        },
+        glommio::GlommioError::TimedOut(_) => "connect timed out".into(),
+        other => format!("connect failed: {other}"),
+    }
+}

@@ -1,0 +1,59 @@
+//! Health probes for ejected servers: PING for redis, `version` for memcache, bounded by a timeout.
+
+use super::stream::Conn;
+use crate::config::Protocol;
+use crate::protocol::redis;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Connects, asks the server whether it is alive and waits for a sane answer.
+pub async fn probe(addr: SocketAddr, protocol: Protocol, redis_auth: Option<&str>, timeout: Duration) -> Result<(), String> {
+    let attempt = async {
+        let stream = glommio::net::TcpStream::connect_timeout(addr, timeout).await.map_err(|e| format!("connect: {e}"))?;
+        let conn = Conn::tcp(stream);
+        let mut req = Vec::new();
+        let expect_replies = match protocol {
+            Protocol::Redis => {
+                if let Some(pw) = redis_auth {
+                    redis::write_command(&mut req, &[b"AUTH", pw.as_bytes()]);
+                }
+                redis::write_command(&mut req, &[b"PING"]);
+                1 + usize::from(redis_auth.is_some())
+            }
+            Protocol::Memcache => {
+                req.extend_from_slice(b"version\r\n");
+                1
+            }
+        };
+        conn.write_all(&req).await.map_err(|e| format!("write: {e}"))?;
+        let mut buf = vec![0u8; 4096];
+        let mut have = 0;
+        loop {
+            let n = conn.read(&mut buf[have..]).await.map_err(|e| format!("read: {e}"))?;
+            if n == 0 {
+                return Err("closed the connection".to_string());
+            }
+            have += n;
+            let text = &buf[..have];
+            let ok = match protocol {
+                Protocol::Redis => text.ends_with(b"\r\n") && text.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count() >= expect_replies,
+                Protocol::Memcache => text.ends_with(b"\r\n"),
+            };
+            if ok {
+                conn.shutdown();
+                return match protocol {
+                    Protocol::Redis if text.windows(5).any(|w| w == b"+PONG") => Ok(()),
+                    Protocol::Memcache if text.starts_with(b"VERSION") => Ok(()),
+                    _ => Err(format!("unexpected answer: {}", String::from_utf8_lossy(text).trim_end())),
+                };
+            }
+            if have == buf.len() {
+                return Err("answer too long".to_string());
+            }
+        }
+    };
+    match glommio::timer::timeout(timeout, async { Ok(attempt.await) }).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+    }
+}

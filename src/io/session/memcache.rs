@@ -1,0 +1,181 @@
+//! The Memcached (ASCII) side of a client session: parse requests, route by key, split multi-key gets.
+
+use super::{InBuf, Session, INBUF_CAPACITY};
+use crate::fanout::{Fanout, MergeKind};
+use crate::io::backend::{Backend, Framer, Waiter};
+use crate::protocol::memcache::{self, Command, Parse, Request};
+use crate::router::group_by_server;
+use std::ops::Range;
+use std::rc::Rc;
+use std::time::Instant;
+
+#[derive(Default)]
+struct Scratch {
+    keys: Vec<Range<usize>>,
+    servers: Vec<usize>,
+    groups: Vec<usize>,
+    key_frag: Vec<u32>,
+}
+
+pub async fn read_loop(s: &mut Session) {
+    let mut inb = InBuf::new(INBUF_CAPACITY);
+    let mut sc = Scratch::default();
+    let max_inflight = s.worker.max_inflight();
+    // Bytes of an oversized or rejected value still to be discarded as they arrive.
+    let mut skip: usize = 0;
+    loop {
+        s.wait_inflight_below(max_inflight).await;
+        if s.q.borrow().closed {
+            return;
+        }
+        let now = Instant::now();
+        let mut blocked_on: Option<Rc<Backend>> = None;
+        while s.q.borrow().inflight() < max_inflight {
+            if skip > 0 {
+                let n = skip.min(inb.data().len());
+                inb.consume(n);
+                skip -= n;
+                if skip > 0 {
+                    break;
+                }
+            }
+            let max_value = s.worker.max_value_bytes(s.listener.pool());
+            match memcache::parse_request(inb.data(), &mut sc.keys, max_value) {
+                Parse::Request(req) => {
+                    let len = req.len;
+                    s.worker.stats.borrow_mut().requests += 1;
+                    let close = handle(s, &inb.data()[..len], &req, &mut sc, now, &mut blocked_on);
+                    inb.consume(len);
+                    if close {
+                        return;
+                    }
+                }
+                Parse::Incomplete => break,
+                Parse::Error { reply, consumed, skip: more } => {
+                    s.local(reply.as_bytes());
+                    inb.consume(consumed);
+                    skip = more;
+                }
+                Parse::TooLarge { consumed, skip: more } => {
+                    s.local(b"SERVER_ERROR object too large for cache\r\n");
+                    inb.consume(consumed);
+                    skip = more;
+                }
+                Parse::Fatal { reply } => {
+                    s.local(reply.as_bytes());
+                    s.worker.stats.borrow_mut().protocol_errors += 1;
+                    return;
+                }
+            }
+        }
+        if let Some(b) = blocked_on.take() {
+            b.drained().await;
+        }
+        if s.q.borrow().inflight() >= max_inflight {
+            continue;
+        }
+        if s.listener.is_closed() {
+            return;
+        }
+        inb.maybe_shrink(INBUF_CAPACITY);
+        match inb.fill(&s.conn).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Handles one request; returns true when the connection should close.
+fn handle(s: &Session, raw: &[u8], req: &Request, sc: &mut Scratch, now: Instant, blocked_on: &mut Option<Rc<Backend>>) -> bool {
+    match req.command {
+        Command::Quit => return true,
+        Command::Version => {
+            s.local(concat!("VERSION ferrule-", env!("CARGO_PKG_VERSION"), "\r\n").as_bytes());
+            return false;
+        }
+        Command::Verbosity => {
+            if !req.noreply {
+                s.local(b"OK\r\n");
+            }
+            return false;
+        }
+        Command::Stats => {
+            let text = s.worker.memcache_stats_text();
+            s.local(text.as_bytes());
+            return false;
+        }
+        Command::FlushAll => {
+            s.local(b"SERVER_ERROR flush_all is not supported by ferrule (it would have to reach every server)\r\n");
+            return false;
+        }
+        _ => {}
+    }
+    let pools = s.worker.pools.borrow();
+    let Some(pool) = pools.get(s.listener.pool()) else {
+        s.local(b"SERVER_ERROR ferrule: listener has no pool\r\n");
+        return false;
+    };
+    sc.servers.clear();
+    for k in &sc.keys {
+        match pool.router.server_for(&raw[k.clone()]) {
+            Some(server) => sc.servers.push(server),
+            None => {
+                let msg = format!("SERVER_ERROR ferrule: pool '{}' has no server available (all ejected)\r\n", pool.name);
+                if !req.noreply {
+                    s.local(msg.as_bytes());
+                }
+                return false;
+            }
+        }
+    }
+    group_by_server(&sc.servers, &mut sc.groups, &mut sc.key_frag);
+    let framer = Framer::Memcache(req.command);
+    if sc.groups.len() <= 1 {
+        let Some(&server) = sc.groups.first() else {
+            s.local(b"CLIENT_ERROR bad command line format\r\n");
+            return false;
+        };
+        let backend = pool.backend(server, s.id);
+        // noreply requests get no reply from the server, so they take no slot and no pending entry.
+        let waiter = if req.noreply {
+            None
+        } else {
+            let seq = s.q.borrow_mut().reserve();
+            Some(Waiter::Client { client: s.q.clone(), seq, frag: None })
+        };
+        backend.enqueue(|out| out.extend_from_slice(raw), waiter, framer, now);
+        if backend.over_queue_bound() {
+            *blocked_on = Some(backend.clone());
+        }
+        return false;
+    }
+    // A multi-key retrieval spanning servers: one sub-request per server, reassembled in request order.
+    let mut fan = Fanout::new(MergeKind::McRetrieval, sc.groups.len());
+    fan.key_frag.extend_from_slice(&sc.key_frag);
+    for k in &sc.keys {
+        let start = fan.keys.len();
+        fan.keys.extend_from_slice(&raw[k.clone()]);
+        fan.key_ranges.push(start..fan.keys.len());
+    }
+    let seq = s.q.borrow_mut().reserve_fanout(fan);
+    let exptime = req.exptime.clone().map(|r| &raw[r]);
+    for (frag, &server) in sc.groups.iter().enumerate() {
+        let backend = pool.backend(server, s.id);
+        let waiter = Waiter::Client { client: s.q.clone(), seq, frag: Some(frag as u32) };
+        let keys = &sc.keys;
+        let key_frag = &sc.key_frag;
+        backend.enqueue(
+            |out| {
+                let ks = keys.iter().zip(key_frag).filter(|(_, &f)| f as usize == frag).map(|(k, _)| &raw[k.clone()]);
+                memcache::write_retrieval(out, req.command, exptime, ks);
+            },
+            Some(waiter),
+            framer,
+            now,
+        );
+        if backend.over_queue_bound() {
+            *blocked_on = Some(backend.clone());
+        }
+    }
+    false
+}

@@ -1,0 +1,148 @@
+//! Client sessions: one reader task (parse, route, queue on backends) and one writer task (replies, in order) per
+//! client connection.
+
+mod memcache;
+mod redis;
+
+use super::replies::{ClientRef, ReplyQueue};
+use super::stream::Conn;
+use super::worker::{ListenerSlot, Worker};
+use crate::config::Protocol;
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::task::Poll;
+
+/// What a session's reader needs: its worker, its listener, its reply queue and connection.
+pub struct Session {
+    pub worker: Rc<Worker>,
+    pub listener: Rc<ListenerSlot>,
+    pub conn: Conn,
+    pub q: ClientRef,
+    pub id: u64,
+    pub authed: bool,
+}
+
+impl Session {
+    /// Queues a reply made by the proxy (errors, PING, ...), in order behind what is in flight.
+    pub fn local(&self, reply: &[u8]) {
+        self.q.borrow_mut().push_local(reply);
+    }
+
+    /// Waits while this client has too many requests in flight (backpressure: we stop reading it).
+    async fn wait_inflight_below(&self, max: usize) {
+        poll_fn(|cx| {
+            let mut q = self.q.borrow_mut();
+            if q.inflight() < max || q.closed {
+                Poll::Ready(())
+            } else {
+                q.set_reader_waker(cx.waker());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+/// Serves one accepted client connection until it closes.
+pub async fn serve(worker: Rc<Worker>, listener: Rc<ListenerSlot>, conn: Conn) {
+    let q = ReplyQueue::new_ref();
+    let id = worker.next_client_id();
+    worker.stats.borrow_mut().client_opened();
+    let writer = glommio::spawn_local(write_loop(conn.clone(), q.clone()));
+    let mut session = Session { worker: worker.clone(), listener: listener.clone(), conn: conn.clone(), q: q.clone(), id, authed: false };
+    match listener.protocol {
+        Protocol::Redis => redis::read_loop(&mut session).await,
+        Protocol::Memcache => memcache::read_loop(&mut session).await,
+    }
+    q.borrow_mut().close_after_flush = true;
+    q.borrow_mut().wake_all();
+    writer.await;
+    q.borrow_mut().closed = true;
+    conn.shutdown();
+    worker.stats.borrow_mut().client_closed();
+}
+
+/// Writes replies as they become ready, all that are ready in one write; closes after the last one when asked.
+async fn write_loop(conn: Conn, q: ClientRef) {
+    let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
+    loop {
+        let done = poll_fn(|cx| {
+            let mut q = q.borrow_mut();
+            if !q.out.is_empty() {
+                std::mem::swap(&mut q.out, &mut buf);
+                Poll::Ready(false)
+            } else if q.closed || (q.close_after_flush && q.inflight() == 0) {
+                Poll::Ready(true)
+            } else {
+                q.set_writer_waker(cx.waker());
+                Poll::Pending
+            }
+        })
+        .await;
+        if done {
+            return;
+        }
+        if conn.write_all(&buf).await.is_err() {
+            let mut q = q.borrow_mut();
+            q.closed = true;
+            q.wake_all();
+            conn.shutdown();
+            return;
+        }
+        buf.clear();
+    }
+}
+
+/// A client's input buffer: bytes are parsed in place and consumed from the front.
+pub struct InBuf {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl InBuf {
+    pub fn new(capacity: usize) -> InBuf {
+        InBuf { buf: vec![0; capacity], start: 0, end: 0 }
+    }
+
+    pub fn data(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    pub fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.end);
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Reads more bytes; `Ok(0)` at end of stream.
+    pub async fn fill(&mut self, conn: &Conn) -> std::io::Result<usize> {
+        if self.end == self.buf.len() {
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            } else {
+                // A request bigger than the buffer: grow it (the parsers bound request sizes).
+                let len = self.buf.len() * 2;
+                self.buf.resize(len, 0);
+            }
+        }
+        let n = conn.read(&mut self.buf[self.end..]).await?;
+        self.end += n;
+        Ok(n)
+    }
+
+    /// Shrinks a buffer that grew for one huge request once it is empty again.
+    pub fn maybe_shrink(&mut self, capacity: usize) {
+        if self.start == self.end && self.buf.len() > 4 * capacity {
+            self.buf = vec![0; capacity];
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+}
+
+pub const INBUF_CAPACITY: usize = 16 * 1024;

@@ -1,0 +1,370 @@
+//! The Redis side of a client session: parse RESP requests, answer local commands, route the rest.
+
+use super::{InBuf, Session, INBUF_CAPACITY};
+use crate::fanout::{Fanout, MergeKind};
+use crate::io::backend::{Framer, Waiter};
+use crate::io::pool::PoolRt;
+use crate::protocol::redis::{self, CommandInfo, CommandKind, KeySpec, Local, Split};
+use crate::router::group_by_server;
+use std::ops::Range;
+use std::time::Instant;
+
+/// Reused per-session buffers, so routing a request does not allocate.
+#[derive(Default)]
+struct Scratch {
+    args: Vec<Range<usize>>,
+    keys: Vec<usize>,
+    servers: Vec<usize>,
+    groups: Vec<usize>,
+    key_frag: Vec<u32>,
+    reply: Vec<u8>,
+}
+
+enum Flow {
+    Continue,
+    Close,
+}
+
+pub async fn read_loop(s: &mut Session) {
+    let mut inb = InBuf::new(INBUF_CAPACITY);
+    let mut sc = Scratch::default();
+    let max_inflight = s.worker.max_inflight();
+    loop {
+        s.wait_inflight_below(max_inflight).await;
+        if s.q.borrow().closed {
+            return;
+        }
+        let now = Instant::now();
+        let mut closing = false;
+        let mut blocked_on = None;
+        while s.q.borrow().inflight() < max_inflight {
+            match redis::parse_request(inb.data(), &mut sc.args) {
+                Ok(Some(len)) => {
+                    let flow = handle(s, &inb.data()[..len], &mut sc, now, &mut blocked_on);
+                    inb.consume(len);
+                    s.worker.stats.borrow_mut().requests += 1;
+                    if let Flow::Close = flow {
+                        closing = true;
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let msg = format!("-ERR Protocol error: {}\r\n", e.0);
+                    s.local(msg.as_bytes());
+                    s.worker.stats.borrow_mut().protocol_errors += 1;
+                    return;
+                }
+            }
+            if s.listener.is_closed() && inb.data().is_empty() {
+                return;
+            }
+        }
+        if closing {
+            return;
+        }
+        if let Some(b) = blocked_on.take() {
+            let b: std::rc::Rc<crate::io::backend::Backend> = b;
+            b.drained().await;
+        }
+        if s.q.borrow().inflight() >= max_inflight {
+            continue;
+        }
+        if s.listener.is_closed() {
+            return;
+        }
+        inb.maybe_shrink(INBUF_CAPACITY);
+        match inb.fill(&s.conn).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+fn handle(
+    s: &mut Session,
+    req: &[u8],
+    sc: &mut Scratch,
+    now: Instant,
+    blocked_on: &mut Option<std::rc::Rc<crate::io::backend::Backend>>,
+) -> Flow {
+    let Some(first) = sc.args.first() else { return Flow::Continue };
+    let name = &req[first.clone()];
+    let Some(info) = redis::lookup(name) else {
+        s.worker.stats.borrow_mut().unknown_commands += 1;
+        sc.reply.clear();
+        sc.reply.extend_from_slice(b"-ERR unknown command '");
+        push_printable(&mut sc.reply, name, 64);
+        sc.reply.extend_from_slice(b"', with args beginning with: ");
+        for a in sc.args.iter().skip(1).take(8) {
+            sc.reply.push(b'\'');
+            push_printable(&mut sc.reply, &req[a.clone()], 64);
+            sc.reply.extend_from_slice(b"' ");
+        }
+        sc.reply.extend_from_slice(b"\r\n");
+        s.local(&sc.reply);
+        return Flow::Continue;
+    };
+    if !s.authed && s.listener.auth().is_some() && !matches!(info.kind, CommandKind::Local(Local::Auth | Local::Quit | Local::Hello)) {
+        s.local(b"-NOAUTH Authentication required.\r\n");
+        return Flow::Continue;
+    }
+    if !redis::arity_ok(info, sc.args.len()) {
+        let msg = format!("-ERR wrong number of arguments for '{}' command\r\n", info.name.to_ascii_lowercase());
+        s.local(msg.as_bytes());
+        return Flow::Continue;
+    }
+    match info.kind {
+        CommandKind::Local(l) => local(s, l, req, sc),
+        CommandKind::Unsupported(reason) => {
+            let msg = format!("-ERR {} is not supported by ferrule ({})\r\n", info.name, reason);
+            s.local(msg.as_bytes());
+            Flow::Continue
+        }
+        CommandKind::Forward => {
+            route(s, info, None, req, sc, now, blocked_on);
+            Flow::Continue
+        }
+        CommandKind::Split(kind) => {
+            route(s, info, Some(kind), req, sc, now, blocked_on);
+            Flow::Continue
+        }
+    }
+}
+
+fn route(
+    s: &mut Session,
+    info: &CommandInfo,
+    split: Option<Split>,
+    req: &[u8],
+    sc: &mut Scratch,
+    now: Instant,
+    blocked_on: &mut Option<std::rc::Rc<crate::io::backend::Backend>>,
+) {
+    sc.keys.clear();
+    if let Err(e) = redis::key_indices(info, &sc.args, req, &mut sc.keys) {
+        let msg = format!("-ERR {e}\r\n");
+        s.local(msg.as_bytes());
+        return;
+    }
+    if sc.keys.is_empty() {
+        let msg = format!("-ERR ferrule: {} needs at least one key to route by\r\n", info.name);
+        s.local(msg.as_bytes());
+        return;
+    }
+    let pools = s.worker.pools.borrow();
+    let Some(pool) = pools.get(s.listener.pool()) else {
+        s.local(b"-ERR ferrule: listener has no pool\r\n");
+        return;
+    };
+    sc.servers.clear();
+    for &k in &sc.keys {
+        match pool.router.server_for(&req[sc.args[k].clone()]) {
+            Some(server) => sc.servers.push(server),
+            None => {
+                let msg = format!("-ERR ferrule: pool '{}' has no server available (all ejected)\r\n", pool.name);
+                s.local(msg.as_bytes());
+                return;
+            }
+        }
+    }
+    group_by_server(&sc.servers, &mut sc.groups, &mut sc.key_frag);
+    if sc.groups.len() == 1 {
+        let backend = pool.backend(sc.groups[0], s.id);
+        forward_whole(s, backend, req, sc, now);
+        if backend.over_queue_bound() {
+            *blocked_on = Some(backend.clone());
+        }
+        return;
+    }
+    let Some(kind) = split else {
+        let _ = matches!(info.keys, KeySpec::None);
+        s.local(b"-CROSSSLOT Keys in request don't hash to the same server\r\n");
+        return;
+    };
+    split_request(s, pool, info, kind, req, sc, now, blocked_on);
+}
+
+/// Sends the client's request bytes unchanged (re-encoded as multibulk when the client used inline syntax).
+fn forward_whole(s: &Session, backend: &crate::io::backend::Backend, req: &[u8], sc: &Scratch, now: Instant) {
+    let seq = s.q.borrow_mut().reserve();
+    let waiter = Waiter::Client { client: s.q.clone(), seq, frag: None };
+    let inline = req.first() != Some(&b'*');
+    backend.enqueue(
+        |out| {
+            if inline {
+                redis::write_command_iter(out, sc.args.len(), sc.args.iter().map(|a| &req[a.clone()]));
+            } else {
+                out.extend_from_slice(req)
+            }
+        },
+        Some(waiter),
+        Framer::Redis,
+        now,
+    );
+}
+
+#[allow(clippy::too_many_arguments)]
+fn split_request(
+    s: &Session,
+    pool: &PoolRt,
+    info: &CommandInfo,
+    kind: Split,
+    req: &[u8],
+    sc: &Scratch,
+    now: Instant,
+    blocked_on: &mut Option<std::rc::Rc<crate::io::backend::Backend>>,
+) {
+    let merge = match kind {
+        Split::Mget => MergeKind::RedisMget,
+        Split::Mset => MergeKind::RedisMset,
+        Split::SumIntegers => MergeKind::RedisSum,
+    };
+    let mut fan = Fanout::new(merge, sc.groups.len());
+    fan.key_frag.extend_from_slice(&sc.key_frag);
+    let seq = s.q.borrow_mut().reserve_fanout(fan);
+    // MSET carries a value after each key.
+    let per_key = if kind == Split::Mset { 2 } else { 1 };
+    let name = &req[sc.args[0].clone()];
+    for (frag, &server) in sc.groups.iter().enumerate() {
+        let backend = pool.backend(server, s.id);
+        let n_keys = sc.key_frag.iter().filter(|&&f| f as usize == frag).count();
+        let waiter = Waiter::Client { client: s.q.clone(), seq, frag: Some(frag as u32) };
+        backend.enqueue(
+            |out| {
+                let args = sc
+                    .keys
+                    .iter()
+                    .zip(&sc.key_frag)
+                    .filter(|(_, &f)| f as usize == frag)
+                    .flat_map(|(&k, _)| (k..k + per_key).map(|i| &req[sc.args[i].clone()]));
+                redis::write_command_iter(out, 1 + n_keys * per_key, std::iter::once(name).chain(args));
+            },
+            Some(waiter),
+            Framer::Redis,
+            now,
+        );
+        if backend.over_queue_bound() {
+            *blocked_on = Some(backend.clone());
+        }
+    }
+    let _ = info;
+}
+
+fn local(s: &mut Session, l: Local, req: &[u8], sc: &mut Scratch) -> Flow {
+    let arg = |i: usize| sc.args.get(i).map(|r| &req[r.clone()]);
+    sc.reply.clear();
+    match l {
+        Local::Ping => match arg(1) {
+            None => s.local(b"+PONG\r\n"),
+            Some(m) => {
+                redis::write_bulk(&mut sc.reply, m);
+                s.local(&sc.reply);
+            }
+        },
+        Local::Echo => {
+            redis::write_bulk(&mut sc.reply, arg(1).unwrap_or_default());
+            s.local(&sc.reply);
+        }
+        Local::Quit => {
+            s.local(b"+OK\r\n");
+            return Flow::Close;
+        }
+        Local::Auth => {
+            // AUTH password | AUTH username password (the username must be "default": there are no ACL users).
+            let (user, pass) = match (arg(1), arg(2)) {
+                (Some(p), None) => (None, p),
+                (Some(u), Some(p)) => (Some(u), p),
+                _ => (None, &b""[..]),
+            };
+            match s.listener.auth() {
+                None => s.local(b"-ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?\r\n"),
+                Some(expected) => {
+                    if expected.as_bytes() == pass && user.map_or(true, |u| u == b"default") {
+                        s.authed = true;
+                        s.local(b"+OK\r\n");
+                    } else {
+                        s.local(b"-WRONGPASS invalid username-password pair or user is disabled.\r\n");
+                    }
+                }
+            }
+        }
+        Local::Select => match arg(1) {
+            Some(b"0") => s.local(b"+OK\r\n"),
+            _ => s.local(b"-ERR ferrule: SELECT is only supported for db 0 (set redis_db on the pool instead)\r\n"),
+        },
+        Local::Command => {
+            // Client libraries call COMMAND / COMMAND DOCS at connect; an empty answer makes them fall back.
+            match arg(1).map(|a| a.to_ascii_uppercase()) {
+                Some(sub) if sub == b"COUNT" => s.local(b":0\r\n"),
+                _ => s.local(b"*0\r\n"),
+            }
+        }
+        Local::Hello => hello(s, req, sc),
+        Local::Info => {
+            let text = s.worker.info_text();
+            redis::write_bulk(&mut sc.reply, text.as_bytes());
+            s.local(&sc.reply);
+        }
+        Local::ClientSetname => s.local(b"+OK\r\n"),
+    }
+    Flow::Continue
+}
+
+/// HELLO [protover [AUTH user pass] [SETNAME name]]: RESP2 only.
+fn hello(s: &mut Session, req: &[u8], sc: &mut Scratch) {
+    let arg = |i: usize| sc.args.get(i).map(|r| &req[r.clone()]);
+    if let Some(v) = arg(1) {
+        if v != b"2" {
+            s.local(b"-NOPROTO unsupported protocol version\r\n");
+            return;
+        }
+    }
+    let mut i = 2;
+    while let Some(opt) = arg(i) {
+        if opt.eq_ignore_ascii_case(b"AUTH") {
+            let pass = arg(i + 2).unwrap_or_default();
+            match s.listener.auth() {
+                Some(expected) if expected.as_bytes() == pass => s.authed = true,
+                Some(_) => {
+                    s.local(b"-WRONGPASS invalid username-password pair or user is disabled.\r\n");
+                    return;
+                }
+                None => {}
+            }
+            i += 3;
+        } else {
+            i += 2;
+        }
+    }
+    if !s.authed && s.listener.auth().is_some() {
+        s.local(b"-NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time\r\n");
+        return;
+    }
+    let r = &mut sc.reply;
+    redis::write_array_header(r, 14);
+    for (k, v) in [("server", "ferrule"), ("version", env!("CARGO_PKG_VERSION"))] {
+        redis::write_bulk(r, k.as_bytes());
+        redis::write_bulk(r, v.as_bytes());
+    }
+    redis::write_bulk(r, b"proto");
+    redis::write_integer(r, 2);
+    redis::write_bulk(r, b"id");
+    redis::write_integer(r, s.id as i64);
+    for (k, v) in [("mode", "proxy"), ("role", "master")] {
+        redis::write_bulk(r, k.as_bytes());
+        redis::write_bulk(r, v.as_bytes());
+    }
+    redis::write_bulk(r, b"modules");
+    redis::write_array_header(r, 0);
+    let reply = std::mem::take(&mut sc.reply);
+    s.local(&reply);
+    sc.reply = reply;
+}
+
+/// Appends at most `max` bytes of `b`, replacing non-printable bytes, for echoing client input in errors.
+fn push_printable(out: &mut Vec<u8>, b: &[u8], max: usize) {
+    for &c in b.iter().take(max) {
+        out.push(if (0x20..0x7f).contains(&c) && c != b'\'' { c } else { b'?' });
+    }
+}

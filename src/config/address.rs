@@ -16,10 +16,7 @@ pub(super) fn parse_listen(text: &str) -> Result<ListenAddr, String> {
     let path = text.strip_prefix("unix:").unwrap_or(text);
     if path.starts_with('/') {
         if path.len() > MAX_UNIX_PATH_BYTES {
-            return Err(format!(
-                "unix socket path is {} bytes; the limit is {MAX_UNIX_PATH_BYTES}",
-                path.len()
-            ));
+            return Err(format!("unix socket path is {} bytes; the limit is {MAX_UNIX_PATH_BYTES}", path.len()));
         }
         return Ok(ListenAddr::Unix(PathBuf::from(path)));
     }
@@ -36,14 +33,12 @@ pub(super) fn parse_bind_addr(text: &str) -> Result<SocketAddr, String> {
             .parse::<u16>()
             .map(|port| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port))
             .map_err(|_| format!("{port:?} is not a port number")),
-        None => text.parse::<SocketAddr>().map_err(|_| {
-            format!("{text:?} is not an address; write ip:port, [ipv6]:port or localhost:port")
-        }),
+        None => text
+            .parse::<SocketAddr>()
+            .map_err(|_| format!("{text:?} is not an address; write ip:port, [ipv6]:port or localhost:port")),
     }?;
     if addr.port() == 0 {
-        return Err(
-            "port 0 is not allowed: every worker would bind a different random port".to_owned(),
-        );
+        return Err("port 0 is not allowed: every worker would bind a different random port".to_owned());
     }
     Ok(addr)
 }
@@ -55,8 +50,7 @@ pub(super) fn conflicts(a: &ListenAddr, b: &ListenAddr) -> bool {
     match (a, b) {
         (ListenAddr::Unix(a), ListenAddr::Unix(b)) => a == b,
         (ListenAddr::Tcp(a), ListenAddr::Tcp(b)) => {
-            a.port() == b.port()
-                && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+            a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
         }
         _ => false,
     }

@@ -20,21 +20,11 @@ pub struct ConfigError {
 impl ConfigError {
     /// An error not tied to a place in the text (e.g. something required is absent).
     pub(super) fn new(key: Option<&str>, message: impl Into<String>) -> ConfigError {
-        ConfigError {
-            origin: None,
-            position: None,
-            key: key.map(str::to_owned),
-            message: message.into(),
-        }
+        ConfigError { origin: None, position: None, key: key.map(str::to_owned), message: message.into() }
     }
 
     /// An error about `key`, located at byte range `span` of `text`.
-    pub(super) fn at(
-        text: &str,
-        span: &Range<usize>,
-        key: &str,
-        message: impl Into<String>,
-    ) -> ConfigError {
+    pub(super) fn at(text: &str, span: &Range<usize>, key: &str, message: impl Into<String>) -> ConfigError {
         ConfigError {
             origin: None,
             position: Some(line_and_column(text, span.start)),
@@ -65,7 +55,7 @@ impl ConfigError {
                     .to_owned(),
             )
         } else {
-            (None, raw)
+            (None, raw.replace("expected a map", "expected a table"))
         };
         ConfigError {
             origin: None,

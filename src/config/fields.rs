@@ -39,17 +39,7 @@ pub(super) struct Section<'a> {
 
 impl<'a> Section<'a> {
     pub fn new(text: &'a str, path: String, span: Option<Range<usize>>, table: &'a Table) -> Self {
-        Section {
-            text,
-            path,
-            span,
-            table,
-        }
-    }
-
-    /// The dotted path of this table, e.g. `listeners.cache`.
-    pub fn path(&self) -> &str {
-        &self.path
+        Section { text, path, span, table }
     }
 
     pub fn text(&self) -> &'a str {
@@ -77,9 +67,9 @@ impl<'a> Section<'a> {
                 let hint = twemproxy_hint(key).unwrap_or("");
                 Err(ConfigError::at(
                     self.text,
-                    &value.span(),
+                    &key_span(self.text, key, value.span()),
                     &format!("{}.{key}", self.path),
-                    format!("unknown key; expected one of: {}{hint}", allowed.join(", ")),
+                    format!("unknown key `{key}`; expected one of: {}{hint}", allowed.join(", ")),
                 ))
             }
         }
@@ -87,17 +77,12 @@ impl<'a> Section<'a> {
 
     /// The value of `key`, if present.
     pub fn get(&self, key: &str) -> Option<Field<'a>> {
-        self.table.get(key).map(|value| Field {
-            text: self.text,
-            key: format!("{}.{key}", self.path),
-            value,
-        })
+        self.table.get(key).map(|value| Field { text: self.text, key: format!("{}.{key}", self.path), value })
     }
 
     /// The value of `key`, or an error at the table header saying it is required.
     pub fn required(&self, key: &str) -> Result<Field<'a>, ConfigError> {
-        self.get(key)
-            .ok_or_else(|| self.error(format!("missing required key `{key}`")))
+        self.get(key).ok_or_else(|| self.error(format!("missing required key `{key}`")))
     }
 
     /// `parse` applied to the value of `key`, or `default` when the key is absent.
@@ -146,10 +131,7 @@ impl<'a> Field<'a> {
     }
 
     fn wrong_type(&self, expected: &str) -> ConfigError {
-        self.error(format!(
-            "expected {expected}, found {}",
-            describe(self.value.get_ref())
-        ))
+        self.error(format!("expected {expected}, found {}", describe(self.value.get_ref())))
     }
 
     pub fn string(&self) -> Result<&'a str, ConfigError> {
@@ -215,6 +197,16 @@ impl<'a> Field<'a> {
     }
 }
 
+/// Where `key` is written before its value (on the value's line), so that an error about the key
+/// points at it; the value's own span when it cannot be found (e.g. a quoted key).
+fn key_span(text: &str, key: &str, value: Range<usize>) -> Range<usize> {
+    let line_start = text.get(..value.start).and_then(|before| before.rfind('\n')).map_or(0, |newline| newline + 1);
+    text.get(line_start..value.start).and_then(|prefix| prefix.rfind(key)).map_or(value, |found| {
+        let start = line_start + found;
+        start..start + key.len()
+    })
+}
+
 /// "integer 5", "string \"x\"": what was found instead of the expected type.
 fn describe(value: &Value) -> String {
     match value {
@@ -230,9 +222,7 @@ fn describe(value: &Value) -> String {
 pub(super) fn twemproxy_hint(key: &str) -> Option<&'static str> {
     Some(match key {
         "timeout" => " (ferrule spells twemproxy's `timeout` as `timeout_ms`)",
-        "server_retry_timeout" => {
-            " (ferrule spells twemproxy's `server_retry_timeout` as `server_retry_timeout_ms`)"
-        }
+        "server_retry_timeout" => " (ferrule spells twemproxy's `server_retry_timeout` as `server_retry_timeout_ms`)",
         "listen" | "backlog" => {
             " (in ferrule, `listen` and `backlog` belong to a [listeners.<name>] table that routes to the pool)"
         }

@@ -106,12 +106,7 @@ impl Config {
             .iter()
             .enumerate()
             .filter(|(index, _)| !self.listeners.iter().any(|l| l.pool == *index))
-            .map(|(_, pool)| {
-                format!(
-                    "pools.{}: no listener routes to this pool; it is idle",
-                    pool.name
-                )
-            })
+            .map(|(_, pool)| format!("pools.{}: no listener routes to this pool; it is idle", pool.name))
             .collect()
     }
 }

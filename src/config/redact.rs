@@ -74,21 +74,12 @@ struct PoolOut<'a> {
 pub(super) fn to_redacted_toml(config: &Config) -> String {
     let document = Document {
         proxy: proxy_out(&config.proxy),
-        listeners: config
-            .listeners
-            .iter()
-            .map(|l| (l.name.as_str(), listener_out(l)))
-            .collect(),
-        pools: config
-            .pools
-            .iter()
-            .map(|p| (p.name.as_str(), pool_out(p)))
-            .collect(),
+        listeners: config.listeners.iter().map(|l| (l.name.as_str(), listener_out(l))).collect(),
+        pools: config.pools.iter().map(|p| (p.name.as_str(), pool_out(p))).collect(),
     };
     // Serialization of these plain structs cannot fail short of a bug; say so in the output
     // rather than panicking inside the admin endpoint.
-    toml::to_string_pretty(&document)
-        .unwrap_or_else(|err| format!("# cannot render the running config: {err}\n"))
+    toml::to_string_pretty(&document).unwrap_or_else(|err| format!("# cannot render the running config: {err}\n"))
 }
 
 fn proxy_out(proxy: &ProxyConfig) -> ProxyOut {
@@ -98,15 +89,10 @@ fn proxy_out(proxy: &ProxyConfig) -> ProxyOut {
             Workers::Count(count) => WorkersOut::Count(count),
         },
         cpus: proxy.cpus.clone(),
-        admin: proxy
-            .admin
-            .map_or_else(|| "off".to_owned(), |addr| addr.to_string()),
+        admin: proxy.admin.map_or_else(|| "off".to_owned(), |addr| addr.to_string()),
         stats_port: proxy.stats_port.map(|addr| addr.to_string()),
         shutdown_timeout_ms: proxy.shutdown_timeout_ms,
-        histogram_dir: proxy
-            .histogram_dir
-            .as_ref()
-            .map(|dir| dir.display().to_string()),
+        histogram_dir: proxy.histogram_dir.as_ref().map(|dir| dir.display().to_string()),
         histogram_interval_s: proxy.histogram_interval_s,
         client_max_inflight: proxy.client_max_inflight,
         backend_max_queued_bytes: proxy.backend_max_queued_bytes,
@@ -133,9 +119,7 @@ fn pool_out(pool: &PoolConfig) -> PoolOut<'_> {
         servers: pool.servers.iter().map(|s| s.spec.as_str()).collect(),
         hash: pool.hash.name(),
         distribution: pool.distribution.name(),
-        hash_tag: pool
-            .hash_tag
-            .map(|tag| String::from_utf8_lossy(&tag).into_owned()),
+        hash_tag: pool.hash_tag.map(|tag| String::from_utf8_lossy(&tag).into_owned()),
         timeout_ms: pool.timeout_ms,
         connect_timeout_ms: pool.connect_timeout_ms,
         server_connections: pool.server_connections,

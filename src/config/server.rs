@@ -41,57 +41,36 @@ fn split_spec(spec: &str) -> Result<ServerSpec<'_>, String> {
     let address = words.next().ok_or_else(|| format!("empty server; {EXPECTED_FORM}"))?;
     let name = words.next();
     if let Some(extra) = words.next() {
-        return Err(format!(
-            "unexpected {extra:?} after the server name; {EXPECTED_FORM}"
-        ));
+        return Err(format!("unexpected {extra:?} after the server name; {EXPECTED_FORM}"));
     }
     let (host, port_and_weight) = split_host(address)?;
-    let (port, weight) = port_and_weight
-        .split_once(':')
-        .ok_or_else(|| format!("{address:?} has no weight; {EXPECTED_FORM}"))?;
+    let (port, weight) =
+        port_and_weight.split_once(':').ok_or_else(|| format!("{address:?} has no weight; {EXPECTED_FORM}"))?;
     let port = match port.parse::<u16>() {
         Ok(0) | Err(_) => return Err(format!("{port:?} is not a port from 1 to 65535")),
         Ok(port) => port,
     };
     let weight = match weight.parse::<u32>() {
-        Ok(0) | Err(_) => {
-            return Err(format!(
-                "weight {weight:?} is not a whole number of at least 1"
-            ))
-        }
+        Ok(0) | Err(_) => return Err(format!("weight {weight:?} is not a whole number of at least 1")),
         Ok(weight) => weight,
     };
-    Ok(ServerSpec {
-        host,
-        port,
-        weight,
-        name,
-    })
+    Ok(ServerSpec { host, port, weight, name })
 }
 
 /// Splits `host:rest` or `[ipv6]:rest` into the host and the text after its colon.
 fn split_host(address: &str) -> Result<(&str, &str), String> {
     if let Some(bracketed) = address.strip_prefix('[') {
-        let (host, rest) = bracketed
-            .split_once(']')
-            .ok_or_else(|| format!("{address:?} has no closing ']'; {EXPECTED_FORM}"))?;
+        let (host, rest) =
+            bracketed.split_once(']').ok_or_else(|| format!("{address:?} has no closing ']'; {EXPECTED_FORM}"))?;
         if host.parse::<Ipv6Addr>().is_err() {
-            return Err(format!(
-                "{host:?} is not an IPv6 address; only IPv6 addresses go in brackets"
-            ));
+            return Err(format!("{host:?} is not an IPv6 address; only IPv6 addresses go in brackets"));
         }
-        let rest = rest
-            .strip_prefix(':')
-            .ok_or_else(|| format!("{address:?} needs ':port:weight' after ']'"))?;
+        let rest = rest.strip_prefix(':').ok_or_else(|| format!("{address:?} needs ':port:weight' after ']'"))?;
         return Ok((host, rest));
     }
-    let (host, rest) = address
-        .split_once(':')
-        .ok_or_else(|| format!("{address:?} has no port; {EXPECTED_FORM}"))?;
+    let (host, rest) = address.split_once(':').ok_or_else(|| format!("{address:?} has no port; {EXPECTED_FORM}"))?;
     if rest.matches(':').count() > 1 {
-        return Err(format!(
-            "{address:?} has too many ':'; write IPv6 addresses in brackets, e.g. \"[::1]:6379:1\""
-        ));
+        return Err(format!("{address:?} has too many ':'; write IPv6 addresses in brackets, e.g. \"[::1]:6379:1\""));
     }
     if host.is_empty() {
         return Err(format!("{address:?} has no host; {EXPECTED_FORM}"));
@@ -108,10 +87,8 @@ fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
     if host == "localhost" {
         return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
     }
-    let addrs: Vec<SocketAddr> = (host, port)
-        .to_socket_addrs()
-        .map_err(|err| format!("cannot resolve host {host:?}: {err}"))?
-        .collect();
+    let addrs: Vec<SocketAddr> =
+        (host, port).to_socket_addrs().map_err(|err| format!("cannot resolve host {host:?}: {err}"))?.collect();
     addrs
         .iter()
         .find(|addr| addr.is_ipv4())
@@ -128,30 +105,15 @@ mod tests {
     fn splits_plain_named_and_ipv6_specs() {
         assert_eq!(
             split_spec("127.0.0.1:6379:2"),
-            Ok(ServerSpec {
-                host: "127.0.0.1",
-                port: 6379,
-                weight: 2,
-                name: None
-            })
+            Ok(ServerSpec { host: "127.0.0.1", port: 6379, weight: 2, name: None })
         );
         assert_eq!(
             split_spec("  cache-1.example:11211:1   shard-a "),
-            Ok(ServerSpec {
-                host: "cache-1.example",
-                port: 11211,
-                weight: 1,
-                name: Some("shard-a")
-            })
+            Ok(ServerSpec { host: "cache-1.example", port: 11211, weight: 1, name: Some("shard-a") })
         );
         assert_eq!(
             split_spec("[::1]:6379:1 s6"),
-            Ok(ServerSpec {
-                host: "::1",
-                port: 6379,
-                weight: 1,
-                name: Some("s6")
-            })
+            Ok(ServerSpec { host: "::1", port: 6379, weight: 1, name: Some("s6") })
         );
     }
 

@@ -46,15 +46,8 @@ const POOL_KEYS: &[&str] = &[
 ];
 
 /// Top-level keys of twemproxy's stats JSON; a pool with one of these names would clobber them.
-const RESERVED_POOL_NAMES: &[&str] = &[
-    "service",
-    "source",
-    "version",
-    "uptime",
-    "timestamp",
-    "total_connections",
-    "curr_connections",
-];
+const RESERVED_POOL_NAMES: &[&str] =
+    &["service", "source", "version", "uptime", "timestamp", "total_connections", "curr_connections"];
 
 /// More connections per server per worker than this is a typo, not a tuning choice.
 const MAX_SERVER_CONNECTIONS: usize = 1024;
@@ -63,8 +56,7 @@ const MAX_BACKLOG: u32 = 65535;
 
 /// Parses and validates `text` into a [`Config`].
 pub(super) fn build(text: &str) -> Result<Config, ConfigError> {
-    let doc: RawDocument =
-        toml::from_str(text).map_err(|err| ConfigError::from_toml(text, &err))?;
+    let doc: RawDocument = toml::from_str(text).map_err(|err| ConfigError::from_toml(text, &err))?;
 
     let absent = Table::new();
     let proxy_section = match &doc.proxy {
@@ -80,15 +72,11 @@ pub(super) fn build(text: &str) -> Result<Config, ConfigError> {
     }
 
     if doc.listeners.is_empty() {
-        return Err(ConfigError::new(
-            Some("listeners"),
-            "no listeners; add at least one [listeners.<name>] table",
-        ));
+        return Err(ConfigError::new(Some("listeners"), "no listeners; add at least one [listeners.<name>] table"));
     }
     let mut listeners = Vec::with_capacity(doc.listeners.len());
     for (name, table) in &doc.listeners {
-        let section =
-            Section::new(text, format!("listeners.{name}"), Some(table.span()), table.get_ref());
+        let section = Section::new(text, format!("listeners.{name}"), Some(table.span()), table.get_ref());
         listeners.push(build_listener(&section, name, &pools)?);
     }
 
@@ -111,10 +99,7 @@ struct Located {
 
 impl Located {
     fn of(field: &Field<'_>) -> Located {
-        Located {
-            key: field.key().to_owned(),
-            span: field.span(),
-        }
+        Located { key: field.key().to_owned(), span: field.span() }
     }
 
     fn error(&self, text: &str, message: impl Into<String>) -> ConfigError {
@@ -142,10 +127,7 @@ fn build_proxy(s: &Section<'_>) -> Result<ProxyConfig, ConfigError> {
     let cpus = s.parse_or("cpus", None, |f| parse_cpus(f).map(Some))?;
     if let (Workers::Count(count), Some(cpus), Some(field)) = (workers, &cpus, s.get("workers")) {
         if count > cpus.len() {
-            return Err(field.error(format!(
-                "{count} workers but cpus lists only {} CPUs",
-                cpus.len()
-            )));
+            return Err(field.error(format!("{count} workers but cpus lists only {} CPUs", cpus.len())));
         }
     }
     Ok(ProxyConfig {
@@ -153,28 +135,17 @@ fn build_proxy(s: &Section<'_>) -> Result<ProxyConfig, ConfigError> {
         cpus,
         admin: s.parse_or("admin", Some(DEFAULT_ADMIN), parse_optional_bind_addr)?,
         stats_port: s.parse_or("stats_port", None, parse_stats_port)?,
-        shutdown_timeout_ms: s.parse_or("shutdown_timeout_ms", DEFAULT_SHUTDOWN_TIMEOUT_MS, |f| {
-            f.integer_at_least(0u64)
-        })?,
-        histogram_dir: s.parse_or("histogram_dir", None, |f| {
-            f.non_empty_string().map(|dir| Some(PathBuf::from(dir)))
-        })?,
-        histogram_interval_s: s.parse_or(
-            "histogram_interval_s",
-            DEFAULT_HISTOGRAM_INTERVAL_S,
-            |f| f.integer_at_least(1u64),
-        )?,
-        client_max_inflight: s.parse_or("client_max_inflight", DEFAULT_CLIENT_MAX_INFLIGHT, |f| {
-            f.integer_at_least(1usize)
-        })?,
-        backend_max_queued_bytes: s.parse_or(
-            "backend_max_queued_bytes",
-            DEFAULT_BACKEND_MAX_QUEUED_BYTES,
-            |f| f.integer_at_least(1usize),
-        )?,
-        io_memory_kib: s.parse_or("io_memory_kib", DEFAULT_IO_MEMORY_KIB, |f| {
-            f.integer_at_least(1usize)
-        })?,
+        shutdown_timeout_ms: s
+            .parse_or("shutdown_timeout_ms", DEFAULT_SHUTDOWN_TIMEOUT_MS, |f| f.integer_at_least(0u64))?,
+        histogram_dir: s
+            .parse_or("histogram_dir", None, |f| f.non_empty_string().map(|dir| Some(PathBuf::from(dir))))?,
+        histogram_interval_s: s
+            .parse_or("histogram_interval_s", DEFAULT_HISTOGRAM_INTERVAL_S, |f| f.integer_at_least(1u64))?,
+        client_max_inflight: s
+            .parse_or("client_max_inflight", DEFAULT_CLIENT_MAX_INFLIGHT, |f| f.integer_at_least(1usize))?,
+        backend_max_queued_bytes: s
+            .parse_or("backend_max_queued_bytes", DEFAULT_BACKEND_MAX_QUEUED_BYTES, |f| f.integer_at_least(1usize))?,
+        io_memory_kib: s.parse_or("io_memory_kib", DEFAULT_IO_MEMORY_KIB, |f| f.integer_at_least(1usize))?,
     })
 }
 
@@ -229,9 +200,7 @@ fn parse_stats_port(f: &Field<'_>) -> Result<Option<SocketAddr>, ConfigError> {
 fn check_name(s: &Section<'_>, name: &str) -> Result<(), ConfigError> {
     let valid_char = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
     if name.is_empty() || !name.chars().all(valid_char) {
-        return Err(s.error(format!(
-            "invalid name {name:?}: use letters, digits, '_' and '-'"
-        )));
+        return Err(s.error(format!("invalid name {name:?}: use letters, digits, '_' and '-'")));
     }
     Ok(())
 }
@@ -240,23 +209,18 @@ fn build_pool(s: &Section<'_>, name: &str) -> Result<PoolDraft, ConfigError> {
     s.reject_unknown_keys(POOL_KEYS)?;
     check_name(s, name)?;
     if RESERVED_POOL_NAMES.contains(&name) {
-        return Err(s.error(format!(
-            "{name:?} is reserved: it is a top-level key of the twemproxy-compatible stats"
-        )));
+        return Err(s.error(format!("{name:?} is reserved: it is a top-level key of the twemproxy-compatible stats")));
     }
     let servers = parse_servers(s.text(), &s.required("servers")?)?;
     let declared_protocol = match s.get("protocol") {
         Some(f) => Some((parse_protocol(&f)?, Located::of(&f))),
         None => None,
     };
-    let protocol_bound_keys = [
-        ("redis_auth", Protocol::Redis),
-        ("redis_db", Protocol::Redis),
-        ("max_value_bytes", Protocol::Memcache),
-    ]
-    .into_iter()
-    .filter_map(|(key, protocol)| s.get(key).map(|f| (protocol, Located::of(&f))))
-    .collect();
+    let protocol_bound_keys =
+        [("redis_auth", Protocol::Redis), ("redis_db", Protocol::Redis), ("max_value_bytes", Protocol::Memcache)]
+            .into_iter()
+            .filter_map(|(key, protocol)| s.get(key).map(|f| (protocol, Located::of(&f))))
+            .collect();
     let config = PoolConfig {
         name: name.to_owned(),
         // Provisional: settled by assign_protocols once the listeners are read.
@@ -266,72 +230,48 @@ fn build_pool(s: &Section<'_>, name: &str) -> Result<PoolDraft, ConfigError> {
         distribution: s.parse_or("distribution", DEFAULT_DISTRIBUTION, parse_distribution)?,
         hash_tag: s.parse_or("hash_tag", None, |f| parse_hash_tag(f).map(Some))?,
         timeout_ms: s.parse_or("timeout_ms", DEFAULT_TIMEOUT_MS, |f| f.integer_at_least(1u64))?,
-        connect_timeout_ms: s.parse_or("connect_timeout_ms", DEFAULT_CONNECT_TIMEOUT_MS, |f| {
-            f.integer_at_least(1u64)
-        })?,
+        connect_timeout_ms: s
+            .parse_or("connect_timeout_ms", DEFAULT_CONNECT_TIMEOUT_MS, |f| f.integer_at_least(1u64))?,
         server_connections: s.parse_or("server_connections", DEFAULT_SERVER_CONNECTIONS, |f| {
             f.integer_in(1usize, MAX_SERVER_CONNECTIONS)
         })?,
         preconnect: s.parse_or("preconnect", false, Field::boolean)?,
-        redis_auth: s.parse_or("redis_auth", None, |f| {
-            f.non_empty_string().map(|secret| Some(secret.to_owned()))
-        })?,
+        redis_auth: s.parse_or("redis_auth", None, |f| f.non_empty_string().map(|secret| Some(secret.to_owned())))?,
         redis_db: s.parse_or("redis_db", 0, |f| f.integer_at_least(0u32))?,
         auto_eject_hosts: s.parse_or("auto_eject_hosts", false, Field::boolean)?,
-        server_failure_limit: s.parse_or(
-            "server_failure_limit",
-            DEFAULT_SERVER_FAILURE_LIMIT,
-            |f| f.integer_at_least(1u32),
-        )?,
-        server_retry_timeout_ms: s.parse_or(
-            "server_retry_timeout_ms",
-            DEFAULT_SERVER_RETRY_TIMEOUT_MS,
-            |f| f.integer_at_least(1u64),
-        )?,
-        max_value_bytes: s.parse_or("max_value_bytes", DEFAULT_MAX_VALUE_BYTES, |f| {
-            f.integer_at_least(1usize)
-        })?,
+        server_failure_limit: s
+            .parse_or("server_failure_limit", DEFAULT_SERVER_FAILURE_LIMIT, |f| f.integer_at_least(1u32))?,
+        server_retry_timeout_ms: s
+            .parse_or("server_retry_timeout_ms", DEFAULT_SERVER_RETRY_TIMEOUT_MS, |f| f.integer_at_least(1u64))?,
+        max_value_bytes: s.parse_or("max_value_bytes", DEFAULT_MAX_VALUE_BYTES, |f| f.integer_at_least(1usize))?,
     };
-    Ok(PoolDraft {
-        config,
-        declared_protocol,
-        protocol_bound_keys,
-    })
+    Ok(PoolDraft { config, declared_protocol, protocol_bound_keys })
 }
 
 fn parse_protocol(f: &Field<'_>) -> Result<Protocol, ConfigError> {
     let name = f.string()?;
-    Protocol::from_name(name)
-        .ok_or_else(|| f.error(format!("unknown protocol {name:?}; expected redis or memcache")))
+    Protocol::from_name(name).ok_or_else(|| f.error(format!("unknown protocol {name:?}; expected redis or memcache")))
 }
 
 fn parse_hash(f: &Field<'_>) -> Result<HashKind, ConfigError> {
     let name = f.string()?;
     HashKind::from_name(name).ok_or_else(|| {
         let known: Vec<&str> = HashKind::ALL.iter().map(|hash| hash.name()).collect();
-        f.error(format!(
-            "unknown hash {name:?}; expected one of: {}",
-            known.join(", ")
-        ))
+        f.error(format!("unknown hash {name:?}; expected one of: {}", known.join(", ")))
     })
 }
 
 fn parse_distribution(f: &Field<'_>) -> Result<DistributionKind, ConfigError> {
     let name = f.string()?;
-    DistributionKind::from_name(name).ok_or_else(|| {
-        f.error(format!(
-            "unknown distribution {name:?}; expected ketama, modula or random"
-        ))
-    })
+    DistributionKind::from_name(name)
+        .ok_or_else(|| f.error(format!("unknown distribution {name:?}; expected ketama, modula or random")))
 }
 
 fn parse_hash_tag(f: &Field<'_>) -> Result<[u8; 2], ConfigError> {
     let tag = f.string()?;
     match tag.as_bytes() {
         [open, close] if open.is_ascii_graphic() && close.is_ascii_graphic() => Ok([*open, *close]),
-        _ => Err(f.error(format!(
-            "{tag:?} is not two printable ASCII characters, like \"{{}}\""
-        ))),
+        _ => Err(f.error(format!("{tag:?} is not two printable ASCII characters, like \"{{}}\""))),
     }
 }
 
@@ -348,12 +288,9 @@ fn parse_servers(text: &str, f: &Field<'_>) -> Result<Vec<ServerConfig>, ConfigE
     for (index, item) in items.iter().enumerate() {
         let key = format!("{}[{index}]", f.key());
         let Value::String(spec) = item else {
-            return Err(f.error(format!(
-                "{key} is not a string like \"10.0.0.1:6379:1\""
-            )));
+            return Err(f.error(format!("{key} is not a string like \"10.0.0.1:6379:1\"")));
         };
-        let span = locate_string(text, search_from..f.span().end, spec)
-            .unwrap_or_else(|| f.span());
+        let span = locate_string(text, search_from..f.span().end, spec).unwrap_or_else(|| f.span());
         search_from = span.end.max(search_from);
         let server = parse_server(spec).map_err(|why| f.error_at(&span, &key, why))?;
         if let Some(first) = seen_idents.insert(server.ident.clone(), index) {
@@ -384,47 +321,29 @@ fn parse_servers(text: &str, f: &Field<'_>) -> Result<Vec<ServerConfig>, ConfigE
 /// with escapes and cannot be found verbatim.
 fn locate_string(text: &str, range: Range<usize>, value: &str) -> Option<Range<usize>> {
     let haystack = text.get(range.clone())?;
-    ['"', '\'']
-        .into_iter()
-        .filter_map(|quote| haystack.find(&format!("{quote}{value}{quote}")))
-        .min()
-        .map(|found| {
-            let start = range.start + found;
-            start..start + value.len() + 2
-        })
+    ['"', '\''].into_iter().filter_map(|quote| haystack.find(&format!("{quote}{value}{quote}"))).min().map(|found| {
+        let start = range.start + found;
+        start..start + value.len() + 2
+    })
 }
 
-fn build_listener(
-    s: &Section<'_>,
-    name: &str,
-    pools: &[PoolDraft],
-) -> Result<ListenerDraft, ConfigError> {
+fn build_listener(s: &Section<'_>, name: &str, pools: &[PoolDraft]) -> Result<ListenerDraft, ConfigError> {
     s.reject_unknown_keys(LISTENER_KEYS)?;
     check_name(s, name)?;
     let listen_field = s.required("listen")?;
-    let listen =
-        parse_listen(listen_field.non_empty_string()?).map_err(|why| listen_field.error(why))?;
+    let listen = parse_listen(listen_field.non_empty_string()?).map_err(|why| listen_field.error(why))?;
     let protocol = parse_protocol(&s.required("protocol")?)?;
     let route_field = s.required("route")?;
     let route = route_field.non_empty_string()?;
-    let pool = pools
-        .iter()
-        .position(|p| p.config.name == route)
-        .ok_or_else(|| {
-            let known: Vec<&str> = pools.iter().map(|p| p.config.name.as_str()).collect();
-            let known = if known.is_empty() {
-                "none".to_owned()
-            } else {
-                known.join(", ")
-            };
-            route_field.error(format!("no pool named {route:?}; defined pools: {known}"))
-        })?;
+    let pool = pools.iter().position(|p| p.config.name == route).ok_or_else(|| {
+        let known: Vec<&str> = pools.iter().map(|p| p.config.name.as_str()).collect();
+        let known = if known.is_empty() { "none".to_owned() } else { known.join(", ") };
+        route_field.error(format!("no pool named {route:?}; defined pools: {known}"))
+    })?;
     let auth = s.parse_or("auth", None, |f| {
         let secret = f.non_empty_string()?;
         if protocol != Protocol::Redis {
-            return Err(f.error(
-                "auth is only for redis listeners (the memcached ASCII protocol has no AUTH)",
-            ));
+            return Err(f.error("auth is only for redis listeners (the memcached ASCII protocol has no AUTH)"));
         }
         Ok(Some(secret.to_owned()))
     })?;
@@ -446,11 +365,7 @@ fn build_listener(
 
 /// A pool speaks the protocol of the listeners routing to it; they must agree with each other
 /// and with the pool's own `protocol` key, and protocol-specific keys must match it.
-fn assign_protocols(
-    text: &str,
-    pools: &mut [PoolDraft],
-    listeners: &[ListenerDraft],
-) -> Result<(), ConfigError> {
+fn assign_protocols(text: &str, pools: &mut [PoolDraft], listeners: &[ListenerDraft]) -> Result<(), ConfigError> {
     for (index, pool) in pools.iter_mut().enumerate() {
         let mut first: Option<&ListenerDraft> = None;
         for listener in listeners.iter().filter(|l| l.config.pool == index) {
@@ -521,21 +436,17 @@ fn check_bind_conflicts(
             bound.push((ListenAddr::Tcp(addr), format!("proxy.{key}"), located));
         }
     }
-    for listener in listeners {
-        bound.push((
-            listener.config.listen.clone(),
-            listener.listen.key.clone(),
-            Some(listener.listen.clone()),
-        ));
+    // Report a collision at whichever listener comes later in the file.
+    let mut in_file_order: Vec<&ListenerDraft> = listeners.iter().collect();
+    in_file_order.sort_by_key(|listener| listener.listen.span.start);
+    for listener in in_file_order {
+        bound.push((listener.config.listen.clone(), listener.listen.key.clone(), Some(listener.listen.clone())));
     }
     for (later, (addr, key, located)) in bound.iter().enumerate() {
         let earlier = bound[..later].iter().find(|(other, _, _)| conflicts(addr, other));
         if let Some((other, other_key, other_located)) = earlier {
-            let default_note = if other_located.is_none() {
-                " (its default; set it to another address or \"off\")"
-            } else {
-                ""
-            };
+            let default_note =
+                if other_located.is_none() { " (its default; set it to another address or \"off\")" } else { "" };
             let message = format!("{addr} collides with {other_key} = {other}{default_note}");
             return Err(match located {
                 Some(located) => located.error(text, message),

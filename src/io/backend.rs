@@ -271,7 +271,8 @@ impl Backend {
                 }
                 return;
             }
-            let conn = match self.st.borrow().conn.clone() {
+            let current = self.st.borrow().conn.clone();
+            let conn = match current {
                 Some(c) => c,
                 None => match self.connect().await {
                     Some(c) => {

@@ -76,6 +76,14 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), String> {
         log::info!("worker {i} pinned to CPU {cpu}");
         handles.push(h);
     }
+    // Control starts first: the channels connect both ends before a worker can finish starting.
+    let path = opts.config_path.clone();
+    let watch = opts.watch_config;
+    let ctl = LocalExecutorBuilder::new(Placement::Unbound)
+        .name("ferrule-ctl")
+        .io_memory(io_memory)
+        .spawn(move || control::run(cfg, path, to_workers, from_workers, flags, watch))
+        .map_err(|e| format!("cannot start the control executor: {e}"))?;
     for _ in 0..cpus.len() {
         match ready_rx.recv_timeout(Duration::from_secs(10)) {
             Ok(Ok(())) => {}
@@ -84,13 +92,6 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), String> {
         }
     }
     log::info!("ferrule {} ready: {} workers", env!("CARGO_PKG_VERSION"), cpus.len());
-    let path = opts.config_path.clone();
-    let watch = opts.watch_config;
-    let ctl = LocalExecutorBuilder::new(Placement::Unbound)
-        .name("ferrule-ctl")
-        .io_memory(io_memory)
-        .spawn(move || control::run(cfg, path, to_workers, from_workers, flags, watch))
-        .map_err(|e| format!("cannot start the control executor: {e}"))?;
     let _ = ctl.join();
     for h in handles {
         let _ = h.join();

@@ -59,13 +59,17 @@ impl Conn {
 
     /// Shuts both directions down so that the other task's pending read or write fails promptly.
     pub fn shutdown(&self) {
-        let fd = match &*self.0.borrow() {
-            Socket::Tcp(s) => s.as_raw_fd(),
-            Socket::Unix(s) => s.as_raw_fd(),
-        };
-        // SAFETY: fd is owned by the socket we hold a reference to; shutdown does not close it.
-        unsafe {
-            libc::shutdown(fd, libc::SHUT_RDWR);
+        match &*self.0.borrow() {
+            Socket::Tcp(s) => {
+                // SAFETY: the descriptor is owned by the socket we hold a reference to; shutdown does not close it.
+                unsafe {
+                    libc::shutdown(s.as_raw_fd(), libc::SHUT_RDWR);
+                }
+            }
+            Socket::Unix(s) => {
+                // glommio emulates shutdown synchronously: this future is ready on its first poll.
+                let _ = futures_lite::future::block_on(s.shutdown(std::net::Shutdown::Both));
+            }
         }
     }
 }

@@ -9,7 +9,7 @@ use super::stream::Conn;
 use crate::config::{Config, ListenAddr, ListenerConfig, Protocol};
 use glommio::channels::shared_channel::{ConnectedSender, SharedReceiver, SharedSender};
 use glommio::net::{TcpListener, UnixListener};
-use glommio::task::Task;
+use glommio::Task;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::os::unix::io::{FromRawFd, IntoRawFd};

@@ -102,22 +102,14 @@ impl Command {
 
     /// get, gets, gat, gats: multi-key commands answered with VALUE items and END.
     pub fn is_retrieval(self) -> bool {
-        matches!(
-            self,
-            Command::Get | Command::Gets | Command::Gat | Command::Gats
-        )
+        matches!(self, Command::Get | Command::Gets | Command::Gat | Command::Gats)
     }
 
     /// set, add, replace, append, prepend, cas: the commands followed by a data block.
     pub fn is_storage(self) -> bool {
         matches!(
             self,
-            Command::Set
-                | Command::Add
-                | Command::Replace
-                | Command::Append
-                | Command::Prepend
-                | Command::Cas
+            Command::Set | Command::Add | Command::Replace | Command::Append | Command::Prepend | Command::Cas
         )
     }
 }
@@ -143,21 +135,11 @@ mod tests {
     #[test]
     fn classes() {
         let retrieval: Vec<_> = Command::ALL.into_iter().filter(|c| c.is_retrieval()).collect();
-        assert_eq!(
-            retrieval,
-            [Command::Get, Command::Gets, Command::Gat, Command::Gats]
-        );
+        assert_eq!(retrieval, [Command::Get, Command::Gets, Command::Gat, Command::Gats]);
         let storage: Vec<_> = Command::ALL.into_iter().filter(|c| c.is_storage()).collect();
         assert_eq!(
             storage,
-            [
-                Command::Set,
-                Command::Add,
-                Command::Replace,
-                Command::Append,
-                Command::Prepend,
-                Command::Cas
-            ]
+            [Command::Set, Command::Add, Command::Replace, Command::Append, Command::Prepend, Command::Cas]
         );
     }
 }

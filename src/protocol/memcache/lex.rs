@@ -34,16 +34,8 @@ pub(super) fn find_line(buf: &[u8], start: usize, limit: usize) -> Option<Line> 
     let end = buf.len().min(start.saturating_add(limit));
     let window = buf.get(start..end)?;
     let newline = start + window.iter().position(|&b| b == b'\n')?;
-    let text_end = if newline > start && buf.get(newline - 1) == Some(&b'\r') {
-        newline - 1
-    } else {
-        newline
-    };
-    Some(Line {
-        start,
-        text_end,
-        next: newline + 1,
-    })
+    let text_end = if newline > start && buf.get(newline - 1) == Some(&b'\r') { newline - 1 } else { newline };
+    Some(Line { start, text_end, next: newline + 1 })
 }
 
 /// The space-separated tokens of a line, as absolute ranges into the buffer. Like memcached,
@@ -58,11 +50,7 @@ pub(super) struct Tokens<'a> {
 
 impl<'a> Tokens<'a> {
     pub fn new(buf: &'a [u8], span: Range<usize>) -> Self {
-        Tokens {
-            buf,
-            pos: span.start,
-            end: span.end.min(buf.len()),
-        }
+        Tokens { buf, pos: span.start, end: span.end.min(buf.len()) }
     }
 
     fn byte_at(&self, i: usize) -> Option<u8> {
@@ -149,9 +137,7 @@ mod tests {
     use super::*;
 
     fn tokens(line: &[u8]) -> Vec<&[u8]> {
-        Tokens::new(line, 0..line.len())
-            .map(|r| &line[r])
-            .collect()
+        Tokens::new(line, 0..line.len()).map(|r| &line[r]).collect()
     }
 
     #[test]

@@ -39,8 +39,7 @@ pub const BAD_EXPTIME_REPLY: &str = "CLIENT_ERROR invalid exptime argument\r\n";
 /// An incr/decr delta that is not an unsigned 64-bit number.
 pub const BAD_DELTA_REPLY: &str = "CLIENT_ERROR invalid numeric delta argument\r\n";
 /// memcached's answer to `delete <key> <anything but 0>`.
-pub const DELETE_USAGE_REPLY: &str =
-    "CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n";
+pub const DELETE_USAGE_REPLY: &str = "CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n";
 /// The reply owed for [`Parse::TooLarge`].
 pub const TOO_LARGE_REPLY: &str = "SERVER_ERROR object too large for cache\r\n";
 /// Sent before closing on a command line longer than the limits above.
@@ -84,11 +83,7 @@ pub enum Parse {
     ///
     /// `reply` is empty when the request carried `noreply`: memcached sends nothing then, not
     /// even errors, and a client using noreply does not read a reply.
-    Error {
-        reply: &'static str,
-        consumed: usize,
-        skip: usize,
-    },
+    Error { reply: &'static str, consumed: usize, skip: usize },
     /// A storage command whose value exceeds `max_value`: reply [`TOO_LARGE_REPLY`] and discard
     /// the command line, data block and `\r\n`: `consumed` bytes now plus `skip` more as they
     /// arrive. A `noreply` request gets [`Parse::Error`] with an empty reply instead.
@@ -106,27 +101,16 @@ pub fn parse_request(buf: &[u8], keys: &mut Vec<Range<usize>>, max_value: usize)
     keys.clear();
     match buf.first() {
         None => return Parse::Incomplete,
-        Some(&BINARY_MAGIC) => {
-            return Parse::Fatal {
-                reply: BINARY_PROTOCOL_REPLY,
-            }
-        }
+        Some(&BINARY_MAGIC) => return Parse::Fatal { reply: BINARY_PROTOCOL_REPLY },
         Some(_) => {}
     }
     let line = match command_line(buf) {
         LineScan::Found(line) => line,
         LineScan::Incomplete => return Parse::Incomplete,
-        LineScan::TooLong => {
-            return Parse::Fatal {
-                reply: LINE_TOO_LONG_REPLY,
-            }
-        }
+        LineScan::TooLong => return Parse::Fatal { reply: LINE_TOO_LONG_REPLY },
     };
     let mut tokens = line.tokens(buf);
-    let Some(command) = tokens
-        .next()
-        .and_then(|name| Command::from_name(buf.get(name).unwrap_or_default()))
-    else {
+    let Some(command) = tokens.next().and_then(|name| Command::from_name(buf.get(name).unwrap_or_default())) else {
         return line_error(ERROR_REPLY, line.next);
     };
     if command.is_retrieval() {
@@ -199,11 +183,7 @@ struct Args<'a> {
 impl<'a> Args<'a> {
     /// None when there are more than [`MAX_ARGS`] arguments: no such command takes that many.
     fn collect(buf: &'a [u8], tokens: Tokens<'a>) -> Option<Self> {
-        let mut args = Args {
-            buf,
-            spans: [(0, 0); MAX_ARGS],
-            len: 0,
-        };
+        let mut args = Args { buf, spans: [(0, 0); MAX_ARGS], len: 0 };
         for token in tokens {
             *args.spans.get_mut(args.len)? = (token.start, token.end);
             args.len += 1;
@@ -259,13 +239,7 @@ fn parse_retrieval(
         // routed, and no client sends one.
         return line_error(ERROR_REPLY, line.next);
     }
-    Parse::Request(Request {
-        command,
-        len: line.next,
-        noreply: false,
-        exptime,
-        line_len: line.next,
-    })
+    Parse::Request(Request { command, len: line.next, noreply: false, exptime, line_len: line.next })
 }
 
 /// `<command> <key> <flags> <exptime> <bytes> [<cas unique>] [noreply]\r\n<data>\r\n`
@@ -291,11 +265,7 @@ fn parse_storage(
         return line_error(quiet(BAD_FORMAT_REPLY), line.next);
     };
     let available = total.min(buf.len());
-    let discard = |reply| Parse::Error {
-        reply,
-        consumed: available,
-        skip: total - available,
-    };
+    let discard = |reply| Parse::Error { reply, consumed: available, skip: total - available };
     if !is_valid_key(args.get(0)) {
         return discard(quiet(BAD_KEY_REPLY));
     }
@@ -306,14 +276,7 @@ fn parse_storage(
         return discard(quiet(BAD_FORMAT_REPLY));
     }
     if bytes > max_value {
-        return if noreply {
-            discard("")
-        } else {
-            Parse::TooLarge {
-                consumed: available,
-                skip: total - available,
-            }
-        };
+        return if noreply { discard("") } else { Parse::TooLarge { consumed: available, skip: total - available } };
     }
     let Some(terminator) = buf.get(total - 2..total) else {
         return Parse::Incomplete;
@@ -322,22 +285,11 @@ fn parse_storage(
         return discard(quiet(BAD_DATA_CHUNK_REPLY));
     }
     keys.push(args.range(0));
-    Parse::Request(Request {
-        command,
-        len: total,
-        noreply,
-        exptime: None,
-        line_len: line.next,
-    })
+    Parse::Request(Request { command, len: total, noreply, exptime: None, line_len: line.next })
 }
 
 /// `incr|decr <key> <delta> [noreply]`
-fn parse_arithmetic(
-    command: Command,
-    line: Line,
-    args: &Args<'_>,
-    keys: &mut Vec<Range<usize>>,
-) -> Parse {
+fn parse_arithmetic(command: Command, line: Line, args: &Args<'_>, keys: &mut Vec<Range<usize>>) -> Parse {
     if !(2..=3).contains(&args.len) {
         return line_error(ERROR_REPLY, line.next);
     }
@@ -414,32 +366,15 @@ fn parse_verbosity(line: Line, args: &Args<'_>) -> Parse {
     simple_request(Command::Verbosity, line.next, noreply)
 }
 
-fn keyed_request(
-    command: Command,
-    line: Line,
-    noreply: bool,
-    args: &Args<'_>,
-    keys: &mut Vec<Range<usize>>,
-) -> Parse {
+fn keyed_request(command: Command, line: Line, noreply: bool, args: &Args<'_>, keys: &mut Vec<Range<usize>>) -> Parse {
     keys.push(args.range(0));
     simple_request(command, line.next, noreply)
 }
 
 fn simple_request(command: Command, line_len: usize, noreply: bool) -> Parse {
-    Parse::Request(Request {
-        command,
-        len: line_len,
-        noreply,
-        exptime: None,
-        line_len,
-    })
+    Parse::Request(Request { command, len: line_len, noreply, exptime: None, line_len })
 }
 
 fn line_error(reply: &'static str, line_len: usize) -> Parse {
-    Parse::Error {
-        reply,
-        consumed: line_len,
-        skip: 0,
-    }
+    Parse::Error { reply, consumed: line_len, skip: 0 }
 }
-

@@ -50,15 +50,8 @@ pub(crate) fn parse_decimal_line(buf: &[u8], start: usize) -> Decimal {
         None => Decimal::Incomplete,
         Some(b'\n') => {
             // Wrapping negation maps the magnitude 2^63 (seen as i64::MIN) onto itself, which is right.
-            let value = if negative {
-                (magnitude as i64).wrapping_neg()
-            } else {
-                magnitude as i64
-            };
-            Decimal::Value {
-                value,
-                end: index + 2,
-            }
+            let value = if negative { (magnitude as i64).wrapping_neg() } else { magnitude as i64 };
+            Decimal::Value { value, end: index + 2 }
         }
         Some(_) => Decimal::Invalid,
     }
@@ -77,20 +70,8 @@ mod tests {
         assert_eq!(parse(b"0\r\n"), Decimal::Value { value: 0, end: 3 });
         assert_eq!(parse(b"42\r\nxx"), Decimal::Value { value: 42, end: 4 });
         assert_eq!(parse(b"-1\r\n"), Decimal::Value { value: -1, end: 4 });
-        assert_eq!(
-            parse(b"9223372036854775807\r\n"),
-            Decimal::Value {
-                value: i64::MAX,
-                end: 21
-            }
-        );
-        assert_eq!(
-            parse(b"-9223372036854775808\r\n"),
-            Decimal::Value {
-                value: i64::MIN,
-                end: 22
-            }
-        );
+        assert_eq!(parse(b"9223372036854775807\r\n"), Decimal::Value { value: i64::MAX, end: 21 });
+        assert_eq!(parse(b"-9223372036854775808\r\n"), Decimal::Value { value: i64::MIN, end: 22 });
     }
 
     #[test]
@@ -121,9 +102,6 @@ mod tests {
 
     #[test]
     fn starts_at_the_given_offset() {
-        assert_eq!(
-            parse_decimal_line(b"$5\r\n", 1),
-            Decimal::Value { value: 5, end: 4 }
-        );
+        assert_eq!(parse_decimal_line(b"$5\r\n", 1), Decimal::Value { value: 5, end: 4 });
     }
 }

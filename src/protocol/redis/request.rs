@@ -16,10 +16,7 @@ use super::{printable_byte, ProtocolError, MAX_ARGS, MAX_BULK_LEN, MAX_INLINE_LE
 /// Each call starts over but jumps over bulk bodies, so it costs O(arguments), never O(bytes): a 100MB
 /// value arriving in 64KB reads is cheap. Use [`RequestParser`] to also resume mid-request, which keeps a
 /// request with a million small arguments linear.
-pub fn parse_request(
-    buf: &[u8],
-    args: &mut Vec<Range<usize>>,
-) -> Result<Option<usize>, ProtocolError> {
+pub fn parse_request(buf: &[u8], args: &mut Vec<Range<usize>>) -> Result<Option<usize>, ProtocolError> {
     RequestParser::new().parse(buf, args)
 }
 
@@ -51,11 +48,7 @@ impl RequestParser {
     }
 
     /// Parses the request at the start of `buf`, continuing the previous attempt; see [`parse_request`].
-    pub fn parse(
-        &mut self,
-        buf: &[u8],
-        args: &mut Vec<Range<usize>>,
-    ) -> Result<Option<usize>, ProtocolError> {
+    pub fn parse(&mut self, buf: &[u8], args: &mut Vec<Range<usize>>) -> Result<Option<usize>, ProtocolError> {
         let outcome = self.advance(buf, args);
         if !matches!(outcome, Ok(None)) {
             self.reset();
@@ -75,11 +68,7 @@ impl RequestParser {
         *self = Self::default();
     }
 
-    fn advance(
-        &mut self,
-        buf: &[u8],
-        args: &mut Vec<Range<usize>>,
-    ) -> Result<Option<usize>, ProtocolError> {
+    fn advance(&mut self, buf: &[u8], args: &mut Vec<Range<usize>>) -> Result<Option<usize>, ProtocolError> {
         loop {
             match self.state {
                 State::Start => {
@@ -95,18 +84,13 @@ impl RequestParser {
                                     .ok()
                                     .filter(|&count| count <= MAX_ARGS)
                                     .ok_or_else(invalid_multibulk_length)?;
-                                self.state = State::Multibulk {
-                                    remaining,
-                                    pos: end,
-                                };
+                                self.state = State::Multibulk { remaining, pos: end };
                             }
                         },
                         Some(_) => self.state = State::Inline { scanned: 0 },
                     }
                 }
-                State::Multibulk { remaining, pos } => {
-                    return self.advance_multibulk(buf, args, remaining, pos)
-                }
+                State::Multibulk { remaining, pos } => return self.advance_multibulk(buf, args, remaining, pos),
                 State::Inline { scanned } => return self.advance_inline(buf, args, scanned),
             }
         }
@@ -125,10 +109,7 @@ impl RequestParser {
                 None => return Ok(self.wait(pos + 1)),
                 Some(b'$') => {}
                 Some(&other) => {
-                    return Err(ProtocolError::new(format!(
-                        "expected '$', got '{}'",
-                        printable_byte(other)
-                    )))
+                    return Err(ProtocolError::new(format!("expected '$', got '{}'", printable_byte(other))))
                 }
             }
             let (len, body_start) = match parse_decimal_line(buf, pos + 1) {
@@ -177,13 +158,9 @@ impl RequestParser {
                 split_inline(line, args)?;
                 Ok(Some(newline + 1))
             }
-            None if buf.len() >= MAX_INLINE_LEN => {
-                Err(ProtocolError::new("too big inline request"))
-            }
+            None if buf.len() >= MAX_INLINE_LEN => Err(ProtocolError::new("too big inline request")),
             None => {
-                self.state = State::Inline {
-                    scanned: window.len(),
-                };
+                self.state = State::Inline { scanned: window.len() };
                 Ok(self.wait(buf.len() + 1))
             }
         }
@@ -213,11 +190,12 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// Parses one request and returns its arguments as owned byte strings.
-    fn parse_args(buf: &[u8]) -> Result<Option<(usize, Vec<Vec<u8>>)>, ProtocolError> {
+    /// A parsed request: bytes consumed and the arguments as owned byte strings.
+    type Parsed = (usize, Vec<Vec<u8>>);
+
+    fn parse_args(buf: &[u8]) -> Result<Option<Parsed>, ProtocolError> {
         let mut args = Vec::new();
-        Ok(parse_request(buf, &mut args)?
-            .map(|len| (len, args.iter().map(|r| buf[r.clone()].to_vec()).collect())))
+        Ok(parse_request(buf, &mut args)?.map(|len| (len, args.iter().map(|r| buf[r.clone()].to_vec()).collect())))
     }
 
     fn words(list: &[&str]) -> Vec<Vec<u8>> {
@@ -342,19 +320,13 @@ mod tests {
     fn inline_requests() {
         assert_eq!(parse_args(b"PING\r\n").unwrap(), Some((6, words(&["PING"]))));
         assert_eq!(parse_args(b"PING\nPING\n").unwrap(), Some((5, words(&["PING"]))));
-        assert_eq!(
-            parse_args(b"  SET\tkey  value \r\n").unwrap(),
-            Some((19, words(&["SET", "key", "value"])))
-        );
+        assert_eq!(parse_args(b"  SET\tkey  value \r\n").unwrap(), Some((19, words(&["SET", "key", "value"]))));
         assert_eq!(parse_args(b"\r\n").unwrap(), Some((2, vec![])));
         assert_eq!(parse_args(b"\n").unwrap(), Some((1, vec![])));
         assert_eq!(parse_args(b"   \r\n").unwrap(), Some((5, vec![])));
         assert_eq!(parse_args(b"GET key").unwrap(), None);
         assert_eq!(parse_args(b"GET key\r").unwrap(), None);
-        assert_eq!(
-            parse_args(b"SET \"a b\" 'c d'\r\n").unwrap(),
-            Some((17, words(&["SET", "a b", "c d"])))
-        );
+        assert_eq!(parse_args(b"SET \"a b\" 'c d'\r\n").unwrap(), Some((17, words(&["SET", "a b", "c d"]))));
     }
 
     #[test]
@@ -446,6 +418,37 @@ mod tests {
             points.sort_unstable();
             let chunks: Vec<&[u8]> = points.windows(2).map(|w| &stream[w[0]..w[1]]).collect();
             prop_assert_eq!(parse_stream(&chunks), requests);
+        }
+
+        #[test]
+        fn corrupted_requests_resume_exactly_like_a_fresh_parse(
+            request in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..12), 1..5),
+            corrupt_at in any::<prop::sample::Index>(),
+            corrupt_with in any::<u8>(),
+            chunk_len in 1usize..9,
+        ) {
+            let mut bytes = encode(&request);
+            let at = corrupt_at.index(bytes.len());
+            bytes[at] = corrupt_with;
+            let mut fresh_args = Vec::new();
+            let fresh = parse_request(&bytes, &mut fresh_args);
+            let mut parser = RequestParser::new();
+            let mut args = Vec::new();
+            let mut resumed = Ok(None);
+            for end in (chunk_len..bytes.len()).step_by(chunk_len).chain([bytes.len()]) {
+                resumed = parser.parse(&bytes[..end], &mut args);
+                if !matches!(resumed, Ok(None)) {
+                    break;
+                }
+            }
+            match (&fresh, &resumed) {
+                (Ok(Some(a)), Ok(Some(b))) => {
+                    prop_assert_eq!(a, b);
+                    prop_assert_eq!(&fresh_args, &args);
+                }
+                (Ok(None), Ok(None)) | (Err(_), Err(_)) => {}
+                _ => prop_assert!(false, "fresh {:?} but resumed {:?}", fresh, resumed),
+            }
         }
 
         #[test]

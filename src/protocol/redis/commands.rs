@@ -1,0 +1,367 @@
+//! What the proxy may do with each Redis command, and where its keys are.
+
+use std::ops::Range;
+
+use super::command_table::COMMANDS;
+use super::decimal::{parse_decimal_line, Decimal};
+
+/// Where a command's keys are, counting the command name as argument 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySpec {
+    /// No key (e.g. PING): answered locally or unsupported.
+    None,
+    /// One key, at args[1].
+    Single,
+    /// Keys from args[first] to the end, every `step` args, each of which may live on a different server:
+    /// the command is split per server (MGET/DEL/UNLINK/TOUCH/EXISTS: first 1 step 1; MSET: first 1 step 2).
+    Multi { first: usize, step: usize },
+    /// Keys at args[first..=last] every `step`, where a negative `last` counts from the end (-1 is the last
+    /// argument, -2 the one before). They must all live on one server; the request goes to the first key's
+    /// server, whose reply reports a missing key if they do not (SINTER, SMOVE, RENAME, BITOP, MSETNX...).
+    /// Also used for one key that is not at args[1] (OBJECT/XINFO/XGROUP/MEMORY: key at args[2]).
+    SameServer { first: usize, last: isize, step: usize },
+    /// args[numkeys_pos] holds the number of keys, which follow it; `dest` is an extra fixed key position
+    /// placed before them in [`key_indices`]'s output (ZUNIONSTORE dest numkeys k1..kn). They must all live
+    /// on one server, as for [`KeySpec::SameServer`]. A command with no key at all (EVAL with numkeys 0)
+    /// cannot be routed: [`key_indices`] answers an error.
+    NumKeys { numkeys_pos: usize, dest: Option<usize> },
+}
+
+/// How a multi-key command is split per server and its replies merged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    /// MGET: one MGET per server, the values reassembled in key order.
+    Mget,
+    /// MSET: one MSET per server with each key's value; +OK once all succeed.
+    Mset,
+    /// DEL, UNLINK, TOUCH, EXISTS: the integer replies are summed.
+    SumIntegers,
+}
+
+/// Commands the proxy answers itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Local {
+    /// +PONG, or the argument as a bulk string.
+    Ping,
+    Echo,
+    /// +OK, then close once earlier replies are written.
+    Quit,
+    /// Checked against the listener's password.
+    Auth,
+    /// Only the configured database can be selected.
+    Select,
+    /// COMMAND (and COUNT/DOCS/INFO, which clients send on connect); an empty answer is acceptable.
+    Command,
+    /// HELLO: the proxy speaks RESP2 only, so `HELLO 3` gets -NOPROTO.
+    Hello,
+    /// Proxy-level INFO.
+    Info,
+    /// The whole CLIENT command: libraries send CLIENT SETNAME / SETINFO on connect and expect +OK; other
+    /// subcommands (LIST, KILL, ID...) are about backend connections the client does not own.
+    ClientSetname,
+}
+
+/// What the proxy does with a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandKind {
+    /// Sent as is to the server of its (first) key.
+    Forward,
+    /// Split per server by key.
+    Split(Split),
+    /// Answered by the proxy.
+    Local(Local),
+    /// Refused with an error; the text says why, as a plural noun phrase ("blocking commands", "pub/sub").
+    Unsupported(&'static str),
+}
+
+/// One Redis command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommandInfo {
+    /// Uppercase.
+    pub name: &'static str,
+    /// Redis convention, counting the command name: n means exactly n arguments, -n at least n.
+    pub arity: i32,
+    pub keys: KeySpec,
+    pub kind: CommandKind,
+}
+
+/// Longest command name; longer input is unknown without further work.
+const MAX_NAME_LEN: usize = 32;
+
+/// Finds a command by name, case-insensitively and without allocating. `None` for an unknown command, which
+/// the proxy answers like redis (see [`super::write_unknown_command`]).
+pub fn lookup(name: &[u8]) -> Option<&'static CommandInfo> {
+    let mut upper = [0u8; MAX_NAME_LEN];
+    let upper = upper.get_mut(..name.len())?;
+    for (to, from) in upper.iter_mut().zip(name) {
+        *to = from.to_ascii_uppercase();
+    }
+    let index = COMMANDS.binary_search_by(|info| info.name.as_bytes().cmp(upper)).ok()?;
+    COMMANDS.get(index)
+}
+
+/// Whether `argc` arguments (command name included) satisfy the command's arity.
+pub fn arity_ok(info: &CommandInfo, argc: usize) -> bool {
+    let required = info.arity.unsigned_abs() as usize;
+    if info.arity >= 0 {
+        argc == required
+    } else {
+        argc >= required
+    }
+}
+
+/// The error text redis gives for a bad arity, ready for `-` + text + CRLF:
+/// `ERR wrong number of arguments for 'get' command`.
+pub fn arity_error(info: &CommandInfo) -> String {
+    format!("ERR wrong number of arguments for '{}' command", info.name.to_ascii_lowercase())
+}
+
+/// Appends to `keys` the index in `args` of each key of the request, in routing order (the first one
+/// chooses the server for a non-split command). `args` are ranges of `buf`, args[0] being the command name.
+///
+/// Errors are full error texts ready for `-` + text + CRLF, e.g. `ERR value is not an integer or out of
+/// range` for a bad numkeys, or a wrong-arguments error when the key positions do not fit (MSET with a key
+/// but no value). A command kind without keys ([`KeySpec::None`]) appends nothing and succeeds; a keyed
+/// kind that ends up with no key (EVAL numkeys 0, OBJECT HELP) is an error, since it cannot be routed.
+pub fn key_indices(info: &CommandInfo, args: &[Range<usize>], buf: &[u8], keys: &mut Vec<usize>) -> Result<(), String> {
+    let argc = args.len();
+    match info.keys {
+        KeySpec::None => Ok(()),
+        KeySpec::Single => {
+            if argc < 2 {
+                return Err(arity_error(info));
+            }
+            keys.push(1);
+            Ok(())
+        }
+        KeySpec::Multi { first, step } => {
+            let step = step.max(1);
+            if argc <= first || !(argc - first).is_multiple_of(step) {
+                return Err(arity_error(info));
+            }
+            keys.extend((first..argc).step_by(step));
+            Ok(())
+        }
+        KeySpec::SameServer { first, last, step } => {
+            let step = step.max(1);
+            let last = if last < 0 { argc.checked_sub(last.unsigned_abs()) } else { Some(last.unsigned_abs()) };
+            match last {
+                Some(last) if first < argc && first <= last && last < argc => {
+                    if !(last - first).is_multiple_of(step) {
+                        return Err(arity_error(info));
+                    }
+                    keys.extend((first..=last).step_by(step));
+                    Ok(())
+                }
+                _ if first >= argc && arity_ok(info, argc) => Err(no_key_error(info)),
+                _ => Err(arity_error(info)),
+            }
+        }
+        KeySpec::NumKeys { numkeys_pos, dest } => {
+            let numkeys = args
+                .get(numkeys_pos)
+                .ok_or_else(|| arity_error(info))
+                .and_then(|range| parse_numkeys(buf.get(range.clone()).unwrap_or_default()))?;
+            let available = argc - numkeys_pos - 1;
+            if numkeys > available {
+                return Err("ERR Number of keys can't be greater than number of args".to_string());
+            }
+            if numkeys == 0 && dest.is_none() {
+                return Err(no_key_error(info));
+            }
+            if let Some(dest) = dest {
+                if dest >= argc {
+                    return Err(arity_error(info));
+                }
+                keys.push(dest);
+            }
+            keys.extend(numkeys_pos + 1..=numkeys_pos + numkeys);
+            Ok(())
+        }
+    }
+}
+
+/// Reads a numkeys argument as redis does (a canonical integer), refusing negatives like EVAL.
+fn parse_numkeys(text: &[u8]) -> Result<usize, String> {
+    // Reuse the RESP number reader by framing the argument as a line.
+    let mut line = [0u8; 24];
+    let value = line
+        .get_mut(..text.len() + 2)
+        .and_then(|slot| {
+            let (digits, end) = slot.split_at_mut(text.len());
+            digits.copy_from_slice(text);
+            end.copy_from_slice(b"\r\n");
+            match parse_decimal_line(slot, 0) {
+                Decimal::Value { value, .. } => Some(value),
+                _ => None,
+            }
+        })
+        .ok_or_else(|| "ERR value is not an integer or out of range".to_string())?;
+    usize::try_from(value).map_err(|_| "ERR Number of keys can't be negative".to_string())
+}
+
+fn no_key_error(info: &CommandInfo) -> String {
+    format!("ERR '{}' without a key cannot be routed by the proxy", info.name.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_is_sorted_uppercase_and_unique() {
+        for pair in COMMANDS.windows(2) {
+            assert!(pair[0].name < pair[1].name, "{} then {}", pair[0].name, pair[1].name);
+        }
+        for info in COMMANDS {
+            assert!(info.name.len() <= MAX_NAME_LEN);
+            assert_eq!(info.name, info.name.to_ascii_uppercase());
+        }
+    }
+
+    #[test]
+    fn table_entries_are_consistent() {
+        for info in COMMANDS {
+            let keyless = info.keys == KeySpec::None;
+            match info.kind {
+                CommandKind::Local(_) | CommandKind::Unsupported(_) => assert!(keyless, "{}", info.name),
+                CommandKind::Forward => {
+                    assert!(!keyless && !matches!(info.keys, KeySpec::Multi { .. }), "{}", info.name)
+                }
+                CommandKind::Split(_) => {
+                    assert!(matches!(info.keys, KeySpec::Multi { .. }), "{}", info.name)
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn lookup_is_case_insensitive() {
+        for name in [&b"get"[..], b"GET", b"gEt"] {
+            assert_eq!(lookup(name).unwrap().name, "GET");
+        }
+        assert_eq!(lookup(b"restore-asking").unwrap().name, "RESTORE-ASKING");
+        assert_eq!(lookup(b"georadiusbymember_ro").unwrap().name, "GEORADIUSBYMEMBER_RO");
+        assert!(lookup(b"").is_none());
+        assert!(lookup(b"GETT").is_none());
+        assert!(lookup(b"GE").is_none());
+        assert!(lookup(&[b'A'; 100]).is_none());
+        assert!(lookup(b"G\xffT").is_none());
+    }
+
+    #[test]
+    fn classification_of_representative_commands() {
+        let kind = |name: &str| lookup(name.as_bytes()).unwrap().kind;
+        let keys = |name: &str| lookup(name.as_bytes()).unwrap().keys;
+        assert_eq!(kind("SET"), CommandKind::Forward);
+        assert_eq!(keys("SET"), KeySpec::Single);
+        assert_eq!(kind("MGET"), CommandKind::Split(Split::Mget));
+        assert_eq!(kind("MSET"), CommandKind::Split(Split::Mset));
+        assert_eq!(keys("MSET"), KeySpec::Multi { first: 1, step: 2 });
+        for name in ["DEL", "UNLINK", "TOUCH", "EXISTS"] {
+            assert_eq!(kind(name), CommandKind::Split(Split::SumIntegers), "{name}");
+        }
+        assert_eq!(kind("BLPOP"), CommandKind::Unsupported("blocking commands"));
+        assert_eq!(kind("XREAD"), CommandKind::Unsupported("streams across keys"));
+        assert_eq!(kind("SUBSCRIBE"), CommandKind::Unsupported("pub/sub"));
+        assert_eq!(kind("MULTI"), CommandKind::Unsupported("transactions"));
+        assert_eq!(kind("KEYS"), CommandKind::Unsupported("keyspace scans"));
+        assert_eq!(kind("PING"), CommandKind::Local(Local::Ping));
+        assert_eq!(kind("client"), CommandKind::Local(Local::ClientSetname));
+        assert_eq!(keys("MSETNX"), KeySpec::SameServer { first: 1, last: -2, step: 2 });
+        assert_eq!(keys("BITOP"), KeySpec::SameServer { first: 2, last: -1, step: 1 });
+        assert_eq!(keys("EVAL"), KeySpec::NumKeys { numkeys_pos: 2, dest: None });
+        assert_eq!(keys("ZUNIONSTORE"), KeySpec::NumKeys { numkeys_pos: 2, dest: Some(1) });
+        assert_eq!(keys("ZUNION"), KeySpec::NumKeys { numkeys_pos: 1, dest: None });
+        // arity follows the newest redis: ZRANK took an optional WITHSCORE in 7.2
+        assert_eq!(lookup(b"ZRANK").unwrap().arity, -3);
+    }
+
+    #[test]
+    fn arity_checks() {
+        let get = lookup(b"GET").unwrap();
+        assert!(!arity_ok(get, 1));
+        assert!(arity_ok(get, 2));
+        assert!(!arity_ok(get, 3));
+        let set = lookup(b"SET").unwrap();
+        assert!(!arity_ok(set, 2));
+        assert!(arity_ok(set, 3));
+        assert!(arity_ok(set, 7));
+        let ping = lookup(b"PING").unwrap();
+        assert!(arity_ok(ping, 1) && arity_ok(ping, 2));
+        assert_eq!(arity_error(get), "ERR wrong number of arguments for 'get' command");
+    }
+
+    /// Builds a request buffer and argument ranges from words.
+    fn request(words: &[&str]) -> (Vec<u8>, Vec<Range<usize>>) {
+        let mut buf = Vec::new();
+        let mut args = Vec::new();
+        for word in words {
+            args.push(buf.len()..buf.len() + word.len());
+            buf.extend_from_slice(word.as_bytes());
+        }
+        (buf, args)
+    }
+
+    fn keys_of(words: &[&str]) -> Result<Vec<usize>, String> {
+        let (buf, args) = request(words);
+        let info = lookup(words[0].as_bytes()).unwrap();
+        let mut keys = vec![99];
+        key_indices(info, &args, &buf, &mut keys)?;
+        assert_eq!(keys.remove(0), 99, "appends");
+        Ok(keys)
+    }
+
+    #[test]
+    fn keys_of_each_spec() {
+        assert_eq!(keys_of(&["PING"]).unwrap(), Vec::<usize>::new());
+        assert_eq!(keys_of(&["GET", "k"]).unwrap(), [1]);
+        assert_eq!(keys_of(&["MGET", "a", "b", "c"]).unwrap(), [1, 2, 3]);
+        assert_eq!(keys_of(&["MSET", "a", "1", "b", "2"]).unwrap(), [1, 3]);
+        assert_eq!(keys_of(&["SINTER", "a", "b", "c"]).unwrap(), [1, 2, 3]);
+        assert_eq!(keys_of(&["SMOVE", "a", "b", "m"]).unwrap(), [1, 2]);
+        assert_eq!(keys_of(&["RENAME", "a", "b"]).unwrap(), [1, 2]);
+        assert_eq!(keys_of(&["MSETNX", "a", "1", "b", "2"]).unwrap(), [1, 3]);
+        assert_eq!(keys_of(&["BITOP", "AND", "d", "a", "b"]).unwrap(), [2, 3, 4]);
+        assert_eq!(keys_of(&["OBJECT", "ENCODING", "k"]).unwrap(), [2]);
+        assert_eq!(keys_of(&["XINFO", "STREAM", "s", "FULL"]).unwrap(), [2]);
+        assert_eq!(keys_of(&["EVAL", "return 1", "2", "a", "b", "arg"]).unwrap(), [3, 4]);
+        assert_eq!(keys_of(&["FCALL", "f", "1", "a"]).unwrap(), [3]);
+        assert_eq!(keys_of(&["ZUNIONSTORE", "d", "2", "a", "b", "WEIGHTS", "1", "2"]).unwrap(), [1, 3, 4]);
+        assert_eq!(keys_of(&["ZUNION", "2", "a", "b", "WITHSCORES"]).unwrap(), [2, 3]);
+        assert_eq!(keys_of(&["LMPOP", "1", "l", "LEFT"]).unwrap(), [2]);
+        assert_eq!(keys_of(&["SINTERCARD", "2", "a", "b", "LIMIT", "5"]).unwrap(), [2, 3]);
+    }
+
+    #[test]
+    fn bad_key_positions_are_errors() {
+        let wrong_args = "ERR wrong number of arguments for 'mset' command";
+        assert_eq!(keys_of(&["MSET", "a", "1", "b"]).unwrap_err(), wrong_args);
+        assert_eq!(keys_of(&["MSET"]).unwrap_err(), wrong_args);
+        assert_eq!(
+            keys_of(&["MSETNX", "a", "1", "b"]).unwrap_err(),
+            "ERR wrong number of arguments for 'msetnx' command"
+        );
+        assert_eq!(keys_of(&["EVAL", "s", "x"]).unwrap_err(), "ERR value is not an integer or out of range");
+        assert_eq!(keys_of(&["EVAL", "s", "+1", "k"]).unwrap_err(), "ERR value is not an integer or out of range");
+        assert_eq!(
+            keys_of(&["EVAL", "s", "99999999999999999999999", "k"]).unwrap_err(),
+            "ERR value is not an integer or out of range"
+        );
+        assert_eq!(keys_of(&["EVAL", "s", "-1"]).unwrap_err(), "ERR Number of keys can't be negative");
+        assert_eq!(
+            keys_of(&["EVAL", "s", "3", "a", "b"]).unwrap_err(),
+            "ERR Number of keys can't be greater than number of args"
+        );
+        assert_eq!(keys_of(&["EVAL", "s", "0"]).unwrap_err(), "ERR 'eval' without a key cannot be routed by the proxy");
+        assert_eq!(
+            keys_of(&["OBJECT", "HELP"]).unwrap_err(),
+            "ERR 'object' without a key cannot be routed by the proxy"
+        );
+        // ZUNIONSTORE with numkeys 0 still has its destination key; redis itself answers the error.
+        assert_eq!(keys_of(&["ZUNIONSTORE", "d", "0"]).unwrap(), [1]);
+        assert_eq!(keys_of(&["EVAL"]).unwrap_err(), "ERR wrong number of arguments for 'eval' command");
+        assert_eq!(keys_of(&["GET"]).unwrap_err(), "ERR wrong number of arguments for 'get' command");
+        assert_eq!(keys_of(&["RENAME", "a"]).unwrap_err(), "ERR wrong number of arguments for 'rename' command");
+    }
+}

@@ -1,0 +1,203 @@
+//! Redis through ferrule against real redis-server backends.
+
+mod common;
+use common::*;
+
+fn setup(extra_pool: &str, extra_listener: &str) -> (Vec<Proc>, Ferrule, u16) {
+    let backends = vec![redis_server(), redis_server()];
+    let servers: Vec<String> = backends.iter().map(|b| format!("127.0.0.1:{}:1", b.port)).collect();
+    let port = free_port();
+    let body = format!(
+        "{}{}",
+        listener_toml("cache", port, "redis", "main", extra_listener),
+        redis_pool_toml("main", &servers, extra_pool)
+    );
+    let f = Ferrule::start(&body, port);
+    (backends, f, port)
+}
+
+#[test]
+fn get_set_and_keys_spread_over_servers() {
+    let (backends, _f, port) = setup("", "");
+    let mut c = Client::connect(port);
+    for i in 0..200 {
+        assert_eq!(c.redis_str(&["SET", &format!("key:{i}"), &format!("v{i}")]), "+OK\r\n");
+    }
+    for i in 0..200 {
+        let v = format!("v{i}");
+        assert_eq!(c.redis_str(&["GET", &format!("key:{i}")]), format!("${}\r\n{v}\r\n", v.len()));
+    }
+    let counts: Vec<i64> = backends
+        .iter()
+        .map(|b| {
+            let mut d = Client::connect(b.port);
+            let r = d.redis_str(&["DBSIZE"]);
+            r.trim_start_matches(':').trim().parse().unwrap()
+        })
+        .collect();
+    assert_eq!(counts.iter().sum::<i64>(), 200);
+    assert!(counts.iter().all(|&n| n > 0), "keys should spread over both servers: {counts:?}");
+}
+
+#[test]
+fn pipelined_replies_come_back_in_order() {
+    let (_b, _f, port) = setup("", "");
+    let mut c = Client::connect(port);
+    let mut out = Vec::new();
+    for i in 0..1000 {
+        let k = format!("p{i}");
+        let v = format!("{i}");
+        ferrule::protocol::redis::write_command(&mut out, &[b"SET", k.as_bytes(), v.as_bytes()]);
+        ferrule::protocol::redis::write_command(&mut out, &[b"GET", k.as_bytes()]);
+        ferrule::protocol::redis::write_command(&mut out, &[b"PING"]);
+    }
+    c.send(&out);
+    for i in 0..1000 {
+        assert_eq!(c.redis_reply(), b"+OK\r\n");
+        let v = format!("{i}");
+        assert_eq!(String::from_utf8(c.redis_reply()).unwrap(), format!("${}\r\n{v}\r\n", v.len()));
+        assert_eq!(c.redis_reply(), b"+PONG\r\n");
+    }
+}
+
+#[test]
+fn multi_key_commands_split_and_merge() {
+    let (_b, _f, port) = setup("", "");
+    let mut c = Client::connect(port);
+    let mut args = vec!["MSET".to_string()];
+    for i in 0..20 {
+        args.push(format!("m{i}"));
+        args.push(format!("val{i}"));
+    }
+    let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+    assert_eq!(c.redis_str(&a), "+OK\r\n");
+    let mut mget = vec!["MGET".to_string()];
+    for i in 0..20 {
+        mget.push(format!("m{i}"));
+    }
+    mget.push("missing".into());
+    let a: Vec<&str> = mget.iter().map(|s| s.as_str()).collect();
+    let mut expect = String::from("*21\r\n");
+    for i in 0..20 {
+        let v = format!("val{i}");
+        expect.push_str(&format!("${}\r\n{v}\r\n", v.len()));
+    }
+    expect.push_str("$-1\r\n");
+    assert_eq!(c.redis_str(&a), expect);
+    // EXISTS counts every key, including repeats (twemproxy sends all keys to the first key's server).
+    assert_eq!(c.redis_str(&["EXISTS", "m0", "m1", "m2", "m3", "m0", "nope"]), ":5\r\n");
+    assert_eq!(c.redis_str(&["TOUCH", "m0", "m1", "m2", "m3"]), ":4\r\n");
+    assert_eq!(c.redis_str(&["DEL", "m0", "m1", "m2", "m3", "nope"]), ":4\r\n");
+    assert_eq!(c.redis_str(&["UNLINK", "m4", "m5", "m6"]), ":3\r\n");
+    assert_eq!(c.redis_str(&["EXISTS", "m0", "m4"]), ":0\r\n");
+}
+
+#[test]
+fn same_server_commands_are_checked_not_misrouted() {
+    let (_b, _f, port) = setup("hash_tag = \"{}\"", "");
+    let mut c = Client::connect(port);
+    // Keys sharing a hash tag land on one server and work.
+    c.redis_str(&["SADD", "{u1}:a", "x", "y"]);
+    c.redis_str(&["SADD", "{u1}:b", "y", "z"]);
+    assert_eq!(c.redis_str(&["SINTER", "{u1}:a", "{u1}:b"]), "*1\r\n$1\r\ny\r\n");
+    // Keys on different servers are refused with CROSSSLOT.
+    let mut refused = 0;
+    for i in 0..20 {
+        let r = c.redis_str(&["SUNIONSTORE", &format!("dst{i}"), &format!("a{i}"), &format!("b{i}")]);
+        if r.starts_with("-CROSSSLOT") {
+            refused += 1;
+        } else {
+            assert!(r.starts_with(':'), "unexpected {r}");
+        }
+    }
+    assert!(refused > 0, "some key pairs must straddle servers");
+    assert!(c.redis_str(&["EVAL", "return 1", "2", "{x}a", "{x}b"]).starts_with(':'));
+}
+
+#[test]
+fn local_and_unsupported_commands() {
+    let (_b, _f, port) = setup("", "");
+    let mut c = Client::connect(port);
+    assert_eq!(c.redis_str(&["PING"]), "+PONG\r\n");
+    assert_eq!(c.redis_str(&["PING", "hi"]), "$2\r\nhi\r\n");
+    assert_eq!(c.redis_str(&["ECHO", "hey"]), "$3\r\nhey\r\n");
+    assert_eq!(c.redis_str(&["SELECT", "0"]), "+OK\r\n");
+    assert!(c.redis_str(&["SELECT", "3"]).starts_with("-ERR"));
+    let r = c.redis_str(&["KEYS", "*"]);
+    assert!(r.starts_with("-ERR KEYS is not supported by ferrule"), "{r}");
+    let r = c.redis_str(&["BLPOP", "q", "0"]);
+    assert!(r.starts_with("-ERR BLPOP is not supported by ferrule"), "{r}");
+    let r = c.redis_str(&["NOSUCHCMD", "x"]);
+    assert!(r.starts_with("-ERR unknown command 'NOSUCHCMD'"), "{r}");
+    let r = c.redis_str(&["GET"]);
+    assert_eq!(r, "-ERR wrong number of arguments for 'get' command\r\n");
+    // The connection is still usable after all those errors.
+    assert_eq!(c.redis_str(&["SET", "after", "1"]), "+OK\r\n");
+    // Inline commands work too.
+    c.send(b"GET after\r\n");
+    assert_eq!(c.redis_reply(), b"$1\r\n1\r\n");
+    assert_eq!(c.redis_str(&["QUIT"]), "+OK\r\n");
+    assert!(c.closed_by_peer());
+}
+
+#[test]
+fn malformed_stream_gets_protocol_error_and_close() {
+    let (_b, _f, port) = setup("", "");
+    let mut c = Client::connect(port);
+    c.send(b"*1\r\n$abc\r\n");
+    let r = String::from_utf8(c.redis_reply()).unwrap();
+    assert!(r.starts_with("-ERR Protocol error:"), "{r}");
+    assert!(c.closed_by_peer());
+    // Other clients are untouched.
+    let mut d = Client::connect(port);
+    assert_eq!(d.redis_str(&["PING"]), "+PONG\r\n");
+}
+
+#[test]
+fn auth_on_listener() {
+    let (_b, _f, port) = setup("", "auth = \"s3cret\"");
+    let mut c = Client::connect(port);
+    assert_eq!(c.redis_str(&["GET", "x"]), "-NOAUTH Authentication required.\r\n");
+    assert!(c.redis_str(&["AUTH", "wrong"]).starts_with("-WRONGPASS"));
+    assert_eq!(c.redis_str(&["AUTH", "s3cret"]), "+OK\r\n");
+    assert_eq!(c.redis_str(&["SET", "x", "1"]), "+OK\r\n");
+}
+
+#[test]
+fn backend_auth_and_db_are_sent_on_connect() {
+    let b = redis_server();
+    let mut admin = Client::connect(b.port);
+    assert_eq!(admin.redis_str(&["CONFIG", "SET", "requirepass", "pw"]), "+OK\r\n");
+    let port = free_port();
+    let body = format!(
+        "{}{}",
+        listener_toml("cache", port, "redis", "main", ""),
+        redis_pool_toml("main", &[format!("127.0.0.1:{}:1", b.port)], "redis_auth = \"pw\"\nredis_db = 3")
+    );
+    let _f = Ferrule::start(&body, port);
+    let mut c = Client::connect(port);
+    assert_eq!(c.redis_str(&["SET", "dbkey", "v"]), "+OK\r\n");
+    assert_eq!(admin.redis_str(&["AUTH", "pw"]), "+OK\r\n");
+    assert_eq!(admin.redis_str(&["SELECT", "3"]), "+OK\r\n");
+    assert_eq!(admin.redis_str(&["GET", "dbkey"]), "$1\r\nv\r\n");
+}
+
+#[test]
+fn many_clients_share_backend_connections() {
+    let (backends, _f, port) = setup("", "");
+    let mut clients: Vec<Client> = (0..50).map(|_| Client::connect(port)).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        assert_eq!(c.redis_str(&["SET", &format!("c{i}"), "x"]), "+OK\r\n");
+    }
+    // One connection per backend per worker (plus our probe client): multiplexed, not one per client.
+    for b in &backends {
+        let mut d = Client::connect(b.port);
+        let r = d.redis_str(&["INFO", "clients"]);
+        let n: usize = r
+            .lines()
+            .find_map(|l| l.strip_prefix("connected_clients:"))
+            .map(|v| v.trim().parse().unwrap())
+            .unwrap();
+        assert!(n <= 2, "expected one multiplexed connection, redis sees {n} clients");
+    }
+}

@@ -192,10 +192,8 @@ mod tests {
             f.key_ranges.push(s..f.keys.len());
         }
         // fragment 0 asked for b, d (d missing); fragment 1 asked for a, c
-        let out = collect(
-            &mut f,
-            &[b"VALUE b 0 1\r\n2\r\nEND\r\n", b"VALUE a 0 1\r\n1\r\nVALUE c 0 1\r\n3\r\nEND\r\n"],
-        );
+        let out =
+            collect(&mut f, &[b"VALUE b 0 1\r\n2\r\nEND\r\n", b"VALUE a 0 1\r\n1\r\nVALUE c 0 1\r\n3\r\nEND\r\n"]);
         assert_eq!(out, b"VALUE a 0 1\r\n1\r\nVALUE b 0 1\r\n2\r\nVALUE c 0 1\r\n3\r\nEND\r\n");
     }
 }

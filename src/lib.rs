@@ -5,9 +5,9 @@
 //! - I/O on glommio: [`io`] (workers, client sessions, backend connections, control)
 
 pub mod config;
+pub mod fanout;
 pub mod hash;
 pub mod histogram;
-pub mod protocol;
-pub mod fanout;
 pub mod io;
+pub mod protocol;
 pub mod router;

@@ -15,7 +15,7 @@ fn start_two(extra: &str) -> (Proc, u16, Ferrule, u16) {
         redis_pool_toml(
             "main",
             &[format!("127.0.0.1:{}:1", good.port), format!("127.0.0.1:{dead_port}:1")],
-            &format!("timeout_ms = 300\n{extra}")
+            &format!("timeout_ms = 300\nhash = \"md5\"\n{extra}")
         )
     );
     let f = Ferrule::start(&body, port);
@@ -52,7 +52,11 @@ fn killed_backend_fails_pending_then_recovers_on_restart() {
     let body = format!(
         "{}{}",
         listener_toml("cache", port, "redis", "main", ""),
-        redis_pool_toml("main", &[format!("127.0.0.1:{}:1", a.port), format!("127.0.0.1:{b_port}:1")], "timeout_ms = 500")
+        redis_pool_toml(
+            "main",
+            &[format!("127.0.0.1:{}:1", a.port), format!("127.0.0.1:{b_port}:1")],
+            "timeout_ms = 500"
+        )
     );
     let _f = Ferrule::start(&body, port);
     let mut c = Client::connect(port);
@@ -92,7 +96,11 @@ fn stalled_backend_times_out_within_the_timeout() {
     let body = format!(
         "{}{}",
         listener_toml("cache", port, "redis", "main", ""),
-        redis_pool_toml("main", &[format!("127.0.0.1:{}:1", a.port), format!("127.0.0.1:{}:1", b.port)], "timeout_ms = 300")
+        redis_pool_toml(
+            "main",
+            &[format!("127.0.0.1:{}:1", a.port), format!("127.0.0.1:{}:1", b.port)],
+            "timeout_ms = 300"
+        )
     );
     let _f = Ferrule::start(&body, port);
     let mut c = Client::connect(port);

@@ -10,7 +10,15 @@ fn check(hash: &str, distribution: &str, weights: &[u32], names: bool) {
         .iter()
         .zip(weights)
         .enumerate()
-        .map(|(i, (b, w))| if names { format!("127.0.0.1:{}:{w} srv{i}", b.port) } else { format!("127.0.0.1:{}:{w}", b.port) })
+        .map(
+            |(i, (b, w))| {
+                if names {
+                    format!("127.0.0.1:{}:{w} srv{i}", b.port)
+                } else {
+                    format!("127.0.0.1:{}:{w}", b.port)
+                }
+            },
+        )
         .collect();
     let nc_port = free_port();
     let yaml = format!(
@@ -35,11 +43,16 @@ fn check(hash: &str, distribution: &str, weights: &[u32], names: bool) {
     let mut c = Client::connect(port);
     for i in 0..n {
         let v = i.to_string();
-        assert_eq!(
-            c.redis_str(&["GET", &format!("user:{i}:profile")]),
-            format!("${}\r\n{v}\r\n", v.len()),
-            "key user:{i}:profile placed differently from twemproxy ({hash}/{distribution}/{weights:?}/names={names})"
-        );
+        let key = format!("user:{i}:profile");
+        let got = c.redis_str(&["GET", &key]);
+        if got != format!("${}\r\n{v}\r\n", v.len()) {
+            let holder: Vec<String> = backends
+                .iter()
+                .filter(|b| Client::connect(b.port).redis_str(&["EXISTS", &key]) == ":1\r\n")
+                .map(|b| b.port.to_string())
+                .collect();
+            panic!("{key} placed differently from twemproxy ({hash}/{distribution}/{specs:?}): twemproxy put it on {holder:?}, ferrule answered {got:?}");
+        }
     }
 }
 

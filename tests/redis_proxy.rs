@@ -193,11 +193,8 @@ fn many_clients_share_backend_connections() {
     for b in &backends {
         let mut d = Client::connect(b.port);
         let r = d.redis_str(&["INFO", "clients"]);
-        let n: usize = r
-            .lines()
-            .find_map(|l| l.strip_prefix("connected_clients:"))
-            .map(|v| v.trim().parse().unwrap())
-            .unwrap();
+        let n: usize =
+            r.lines().find_map(|l| l.strip_prefix("connected_clients:")).map(|v| v.trim().parse().unwrap()).unwrap();
         assert!(n <= 2, "expected one multiplexed connection, redis sees {n} clients");
     }
 }

@@ -12,12 +12,7 @@ use crate::workload::{KeyDistribution, Ratio, ValueSize};
 /// Load generator for Redis and Memcached servers and proxies: closed loop for the throughput
 /// ceiling, open loop at a fixed rate for honest (coordinated-omission corrected) latency.
 #[derive(Parser, Debug)]
-#[command(
-    name = "ferrule-loadgen",
-    version,
-    subcommand_negates_reqs = true,
-    args_conflicts_with_subcommands = true
-)]
+#[command(name = "ferrule-loadgen", version, subcommand_negates_reqs = true, args_conflicts_with_subcommands = true)]
 pub struct Cli {
     /// Other tasks (the default is to generate load).
     #[command(subcommand)]
@@ -158,9 +153,7 @@ impl RunArgs {
     pub fn key_distribution(&self) -> KeyDistribution {
         match self.distribution {
             DistributionName::Uniform => KeyDistribution::Uniform,
-            DistributionName::Zipf => KeyDistribution::Zipf {
-                exponent: self.zipf_exponent,
-            },
+            DistributionName::Zipf => KeyDistribution::Zipf { exponent: self.zipf_exponent },
             DistributionName::Sequential => KeyDistribution::Sequential,
         }
     }
@@ -199,11 +192,7 @@ impl RunArgs {
         }
         if let Some(cpus) = &self.cpus {
             if cpus.len() < self.threads {
-                return Err(format!(
-                    "--cpus names {} CPUs for {} threads",
-                    cpus.len(),
-                    self.threads
-                ));
+                return Err(format!("--cpus names {} CPUs for {} threads", cpus.len(), self.threads));
             }
         }
         Ok(())
@@ -229,20 +218,12 @@ impl std::str::FromStr for SearchBound {
     fn from_str(text: &str) -> Result<Self, String> {
         let usage = || format!("search bound {text:?} is not like p99<1000 (microseconds)");
         let (percentile, bound) = text.split_once('<').ok_or_else(usage)?;
-        let percentile: f64 = percentile
-            .trim()
-            .strip_prefix('p')
-            .ok_or_else(usage)?
-            .parse()
-            .map_err(|_| usage())?;
+        let percentile: f64 = percentile.trim().strip_prefix('p').ok_or_else(usage)?.parse().map_err(|_| usage())?;
         let micros: u64 = bound.trim().parse().map_err(|_| usage())?;
         if !(percentile > 0.0 && percentile < 100.0) || micros == 0 {
             return Err(usage());
         }
-        Ok(Self {
-            quantile: percentile / 100.0,
-            micros,
-        })
+        Ok(Self { quantile: percentile / 100.0, micros })
     }
 }
 
@@ -304,7 +285,7 @@ mod tests {
             parse(&args).unwrap().run.validate()
         };
         assert!(check(&["--mget", "0"]).is_err());
-        assert!(check(&["--rate", "-5"]).is_err());
+        assert!(check(&["--rate=-5"]).is_err());
         assert!(check(&["--threads", "2", "--cpus", "1"]).is_err());
         assert!(check(&["--search", "p99<10", "--requests", "9"]).is_err());
         assert!(check(&["--threads", "2", "--cpus", "0,1"]).is_ok());

@@ -54,17 +54,11 @@ impl Codec {
 
     /// Appends a read of `keys` (ranges of `names`): GET/MGET for redis, get for memcache.
     pub fn encode_read(&self, op: OpKind, names: &[u8], keys: &[Range<usize>], out: &mut Vec<u8>) {
-        let key_bytes = keys
-            .iter()
-            .map(|range| names.get(range.clone()).unwrap_or_default());
+        let key_bytes = keys.iter().map(|range| names.get(range.clone()).unwrap_or_default());
         match self.protocol {
             ProtocolName::Redis => {
                 let command: &[u8] = if op == OpKind::Mget { b"MGET" } else { b"GET" };
-                redis::write_command_iter(
-                    out,
-                    keys.len() + 1,
-                    std::iter::once(command).chain(key_bytes),
-                );
+                redis::write_command_iter(out, keys.len() + 1, std::iter::once(command).chain(key_bytes));
             }
             ProtocolName::Memcache => {
                 memcache::write_retrieval(out, memcache::Command::Get, None, key_bytes);
@@ -76,16 +70,9 @@ impl Codec {
     pub fn encode_set(&self, key: &[u8], value: &[u8], out: &mut Vec<u8>) {
         match self.protocol {
             ProtocolName::Redis => redis::write_command(out, &[b"SET", key, value]),
-            ProtocolName::Memcache => memcache::write_storage(
-                out,
-                memcache::Command::Set,
-                key,
-                0,
-                0,
-                value,
-                None,
-                false,
-            ),
+            ProtocolName::Memcache => {
+                memcache::write_storage(out, memcache::Command::Set, key, 0, 0, value, None, false)
+            }
         }
     }
 
@@ -127,10 +114,7 @@ impl Codec {
             ProtocolName::Memcache => memcache::is_error_reply(reply),
         };
         if error_reply {
-            return Verdict {
-                error_reply: true,
-                ..Verdict::default()
-            };
+            return Verdict { error_reply: true, ..Verdict::default() };
         }
         match (self.protocol, op) {
             (ProtocolName::Redis, OpKind::Set) => simple(reply == b"+OK\r\n"),
@@ -145,12 +129,7 @@ impl Codec {
         }
     }
 
-    fn judge_redis_array(
-        &mut self,
-        reply: &[u8],
-        keys: &[u64],
-        verifier: Option<&Verifier<'_>>,
-    ) -> Verdict {
+    fn judge_redis_array(&mut self, reply: &[u8], keys: &[u64], verifier: Option<&Verifier<'_>>) -> Verdict {
         let mut verdict = Verdict::default();
         let mut elements = std::mem::take(&mut self.elements);
         if redis::array_elements(reply, &mut elements) {
@@ -210,9 +189,7 @@ impl Codec {
                     let index = parse_key(verifier.key_prefix, name);
                     let asked = index.is_some_and(|index| remaining.any(|&k| k == index));
                     let value_ok = match (index, item_data(item)) {
-                        (Some(index), Some(data)) if asked => {
-                            verifier.values.matches(index, data, &mut self.scratch)
-                        }
+                        (Some(index), Some(data)) if asked => verifier.values.matches(index, data, &mut self.scratch),
                         _ => false,
                     };
                     if !value_ok {
@@ -229,20 +206,14 @@ impl Codec {
 }
 
 fn simple(expected: bool) -> Verdict {
-    Verdict {
-        bad_reply: !expected,
-        ..Verdict::default()
-    }
+    Verdict { bad_reply: !expected, ..Verdict::default() }
 }
 
 /// The payload of a complete bulk string reply, `None` for anything else.
 fn bulk_payload(reply: &[u8]) -> Option<&[u8]> {
     let rest = reply.strip_prefix(b"$")?;
     let header_end = rest.windows(2).position(|pair| pair == b"\r\n")?;
-    let len: usize = std::str::from_utf8(rest.get(..header_end)?)
-        .ok()?
-        .parse()
-        .ok()?;
+    let len: usize = std::str::from_utf8(rest.get(..header_end)?).ok()?.parse().ok()?;
     let body = rest.get(header_end + 2..)?;
     let payload = body.get(..len)?;
     (body.get(len..)? == b"\r\n").then_some(payload)
@@ -260,10 +231,7 @@ mod tests {
     use crate::workload::{write_key, ValueSize};
 
     fn verifier(values: &ValueMaker) -> Verifier<'_> {
-        Verifier {
-            values,
-            key_prefix: b"key:",
-        }
+        Verifier { values, key_prefix: b"key:" }
     }
 
     fn names(keys: &[u64]) -> (Vec<u8>, Vec<Range<usize>>) {

@@ -8,7 +8,7 @@ use std::cell::Cell;
 use std::collections::VecDeque;
 use std::io;
 use std::ops::Range;
-use std::os::unix::io::{AsRawFd, RawFd};
+use std::os::unix::io::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
@@ -41,11 +41,7 @@ pub struct ConnMonitor {
 
 impl Default for ConnMonitor {
     fn default() -> Self {
-        Self {
-            fd: Cell::new(-1),
-            oldest_sent: Cell::new(None),
-            timed_out: Cell::new(false),
-        }
+        Self { fd: Cell::new(-1), oldest_sent: Cell::new(None), timed_out: Cell::new(false) }
     }
 }
 
@@ -75,7 +71,8 @@ impl ConnMonitor {
 /// Either kind of socket the target can be.
 enum Stream {
     Tcp(TcpStream),
-    Unix(UnixStream),
+    /// The stream and its descriptor, which glommio does not expose.
+    Unix(UnixStream, RawFd),
 }
 
 impl Stream {
@@ -87,11 +84,15 @@ impl Stream {
                 Ok(Stream::Tcp(stream))
             }
             Target::Unix(path) => {
-                let path = path.clone();
-                let stream =
-                    glommio::timer::timeout(timeout, async move { UnixStream::connect(path).await })
-                        .await?;
-                Ok(Stream::Unix(stream))
+                // glommio's UnixStream does not expose its descriptor, which the watchdog needs,
+                // so connect with std (a local connect completes or fails at once) and hand the
+                // descriptor over.
+                let std_stream = std::os::unix::net::UnixStream::connect(path)?;
+                let fd = std_stream.into_raw_fd();
+                // SAFETY: `fd` is a connected unix stream socket that nothing else owns:
+                // into_raw_fd gave up std's ownership and glommio's stream takes it over.
+                let stream = unsafe { UnixStream::from_raw_fd(fd) };
+                Ok(Stream::Unix(stream, fd))
             }
         }
     }
@@ -99,20 +100,16 @@ impl Stream {
     fn raw_fd(&self) -> RawFd {
         match self {
             Stream::Tcp(stream) => stream.as_raw_fd(),
-            Stream::Unix(stream) => stream.as_raw_fd(),
+            Stream::Unix(_, fd) => *fd,
         }
     }
 }
 
 impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Tcp(stream) => Pin::new(stream).poll_read(cx, buf),
-            Stream::Unix(stream) => Pin::new(stream).poll_read(cx, buf),
+            Stream::Unix(stream, _) => Pin::new(stream).poll_read(cx, buf),
         }
     }
 }
@@ -121,21 +118,21 @@ impl AsyncWrite for Stream {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Tcp(stream) => Pin::new(stream).poll_write(cx, buf),
-            Stream::Unix(stream) => Pin::new(stream).poll_write(cx, buf),
+            Stream::Unix(stream, _) => Pin::new(stream).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Tcp(stream) => Pin::new(stream).poll_flush(cx),
-            Stream::Unix(stream) => Pin::new(stream).poll_flush(cx),
+            Stream::Unix(stream, _) => Pin::new(stream).poll_flush(cx),
         }
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Tcp(stream) => Pin::new(stream).poll_close(cx),
-            Stream::Unix(stream) => Pin::new(stream).poll_close(cx),
+            Stream::Unix(stream, _) => Pin::new(stream).poll_close(cx),
         }
     }
 }
@@ -202,11 +199,7 @@ pub struct Connection {
 
 impl Connection {
     /// Prepares connection `slot`; fails only on an invalid workload (checked before a run).
-    pub fn new(
-        worker: Rc<WorkerShared>,
-        monitor: Rc<ConnMonitor>,
-        slot: ConnSlot,
-    ) -> Result<Self, String> {
+    pub fn new(worker: Rc<WorkerShared>, monitor: Rc<ConnMonitor>, slot: ConnSlot) -> Result<Self, String> {
         let plan = &worker.plan;
         let seed = plan.seed ^ slot.global.wrapping_mul(0x9e37_79b9_7f4a_7c15);
         let keys = KeyChooser::new(plan.distribution, plan.keys, seed, slot.global, slot.total)?;
@@ -219,9 +212,7 @@ impl Connection {
                 seed.rotate_left(17),
             ),
         };
-        let budget = plan.requests.map(|total| {
-            total / slot.total + u64::from(slot.global < total % slot.total)
-        });
+        let budget = plan.requests.map(|total| total / slot.total + u64::from(slot.global < total % slot.total));
         Ok(Self {
             codec: Codec::new(plan.protocol),
             schedule,
@@ -288,9 +279,7 @@ impl Connection {
     }
 
     fn may_send(&self, now: Instant) -> bool {
-        !self.worker.stopping()
-            && self.deadline.is_none_or(|deadline| now < deadline)
-            && self.budget != Some(0)
+        !self.worker.stopping() && self.deadline.is_none_or(|deadline| now < deadline) && self.budget != Some(0)
     }
 
     /// Sends, reads and records until there is nothing left to do or the connection fails.
@@ -302,9 +291,7 @@ impl Connection {
                 self.enqueue_due(now);
             }
             if !self.out.is_empty() {
-                self.monitor
-                    .oldest_sent
-                    .set(self.inflight.front().map(|p| p.times.sent));
+                self.monitor.oldest_sent.set(self.inflight.front().map(|p| p.times.sent));
                 let written = stream.write_all(&self.out).await;
                 self.out.clear();
                 if let Err(err) = written {
@@ -403,17 +390,13 @@ impl Connection {
                             self.inflight_keys.push_back(key);
                         }
                     }
-                    self.codec
-                        .encode_read(op, &self.names, &self.name_ranges, &mut self.out);
+                    self.codec.encode_read(op, &self.names, &self.name_ranges, &mut self.out);
                     count
                 }
             };
             self.inflight.push_back(Pending {
                 op,
-                times: SendTimes {
-                    intended,
-                    sent: now,
-                },
+                times: SendTimes { intended, sent: now },
                 keys: u32::try_from(key_count).unwrap_or(u32::MAX),
                 bytes: u32::try_from(self.out.len() - before).unwrap_or(u32::MAX),
             });
@@ -425,10 +408,7 @@ impl Connection {
     fn complete_replies(&mut self) -> Result<(), ()> {
         let now = Instant::now();
         let plan = self.worker.plan.clone();
-        let verifier = plan.verify.then(|| Verifier {
-            values: &plan.values,
-            key_prefix: &plan.key_prefix,
-        });
+        let verifier = plan.verify.then(|| Verifier { values: &plan.values, key_prefix: &plan.key_prefix });
         let mut stats = self.worker.stats.borrow_mut();
         let mut consumed = 0;
         while consumed < self.filled {
@@ -450,21 +430,15 @@ impl Connection {
                 }
             }
             let reply = &buf[..len];
-            let verdict = self.codec.judge(
-                pending.op,
-                reply,
-                pending.keys as usize,
-                &self.key_scratch,
-                verifier.as_ref(),
-            );
+            let verdict =
+                self.codec.judge(pending.op, reply, pending.keys as usize, &self.key_scratch, verifier.as_ref());
             let op = stats.op_mut(pending.op);
             op.completed += 1;
             op.hits += verdict.hits;
             op.misses += verdict.misses;
             op.bytes_sent += u64::from(pending.bytes);
             op.bytes_received += len as u64;
-            op.latency
-                .record_duration(pending.times.corrected_latency(now));
+            op.latency.record_duration(pending.times.corrected_latency(now));
             op.service.record_duration(pending.times.service_time(now));
             if verdict.error_reply {
                 op.errors.error_reply += 1;
@@ -477,9 +451,7 @@ impl Connection {
         }
         self.input.copy_within(consumed..self.filled, 0);
         self.filled -= consumed;
-        self.monitor
-            .oldest_sent
-            .set(self.inflight.front().map(|p| p.times.sent));
+        self.monitor.oldest_sent.set(self.inflight.front().map(|p| p.times.sent));
         Ok(())
     }
 
@@ -523,9 +495,7 @@ impl Connection {
         if self.schedule.is_closed() || !self.may_send(now) {
             return;
         }
-        let mut skipped = self
-            .schedule
-            .skip_until(now.saturating_duration_since(self.start));
+        let mut skipped = self.schedule.skip_until(now.saturating_duration_since(self.start));
         if let Some(budget) = &mut self.budget {
             skipped = skipped.min(*budget);
             *budget -= skipped;

@@ -49,12 +49,9 @@ fn main() -> ExitCode {
 }
 
 fn generate_load(args: &RunArgs) -> Result<ExitCode, String> {
-    let seed = args.seed.unwrap_or_else(|| {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(1)
-    });
+    let seed = args
+        .seed
+        .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1));
     let plan = Arc::new(RunPlan::from_args(args, seed)?);
     let stop = install_stop_signals()?;
     let label = (!args.quiet).then_some("");
@@ -134,25 +131,19 @@ fn write_outputs(
         report::print_table(&mut table, plan, outcome).map_err(|err| err.to_string())?;
         table
     };
-    let written = if json_to_stdout {
-        io::stderr().write_all(&table)
-    } else {
-        io::stdout().write_all(&table)
-    };
+    let written = if json_to_stdout { io::stderr().write_all(&table) } else { io::stdout().write_all(&table) };
     written.map_err(|err| format!("writing the report: {err}"))?;
 
     if let Some(prefix) = &args.hdr_prefix {
-        let files = report::write_hgrm_files(prefix, plan, outcome)
-            .map_err(|err| format!("writing histograms: {err}"))?;
+        let files =
+            report::write_hgrm_files(prefix, plan, outcome).map_err(|err| format!("writing histograms: {err}"))?;
         eprintln!("wrote {}", files.join(", "));
     }
     if let Some(path) = &args.json {
         let document = report::json_report(args, plan, outcome, search);
         let text = serde_json::to_string_pretty(&document).map_err(|err| err.to_string())? + "\n";
         if json_to_stdout {
-            io::stdout()
-                .write_all(text.as_bytes())
-                .map_err(|err| format!("writing JSON: {err}"))?;
+            io::stdout().write_all(text.as_bytes()).map_err(|err| format!("writing JSON: {err}"))?;
         } else {
             fs::write(path, text).map_err(|err| format!("{}: {err}", path.display()))?;
         }

@@ -181,11 +181,8 @@ fn choose_cpus(threads: usize, requested: Option<&[usize]>) -> Vec<Option<usize>
     if let Some(cpus) = requested {
         return cpus.iter().take(threads).map(|&cpu| Some(cpu)).collect();
     }
-    let allowed: Vec<usize> = core_affinity::get_core_ids()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|core| core.id)
-        .collect();
+    let allowed: Vec<usize> =
+        core_affinity::get_core_ids().unwrap_or_default().into_iter().map(|core| core.id).collect();
     if allowed.len() >= threads {
         allowed.into_iter().take(threads).map(Some).collect()
     } else {
@@ -205,11 +202,7 @@ pub struct StartGate {
 
 impl Default for StartGate {
     fn default() -> Self {
-        Self {
-            epoch: Instant::now(),
-            start_nanos: AtomicU64::new(u64::MAX),
-            ready: AtomicUsize::new(0),
-        }
+        Self { epoch: Instant::now(), start_nanos: AtomicU64::new(u64::MAX), ready: AtomicUsize::new(0) }
     }
 }
 
@@ -282,14 +275,8 @@ mod tests {
 
     #[test]
     fn targets_parse() {
-        assert_eq!(
-            Target::parse("127.0.0.1:6379"),
-            Ok(Target::Tcp("127.0.0.1:6379".parse().unwrap()))
-        );
-        assert_eq!(
-            Target::parse("/tmp/redis.sock"),
-            Ok(Target::Unix("/tmp/redis.sock".into()))
-        );
+        assert_eq!(Target::parse("127.0.0.1:6379"), Ok(Target::Tcp("127.0.0.1:6379".parse().unwrap())));
+        assert_eq!(Target::parse("/tmp/redis.sock"), Ok(Target::Unix("/tmp/redis.sock".into())));
         assert!(Target::parse("nonsense").is_err());
     }
 

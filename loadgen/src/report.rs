@@ -73,15 +73,8 @@ impl Summary {
     /// Summarises `outcome` for the operations `plan` sends.
     pub fn new(plan: &RunPlan, outcome: &RunOutcome) -> Self {
         let secs = outcome.elapsed.as_secs_f64();
-        let ops = plan
-            .ops()
-            .into_iter()
-            .map(|op| (op, OpReport::new(outcome.stats.op(op), secs)))
-            .collect();
-        Self {
-            ops,
-            total: OpReport::new(&outcome.stats.total(), secs),
-        }
+        let ops = plan.ops().into_iter().map(|op| (op, OpReport::new(outcome.stats.op(op), secs))).collect();
+        Self { ops, total: OpReport::new(&outcome.stats.total(), secs) }
     }
 }
 
@@ -235,11 +228,8 @@ fn target_text(target: &Target) -> String {
 /// The `--json` document: the run's parameters, per-operation and total figures.
 pub fn json_report(args: &RunArgs, plan: &RunPlan, outcome: &RunOutcome, search: Option<Value>) -> Value {
     let summary = Summary::new(plan, outcome);
-    let ops: serde_json::Map<String, Value> = summary
-        .ops
-        .iter()
-        .map(|(op, report)| (op.name().to_string(), json!(report)))
-        .collect();
+    let ops: serde_json::Map<String, Value> =
+        summary.ops.iter().map(|(op, report)| (op.name().to_string(), json!(report))).collect();
     let mut document = json!({
         "tool": "ferrule-loadgen",
         "version": env!("CARGO_PKG_VERSION"),
@@ -289,8 +279,7 @@ pub fn write_hgrm_files(prefix: &str, plan: &RunPlan, outcome: &RunOutcome) -> i
         let stats = outcome.stats.op(op);
         for (suffix, histogram) in [("hgrm", &stats.latency), ("service.hgrm", &stats.service)] {
             let path = format!("{prefix}.{}.{suffix}", op.name());
-            let file = File::create(&path)
-                .map_err(|err| io::Error::new(err.kind(), format!("{path}: {err}")))?;
+            let file = File::create(&path).map_err(|err| io::Error::new(err.kind(), format!("{path}: {err}")))?;
             let mut out = BufWriter::new(file);
             write_hgrm(histogram, MICROS_PER_MILLI, &mut out)?;
             out.flush()?;
@@ -322,11 +311,7 @@ mod tests {
         get.latency.record(1500);
         get.errors.timeout = 3;
         stats.connect_errors = 1;
-        let outcome = RunOutcome {
-            stats,
-            elapsed: Duration::from_secs(2),
-            interrupted: false,
-        };
+        let outcome = RunOutcome { stats, elapsed: Duration::from_secs(2), interrupted: false };
         let summary = Summary::new(&plan, &outcome);
         let (_, get) = &summary.ops[0];
         assert_eq!(get.ops_per_sec, 1000.0);

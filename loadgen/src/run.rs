@@ -43,8 +43,7 @@ impl IntervalLogs {
         let mut logs = Vec::new();
         for &op in ops {
             let path = format!("{prefix}.{}.hlog", op.name());
-            let file = File::create(&path)
-                .map_err(|err| io::Error::new(err.kind(), format!("{path}: {err}")))?;
+            let file = File::create(&path).map_err(|err| io::Error::new(err.kind(), format!("{path}: {err}")))?;
             let comment = format!("{comment}\nlatency of {} from the intended send time, in microseconds", op.name());
             logs.push((op, IntervalLogWriter::new(BufWriter::new(file), start, &comment)?));
         }
@@ -150,9 +149,7 @@ pub fn execute(
         logs.write(&interval, offset, length)?;
     }
     for handle in handles {
-        handle
-            .join()
-            .map_err(|err| format!("a worker thread failed: {err}"))?;
+        handle.join().map_err(|err| format!("a worker thread failed: {err}"))?;
     }
     let interrupted = stopped_at.is_some();
     let elapsed = match (stopped_at, plan.duration) {
@@ -161,11 +158,7 @@ pub fn execute(
         (None, Some(duration)) => duration,
         (None, None) => last_activity.saturating_duration_since(start),
     };
-    Ok(RunOutcome {
-        stats: totals,
-        elapsed: elapsed.max(Duration::from_millis(1)),
-        interrupted,
-    })
+    Ok(RunOutcome { stats: totals, elapsed: elapsed.max(Duration::from_millis(1)), interrupted })
 }
 
 /// `[  3s] 123456 ops/s  hits 110000/s  misses 2000/s  errors 0  p50 0.123 ms  p99 0.456 ms`

@@ -34,17 +34,9 @@ enum Kind {
     Closed,
     /// Constant spacing: the k-th request is due at `(phase + k) * interval`, computed from k
     /// rather than accumulated so rounding never drifts over a long run.
-    Constant {
-        interval_nanos: f64,
-        phase: f64,
-        index: u64,
-    },
+    Constant { interval_nanos: f64, phase: f64, index: u64 },
     /// Poisson arrivals: exponentially distributed gaps with mean `interval_nanos`.
-    Poisson {
-        interval_nanos: f64,
-        next_nanos: f64,
-        rng: SmallRng,
-    },
+    Poisson { interval_nanos: f64, next_nanos: f64, rng: SmallRng },
 }
 
 impl Schedule {
@@ -61,19 +53,11 @@ impl Schedule {
     pub fn open(rate: f64, arrival: Arrival, phase: f64, seed: u64) -> Self {
         let interval_nanos = 1e9 / rate.max(f64::MIN_POSITIVE);
         let kind = match arrival {
-            Arrival::Constant => Kind::Constant {
-                interval_nanos,
-                phase: phase.clamp(0.0, 1.0),
-                index: 0,
-            },
+            Arrival::Constant => Kind::Constant { interval_nanos, phase: phase.clamp(0.0, 1.0), index: 0 },
             Arrival::Poisson => {
                 let mut rng = SmallRng::seed_from_u64(seed);
                 let first = exponential_gap(&mut rng, interval_nanos);
-                Kind::Poisson {
-                    interval_nanos,
-                    next_nanos: first,
-                    rng,
-                }
+                Kind::Poisson { interval_nanos, next_nanos: first, rng }
             }
         };
         Self { kind }
@@ -89,11 +73,7 @@ impl Schedule {
     pub fn next_due(&self) -> Option<Duration> {
         let nanos = match &self.kind {
             Kind::Closed => return None,
-            Kind::Constant {
-                interval_nanos,
-                phase,
-                index,
-            } => (phase + *index as f64) * interval_nanos,
+            Kind::Constant { interval_nanos, phase, index } => (phase + *index as f64) * interval_nanos,
             Kind::Poisson { next_nanos, .. } => *next_nanos,
         };
         Some(Duration::from_nanos(nanos as u64))
@@ -104,11 +84,7 @@ impl Schedule {
         match &mut self.kind {
             Kind::Closed => {}
             Kind::Constant { index, .. } => *index += 1,
-            Kind::Poisson {
-                interval_nanos,
-                next_nanos,
-                rng,
-            } => *next_nanos += exponential_gap(rng, *interval_nanos),
+            Kind::Poisson { interval_nanos, next_nanos, rng } => *next_nanos += exponential_gap(rng, *interval_nanos),
         }
     }
 
@@ -277,10 +253,7 @@ mod tests {
     #[test]
     fn latencies_never_go_negative() {
         let now = Instant::now();
-        let times = SendTimes {
-            intended: now + Duration::from_millis(5),
-            sent: now + Duration::from_millis(5),
-        };
+        let times = SendTimes { intended: now + Duration::from_millis(5), sent: now + Duration::from_millis(5) };
         assert_eq!(times.corrected_latency(now), Duration::ZERO);
         assert_eq!(times.service_time(now), Duration::ZERO);
     }

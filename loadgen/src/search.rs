@@ -65,12 +65,7 @@ impl SearchResult {
 }
 
 /// Runs the search; each step lasts `base.duration`.
-pub fn search(
-    base: &RunPlan,
-    bound: SearchBound,
-    stop: &Arc<AtomicBool>,
-    quiet: bool,
-) -> Result<SearchResult, String> {
+pub fn search(base: &RunPlan, bound: SearchBound, stop: &Arc<AtomicBool>, quiet: bool) -> Result<SearchResult, String> {
     let ceiling = match base.rate {
         Some(rate) => rate,
         None => {
@@ -79,13 +74,7 @@ pub fn search(
         }
     };
     eprintln!("search {bound}: upper end {ceiling:.0} requests/s");
-    let mut result = SearchResult {
-        bound,
-        ceiling,
-        steps: Vec::new(),
-        reported: None,
-        best_rate: None,
-    };
+    let mut result = SearchResult { bound, ceiling, steps: Vec::new(), reported: None, best_rate: None };
     if ceiling < 1.0 {
         return Ok(result);
     }
@@ -164,11 +153,7 @@ mod tests {
         for _ in 0..100 {
             get.latency.record(latency_micros);
         }
-        RunOutcome {
-            stats,
-            elapsed: Duration::from_secs(1),
-            interrupted: false,
-        }
+        RunOutcome { stats, elapsed: Duration::from_secs(1), interrupted: false }
     }
 
     #[test]

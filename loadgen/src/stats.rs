@@ -77,11 +77,6 @@ impl OpStats {
         self.latency.merge(&other.latency);
         self.service.merge(&other.service);
     }
-
-    /// True when nothing at all happened to this kind.
-    pub fn is_idle(&self) -> bool {
-        self.completed == 0 && self.errors.requests() == 0 && self.bytes_sent == 0
-    }
 }
 
 /// Figures of every operation kind, plus what belongs to no operation.
@@ -135,8 +130,6 @@ impl StatsSet {
 /// What a worker thread sends the main thread.
 #[derive(Debug)]
 pub struct IntervalReport {
-    /// Which worker.
-    pub worker: usize,
     /// The interval's figures.
     pub stats: StatsSet,
     /// True for the worker's last report: it has stopped.
@@ -168,7 +161,7 @@ mod tests {
         assert_eq!(total.hits, 2);
         assert_eq!(total.errors.connect, 2);
         assert_eq!(total.service.len(), 1);
-        assert!(a.op(OpKind::Mget).is_idle());
+        assert_eq!(a.op(OpKind::Mget).completed, 0);
         let taken = a.take();
         assert_eq!(taken.op(OpKind::Set).completed, 5);
         assert_eq!(a.op(OpKind::Set).completed, 0);

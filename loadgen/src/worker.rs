@@ -57,20 +57,12 @@ async fn worker_main(
     stop: Arc<AtomicBool>,
     reports: Sender<IntervalReport>,
 ) {
-    let shared = Rc::new(WorkerShared {
-        plan: plan.clone(),
-        gate,
-        stop,
-        stats: RefCell::new(StatsSet::default()),
-    });
+    let shared = Rc::new(WorkerShared { plan: plan.clone(), gate, stop, stats: RefCell::new(StatsSet::default()) });
     let total = plan.total_connections() as u64;
     let mut monitors = Vec::with_capacity(plan.connections);
     let mut tasks = Vec::with_capacity(plan.connections);
     for local in 0..plan.connections {
-        let slot = ConnSlot {
-            global: (index * plan.connections + local) as u64,
-            total,
-        };
+        let slot = ConnSlot { global: (index * plan.connections + local) as u64, total };
         let monitor = Rc::new(ConnMonitor::default());
         match Connection::new(shared.clone(), monitor.clone(), slot) {
             Ok(connection) => {
@@ -85,13 +77,7 @@ async fn worker_main(
         }
     }
     let done = Rc::new(Cell::new(false));
-    spawn_local(report_every_second(
-        index,
-        shared.clone(),
-        reports.clone(),
-        done.clone(),
-    ))
-    .detach();
+    spawn_local(report_every_second(shared.clone(), reports.clone(), done.clone())).detach();
     spawn_local(watchdog(monitors, plan.timeout, done.clone())).detach();
     for task in tasks {
         task.await;
@@ -99,20 +85,11 @@ async fn worker_main(
     done.set(true);
     let stats = shared.stats.borrow_mut().take();
     // The main thread may have gone (it never does before joining us); nothing to do then.
-    let _ = reports.send(IntervalReport {
-        worker: index,
-        stats,
-        finished: true,
-    });
+    let _ = reports.send(IntervalReport { stats, finished: true });
 }
 
 /// Sends this thread's figures at each whole second after the run's start.
-async fn report_every_second(
-    index: usize,
-    shared: Rc<WorkerShared>,
-    reports: Sender<IntervalReport>,
-    done: Rc<Cell<bool>>,
-) {
+async fn report_every_second(shared: Rc<WorkerShared>, reports: Sender<IntervalReport>, done: Rc<Cell<bool>>) {
     let Some(start) = shared.wait_for_start().await else {
         return;
     };
@@ -126,11 +103,7 @@ async fn report_every_second(
         }
         second += 1;
         let stats = shared.stats.borrow_mut().take();
-        let _ = reports.send(IntervalReport {
-            worker: index,
-            stats,
-            finished: false,
-        });
+        let _ = reports.send(IntervalReport { stats, finished: false });
     }
 }
 

@@ -37,19 +37,16 @@ enum Picker {
     Uniform(SmallRng),
     Zipf(SmallRng, Zipf<f64>),
     /// `next` advances by `stride` (the number of connections), wrapping at `keys`.
-    Sequential { next: u64, stride: u64 },
+    Sequential {
+        next: u64,
+        stride: u64,
+    },
 }
 
 impl KeyChooser {
     /// A chooser over `keys` keys for connection `stream` of `streams` (used by the sequential
     /// distribution to interleave connections), with its own RNG seeded by `seed`.
-    pub fn new(
-        distribution: KeyDistribution,
-        keys: u64,
-        seed: u64,
-        stream: u64,
-        streams: u64,
-    ) -> Result<Self, String> {
+    pub fn new(distribution: KeyDistribution, keys: u64, seed: u64, stream: u64, streams: u64) -> Result<Self, String> {
         if keys == 0 {
             return Err("the keyspace must hold at least one key".into());
         }
@@ -57,14 +54,10 @@ impl KeyChooser {
         let picker = match distribution {
             KeyDistribution::Uniform => Picker::Uniform(rng),
             KeyDistribution::Zipf { exponent } => {
-                let zipf = Zipf::new(keys, exponent)
-                    .map_err(|err| format!("zipf exponent {exponent}: {err}"))?;
+                let zipf = Zipf::new(keys, exponent).map_err(|err| format!("zipf exponent {exponent}: {err}"))?;
                 Picker::Zipf(rng, zipf)
             }
-            KeyDistribution::Sequential => Picker::Sequential {
-                next: stream % keys,
-                stride: streams.max(1),
-            },
+            KeyDistribution::Sequential => Picker::Sequential { next: stream % keys, stride: streams.max(1) },
         };
         Ok(Self { keys, picker })
     }
@@ -96,9 +89,6 @@ pub enum OpKind {
 }
 
 impl OpKind {
-    /// Every kind, in report order.
-    pub const ALL: [OpKind; 3] = [OpKind::Get, OpKind::Mget, OpKind::Set];
-
     /// Position in per-operation arrays.
     pub fn index(self) -> usize {
         self as usize
@@ -132,18 +122,11 @@ impl std::str::FromStr for Ratio {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
-        let (sets, gets) = text
-            .split_once(':')
-            .ok_or_else(|| format!("ratio {text:?} is not SET:GET, e.g. 1:10"))?;
+        let (sets, gets) = text.split_once(':').ok_or_else(|| format!("ratio {text:?} is not SET:GET, e.g. 1:10"))?;
         let parse = |part: &str| {
-            part.trim()
-                .parse::<u32>()
-                .map_err(|_| format!("ratio {text:?}: {part:?} is not a whole number"))
+            part.trim().parse::<u32>().map_err(|_| format!("ratio {text:?}: {part:?} is not a whole number"))
         };
-        let ratio = Ratio {
-            sets: parse(sets)?,
-            gets: parse(gets)?,
-        };
+        let ratio = Ratio { sets: parse(sets)?, gets: parse(gets)? };
         if ratio.sets == 0 && ratio.gets == 0 {
             return Err("ratio 0:0 sends nothing".into());
         }
@@ -164,11 +147,7 @@ impl OpMix {
     /// `read_kind` is `Get`, or `Mget` when multi-key reads were asked for. `start` offsets the
     /// cycle so connections do not all write at the same moment.
     pub fn new(ratio: Ratio, read_kind: OpKind, start: u64) -> Self {
-        Self {
-            ratio,
-            read_kind,
-            position: start,
-        }
+        Self { ratio, read_kind, position: start }
     }
 
     /// The next operation.
@@ -197,9 +176,7 @@ impl std::str::FromStr for ValueSize {
 
     fn from_str(text: &str) -> Result<Self, String> {
         let parse = |part: &str| {
-            part.trim()
-                .parse::<usize>()
-                .map_err(|_| format!("value size {text:?}: {part:?} is not a byte count"))
+            part.trim().parse::<usize>().map_err(|_| format!("value size {text:?}: {part:?} is not a byte count"))
         };
         let (min, max) = match text.split_once('-') {
             Some((min, max)) => (parse(min)?, parse(max)?),
@@ -228,6 +205,7 @@ impl std::fmt::Display for ValueSize {
 
 impl ValueSize {
     /// A fixed size.
+    #[cfg(test)]
     pub fn fixed(size: usize) -> Self {
         Self { range: size..=size }
     }
@@ -259,12 +237,7 @@ const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01
 impl ValueMaker {
     /// Precomputes the fill pattern for values up to `size.max()` bytes.
     pub fn new(size: ValueSize) -> Self {
-        let pattern = ALPHABET
-            .iter()
-            .copied()
-            .cycle()
-            .take(size.max() + ALPHABET.len())
-            .collect();
+        let pattern = ALPHABET.iter().copied().cycle().take(size.max() + ALPHABET.len()).collect();
         Self { size, pattern }
     }
 
@@ -383,8 +356,7 @@ mod tests {
         let streams = 3;
         let mut seen = Vec::new();
         for stream in 0..streams {
-            let mut chooser =
-                KeyChooser::new(KeyDistribution::Sequential, keys, 1, stream, streams).unwrap();
+            let mut chooser = KeyChooser::new(KeyDistribution::Sequential, keys, 1, stream, streams).unwrap();
             // Connection s takes keys s, s+3, s+6, ... (its share of one pass).
             let share = (keys - stream).div_ceil(streams);
             seen.extend((0..share).map(|_| chooser.next_key()));
@@ -420,10 +392,7 @@ mod tests {
 
     #[test]
     fn ratio_parsing() {
-        assert_eq!(
-            "2:3".parse::<Ratio>(),
-            Ok(Ratio { sets: 2, gets: 3 })
-        );
+        assert_eq!("2:3".parse::<Ratio>(), Ok(Ratio { sets: 2, gets: 3 }));
         assert!("0:0".parse::<Ratio>().is_err());
         assert!("1-3".parse::<Ratio>().is_err());
         assert!("a:3".parse::<Ratio>().is_err());

@@ -41,12 +41,7 @@ pub(crate) fn md5_digest(input: &[u8]) -> [u8; 16] {
 /// ketama points turn a digest into 32-bit values.
 pub(crate) fn digest_word(digest: &[u8; 16], word: usize) -> u32 {
     let start = (word % 4) * 4;
-    u32::from_le_bytes([
-        digest[start],
-        digest[start + 1],
-        digest[start + 2],
-        digest[start + 3],
-    ])
+    u32::from_le_bytes([digest[start], digest[start + 1], digest[start + 2], digest[start + 3]])
 }
 
 /// The first little-endian word of the key's MD5 digest.
@@ -62,11 +57,7 @@ const CRC16_TABLE: [u16; 256] = {
         let mut crc = (index as u16) << 8;
         let mut bit = 0;
         while bit < 8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x1021
-            } else {
-                crc << 1
-            };
+            crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
             bit += 1;
         }
         table[index] = crc;
@@ -101,23 +92,17 @@ const FNV_64_PRIME: u64 = 0x0100_0000_01b3;
 
 /// FNV-1, 32-bit.
 pub(crate) fn fnv1_32(key: &[u8]) -> u32 {
-    key.iter().fold(FNV_32_INIT, |hash, &byte| {
-        hash.wrapping_mul(FNV_32_PRIME) ^ c_char_u32(byte)
-    })
+    key.iter().fold(FNV_32_INIT, |hash, &byte| hash.wrapping_mul(FNV_32_PRIME) ^ c_char_u32(byte))
 }
 
 /// FNV-1a, 32-bit.
 pub(crate) fn fnv1a_32(key: &[u8]) -> u32 {
-    key.iter().fold(FNV_32_INIT, |hash, &byte| {
-        (hash ^ c_char_u32(byte)).wrapping_mul(FNV_32_PRIME)
-    })
+    key.iter().fold(FNV_32_INIT, |hash, &byte| (hash ^ c_char_u32(byte)).wrapping_mul(FNV_32_PRIME))
 }
 
 /// FNV-1, 64-bit, truncated to its low 32 bits.
 pub(crate) fn fnv1_64(key: &[u8]) -> u32 {
-    let hash = key.iter().fold(FNV_64_INIT, |hash, &byte| {
-        hash.wrapping_mul(FNV_64_PRIME) ^ c_char_u64(byte)
-    });
+    let hash = key.iter().fold(FNV_64_INIT, |hash, &byte| hash.wrapping_mul(FNV_64_PRIME) ^ c_char_u64(byte));
     hash as u32
 }
 
@@ -126,9 +111,7 @@ pub(crate) fn fnv1_64(key: &[u8]) -> u32 {
 pub(crate) fn fnv1a_64(key: &[u8]) -> u32 {
     let init = FNV_64_INIT as u32;
     let prime = FNV_64_PRIME as u32;
-    key.iter().fold(init, |hash, &byte| {
-        (hash ^ c_char_u32(byte)).wrapping_mul(prime)
-    })
+    key.iter().fold(init, |hash, &byte| (hash ^ c_char_u32(byte)).wrapping_mul(prime))
 }
 
 /// Two key bytes as a little-endian 16-bit value (Hsieh's `get16bits`).
@@ -209,13 +192,7 @@ pub(crate) fn murmur(key: &[u8]) -> u32 {
 
 /// Little-endian word from up to four bytes, missing high bytes taken as zero.
 fn le_partial(bytes: &[u8]) -> u32 {
-    bytes
-        .iter()
-        .take(4)
-        .enumerate()
-        .fold(0, |word, (position, &byte)| {
-            word | (u32::from(byte) << (8 * position))
-        })
+    bytes.iter().take(4).enumerate().fold(0, |word, (position, &byte)| word | (u32::from(byte) << (8 * position)))
 }
 
 /// The `mix` step of Bob Jenkins' lookup3.
@@ -255,9 +232,7 @@ fn jenkins_final(a: &mut u32, b: &mut u32, c: &mut u32) {
 /// Bob Jenkins' lookup3 `hashlittle` with twemproxy's initial value 13.
 pub(crate) fn jenkins(key: &[u8]) -> u32 {
     const INITVAL: u32 = 13;
-    let start = 0xdead_beef_u32
-        .wrapping_add(key.len() as u32)
-        .wrapping_add(INITVAL);
+    let start = 0xdead_beef_u32.wrapping_add(key.len() as u32).wrapping_add(INITVAL);
     let (mut a, mut b, mut c) = (start, start, start);
 
     let mut rest = key;
@@ -312,10 +287,7 @@ mod tests {
         // FNV-1a 32 of [0x80]: (basis ^ 0xffffff80) * prime, not (basis ^ 0x80) * prime.
         let expected = (FNV_32_INIT ^ 0xffff_ff80).wrapping_mul(FNV_32_PRIME);
         assert_eq!(fnv1a_32(&[0x80]), expected);
-        assert_ne!(
-            fnv1a_32(&[0x80]),
-            (FNV_32_INIT ^ 0x80).wrapping_mul(FNV_32_PRIME)
-        );
+        assert_ne!(fnv1a_32(&[0x80]), (FNV_32_INIT ^ 0x80).wrapping_mul(FNV_32_PRIME));
     }
 
     #[test]

@@ -57,10 +57,7 @@ impl HashKind {
 
     /// The hash named as in a twemproxy config (`fnv1a_64`, `murmur`, ...), or `xxh3`.
     pub fn from_name(name: &str) -> Option<HashKind> {
-        HashKind::ALL
-            .iter()
-            .copied()
-            .find(|kind| kind.name() == name)
+        HashKind::ALL.iter().copied().find(|kind| kind.name() == name)
     }
 
     /// The config name of this hash.
@@ -187,11 +184,7 @@ pub fn locate_key(ring: &Ring, kind: HashKind, tag: Option<[u8; 2]>, key: &[u8])
         return ring.locate(0);
     }
     let hashed = hash_tagged(key, tag);
-    let hash = if hashed.is_empty() {
-        0
-    } else {
-        kind.hash(hashed)
-    };
+    let hash = if hashed.is_empty() { 0 } else { kind.hash(hashed) };
     ring.locate(hash)
 }
 
@@ -222,11 +215,7 @@ mod tests {
 
     #[test]
     fn xxh3_is_the_low_half_of_xxh3_64() {
-        for key in [
-            &b""[..],
-            b"apple",
-            b"a much longer key that spans several xxh3 stripes......",
-        ] {
+        for key in [&b""[..], b"apple", b"a much longer key that spans several xxh3 stripes......"] {
             let full = xxhash_rust::xxh3::xxh3_64(key);
             assert_eq!(HashKind::Xxh3.hash(key), full as u32);
         }
@@ -243,11 +232,7 @@ mod tests {
         assert_eq!(HashKind::from_name("fnv1a_64"), Some(HashKind::Fnv1a_64));
         assert_eq!(HashKind::from_name("FNV1A_64"), None);
         assert_eq!(HashKind::from_name("sha1"), None);
-        for kind in [
-            DistributionKind::Ketama,
-            DistributionKind::Modula,
-            DistributionKind::Random,
-        ] {
+        for kind in [DistributionKind::Ketama, DistributionKind::Modula, DistributionKind::Random] {
             assert_eq!(DistributionKind::from_name(kind.name()), Some(kind));
         }
         assert_eq!(DistributionKind::from_name("vnode"), None);
@@ -284,20 +269,12 @@ mod tests {
     }
 
     fn live(ident: &str, weight: u32) -> RingMember<'_> {
-        RingMember {
-            ident,
-            weight,
-            live: true,
-        }
+        RingMember { ident, weight, live: true }
     }
 
     #[test]
     fn ketama_spreads_keys_in_proportion_to_weight() {
-        let members = [
-            live("10.0.0.1:6379", 1),
-            live("10.0.0.2:6379", 2),
-            live("10.0.0.3:6379", 3),
-        ];
+        let members = [live("10.0.0.1:6379", 1), live("10.0.0.2:6379", 2), live("10.0.0.3:6379", 3)];
         let ring = Ring::build(DistributionKind::Ketama, &members);
         let mut counts = [0u32; 3];
         let mut key = String::new();
@@ -346,25 +323,12 @@ mod tests {
     fn one_live_server_takes_everything_and_none_fails() {
         let mut members = [live("a", 1), live("b", 5)];
         members[1].live = false;
-        for kind in [
-            DistributionKind::Ketama,
-            DistributionKind::Modula,
-            DistributionKind::Random,
-        ] {
+        for kind in [DistributionKind::Ketama, DistributionKind::Modula, DistributionKind::Random] {
             let ring = Ring::build(kind, &members);
             for key in [&b""[..], b"x", b"{tag}"] {
-                assert_eq!(
-                    locate_key(&ring, HashKind::Crc32, Some(*b"{}"), key),
-                    Some(0)
-                );
+                assert_eq!(locate_key(&ring, HashKind::Crc32, Some(*b"{}"), key), Some(0));
             }
-            let none = Ring::build(
-                kind,
-                &[RingMember {
-                    live: false,
-                    ..members[0]
-                }],
-            );
+            let none = Ring::build(kind, &[RingMember { live: false, ..members[0] }]);
             assert_eq!(locate_key(&none, HashKind::Crc32, None, b"x"), None);
         }
     }

@@ -50,12 +50,14 @@ pub struct Ring {
 impl Ring {
     /// Builds the distribution from the members in pool order; ejected members are left out.
     pub fn build(kind: DistributionKind, members: &[RingMember<'_>]) -> Ring {
-        let live_members: Vec<u32> = members
-            .iter()
-            .enumerate()
-            .filter(|(_, member)| member.live)
-            .map(|(index, _)| index as u32)
-            .collect();
+        let mut live_members: Vec<u32> =
+            members.iter().enumerate().filter(|(_, member)| member.live).map(|(index, _)| index as u32).collect();
+        // twemproxy sorts a pool's servers by identity (shorter first, then bytewise: its string_compare) while
+        // validating the config, and builds every distribution in that order. Modula placement depends on it.
+        live_members.sort_by(|&a, &b| {
+            let (a, b) = (members[a as usize].ident.as_bytes(), members[b as usize].ident.as_bytes());
+            a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+        });
         let mut ring = Ring {
             kind,
             point_values: Vec::new(),
@@ -111,10 +113,7 @@ impl Ring {
 
     /// Weights of the live members, in member order.
     fn live_weights<'m>(&'m self, members: &'m [RingMember<'_>]) -> impl Iterator<Item = u32> + 'm {
-        self.live_members
-            .iter()
-            .filter_map(|&index| members.get(index as usize))
-            .map(|member| member.weight)
+        self.live_members.iter().filter_map(|&index| members.get(index as usize)).map(|member| member.weight)
     }
 
     /// The distribution this ring was built for.
@@ -160,14 +159,8 @@ impl Ring {
     /// The owner of the first point >= `hash`, wrapping to the first point.
     fn locate_ketama(&self, hash: u32) -> Option<usize> {
         let position = self.point_values.partition_point(|&value| value < hash);
-        let position = if position == self.point_values.len() {
-            0
-        } else {
-            position
-        };
-        self.point_servers
-            .get(position)
-            .map(|&server| server as usize)
+        let position = if position == self.point_values.len() { 0 } else { position };
+        self.point_servers.get(position).map(|&server| server as usize)
     }
 
     /// `hash % total_weight` over the live members, each owning `weight` consecutive slots.
@@ -178,9 +171,7 @@ impl Ring {
         }
         let slot = u64::from(hash) % total;
         let position = self.weight_ends.partition_point(|&end| end <= slot);
-        self.live_members
-            .get(position)
-            .map(|&server| server as usize)
+        self.live_members.get(position).map(|&server| server as usize)
     }
 
     fn locate_random(&self) -> Option<usize> {
@@ -204,10 +195,7 @@ impl Ring {
 
     /// The sorted ketama continuum as (point, member index) pairs; empty for other distributions.
     pub fn continuum(&self) -> impl Iterator<Item = (u32, usize)> + '_ {
-        self.point_values
-            .iter()
-            .zip(&self.point_servers)
-            .map(|(&value, &server)| (value, server as usize))
+        self.point_values.iter().zip(&self.point_servers).map(|(&value, &server)| (value, server as usize))
     }
 }
 
@@ -216,8 +204,7 @@ impl Ring {
 /// members of odd weights get one group of four points more or less.
 pub(crate) fn ketama_point_count(weight: u32, total_weight: u64, live_count: u32) -> u32 {
     let pct = weight as f32 / total_weight as f32;
-    let scaled =
-        pct * KETAMA_POINTS_PER_SERVER / KETAMA_POINTS_PER_DIGEST as f32 * live_count as f32;
+    let scaled = pct * KETAMA_POINTS_PER_SERVER / KETAMA_POINTS_PER_DIGEST as f32 * live_count as f32;
     // The C expression adds a `double` literal, so the sum is a double narrowed back to float.
     let nudged = (f64::from(scaled) + 0.000_000_000_1) as f32;
     // `as` saturates: NaN (zero total weight) and negatives become 0 points.
@@ -245,11 +232,7 @@ mod tests {
     use super::*;
 
     fn member(ident: &str, weight: u32) -> RingMember<'_> {
-        RingMember {
-            ident,
-            weight,
-            live: true,
-        }
+        RingMember { ident, weight, live: true }
     }
 
     #[test]
@@ -317,20 +300,13 @@ mod tests {
     fn ejected_members_get_no_points_and_no_keys() {
         let mut members = [member("a", 1), member("b", 1), member("c", 1)];
         members[1].live = false;
-        for kind in [
-            DistributionKind::Ketama,
-            DistributionKind::Modula,
-            DistributionKind::Random,
-        ] {
+        for kind in [DistributionKind::Ketama, DistributionKind::Modula, DistributionKind::Random] {
             let ring = Ring::build(kind, &members);
             assert_eq!(ring.live_count(), 2);
             assert_eq!(ring.member_count(), 3);
             for hash in (0..u32::MAX).step_by(9_999_991) {
                 let server = ring.locate(hash);
-                assert!(
-                    matches!(server, Some(0) | Some(2)),
-                    "{kind:?} {hash} {server:?}"
-                );
+                assert!(matches!(server, Some(0) | Some(2)), "{kind:?} {hash} {server:?}");
             }
         }
         // Two live members over three members: the same ring as a pool of those two alone.
@@ -342,16 +318,8 @@ mod tests {
 
     #[test]
     fn no_live_member_locates_nothing() {
-        let members = [RingMember {
-            ident: "a",
-            weight: 1,
-            live: false,
-        }];
-        for kind in [
-            DistributionKind::Ketama,
-            DistributionKind::Modula,
-            DistributionKind::Random,
-        ] {
+        let members = [RingMember { ident: "a", weight: 1, live: false }];
+        for kind in [DistributionKind::Ketama, DistributionKind::Modula, DistributionKind::Random] {
             let ring = Ring::build(kind, &members);
             assert_eq!(ring.live_count(), 0);
             assert_eq!(ring.locate(12345), None);
@@ -368,10 +336,7 @@ mod tests {
         for hash in 0..60u32 {
             assert_eq!(ring.locate(hash), Some(expected[(hash % 6) as usize]));
         }
-        assert_eq!(
-            ring.locate(u32::MAX),
-            Some(expected[(u32::MAX % 6) as usize])
-        );
+        assert_eq!(ring.locate(u32::MAX), Some(expected[(u32::MAX % 6) as usize]));
         // With "b" ejected the list is [a, c, c, c].
         let mut members = members;
         members[1].live = false;
@@ -384,12 +349,7 @@ mod tests {
 
     #[test]
     fn random_picks_every_live_member_and_ignores_the_hash() {
-        let mut members = [
-            member("a", 1),
-            member("b", 1),
-            member("c", 1),
-            member("d", 1),
-        ];
+        let mut members = [member("a", 1), member("b", 1), member("c", 1), member("d", 1)];
         members[2].live = false;
         let ring = Ring::build(DistributionKind::Random, &members);
         let mut seen = [0usize; 4];

@@ -62,11 +62,7 @@ const CASES: &[Case] = &[
         hash: HashKind::OneAtATime,
         distribution: DistributionKind::Ketama,
         keys: Keys::Plain,
-        servers: &[
-            ("127.0.0.1", 27101, 1, None),
-            ("127.0.0.1", 27102, 2, None),
-            ("127.0.0.1", 27103, 3, None),
-        ],
+        servers: &[("127.0.0.1", 27101, 1, None), ("127.0.0.1", 27102, 2, None), ("127.0.0.1", 27103, 3, None)],
         counts: &[291, 683, 1026],
         fingerprint: 0xf253a0881196535c,
         samples: &[
@@ -87,11 +83,7 @@ const CASES: &[Case] = &[
         hash: HashKind::Md5,
         distribution: DistributionKind::Ketama,
         keys: Keys::Plain,
-        servers: &[
-            ("127.0.0.1", 27101, 1, None),
-            ("127.0.0.1", 27102, 2, None),
-            ("127.0.0.1", 27103, 3, None),
-        ],
+        servers: &[("127.0.0.1", 27101, 1, None), ("127.0.0.1", 27102, 2, None), ("127.0.0.1", 27103, 3, None)],
         counts: &[307, 685, 1008],
         fingerprint: 0x6a8da06ccdab452a,
         samples: &[
@@ -112,11 +104,7 @@ const CASES: &[Case] = &[
         hash: HashKind::Crc16,
         distribution: DistributionKind::Ketama,
         keys: Keys::Plain,
-        servers: &[
-            ("127.0.0.1", 27101, 1, None),
-            ("127.0.0.1", 27102, 2, None),
-            ("127.0.0.1", 27103, 3, None),
-        ],
+        servers: &[("127.0.0.1", 27101, 1, None), ("127.0.0.1", 27102, 2, None), ("127.0.0.1", 27103, 3, None)],
         counts: &[208, 570, 1222],
         fingerprint: 0x298907a01d789061,
         samples: &[
@@ -137,11 +125,7 @@ const CASES: &[Case] = &[
         hash: HashKind::Crc32,
         distribution: DistributionKind::Ketama,
         keys: Keys::Plain,
-        servers: &[
-            ("127.0.0.1", 27101, 1, None),
-            ("127.0.0.1", 27102, 2, None),
-            ("127.0.0.1", 27103, 3, None),
-        ],
+        servers: &[("127.0.0.1", 27101, 1, None), ("127.0.0.1", 27102, 2, None), ("127.0.0.1", 27103, 3, None)],
         counts: &[0, 0, 2000],
         fingerprint: 0x3747e8f7de47b725,
         samples: &[
@@ -162,11 +146,7 @@ const CASES: &[Case] = &[
         hash: HashKind::Crc32a,
         distribution: DistributionKind::Ketama,
         keys: Keys::Plain,
-        servers: &[
-            ("127.0.0.1", 27101, 1, None),
-            ("127.0.0.1", 27102, 2, None),
-            ("127.0.0.1", 27103, 3, None),
-        ],
+        servers: &[("127.0.0.1", 27101, 1, None), ("127.0.0.1", 27102, 2, None), ("127.0.0.1", 27103, 3, None)],
         counts: &[328, 704, 968],
         fingerprint: 0xa8ee70bb4695ad91,
         samples: &[
@@ -187,11 +167,7 @@ const CASES: &[Case] = &[
         hash: HashKind::Fnv1_32,
         distribution: DistributionKind::Ketama,
         keys: Keys::Plain,
-        servers: &[
-            ("127.0.0.1", 27101, 1, None),
-            ("127.0.0.1", 27102, 2, None),
-            ("127.0.0.1", 27103, 3, None),
-        ],
+        servers: &[("127.0.0.1", 27101, 1, None), ("127.0.0.1", 27102, 2, None), ("127.0.0.1", 27103, 3, None)],
         counts: &[482, 777, 741],
         fingerprint: 0xa4a812154bee5e56,
         samples: &[
@@ -212,11 +188,7 @@ const CASES: &[Case] = &[
         hash: HashKind::Fnv1a_32,
         distribution: DistributionKind::Ketama,
         keys: Keys::Plain,
-        servers: &[
-            ("127.0.0.1", 27101, 1, None),
-            ("127.0.0.1", 27102, 2, None),
-            ("127.0.0.1", 27103, 3, None),
-        ],
+        servers: &[("127.0.0.1", 27101, 1, None), ("127.0.0.1", 27102, 2, None), ("127.0.0.1", 27103, 3, None)],
         counts: &[320, 674, 1006],
         fingerprint: 0xbde179334e055f9f,
         samples: &[
@@ -237,11 +209,7 @@ const CASES: &[Case] = &[
         hash: HashKind::Fnv1_64,
         distribution: DistributionKind::Ketama,
         keys: Keys::Plain,
-        servers: &[
-            ("127.0.0.1", 27101, 1, None),
-            ("127.0.0.1", 27102, 2, None),
-            ("127.0.0.1", 27103, 3, None),
-        ],
+        servers: &[("127.0.0.1", 27101, 1, None), ("127.0.0.1", 27102, 2, None), ("127.0.0.1", 27103, 3, None)],
         counts: &[65, 1041, 894],
         fingerprint: 0x6c29227f90fa3304,
         samples: &[
@@ -262,11 +230,7 @@ const CASES: &[Case] = &[
         hash: HashKind::Fnv1a_64,
         distribution: DistributionKind::Ketama,
         keys: Keys::Plain,
-        servers: &[
-            ("127.0.0.1", 27101, 1, None),
-            ("127.0.0.1", 27102, 2, None),
-            ("127.0.0.1", 27103, 3, None),
-        ],
+        servers: &[("127.0.0.1", 27101, 1, None), ("127.0.0.1", 27102, 2, None), ("127.0.0.1", 27103, 3, None)],
         counts: &[185, 931, 884],
         fingerprint: 0x88ea97bf83856c72,
         samples: &[
@@ -287,11 +251,7 @@ const CASES: &[Case] = &[
         hash: HashKind::Hsieh,
         distribution: DistributionKind::Ketama,
         keys: Keys::Plain,
-        servers: &[
-            ("127.0.0.1", 27101, 1, None),
-            ("127.0.0.1", 27102, 2, None),
-            ("127.0.0.1", 27103, 3, None),
-        ],
+        servers: &[("127.0.0.1", 27101, 1, None), ("127.0.0.1", 27102, 2, None), ("127.0.0.1", 27103, 3, None)],
         counts: &[297, 693, 1010],
         fingerprint: 0xfae52e8585eb4fca,
         samples: &[
@@ -312,11 +272,7 @@ const CASES: &[Case] = &[
         hash: HashKind::Murmur,
         distribution: DistributionKind::Ketama,
         keys: Keys::Plain,
-        servers: &[
-            ("127.0.0.1", 27101, 1, None),
-            ("127.0.0.1", 27102, 2, None),
-            ("127.0.0.1", 27103, 3, None),
-        ],
+        servers: &[("127.0.0.1", 27101, 1, None), ("127.0.0.1", 27102, 2, None), ("127.0.0.1", 27103, 3, None)],
         counts: &[299, 670, 1031],
         fingerprint: 0x4c92adb035ea3125,
         samples: &[
@@ -337,11 +293,7 @@ const CASES: &[Case] = &[
         hash: HashKind::Jenkins,
         distribution: DistributionKind::Ketama,
         keys: Keys::Plain,
-        servers: &[
-            ("127.0.0.1", 27101, 1, None),
-            ("127.0.0.1", 27102, 2, None),
-            ("127.0.0.1", 27103, 3, None),
-        ],
+        servers: &[("127.0.0.1", 27101, 1, None), ("127.0.0.1", 27102, 2, None), ("127.0.0.1", 27103, 3, None)],
         counts: &[348, 654, 998],
         fingerprint: 0xdb3996338ebfcba3,
         samples: &[
@@ -490,11 +442,7 @@ const CASES: &[Case] = &[
         hash: HashKind::Md5,
         distribution: DistributionKind::Ketama,
         keys: Keys::Plain,
-        servers: &[
-            ("127.0.0.2", 11211, 1, None),
-            ("127.0.0.3", 11211, 1, None),
-            ("127.0.0.4", 11211, 1, None),
-        ],
+        servers: &[("127.0.0.2", 11211, 1, None), ("127.0.0.3", 11211, 1, None), ("127.0.0.4", 11211, 1, None)],
         counts: &[632, 726, 642],
         fingerprint: 0xebea75fa3cd89443,
         samples: &[
@@ -515,11 +463,7 @@ const CASES: &[Case] = &[
         hash: HashKind::Fnv1a_64,
         distribution: DistributionKind::Modula,
         keys: Keys::Plain,
-        servers: &[
-            ("127.0.0.1", 27101, 1, None),
-            ("127.0.0.1", 27102, 2, None),
-            ("127.0.0.1", 27103, 3, None),
-        ],
+        servers: &[("127.0.0.1", 27101, 1, None), ("127.0.0.1", 27102, 2, None), ("127.0.0.1", 27103, 3, None)],
         counts: &[119, 904, 977],
         fingerprint: 0xf7773e33c6107095,
         samples: &[
@@ -540,11 +484,7 @@ const CASES: &[Case] = &[
         hash: HashKind::Crc32,
         distribution: DistributionKind::Modula,
         keys: Keys::Plain,
-        servers: &[
-            ("127.0.0.1", 27101, 1, None),
-            ("127.0.0.1", 27102, 2, None),
-            ("127.0.0.1", 27103, 3, None),
-        ],
+        servers: &[("127.0.0.1", 27101, 1, None), ("127.0.0.1", 27102, 2, None), ("127.0.0.1", 27103, 3, None)],
         counts: &[326, 697, 977],
         fingerprint: 0xa2fc30d5d9d1c0b6,
         samples: &[
@@ -565,11 +505,7 @@ const CASES: &[Case] = &[
         hash: HashKind::OneAtATime,
         distribution: DistributionKind::Modula,
         keys: Keys::Plain,
-        servers: &[
-            ("127.0.0.1", 27101, 1, None),
-            ("127.0.0.1", 27102, 2, None),
-            ("127.0.0.1", 27103, 3, None),
-        ],
+        servers: &[("127.0.0.1", 27101, 1, None), ("127.0.0.1", 27102, 2, None), ("127.0.0.1", 27103, 3, None)],
         counts: &[331, 671, 998],
         fingerprint: 0xece1afbe63d21c28,
         samples: &[
@@ -590,11 +526,7 @@ const CASES: &[Case] = &[
         hash: HashKind::Fnv1a_64,
         distribution: DistributionKind::Ketama,
         keys: Keys::Tagged,
-        servers: &[
-            ("127.0.0.1", 27101, 1, None),
-            ("127.0.0.1", 27102, 1, None),
-            ("127.0.0.1", 27103, 1, None),
-        ],
+        servers: &[("127.0.0.1", 27101, 1, None), ("127.0.0.1", 27102, 1, None), ("127.0.0.1", 27103, 1, None)],
         counts: &[750, 915, 335],
         fingerprint: 0x980d31e114612364,
         samples: &[
@@ -614,28 +546,17 @@ const CASES: &[Case] = &[
 
 /// FNV-1a 64 over the placement sequence (one byte per key).
 fn fingerprint(placements: &[usize]) -> u64 {
-    placements
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325, |hash, &server| {
-            (hash ^ server as u64).wrapping_mul(0x0100_0000_01b3)
-        })
+    placements.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &server| (hash ^ server as u64).wrapping_mul(0x0100_0000_01b3))
 }
 
 fn ring_for(case: &Case) -> Ring {
-    let idents: Vec<String> = case
-        .servers
-        .iter()
-        .map(|&(host, port, _, name)| ketama_ident(host, port, name))
-        .collect();
+    let idents: Vec<String> =
+        case.servers.iter().map(|&(host, port, _, name)| ketama_ident(host, port, name)).collect();
     let members: Vec<RingMember<'_>> = case
         .servers
         .iter()
         .zip(&idents)
-        .map(|(&(_, _, weight, _), ident)| RingMember {
-            ident,
-            weight,
-            live: true,
-        })
+        .map(|(&(_, _, weight, _), ident)| RingMember { ident, weight, live: true })
         .collect();
     Ring::build(case.distribution, &members)
 }
@@ -668,25 +589,16 @@ fn every_recorded_key_lands_where_nutcracker_put_it() {
                 locate_key(&ring, case.hash, tag_for(case), &key).unwrap_or(usize::MAX)
             })
             .collect();
-        let counts: Vec<usize> = (0..case.servers.len())
-            .map(|server| placements.iter().filter(|&&p| p == server).count())
-            .collect();
+        let counts: Vec<usize> =
+            (0..case.servers.len()).map(|server| placements.iter().filter(|&&p| p == server).count()).collect();
         assert_eq!(counts, case.counts, "{}: keys per server", case.name);
-        assert_eq!(
-            fingerprint(&placements),
-            case.fingerprint,
-            "{}: placement fingerprint",
-            case.name
-        );
+        assert_eq!(fingerprint(&placements), case.fingerprint, "{}: placement fingerprint", case.name);
     }
 }
 
 #[test]
 fn empty_key_lands_where_nutcracker_put_it() {
     // nutcracker accepted `SET "" v` on the ketama_w123_fnv1a_64 pool and stored it on server 2.
-    let case = CASES
-        .iter()
-        .find(|case| case.name == "ketama_w123_fnv1a_64")
-        .expect("case exists");
+    let case = CASES.iter().find(|case| case.name == "ketama_w123_fnv1a_64").expect("case exists");
     assert_eq!(locate_key(&ring_for(case), case.hash, None, b""), Some(2));
 }

@@ -21,11 +21,7 @@ const TICKS_PER_HALF_DISTANCE: u32 = 5;
 pub fn write_hgrm(hist: &Histogram, value_unit_ratio: f64, out: &mut impl Write) -> io::Result<()> {
     let inner = hist.inner();
     let digits = usize::from(inner.sigfig());
-    writeln!(
-        out,
-        "{:>12} {:>14} {:>10} {:>14}\n",
-        "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
-    )?;
+    writeln!(out, "{:>12} {:>14} {:>10} {:>14}\n", "Value", "Percentile", "TotalCount", "1/(1-Percentile)")?;
     let mut total_count: u64 = 0;
     for tick in inner.iter_quantiles(TICKS_PER_HALF_DISTANCE) {
         total_count += tick.count_since_last_iteration();
@@ -33,10 +29,7 @@ pub fn write_hgrm(hist: &Histogram, value_unit_ratio: f64, out: &mut impl Write)
         let quantile = tick.quantile_iterated_to();
         if quantile < 1.0 {
             let inverse_tail = 1.0 / (1.0 - quantile);
-            writeln!(
-                out,
-                "{value:12.digits$} {quantile:2.12} {total_count:10} {inverse_tail:14.2}"
-            )?;
+            writeln!(out, "{value:12.digits$} {quantile:2.12} {total_count:10} {inverse_tail:14.2}")?;
         } else {
             writeln!(out, "{value:12.digits$} {quantile:2.12} {total_count:10}")?;
         }
@@ -44,21 +37,9 @@ pub fn write_hgrm(hist: &Histogram, value_unit_ratio: f64, out: &mut impl Write)
     let mean = inner.mean() / value_unit_ratio;
     let std_deviation = inner.stdev() / value_unit_ratio;
     let max = inner.max() as f64 / value_unit_ratio;
-    writeln!(
-        out,
-        "#[Mean    = {mean:12.digits$}, StdDeviation   = {std_deviation:12.digits$}]"
-    )?;
-    writeln!(
-        out,
-        "#[Max     = {max:12.digits$}, Total count    = {:12}]",
-        inner.len()
-    )?;
-    writeln!(
-        out,
-        "#[Buckets = {:12}, SubBuckets     = {:12}]",
-        inner.buckets(),
-        sub_bucket_count(inner.sigfig())
-    )
+    writeln!(out, "#[Mean    = {mean:12.digits$}, StdDeviation   = {std_deviation:12.digits$}]")?;
+    writeln!(out, "#[Max     = {max:12.digits$}, Total count    = {:12}]", inner.len())?;
+    writeln!(out, "#[Buckets = {:12}, SubBuckets     = {:12}]", inner.buckets(), sub_bucket_count(inner.sigfig()))
 }
 
 /// The sub-bucket count HdrHistogram derives from the significant digits: the power of two that
@@ -103,9 +84,7 @@ pub struct Hgrm {
 impl Hgrm {
     /// Number of values the distribution describes: the footer's count, else the last row's.
     pub fn count(&self) -> u64 {
-        self.total_count
-            .or_else(|| self.rows.last().map(|row| row.total_count))
-            .unwrap_or(0)
+        self.total_count.or_else(|| self.rows.last().map(|row| row.total_count)).unwrap_or(0)
     }
 
     /// The value at quantile `q` (0.0 to 1.0), with the same rank rule as the histogram itself:
@@ -116,11 +95,7 @@ impl Hgrm {
     pub fn value_at_quantile(&self, q: f64) -> Option<f64> {
         let count = self.count();
         let wanted_rank = ((q.clamp(0.0, 1.0) * count as f64).ceil() as u64).max(1);
-        self.rows
-            .iter()
-            .find(|row| row.total_count >= wanted_rank)
-            .or(self.rows.last())
-            .map(|row| row.value)
+        self.rows.iter().find(|row| row.total_count >= wanted_rank).or(self.rows.last()).map(|row| row.value)
     }
 
     /// The report figures, in the file's unit.
@@ -170,16 +145,10 @@ pub fn parse_hgrm(text: &str) -> Result<Hgrm, HgrmError> {
             continue;
         }
         if let Some(comment) = line.strip_prefix('#') {
-            parse_footer_line(comment, &mut parsed).map_err(|reason| HgrmError {
-                line: line_number,
-                reason,
-            })?;
+            parse_footer_line(comment, &mut parsed).map_err(|reason| HgrmError { line: line_number, reason })?;
             continue;
         }
-        let row = parse_row(line).map_err(|reason| HgrmError {
-            line: line_number,
-            reason,
-        })?;
+        let row = parse_row(line).map_err(|reason| HgrmError { line: line_number, reason })?;
         parsed.rows.push(row);
     }
     Ok(parsed)
@@ -187,11 +156,7 @@ pub fn parse_hgrm(text: &str) -> Result<Hgrm, HgrmError> {
 
 fn parse_row(line: &str) -> Result<HgrmRow, String> {
     let mut fields = line.split_whitespace();
-    let mut next_field = |name: &str| {
-        fields
-            .next()
-            .ok_or_else(|| format!("missing {name} column in {line:?}"))
-    };
+    let mut next_field = |name: &str| fields.next().ok_or_else(|| format!("missing {name} column in {line:?}"));
     let value = parse_number::<f64>(next_field("Value")?, "Value")?;
     let quantile = parse_number::<f64>(next_field("Percentile")?, "Percentile")?;
     let total_count = parse_number::<u64>(next_field("TotalCount")?, "TotalCount")?;
@@ -206,26 +171,16 @@ fn parse_row(line: &str) -> Result<HgrmRow, String> {
     if !(0.0..=1.0).contains(&quantile) {
         return Err(format!("percentile {quantile} is outside 0..1"));
     }
-    Ok(HgrmRow {
-        value,
-        quantile,
-        total_count,
-        inverse_tail,
-    })
+    Ok(HgrmRow { value, quantile, total_count, inverse_tail })
 }
 
 fn parse_number<T: std::str::FromStr>(text: &str, column: &str) -> Result<T, String> {
-    text.parse()
-        .map_err(|_| format!("{column} column is not a number: {text:?}"))
+    text.parse().map_err(|_| format!("{column} column is not a number: {text:?}"))
 }
 
 /// Reads `[Key = value, Key = value]` footer lines; comments of any other shape are ignored.
 fn parse_footer_line(comment: &str, parsed: &mut Hgrm) -> Result<(), String> {
-    let Some(body) = comment
-        .trim()
-        .strip_prefix('[')
-        .and_then(|rest| rest.strip_suffix(']'))
-    else {
+    let Some(body) = comment.trim().strip_prefix('[').and_then(|rest| rest.strip_suffix(']')) else {
         return Ok(());
     };
     for pair in body.split(',') {
@@ -281,25 +236,13 @@ mod tests {
         }
         let text = to_text(&h);
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(
-            lines[0],
-            "       Value     Percentile TotalCount 1/(1-Percentile)"
-        );
+        assert_eq!(lines[0], "       Value     Percentile TotalCount 1/(1-Percentile)");
         assert_eq!(lines[1], "");
-        assert_eq!(
-            lines[2],
-            "       1.000 0.000000000000          1           1.00"
-        );
+        assert_eq!(lines[2], "       1.000 0.000000000000          1           1.00");
         let last_row = lines[lines.len() - 4];
         assert_eq!(last_row, "       4.001 1.000000000000          4");
-        assert_eq!(
-            lines[lines.len() - 3],
-            "#[Mean    =        2.501, StdDeviation   =        1.118]"
-        );
-        assert_eq!(
-            lines[lines.len() - 2],
-            "#[Max     =        4.001, Total count    =            4]"
-        );
+        assert_eq!(lines[lines.len() - 3], "#[Mean    =        2.501, StdDeviation   =        1.118]");
+        assert_eq!(lines[lines.len() - 2], "#[Max     =        4.001, Total count    =            4]");
         assert!(lines[lines.len() - 1].starts_with("#[Buckets = "));
         assert!(lines[lines.len() - 1].ends_with("SubBuckets     =         2048]"));
     }
@@ -342,10 +285,7 @@ mod tests {
             (parsed.p99_99, original.p99_99, 0.99992),
         ] {
             let ceiling = h.value_at_quantile(next_tick) as f64 / MICROS_PER_MILLI;
-            assert!(
-                back >= orig && back <= ceiling,
-                "{back} vs {orig}..{ceiling}"
-            );
+            assert!(back >= orig && back <= ceiling, "{back} vs {orig}..{ceiling}");
         }
         assert!((parsed.mean - original.mean).abs() < 0.001);
         assert_eq!(parsed.max, original.max);

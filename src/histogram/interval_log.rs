@@ -19,8 +19,7 @@ use super::Histogram;
 /// Format version the Java writer announces; readers use it to pick a decoder.
 const FORMAT_VERSION_COMMENT: &str = "[Histogram log format version 1.3]";
 /// Column legend line of the Java writer.
-const LEGEND: &str =
-    "\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\"";
+const LEGEND: &str = "\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\"";
 
 /// Appends interval histograms to an interval log.
 pub struct IntervalLogWriter<W: Write> {
@@ -37,10 +36,7 @@ impl<W: Write> IntervalLogWriter<W> {
         for line in comment.lines() {
             builder.add_comment(line);
         }
-        builder
-            .add_comment(FORMAT_VERSION_COMMENT)
-            .with_start_time(start)
-            .with_base_time(start);
+        builder.add_comment(FORMAT_VERSION_COMMENT).with_start_time(start).with_base_time(start);
         builder.begin_log_with(&mut out, &mut serializer)?;
         writeln!(out, "{LEGEND}")?;
         Ok(Self { out, serializer })
@@ -57,22 +53,15 @@ impl<W: Write> IntervalLogWriter<W> {
     ) -> Result<(), IntervalLogError> {
         let tag = match tag {
             None => None,
-            Some(text) => {
-                Some(Tag::new(text).ok_or_else(|| IntervalLogError::BadTag(text.to_string()))?)
-            }
+            Some(text) => Some(Tag::new(text).ok_or_else(|| IntervalLogError::BadTag(text.to_string()))?),
         };
         // A builder with no headers configured writes nothing, so each interval borrows the
         // writer only for its own line.
-        let mut writer =
-            IntervalLogWriterBuilder::new().begin_log_with(&mut self.out, &mut self.serializer)?;
-        writer
-            .write_histogram(hist.inner(), offset, length, tag)
-            .map_err(|err| match err {
-                IntervalLogWriterError::IoError(io) => IntervalLogError::Io(io),
-                IntervalLogWriterError::SerializeError(ser) => {
-                    IntervalLogError::Encode(ser.to_string())
-                }
-            })
+        let mut writer = IntervalLogWriterBuilder::new().begin_log_with(&mut self.out, &mut self.serializer)?;
+        writer.write_histogram(hist.inner(), offset, length, tag).map_err(|err| match err {
+            IntervalLogWriterError::IoError(io) => IntervalLogError::Io(io),
+            IntervalLogWriterError::SerializeError(ser) => IntervalLogError::Encode(ser.to_string()),
+        })
     }
 
     /// Flushes and returns the underlying writer.
@@ -156,16 +145,11 @@ pub fn read_interval_log(log: &[u8]) -> Result<Vec<LogInterval>, IntervalLogErro
             continue;
         };
         let index = intervals.len();
-        let decode_error = |reason: String| IntervalLogError::Decode {
-            interval: index,
-            reason,
-        };
+        let decode_error = |reason: String| IntervalLogError::Decode { interval: index, reason };
         encoded.clear();
-        decode_base64(interval.encoded_histogram().as_bytes(), &mut encoded)
-            .map_err(decode_error)?;
-        let histogram: hdrhistogram::Histogram<u64> = deserializer
-            .deserialize(&mut encoded.as_slice())
-            .map_err(|err| decode_error(err.to_string()))?;
+        decode_base64(interval.encoded_histogram().as_bytes(), &mut encoded).map_err(decode_error)?;
+        let histogram: hdrhistogram::Histogram<u64> =
+            deserializer.deserialize(&mut encoded.as_slice()).map_err(|err| decode_error(err.to_string()))?;
         intervals.push(LogInterval {
             tag: interval.tag().map(|tag| tag.as_str().to_string()),
             offset: interval.start_timestamp(),
@@ -184,10 +168,7 @@ fn decode_base64(text: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
     let unpadded = text.strip_suffix(b"==").or_else(|| text.strip_suffix(b"="));
     let body = unpadded.unwrap_or(text);
     if !text.len().is_multiple_of(4) {
-        return Err(format!(
-            "base64 length {} is not a multiple of 4",
-            text.len()
-        ));
+        return Err(format!("base64 length {} is not a multiple of 4", text.len()));
     }
     let mut accumulator: u32 = 0;
     let mut bits: u32 = 0;
@@ -229,17 +210,8 @@ mod tests {
         let mut writer = IntervalLogWriter::new(Vec::new(), start, "ferrule-loadgen get").unwrap();
         let first = histogram_of(&[100, 200, 300]);
         let second = histogram_of(&[5_000, 70_000]);
-        writer
-            .write_interval(&first, Duration::ZERO, Duration::from_secs(1), Some("get"))
-            .unwrap();
-        writer
-            .write_interval(
-                &second,
-                Duration::from_secs(1),
-                Duration::from_secs(1),
-                None,
-            )
-            .unwrap();
+        writer.write_interval(&first, Duration::ZERO, Duration::from_secs(1), Some("get")).unwrap();
+        writer.write_interval(&second, Duration::from_secs(1), Duration::from_secs(1), None).unwrap();
         let log = writer.into_inner().unwrap();
         let text = String::from_utf8(log.clone()).unwrap();
         assert!(text.starts_with("#ferrule-loadgen get\n#[Histogram log format version 1.3]\n"));
@@ -257,47 +229,27 @@ mod tests {
         assert_eq!(intervals[1].tag, None);
         assert_eq!(intervals[1].offset, Duration::from_secs(1));
         assert_eq!(intervals[1].length, Duration::from_secs(1));
-        assert_eq!(
-            intervals[1].histogram.value_at_quantile(1.0),
-            second.value_at_quantile(1.0)
-        );
+        assert_eq!(intervals[1].histogram.value_at_quantile(1.0), second.value_at_quantile(1.0));
     }
 
     #[test]
     fn rejects_bad_tags_and_bad_lines() {
         let mut writer = IntervalLogWriter::new(Vec::new(), SystemTime::UNIX_EPOCH, "").unwrap();
-        let err = writer
-            .write_interval(
-                &Histogram::new(),
-                Duration::ZERO,
-                Duration::ZERO,
-                Some("a b"),
-            )
-            .unwrap_err();
+        let err = writer.write_interval(&Histogram::new(), Duration::ZERO, Duration::ZERO, Some("a b")).unwrap_err();
         assert!(matches!(err, IntervalLogError::BadTag(_)));
         let err = read_interval_log(b"not a log line\n").unwrap_err();
         assert!(matches!(err, IntervalLogError::Parse { offset: 0 }));
         let err = read_interval_log(b"0.000,1.000,1.0,@@@@\n").unwrap_err();
-        assert!(
-            matches!(err, IntervalLogError::Decode { interval: 0, .. }),
-            "{err}"
-        );
+        assert!(matches!(err, IntervalLogError::Decode { interval: 0, .. }), "{err}");
         let err = read_interval_log(b"0.000,1.000,1.0,QUJD\n").unwrap_err();
-        assert!(
-            matches!(err, IntervalLogError::Decode { interval: 0, .. }),
-            "{err}"
-        );
+        assert!(matches!(err, IntervalLogError::Decode { interval: 0, .. }), "{err}");
     }
 
     #[test]
     fn base64_decodes_all_padding_forms() {
-        for (text, bytes) in [
-            (&b""[..], &b""[..]),
-            (b"Zg==", b"f"),
-            (b"Zm8=", b"fo"),
-            (b"Zm9v", b"foo"),
-            (b"+/+/", &[0xfb, 0xff, 0xbf]),
-        ] {
+        for (text, bytes) in
+            [(&b""[..], &b""[..]), (b"Zg==", b"f"), (b"Zm8=", b"fo"), (b"Zm9v", b"foo"), (b"+/+/", &[0xfb, 0xff, 0xbf])]
+        {
             let mut out = Vec::new();
             decode_base64(text, &mut out).unwrap();
             assert_eq!(out, bytes);

@@ -54,9 +54,8 @@ impl Histogram {
     pub fn new() -> Self {
         // The bounds are constants that satisfy every precondition of new_with_bounds
         // (low >= 1, high >= 2 * low, sigfig <= 5), so this cannot fail.
-        let inner =
-            hdrhistogram::Histogram::new_with_bounds(1, MAX_TRACKABLE_MICROS, SIGNIFICANT_DIGITS)
-                .expect("constant histogram bounds are valid");
+        let inner = hdrhistogram::Histogram::new_with_bounds(1, MAX_TRACKABLE_MICROS, SIGNIFICANT_DIGITS)
+            .expect("constant histogram bounds are valid");
         Self { inner }
     }
 
@@ -93,8 +92,7 @@ impl Histogram {
             // Only histograms of different bounds (read from a file) get here: re-record their
             // values one bucket at a time, clamping what does not fit.
             for bucket in other.inner.iter_recorded() {
-                self.inner
-                    .saturating_record_n(bucket.value_iterated_to(), bucket.count_at_value());
+                self.inner.saturating_record_n(bucket.value_iterated_to(), bucket.count_at_value());
             }
         }
     }

@@ -20,9 +20,7 @@ const BOTTOM: f64 = 60.0;
 /// The x axis never goes past 99.9999%: beyond that the tail is a handful of values.
 const MAX_DECADES: u32 = 6;
 /// Colour-blind-safe palette (Okabe-Ito), repeated when there are more series.
-const COLOURS: [&str; 8] = [
-    "#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442",
-];
+const COLOURS: [&str; 8] = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"];
 
 /// One curve: (quantile 0.0..=1.0, latency) points in increasing quantile order.
 #[derive(Clone, Debug, PartialEq)]
@@ -39,39 +37,19 @@ impl PlotSeries {
         let points = hist
             .inner()
             .iter_quantiles(5)
-            .map(|tick| {
-                (
-                    tick.quantile_iterated_to(),
-                    tick.value_iterated_to() as f64 / value_unit_ratio,
-                )
-            })
+            .map(|tick| (tick.quantile_iterated_to(), tick.value_iterated_to() as f64 / value_unit_ratio))
             .collect();
-        Self {
-            name: name.to_string(),
-            points,
-        }
+        Self { name: name.to_string(), points }
     }
 
     /// The percentile curve of a parsed `.hgrm` file, in the file's unit.
     pub fn from_hgrm(name: &str, hgrm: &Hgrm) -> Self {
-        Self {
-            name: name.to_string(),
-            points: hgrm
-                .rows
-                .iter()
-                .map(|row| (row.quantile, row.value))
-                .collect(),
-        }
+        Self { name: name.to_string(), points: hgrm.rows.iter().map(|row| (row.quantile, row.value)).collect() }
     }
 }
 
 /// Writes a standalone SVG document plotting every series; `unit` labels the y axis (e.g. "ms").
-pub fn write_percentile_plot(
-    title: &str,
-    unit: &str,
-    series: &[PlotSeries],
-    out: &mut impl Write,
-) -> io::Result<()> {
+pub fn write_percentile_plot(title: &str, unit: &str, series: &[PlotSeries], out: &mut impl Write) -> io::Result<()> {
     let mut svg = String::new();
     render(title, unit, series, &mut svg).map_err(io::Error::other)?;
     out.write_all(svg.as_bytes())
@@ -86,17 +64,10 @@ struct Axes {
 impl Axes {
     fn fit(series: &[PlotSeries]) -> Self {
         let points = series.iter().flat_map(|s| s.points.iter());
-        let deepest_tail = points
-            .clone()
-            .map(|&(q, _)| q)
-            .filter(|&q| q < 1.0)
-            .fold(0.0_f64, f64::max);
+        let deepest_tail = points.clone().map(|&(q, _)| q).filter(|&q| q < 1.0).fold(0.0_f64, f64::max);
         let decades = (tail_position(deepest_tail).ceil() as u32).clamp(2, MAX_DECADES);
         let largest = points.map(|&(_, v)| v).fold(0.0_f64, f64::max);
-        Self {
-            decades,
-            y_max: nice_ceiling(largest),
-        }
+        Self { decades, y_max: nice_ceiling(largest) }
     }
 
     fn x(&self, quantile: f64) -> f64 {
@@ -149,10 +120,7 @@ fn render(title: &str, unit: &str, series: &[PlotSeries], svg: &mut String) -> s
     for decade in 0..=axes.decades {
         let quantile = 1.0 - 10_f64.powi(-(decade as i32));
         let x = axes.x(quantile);
-        writeln!(
-            svg,
-            r##"<line x1="{x:.1}" y1="{plot_top}" x2="{x:.1}" y2="{plot_bottom}" stroke="#ddd"/>"##
-        )?;
+        writeln!(svg, r##"<line x1="{x:.1}" y1="{plot_top}" x2="{x:.1}" y2="{plot_bottom}" stroke="#ddd"/>"##)?;
         writeln!(
             svg,
             r#"<text x="{x:.1}" y="{}" text-anchor="middle">{}</text>"#,
@@ -163,10 +131,7 @@ fn render(title: &str, unit: &str, series: &[PlotSeries], svg: &mut String) -> s
     for step in 0..=5 {
         let value = axes.y_max * f64::from(step) / 5.0;
         let y = axes.y(value);
-        writeln!(
-            svg,
-            r##"<line x1="{plot_left}" y1="{y:.1}" x2="{plot_right}" y2="{y:.1}" stroke="#ddd"/>"##
-        )?;
+        writeln!(svg, r##"<line x1="{plot_left}" y1="{y:.1}" x2="{plot_right}" y2="{y:.1}" stroke="#ddd"/>"##)?;
         writeln!(
             svg,
             r#"<text x="{}" y="{:.1}" text-anchor="end">{}</text>"#,
@@ -199,19 +164,10 @@ fn render(title: &str, unit: &str, series: &[PlotSeries], svg: &mut String) -> s
         let mut path = String::new();
         for (point_index, &(quantile, value)) in curve.points.iter().enumerate() {
             let command = if point_index == 0 { 'M' } else { 'L' };
-            write!(
-                path,
-                "{command}{:.1},{:.1} ",
-                axes.x(quantile),
-                axes.y(value)
-            )?;
+            write!(path, "{command}{:.1},{:.1} ", axes.x(quantile), axes.y(value))?;
         }
         if !path.is_empty() {
-            writeln!(
-                svg,
-                r#"<path d="{}" fill="none" stroke="{colour}" stroke-width="2"/>"#,
-                path.trim_end()
-            )?;
+            writeln!(svg, r#"<path d="{}" fill="none" stroke="{colour}" stroke-width="2"/>"#, path.trim_end())?;
         }
         let legend_y = plot_top + 10.0 + 20.0 * index as f64;
         writeln!(
@@ -220,13 +176,7 @@ fn render(title: &str, unit: &str, series: &[PlotSeries], svg: &mut String) -> s
             plot_right + 12.0,
             plot_right + 36.0
         )?;
-        writeln!(
-            svg,
-            r#"<text x="{}" y="{}">{}</text>"#,
-            plot_right + 42.0,
-            legend_y + 4.0,
-            escape(&curve.name)
-        )?;
+        writeln!(svg, r#"<text x="{}" y="{}">{}</text>"#, plot_right + 42.0, legend_y + 4.0, escape(&curve.name))?;
     }
     writeln!(svg, "</svg>")
 }
@@ -296,10 +246,7 @@ mod tests {
 
     #[test]
     fn x_axis_is_logarithmic_in_the_tail() {
-        let axes = Axes {
-            decades: 3,
-            y_max: 1.0,
-        };
+        let axes = Axes { decades: 3, y_max: 1.0 };
         let span = WIDTH - LEFT - RIGHT;
         assert!((axes.x(0.0) - LEFT).abs() < 1e-9);
         assert!((axes.x(0.9) - (LEFT + span / 3.0)).abs() < 1e-6);

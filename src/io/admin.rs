@@ -80,5 +80,9 @@ pub fn response(code: u16, ctype: &str, body: &str) -> Vec<u8> {
         405 => "Method Not Allowed",
         _ => "Error",
     };
-    format!("HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).into_bytes()
+    format!(
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }

@@ -78,7 +78,8 @@ impl Control {
             }
         };
         let old = self.config.borrow().clone();
-        if format!("{:?}", old.proxy.workers) != format!("{:?}", new.proxy.workers) || old.proxy.cpus != new.proxy.cpus {
+        if format!("{:?}", old.proxy.workers) != format!("{:?}", new.proxy.workers) || old.proxy.cpus != new.proxy.cpus
+        {
             log::warn!("reload ({why}): proxy.workers/proxy.cpus changes take effect only after a restart");
         }
         let new = Arc::new(new);
@@ -86,7 +87,9 @@ impl Control {
         // Forget health of servers that left; keep ejections of those that stay.
         let still: Vec<(String, String)> = {
             let mut health = self.health.borrow_mut();
-            health.retain(|(pool, server), _| new.pool(pool).is_some_and(|p| p.servers.iter().any(|s| &s.spec == server)));
+            health.retain(|(pool, server), _| {
+                new.pool(pool).is_some_and(|p| p.servers.iter().any(|s| &s.spec == server))
+            });
             health.iter().filter(|(_, h)| h.ejected).map(|(k, _)| k.clone()).collect()
         };
         self.broadcast(ToWorker::Reload(new.clone())).await;
@@ -210,7 +213,12 @@ impl Control {
 
     /// Ejected servers as (pool, server, ejected_at unix seconds), for stats.
     pub fn ejected(&self) -> Vec<(String, String, u64)> {
-        self.health.borrow().iter().filter(|(_, h)| h.ejected).map(|((p, s), h)| (p.clone(), s.clone(), h.ejected_at)).collect()
+        self.health
+            .borrow()
+            .iter()
+            .filter(|(_, h)| h.ejected)
+            .map(|((p, s), h)| (p.clone(), s.clone(), h.ejected_at))
+            .collect()
     }
 }
 

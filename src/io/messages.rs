@@ -19,7 +19,18 @@ pub enum ToWorker {
 
 pub enum FromWorker {
     /// A backend connection failed or recovered (server is the spec string, as in the config).
-    Health { worker: usize, pool: String, server: String, failed: Option<String> },
-    Snapshot { worker: usize, id: u64, stats: Box<super::stats::WorkerSnapshot> },
-    Stopped { worker: usize },
+    Health {
+        worker: usize,
+        pool: String,
+        server: String,
+        failed: Option<String>,
+    },
+    Snapshot {
+        worker: usize,
+        id: u64,
+        stats: Box<super::stats::WorkerSnapshot>,
+    },
+    Stopped {
+        worker: usize,
+    },
 }

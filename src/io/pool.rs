@@ -1,7 +1,7 @@
 //! A worker's runtime view of one pool: its router and its backend connections (per server, `server_connections`).
 
 use super::backend::{Backend, BackendOptions};
-use crate::config::{PoolConfig, ProxyConfig, Protocol};
+use crate::config::{PoolConfig, Protocol, ProxyConfig};
 use crate::router::PoolRouter;
 use std::rc::Rc;
 use std::time::Duration;
@@ -24,7 +24,11 @@ pub struct PoolRt {
 impl PoolRt {
     /// Builds the pool, reusing connections from `reuse` (a previous generation of pools) for servers that remain,
     /// so that a reload does not reconnect to servers it did not change.
-    pub fn build(cfg: &PoolConfig, proxy: &ProxyConfig, reuse: &mut dyn FnMut(&PoolConfig, &str) -> Option<Vec<Rc<Backend>>>) -> PoolRt {
+    pub fn build(
+        cfg: &PoolConfig,
+        proxy: &ProxyConfig,
+        reuse: &mut dyn FnMut(&PoolConfig, &str) -> Option<Vec<Rc<Backend>>>,
+    ) -> PoolRt {
         let opts = backend_options(cfg, proxy);
         let servers: Vec<ServerRt> = cfg
             .servers
@@ -33,7 +37,11 @@ impl PoolRt {
                 let conns = reuse(cfg, &s.spec).unwrap_or_else(|| {
                     (0..cfg.server_connections)
                         .map(|_| {
-                            let label = format!("{}/{}", cfg.name, s.name.clone().unwrap_or_else(|| format!("{}:{}", s.host, s.port)));
+                            let label = format!(
+                                "{}/{}",
+                                cfg.name,
+                                s.name.clone().unwrap_or_else(|| format!("{}:{}", s.host, s.port))
+                            );
                             let b = Backend::new(s.addr, label, opts.clone());
                             glommio::spawn_local(b.clone().run(cfg.preconnect)).detach();
                             b

@@ -7,9 +7,15 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 /// Connects, asks the server whether it is alive and waits for a sane answer.
-pub async fn probe(addr: SocketAddr, protocol: Protocol, redis_auth: Option<&str>, timeout: Duration) -> Result<(), String> {
+pub async fn probe(
+    addr: SocketAddr,
+    protocol: Protocol,
+    redis_auth: Option<&str>,
+    timeout: Duration,
+) -> Result<(), String> {
     let attempt = async {
-        let stream = glommio::net::TcpStream::connect_timeout(addr, timeout).await.map_err(|e| format!("connect: {e}"))?;
+        let stream =
+            glommio::net::TcpStream::connect_timeout(addr, timeout).await.map_err(|e| format!("connect: {e}"))?;
         let conn = Conn::tcp(stream);
         let mut req = Vec::new();
         let expect_replies = match protocol {
@@ -36,7 +42,10 @@ pub async fn probe(addr: SocketAddr, protocol: Protocol, redis_auth: Option<&str
             have += n;
             let text = &buf[..have];
             let ok = match protocol {
-                Protocol::Redis => text.ends_with(b"\r\n") && text.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count() >= expect_replies,
+                Protocol::Redis => {
+                    text.ends_with(b"\r\n")
+                        && text.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count() >= expect_replies
+                }
                 Protocol::Memcache => text.ends_with(b"\r\n"),
             };
             if ok {

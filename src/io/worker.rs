@@ -115,7 +115,8 @@ impl Worker {
                 old.insert((p.name.clone(), reuse_key(&p.cfg, &s.spec)), s.conns);
             }
         }
-        let mut reuse = |pc: &crate::config::PoolConfig, spec: &str| old.remove(&(pc.name.clone(), reuse_key(pc, spec)));
+        let mut reuse =
+            |pc: &crate::config::PoolConfig, spec: &str| old.remove(&(pc.name.clone(), reuse_key(pc, spec)));
         let pools: Vec<PoolRt> = cfg.pools.iter().map(|pc| PoolRt::build(pc, &cfg.proxy, &mut reuse)).collect();
         for conns in old.into_values() {
             for c in conns {
@@ -164,7 +165,8 @@ impl Worker {
         });
         let task = match &lc.listen {
             ListenAddr::Tcp(addr) => {
-                let listener = bind_tcp(*addr, lc.backlog).map_err(|e| format!("listener {}: cannot listen on {}: {}", lc.name, addr, e))?;
+                let listener = bind_tcp(*addr, lc.backlog)
+                    .map_err(|e| format!("listener {}: cannot listen on {}: {}", lc.name, addr, e))?;
                 log::info!("worker {}: listener {} ({}) accepting on {}", self.id, lc.name, lc.protocol.name(), addr);
                 glommio::spawn_local(accept_tcp(self.clone(), slot.clone(), listener))
             }
@@ -174,8 +176,15 @@ impl Worker {
                     return Ok(None);
                 }
                 let _ = std::fs::remove_file(path);
-                let listener = UnixListener::bind(path).map_err(|e| format!("listener {}: cannot listen on {}: {}", lc.name, path.display(), e))?;
-                log::info!("worker {}: listener {} ({}) accepting on {}", self.id, lc.name, lc.protocol.name(), path.display());
+                let listener = UnixListener::bind(path)
+                    .map_err(|e| format!("listener {}: cannot listen on {}: {}", lc.name, path.display(), e))?;
+                log::info!(
+                    "worker {}: listener {} ({}) accepting on {}",
+                    self.id,
+                    lc.name,
+                    lc.protocol.name(),
+                    path.display()
+                );
                 glommio::spawn_local(accept_unix(self.clone(), slot.clone(), listener))
             }
         };
@@ -191,7 +200,13 @@ impl Worker {
 fn reuse_key(pc: &crate::config::PoolConfig, spec: &str) -> String {
     format!(
         "{}|{}|{:?}|{}|{}|{}|{}",
-        spec, pc.timeout_ms, pc.redis_auth, pc.redis_db, pc.server_connections, pc.connect_timeout_ms, pc.protocol.name()
+        spec,
+        pc.timeout_ms,
+        pc.redis_auth,
+        pc.redis_db,
+        pc.server_connections,
+        pc.connect_timeout_ms,
+        pc.protocol.name()
     )
 }
 
@@ -255,7 +270,12 @@ async fn tick(worker: Rc<Worker>, tx: Rc<ConnectedSender<FromWorker>>) {
                             super::backend::Health::Failed(r) => Some(r),
                             super::backend::Health::Recovered => None,
                         };
-                        events.push(FromWorker::Health { worker: worker.id, pool: p.name.clone(), server: s.spec.clone(), failed });
+                        events.push(FromWorker::Health {
+                            worker: worker.id,
+                            pool: p.name.clone(),
+                            server: s.spec.clone(),
+                            failed,
+                        });
                     }
                 }
             }

@@ -273,5 +273,7 @@ pub fn redis_pool_toml(name: &str, servers: &[String], extra: &str) -> String {
 }
 
 pub fn listener_toml(name: &str, port: u16, protocol: &str, pool: &str, extra: &str) -> String {
-    format!("[listeners.{name}]\nlisten = \"127.0.0.1:{port}\"\nprotocol = \"{protocol}\"\nroute = \"{pool}\"\n{extra}\n")
+    format!(
+        "[listeners.{name}]\nlisten = \"127.0.0.1:{port}\"\nprotocol = \"{protocol}\"\nroute = \"{pool}\"\n{extra}\n"
+    )
 }

@@ -86,7 +86,14 @@ pub async fn read_loop(s: &mut Session) {
 }
 
 /// Handles one request; returns true when the connection should close.
-fn handle(s: &Session, raw: &[u8], req: &Request, sc: &mut Scratch, now: Instant, blocked_on: &mut Option<Rc<Backend>>) -> bool {
+fn handle(
+    s: &Session,
+    raw: &[u8],
+    req: &Request,
+    sc: &mut Scratch,
+    now: Instant,
+    blocked_on: &mut Option<Rc<Backend>>,
+) -> bool {
     match req.command {
         Command::Quit => return true,
         Command::Version => {
@@ -120,7 +127,8 @@ fn handle(s: &Session, raw: &[u8], req: &Request, sc: &mut Scratch, now: Instant
         match pool.router.server_for(&raw[k.clone()]) {
             Some(server) => sc.servers.push(server),
             None => {
-                let msg = format!("SERVER_ERROR ferrule: pool '{}' has no server available (all ejected)\r\n", pool.name);
+                let msg =
+                    format!("SERVER_ERROR ferrule: pool '{}' has no server available (all ejected)\r\n", pool.name);
                 if !req.noreply {
                     s.local(msg.as_bytes());
                 }

@@ -49,7 +49,14 @@ pub async fn serve(worker: Rc<Worker>, listener: Rc<ListenerSlot>, conn: Conn) {
     let id = worker.next_client_id();
     worker.stats.borrow_mut().client_opened();
     let writer = glommio::spawn_local(write_loop(conn.clone(), q.clone()));
-    let mut session = Session { worker: worker.clone(), listener: listener.clone(), conn: conn.clone(), q: q.clone(), id, authed: false };
+    let mut session = Session {
+        worker: worker.clone(),
+        listener: listener.clone(),
+        conn: conn.clone(),
+        q: q.clone(),
+        id,
+        authed: false,
+    };
     match listener.protocol {
         Protocol::Redis => redis::read_loop(&mut session).await,
         Protocol::Memcache => memcache::read_loop(&mut session).await,

@@ -105,7 +105,10 @@ fn handle(
         s.local(&sc.reply);
         return Flow::Continue;
     };
-    if !s.authed && s.listener.auth().is_some() && !matches!(info.kind, CommandKind::Local(Local::Auth | Local::Quit | Local::Hello)) {
+    if !s.authed
+        && s.listener.auth().is_some()
+        && !matches!(info.kind, CommandKind::Local(Local::Auth | Local::Quit | Local::Hello))
+    {
         s.local(b"-NOAUTH Authentication required.\r\n");
         return Flow::Continue;
     }

@@ -165,6 +165,12 @@ impl Backend {
         std::mem::take(&mut self.st.borrow_mut().health_events)
     }
 
+    /// Forgets the reconnect back-off (the server was restored after control's probe found it answering), so the
+    /// next request connects at once instead of failing fast until the back-off expires.
+    pub fn reset_backoff(&self) {
+        self.st.borrow_mut().down_until = None;
+    }
+
     /// Stops using this backend (removed by a reload): finishes what is queued, then closes.
     pub fn retire(&self) {
         let mut st = self.st.borrow_mut();
@@ -211,6 +217,11 @@ impl Backend {
             st.outq.clear();
             st.last_error = reason.to_string();
             st.consecutive_failures += 1;
+            if st.consecutive_failures > 1 {
+                // Failed again without answering anything since the last failure (a server that accepts and then
+                // resets, or stalls): back off before reconnecting instead of reconnecting for every request.
+                st.down_until = Some(Instant::now() + backoff_for(st.consecutive_failures, &self.rng));
+            }
             st.health_events.push(Health::Failed(reason.to_string()));
             for w in st.drain_waiters.drain(..) {
                 w.wake();
@@ -233,16 +244,7 @@ impl Backend {
     }
 
     fn backoff(&self) -> Duration {
-        let failures = self.st.borrow().consecutive_failures.min(10);
-        let base = MIN_BACKOFF.saturating_mul(1 << failures.saturating_sub(1)).min(MAX_BACKOFF);
-        // Jitter in [base/2, base): many cores and proxies do not reconnect in lockstep.
-        let mut x = self.rng.get();
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.rng.set(x);
-        let half = base.as_micros() as u64 / 2;
-        Duration::from_micros(half + x % half.max(1))
+        backoff_for(self.st.borrow().consecutive_failures, &self.rng)
     }
 
     /// The connection task: connects on demand, writes batches, and spawns the reader for each connection.
@@ -404,7 +406,17 @@ impl Backend {
                 };
                 match framer.reply_len(&buf[start..end]) {
                     Ok(Some(len)) => {
-                        let p = self.st.borrow_mut().pending.pop_front();
+                        let p = {
+                            let mut st = self.st.borrow_mut();
+                            let p = st.pending.pop_front();
+                            // A retired connection closes once its last reply is in: wake its task to do it.
+                            if st.retired && st.pending.is_empty() {
+                                if let Some(w) = st.task_waker.take() {
+                                    w.wake();
+                                }
+                            }
+                            p
+                        };
                         let reply = &buf[start..start + len];
                         start += len;
                         match p.map(|p| p.waiter) {
@@ -443,6 +455,20 @@ impl Backend {
             }
         }
     }
+}
+
+/// The wait before reconnecting after `failures` consecutive failures: 50 ms doubling up to 5 s, with jitter in
+/// [base/2, base) so that many cores and proxies do not reconnect in lockstep.
+fn backoff_for(failures: u32, rng: &std::cell::Cell<u64>) -> Duration {
+    let failures = failures.min(10);
+    let base = MIN_BACKOFF.saturating_mul(1 << failures.saturating_sub(1)).min(MAX_BACKOFF);
+    let mut x = rng.get();
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    rng.set(x);
+    let half = base.as_micros() as u64 / 2;
+    Duration::from_micros(half + x % half.max(1))
 }
 
 fn deliver(waiter: Waiter, reply: &[u8]) {

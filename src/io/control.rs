@@ -1,17 +1,36 @@
 //! The control executor: the one place that decides ejections, probes ejected servers, reloads the config and
 //! shuts down, broadcasting each decision to every worker so that all cores agree on every ring.
+//!
+//! Workers only report what they observe (a backend connection failed or recovered); control counts consecutive
+//! failures per server across all cores, and is the only one to take a server out of a ring or put it back.
+//! Broadcasts are sent one at a time (see [`Control::broadcast`]), so every worker sees the same sequence.
 
-use super::messages::{FromWorker, ToWorker};
+use super::messages::{FromWorker, ServerKey, ToWorker};
 use super::stats::WorkerSnapshot;
-use crate::config::{Config, Protocol};
+use crate::config::{Config, ProxyConfig};
 use glommio::channels::shared_channel::{ConnectedSender, SharedReceiver, SharedSender};
+use glommio::sync::Semaphore;
+use rand::Rng;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
+
+/// How often control looks at the signal flags and due probes.
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// How often the config file is checked for changes.
+const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+/// How long to let an editor finish writing the file after a change is seen, before reading it.
+const WATCH_SETTLE: Duration = Duration::from_millis(200);
+/// How long a reload waits for every worker to confirm it applied the new config.
+const RELOAD_ACK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Probes of a server that stays down back off up to this interval.
+const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(60);
+/// Probes never wait for less than this, even with a tiny `timeout_ms`.
+const MIN_PROBE_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// Flags set by signal handlers, polled by control (never touched on the request path).
 #[derive(Default, Clone)]
@@ -26,7 +45,8 @@ impl SignalFlags {
         use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
         let f = SignalFlags::default();
         for sig in [SIGTERM, SIGINT] {
-            // A second SIGTERM/SIGINT exits at once; the first asks for a graceful shutdown.
+            // Registered first, so it sees the flag as the previous signal left it: a second SIGTERM/SIGINT exits at
+            // once (status 1), the first only sets the flag below and asks for a graceful shutdown.
             signal_hook::flag::register_conditional_shutdown(sig, 1, f.terminate.clone())?;
             signal_hook::flag::register(sig, f.terminate.clone())?;
         }
@@ -36,74 +56,169 @@ impl SignalFlags {
     }
 }
 
+/// What control knows about one server, across all cores.
 #[derive(Default)]
 struct ServerHealth {
+    /// Failures reported by any core since the last success reported by any core.
     failures: u32,
     ejected: bool,
+    /// When the next probe of an ejected server is due.
     probe_at: Option<Instant>,
+    /// The wait before the next probe after a failed one (grows x1.5 up to [`MAX_PROBE_INTERVAL`]).
     probe_backoff: Duration,
     probing: bool,
     last_error: String,
+    /// Unix seconds, for stats.
     ejected_at: u64,
 }
 
+/// Replies of the workers to one reload broadcast.
+#[derive(Default)]
+struct ReloadAcks {
+    workers: usize,
+    problems: Vec<String>,
+}
+
 pub struct Control {
+    /// The config in force (as broadcast last).
     pub config: RefCell<Arc<Config>>,
     path: PathBuf,
+    /// `[proxy]` as last read from the file, to tell which restart-only settings a reload changes.
+    file_proxy: RefCell<ProxyConfig>,
     workers: Vec<ConnectedSender<ToWorker>>,
-    health: RefCell<HashMap<(String, String), ServerHealth>>,
+    health: RefCell<HashMap<ServerKey, ServerHealth>>,
     pub reloads: Cell<u64>,
     pub reload_failures: Cell<u64>,
     pub started: Instant,
     snapshots: RefCell<HashMap<u64, Vec<WorkerSnapshot>>>,
     next_snapshot: Cell<u64>,
     stopped: Cell<usize>,
+    /// One permit: held while a broadcast is being sent, so two broadcasts never interleave on the channels.
+    broadcasting: Semaphore,
+    reload_generation: Cell<u64>,
+    reload_acks: RefCell<HashMap<u64, ReloadAcks>>,
 }
 
 impl Control {
+    /// Reloads applied since start.
+    pub fn reloads(&self) -> u64 {
+        self.reloads.get()
+    }
+
+    /// Reloads rejected (invalid file) or only partly applied (a listener could not bind) since start.
+    pub fn reload_failures(&self) -> u64 {
+        self.reload_failures.get()
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.borrow().clone()
+    }
+
+    /// Sends `msg` to every worker, after any broadcast already under way.
     async fn broadcast(&self, msg: ToWorker) {
+        let Ok(_turn) = self.broadcasting.acquire_permit(1).await else { return };
+        self.send_all(msg).await;
+    }
+
+    async fn send_all(&self, msg: ToWorker) {
         for w in &self.workers {
             let _ = w.send(msg.clone()).await;
         }
     }
 
-    /// Validates and applies the config file; an invalid file changes nothing.
+    /// Validates and applies the config file; an invalid file changes nothing. Returns once every worker applied it.
     pub async fn reload(&self, why: &str) -> Result<(), String> {
-        let new = match Config::load(&self.path) {
-            Ok(c) => c,
-            Err(e) => {
-                self.reload_failures.set(self.reload_failures.get() + 1);
-                log::error!("reload ({why}) rejected, the running config stays: {e}");
-                return Err(e.to_string());
+        let generation = {
+            // Read under the broadcast turn: of two reloads at once, the one that reads the file last applies last.
+            let Ok(_turn) = self.broadcasting.acquire_permit(1).await else { return Err("shutting down".into()) };
+            let mut new = match Config::load(&self.path) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.reload_failures.set(self.reload_failures.get() + 1);
+                    log::error!("reload ({why}) rejected, the running config stays: {e}");
+                    return Err(e.to_string());
+                }
+            };
+            for w in new.warnings() {
+                log::warn!("reload ({why}): {w}");
             }
+            let changed = restart_only_changes(&self.file_proxy.borrow(), &new.proxy);
+            if !changed.is_empty() {
+                log::warn!("reload ({why}): proxy.{} take effect only after a restart", changed.join(", proxy."));
+            }
+            *self.file_proxy.borrow_mut() = new.proxy.clone();
+            let running = self.config();
+            // What cannot change without a restart stays as it runs (so GET /config shows what is in force).
+            new.proxy.workers = running.proxy.workers;
+            new.proxy.cpus = running.proxy.cpus.clone();
+            new.proxy.admin = running.proxy.admin;
+            new.proxy.stats_port = running.proxy.stats_port;
+            new.proxy.io_memory_kib = running.proxy.io_memory_kib;
+            let new = Arc::new(new);
+            let ejected = self.keep_health_of(&new);
+            *self.config.borrow_mut() = new.clone();
+            let generation = self.reload_generation.get() + 1;
+            self.reload_generation.set(generation);
+            self.reload_acks.borrow_mut().insert(generation, ReloadAcks::default());
+            self.send_all(ToWorker::Reload { generation, config: new, ejected }).await;
+            generation
         };
-        let old = self.config.borrow().clone();
-        if format!("{:?}", old.proxy.workers) != format!("{:?}", new.proxy.workers) || old.proxy.cpus != new.proxy.cpus
-        {
-            log::warn!("reload ({why}): proxy.workers/proxy.cpus changes take effect only after a restart");
+        let deadline = Instant::now() + RELOAD_ACK_TIMEOUT;
+        let acks = loop {
+            let done = self.reload_acks.borrow().get(&generation).is_some_and(|a| a.workers >= self.workers.len());
+            if done || Instant::now() >= deadline {
+                break self.reload_acks.borrow_mut().remove(&generation).unwrap_or_default();
+            }
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        };
+        let cfg = self.config();
+        if acks.workers < self.workers.len() {
+            log::warn!(
+                "reload ({why}): only {} of {} workers confirmed within {} s",
+                acks.workers,
+                self.workers.len(),
+                RELOAD_ACK_TIMEOUT.as_secs()
+            );
         }
-        let new = Arc::new(new);
-        *self.config.borrow_mut() = new.clone();
-        // Forget health of servers that left; keep ejections of those that stay.
-        let still: Vec<(String, String)> = {
-            let mut health = self.health.borrow_mut();
-            health.retain(|(pool, server), _| {
-                new.pool(pool).is_some_and(|p| p.servers.iter().any(|s| &s.spec == server))
-            });
-            health.iter().filter(|(_, h)| h.ejected).map(|(k, _)| k.clone()).collect()
-        };
-        self.broadcast(ToWorker::Reload(new.clone())).await;
-        for (pool, server) in still {
-            self.broadcast(ToWorker::Eject { pool, server }).await;
+        if !acks.problems.is_empty() {
+            self.reload_failures.set(self.reload_failures.get() + 1);
+            let msg = format!("config applied, but: {}", acks.problems.join("; "));
+            log::error!("reload ({why}): {msg}");
+            return Err(msg);
         }
         self.reloads.set(self.reloads.get() + 1);
-        log::info!("reload ({why}): config applied ({} listeners, {} pools)", new.listeners.len(), new.pools.len());
+        log::info!("reload ({why}): config applied ({} listeners, {} pools)", cfg.listeners.len(), cfg.pools.len());
         Ok(())
     }
 
-    async fn on_health(self: &Rc<Self>, pool: String, server: String, failed: Option<String>) {
-        let cfg = self.config.borrow().clone();
+    /// Forgets the health of servers that left `new` (and ejections in pools that no longer eject), and returns the
+    /// servers that stay ejected.
+    fn keep_health_of(&self, new: &Config) -> Vec<ServerKey> {
+        let mut health = self.health.borrow_mut();
+        health.retain(|(pool, server), h| {
+            let Some(pc) = new.pool(pool) else { return false };
+            if !pc.servers.iter().any(|s| &s.spec == server) {
+                return false;
+            }
+            if h.ejected && !pc.auto_eject_hosts {
+                log::info!("pool {pool}: auto_eject_hosts is off now; server {server} returns to the ring");
+                *h = ServerHealth::default();
+            }
+            true
+        });
+        health.iter().filter(|(_, h)| h.ejected).map(|(k, _)| k.clone()).collect()
+    }
+
+    /// Counts a worker's observation; ejects at `server_failure_limit` consecutive failures (any core's success resets
+    /// the count). Never waits: the broadcast runs as its own task so the worker channels keep draining.
+    fn on_health(self: &Rc<Self>, pool: String, server: String, failed: Option<String>) {
+        let cfg = self.config();
         let Some(pc) = cfg.pool(&pool) else { return };
+        if !pc.servers.iter().any(|s| s.spec == server) {
+            // A report about a server that a reload removed meanwhile.
+            return;
+        }
         let eject = {
             let mut health = self.health.borrow_mut();
             let h = health.entry((pool.clone(), server.clone())).or_default();
@@ -113,7 +228,7 @@ impl Control {
                     false
                 }
                 Some(reason) => {
-                    h.failures += 1;
+                    h.failures = h.failures.saturating_add(1);
                     h.last_error = reason;
                     if pc.auto_eject_hosts && !h.ejected && h.failures >= pc.server_failure_limit {
                         h.ejected = true;
@@ -121,7 +236,7 @@ impl Control {
                         h.probe_backoff = Duration::from_millis(pc.server_retry_timeout_ms);
                         h.probe_at = Some(Instant::now() + h.probe_backoff);
                         log::warn!(
-                            "pool {pool}: ejecting server {server} after {} consecutive failures (last: {}); probing again in {} ms",
+                            "pool {pool}: ejecting server {server} after {} consecutive failures (last: {}); probing it in {} ms",
                             h.failures,
                             h.last_error,
                             pc.server_retry_timeout_ms
@@ -134,14 +249,15 @@ impl Control {
             }
         };
         if eject {
-            self.broadcast(ToWorker::Eject { pool, server }).await;
+            let this = self.clone();
+            glommio::spawn_local(async move { this.broadcast(ToWorker::Eject { pool, server }).await }).detach();
         }
     }
 
     /// Probes ejected servers whose retry time has come; a server returns only when its probe answers.
     fn start_due_probes(self: &Rc<Self>) {
         let now = Instant::now();
-        let cfg = self.config.borrow().clone();
+        let cfg = self.config();
         let mut due = Vec::new();
         for ((pool, server), h) in self.health.borrow_mut().iter_mut() {
             if h.ejected && !h.probing && h.probe_at.is_some_and(|t| t <= now) {
@@ -154,7 +270,7 @@ impl Control {
             let Some(sc) = pc.servers.iter().find(|s| s.spec == server) else { continue };
             let addr = sc.addr;
             let protocol = pc.protocol;
-            let timeout = Duration::from_millis(pc.timeout_ms.max(100));
+            let timeout = Duration::from_millis(pc.timeout_ms).max(MIN_PROBE_TIMEOUT);
             let auth = pc.redis_auth.clone();
             let this = self.clone();
             glommio::spawn_local(async move {
@@ -168,8 +284,12 @@ impl Control {
     async fn probe_done(&self, pool: String, server: String, result: Result<(), String>) {
         let restore = {
             let mut health = self.health.borrow_mut();
+            // Gone: a reload removed the server (or stopped ejecting) while the probe ran.
             let Some(h) = health.get_mut(&(pool.clone(), server.clone())) else { return };
             h.probing = false;
+            if !h.ejected {
+                return;
+            }
             match result {
                 Ok(()) => {
                     h.ejected = false;
@@ -179,19 +299,28 @@ impl Control {
                     true
                 }
                 Err(e) => {
-                    // Back off x1.5 with jitter, capped at a minute, so a dead server is not hammered.
-                    let next = h.probe_backoff.mul_f64(1.5).min(Duration::from_secs(60));
-                    let jitter = Duration::from_millis((unix_now_nanos() % 250) as u64);
+                    // Back off x1.5 with up to 25% jitter, capped, so a dead server is not hammered and proxies
+                    // that ejected it together do not probe it in lockstep.
+                    let next = h.probe_backoff.mul_f64(1.5).min(MAX_PROBE_INTERVAL);
+                    let jitter_ms = rand::thread_rng().gen_range(0..=next.as_millis() as u64 / 4);
+                    let wait = next + Duration::from_millis(jitter_ms);
                     h.probe_backoff = next;
-                    h.probe_at = Some(Instant::now() + next + jitter);
-                    h.last_error = e.clone();
-                    log::info!("pool {pool}: server {server} still down ({e}); next probe in {} ms", next.as_millis());
+                    h.probe_at = Some(Instant::now() + wait);
+                    log::info!("pool {pool}: server {server} still down ({e}); next probe in {} ms", wait.as_millis());
+                    h.last_error = e;
                     false
                 }
             }
         };
         if restore {
             self.broadcast(ToWorker::Restore { pool, server }).await;
+        }
+    }
+
+    fn on_reloaded(&self, worker: usize, generation: u64, problems: Vec<String>) {
+        if let Some(acks) = self.reload_acks.borrow_mut().get_mut(&generation) {
+            acks.workers += 1;
+            acks.problems.extend(problems.into_iter().map(|p| format!("worker {worker}: {p}")));
         }
     }
 
@@ -220,17 +349,49 @@ impl Control {
             .map(|((p, s), h)| (p.clone(), s.clone(), h.ejected_at))
             .collect()
     }
+
+    async fn shutdown(&self) {
+        let grace = self.config().proxy.shutdown_timeout_ms;
+        log::info!("shutting down: no new connections, waiting up to {grace} ms for in-flight requests");
+        self.broadcast(ToWorker::Shutdown { grace_ms: grace }).await;
+        // Workers enforce the grace period themselves; the extra second covers their last writes.
+        let deadline = Instant::now() + Duration::from_millis(grace) + Duration::from_secs(1);
+        while self.stopped.get() < self.workers.len() && Instant::now() < deadline {
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+        }
+        if self.stopped.get() < self.workers.len() {
+            log::warn!("{} workers did not stop in time", self.workers.len() - self.stopped.get());
+        }
+    }
+}
+
+/// `[proxy]` settings that a reload cannot apply, which differ between `old` and `new`.
+fn restart_only_changes(old: &ProxyConfig, new: &ProxyConfig) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    if old.workers != new.workers {
+        changed.push("workers");
+    }
+    if old.cpus != new.cpus {
+        changed.push("cpus");
+    }
+    if old.admin != new.admin {
+        changed.push("admin");
+    }
+    if old.stats_port != new.stats_port {
+        changed.push("stats_port");
+    }
+    if old.io_memory_kib != new.io_memory_kib {
+        changed.push("io_memory_kib");
+    }
+    changed
 }
 
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-fn unix_now_nanos() -> u128 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
-}
-
-fn file_stamp(path: &PathBuf) -> Option<(SystemTime, u64, u64)> {
+/// Identifies a version of the file: editors that write a new file and rename it over the old one change the inode.
+fn file_stamp(path: &Path) -> Option<(SystemTime, u64, u64)> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(path).ok()?;
     Some((m.modified().ok()?, m.len(), m.ino()))
@@ -249,10 +410,12 @@ pub async fn run(
     for s in to_workers {
         senders.push(s.connect().await);
     }
-    let n_workers = senders.len();
+    // The file's own [proxy] (before command-line overrides), to compare reloads with.
+    let file_proxy = Config::load(&path).map(|c| c.proxy).unwrap_or_else(|_| cfg.proxy.clone());
     let control = Rc::new(Control {
         config: RefCell::new(cfg.clone()),
         path: path.clone(),
+        file_proxy: RefCell::new(file_proxy),
         workers: senders,
         health: RefCell::new(HashMap::new()),
         reloads: Cell::new(0),
@@ -261,6 +424,9 @@ pub async fn run(
         snapshots: RefCell::new(HashMap::new()),
         next_snapshot: Cell::new(0),
         stopped: Cell::new(0),
+        broadcasting: Semaphore::new(1),
+        reload_generation: Cell::new(0),
+        reload_acks: RefCell::new(HashMap::new()),
     });
     for r in from_workers {
         let c = control.clone();
@@ -268,7 +434,8 @@ pub async fn run(
             let r = r.connect().await;
             while let Some(msg) = r.recv().await {
                 match msg {
-                    FromWorker::Health { pool, server, failed, .. } => c.on_health(pool, server, failed).await,
+                    FromWorker::Health { pool, server, failed, .. } => c.on_health(pool, server, failed),
+                    FromWorker::Reloaded { worker, generation, problems } => c.on_reloaded(worker, generation, problems),
                     FromWorker::Snapshot { id, stats, .. } => {
                         if let Some(v) = c.snapshots.borrow_mut().get_mut(&id) {
                             v.push(*stats);
@@ -286,32 +453,41 @@ pub async fn run(
     let mut stamp = file_stamp(&path);
     let mut last_watch = Instant::now();
     loop {
-        glommio::timer::sleep(Duration::from_millis(50)).await;
+        glommio::timer::sleep(POLL_INTERVAL).await;
         if flags.terminate.load(Ordering::Relaxed) {
             break;
         }
         if flags.reload.swap(false, Ordering::Relaxed) {
-            let _ = control.reload("SIGHUP").await;
             stamp = file_stamp(&path);
+            let _ = control.reload("SIGHUP").await;
         }
-        if watch_config && last_watch.elapsed() >= Duration::from_secs(1) {
+        if watch_config && last_watch.elapsed() >= WATCH_INTERVAL {
             last_watch = Instant::now();
             let now = file_stamp(&path);
+            // A missing file is an editor between unlink and rename: wait for the new one.
             if now.is_some() && now != stamp {
-                // Let an editor finish writing (or renaming) before reading.
-                glommio::timer::sleep(Duration::from_millis(200)).await;
+                glommio::timer::sleep(WATCH_SETTLE).await;
                 stamp = file_stamp(&path);
                 let _ = control.reload("config file changed").await;
             }
         }
         control.start_due_probes();
     }
-    let grace = control.config.borrow().proxy.shutdown_timeout_ms;
-    log::info!("shutting down: no new connections, waiting up to {grace} ms for in-flight requests");
-    control.broadcast(ToWorker::Shutdown { grace_ms: grace }).await;
-    let deadline = Instant::now() + Duration::from_millis(grace + 1000);
-    while control.stopped.get() < n_workers && Instant::now() < deadline {
-        glommio::timer::sleep(Duration::from_millis(10)).await;
+    control.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_only_changes_names_the_keys() {
+        let old = ProxyConfig::default();
+        let mut new = old.clone();
+        assert!(restart_only_changes(&old, &new).is_empty());
+        new.workers = crate::config::Workers::Count(3);
+        new.io_memory_kib += 1;
+        new.shutdown_timeout_ms += 1; // applied by a reload
+        assert_eq!(restart_only_changes(&old, &new), vec!["workers", "io_memory_kib"]);
     }
-    let _ = Protocol::Redis;
 }

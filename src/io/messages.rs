@@ -1,12 +1,24 @@
 //! Messages between the control executor and the workers (one channel per worker in each direction).
+//!
+//! Control sends every decision to every worker through the same FIFO channels and never sends two broadcasts at
+//! once, so all workers see the same sequence of reloads, ejections and restores.
 
 use crate::config::Config;
 use std::sync::Arc;
 
+/// A server of a pool, named as in the config: (pool name, server spec string).
+pub type ServerKey = (String, String);
+
 #[derive(Clone)]
 pub enum ToWorker {
-    /// Swap in a new, already validated config.
-    Reload(Arc<Config>),
+    /// Swap in a new, already validated config. `ejected` lists the servers control keeps out of the rings, so the
+    /// new rings are built without them from the start (no moment where an ejected server is routed to).
+    /// The worker answers with [`FromWorker::Reloaded`] carrying the same `generation`.
+    Reload {
+        generation: u64,
+        config: Arc<Config>,
+        ejected: Vec<ServerKey>,
+    },
     /// Take a server out of a pool's ring (every core does it on the same broadcast).
     Eject { pool: String, server: String },
     /// Put an ejected server back after a successful probe.
@@ -24,6 +36,12 @@ pub enum FromWorker {
         pool: String,
         server: String,
         failed: Option<String>,
+    },
+    /// A reload was applied; `problems` lists what could not be done (a listener that failed to bind).
+    Reloaded {
+        worker: usize,
+        generation: u64,
+        problems: Vec<String>,
     },
     Snapshot {
         worker: usize,

@@ -23,11 +23,13 @@ pub struct PoolRt {
 
 impl PoolRt {
     /// Builds the pool, reusing connections from `reuse` (a previous generation of pools) for servers that remain,
-    /// so that a reload does not reconnect to servers it did not change.
+    /// so that a reload does not reconnect to servers it did not change. Servers for which `ejected` says so start
+    /// out of the ring (control still holds them ejected).
     pub fn build(
         cfg: &PoolConfig,
         proxy: &ProxyConfig,
         reuse: &mut dyn FnMut(&PoolConfig, &str) -> Option<Vec<Rc<Backend>>>,
+        ejected: &dyn Fn(&str) -> bool,
     ) -> PoolRt {
         let opts = backend_options(cfg, proxy);
         let servers: Vec<ServerRt> = cfg
@@ -48,7 +50,13 @@ impl PoolRt {
                         })
                         .collect()
                 });
-                ServerRt { ident: s.ident.clone(), spec: s.spec.clone(), weight: s.weight, ejected: false, conns }
+                ServerRt {
+                    ident: s.ident.clone(),
+                    spec: s.spec.clone(),
+                    weight: s.weight,
+                    ejected: ejected(&s.spec),
+                    conns,
+                }
             })
             .collect();
         let router = router_for(cfg, &servers);
@@ -64,19 +72,19 @@ impl PoolRt {
     }
 
     /// Marks a server in or out of the ring and rebuilds the ring; every core does the same on the same broadcast.
+    /// A restored server's connections forget their reconnect back-off: control's probe just found it answering.
     pub fn set_ejected(&mut self, server: usize, ejected: bool) {
-        if let Some(s) = self.servers.get_mut(server) {
-            s.ejected = ejected;
+        let Some(s) = self.servers.get_mut(server) else { return };
+        if s.ejected == ejected {
+            return;
         }
-        self.router = router_for(&self.cfg, &self.servers);
-    }
-
-    pub fn retire(&self) {
-        for s in &self.servers {
+        s.ejected = ejected;
+        if !ejected {
             for c in &s.conns {
-                c.retire();
+                c.reset_backoff();
             }
         }
+        self.router = router_for(&self.cfg, &self.servers);
     }
 }
 

@@ -73,21 +73,6 @@ impl ReplyQueue {
         }
     }
 
-    /// Like [`push_local`](Self::push_local) but built in place by `f`.
-    pub fn push_local_with(&mut self, f: impl FnOnce(&mut Vec<u8>)) {
-        if self.slots.is_empty() {
-            f(&mut self.out);
-            self.wake_writer();
-        } else {
-            let seq = self.reserve();
-            if let Some(slot) = self.slots.back_mut() {
-                f(&mut slot.data);
-                slot.done = true;
-            }
-            let _ = seq;
-        }
-    }
-
     fn slot_mut(&mut self, seq: u64) -> Option<&mut Slot> {
         let idx = seq.wrapping_sub(self.base);
         if idx >= self.slots.len() as u64 {

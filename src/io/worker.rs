@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 pub struct ListenerSlot {
     pub name: String,
     pub protocol: Protocol,
+    /// The pool name, to find its index again in a new config.
+    route: RefCell<String>,
     pool: Cell<usize>,
     auth: RefCell<Option<String>>,
     closed: Cell<bool>,
@@ -33,10 +35,35 @@ impl ListenerSlot {
     pub fn auth(&self) -> Option<String> {
         self.auth.borrow().clone()
     }
-    /// The listener was removed by a reload: sessions finish their pipelines and close.
+    /// The listener was removed by a reload, or the worker is shutting down: sessions finish their pipelines and
+    /// close.
     pub fn is_closed(&self) -> bool {
         self.closed.get()
     }
+
+    /// Follows a new config: route, pool index (pools are sorted by name, so indices move) and auth.
+    fn update(&self, lc: &ListenerConfig) {
+        *self.route.borrow_mut() = lc.route.clone();
+        self.pool.set(lc.pool);
+        *self.auth.borrow_mut() = lc.auth.clone();
+    }
+
+    /// Marks the listener closed. The pool index is re-resolved in `cfg` (the sessions still open finish what they
+    /// have read on the pool of the same name, or get "listener has no pool" when it is gone).
+    fn close(&self, cfg: &Config) {
+        let pool = cfg
+            .pool_index(&self.route.borrow())
+            .filter(|&i| cfg.pools.get(i).is_some_and(|p| p.protocol == self.protocol))
+            .unwrap_or(usize::MAX);
+        self.pool.set(pool);
+        self.closed.set(true);
+    }
+}
+
+/// An open client connection, known to its worker so that closing its listener can wake it.
+struct SessionEntry {
+    slot: Rc<ListenerSlot>,
+    conn: Conn,
 }
 
 struct ListenerRt {
@@ -50,6 +77,12 @@ pub struct Worker {
     pub id: usize,
     pub pools: RefCell<Vec<PoolRt>>,
     listeners: RefCell<HashMap<String, ListenerRt>>,
+    /// Backend connections removed by a reload that still have requests in flight: their deadlines are still
+    /// checked, and they are dropped once they closed.
+    retired: RefCell<Vec<Rc<Backend>>>,
+    /// Open client connections by a worker-local number.
+    sessions: RefCell<HashMap<u64, SessionEntry>>,
+    next_session: Cell<u64>,
     config: RefCell<Arc<Config>>,
     next_client: Cell<u64>,
     pub stats: RefCell<WorkerStats>,
@@ -106,59 +139,116 @@ impl Worker {
         self.pools.borrow().iter().flat_map(|p| p.servers.iter().flat_map(|s| s.conns.iter().cloned())).collect()
     }
 
-    /// Builds pools from `cfg`, reusing the connections of servers that stay; retires the rest.
-    fn install_pools(&self, cfg: &Config) {
+    /// Builds pools from `cfg`, reusing the connections of servers that stay; retires the rest (they finish what is
+    /// queued on them, then close). Servers in `ejected` start out of their rings.
+    fn install_pools(&self, cfg: &Config, ejected: &[ServerKey]) {
         let mut old: HashMap<(String, String), Vec<Rc<Backend>>> = HashMap::new();
-        let mut old_pools = std::mem::take(&mut *self.pools.borrow_mut());
-        for p in old_pools.drain(..) {
+        let old_pools = std::mem::take(&mut *self.pools.borrow_mut());
+        for p in old_pools {
             for s in p.servers {
                 old.insert((p.name.clone(), reuse_key(&p.cfg, &s.spec)), s.conns);
             }
         }
         let mut reuse =
             |pc: &crate::config::PoolConfig, spec: &str| old.remove(&(pc.name.clone(), reuse_key(pc, spec)));
-        let pools: Vec<PoolRt> = cfg.pools.iter().map(|pc| PoolRt::build(pc, &cfg.proxy, &mut reuse)).collect();
-        for conns in old.into_values() {
-            for c in conns {
-                c.retire();
-            }
+        let pools: Vec<PoolRt> = cfg
+            .pools
+            .iter()
+            .map(|pc| {
+                let is_ejected = |spec: &str| ejected.iter().any(|(p, s)| *p == pc.name && s == spec);
+                PoolRt::build(pc, &cfg.proxy, &mut reuse, &is_ejected)
+            })
+            .collect();
+        let mut retired = self.retired.borrow_mut();
+        for c in old.into_values().flatten() {
+            c.retire();
+            retired.push(c);
         }
         *self.pools.borrow_mut() = pools;
     }
 
-    /// Starts accepting on listeners new in `cfg`, updates kept ones, and stops removed ones.
-    fn install_listeners(self: &Rc<Self>, cfg: &Config) -> Result<(), String> {
-        let mut listeners = self.listeners.borrow_mut();
-        let mut keep: HashMap<String, ListenerRt> = HashMap::new();
-        for lc in &cfg.listeners {
-            match listeners.remove(&lc.name) {
-                Some(rt) if rt.listen == lc.listen && rt.slot.protocol == lc.protocol => {
-                    rt.slot.pool.set(lc.pool);
-                    *rt.slot.auth.borrow_mut() = lc.auth.clone();
-                    keep.insert(lc.name.clone(), rt);
-                }
-                old => {
-                    if let Some(old) = old {
-                        old.slot.closed.set(true);
-                    }
-                    if let Some(rt) = self.bind(lc)? {
+    /// Starts accepting on listeners new in `cfg`, updates kept ones, and stops removed ones (their open sessions
+    /// finish what they have read and close). Returns what could not be done; everything else is applied.
+    fn install_listeners(self: &Rc<Self>, cfg: &Config) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut closed = Vec::new();
+        {
+            let mut listeners = self.listeners.borrow_mut();
+            let mut keep: HashMap<String, ListenerRt> = HashMap::new();
+            for lc in &cfg.listeners {
+                match listeners.remove(&lc.name) {
+                    Some(rt) if rt.listen == lc.listen && rt.slot.protocol == lc.protocol => {
+                        rt.slot.update(lc);
                         keep.insert(lc.name.clone(), rt);
+                    }
+                    old => {
+                        if let Some(old) = old {
+                            // Same name, new address or protocol: a new listener replaces the old one.
+                            log::info!("worker {}: listener {} stops accepting on {}", self.id, lc.name, old.listen);
+                            closed.push(old);
+                        }
+                        match self.bind(lc) {
+                            Ok(Some(rt)) => {
+                                keep.insert(lc.name.clone(), rt);
+                            }
+                            Ok(None) => {}
+                            Err(e) => {
+                                log::error!("worker {}: {}", self.id, e);
+                                problems.push(e);
+                            }
+                        }
                     }
                 }
             }
+            for (name, rt) in listeners.drain() {
+                log::info!("worker {}: listener {} stops accepting on {}", self.id, name, rt.listen);
+                closed.push(rt);
+            }
+            *listeners = keep;
         }
-        for (name, rt) in listeners.drain() {
-            log::info!("worker {}: listener {} stops accepting", self.id, name);
-            rt.slot.closed.set(true);
+        for rt in closed {
+            self.close_listener(rt, cfg);
         }
-        *listeners = keep;
-        Ok(())
+        problems
+    }
+
+    /// Stops accepting on `rt` (dropping it cancels its accept loop and closes this core's socket) and wakes its idle
+    /// sessions, which then find the listener closed and end once their replies are written.
+    fn close_listener(&self, rt: ListenerRt, cfg: &Config) {
+        rt.slot.close(cfg);
+        if let ListenAddr::Unix(path) = &rt.listen {
+            if self.id == 0 {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        let slot = rt.slot.clone();
+        drop(rt);
+        for s in self.sessions.borrow().values().filter(|s| Rc::ptr_eq(&s.slot, &slot)) {
+            // A session waiting for its client to send something gets end of stream (after what was already
+            // received) and closes; one that is busy finds the listener closed before its next read.
+            s.conn.shutdown_read();
+        }
+    }
+
+    /// Serves an accepted connection in its own task, registered until it ends.
+    fn spawn_session(self: &Rc<Self>, slot: &Rc<ListenerSlot>, conn: Conn) {
+        let key = self.next_session.get();
+        self.next_session.set(key + 1);
+        self.sessions.borrow_mut().insert(key, SessionEntry { slot: slot.clone(), conn: conn.clone() });
+        let registered = SessionRegistration { worker: self.clone(), key };
+        let (worker, slot) = (self.clone(), slot.clone());
+        glommio::spawn_local(async move {
+            let _registered = registered;
+            session::serve(worker, slot, conn).await;
+        })
+        .detach();
     }
 
     fn bind(self: &Rc<Self>, lc: &ListenerConfig) -> Result<Option<ListenerRt>, String> {
         let slot = Rc::new(ListenerSlot {
             name: lc.name.clone(),
             protocol: lc.protocol,
+            route: RefCell::new(lc.route.clone()),
             pool: Cell::new(lc.pool),
             auth: RefCell::new(lc.auth.clone()),
             closed: Cell::new(false),
@@ -210,6 +300,20 @@ fn reuse_key(pc: &crate::config::PoolConfig, spec: &str) -> String {
     )
 }
 
+/// Removes a session from its worker's registry when the session's task ends (or is dropped with the executor).
+struct SessionRegistration {
+    worker: Rc<Worker>,
+    key: u64,
+}
+
+impl Drop for SessionRegistration {
+    fn drop(&mut self) {
+        if let Ok(mut sessions) = self.worker.sessions.try_borrow_mut() {
+            sessions.remove(&self.key);
+        }
+    }
+}
+
 fn bind_tcp(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
     use socket2::{Domain, Socket, Type};
     let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
@@ -228,9 +332,7 @@ fn bind_tcp(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<TcpList
 async fn accept_tcp(worker: Rc<Worker>, slot: Rc<ListenerSlot>, listener: TcpListener) {
     loop {
         match listener.accept().await {
-            Ok(stream) => {
-                glommio::spawn_local(session::serve(worker.clone(), slot.clone(), Conn::tcp(stream))).detach();
-            }
+            Ok(stream) => worker.spawn_session(&slot, Conn::tcp(stream)),
             Err(e) => {
                 log::warn!("worker {}: accept on {} failed: {}", worker.id, slot.name, e);
                 // Out of descriptors and the like: pause instead of spinning.
@@ -243,9 +345,7 @@ async fn accept_tcp(worker: Rc<Worker>, slot: Rc<ListenerSlot>, listener: TcpLis
 async fn accept_unix(worker: Rc<Worker>, slot: Rc<ListenerSlot>, listener: UnixListener) {
     loop {
         match listener.accept().await {
-            Ok(stream) => {
-                glommio::spawn_local(session::serve(worker.clone(), slot.clone(), Conn::unix(stream))).detach();
-            }
+            Ok(stream) => worker.spawn_session(&slot, Conn::unix(stream)),
             Err(e) => {
                 log::warn!("worker {}: accept on {} failed: {}", worker.id, slot.name, e);
                 glommio::timer::sleep(Duration::from_millis(50)).await;

@@ -283,7 +283,7 @@ fn local(s: &mut Session, l: Local, req: &[u8], sc: &mut Scratch) -> Flow {
             match s.listener.auth() {
                 None => s.local(b"-ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?\r\n"),
                 Some(expected) => {
-                    if expected.as_bytes() == pass && user.map_or(true, |u| u == b"default") {
+                    if expected.as_bytes() == pass && user.is_none_or(|u| u == b"default") {
                         s.authed = true;
                         s.local(b"+OK\r\n");
                     } else {

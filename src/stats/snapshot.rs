@@ -1,0 +1,172 @@
+//! What one worker reports when control asks for its figures: plain data, cloned out of the worker's live counters
+//! (which never leave its core) and sent over the control channel.
+
+use crate::histogram::Histogram;
+
+/// Client-side counters of one listener (on one worker, or merged).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientCounters {
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Connections closed, for whatever reason.
+    pub closed: u64,
+    /// Connections the client closed (end of stream): twemproxy's `client_eof`.
+    pub eof: u64,
+    /// Connections that failed with a read or write error: twemproxy's `client_err`.
+    pub errors: u64,
+    /// Connections closed because the client sent something that cannot be parsed.
+    pub protocol_errors: u64,
+    /// Requests naming a command the proxy does not know (answered with an error, connection kept).
+    pub unknown_commands: u64,
+    /// Requests parsed (every command, including those answered by the proxy itself).
+    pub requests: u64,
+    /// Sub-requests created by splitting multi-key requests across servers: twemproxy's `fragments`.
+    pub fragments: u64,
+    /// Requests refused because no server of the pool was available (all ejected).
+    pub unroutable: u64,
+}
+
+impl ClientCounters {
+    /// Connections open now.
+    pub fn current(&self) -> u64 {
+        self.accepted.saturating_sub(self.closed)
+    }
+
+    /// Adds `other` field by field.
+    pub fn add(&mut self, other: &ClientCounters) {
+        self.accepted += other.accepted;
+        self.closed += other.closed;
+        self.eof += other.eof;
+        self.errors += other.errors;
+        self.protocol_errors += other.protocol_errors;
+        self.unknown_commands += other.unknown_commands;
+        self.requests += other.requests;
+        self.fragments += other.fragments;
+        self.unroutable += other.unroutable;
+    }
+}
+
+/// One command on one listener.
+#[derive(Clone, Debug, Default)]
+pub struct CommandSnapshot {
+    /// The command as the protocol spells it (redis: uppercase, as in the command table; memcache: the verb).
+    pub name: &'static str,
+    /// Requests of this command parsed.
+    pub requests: u64,
+    /// Requests answered with an error made by the proxy because the backend failed (down, timed out, reset).
+    pub failed: u64,
+    /// Sum of the recorded latencies, in microseconds (for Prometheus `_sum` and INFO `usec`).
+    pub latency_sum_us: u64,
+    /// Latency from parsing the request to its reply being complete, for requests sent to a backend; `None` when
+    /// nothing was recorded (stats off, or only answered locally).
+    pub latency: Option<Histogram>,
+}
+
+/// Per-server counters (twemproxy's names in the comments).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServerCounters {
+    /// Requests queued to the server (`requests`).
+    pub requests: u64,
+    /// Bytes of those requests (`request_bytes`).
+    pub request_bytes: u64,
+    /// Replies received (`responses`).
+    pub responses: u64,
+    /// Bytes of those replies (`response_bytes`).
+    pub response_bytes: u64,
+    /// Connections the server closed (`server_eof`).
+    pub eof: u64,
+    /// Connections that failed: refused, reset, malformed reply, failed connect (`server_err`).
+    pub errors: u64,
+    /// Connections closed because a request timed out (`server_timedout`).
+    pub timeouts: u64,
+    /// Connections established.
+    pub connects: u64,
+    /// Requests answered with an error made by the proxy because this server failed (part of `forward_error`).
+    pub failed_requests: u64,
+    /// Sum of the recorded backend latencies in microseconds.
+    pub latency_sum_us: u64,
+}
+
+impl ServerCounters {
+    /// Adds `other` field by field.
+    pub fn add(&mut self, other: &ServerCounters) {
+        self.requests += other.requests;
+        self.request_bytes += other.request_bytes;
+        self.responses += other.responses;
+        self.response_bytes += other.response_bytes;
+        self.eof += other.eof;
+        self.errors += other.errors;
+        self.timeouts += other.timeouts;
+        self.connects += other.connects;
+        self.failed_requests += other.failed_requests;
+        self.latency_sum_us += other.latency_sum_us;
+    }
+}
+
+/// Per-server figures that describe the present moment rather than count events.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServerGauges {
+    /// Open connections to the server (`server_connections`).
+    pub connections: u64,
+    /// Requests queued and not yet written (`in_queue`).
+    pub in_queue: u64,
+    /// Bytes queued and not yet written (`in_queue_bytes`).
+    pub in_queue_bytes: u64,
+    /// Requests written and awaiting their reply (`out_queue`).
+    pub out_queue: u64,
+    /// Bytes of requests written and awaiting their reply (`out_queue_bytes`).
+    pub out_queue_bytes: u64,
+}
+
+impl ServerGauges {
+    /// Adds `other` field by field.
+    pub fn add(&mut self, other: &ServerGauges) {
+        self.connections += other.connections;
+        self.in_queue += other.in_queue;
+        self.in_queue_bytes += other.in_queue_bytes;
+        self.out_queue += other.out_queue;
+        self.out_queue_bytes += other.out_queue_bytes;
+    }
+
+    /// Requests in flight: queued or awaiting their reply.
+    pub fn in_flight(&self) -> u64 {
+        self.in_queue + self.out_queue
+    }
+}
+
+/// One listener on one worker.
+#[derive(Clone, Debug, Default)]
+pub struct ListenerSnapshot {
+    pub name: String,
+    /// "redis" or "memcache".
+    pub protocol: &'static str,
+    /// The pool the listener routes to (empty when it no longer exists after a reload).
+    pub pool: String,
+    pub clients: ClientCounters,
+    pub commands: Vec<CommandSnapshot>,
+}
+
+/// One backend server of one pool on one worker (all of its connections together).
+#[derive(Clone, Debug, Default)]
+pub struct ServerSnapshot {
+    pub pool: String,
+    /// The server's name as twemproxy's stats show it: its configured name, else `host:port`.
+    pub name: String,
+    /// The server as configured (`host:port:weight [name]`): the key control's health uses.
+    pub spec: String,
+    pub counters: ServerCounters,
+    pub gauges: ServerGauges,
+    /// Latency from queueing a request on the server's connection to its reply; `None` when nothing was recorded.
+    pub latency: Option<Histogram>,
+}
+
+/// Everything one worker reports.
+#[derive(Clone, Debug, Default)]
+pub struct WorkerSnapshot {
+    pub worker: usize,
+    /// `proxy.stats` as this worker applies it.
+    pub stats_enabled: bool,
+    pub listeners: Vec<ListenerSnapshot>,
+    /// In pool order, then server order, as configured.
+    pub servers: Vec<ServerSnapshot>,
+}

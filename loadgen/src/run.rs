@@ -144,7 +144,7 @@ pub fn execute(
     // The last, partial interval.
     let end = Instant::now();
     let offset = Duration::from_secs(u64::from(second - 1));
-    if let Some(logs) = logs.as_deref_mut() {
+    if let Some(logs) = logs {
         let length = end.saturating_duration_since(start + offset);
         logs.write(&interval, offset, length)?;
     }

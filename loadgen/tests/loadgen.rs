@@ -63,11 +63,12 @@ fn start_memcached() -> Server {
     })
 }
 
-/// Runs the load generator with `args` plus `--json` and returns its exit status and report.
-fn loadgen(args: &[&str]) -> (Output, Option<Value>) {
+/// Runs the load generator with the whitespace-separated `args` plus `--json` and returns its
+/// exit status and report.
+fn loadgen(args: &str) -> (Output, Option<Value>) {
     let json_path = scratch_file("json");
     let output = Command::new(env!("CARGO_BIN_EXE_ferrule-loadgen"))
-        .args(args)
+        .args(args.split_whitespace())
         .arg("--json")
         .arg(&json_path)
         .arg("--quiet")
@@ -151,28 +152,9 @@ fn redis_counts_match_the_servers_command_stats() {
     let redis = start_redis();
     let target = format!("127.0.0.1:{}", redis.port);
     let keys = 500;
-    let (output, report) = loadgen(&[
-        "--protocol",
-        "redis",
-        "--target",
-        &target,
-        "--duration",
-        "2",
-        "-c",
-        "4",
-        "-P",
-        "4",
-        "--ratio",
-        "1:3",
-        "--keys",
-        "500",
-        "--prefill",
-        "--verify",
-        "--seed",
-        "7",
-        "--value-size",
-        "10-200",
-    ]);
+    let (output, report) = loadgen(&format!(
+        "--protocol redis --target {target} --duration 2 -c 4 -P 4 --ratio 1:3 --keys 500 --prefill --verify --seed 7 --value-size 10-200"
+    ));
     assert_success(&output);
     let report = report.expect("a JSON report");
     let stats = redis_command_calls(redis.port);
@@ -193,23 +175,9 @@ fn redis_counts_match_the_servers_command_stats() {
         assert!(report["totals"]["latency_ms"][field].as_f64().is_some(), "{field}");
     }
 
-    let (output, report) = loadgen(&[
-        "--protocol",
-        "redis",
-        "--target",
-        &target,
-        "--requests",
-        "1000",
-        "-c",
-        "2",
-        "--ratio",
-        "0:1",
-        "--mget",
-        "5",
-        "--keys",
-        "500",
-        "--verify",
-    ]);
+    let (output, report) = loadgen(&format!(
+        "--protocol redis --target {target} --requests 1000 -c 2 --ratio 0:1 --mget 5 --keys 500 --verify --value-size 10-200"
+    ));
     assert_success(&output);
     let report = report.expect("a JSON report");
     let stats = redis_command_calls(redis.port);
@@ -217,33 +185,24 @@ fn redis_counts_match_the_servers_command_stats() {
     assert_eq!(calls(&stats, "mget"), 1000, "{stats:?}");
     assert_eq!(u64_at(&report, "/ops/mget/hits"), 5000);
     assert_eq!(u64_at(&report, "/totals/errors"), 0, "{report:#}");
+
+    // Values are a function of the key and the value-size setting: reading with another
+    // setting must flag every value as wrong.
+    let (output, report) = loadgen(&format!(
+        "--protocol redis --target {target} --requests 50 -c 1 --ratio 0:1 --keys 500 --verify --value-size 300"
+    ));
+    assert_success(&output);
+    let report = report.expect("a JSON report");
+    assert_eq!(u64_at(&report, "/totals/errors_by_kind/verify"), 50, "{report:#}");
 }
 
 #[test]
 fn memcache_counts_match_the_servers_stats() {
     let memcached = start_memcached();
     let target = format!("127.0.0.1:{}", memcached.port);
-    let (output, report) = loadgen(&[
-        "--protocol",
-        "memcache",
-        "--target",
-        &target,
-        "--duration",
-        "2",
-        "-c",
-        "3",
-        "-P",
-        "8",
-        "--ratio",
-        "1:2",
-        "--mget",
-        "4",
-        "--keys",
-        "2000",
-        "--distribution",
-        "zipf",
-        "--verify",
-    ]);
+    let (output, report) = loadgen(&format!(
+        "--protocol memcache --target {target} --duration 2 -c 3 -P 8 --ratio 1:2 --mget 4 --keys 2000 --distribution zipf --verify"
+    ));
     assert_success(&output);
     let report = report.expect("a JSON report");
     let stats = memcached_stats(memcached.port);
@@ -268,24 +227,9 @@ fn open_loop_holds_the_rate_and_writes_histograms() {
     let target = format!("127.0.0.1:{}", redis.port);
     let prefix = scratch_file("hdr");
     let prefix = prefix.to_str().expect("utf-8 temp path");
-    let (output, report) = loadgen(&[
-        "--protocol",
-        "redis",
-        "--target",
-        &target,
-        "--duration",
-        "2",
-        "-c",
-        "4",
-        "--rate",
-        "2000",
-        "--arrival",
-        "poisson",
-        "--ratio",
-        "1:1",
-        "--hdr-prefix",
-        prefix,
-    ]);
+    let (output, report) = loadgen(&format!(
+        "--protocol redis --target {target} --duration 2 -c 4 --rate 2000 --arrival poisson --ratio 1:1 --hdr-prefix {prefix}"
+    ));
     assert_success(&output);
     let report = report.expect("a JSON report");
     let completed = u64_at(&report, "/totals/count");
@@ -316,8 +260,7 @@ fn a_dead_target_is_counted_not_fatal() {
     let port = free_port();
     let target = format!("127.0.0.1:{port}");
     let started = Instant::now();
-    let (output, report) =
-        loadgen(&["--protocol", "memcache", "--target", &target, "--duration", "1", "-c", "2", "--timeout", "200"]);
+    let (output, report) = loadgen(&format!("--protocol memcache --target {target} --duration 1 -c 2 --timeout 200"));
     assert!(started.elapsed() < Duration::from_secs(10), "must not hang");
     assert_eq!(output.status.code(), Some(2), "exit 2: no request got a reply");
     let report = report.expect("a JSON report even when everything failed");

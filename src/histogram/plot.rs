@@ -87,13 +87,14 @@ fn tail_position(quantile: f64) -> f64 {
     -remaining.log10()
 }
 
-/// The smallest 1, 2 or 5 times a power of ten at or above `value` (1.0 when there is no data).
+/// The smallest of 1, 2, 2.5, 4, 5 or 8 times a power of ten at or above `value` (1.0 when there
+/// is no data): fifths of it are round numbers, and the curves fill most of the height.
 fn nice_ceiling(value: f64) -> f64 {
     if !(value.is_finite() && value > 0.0) {
         return 1.0;
     }
     let magnitude = 10_f64.powf(value.log10().floor());
-    [1.0, 2.0, 5.0, 10.0]
+    [1.0, 2.0, 2.5, 4.0, 5.0, 8.0, 10.0]
         .into_iter()
         .map(|step| step * magnitude)
         .find(|&candidate| candidate >= value)
@@ -272,7 +273,8 @@ mod tests {
     #[test]
     fn helpers() {
         assert_eq!(nice_ceiling(0.0), 1.0);
-        assert_eq!(nice_ceiling(3.2), 5.0);
+        assert_eq!(nice_ceiling(3.2), 4.0);
+        assert_eq!(nice_ceiling(20.6), 25.0);
         assert_eq!(nice_ceiling(0.011), 0.02);
         assert_eq!(nice_ceiling(100.0), 100.0);
         assert_eq!(percent_label(2), "99%");

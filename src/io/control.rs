@@ -435,7 +435,9 @@ pub async fn run(
             while let Some(msg) = r.recv().await {
                 match msg {
                     FromWorker::Health { pool, server, failed, .. } => c.on_health(pool, server, failed),
-                    FromWorker::Reloaded { worker, generation, problems } => c.on_reloaded(worker, generation, problems),
+                    FromWorker::Reloaded { worker, generation, problems } => {
+                        c.on_reloaded(worker, generation, problems)
+                    }
                     FromWorker::Snapshot { id, stats, .. } => {
                         if let Some(v) = c.snapshots.borrow_mut().get_mut(&id) {
                             v.push(*stats);

@@ -14,11 +14,7 @@ pub enum ToWorker {
     /// Swap in a new, already validated config. `ejected` lists the servers control keeps out of the rings, so the
     /// new rings are built without them from the start (no moment where an ejected server is routed to).
     /// The worker answers with [`FromWorker::Reloaded`] carrying the same `generation`.
-    Reload {
-        generation: u64,
-        config: Arc<Config>,
-        ejected: Vec<ServerKey>,
-    },
+    Reload { generation: u64, config: Arc<Config>, ejected: Vec<ServerKey> },
     /// Take a server out of a pool's ring (every core does it on the same broadcast).
     Eject { pool: String, server: String },
     /// Put an ejected server back after a successful probe.

@@ -57,6 +57,22 @@ impl Conn {
         Ok(())
     }
 
+    /// Shuts the receive side down: a read waiting for the peer returns end of stream (after the bytes already
+    /// received), while writing still works. Used to wake idle client sessions whose listener closed.
+    pub fn shutdown_read(&self) {
+        match &*self.0.borrow() {
+            Socket::Tcp(s) => {
+                // SAFETY: as in `shutdown`.
+                unsafe {
+                    libc::shutdown(s.as_raw_fd(), libc::SHUT_RD);
+                }
+            }
+            Socket::Unix(s) => {
+                let _ = futures_lite::future::block_on(s.shutdown(std::net::Shutdown::Read));
+            }
+        }
+    }
+
     /// Shuts both directions down so that the other task's pending read or write fails promptly.
     pub fn shutdown(&self) {
         match &*self.0.borrow() {

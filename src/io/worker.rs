@@ -1,7 +1,7 @@
 //! A worker executor: one pinned core with its own listeners, sessions, pools, rings and backend connections.
 
 use super::backend::Backend;
-use super::messages::{FromWorker, ToWorker};
+use super::messages::{FromWorker, ServerKey, ToWorker};
 use super::pool::PoolRt;
 use super::session;
 use super::stats::{WorkerSnapshot, WorkerStats};
@@ -12,7 +12,7 @@ use glommio::net::{TcpListener, UnixListener};
 use glommio::Task;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::os::unix::io::{FromRawFd, IntoRawFd};
+use std::os::unix::io::{FromRawFd, IntoRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -69,6 +69,8 @@ struct SessionEntry {
 struct ListenerRt {
     slot: Rc<ListenerSlot>,
     listen: ListenAddr,
+    /// The listening TCP socket, owned by the accept loop (for `shutdown`; see [`Worker::close_listener`]).
+    tcp_fd: Option<RawFd>,
     /// The accept loop; dropping it stops accepting and closes this core's socket.
     _accept: Task<()>,
 }
@@ -87,7 +89,6 @@ pub struct Worker {
     next_client: Cell<u64>,
     pub stats: RefCell<WorkerStats>,
     started: Instant,
-    stopping: Cell<bool>,
 }
 
 impl Worker {
@@ -216,6 +217,15 @@ impl Worker {
     /// sessions, which then find the listener closed and end once their replies are written.
     fn close_listener(&self, rt: ListenerRt, cfg: &Config) {
         rt.slot.close(cfg);
+        if let Some(fd) = rt.tcp_fd {
+            // Dropping the accept loop alone is not enough: its io_uring accept, already submitted, keeps the socket
+            // listening (and accepting connections nobody serves) until the kernel sees the cancellation. shutdown()
+            // takes the socket out of LISTEN (and out of the SO_REUSEPORT group) at once.
+            // SAFETY: the descriptor is still open, owned by the accept task that `rt` holds until the drop below.
+            unsafe {
+                libc::shutdown(fd, libc::SHUT_RDWR);
+            }
+        }
         if let ListenAddr::Unix(path) = &rt.listen {
             if self.id == 0 {
                 let _ = std::fs::remove_file(path);
@@ -253,12 +263,12 @@ impl Worker {
             auth: RefCell::new(lc.auth.clone()),
             closed: Cell::new(false),
         });
-        let task = match &lc.listen {
+        let (task, tcp_fd) = match &lc.listen {
             ListenAddr::Tcp(addr) => {
-                let listener = bind_tcp(*addr, lc.backlog)
+                let (listener, fd) = bind_tcp(*addr, lc.backlog)
                     .map_err(|e| format!("listener {}: cannot listen on {}: {}", lc.name, addr, e))?;
                 log::info!("worker {}: listener {} ({}) accepting on {}", self.id, lc.name, lc.protocol.name(), addr);
-                glommio::spawn_local(accept_tcp(self.clone(), slot.clone(), listener))
+                (glommio::spawn_local(accept_tcp(self.clone(), slot.clone(), listener)), Some(fd))
             }
             ListenAddr::Unix(path) => {
                 // A unix socket path can be bound once: the first worker serves it.
@@ -275,10 +285,11 @@ impl Worker {
                     lc.protocol.name(),
                     path.display()
                 );
-                glommio::spawn_local(accept_unix(self.clone(), slot.clone(), listener))
+                // Closing removes the path, so nobody can connect to it any more.
+                (glommio::spawn_local(accept_unix(self.clone(), slot.clone(), listener)), None)
             }
         };
-        Ok(Some(ListenerRt { slot, listen: lc.listen.clone(), _accept: task }))
+        Ok(Some(ListenerRt { slot, listen: lc.listen.clone(), tcp_fd, _accept: task }))
     }
 
     fn snapshot(&self) -> WorkerSnapshot {
@@ -314,7 +325,8 @@ impl Drop for SessionRegistration {
     }
 }
 
-fn bind_tcp(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+/// A listening socket with SO_REUSEPORT (one per core; the kernel spreads connections), and its descriptor.
+fn bind_tcp(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<(TcpListener, RawFd)> {
     use socket2::{Domain, Socket, Type};
     let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     sock.set_reuse_address(true)?;
@@ -325,8 +337,9 @@ fn bind_tcp(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<TcpList
     sock.set_nonblocking(true)?;
     sock.bind(&addr.into())?;
     sock.listen(backlog as i32)?;
+    let fd = sock.into_raw_fd();
     // SAFETY: we own the descriptor and hand it to glommio, which closes it on drop.
-    Ok(unsafe { TcpListener::from_raw_fd(sock.into_raw_fd()) })
+    Ok((unsafe { TcpListener::from_raw_fd(fd) }, fd))
 }
 
 async fn accept_tcp(worker: Rc<Worker>, slot: Rc<ListenerSlot>, listener: TcpListener) {
@@ -384,9 +397,12 @@ async fn tick(worker: Rc<Worker>, tx: Rc<ConnectedSender<FromWorker>>) {
         for e in events {
             let _ = tx.try_send(e);
         }
-        if worker.stopping.get() {
-            return;
-        }
+        // Connections removed by a reload: their requests still time out; nobody needs their health any more.
+        worker.retired.borrow_mut().retain(|c| {
+            c.check_deadline(now);
+            c.take_health_events();
+            c.inflight() > 0 || c.is_connected()
+        });
     }
 }
 
@@ -404,27 +420,31 @@ pub async fn run(
         id,
         pools: RefCell::new(Vec::new()),
         listeners: RefCell::new(HashMap::new()),
+        retired: RefCell::new(Vec::new()),
+        sessions: RefCell::new(HashMap::new()),
+        next_session: Cell::new(0),
         config: RefCell::new(cfg.clone()),
         next_client: Cell::new((id as u64) << 48),
         stats: RefCell::new(WorkerStats::default()),
         started: Instant::now(),
-        stopping: Cell::new(false),
     });
-    worker.install_pools(&cfg);
-    if let Err(e) = worker.install_listeners(&cfg) {
-        let _ = ready.send(Err(e));
+    worker.install_pools(&cfg, &[]);
+    let problems = worker.install_listeners(&cfg);
+    if !problems.is_empty() {
+        let _ = ready.send(Err(problems.join("; ")));
         return;
     }
     let _ = ready.send(Ok(()));
     let ticker = glommio::spawn_local(tick(worker.clone(), tx.clone()));
     while let Some(msg) = rx.recv().await {
         match msg {
-            ToWorker::Reload(cfg) => {
-                *worker.config.borrow_mut() = cfg.clone();
-                worker.install_pools(&cfg);
-                if let Err(e) = worker.install_listeners(&cfg) {
-                    log::error!("worker {}: reload: {}", id, e);
-                }
+            ToWorker::Reload { generation, config, ejected } => {
+                // Between two requests of any session (this runs on the same thread): requests already queued stay
+                // on the backends they were queued on, the next ones route with the new rings.
+                *worker.config.borrow_mut() = config.clone();
+                worker.install_pools(&config, &ejected);
+                let problems = worker.install_listeners(&config);
+                let _ = tx.send(FromWorker::Reloaded { worker: id, generation, problems }).await;
             }
             ToWorker::Eject { pool, server } => set_ejected(&worker, &pool, &server, true),
             ToWorker::Restore { pool, server } => set_ejected(&worker, &pool, &server, false),
@@ -437,7 +457,6 @@ pub async fn run(
             }
         }
     }
-    worker.stopping.set(true);
     drop(ticker);
     let _ = tx.send(FromWorker::Stopped { worker: id }).await;
 }
@@ -447,22 +466,39 @@ fn set_ejected(worker: &Worker, pool: &str, server: &str, ejected: bool) {
     if let Some(p) = pools.iter_mut().find(|p| p.name == pool) {
         if let Some(i) = p.servers.iter().position(|s| s.spec == server) {
             p.set_ejected(i, ejected);
+            log::debug!(
+                "worker {}: pool {pool}: server {server} {}",
+                worker.id,
+                if ejected { "ejected" } else { "restored" }
+            );
         }
     }
 }
 
-/// Stops accepting everywhere, then waits (bounded) until no client has requests in flight.
+/// Stops accepting on every listener, then waits (at most `grace`) until every client connection has received the
+/// replies to what it sent and closed, and no backend has requests in flight. Request deadlines keep being checked
+/// meanwhile (the ticker still runs).
 async fn shutdown(worker: &Rc<Worker>, grace: Duration) {
-    worker.stopping.set(true);
-    for (_, rt) in worker.listeners.borrow_mut().drain() {
-        rt.slot.closed.set(true);
+    let cfg = worker.config.borrow().clone();
+    let listeners: Vec<ListenerRt> = worker.listeners.borrow_mut().drain().map(|(_, rt)| rt).collect();
+    for rt in listeners {
+        worker.close_listener(rt, &cfg);
     }
     let deadline = Instant::now() + grace;
-    while Instant::now() < deadline {
+    loop {
+        let sessions = worker.sessions.borrow().len();
         let busy: usize = worker.all_backends().iter().map(|b| b.inflight()).sum();
-        if busy == 0 {
+        if sessions == 0 && busy == 0 {
+            log::info!("worker {}: all client connections finished", worker.id);
             break;
         }
-        glommio::timer::sleep(Duration::from_millis(10)).await;
+        if Instant::now() >= deadline {
+            log::warn!(
+                "worker {}: shutdown grace period over with {sessions} client connections and {busy} requests left",
+                worker.id
+            );
+            break;
+        }
+        glommio::timer::sleep(Duration::from_millis(5)).await;
     }
 }

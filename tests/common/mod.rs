@@ -132,6 +132,8 @@ pub struct Ferrule {
     pub config_path: PathBuf,
     pub admin_port: u16,
     pub log_path: PathBuf,
+    /// The `[proxy]` table written before the body, kept for rewrites of the config.
+    pub header: String,
 }
 
 impl Ferrule {
@@ -141,18 +143,22 @@ impl Ferrule {
     }
 
     pub fn start_with(body: &str, port: u16, workers: usize) -> Ferrule {
+        Self::start_opts(body, port, workers, "shutdown_timeout_ms = 2000\n", &[])
+    }
+
+    /// Like [`start_with`](Self::start_with), with extra `[proxy]` lines and extra command-line arguments.
+    pub fn start_opts(body: &str, port: u16, workers: usize, proxy_extra: &str, args: &[&str]) -> Ferrule {
         let dir = tempdir("ferrule");
         let admin_port = free_port();
         let config_path = dir.join("ferrule.toml");
-        let text = format!(
-            "[proxy]\nworkers = {workers}\nadmin = \"127.0.0.1:{admin_port}\"\nshutdown_timeout_ms = 2000\n\n{body}"
-        );
-        std::fs::write(&config_path, text).unwrap();
+        let header = format!("[proxy]\nworkers = {workers}\nadmin = \"127.0.0.1:{admin_port}\"\n{proxy_extra}\n");
+        std::fs::write(&config_path, format!("{header}{body}")).unwrap();
         let log_path = dir.join("ferrule.log");
         let log = std::fs::File::create(&log_path).unwrap();
         let child = Command::new(ferrule_bin())
             .arg("-c")
             .arg(&config_path)
+            .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -169,12 +175,74 @@ impl Ferrule {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Ferrule { proc, config_path, admin_port, log_path }
+        Ferrule { proc, config_path, admin_port, log_path, header }
+    }
+
+    /// The whole config text for `body` (with this instance's `[proxy]` table).
+    pub fn config_text(&self, body: &str) -> String {
+        format!("{}{body}", self.header)
+    }
+
+    /// Rewrites the config file in place (as `echo > file` does).
+    pub fn write_config(&self, body: &str) {
+        std::fs::write(&self.config_path, self.config_text(body)).unwrap();
+    }
+
+    /// Replaces the config file the way editors do: write a new file, rename it over the old one.
+    pub fn replace_config(&self, body: &str) {
+        let tmp = self.config_path.with_extension("toml.swp");
+        std::fs::write(&tmp, self.config_text(body)).unwrap();
+        std::fs::rename(&tmp, &self.config_path).unwrap();
+    }
+
+    /// Waits until the log has `needle` at least `count` times.
+    pub fn wait_log(&self, needle: &str, count: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.log().matches(needle).count() >= count {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// An HTTP request to the admin endpoint: (status code, body).
+    pub fn admin(&self, method: &str, path: &str) -> (u16, String) {
+        http(self.admin_port, method, path)
+    }
+
+    /// Waits for the process to exit; `None` on timeout.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.proc.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
+}
+
+/// A minimal HTTP/1.1 request (Connection: close): (status code, body).
+pub fn http(port: u16, method: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the admin endpoint");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    let code = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (code, body)
 }
 
 /// A blocking test client speaking raw bytes; replies framed with ferrule's own codecs.
@@ -276,4 +344,246 @@ pub fn listener_toml(name: &str, port: u16, protocol: &str, pool: &str, extra: &
     format!(
         "[listeners.{name}]\nlisten = \"127.0.0.1:{port}\"\nprotocol = \"{protocol}\"\nroute = \"{pool}\"\n{extra}\n"
     )
+}
+
+/// What a [`Pipeliner`] saw.
+#[derive(Debug, Default, Clone)]
+pub struct PipelineReport {
+    /// Batches whose replies all arrived.
+    pub batches: u64,
+    pub replies: u64,
+    /// (when, request, error reply) for every error reply, in order.
+    pub errors: Vec<(Instant, String, String)>,
+    /// Set when the connection ended: how, and when the write of the batch then in flight had completed (if it had),
+    /// with the number of its replies that had arrived and how many were expected.
+    pub ended: Option<PipelineEnd>,
+    /// The slowest batch round trip.
+    pub max_batch: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct PipelineEnd {
+    pub why: String,
+    pub at: Instant,
+    pub batch_written_at: Option<Instant>,
+    pub replies_of_batch: usize,
+    pub batch_len: usize,
+}
+
+/// A client thread pipelining redis requests (SET/GET pairs and an MGET per batch, keys spread over the pool) in
+/// batches until stopped, checking that every reply has the expected shape. Replies whose values depend on which
+/// server a key is on at the time (GET after a reload or an ejection) may be a value or nil; errors are recorded.
+pub struct Pipeliner {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<std::thread::JoinHandle<PipelineReport>>,
+    pub report: std::sync::Arc<std::sync::Mutex<PipelineReport>>,
+}
+
+impl Pipeliner {
+    pub fn start(port: u16, tag: &str, batch: usize) -> Pipeliner {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        let stop = Arc::new(AtomicBool::new(false));
+        let report = Arc::new(Mutex::new(PipelineReport::default()));
+        let (stop2, report2, tag) = (stop.clone(), report.clone(), tag.to_string());
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_nodelay(true).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let handle = std::thread::spawn(move || {
+            let mut buf: Vec<u8> = Vec::new();
+            let mut n: u64 = 0;
+            while !stop2.load(Ordering::Relaxed) {
+                let mut out = Vec::new();
+                let mut reqs: Vec<String> = Vec::new();
+                for _ in 0..batch / 2 {
+                    let key = format!("load:{tag}:{}", n % 2000);
+                    let val = format!("v{n}");
+                    ferrule::protocol::redis::write_command(&mut out, &[b"SET", key.as_bytes(), val.as_bytes()]);
+                    ferrule::protocol::redis::write_command(&mut out, &[b"GET", key.as_bytes()]);
+                    reqs.push(format!("SET {key} {val}"));
+                    reqs.push(format!("GET {key}"));
+                    n += 1;
+                }
+                let keys: Vec<String> = (0..4).map(|i| format!("load:{tag}:{}", (n + i * 7) % 2000)).collect();
+                let mut args: Vec<&[u8]> = vec![b"MGET"];
+                args.extend(keys.iter().map(|k| k.as_bytes()));
+                ferrule::protocol::redis::write_command(&mut out, &args);
+                reqs.push(format!("MGET {}", keys.join(" ")));
+                let t0 = Instant::now();
+                let end = |why: String, written: Option<Instant>, got: usize| PipelineEnd {
+                    why,
+                    at: Instant::now(),
+                    batch_written_at: written,
+                    replies_of_batch: got,
+                    batch_len: reqs.len(),
+                };
+                if let Err(e) = s.write_all(&out) {
+                    report2.lock().unwrap().ended = Some(end(format!("write: {e}"), None, 0));
+                    break;
+                }
+                let written = Instant::now();
+                let mut got = 0;
+                let mut tmp = [0u8; 65536];
+                let mut failed = None;
+                while got < reqs.len() {
+                    match ferrule::protocol::redis::reply_len(&buf) {
+                        Ok(Some(len)) => {
+                            let reply: Vec<u8> = buf.drain(..len).collect();
+                            let req = &reqs[got];
+                            let ok = match req.split(' ').next() {
+                                Some("SET") => reply == b"+OK\r\n",
+                                Some("GET") => reply.starts_with(b"$"),
+                                _ => reply.starts_with(b"*4\r\n"),
+                            };
+                            if !ok {
+                                let text = String::from_utf8_lossy(&reply).into_owned();
+                                report2.lock().unwrap().errors.push((Instant::now(), req.clone(), text));
+                            }
+                            got += 1;
+                            continue;
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            failed = Some(format!("unparseable reply: {e:?}"));
+                            break;
+                        }
+                    }
+                    match s.read(&mut tmp) {
+                        Ok(0) => {
+                            failed = Some("closed by ferrule".into());
+                            break;
+                        }
+                        Ok(k) => buf.extend_from_slice(&tmp[..k]),
+                        Err(e) => {
+                            failed = Some(format!("read: {e}"));
+                            break;
+                        }
+                    }
+                }
+                let mut r = report2.lock().unwrap();
+                if let Some(why) = failed {
+                    r.ended = Some(end(why, Some(written), got));
+                    break;
+                }
+                r.batches += 1;
+                r.replies += got as u64;
+                r.max_batch = r.max_batch.max(t0.elapsed());
+            }
+            let r = report2.lock().unwrap().clone();
+            r
+        });
+        Pipeliner { stop, handle: Some(handle), report }
+    }
+
+    /// A copy of the report so far.
+    pub fn peek(&self) -> PipelineReport {
+        self.report.lock().unwrap().clone()
+    }
+
+    /// Stops after the batch in flight and returns the report.
+    pub fn finish(mut self) -> PipelineReport {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.handle.take().unwrap().join().expect("pipeliner thread panicked")
+    }
+}
+
+impl Drop for Pipeliner {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Placement probing: writes, on each backend directly, `key = <that backend's port>` for every key, so that a GET
+/// through the proxy tells which backend the key was routed to.
+pub fn mark_keys(backend_port: u16, keys: &[String]) {
+    let mut c = Client::connect(backend_port);
+    let mut out = Vec::new();
+    let port = backend_port.to_string();
+    for k in keys {
+        ferrule::protocol::redis::write_command(&mut out, &[b"SET", k.as_bytes(), port.as_bytes()]);
+    }
+    c.send(&out);
+    for _ in keys {
+        assert_eq!(c.redis_reply(), b"+OK\r\n");
+    }
+}
+
+/// The backend port each key is routed to through one connection (0: a backend without marks, or an error).
+pub fn placement_on(c: &mut Client, keys: &[String]) -> Vec<u16> {
+    let mut out = Vec::new();
+    for k in keys {
+        ferrule::protocol::redis::write_command(&mut out, &[b"GET", k.as_bytes()]);
+    }
+    c.send(&out);
+    keys.iter()
+        .map(|_| {
+            let r = c.redis_reply();
+            let text = String::from_utf8_lossy(&r);
+            text.lines().nth(1).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+        })
+        .collect()
+}
+
+/// The worker a connection landed on (from ferrule's INFO).
+pub fn worker_of(c: &mut Client) -> usize {
+    let info = c.redis_str(&["INFO"]);
+    info.lines()
+        .find_map(|l| l.strip_prefix("worker:"))
+        .and_then(|w| w.trim().parse().ok())
+        .expect("INFO names the worker")
+}
+
+/// Placement seen through many fresh connections, until connections on `workers` distinct workers were seen; an
+/// error when two connections disagree (cores must share one view of every ring).
+pub fn placement_all_workers(port: u16, keys: &[String], workers: usize) -> Result<Vec<u16>, String> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut first: Option<(usize, Vec<u16>)> = None;
+    for attempt in 0..64 {
+        let mut c = Client::connect(port);
+        let w = worker_of(&mut c);
+        let p = placement_on(&mut c, keys);
+        match &first {
+            None => first = Some((w, p)),
+            Some((w0, p0)) => {
+                if *p0 != p {
+                    let diff = p0.iter().zip(&p).filter(|(a, b)| a != b).count();
+                    return Err(format!("worker {w0} and worker {w} route {diff} of {} keys differently", keys.len()));
+                }
+            }
+        }
+        seen.insert(w);
+        if seen.len() >= workers && attempt >= 3 {
+            break;
+        }
+    }
+    if seen.len() < workers {
+        return Err(format!("connections reached only workers {seen:?}"));
+    }
+    Ok(first.map(|f| f.1).unwrap_or_default())
+}
+
+/// Where `config_text`'s pool `pool` puts each key when only the servers for which `live(port)` holds are in the
+/// ring (ports; 0 when none is live), computed with ferrule's own router (whose placement is checked against
+/// twemproxy in tests/placement.rs).
+pub fn expected_placement(config_text: &str, pool: &str, live: &dyn Fn(u16) -> bool, keys: &[String]) -> Vec<u16> {
+    let cfg = ferrule::config::Config::parse(config_text).expect("valid config");
+    let pc = cfg.pool(pool).expect("pool exists");
+    let members: Vec<(&str, u32, bool)> =
+        pc.servers.iter().map(|s| (s.ident.as_str(), s.weight, live(s.port))).collect();
+    let router = ferrule::router::PoolRouter::new(pc.hash, pc.distribution, pc.hash_tag, &members);
+    keys.iter().map(|k| router.server_for(k.as_bytes()).map_or(0, |i| pc.servers[i].port)).collect()
+}
+
+/// Polls `f` until it returns true or `timeout` passes.
+pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

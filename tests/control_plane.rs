@@ -1,0 +1,542 @@
+//! The control plane against real servers: ejection and restore (kill -9, SIGSTOP), fail-fast while a server is down,
+//! hot reload (SIGHUP, file change, POST /reload, invalid files, 50 reloads under load, listeners added and removed)
+//! and graceful shutdown. Ferrule runs with 2 workers; placement is checked through many connections so that every
+//! core is seen to agree.
+
+mod common;
+use common::*;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// These tests load the machine (pipelining clients, several servers); run them one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+const WORKERS: usize = 2;
+
+fn probe_keys(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("place:{i}")).collect()
+}
+
+fn specs(ports: &[u16]) -> Vec<String> {
+    ports.iter().map(|p| format!("127.0.0.1:{p}:1")).collect()
+}
+
+fn redis_body(port: u16, servers: &[u16], pool_extra: &str) -> String {
+    format!(
+        "{}{}",
+        listener_toml("cache", port, "redis", "main", ""),
+        redis_pool_toml("main", &specs(servers), pool_extra)
+    )
+}
+
+const EJECTING: &str =
+    "timeout_ms = 300\nauto_eject_hosts = true\nserver_failure_limit = 2\nserver_retry_timeout_ms = 500\n";
+
+/// Asserts that every error a pipeliner saw names `port`, happened before `until`, and that its connection stayed up.
+fn only_errors_of(reports: &[PipelineReport], port: u16, until: Instant, why: &str) {
+    for r in reports {
+        assert!(r.ended.is_none(), "a client connection ended: {:?}", r.ended);
+        assert!(r.batches > 0, "the client made no progress");
+        for (at, req, reply) in &r.errors {
+            assert!(reply.contains(&format!(":{port}")), "{req} failed though its server is up: {reply}");
+            assert!(reply.starts_with("-ERR ferrule: backend"), "{reply}");
+            assert!(*at <= until, "{req} failed {:?} after {why}: {reply}", at.duration_since(until));
+        }
+    }
+}
+
+fn start_load(port: u16, tag: &str) -> Vec<Pipeliner> {
+    (0..4).map(|i| Pipeliner::start(port, &format!("{tag}{i}"), 100)).collect()
+}
+
+fn finish(load: Vec<Pipeliner>) -> Vec<PipelineReport> {
+    load.into_iter().map(Pipeliner::finish).collect()
+}
+
+#[test]
+fn kill_9_under_load_ejects_then_probe_restores_on_every_core() {
+    let _s = serial();
+    let mut backends: Vec<Proc> = (0..3).map(|_| redis_server()).collect();
+    let ports: Vec<u16> = backends.iter().map(|b| b.port).collect();
+    let port = free_port();
+    let body = redis_body(port, &ports, EJECTING);
+    let f = Ferrule::start_with(&body, port, WORKERS);
+    let text = f.config_text(&body);
+    let keys = probe_keys(300);
+    for &p in &ports {
+        mark_keys(p, &keys);
+    }
+    let all_live = expected_placement(&text, "main", &|_| true, &keys);
+    assert_eq!(placement_all_workers(port, &keys, WORKERS), Ok(all_live.clone()));
+
+    let load = start_load(port, "kill");
+    std::thread::sleep(Duration::from_millis(300));
+    let victim = backends.remove(1);
+    let vport = victim.port;
+    victim.signal(libc::SIGKILL);
+    drop(victim);
+    assert!(
+        f.wait_log(&format!("ejecting server 127.0.0.1:{vport}:1"), 1, Duration::from_secs(5)),
+        "not ejected; log:\n{}",
+        f.log()
+    );
+    let ejected_at = Instant::now();
+    let without = expected_placement(&text, "main", &|p| p != vport, &keys);
+    assert!(without.iter().all(|&p| p != vport && p != 0));
+    assert!(
+        eventually(Duration::from_secs(3), || placement_all_workers(port, &keys, WORKERS) == Ok(without.clone())),
+        "after ejection: {:?}",
+        placement_all_workers(port, &keys, WORKERS)
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    let reports = finish(load);
+    // Requests already queued on the dead server when it was ejected fail within timeout_ms; nothing after.
+    only_errors_of(&reports, vport, ejected_at + Duration::from_millis(300 + 200), "the ejection");
+    for r in &reports {
+        assert!(r.max_batch < Duration::from_millis(1500), "a batch took {:?}", r.max_batch);
+    }
+
+    // Bring it back (empty): the probe answers, every core restores it, its keys return to it.
+    let load = start_load(port, "back");
+    let _back = redis_server_on(vport);
+    mark_keys(vport, &keys);
+    assert!(
+        f.wait_log(&format!("server 127.0.0.1:{vport}:1 answered its probe"), 1, Duration::from_secs(10)),
+        "not restored; log:\n{}",
+        f.log()
+    );
+    assert!(
+        eventually(Duration::from_secs(3), || placement_all_workers(port, &keys, WORKERS) == Ok(all_live.clone())),
+        "after restore: {:?}",
+        placement_all_workers(port, &keys, WORKERS)
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let reports = finish(load);
+    only_errors_of(&reports, vport, Instant::now() - Duration::from_secs(3600), "the restore");
+}
+
+#[test]
+fn sigstop_times_out_then_ejects_and_sigcont_restores() {
+    let _s = serial();
+    let backends: Vec<Proc> = (0..3).map(|_| redis_server()).collect();
+    let ports: Vec<u16> = backends.iter().map(|b| b.port).collect();
+    let port = free_port();
+    let body = redis_body(port, &ports, EJECTING);
+    let f = Ferrule::start_with(&body, port, WORKERS);
+    let text = f.config_text(&body);
+    let keys = probe_keys(300);
+    for &p in &ports {
+        mark_keys(p, &keys);
+    }
+    let all_live = expected_placement(&text, "main", &|_| true, &keys);
+    assert_eq!(placement_all_workers(port, &keys, WORKERS), Ok(all_live.clone()));
+
+    let load = start_load(port, "stop");
+    std::thread::sleep(Duration::from_millis(300));
+    let vport = ports[2];
+    backends[2].signal(libc::SIGSTOP);
+    let stopped_at = Instant::now();
+    assert!(
+        f.wait_log(&format!("ejecting server 127.0.0.1:{vport}:1"), 1, Duration::from_secs(5)),
+        "not ejected; log:\n{}",
+        f.log()
+    );
+    let ejected_at = Instant::now();
+    assert!(ejected_at - stopped_at >= Duration::from_millis(250), "ejected before any request could time out");
+    let without = expected_placement(&text, "main", &|p| p != vport, &keys);
+    assert!(
+        eventually(Duration::from_secs(3), || placement_all_workers(port, &keys, WORKERS) == Ok(without.clone())),
+        "after ejection: {:?}",
+        placement_all_workers(port, &keys, WORKERS)
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let reports = finish(load);
+    only_errors_of(&reports, vport, ejected_at + Duration::from_millis(300 + 200), "the ejection");
+    let timeouts =
+        reports.iter().flat_map(|r| &r.errors).filter(|(_, _, e)| e.contains("timed out after 300 ms")).count();
+    assert!(timeouts > 0, "a stalled server's requests time out");
+
+    backends[2].signal(libc::SIGCONT);
+    assert!(
+        f.wait_log(&format!("server 127.0.0.1:{vport}:1 answered its probe"), 1, Duration::from_secs(10)),
+        "not restored; log:\n{}",
+        f.log()
+    );
+    assert!(
+        eventually(Duration::from_secs(3), || placement_all_workers(port, &keys, WORKERS) == Ok(all_live.clone())),
+        "after restore: {:?}",
+        placement_all_workers(port, &keys, WORKERS)
+    );
+    let mut c = Client::connect(port);
+    for i in 0..100 {
+        assert_eq!(c.redis_str(&["SET", &format!("after:{i}"), "v"]), "+OK\r\n");
+    }
+}
+
+#[test]
+fn down_server_fails_fast_when_not_ejected() {
+    let _s = serial();
+    let good = redis_server();
+    let dead = redis_server();
+    let dead_port = dead.port;
+    let port = free_port();
+    // Default timeout_ms (1 s) and no ejection: only the back-off short-circuit keeps failures fast.
+    let body = redis_body(port, &[good.port, dead_port], "");
+    let _f = Ferrule::start_with(&body, port, WORKERS);
+    let mut c = Client::connect(port);
+    assert_eq!(c.redis_str(&["SET", "warm", "x"]), "+OK\r\n");
+    dead.signal(libc::SIGKILL);
+    drop(dead);
+    let t = Instant::now();
+    let (mut failed, mut unavailable) = (0, 0);
+    for i in 0..300 {
+        let r = c.redis_str(&["SET", &format!("ff:{i}"), "v"]);
+        if r != "+OK\r\n" {
+            assert!(r.starts_with("-ERR ferrule: backend") && r.contains(&format!(":{dead_port}")), "{r}");
+            failed += 1;
+            unavailable += usize::from(r.contains("server unavailable: connection refused"));
+        }
+    }
+    assert!(failed > 50, "{failed}");
+    assert!(unavailable > failed / 2, "most failures are short-circuited: {unavailable} of {failed}");
+    assert!(t.elapsed() < Duration::from_secs(3), "300 requests took {:?}", t.elapsed());
+}
+
+/// A server that accepts and hangs up at once: ferrule must back off instead of reconnecting for every request.
+#[test]
+fn flapping_server_does_not_cause_a_reconnect_storm() {
+    let _s = serial();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let fake_port = listener.local_addr().unwrap().port();
+    let accepts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepts.clone();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            drop(s);
+        }
+    });
+    let port = free_port();
+    let body = redis_body(port, &[fake_port], "");
+    let _f = Ferrule::start_with(&body, port, 1);
+    let mut c = Client::connect(port);
+    let t = Instant::now();
+    let mut requests = 0;
+    while t.elapsed() < Duration::from_secs(2) {
+        let r = c.redis_str(&["GET", &format!("k{requests}")]);
+        assert!(r.starts_with("-ERR ferrule: backend"), "{r}");
+        requests += 1;
+    }
+    let n = accepts.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(requests > 500, "{requests}");
+    // 50 ms doubling with jitter: about 8 attempts in 2 s.
+    assert!(n <= 20, "{n} connections for {requests} requests");
+}
+
+#[test]
+fn all_servers_ejected_fails_at_once_saying_so() {
+    let _s = serial();
+    let a = redis_server();
+    let b = redis_server();
+    let port = free_port();
+    let eject =
+        "timeout_ms = 300\nauto_eject_hosts = true\nserver_failure_limit = 1\nserver_retry_timeout_ms = 60000\n";
+    let body = redis_body(port, &[a.port, b.port], eject);
+    let f = Ferrule::start_with(&body, port, WORKERS);
+    a.signal(libc::SIGKILL);
+    b.signal(libc::SIGKILL);
+    drop((a, b));
+    let mut c = Client::connect(port);
+    let all_out = "-ERR ferrule: pool 'main' has no server available (all ejected)\r\n";
+    // Each core ejects after its own first failure is reported; keep asking until every core has both out.
+    assert!(eventually(Duration::from_secs(5), || {
+        (0..20).all(|i| c.redis_str(&["GET", &format!("k{i}")]) == all_out)
+    }));
+    assert!(f.wait_log("ejecting server", 2, Duration::from_secs(1)));
+    for _ in 0..20 {
+        let mut c = Client::connect(port);
+        let t = Instant::now();
+        assert_eq!(c.redis_str(&["MGET", "a", "b", "c"]), all_out);
+        assert!(t.elapsed() < Duration::from_millis(100), "{:?}", t.elapsed());
+    }
+
+    // The same for memcache.
+    let m = memcached();
+    let mport = free_port();
+    let body = format!(
+        "{}{}",
+        listener_toml("mc", mport, "memcache", "mc", ""),
+        redis_pool_toml("mc", &specs(&[m.port]), eject)
+    );
+    let _f = Ferrule::start_with(&body, mport, WORKERS);
+    m.signal(libc::SIGKILL);
+    drop(m);
+    let mut c = Client::connect(mport);
+    let all_out = "SERVER_ERROR ferrule: pool 'mc' has no server available (all ejected)\r\n";
+    assert!(eventually(Duration::from_secs(5), || {
+        (0..20).all(|i| c.mc(&format!("get k{i}\r\n"), ferrule::protocol::memcache::Command::Get) == all_out)
+    }));
+}
+
+/// The reload triggers, each checked by the placement it produces (two pools of servers, keys marked per server).
+#[test]
+fn reload_by_sighup_post_and_file_changes_including_rename() {
+    let _s = serial();
+    let backends: Vec<Proc> = (0..2).map(|_| redis_server()).collect();
+    let ports: Vec<u16> = backends.iter().map(|b| b.port).collect();
+    let keys = probe_keys(200);
+    for &p in &ports {
+        mark_keys(p, &keys);
+    }
+    let only_first = vec![ports[0]; keys.len()];
+
+    // SIGHUP and POST /reload, with the file watcher off.
+    let port = free_port();
+    let one = redis_body(port, &ports[..1], "");
+    let two = redis_body(port, &ports, "");
+    let f = Ferrule::start_opts(&one, port, WORKERS, "", &["--no-watch"]);
+    let both = expected_placement(&f.config_text(&two), "main", &|_| true, &keys);
+    assert_eq!(placement_all_workers(port, &keys, WORKERS), Ok(only_first.clone()));
+    f.write_config(&two);
+    f.proc.signal(libc::SIGHUP);
+    assert!(f.wait_log("reload (SIGHUP): config applied", 1, Duration::from_secs(5)), "{}", f.log());
+    assert_eq!(placement_all_workers(port, &keys, WORKERS), Ok(both.clone()));
+    f.write_config(&one);
+    // POST /reload answers once every worker applied the config.
+    assert_eq!(f.admin("POST", "/reload"), (200, "reloaded\n".to_string()));
+    assert_eq!(placement_all_workers(port, &keys, WORKERS), Ok(only_first.clone()));
+    assert!(!f.log().contains("config file changed"));
+
+    // The file watcher: an in-place write, then an editor-style replace (new file renamed over the old one).
+    let port = free_port();
+    let one = redis_body(port, &ports[..1], "");
+    let two = redis_body(port, &ports, "");
+    let f = Ferrule::start_with(&one, port, WORKERS);
+    f.write_config(&two);
+    assert!(f.wait_log("reload (config file changed): config applied", 1, Duration::from_secs(5)), "{}", f.log());
+    assert_eq!(placement_all_workers(port, &keys, WORKERS), Ok(both.clone()));
+    std::thread::sleep(Duration::from_millis(50));
+    f.replace_config(&one);
+    assert!(f.wait_log("reload (config file changed): config applied", 2, Duration::from_secs(5)), "{}", f.log());
+    assert_eq!(placement_all_workers(port, &keys, WORKERS), Ok(only_first.clone()));
+}
+
+#[test]
+fn invalid_reload_is_rejected_and_the_old_config_keeps_serving() {
+    let _s = serial();
+    let backends: Vec<Proc> = (0..2).map(|_| redis_server()).collect();
+    let ports: Vec<u16> = backends.iter().map(|b| b.port).collect();
+    let keys = probe_keys(200);
+    for &p in &ports {
+        mark_keys(p, &keys);
+    }
+    let port = free_port();
+    let good = redis_body(port, &ports, "");
+    let f = Ferrule::start_with(&good, port, WORKERS);
+    let placed = placement_all_workers(port, &keys, WORKERS).unwrap();
+    let mut c = Client::connect(port);
+
+    // Through POST /reload: 400 naming the problem, logged, nothing changes.
+    let bad = redis_body(port, &ports[..1], "server_retry_timeout = 5\n");
+    f.write_config(&bad);
+    let (code, msg) = f.admin("POST", "/reload");
+    assert_eq!(code, 400, "{msg}");
+    assert!(msg.contains("server_retry_timeout"), "the error names the key: {msg}");
+    assert!(f.wait_log("rejected, the running config stays", 1, Duration::from_secs(2)));
+    assert!(f.log().contains("server_retry_timeout"), "{}", f.log());
+    assert_eq!(placement_all_workers(port, &keys, WORKERS), Ok(placed.clone()));
+    assert_eq!(c.redis_str(&["SET", "still", "works"]), "+OK\r\n");
+
+    // Through the file watcher: a pool naming an unknown listener route.
+    f.write_config(&format!(
+        "{}{}",
+        listener_toml("cache", port, "redis", "nope", ""),
+        redis_pool_toml("main", &specs(&ports), "")
+    ));
+    assert!(f.wait_log("nope", 1, Duration::from_secs(5)), "{}", f.log());
+    assert!(f.log().lines().any(|l| l.contains("rejected, the running config stays") && l.contains("nope")));
+    assert_eq!(placement_all_workers(port, &keys, WORKERS), Ok(placed.clone()));
+    assert_eq!(c.redis_str(&["GET", "still"]), "$5\r\nworks\r\n");
+
+    // Fixed: applies.
+    f.write_config(&redis_body(port, &ports[..1], ""));
+    assert!(f.wait_log("config applied", 1, Duration::from_secs(5)), "{}", f.log());
+    assert_eq!(placement_all_workers(port, &keys, WORKERS), Ok(vec![ports[0]; keys.len()]));
+}
+
+/// 50 reloads alternately adding and removing a server while clients pipeline: no failed request, no dropped
+/// connection, backend connections to servers that stay are reused, the removed server's connections close, and the
+/// final placement is the one a freshly started ferrule has on the same config.
+#[test]
+fn fifty_reloads_under_load_fail_nothing() {
+    let _s = serial();
+    let backends: Vec<Proc> = (0..3).map(|_| redis_server()).collect();
+    let ports: Vec<u16> = backends.iter().map(|b| b.port).collect();
+    let keys = probe_keys(300);
+    for &p in &ports {
+        mark_keys(p, &keys);
+    }
+    let port = free_port();
+    let small = redis_body(port, &ports[..2], "timeout_ms = 2000\n");
+    let big = redis_body(port, &ports, "timeout_ms = 2000\n");
+    let f = Ferrule::start_opts(&small, port, WORKERS, "", &["--no-watch"]);
+    let load = start_load(port, "reload");
+    std::thread::sleep(Duration::from_millis(200));
+    for i in 0..50 {
+        f.write_config(if i % 2 == 0 { &big } else { &small });
+        let (code, msg) = f.admin("POST", "/reload");
+        assert_eq!(code, 200, "reload {i}: {msg}");
+        std::thread::sleep(Duration::from_millis(40));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let reports = finish(load);
+    for r in &reports {
+        assert!(r.ended.is_none(), "a client connection ended: {:?}", r.ended);
+        assert!(r.errors.is_empty(), "{} failed requests, first: {:?}", r.errors.len(), r.errors.first());
+        assert!(r.batches > 10, "too little traffic: {} batches", r.batches);
+    }
+    assert!(f.wait_log("reload (POST /reload): config applied", 50, Duration::from_secs(1)));
+
+    // The final config is `small`: same placement as a fresh ferrule on it, and as computed.
+    let placed = placement_all_workers(port, &keys, WORKERS).unwrap();
+    let fresh_port = free_port();
+    let _fresh = Ferrule::start_with(&redis_body(fresh_port, &ports[..2], ""), fresh_port, WORKERS);
+    assert_eq!(placement_all_workers(fresh_port, &keys, WORKERS), Ok(placed.clone()));
+    assert_eq!(placed, expected_placement(&f.config_text(&small), "main", &|_| true, &keys));
+
+    // Connections to the servers that stayed were reused across all reloads; the removed one's were closed.
+    let connections_received = |p: u16| -> u64 {
+        let info = Client::connect(p).redis_str(&["INFO", "stats"]);
+        info.lines().find_map(|l| l.strip_prefix("total_connections_received:")).unwrap().trim().parse().unwrap()
+    };
+    let first = connections_received(ports[0]);
+    assert!(first < 20, "{first} connections to a server that stayed in the pool");
+    // CLIENT LIST shows this test's own connection only.
+    let clients = |p: u16| Client::connect(p).redis_str(&["CLIENT", "LIST"]).matches("id=").count();
+    assert!(eventually(Duration::from_secs(3), || clients(ports[2]) == 1), "{}", clients(ports[2]));
+}
+
+#[test]
+fn listeners_added_and_removed_by_reload() {
+    let _s = serial();
+    let backends: Vec<Proc> = (0..2).map(|_| redis_server()).collect();
+    let ports: Vec<u16> = backends.iter().map(|b| b.port).collect();
+    let keys = probe_keys(100);
+    for &p in &ports {
+        mark_keys(p, &keys);
+    }
+    let (p1, p2) = (free_port(), free_port());
+    let pool = redis_pool_toml("main", &specs(&ports), "");
+    let l1 = listener_toml("one", p1, "redis", "main", "");
+    let l2 = listener_toml("two", p2, "redis", "main", "");
+    let f = Ferrule::start_opts(&format!("{l1}{pool}"), p1, WORKERS, "", &["--no-watch"]);
+    let placed = placement_all_workers(p1, &keys, WORKERS).unwrap();
+
+    // Added: every core accepts on it, with the same routing.
+    f.write_config(&format!("{l1}{l2}{pool}"));
+    assert_eq!(f.admin("POST", "/reload").0, 200);
+    assert_eq!(placement_all_workers(p2, &keys, WORKERS), Ok(placed.clone()));
+
+    // Removed: no new connections; an idle client is closed; a pipelining client gets every reply for what it
+    // sent, then the connection closes.
+    let mut idle: Vec<Client> = (0..8).map(|_| Client::connect(p1)).collect();
+    let load = start_load(p1, "lis");
+    std::thread::sleep(Duration::from_millis(300));
+    f.write_config(&format!("{l2}{pool}"));
+    let reload_at = Instant::now();
+    assert_eq!(f.admin("POST", "/reload").0, 200);
+    assert!(std::net::TcpStream::connect(("127.0.0.1", p1)).is_err(), "a removed listener still accepts");
+    for c in &mut idle {
+        assert!(c.closed_by_peer(), "an idle client of a removed listener stays open");
+    }
+    // Each pipelining client finishes the batch it has in flight; its next one finds the connection closed.
+    assert!(eventually(Duration::from_secs(3), || load.iter().all(|l| l.peek().ended.is_some())));
+    let reports = finish(load);
+    for r in &reports {
+        assert!(r.errors.is_empty(), "{:?}", r.errors.first());
+        let end = r.ended.as_ref().unwrap_or_else(|| panic!("the connection was not closed: {r:?}\n{}", f.log()));
+        if let Some(written) = end.batch_written_at {
+            if written + Duration::from_millis(50) < reload_at {
+                assert_eq!(end.replies_of_batch, end.batch_len, "replies missing: {end:?}");
+            }
+        }
+    }
+    assert_eq!(placement_all_workers(p2, &keys, WORKERS), Ok(placed));
+}
+
+#[test]
+fn sigterm_finishes_in_flight_requests_then_exits_zero() {
+    let _s = serial();
+    let backends: Vec<Proc> = (0..3).map(|_| redis_server()).collect();
+    let ports: Vec<u16> = backends.iter().map(|b| b.port).collect();
+    let port = free_port();
+    let body = redis_body(port, &ports, "timeout_ms = 3000\n");
+    let mut f = Ferrule::start_opts(&body, port, WORKERS, "shutdown_timeout_ms = 3000\n", &[]);
+    let load = start_load(port, "term");
+    // One request held in flight by a stopped server, released after the signal.
+    let slow_key = (0..)
+        .map(|i| format!("slow:{i}"))
+        .find(|k| expected_placement(&f.config_text(&body), "main", &|_| true, &[k.clone()])[0] == ports[0])
+        .unwrap();
+    let mut slow = Client::connect(port);
+    assert_eq!(slow.redis_str(&["SET", &slow_key, "late"]), "+OK\r\n");
+    std::thread::sleep(Duration::from_millis(300));
+    backends[0].signal(libc::SIGSTOP);
+    let mut req = Vec::new();
+    ferrule::protocol::redis::write_command(&mut req, &[b"GET", slow_key.as_bytes()]);
+    slow.send(&req);
+    std::thread::sleep(Duration::from_millis(50));
+    f.proc.signal(libc::SIGTERM);
+    let signalled = Instant::now();
+    // New connections are refused while the in-flight request waits.
+    assert!(
+        eventually(Duration::from_millis(500), || std::net::TcpStream::connect(("127.0.0.1", port)).is_err()),
+        "still accepting after SIGTERM"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(f.proc.child.try_wait().unwrap().is_none(), "exited with a request in flight");
+    backends[0].signal(libc::SIGCONT);
+    assert_eq!(slow.redis_reply(), b"$4\r\nlate\r\n");
+    assert!(slow.closed_by_peer());
+    let status = f.wait_exit(Duration::from_secs(5)).expect("ferrule did not exit");
+    assert!(status.success(), "{status:?}; log:\n{}", f.log());
+    assert!(signalled.elapsed() < Duration::from_secs(3));
+    for r in finish(load) {
+        assert!(r.errors.is_empty(), "{:?}", r.errors.first());
+        let end = r.ended.expect("the connection was closed");
+        if let Some(written) = end.batch_written_at {
+            if written + Duration::from_millis(50) < signalled {
+                assert_eq!(end.replies_of_batch, end.batch_len, "replies missing: {end:?}");
+            }
+        }
+    }
+    assert!(f.log().contains("shutting down"));
+}
+
+#[test]
+fn second_sigterm_exits_at_once() {
+    let _s = serial();
+    let b = redis_server();
+    let port = free_port();
+    let body = redis_body(port, &[b.port], "timeout_ms = 20000\n");
+    let mut f = Ferrule::start_opts(&body, port, WORKERS, "shutdown_timeout_ms = 20000\n", &[]);
+    let mut c = Client::connect(port);
+    assert_eq!(c.redis_str(&["SET", "k", "v"]), "+OK\r\n");
+    b.signal(libc::SIGSTOP);
+    let mut req = Vec::new();
+    ferrule::protocol::redis::write_command(&mut req, &[b"GET", b"k"]);
+    c.send(&req);
+    std::thread::sleep(Duration::from_millis(50));
+    f.proc.signal(libc::SIGTERM);
+    assert!(f.wait_exit(Duration::from_millis(500)).is_none(), "the first signal waits for the request in flight");
+    let t = Instant::now();
+    f.proc.signal(libc::SIGTERM);
+    let status = f.wait_exit(Duration::from_secs(2)).expect("the second signal exits at once");
+    assert!(t.elapsed() < Duration::from_millis(500));
+    assert!(!status.success());
+    b.signal(libc::SIGCONT);
+}

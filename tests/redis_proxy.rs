@@ -198,3 +198,51 @@ fn many_clients_share_backend_connections() {
         assert!(n <= 2, "expected one multiplexed connection, redis sees {n} clients");
     }
 }
+
+#[test]
+fn unix_socket_listener_and_ipv6_backend() {
+    let b = redis_server();
+    let dir = tempdir("unix");
+    let sock = dir.join("ferrule.sock");
+    let port = free_port();
+    let body = format!(
+        "[listeners.tcp]\nlisten = \"[::1]:{port}\"\nprotocol = \"redis\"\nroute = \"main\"\n\n\
+         [listeners.local]\nlisten = \"{}\"\nprotocol = \"redis\"\nroute = \"main\"\n\n{}",
+        sock.display(),
+        redis_pool_toml("main", &[format!("127.0.0.1:{}:1", b.port)], "")
+    );
+    let dir2 = tempdir("unixcfg");
+    let cfg = dir2.join("ferrule.toml");
+    std::fs::write(&cfg, format!("[proxy]\nworkers = 1\nadmin = \"off\"\n\n{body}")).unwrap();
+    let child = std::process::Command::new(ferrule_bin())
+        .arg("-c")
+        .arg(&cfg)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _guard = Proc { child, port, name: "ferrule".into() };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut u = loop {
+        if let Ok(s) = std::os::unix::net::UnixStream::connect(&sock) {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "unix listener never came up");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    use std::io::{Read, Write};
+    u.write_all(b"*3\r\n$3\r\nSET\r\n$1\r\nu\r\n$1\r\n1\r\n*2\r\n$3\r\nGET\r\n$1\r\nu\r\n").unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    while got.len() < b"+OK\r\n$1\r\n1\r\n".len() {
+        let n = u.read(&mut buf).unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(got, b"+OK\r\n$1\r\n1\r\n");
+    // The same pool over IPv6 loopback.
+    let mut s = std::net::TcpStream::connect(("::1", port)).expect("ipv6 listener");
+    s.write_all(b"GET u\r\n").unwrap();
+    let mut buf = [0u8; 16];
+    let n = s.read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"$1\r\n1\r\n");
+}

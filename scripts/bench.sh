@@ -50,8 +50,12 @@ cleanup() {
         wait "$pid" 2>/dev/null || true
     done
 }
+interrupted() {
+    echo "bench.sh: interrupted" >&2
+    exit 130
+}
 trap cleanup EXIT
-trap 'echo "bench.sh: interrupted" >&2; exit 130' INT TERM
+trap interrupted INT TERM
 
 # --- Tools -----------------------------------------------------------------------------------
 need=()
@@ -245,12 +249,14 @@ common=(-c "$CONNECTIONS" --keys "$KEYS" --value-size "$VALUE_SIZE" --cpus "$LOA
 
 prefill() { # PROTOCOL TARGET
     local port; port=$(target_port "$2" "$1")
+    local code=0
     taskset -c "$LOADGEN_CPU" "$LOADGEN" --protocol "$1" --target "127.0.0.1:$port" "${common[@]}" \
-        --prefill --requests 1 --ratio 0:1 >/dev/null 2>&1 || true
+        --prefill --requests 1 --ratio 0:1 >/dev/null 2>&1 || code=$?
+    if [ "$code" = 130 ]; then interrupted; fi
 }
 
-run_case() { # WORKLOAD MODE PROTOCOL TARGET LOADGEN-ARGS...
-    local workload=$1 mode=$2 protocol=$3 target=$4; shift 4
+run_case() { # WORKLOAD MODE RATE PROTOCOL TARGET LOADGEN-ARGS...
+    local workload=$1 mode=$2 open_rate=$3 protocol=$4 target=$5; shift 5
     local key="$workload.$mode.$target" status port pid
     status=$(target_status "$target" "$protocol")
     if [ "$status" != up ]; then NOTE[$key]="$status"; return; fi
@@ -258,14 +264,17 @@ run_case() { # WORKLOAD MODE PROTOCOL TARGET LOADGEN-ARGS...
     pid=$(target_pid "$target")
     if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then NOTE[$key]="exited"; return; fi
     local rate=() before=0 started finished
-    if [ "$mode" = open ]; then rate=(--rate "$RATE"); fi
+    if [ "$mode" = open ]; then rate=(--rate "$open_rate"); fi
     if [ -n "$pid" ]; then before=$(proc_cpu_ticks "$pid"); fi
     started=$(date +%s.%N)
-    if ! taskset -c "$LOADGEN_CPU" "$LOADGEN" --protocol "$protocol" --target "127.0.0.1:$port" \
+    local code=0
+    taskset -c "$LOADGEN_CPU" "$LOADGEN" --protocol "$protocol" --target "127.0.0.1:$port" \
         "${common[@]}" --duration "$DURATION" "${rate[@]}" "$@" \
-        --json "$OUT/$key.json" --hdr-prefix "$OUT/$key" >"$OUT/$key.txt" 2>&1; then
-        NOTE[$key]="no replies"
-    fi
+        --json "$OUT/$key.json" --hdr-prefix "$OUT/$key" >"$OUT/$key.txt" 2>&1 || code=$?
+    # The generator catches Ctrl-C to print its report, so the shell does not see the signal
+    # itself: 130 says the user interrupted.
+    if [ "$code" = 130 ]; then interrupted; fi
+    if [ "$code" != 0 ]; then NOTE[$key]="no replies"; fi
     finished=$(date +%s.%N)
     if [ -n "$pid" ]; then
         CPU[$key]=$(awk -v a="$before" -v b="$(proc_cpu_ticks "$pid")" -v t="$CLK_TCK" \
@@ -282,16 +291,17 @@ run_case() { # WORKLOAD MODE PROTOCOL TARGET LOADGEN-ARGS...
     echo "  $key: $(printf '%.0f' "${OPS[$key]}") ops/s, p99 ${P99[$key]} ms ${NOTE[$key]:-}" >&2
 }
 
-# name|protocol|read op for the plot|loadgen arguments
+# name|protocol|operation plotted|open-loop rate divisor|loadgen arguments
+# Multi-key reads move 10 keys per request, so their open-loop rate is a quarter of --rate.
 WORKLOADS=(
-    "redis GET P=1|redis|get|--ratio 0:1 -P 1"
-    "redis SET P=1|redis|set|--ratio 1:0 -P 1"
-    "redis GET P=16|redis|get|--ratio 0:1 -P 16"
-    "redis SET P=16|redis|set|--ratio 1:0 -P 16"
-    "redis MGET 10|redis|mget|--ratio 0:1 --mget 10 -P 1"
-    "memcache get|memcache|get|--ratio 0:1 -P 1"
-    "memcache set|memcache|set|--ratio 1:0 -P 1"
-    "memcache get 10 keys|memcache|mget|--ratio 0:1 --mget 10 -P 1"
+    "redis GET P=1|redis|get|1|--ratio 0:1 -P 1"
+    "redis SET P=1|redis|set|1|--ratio 1:0 -P 1"
+    "redis GET P=16|redis|get|1|--ratio 0:1 -P 16"
+    "redis SET P=16|redis|set|1|--ratio 1:0 -P 16"
+    "redis MGET 10|redis|mget|4|--ratio 0:1 --mget 10 -P 1"
+    "memcache get|memcache|get|1|--ratio 0:1 -P 1"
+    "memcache set|memcache|set|1|--ratio 1:0 -P 1"
+    "memcache get 10 keys|memcache|mget|4|--ratio 0:1 --mget 10 -P 1"
 )
 TARGETS=(direct twemproxy mcrouter ferrule)
 slug() { echo "$1" | tr 'A-Z =' 'a-z__' | tr -cd 'a-z0-9_'; }
@@ -304,20 +314,20 @@ for protocol in redis memcache; do
 done
 
 for spec in "${WORKLOADS[@]}"; do
-    IFS='|' read -r name protocol op args <<<"$spec"
+    IFS='|' read -r name protocol op divisor args <<<"$spec"
     workload=$(slug "$name")
     echo "bench.sh: $name" >&2
     for mode in closed open; do
         series=()
         for target in "${TARGETS[@]}"; do
             # shellcheck disable=SC2086 # args holds several words on purpose
-            run_case "$workload" "$mode" "$protocol" "$target" $args
+            run_case "$workload" "$mode" "$((RATE / divisor))" "$protocol" "$target" $args
             hgrm="$OUT/$workload.$mode.$target.$op.hgrm"
             if [ -f "$hgrm" ]; then series+=("$target=$hgrm"); fi
         done
         if [ ${#series[@]} -gt 0 ]; then
             "$LOADGEN" plot -o "$OUT/$workload.$mode.svg" \
-                --title "$name, $mode loop$([ "$mode" = open ] && echo " at $RATE/s")" "${series[@]}" ||
+                --title "$name, $mode loop$([ "$mode" = open ] && echo " at $((RATE / divisor))/s")" "${series[@]}" ||
                 true
         fi
     done
@@ -332,12 +342,13 @@ fmt() { if [ -z "${1:-}" ]; then echo "-"; else printf "%.3f" "$1"; fi; }
 {
     echo "ferrule benchmark, $(date -u +%Y-%m-%dT%H:%MZ): $CPUS CPUs ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)), kernel $(uname -r)"
     echo "load generator on CPU $LOADGEN_CPU, proxies on CPU $PROXY_CPU, backends on CPUs $BACKEND_CPUS;" \
-        "$CONNECTIONS connections, $KEYS keys, $VALUE_SIZE-byte values, ${DURATION} s per run, open loop at $RATE requests/s"
+        "$CONNECTIONS connections, $KEYS keys, $VALUE_SIZE-byte values, ${DURATION} s per run," \
+        "open loop at $RATE requests/s ($((RATE / 4))/s for 10-key reads)"
     echo
     echo "| workload | mode | target | ops/s | p50 ms | p99 ms | p99.9 ms | proxy CPU % | proxy RSS MiB | vs twemproxy | vs direct |"
     echo "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     for spec in "${WORKLOADS[@]}"; do
-        IFS='|' read -r name protocol op args <<<"$spec"
+        IFS='|' read -r name protocol op divisor args <<<"$spec"
         workload=$(slug "$name")
         for mode in closed open; do
             for target in "${TARGETS[@]}"; do

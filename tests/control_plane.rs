@@ -33,8 +33,11 @@ fn redis_body(port: u16, servers: &[u16], pool_extra: &str) -> String {
     )
 }
 
+/// md5 spreads short similar keys evenly (twemproxy's fnv1a_64, the default, keeps them in clusters on the ring).
 const EJECTING: &str =
-    "timeout_ms = 300\nauto_eject_hosts = true\nserver_failure_limit = 2\nserver_retry_timeout_ms = 500\n";
+    "timeout_ms = 300\nauto_eject_hosts = true\nserver_failure_limit = 2\nserver_retry_timeout_ms = 500\nhash = \"md5\"\n";
+
+const MD5: &str = "hash = \"md5\"\n";
 
 /// Asserts that every error a pipeliner saw names `port`, happened before `until`, and that its connection stayed up.
 fn only_errors_of(reports: &[PipelineReport], port: u16, until: Instant, why: &str) {
@@ -47,6 +50,14 @@ fn only_errors_of(reports: &[PipelineReport], port: u16, until: Instant, why: &s
             assert!(*at <= until, "{req} failed {:?} after {why}: {reply}", at.duration_since(until));
         }
     }
+}
+
+/// A key that pool `main` of `config_text` places on the server at `port`.
+fn key_on(config_text: &str, port: u16) -> String {
+    (0..)
+        .map(|i| format!("key:{i}"))
+        .find(|k| expected_placement(config_text, "main", &|_| true, std::slice::from_ref(k))[0] == port)
+        .unwrap()
 }
 
 fn start_load(port: u16, tag: &str) -> Vec<Pipeliner> {
@@ -77,6 +88,7 @@ fn kill_9_under_load_ejects_then_probe_restores_on_every_core() {
     std::thread::sleep(Duration::from_millis(300));
     let victim = backends.remove(1);
     let vport = victim.port;
+    assert!(all_live.iter().filter(|&&p| p == vport).count() > 30, "the victim holds some of the keys");
     victim.signal(libc::SIGKILL);
     drop(victim);
     assert!(
@@ -92,6 +104,9 @@ fn kill_9_under_load_ejects_then_probe_restores_on_every_core() {
         "after ejection: {:?}",
         placement_all_workers(port, &keys, WORKERS)
     );
+    // A reload keeps the ejection: the new rings are built without the server (no moment where it is routed to).
+    assert_eq!(f.admin("POST", "/reload").0, 200);
+    assert_eq!(placement_all_workers(port, &keys, WORKERS), Ok(without.clone()));
     std::thread::sleep(Duration::from_millis(700));
     let reports = finish(load);
     // Requests already queued on the dead server when it was ejected fail within timeout_ms; nothing after.
@@ -138,6 +153,7 @@ fn sigstop_times_out_then_ejects_and_sigcont_restores() {
     let load = start_load(port, "stop");
     std::thread::sleep(Duration::from_millis(300));
     let vport = ports[2];
+    assert!(all_live.iter().filter(|&&p| p == vport).count() > 30, "the victim holds some of the keys");
     backends[2].signal(libc::SIGSTOP);
     let stopped_at = Instant::now();
     assert!(
@@ -296,10 +312,11 @@ fn reload_by_sighup_post_and_file_changes_including_rename() {
 
     // SIGHUP and POST /reload, with the file watcher off.
     let port = free_port();
-    let one = redis_body(port, &ports[..1], "");
-    let two = redis_body(port, &ports, "");
+    let one = redis_body(port, &ports[..1], MD5);
+    let two = redis_body(port, &ports, MD5);
     let f = Ferrule::start_opts(&one, port, WORKERS, "", &["--no-watch"]);
     let both = expected_placement(&f.config_text(&two), "main", &|_| true, &keys);
+    assert!(both.iter().filter(|&&p| p == ports[1]).count() > 30, "the second server gets some keys");
     assert_eq!(placement_all_workers(port, &keys, WORKERS), Ok(only_first.clone()));
     f.write_config(&two);
     f.proc.signal(libc::SIGHUP);
@@ -313,8 +330,8 @@ fn reload_by_sighup_post_and_file_changes_including_rename() {
 
     // The file watcher: an in-place write, then an editor-style replace (new file renamed over the old one).
     let port = free_port();
-    let one = redis_body(port, &ports[..1], "");
-    let two = redis_body(port, &ports, "");
+    let one = redis_body(port, &ports[..1], MD5);
+    let two = redis_body(port, &ports, MD5);
     let f = Ferrule::start_with(&one, port, WORKERS);
     f.write_config(&two);
     assert!(f.wait_log("reload (config file changed): config applied", 1, Duration::from_secs(5)), "{}", f.log());
@@ -381,8 +398,8 @@ fn fifty_reloads_under_load_fail_nothing() {
         mark_keys(p, &keys);
     }
     let port = free_port();
-    let small = redis_body(port, &ports[..2], "timeout_ms = 2000\n");
-    let big = redis_body(port, &ports, "timeout_ms = 2000\n");
+    let small = redis_body(port, &ports[..2], "timeout_ms = 2000\nhash = \"md5\"\n");
+    let big = redis_body(port, &ports, "timeout_ms = 2000\nhash = \"md5\"\n");
     let f = Ferrule::start_opts(&small, port, WORKERS, "", &["--no-watch"]);
     let load = start_load(port, "reload");
     std::thread::sleep(Duration::from_millis(200));
@@ -404,7 +421,7 @@ fn fifty_reloads_under_load_fail_nothing() {
     // The final config is `small`: same placement as a fresh ferrule on it, and as computed.
     let placed = placement_all_workers(port, &keys, WORKERS).unwrap();
     let fresh_port = free_port();
-    let _fresh = Ferrule::start_with(&redis_body(fresh_port, &ports[..2], ""), fresh_port, WORKERS);
+    let _fresh = Ferrule::start_with(&redis_body(fresh_port, &ports[..2], MD5), fresh_port, WORKERS);
     assert_eq!(placement_all_workers(fresh_port, &keys, WORKERS), Ok(placed.clone()));
     assert_eq!(placed, expected_placement(&f.config_text(&small), "main", &|_| true, &keys));
 
@@ -413,11 +430,38 @@ fn fifty_reloads_under_load_fail_nothing() {
         let info = Client::connect(p).redis_str(&["INFO", "stats"]);
         info.lines().find_map(|l| l.strip_prefix("total_connections_received:")).unwrap().trim().parse().unwrap()
     };
+    let commands_on_c: u64 = Client::connect(ports[2])
+        .redis_str(&["INFO", "stats"])
+        .lines()
+        .find_map(|l| l.strip_prefix("total_commands_processed:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(commands_on_c > 1000, "the server added and removed 25 times served {commands_on_c} commands");
     let first = connections_received(ports[0]);
     assert!(first < 20, "{first} connections to a server that stayed in the pool");
     // CLIENT LIST shows this test's own connection only.
     let clients = |p: u16| Client::connect(p).redis_str(&["CLIENT", "LIST"]).matches("id=").count();
     assert!(eventually(Duration::from_secs(3), || clients(ports[2]) == 1), "{}", clients(ports[2]));
+
+    // A new weight and hash move keys but keep the connections.
+    let weighted = format!(
+        "{}{}",
+        listener_toml("cache", port, "redis", "main", ""),
+        redis_pool_toml(
+            "main",
+            &[format!("127.0.0.1:{}:3", ports[0]), format!("127.0.0.1:{}:1", ports[1])],
+            "timeout_ms = 2000\nhash = \"murmur\"\n"
+        )
+    );
+    f.write_config(&weighted);
+    assert_eq!(f.admin("POST", "/reload").0, 200);
+    let reweighted = expected_placement(&f.config_text(&weighted), "main", &|_| true, &keys);
+    assert_ne!(reweighted, placed);
+    assert_eq!(placement_all_workers(port, &keys, WORKERS), Ok(reweighted));
+    // Only this check's own connection is new.
+    assert_eq!(connections_received(ports[0]), first + 1, "reconnected after a weight change");
 }
 
 #[test]
@@ -440,6 +484,19 @@ fn listeners_added_and_removed_by_reload() {
     f.write_config(&format!("{l1}{l2}{pool}"));
     assert_eq!(f.admin("POST", "/reload").0, 200);
     assert_eq!(placement_all_workers(p2, &keys, WORKERS), Ok(placed.clone()));
+
+    // A listener that cannot bind (the port is taken by a socket without SO_REUSEPORT): the reload says so, the rest
+    // of the config is applied and the other listeners keep accepting.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let p3 = taken.local_addr().unwrap().port();
+    let l3 = listener_toml("three", p3, "redis", "main", "");
+    f.write_config(&format!("{l1}{l2}{l3}{pool}"));
+    let (code, msg) = f.admin("POST", "/reload");
+    assert_eq!(code, 400, "{msg}");
+    assert!(msg.contains("listener three: cannot listen on"), "{msg}");
+    assert_eq!(placement_all_workers(p1, &keys, WORKERS), Ok(placed.clone()));
+    assert_eq!(placement_all_workers(p2, &keys, WORKERS), Ok(placed.clone()));
+    drop(taken);
 
     // Removed: no new connections; an idle client is closed; a pipelining client gets every reply for what it
     // sent, then the connection closes.
@@ -466,6 +523,7 @@ fn listeners_added_and_removed_by_reload() {
         }
     }
     assert_eq!(placement_all_workers(p2, &keys, WORKERS), Ok(placed));
+    assert!(!f.log().contains("accept on"), "closing a listener is not an accept error:\n{}", f.log());
 }
 
 #[test]
@@ -478,10 +536,7 @@ fn sigterm_finishes_in_flight_requests_then_exits_zero() {
     let mut f = Ferrule::start_opts(&body, port, WORKERS, "shutdown_timeout_ms = 3000\n", &[]);
     let load = start_load(port, "term");
     // One request held in flight by a stopped server, released after the signal.
-    let slow_key = (0..)
-        .map(|i| format!("slow:{i}"))
-        .find(|k| expected_placement(&f.config_text(&body), "main", &|_| true, &[k.clone()])[0] == ports[0])
-        .unwrap();
+    let slow_key = key_on(&f.config_text(&body), ports[0]);
     let mut slow = Client::connect(port);
     assert_eq!(slow.redis_str(&["SET", &slow_key, "late"]), "+OK\r\n");
     std::thread::sleep(Duration::from_millis(300));
@@ -538,5 +593,32 @@ fn second_sigterm_exits_at_once() {
     let status = f.wait_exit(Duration::from_secs(2)).expect("the second signal exits at once");
     assert!(t.elapsed() < Duration::from_millis(500));
     assert!(!status.success());
+    b.signal(libc::SIGCONT);
+}
+
+/// A server removed by a reload while it is stalled: the requests already queued on it still time out (its retired
+/// connections keep their deadlines), the next ones go to the servers that stay.
+#[test]
+fn requests_on_a_removed_stalled_server_still_time_out() {
+    let _s = serial();
+    let a = redis_server();
+    let b = redis_server();
+    let port = free_port();
+    let both = redis_body(port, &[a.port, b.port], "timeout_ms = 300\n");
+    let f = Ferrule::start_opts(&both, port, 1, "", &["--no-watch"]);
+    let key = key_on(&f.config_text(&both), b.port);
+    let mut c = Client::connect(port);
+    assert_eq!(c.redis_str(&["SET", &key, "v"]), "+OK\r\n");
+    b.signal(libc::SIGSTOP);
+    let mut req = Vec::new();
+    ferrule::protocol::redis::write_command(&mut req, &[b"GET", key.as_bytes()]);
+    c.send(&req);
+    let sent = Instant::now();
+    f.write_config(&redis_body(port, &[a.port], "timeout_ms = 300\n"));
+    assert_eq!(f.admin("POST", "/reload").0, 200);
+    let r = String::from_utf8(c.redis_reply()).unwrap();
+    assert!(r.contains("timed out after 300 ms"), "{r}");
+    assert!(sent.elapsed() < Duration::from_millis(1000), "{:?}", sent.elapsed());
+    assert_eq!(c.redis_str(&["GET", &key]), "$-1\r\n");
     b.signal(libc::SIGCONT);
 }

@@ -32,6 +32,9 @@ use crate::run::{execute, IntervalLogs, RunOutcome};
 const EXIT_NO_REPLIES: u8 = 2;
 /// Exit status for bad arguments or files.
 const EXIT_USAGE: u8 = 1;
+/// Exit status after Ctrl-C or SIGTERM (the report is still written): the shell convention for
+/// "stopped by SIGINT", so a script running the generator stops too instead of carrying on.
+const EXIT_INTERRUPTED: u8 = 130;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -67,7 +70,7 @@ fn generate_load(args: &RunArgs) -> Result<ExitCode, String> {
             total.errors.requests() + total.errors.connect
         );
         if outcome.interrupted {
-            return Ok(ExitCode::from(130));
+            return Ok(ExitCode::from(EXIT_INTERRUPTED));
         }
     }
 
@@ -100,6 +103,9 @@ fn generate_load(args: &RunArgs) -> Result<ExitCode, String> {
         }
     };
     write_outputs(args, &reported_plan, &outcome, search_json)?;
+    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+        return Ok(ExitCode::from(EXIT_INTERRUPTED));
+    }
     if outcome.stats.total().completed == 0 {
         eprintln!("ferrule-loadgen: no request got a reply");
         return Ok(ExitCode::from(EXIT_NO_REPLIES));
@@ -112,7 +118,7 @@ fn generate_load(args: &RunArgs) -> Result<ExitCode, String> {
 fn install_stop_signals() -> Result<Arc<AtomicBool>, String> {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register_conditional_shutdown(signal, 130, stop.clone())
+        signal_hook::flag::register_conditional_shutdown(signal, i32::from(EXIT_INTERRUPTED), stop.clone())
             .and_then(|_| signal_hook::flag::register(signal, stop.clone()))
             .map_err(|err| format!("installing signal handlers: {err}"))?;
     }

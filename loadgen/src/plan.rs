@@ -90,6 +90,8 @@ impl RunPlan {
         let duration = match (args.duration, args.requests) {
             (Some(secs), _) => Some(Duration::from_secs_f64(secs)),
             (None, Some(_)) => None,
+            // A search runs many steps: shorter ones by default.
+            (None, None) if args.search.is_some() => Some(Duration::from_secs(5)),
             (None, None) => Some(Duration::from_secs(10)),
         };
         let plan = Self {

@@ -32,36 +32,53 @@ pub struct RunOutcome {
 }
 
 /// One interval log per operation (`PREFIX.OP.hlog`).
+///
+/// The files are created before the run (so a bad path fails early); their headers are written
+/// when the run's clock starts, so that interval timestamps count from the first request rather
+/// than from before the connections were set up.
 pub struct IntervalLogs {
-    logs: Vec<(OpKind, IntervalLogWriter<BufWriter<File>>)>,
+    comment: String,
+    created: Vec<(OpKind, BufWriter<File>)>,
+    started: Vec<(OpKind, IntervalLogWriter<BufWriter<File>>)>,
 }
 
 impl IntervalLogs {
     /// Creates `PREFIX.OP.hlog` for each of `ops`.
     pub fn create(prefix: &str, ops: &[OpKind], comment: &str) -> io::Result<Self> {
-        let start = SystemTime::now();
-        let mut logs = Vec::new();
+        let mut created = Vec::new();
         for &op in ops {
             let path = format!("{prefix}.{}.hlog", op.name());
             let file = File::create(&path).map_err(|err| io::Error::new(err.kind(), format!("{path}: {err}")))?;
-            let comment = format!("{comment}\nlatency of {} from the intended send time, in microseconds", op.name());
-            logs.push((op, IntervalLogWriter::new(BufWriter::new(file), start, &comment)?));
+            created.push((op, BufWriter::new(file)));
         }
-        Ok(Self { logs })
+        Ok(Self { comment: comment.to_string(), created, started: Vec::new() })
+    }
+
+    /// Writes the headers: interval offsets count from `start`.
+    fn begin(&mut self, start: SystemTime) -> io::Result<()> {
+        for (op, file) in self.created.drain(..) {
+            let comment =
+                format!("{}\nlatency of {} from the intended send time, in microseconds", self.comment, op.name());
+            self.started.push((op, IntervalLogWriter::new(file, start, &comment)?));
+        }
+        Ok(())
     }
 
     fn write(&mut self, interval: &StatsSet, offset: Duration, length: Duration) -> Result<(), String> {
-        for (op, log) in &mut self.logs {
-            log.write_interval(&interval.op(*op).latency, offset, length, Some(op.name()))
-                .map_err(|err| err.to_string())?;
+        for (op, writer) in &mut self.started {
+            let latency = &interval.op(*op).latency;
+            writer.write_interval(latency, offset, length, Some(op.name())).map_err(|err| err.to_string())?;
         }
         Ok(())
     }
 
     /// Flushes every log.
     pub fn finish(self) -> io::Result<()> {
-        for (_, log) in self.logs {
-            log.into_inner()?.flush()?;
+        for (_, mut file) in self.created {
+            file.flush()?;
+        }
+        for (_, writer) in self.started {
+            writer.into_inner()?.flush()?;
         }
         Ok(())
     }
@@ -100,6 +117,10 @@ pub fn execute(
         std::thread::sleep(Duration::from_millis(1));
     }
     let start = Instant::now() + Duration::from_millis(2);
+    if let Some(logs) = logs.as_deref_mut() {
+        let wall_clock_start = SystemTime::now() + Duration::from_millis(2);
+        logs.begin(wall_clock_start).map_err(|err| format!("interval log: {err}"))?;
+    }
     gate.open(start);
 
     let mut totals = StatsSet::default();

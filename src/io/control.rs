@@ -132,30 +132,17 @@ impl Control {
         let generation = {
             // Read under the broadcast turn: of two reloads at once, the one that reads the file last applies last.
             let Ok(_turn) = self.broadcasting.acquire_permit(1).await else { return Err("shutting down".into()) };
-            let mut new = match Config::load(&self.path) {
-                Ok(c) => c,
+            let new = match self.read_config(why) {
+                Ok(c) => Arc::new(c),
                 Err(e) => {
                     self.reload_failures.set(self.reload_failures.get() + 1);
-                    log::error!("reload ({why}) rejected, the running config stays: {e}");
-                    return Err(e.to_string());
+                    log::error!(
+                        "reload ({why}) rejected, the running config stays: {e} ({} failed reloads so far)",
+                        self.reload_failures()
+                    );
+                    return Err(e);
                 }
             };
-            for w in new.warnings() {
-                log::warn!("reload ({why}): {w}");
-            }
-            let changed = restart_only_changes(&self.file_proxy.borrow(), &new.proxy);
-            if !changed.is_empty() {
-                log::warn!("reload ({why}): proxy.{} take effect only after a restart", changed.join(", proxy."));
-            }
-            *self.file_proxy.borrow_mut() = new.proxy.clone();
-            let running = self.config();
-            // What cannot change without a restart stays as it runs (so GET /config shows what is in force).
-            new.proxy.workers = running.proxy.workers;
-            new.proxy.cpus = running.proxy.cpus.clone();
-            new.proxy.admin = running.proxy.admin;
-            new.proxy.stats_port = running.proxy.stats_port;
-            new.proxy.io_memory_kib = running.proxy.io_memory_kib;
-            let new = Arc::new(new);
             let ejected = self.keep_health_of(&new);
             *self.config.borrow_mut() = new.clone();
             let generation = self.reload_generation.get() + 1;
@@ -164,23 +151,7 @@ impl Control {
             self.send_all(ToWorker::Reload { generation, config: new, ejected }).await;
             generation
         };
-        let deadline = Instant::now() + RELOAD_ACK_TIMEOUT;
-        let acks = loop {
-            let done = self.reload_acks.borrow().get(&generation).is_some_and(|a| a.workers >= self.workers.len());
-            if done || Instant::now() >= deadline {
-                break self.reload_acks.borrow_mut().remove(&generation).unwrap_or_default();
-            }
-            glommio::timer::sleep(Duration::from_millis(1)).await;
-        };
-        let cfg = self.config();
-        if acks.workers < self.workers.len() {
-            log::warn!(
-                "reload ({why}): only {} of {} workers confirmed within {} s",
-                acks.workers,
-                self.workers.len(),
-                RELOAD_ACK_TIMEOUT.as_secs()
-            );
-        }
+        let acks = self.wait_for_acks(generation, why).await;
         if !acks.problems.is_empty() {
             self.reload_failures.set(self.reload_failures.get() + 1);
             let msg = format!("config applied, but: {}", acks.problems.join("; "));
@@ -188,8 +159,57 @@ impl Control {
             return Err(msg);
         }
         self.reloads.set(self.reloads.get() + 1);
-        log::info!("reload ({why}): config applied ({} listeners, {} pools)", cfg.listeners.len(), cfg.pools.len());
+        let cfg = self.config();
+        log::info!(
+            "reload ({why}): config applied ({} listeners, {} pools, {} servers ejected; reload #{})",
+            cfg.listeners.len(),
+            cfg.pools.len(),
+            self.ejected().len(),
+            self.reloads()
+        );
         Ok(())
+    }
+
+    /// Reads and validates the config file. Settings that only a restart can change keep their running values (so
+    /// GET /config shows what is in force); a warning names those the file changed.
+    fn read_config(&self, why: &str) -> Result<Config, String> {
+        let mut new = Config::load(&self.path).map_err(|e| e.to_string())?;
+        for w in new.warnings() {
+            log::warn!("reload ({why}): {w}");
+        }
+        let changed = restart_only_changes(&self.file_proxy.borrow(), &new.proxy);
+        if !changed.is_empty() {
+            log::warn!("reload ({why}): proxy.{} take effect only after a restart", changed.join(", proxy."));
+        }
+        *self.file_proxy.borrow_mut() = new.proxy.clone();
+        let running = self.config();
+        new.proxy.workers = running.proxy.workers;
+        new.proxy.cpus = running.proxy.cpus.clone();
+        new.proxy.admin = running.proxy.admin;
+        new.proxy.stats_port = running.proxy.stats_port;
+        new.proxy.io_memory_kib = running.proxy.io_memory_kib;
+        Ok(new)
+    }
+
+    /// Waits (bounded) until every worker confirmed reload `generation`; returns what they reported.
+    async fn wait_for_acks(&self, generation: u64, why: &str) -> ReloadAcks {
+        let deadline = Instant::now() + RELOAD_ACK_TIMEOUT;
+        loop {
+            let done = self.reload_acks.borrow().get(&generation).is_some_and(|a| a.workers >= self.workers.len());
+            if done || Instant::now() >= deadline {
+                let acks = self.reload_acks.borrow_mut().remove(&generation).unwrap_or_default();
+                if acks.workers < self.workers.len() {
+                    log::warn!(
+                        "reload ({why}): only {} of {} workers confirmed within {} s",
+                        acks.workers,
+                        self.workers.len(),
+                        RELOAD_ACK_TIMEOUT.as_secs()
+                    );
+                }
+                return acks;
+            }
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
     }
 
     /// Forgets the health of servers that left `new` (and ejections in pools that no longer eject), and returns the
@@ -212,7 +232,10 @@ impl Control {
 
     /// Counts a worker's observation; ejects at `server_failure_limit` consecutive failures (any core's success resets
     /// the count). Never waits: the broadcast runs as its own task so the worker channels keep draining.
-    fn on_health(self: &Rc<Self>, pool: String, server: String, failed: Option<String>) {
+    fn on_health(self: &Rc<Self>, worker: usize, pool: String, server: String, failed: Option<String>) {
+        if let Some(reason) = &failed {
+            log::debug!("worker {worker}: pool {pool}: server {server} failed: {reason}");
+        }
         let cfg = self.config();
         let Some(pc) = cfg.pool(&pool) else { return };
         if !pc.servers.iter().any(|s| s.spec == server) {
@@ -434,16 +457,18 @@ pub async fn run(
             let r = r.connect().await;
             while let Some(msg) = r.recv().await {
                 match msg {
-                    FromWorker::Health { pool, server, failed, .. } => c.on_health(pool, server, failed),
+                    FromWorker::Health { worker, pool, server, failed } => c.on_health(worker, pool, server, failed),
                     FromWorker::Reloaded { worker, generation, problems } => {
                         c.on_reloaded(worker, generation, problems)
                     }
-                    FromWorker::Snapshot { id, stats, .. } => {
-                        if let Some(v) = c.snapshots.borrow_mut().get_mut(&id) {
-                            v.push(*stats);
-                        }
+                    FromWorker::Snapshot { worker, id, stats } => match c.snapshots.borrow_mut().get_mut(&id) {
+                        Some(v) => v.push(*stats),
+                        None => log::debug!("worker {worker}: stats snapshot {id} came too late"),
+                    },
+                    FromWorker::Stopped { worker } => {
+                        log::debug!("worker {worker} stopped");
+                        c.stopped.set(c.stopped.get() + 1);
                     }
-                    FromWorker::Stopped { .. } => c.stopped.set(c.stopped.get() + 1),
                 }
             }
         })

@@ -1,7 +1,7 @@
 //! A worker's runtime view of one pool: its router and its backend connections (per server, `server_connections`).
 
 use super::backend::{Backend, BackendOptions};
-use crate::config::{PoolConfig, Protocol, ProxyConfig};
+use crate::config::{PoolConfig, Protocol, ProxyConfig, ServerConfig};
 use crate::router::PoolRouter;
 use std::rc::Rc;
 use std::time::Duration;
@@ -13,6 +13,9 @@ pub struct ServerRt {
     pub ejected: bool,
     pub conns: Vec<Rc<Backend>>,
 }
+
+/// Hands over a previous generation's connections to a server, if they can serve it unchanged.
+pub type ReuseConnections<'a> = dyn FnMut(&PoolConfig, &ServerConfig) -> Option<Vec<Rc<Backend>>> + 'a;
 
 pub struct PoolRt {
     pub name: String,
@@ -28,7 +31,7 @@ impl PoolRt {
     pub fn build(
         cfg: &PoolConfig,
         proxy: &ProxyConfig,
-        reuse: &mut dyn FnMut(&PoolConfig, &str) -> Option<Vec<Rc<Backend>>>,
+        reuse: &mut ReuseConnections<'_>,
         ejected: &dyn Fn(&str) -> bool,
     ) -> PoolRt {
         let opts = backend_options(cfg, proxy);
@@ -36,7 +39,7 @@ impl PoolRt {
             .servers
             .iter()
             .map(|s| {
-                let conns = reuse(cfg, &s.spec).unwrap_or_else(|| {
+                let conns = reuse(cfg, s).unwrap_or_else(|| {
                     (0..cfg.server_connections)
                         .map(|_| {
                             let label = format!(

@@ -14,8 +14,7 @@ pub async fn probe(
     timeout: Duration,
 ) -> Result<(), String> {
     let attempt = async {
-        let stream =
-            glommio::net::TcpStream::connect_timeout(addr, timeout).await.map_err(|e| format!("connect: {e}"))?;
+        let stream = glommio::net::TcpStream::connect_timeout(addr, timeout).await.map_err(|e| describe_connect(&e))?;
         let conn = Conn::tcp(stream);
         let mut req = Vec::new();
         let expect_replies = match protocol {
@@ -64,5 +63,16 @@ pub async fn probe(
     match glommio::timer::timeout(timeout, async { Ok(attempt.await) }).await {
         Ok(r) => r,
         Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+    }
+}
+
+fn describe_connect(e: &glommio::GlommioError<()>) -> String {
+    match e {
+        glommio::GlommioError::IoError(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            "connection refused".into()
+        }
+        glommio::GlommioError::IoError(io) if io.kind() == std::io::ErrorKind::TimedOut => "connect timed out".into(),
+        glommio::GlommioError::TimedOut(_) => "connect timed out".into(),
+        other => format!("connect failed: {other}"),
     }
 }

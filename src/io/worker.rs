@@ -6,7 +6,7 @@ use super::pool::PoolRt;
 use super::session;
 use super::stats::{WorkerSnapshot, WorkerStats};
 use super::stream::Conn;
-use crate::config::{Config, ListenAddr, ListenerConfig, Protocol};
+use crate::config::{Config, ListenAddr, ListenerConfig, PoolConfig, Protocol, ProxyConfig, ServerConfig};
 use glommio::channels::shared_channel::{ConnectedSender, SharedReceiver, SharedSender};
 use glommio::net::{TcpListener, UnixListener};
 use glommio::Task;
@@ -141,17 +141,22 @@ impl Worker {
     }
 
     /// Builds pools from `cfg`, reusing the connections of servers that stay; retires the rest (they finish what is
-    /// queued on them, then close). Servers in `ejected` start out of their rings.
+    /// queued on them, then close). Servers in `ejected` start out of their rings. Runs before `self.config` is
+    /// replaced: the previous config tells which connections can be reused.
     fn install_pools(&self, cfg: &Config, ejected: &[ServerKey]) {
-        let mut old: HashMap<(String, String), Vec<Rc<Backend>>> = HashMap::new();
+        // Several servers of a pool may share an address (under different names): a list per key.
+        let mut old: HashMap<String, Vec<Vec<Rc<Backend>>>> = HashMap::new();
+        let old_proxy = self.config.borrow().proxy.clone();
         let old_pools = std::mem::take(&mut *self.pools.borrow_mut());
         for p in old_pools {
-            for s in p.servers {
-                old.insert((p.name.clone(), reuse_key(&p.cfg, &s.spec)), s.conns);
+            for (sc, s) in p.cfg.servers.iter().zip(p.servers) {
+                old.entry(reuse_key(&p.cfg, &old_proxy, sc)).or_default().push(s.conns);
             }
         }
-        let mut reuse =
-            |pc: &crate::config::PoolConfig, spec: &str| old.remove(&(pc.name.clone(), reuse_key(pc, spec)));
+        let mut reuse = |pc: &PoolConfig, sc: &ServerConfig| {
+            old.get_mut(&reuse_key(pc, &cfg.proxy, sc))
+                .and_then(|v| if v.is_empty() { None } else { Some(v.remove(0)) })
+        };
         let pools: Vec<PoolRt> = cfg
             .pools
             .iter()
@@ -161,7 +166,7 @@ impl Worker {
             })
             .collect();
         let mut retired = self.retired.borrow_mut();
-        for c in old.into_values().flatten() {
+        for c in old.into_values().flatten().flatten() {
             c.retire();
             retired.push(c);
         }
@@ -227,7 +232,9 @@ impl Worker {
             }
         }
         if let ListenAddr::Unix(path) = &rt.listen {
-            if self.id == 0 {
+            // Unless a listener that replaces this one (new protocol, same path) has just bound it.
+            let rebound = self.listeners.borrow().values().any(|l| l.listen == rt.listen);
+            if self.id == 0 && !rebound {
                 let _ = std::fs::remove_file(path);
             }
         }
@@ -297,17 +304,22 @@ impl Worker {
     }
 }
 
-/// Connections are reused across a reload when the server and everything that shapes the connection are unchanged.
-fn reuse_key(pc: &crate::config::PoolConfig, spec: &str) -> String {
+/// Connections are reused across a reload when the server (pool, address, name: the name is in the connection's
+/// label) and everything that shapes a connection are unchanged. A new weight, hash or distribution only rebuilds
+/// the ring.
+fn reuse_key(pc: &PoolConfig, proxy: &ProxyConfig, sc: &ServerConfig) -> String {
     format!(
-        "{}|{}|{:?}|{}|{}|{}|{}",
-        spec,
+        "{}|{}|{:?}|{}|{:?}|{}|{}|{}|{}|{}",
+        pc.name,
+        sc.addr,
+        sc.name,
         pc.timeout_ms,
         pc.redis_auth,
         pc.redis_db,
         pc.server_connections,
         pc.connect_timeout_ms,
-        pc.protocol.name()
+        pc.protocol.name(),
+        proxy.backend_max_queued_bytes
     )
 }
 
@@ -441,8 +453,8 @@ pub async fn run(
             ToWorker::Reload { generation, config, ejected } => {
                 // Between two requests of any session (this runs on the same thread): requests already queued stay
                 // on the backends they were queued on, the next ones route with the new rings.
-                *worker.config.borrow_mut() = config.clone();
                 worker.install_pools(&config, &ejected);
+                *worker.config.borrow_mut() = config.clone();
                 let problems = worker.install_listeners(&config);
                 let _ = tx.send(FromWorker::Reloaded { worker: id, generation, problems }).await;
             }

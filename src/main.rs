@@ -1,9 +1,10 @@
-//! The `ferrule` command: run the proxy, or check a config.
+//! The `ferrule` command: run the proxy, check a config, or read latency histograms (`ferrule hist`).
 
 use clap::Parser;
 use ferrule::config::{Config, Workers};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(name = "ferrule", version, about = "A thread-per-core io_uring proxy for Redis and Memcached")]
@@ -23,10 +24,80 @@ struct Cli {
     /// Do not reload when the config file changes (SIGHUP and POST /reload still work).
     #[arg(long)]
     no_watch: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Read .hgrm files or HdrHistogram interval logs, merge, print a percentile table, optionally plot them.
+    Hist(HistArgs),
+}
+
+#[derive(clap::Args)]
+struct HistArgs {
+    /// `.hgrm` percentile distributions (values in milliseconds) or interval logs (`.hlog`), in any mix.
+    #[arg(required = true, value_name = "FILES")]
+    files: Vec<PathBuf>,
+    /// Draw every file's percentile curve into this SVG.
+    #[arg(long, value_name = "OUT.svg")]
+    plot: Option<PathBuf>,
+    /// Interval logs only: leave out intervals that end before this many seconds after the log's start.
+    #[arg(long, value_name = "SECONDS")]
+    from: Option<f64>,
+    /// Interval logs only: leave out intervals that start at or after this many seconds after the log's start.
+    #[arg(long, value_name = "SECONDS")]
+    to: Option<f64>,
+    /// Title of the plot.
+    #[arg(long, default_value = "ferrule latency by percentile")]
+    title: String,
+}
+
+/// `ferrule hist`: prints the table to stdout, errors to stderr.
+fn hist(args: &HistArgs) -> ExitCode {
+    use ferrule::stats::hist_cli::{load, percentile_table, plot, Window};
+    let seconds = |s: Option<f64>, flag: &str| -> Result<Option<Duration>, String> {
+        s.map(|v| {
+            Duration::try_from_secs_f64(v).map_err(|_| format!("{flag} {v}: not a number of seconds (0 or more)"))
+        })
+        .transpose()
+    };
+    let window = match (seconds(args.from, "--from"), seconds(args.to, "--to")) {
+        (Ok(from), Ok(to)) => Window { from, to },
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("ferrule hist: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let mut loaded = Vec::new();
+    for path in &args.files {
+        let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+        let result = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()));
+        match result.and_then(|bytes| load(&name, &bytes, &window)) {
+            Ok(l) => loaded.push(l),
+            Err(e) => {
+                eprintln!("ferrule hist: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    print!("{}", percentile_table(&loaded));
+    if let Some(out) = &args.plot {
+        let mut svg = Vec::new();
+        let written = plot(&loaded, &args.title, &mut svg).and_then(|()| std::fs::write(out, svg));
+        if let Err(e) = written {
+            eprintln!("ferrule hist: {}: {e}", out.display());
+            return ExitCode::from(1);
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Hist(args)) = &cli.command {
+        return hist(args);
+    }
     let default_level = match cli.verbose {
         0 => "info",
         1 => "debug",

@@ -18,7 +18,8 @@ fn setup(extra_pool: &str, extra_listener: &str) -> (Vec<Proc>, Ferrule, u16) {
 
 #[test]
 fn get_set_and_keys_spread_over_servers() {
-    let (backends, _f, port) = setup("", "");
+    // md5: twemproxy's fnv1a_64 can put all of these similar short keys on one of two servers.
+    let (backends, _f, port) = setup("hash = \"md5\"", "");
     let mut c = Client::connect(port);
     for i in 0..200 {
         assert_eq!(c.redis_str(&["SET", &format!("key:{i}"), &format!("v{i}")]), "+OK\r\n");
@@ -36,7 +37,7 @@ fn get_set_and_keys_spread_over_servers() {
         })
         .collect();
     assert_eq!(counts.iter().sum::<i64>(), 200);
-    assert!(counts.iter().all(|&n| n > 0), "keys should spread over both servers: {counts:?}");
+    assert!(counts.iter().all(|&n| n > 40), "keys should spread over both servers: {counts:?}");
 }
 
 #[test]

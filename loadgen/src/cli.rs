@@ -160,7 +160,7 @@ impl RunArgs {
 
     /// The timeout as a duration.
     pub fn timeout(&self) -> Duration {
-        Duration::from_millis(self.timeout.max(1))
+        Duration::from_millis(self.timeout.clamp(1, MAX_TIMEOUT_MS))
     }
 
     /// Checks what clap cannot: the combinations and ranges.
@@ -177,9 +177,15 @@ impl RunArgs {
             }
         }
         if let Some(duration) = self.duration {
-            if !(duration.is_finite() && duration > 0.0) {
-                return Err("--duration must be a positive number of seconds".into());
+            if !(duration > 0.0 && duration <= crate::plan::MAX_DURATION_SECS) {
+                return Err("--duration must be a positive number of seconds, at most a year".into());
             }
+        }
+        if self.timeout == 0 || self.timeout > MAX_TIMEOUT_MS {
+            return Err(format!("--timeout must be between 1 and {MAX_TIMEOUT_MS} milliseconds"));
+        }
+        if self.value_size.max() > MAX_VALUE_SIZE {
+            return Err(format!("--value-size is limited to {MAX_VALUE_SIZE} bytes"));
         }
         if self.requests == Some(0) {
             return Err("--requests must be at least 1".into());
@@ -198,6 +204,13 @@ impl RunArgs {
         Ok(())
     }
 }
+
+/// Longest `--timeout`: an hour, in milliseconds.
+pub const MAX_TIMEOUT_MS: u64 = 3_600_000;
+
+/// Largest value size: 64 MiB, well past memcached's 1 MiB item default; the generator keeps one
+/// pattern of this size per run.
+pub const MAX_VALUE_SIZE: usize = 64 << 20;
 
 /// Most keys one multi-key read may carry: far beyond realistic multi-gets, and it bounds the
 /// per-request argument array the encoder builds.
@@ -289,5 +302,9 @@ mod tests {
         assert!(check(&["--threads", "2", "--cpus", "1"]).is_err());
         assert!(check(&["--search", "p99<10", "--requests", "9"]).is_err());
         assert!(check(&["--threads", "2", "--cpus", "0,1"]).is_ok());
+        assert!(check(&["--duration", "1e30"]).is_err());
+        assert!(check(&["--duration", "NaN"]).is_err());
+        assert!(check(&["--timeout", "0"]).is_err());
+        assert!(check(&["--value-size", "1-999999999999"]).is_err());
     }
 }

@@ -245,7 +245,7 @@ impl Connection {
             return;
         };
         self.start = start;
-        self.deadline = worker.plan.duration.map(|duration| start + duration);
+        self.deadline = worker.plan.duration.and_then(|duration| start.checked_add(duration));
 
         let mut attempt = Some(first_attempt);
         let mut backoff = INITIAL_BACKOFF;
@@ -343,7 +343,8 @@ impl Connection {
 
     /// Time until the next scheduled send (open loop only).
     fn until_next_due(&self, now: Instant) -> Option<Duration> {
-        let due = self.start + self.schedule.next_due()?;
+        // Beyond what an Instant can hold means never (an absurdly low rate).
+        let due = self.start.checked_add(self.schedule.next_due()?)?;
         Some(due.saturating_duration_since(now))
     }
 
@@ -353,13 +354,10 @@ impl Connection {
         while self.inflight.len() < plan.pipeline && self.budget != Some(0) {
             let intended = match self.schedule.next_due() {
                 None => now,
-                Some(offset) => {
-                    let due = self.start + offset;
-                    if due > now {
-                        break;
-                    }
-                    due
-                }
+                Some(offset) => match self.start.checked_add(offset) {
+                    Some(due) if due <= now => due,
+                    _ => break,
+                },
             };
             self.schedule.advance();
             if let Some(budget) = &mut self.budget {

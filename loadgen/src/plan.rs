@@ -14,6 +14,9 @@ use crate::schedule::Arrival;
 use crate::stats::StatsSet;
 use crate::workload::{KeyChooser, KeyDistribution, OpKind, Ratio, ValueMaker};
 
+/// Longest run accepted (a year): far beyond any benchmark, and safe to add to an `Instant`.
+pub const MAX_DURATION_SECS: f64 = 365.0 * 24.0 * 3600.0;
+
 /// Where to connect.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
@@ -88,7 +91,7 @@ impl RunPlan {
             return Err("--protocol and --target are required".into());
         };
         let duration = match (args.duration, args.requests) {
-            (Some(secs), _) => Some(Duration::from_secs_f64(secs)),
+            (Some(secs), _) => Some(Duration::from_secs_f64(secs.min(MAX_DURATION_SECS))),
             (None, Some(_)) => None,
             // A search runs many steps: shorter ones by default.
             (None, None) if args.search.is_some() => Some(Duration::from_secs(5)),

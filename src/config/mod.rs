@@ -125,6 +125,9 @@ pub struct ProxyConfig {
     /// Where latency histograms are dumped; `None` disables dumping.
     pub histogram_dir: Option<PathBuf>,
     pub histogram_interval_s: u64,
+    /// Per-request stats: per-command counters and latency histograms (connection and server counters are always
+    /// kept). Off only to measure their cost.
+    pub stats: bool,
     /// Per client connection: requests in flight before ferrule stops reading the client.
     pub client_max_inflight: usize,
     /// Per backend connection: bytes queued before clients feeding it are paused.
@@ -143,6 +146,7 @@ impl Default for ProxyConfig {
             shutdown_timeout_ms: DEFAULT_SHUTDOWN_TIMEOUT_MS,
             histogram_dir: None,
             histogram_interval_s: DEFAULT_HISTOGRAM_INTERVAL_S,
+            stats: true,
             client_max_inflight: DEFAULT_CLIENT_MAX_INFLIGHT,
             backend_max_queued_bytes: DEFAULT_BACKEND_MAX_QUEUED_BYTES,
             io_memory_kib: DEFAULT_IO_MEMORY_KIB,

@@ -33,6 +33,7 @@ struct ProxyOut {
     #[serde(skip_serializing_if = "Option::is_none")]
     histogram_dir: Option<String>,
     histogram_interval_s: u64,
+    stats: bool,
     client_max_inflight: usize,
     backend_max_queued_bytes: usize,
     io_memory_kib: usize,
@@ -94,6 +95,7 @@ fn proxy_out(proxy: &ProxyConfig) -> ProxyOut {
         shutdown_timeout_ms: proxy.shutdown_timeout_ms,
         histogram_dir: proxy.histogram_dir.as_ref().map(|dir| dir.display().to_string()),
         histogram_interval_s: proxy.histogram_interval_s,
+        stats: proxy.stats,
         client_max_inflight: proxy.client_max_inflight,
         backend_max_queued_bytes: proxy.backend_max_queued_bytes,
         io_memory_kib: proxy.io_memory_kib,

@@ -20,6 +20,7 @@ const PROXY_KEYS: &[&str] = &[
     "shutdown_timeout_ms",
     "histogram_dir",
     "histogram_interval_s",
+    "stats",
     "client_max_inflight",
     "backend_max_queued_bytes",
     "io_memory_kib",
@@ -141,6 +142,7 @@ fn build_proxy(s: &Section<'_>) -> Result<ProxyConfig, ConfigError> {
             .parse_or("histogram_dir", None, |f| f.non_empty_string().map(|dir| Some(PathBuf::from(dir))))?,
         histogram_interval_s: s
             .parse_or("histogram_interval_s", DEFAULT_HISTOGRAM_INTERVAL_S, |f| f.integer_at_least(1u64))?,
+        stats: s.parse_or("stats", true, |f| f.boolean())?,
         client_max_inflight: s
             .parse_or("client_max_inflight", DEFAULT_CLIENT_MAX_INFLIGHT, |f| f.integer_at_least(1usize))?,
         backend_max_queued_bytes: s

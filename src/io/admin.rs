@@ -1,6 +1,19 @@
-//! The admin HTTP endpoint on the control executor (loopback by default): health, reload, stats.
+//! The admin HTTP endpoint on the control executor (loopback by default), and nutcracker's raw stats port.
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /health` | `ok` |
+//! | `GET /config` | the running config as TOML, secrets masked |
+//! | `POST /reload` | reload the config file (the control plane's reload) |
+//! | `GET /metrics` | Prometheus text exposition |
+//! | `GET /stats` | twemproxy's stats JSON |
+//! | `GET /histograms` | percentiles per listener x command, pool and server (JSON, microseconds) |
+//! | `POST /histograms/dump` | write the cumulative `.hgrm` files to `proxy.histogram_dir` now |
+//!
+//! One request per connection (`Connection: close`); request bodies are not read by any route.
 
 use super::control::Control;
+use super::metrics;
 use super::stream::Conn;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -19,6 +32,33 @@ pub fn start(control: Rc<Control>, addr: SocketAddr) {
             if let Ok(stream) = listener.accept().await {
                 let c = control.clone();
                 glommio::spawn_local(serve(c, Conn::tcp(stream))).detach();
+            }
+        }
+    })
+    .detach();
+}
+
+/// nutcracker's stats port: every connection gets the stats JSON, then the connection is closed.
+pub fn start_stats_port(control: Rc<Control>, addr: SocketAddr) {
+    let listener = match glommio::net::TcpListener::bind(addr) {
+        Ok(l) => l,
+        Err(e) => {
+            log::error!("stats port: cannot listen on {addr}: {e}");
+            return;
+        }
+    };
+    log::info!("twemproxy-style stats on tcp://{addr}");
+    glommio::spawn_local(async move {
+        loop {
+            if let Ok(stream) = listener.accept().await {
+                let c = control.clone();
+                glommio::spawn_local(async move {
+                    let conn = Conn::tcp(stream);
+                    let body = super::stats_json::twemproxy_json(&c).await;
+                    let _ = conn.write_all(body.as_bytes()).await;
+                    conn.shutdown();
+                })
+                .detach();
             }
         }
     })
@@ -55,6 +95,17 @@ async fn serve(control: Rc<Control>, conn: Conn) {
     conn.shutdown();
 }
 
+/// Every route and the one method it answers.
+const ROUTES: [(&str, &str); 7] = [
+    ("GET", "/health"),
+    ("GET", "/config"),
+    ("POST", "/reload"),
+    ("GET", "/metrics"),
+    ("GET", "/stats"),
+    ("GET", "/histograms"),
+    ("POST", "/histograms/dump"),
+];
+
 async fn route(control: &Rc<Control>, method: &str, path: &str) -> Vec<u8> {
     match (method, path) {
         ("GET", "/health") => response(200, "text/plain", "ok\n"),
@@ -67,7 +118,24 @@ async fn route(control: &Rc<Control>, method: &str, path: &str) -> Vec<u8> {
             let body = super::stats_json::twemproxy_json(control).await;
             response(200, "application/json", &body)
         }
-        (_, "/health" | "/reload" | "/config" | "/stats") => response(405, "text/plain", "method not allowed\n"),
+        ("GET", "/metrics") => {
+            let stats = metrics::collect(control).await;
+            let body = crate::stats::render_prometheus(&stats, &metrics::process_info(control));
+            response(200, crate::stats::PROMETHEUS_CONTENT_TYPE, &body)
+        }
+        ("GET", "/histograms") => {
+            let stats = metrics::collect(control).await;
+            response(200, "application/json", &crate::stats::render_histograms(&stats))
+        }
+        ("POST", "/histograms/dump") => match metrics::dump_now(control).await {
+            Ok(files) => {
+                let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+                let body = serde_json::json!({ "written": names }).to_string() + "\n";
+                response(200, "application/json", &body)
+            }
+            Err(e) => response(409, "text/plain", &format!("no dump: {e}\n")),
+        },
+        (_, p) if ROUTES.iter().any(|(_, known)| *known == p) => response(405, "text/plain", "method not allowed\n"),
         _ => response(404, "text/plain", "not found\n"),
     }
 }
@@ -78,6 +146,7 @@ pub fn response(code: u16, ctype: &str, body: &str) -> Vec<u8> {
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        409 => "Conflict",
         _ => "Error",
     };
     format!(

@@ -7,6 +7,7 @@
 //! after a back-off. Nothing here is shared with another core.
 
 use super::replies::ClientRef;
+use super::stats::{client_key, BackendStats, BatchClock, Fault, Meter};
 use super::stream::Conn;
 use crate::config::Protocol;
 use crate::protocol::{memcache, redis};
@@ -37,15 +38,28 @@ impl Framer {
 /// Who receives a reply.
 pub enum Waiter {
     /// A client request (`frag` is `None` for a whole request, or the fragment number of a split one).
-    Client { client: ClientRef, seq: u64, frag: Option<u32> },
+    /// `meter` records the request's latency on delivery (present when per-request stats are on).
+    Client { client: ClientRef, seq: u64, frag: Option<u32>, meter: Option<Meter> },
     /// A reply to the connection prelude (AUTH, SELECT): checked, not forwarded.
     Prelude,
+}
+
+impl Waiter {
+    /// When the request was parsed, if its latency is recorded.
+    fn meter_started(&self) -> Option<Instant> {
+        match self {
+            Waiter::Client { meter: Some(m), .. } => Some(m.started()),
+            _ => None,
+        }
+    }
 }
 
 struct Pending {
     waiter: Waiter,
     framer: Framer,
     deadline: Instant,
+    /// Size of the request, for the out-queue byte gauge.
+    bytes: u32,
 }
 
 /// Connection settings taken from the pool's config.
@@ -84,6 +98,7 @@ struct State {
     drain_waiters: Vec<Waker>,
     health_events: Vec<Health>,
     retired: bool,
+    stats: BackendStats,
 }
 
 pub struct Backend {
@@ -117,6 +132,14 @@ impl Backend {
         self.st.borrow().pending.len()
     }
 
+    /// This connection's counters, queue gauges and latency histogram, for a stats snapshot.
+    pub fn stats_snapshot(
+        &self,
+    ) -> (crate::stats::ServerCounters, crate::stats::ServerGauges, Option<crate::histogram::Histogram>) {
+        let st = self.st.borrow();
+        st.stats.snapshot(st.outq.len(), st.pending.len(), st.conn.is_some())
+    }
+
     pub fn is_connected(&self) -> bool {
         self.st.borrow().conn.is_some()
     }
@@ -129,15 +152,20 @@ impl Backend {
                 let reason = format!("server unavailable: {}", st.last_error);
                 drop(st);
                 if let Some(w) = waiter {
+                    self.st.borrow_mut().stats.failed_fast();
                     self.deliver_error(w, &reason);
                 }
                 return;
             }
         }
         let was_empty = st.outq.is_empty();
+        let before = st.outq.len();
         encode(&mut st.outq);
+        let bytes = st.outq.len() - before;
+        st.stats.queued(bytes, waiter.is_some());
         if let Some(waiter) = waiter {
-            st.pending.push_back(Pending { waiter, framer, deadline: now + self.opts.timeout });
+            let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
+            st.pending.push_back(Pending { waiter, framer, deadline: now + self.opts.timeout, bytes });
         }
         if was_empty {
             if let Some(w) = st.task_waker.take() {
@@ -203,7 +231,7 @@ impl Backend {
 
     fn deliver_error(&self, waiter: Waiter, reason: &str) {
         let reply = self.error_reply(reason);
-        deliver(waiter, &reply);
+        deliver_failed(waiter, &reply);
     }
 
     /// Tears the current connection down and fails everything queued or in flight on it.
@@ -215,6 +243,8 @@ impl Backend {
             }
             st.generation += 1;
             st.outq.clear();
+            let failed = st.pending.iter().filter(|p| matches!(p.waiter, Waiter::Client { .. })).count();
+            st.stats.fault(Fault::from_reason(reason), failed);
             st.last_error = reason.to_string();
             st.consecutive_failures += 1;
             if st.consecutive_failures > 1 {
@@ -239,7 +269,7 @@ impl Backend {
         }
         let reply = self.error_reply(reason);
         for p in pending {
-            deliver(p.waiter, &reply);
+            deliver_failed(p.waiter, &reply);
         }
     }
 
@@ -296,6 +326,7 @@ impl Backend {
             let generation = {
                 let mut st = self.st.borrow_mut();
                 std::mem::swap(&mut st.outq, &mut wbuf);
+                st.stats.written();
                 for w in st.drain_waiters.drain(..) {
                     w.wake();
                 }
@@ -319,6 +350,7 @@ impl Backend {
                 st.generation += 1;
                 st.conn = Some(conn.clone());
                 st.down_until = None;
+                st.stats.connected();
                 if !self.opts.prelude.is_empty() {
                     // The prelude goes before everything queued while connecting.
                     let mut out = self.opts.prelude.clone();
@@ -326,7 +358,12 @@ impl Backend {
                     st.outq = out;
                     let deadline = Instant::now() + self.opts.timeout;
                     for _ in 0..self.opts.prelude_replies {
-                        st.pending.push_front(Pending { waiter: Waiter::Prelude, framer: Framer::Redis, deadline });
+                        st.pending.push_front(Pending {
+                            waiter: Waiter::Prelude,
+                            framer: Framer::Redis,
+                            deadline,
+                            bytes: 0,
+                        });
                     }
                 }
                 let generation = st.generation;
@@ -337,6 +374,8 @@ impl Backend {
             }
             Err(e) => {
                 let reason = describe_connect_error(&e);
+                let failed = st.pending.iter().filter(|p| matches!(p.waiter, Waiter::Client { .. })).count();
+                st.stats.fault(Fault::Error, failed);
                 st.last_error = reason.clone();
                 st.consecutive_failures += 1;
                 st.health_events.push(Health::Failed(reason.clone()));
@@ -356,7 +395,7 @@ impl Backend {
                 }
                 let reply = self.error_reply(&reason);
                 for p in pending {
-                    deliver(p.waiter, &reply);
+                    deliver_failed(p.waiter, &reply);
                 }
                 None
             }
@@ -389,6 +428,7 @@ impl Backend {
                 }
             };
             end += n;
+            let mut clock = BatchClock::default();
             loop {
                 let (framer, ok_gen) = {
                     let st = self.st.borrow();
@@ -406,16 +446,18 @@ impl Backend {
                 };
                 match framer.reply_len(&buf[start..end]) {
                     Ok(Some(len)) => {
-                        let p = {
+                        let (p, latency) = {
                             let mut st = self.st.borrow_mut();
                             let p = st.pending.pop_front();
+                            let latency = clock.since(p.as_ref().and_then(|p| p.waiter.meter_started()));
+                            st.stats.replied(len, p.as_ref().map_or(0, |p| p.bytes), latency);
                             // A retired connection closes once its last reply is in: wake its task to do it.
                             if st.retired && st.pending.is_empty() {
                                 if let Some(w) = st.task_waker.take() {
                                     w.wake();
                                 }
                             }
-                            p
+                            (p, latency)
                         };
                         let reply = &buf[start..start + len];
                         start += len;
@@ -429,7 +471,7 @@ impl Backend {
                                     return;
                                 }
                             }
-                            Some(w) => deliver(w, reply),
+                            Some(w) => deliver(w, reply, latency, false),
                             None => {}
                         }
                     }
@@ -471,8 +513,18 @@ fn backoff_for(failures: u32, rng: &std::cell::Cell<u64>) -> Duration {
     Duration::from_micros(half + x % half.max(1))
 }
 
-fn deliver(waiter: Waiter, reply: &[u8]) {
-    if let Waiter::Client { client, seq, frag } = waiter {
+/// Hands a reply made by the proxy for a failure to its request.
+fn deliver_failed(waiter: Waiter, reply: &[u8]) {
+    let latency = BatchClock::default().since(waiter.meter_started());
+    deliver(waiter, reply, latency, true);
+}
+
+/// Hands a reply to its request; `latency` (since the request was parsed) is recorded when the request is metered.
+fn deliver(waiter: Waiter, reply: &[u8], latency: Option<Duration>, failed: bool) {
+    if let Waiter::Client { client, seq, frag, meter } = waiter {
+        if let (Some(m), Some(l)) = (&meter, latency) {
+            m.finish(client_key(&client), seq, l, failed);
+        }
         let mut q = client.borrow_mut();
         match frag {
             None => q.complete(seq, reply),

@@ -70,6 +70,8 @@ struct ServerHealth {
     last_error: String,
     /// Unix seconds, for stats.
     ejected_at: u64,
+    /// Times ejected, for stats (twemproxy's `server_ejects`).
+    ejections: u64,
 }
 
 /// Replies of the workers to one reload broadcast.
@@ -256,6 +258,7 @@ impl Control {
                     if pc.auto_eject_hosts && !h.ejected && h.failures >= pc.server_failure_limit {
                         h.ejected = true;
                         h.ejected_at = unix_now();
+                        h.ejections += 1;
                         h.probe_backoff = Duration::from_millis(pc.server_retry_timeout_ms);
                         h.probe_at = Some(Instant::now() + h.probe_backoff);
                         log::warn!(
@@ -361,6 +364,21 @@ impl Control {
             glommio::timer::sleep(Duration::from_millis(1)).await;
         }
         self.snapshots.borrow_mut().remove(&id).unwrap_or_default()
+    }
+
+    /// Every server control has a health record of (ejected now or ever failed), for stats.
+    pub fn health_stats(&self) -> Vec<crate::stats::ServerHealth> {
+        self.health
+            .borrow()
+            .iter()
+            .map(|((pool, spec), h)| crate::stats::ServerHealth {
+                pool: pool.clone(),
+                spec: spec.clone(),
+                ejected: h.ejected,
+                ejected_at_s: h.ejected_at,
+                ejections: h.ejections,
+            })
+            .collect()
     }
 
     /// Ejected servers as (pool, server, ejected_at unix seconds), for stats.
@@ -477,6 +495,10 @@ pub async fn run(
     if let Some(addr) = cfg.proxy.admin {
         super::admin::start(control.clone(), addr);
     }
+    if let Some(addr) = cfg.proxy.stats_port {
+        super::admin::start_stats_port(control.clone(), addr);
+    }
+    super::metrics::start_histogram_task(control.clone(), flags.dump.clone());
     let mut stamp = file_stamp(&path);
     let mut last_watch = Instant::now();
     loop {

@@ -5,6 +5,7 @@ mod admin;
 mod backend;
 mod control;
 mod messages;
+mod metrics;
 mod pool;
 mod probe;
 mod replies;

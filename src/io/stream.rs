@@ -59,6 +59,21 @@ impl Conn {
 
     /// Shuts the receive side down: a read waiting for the peer returns end of stream (after the bytes already
     /// received), while writing still works. Used to wake idle client sessions whose listener closed.
+    /// Sends FIN after what was written; the peer still can send (we drain it before closing).
+    pub fn shutdown_write(&self) {
+        match &*self.0.borrow() {
+            Socket::Tcp(s) => {
+                // SAFETY: as in `shutdown`.
+                unsafe {
+                    libc::shutdown(s.as_raw_fd(), libc::SHUT_WR);
+                }
+            }
+            Socket::Unix(s) => {
+                let _ = futures_lite::future::block_on(s.shutdown(std::net::Shutdown::Write));
+            }
+        }
+    }
+
     pub fn shutdown_read(&self) {
         match &*self.0.borrow() {
             Socket::Tcp(s) => {

@@ -106,34 +106,14 @@ impl Worker {
         self.pools.borrow().get(pool).map_or(1024 * 1024, |p| p.cfg.max_value_bytes)
     }
 
-    /// Proxy-level INFO for redis clients (not a random backend's).
-    pub fn info_text(&self) -> String {
-        let st = self.stats.borrow();
-        let mut s = String::new();
-        s.push_str("# Server\r\n");
-        s.push_str(&format!("ferrule_version:{}\r\n", env!("CARGO_PKG_VERSION")));
-        s.push_str(&format!("uptime_in_seconds:{}\r\n", self.started.elapsed().as_secs()));
-        s.push_str(&format!("worker:{}\r\n", self.id));
-        s.push_str("# Clients\r\n");
-        s.push_str(&format!("connected_clients:{}\r\n", st.clients_current));
-        s.push_str("# Stats\r\n");
-        s.push_str(&format!("total_connections_received:{}\r\n", st.clients_accepted));
-        s.push_str(&format!("total_commands_processed:{}\r\n", st.requests));
-        s
+    /// Proxy-level INFO for redis clients (every worker's redis listeners, not a random backend's).
+    pub fn info_text(&self, section: Option<&[u8]>) -> String {
+        super::metrics::redis_info(self.id, &self.stats.borrow(), self.started.elapsed(), section)
     }
 
-    /// Proxy-level `stats` for memcache clients.
+    /// Proxy-level `stats` for memcache clients (every worker's memcache listeners).
     pub fn memcache_stats_text(&self) -> String {
-        let st = self.stats.borrow();
-        format!(
-            "STAT pid {}\r\nSTAT uptime {}\r\nSTAT version ferrule-{}\r\nSTAT curr_connections {}\r\nSTAT total_connections {}\r\nSTAT cmd_total {}\r\nEND\r\n",
-            std::process::id(),
-            self.started.elapsed().as_secs(),
-            env!("CARGO_PKG_VERSION"),
-            st.clients_current,
-            st.clients_accepted,
-            st.requests
-        )
+        super::metrics::memcache_stats(self.id, &self.stats.borrow(), self.started.elapsed())
     }
 
     fn all_backends(&self) -> Vec<Rc<Backend>> {
@@ -300,7 +280,8 @@ impl Worker {
     }
 
     fn snapshot(&self) -> WorkerSnapshot {
-        WorkerSnapshot { stats: self.stats.borrow().clone() }
+        let servers = super::metrics::server_snapshots(&self.pools.borrow());
+        self.stats.borrow().snapshot(self.id, &self.config.borrow(), servers)
     }
 }
 
@@ -437,7 +418,7 @@ pub async fn run(
         next_session: Cell::new(0),
         config: RefCell::new(cfg.clone()),
         next_client: Cell::new((id as u64) << 48),
-        stats: RefCell::new(WorkerStats::default()),
+        stats: RefCell::new(WorkerStats::new(cfg.proxy.stats)),
         started: Instant::now(),
     });
     worker.install_pools(&cfg, &[]);
@@ -448,6 +429,7 @@ pub async fn run(
     }
     let _ = ready.send(Ok(()));
     let ticker = glommio::spawn_local(tick(worker.clone(), tx.clone()));
+    let _publisher = glommio::spawn_local(super::metrics::publish_summaries(worker.clone()));
     while let Some(msg) = rx.recv().await {
         match msg {
             ToWorker::Reload { generation, config, ejected } => {
@@ -455,6 +437,7 @@ pub async fn run(
                 // on the backends they were queued on, the next ones route with the new rings.
                 worker.install_pools(&config, &ejected);
                 *worker.config.borrow_mut() = config.clone();
+                worker.stats.borrow_mut().set_enabled(config.proxy.stats);
                 let problems = worker.install_listeners(&config);
                 let _ = tx.send(FromWorker::Reloaded { worker: id, generation, problems }).await;
             }

@@ -6,9 +6,7 @@ use std::fmt::Write as _;
 use std::io;
 use std::time::Duration;
 
-use crate::histogram::{
-    parse_hgrm, read_interval_log, write_percentile_plot, Histogram, PlotSeries, MICROS_PER_MILLI,
-};
+use crate::histogram::{parse_hgrm, read_interval_log, write_percentile_plot, Histogram, PlotSeries, MICROS_PER_MILLI};
 
 /// Which part of an interval log to read: intervals that overlap `[from, to)`, offsets counted from the log's start.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]

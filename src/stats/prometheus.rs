@@ -308,7 +308,8 @@ mod tests {
         };
         let text = render_prometheus(&stats, &ProcessInfo::default());
         let bucket = |le: &str| {
-            let prefix = format!("ferrule_request_duration_seconds_bucket{{listener=\"c\\\"x\",command=\"get\",le=\"{le}\"}} ");
+            let prefix =
+                format!("ferrule_request_duration_seconds_bucket{{listener=\"c\\\"x\",command=\"get\",le=\"{le}\"}} ");
             let line = text.lines().find(|l| l.starts_with(&prefix)).unwrap_or_else(|| panic!("{prefix} in {text}"));
             line[prefix.len()..].parse::<u64>().unwrap()
         };

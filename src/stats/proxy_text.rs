@@ -70,6 +70,8 @@ pub struct ProcessFigures {
     /// Seconds since the Unix epoch.
     pub unix_time: u64,
     pub workers: usize,
+    /// The worker serving the asking connection.
+    pub worker: usize,
     pub version: String,
 }
 
@@ -95,12 +97,13 @@ pub fn redis_info(s: &ProtocolSummary, section: Option<&[u8]>, p: &ProcessFigure
         let _ = write!(
             out,
             "ferrule_version:{}\r\nredis_mode:proxy\r\nprocess_id:{}\r\nuptime_in_seconds:{}\r\nuptime_in_days:{}\r\n\
-             ferrule_workers:{}\r\n",
+             ferrule_workers:{}\r\nworker:{}\r\n",
             p.version,
             p.pid,
             p.uptime_s,
             p.uptime_s / 86_400,
-            p.workers
+            p.workers,
+            p.worker
         );
     }
     if want("clients") {
@@ -195,6 +198,7 @@ mod tests {
         assert!(text.contains("connected_clients:3\r\n"));
         assert!(text.contains("total_commands_processed:12\r\n"));
         assert!(text.contains("uptime_in_days:1\r\n"));
+        assert!(text.contains("worker:0\r\n"));
         assert!(!text.contains("cmdstat_"));
         let all = redis_info(&summary(), Some(b"ALL"), &p);
         assert!(all.contains("cmdstat_get:calls=5,usec=500,usec_per_call=100.00,rejected_calls=0,failed_calls=1\r\n"));

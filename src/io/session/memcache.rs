@@ -3,6 +3,7 @@
 use super::{InBuf, Session, INBUF_CAPACITY};
 use crate::fanout::{Fanout, MergeKind};
 use crate::io::backend::{Backend, Framer, Waiter};
+use crate::io::stats::{client_key, Meter};
 use crate::protocol::memcache::{self, Command, Parse, Request};
 use crate::router::group_by_server;
 use std::ops::Range;
@@ -43,7 +44,6 @@ pub async fn read_loop(s: &mut Session) {
             match memcache::parse_request(inb.data(), &mut sc.keys, max_value) {
                 Parse::Request(req) => {
                     let len = req.len;
-                    s.worker.stats.borrow_mut().requests += 1;
                     let close = handle(s, &inb.data()[..len], &req, &mut sc, now, &mut blocked_on);
                     inb.consume(len);
                     if close {
@@ -63,7 +63,7 @@ pub async fn read_loop(s: &mut Session) {
                 }
                 Parse::Fatal { reply } => {
                     s.local(reply.as_bytes());
-                    s.worker.stats.borrow_mut().protocol_errors += 1;
+                    s.meters.borrow_mut().clients.protocol_errors += 1;
                     return;
                 }
             }
@@ -79,7 +79,14 @@ pub async fn read_loop(s: &mut Session) {
         }
         inb.maybe_shrink(INBUF_CAPACITY);
         match inb.fill(&s.conn).await {
-            Ok(0) | Err(_) => return,
+            Ok(0) => {
+                s.meters.borrow_mut().clients.eof += 1;
+                return;
+            }
+            Err(_) => {
+                s.meters.borrow_mut().clients.errors += 1;
+                return;
+            }
             Ok(_) => {}
         }
     }
@@ -94,6 +101,7 @@ fn handle(
     now: Instant,
     blocked_on: &mut Option<Rc<Backend>>,
 ) -> bool {
+    let command = s.meters.borrow_mut().count_memcache(req.command);
     match req.command {
         Command::Quit => return true,
         Command::Version => {
@@ -127,6 +135,7 @@ fn handle(
         match pool.router.server_for(&raw[k.clone()]) {
             Some(server) => sc.servers.push(server),
             None => {
+                s.meters.borrow_mut().clients.unroutable += 1;
                 let msg =
                     format!("SERVER_ERROR ferrule: pool '{}' has no server available (all ejected)\r\n", pool.name);
                 if !req.noreply {
@@ -149,7 +158,8 @@ fn handle(
             None
         } else {
             let seq = s.q.borrow_mut().reserve();
-            Some(Waiter::Client { client: s.q.clone(), seq, frag: None })
+            let meter = command.map(|c| Meter::new(&s.meters, c, now, false));
+            Some(Waiter::Client { client: s.q.clone(), seq, frag: None, meter })
         };
         backend.enqueue(|out| out.extend_from_slice(raw), waiter, framer, now);
         if backend.over_queue_bound() {
@@ -166,10 +176,12 @@ fn handle(
         fan.key_ranges.push(start..fan.keys.len());
     }
     let seq = s.q.borrow_mut().reserve_fanout(fan);
+    s.meters.borrow_mut().begin_split((client_key(&s.q), seq), sc.groups.len() as u32, command.is_some());
     let exptime = req.exptime.clone().map(|r| &raw[r]);
     for (frag, &server) in sc.groups.iter().enumerate() {
         let backend = pool.backend(server, s.id);
-        let waiter = Waiter::Client { client: s.q.clone(), seq, frag: Some(frag as u32) };
+        let meter = command.map(|c| Meter::new(&s.meters, c, now, true));
+        let waiter = Waiter::Client { client: s.q.clone(), seq, frag: Some(frag as u32), meter };
         let keys = &sc.keys;
         let key_frag = &sc.key_frag;
         backend.enqueue(

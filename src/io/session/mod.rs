@@ -5,6 +5,7 @@ mod memcache;
 mod redis;
 
 use super::replies::{ClientRef, ReplyQueue};
+use super::stats::ListenerStatsRef;
 use super::stream::Conn;
 use super::worker::{ListenerSlot, Worker};
 use crate::config::Protocol;
@@ -20,6 +21,8 @@ pub struct Session {
     pub q: ClientRef,
     pub id: u64,
     pub authed: bool,
+    /// This listener's figures on this worker (requests, latencies, connection lifecycle).
+    pub meters: ListenerStatsRef,
 }
 
 impl Session {
@@ -47,8 +50,9 @@ impl Session {
 pub async fn serve(worker: Rc<Worker>, listener: Rc<ListenerSlot>, conn: Conn) {
     let q = ReplyQueue::new_ref();
     let id = worker.next_client_id();
-    worker.stats.borrow_mut().client_opened();
-    let writer = glommio::spawn_local(write_loop(conn.clone(), q.clone()));
+    let meters = worker.stats.borrow_mut().listener(&listener.name, listener.protocol);
+    meters.borrow_mut().client_opened();
+    let writer = glommio::spawn_local(write_loop(conn.clone(), q.clone(), meters.clone()));
     let mut session = Session {
         worker: worker.clone(),
         listener: listener.clone(),
@@ -56,6 +60,7 @@ pub async fn serve(worker: Rc<Worker>, listener: Rc<ListenerSlot>, conn: Conn) {
         q: q.clone(),
         id,
         authed: false,
+        meters: meters.clone(),
     };
     match listener.protocol {
         Protocol::Redis => redis::read_loop(&mut session).await,
@@ -64,13 +69,39 @@ pub async fn serve(worker: Rc<Worker>, listener: Rc<ListenerSlot>, conn: Conn) {
     q.borrow_mut().close_after_flush = true;
     q.borrow_mut().wake_all();
     writer.await;
+    let write_failed = q.borrow().closed;
     q.borrow_mut().closed = true;
+    if !write_failed {
+        linger(&conn).await;
+    }
     conn.shutdown();
-    worker.stats.borrow_mut().client_closed();
+    meters.borrow_mut().client_closed();
+}
+
+/// Closes gracefully: FIN after the last reply, then discard what the client still sends (bounded), because
+/// closing a socket with unread input makes the kernel send a reset that can destroy replies the client has not
+/// read yet (after QUIT or a protocol error, for example).
+async fn linger(conn: &Conn) {
+    conn.shutdown_write();
+    let mut buf = [0u8; 4096];
+    let drain = async {
+        let mut total = 0usize;
+        while total < 1 << 20 {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    let _ = glommio::timer::timeout(std::time::Duration::from_millis(500), async {
+        drain.await;
+        Ok(())
+    })
+    .await;
 }
 
 /// Writes replies as they become ready, all that are ready in one write; closes after the last one when asked.
-async fn write_loop(conn: Conn, q: ClientRef) {
+async fn write_loop(conn: Conn, q: ClientRef, meters: ListenerStatsRef) {
     let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
     loop {
         let done = poll_fn(|cx| {
@@ -90,6 +121,7 @@ async fn write_loop(conn: Conn, q: ClientRef) {
             return;
         }
         if conn.write_all(&buf).await.is_err() {
+            meters.borrow_mut().clients.errors += 1;
             let mut q = q.borrow_mut();
             q.closed = true;
             q.wake_all();

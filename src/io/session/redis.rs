@@ -4,6 +4,7 @@ use super::{InBuf, Session, INBUF_CAPACITY};
 use crate::fanout::{Fanout, MergeKind};
 use crate::io::backend::{Framer, Waiter};
 use crate::io::pool::PoolRt;
+use crate::io::stats::{client_key, CommandId, Meter};
 use crate::protocol::redis::{self, CommandInfo, CommandKind, KeySpec, Local, Split};
 use crate::router::group_by_server;
 use std::ops::Range;
@@ -18,6 +19,8 @@ struct Scratch {
     groups: Vec<usize>,
     key_frag: Vec<u32>,
     reply: Vec<u8>,
+    /// The request being routed, when per-command stats are on: its latency is recorded on completion.
+    command: Option<CommandId>,
 }
 
 enum Flow {
@@ -42,7 +45,6 @@ pub async fn read_loop(s: &mut Session) {
                 Ok(Some(len)) => {
                     let flow = handle(s, &inb.data()[..len], &mut sc, now, &mut blocked_on);
                     inb.consume(len);
-                    s.worker.stats.borrow_mut().requests += 1;
                     if let Flow::Close = flow {
                         closing = true;
                         break;
@@ -52,7 +54,7 @@ pub async fn read_loop(s: &mut Session) {
                 Err(e) => {
                     let msg = format!("-ERR Protocol error: {}\r\n", e.0);
                     s.local(msg.as_bytes());
-                    s.worker.stats.borrow_mut().protocol_errors += 1;
+                    s.meters.borrow_mut().clients.protocol_errors += 1;
                     return;
                 }
             }
@@ -75,7 +77,14 @@ pub async fn read_loop(s: &mut Session) {
         }
         inb.maybe_shrink(INBUF_CAPACITY);
         match inb.fill(&s.conn).await {
-            Ok(0) | Err(_) => return,
+            Ok(0) => {
+                s.meters.borrow_mut().clients.eof += 1;
+                return;
+            }
+            Err(_) => {
+                s.meters.borrow_mut().clients.errors += 1;
+                return;
+            }
             Ok(_) => {}
         }
     }
@@ -91,7 +100,7 @@ fn handle(
     let Some(first) = sc.args.first() else { return Flow::Continue };
     let name = &req[first.clone()];
     let Some(info) = redis::lookup(name) else {
-        s.worker.stats.borrow_mut().unknown_commands += 1;
+        s.meters.borrow_mut().count_unknown();
         sc.reply.clear();
         sc.reply.extend_from_slice(b"-ERR unknown command '");
         push_printable(&mut sc.reply, name, 64);
@@ -105,6 +114,7 @@ fn handle(
         s.local(&sc.reply);
         return Flow::Continue;
     };
+    sc.command = s.meters.borrow_mut().count_redis(info);
     if !s.authed
         && s.listener.auth().is_some()
         && !matches!(info.kind, CommandKind::Local(Local::Auth | Local::Quit | Local::Hello))
@@ -165,6 +175,7 @@ fn route(
         match pool.router.server_for(&req[sc.args[k].clone()]) {
             Some(server) => sc.servers.push(server),
             None => {
+                s.meters.borrow_mut().clients.unroutable += 1;
                 let msg = format!("-ERR ferrule: pool '{}' has no server available (all ejected)\r\n", pool.name);
                 s.local(msg.as_bytes());
                 return;
@@ -191,7 +202,8 @@ fn route(
 /// Sends the client's request bytes unchanged (re-encoded as multibulk when the client used inline syntax).
 fn forward_whole(s: &Session, backend: &crate::io::backend::Backend, req: &[u8], sc: &Scratch, now: Instant) {
     let seq = s.q.borrow_mut().reserve();
-    let waiter = Waiter::Client { client: s.q.clone(), seq, frag: None };
+    let meter = sc.command.map(|c| Meter::new(&s.meters, c, now, false));
+    let waiter = Waiter::Client { client: s.q.clone(), seq, frag: None, meter };
     let inline = req.first() != Some(&b'*');
     backend.enqueue(
         |out| {
@@ -226,13 +238,15 @@ fn split_request(
     let mut fan = Fanout::new(merge, sc.groups.len());
     fan.key_frag.extend_from_slice(&sc.key_frag);
     let seq = s.q.borrow_mut().reserve_fanout(fan);
+    s.meters.borrow_mut().begin_split((client_key(&s.q), seq), sc.groups.len() as u32, sc.command.is_some());
     // MSET carries a value after each key.
     let per_key = if kind == Split::Mset { 2 } else { 1 };
     let name = &req[sc.args[0].clone()];
     for (frag, &server) in sc.groups.iter().enumerate() {
         let backend = pool.backend(server, s.id);
         let n_keys = sc.key_frag.iter().filter(|&&f| f as usize == frag).count();
-        let waiter = Waiter::Client { client: s.q.clone(), seq, frag: Some(frag as u32) };
+        let meter = sc.command.map(|c| Meter::new(&s.meters, c, now, true));
+        let waiter = Waiter::Client { client: s.q.clone(), seq, frag: Some(frag as u32), meter };
         backend.enqueue(
             |out| {
                 let args = sc
@@ -305,7 +319,7 @@ fn local(s: &mut Session, l: Local, req: &[u8], sc: &mut Scratch) -> Flow {
         }
         Local::Hello => hello(s, req, sc),
         Local::Info => {
-            let text = s.worker.info_text();
+            let text = s.worker.info_text(arg(1));
             redis::write_bulk(&mut sc.reply, text.as_bytes());
             s.local(&sc.reply);
         }

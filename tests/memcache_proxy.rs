@@ -8,8 +8,9 @@ fn setup(extra_pool: &str) -> (Vec<Proc>, Ferrule, u16) {
     let backends = vec![memcached(), memcached()];
     let servers: Vec<String> = backends.iter().map(|b| format!("127.0.0.1:{}:1", b.port)).collect();
     let port = free_port();
-    let body =
-        format!("{}{}", listener_toml("mc", port, "memcache", "mc", ""), redis_pool_toml("mc", &servers, extra_pool));
+    // md5 spreads short test keys evenly; twemproxy's fnv1a_64 can put k0..k39 all on one server.
+    let pool = redis_pool_toml("mc", &servers, &format!("hash = \"md5\"\n{extra_pool}"));
+    let body = format!("{}{}", listener_toml("mc", port, "memcache", "mc", ""), pool);
     let f = Ferrule::start(&body, port);
     (backends, f, port)
 }

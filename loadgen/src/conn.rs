@@ -498,11 +498,11 @@ impl Connection {
             skipped = skipped.min(*budget);
             *budget -= skipped;
         }
+        let writes = self.mix.skip(skipped);
+        let read_kind = self.worker.plan.read_kind();
         let mut stats = self.worker.stats.borrow_mut();
-        for _ in 0..skipped {
-            let op = self.mix.next_op();
-            stats.op_mut(op).errors.unsent += 1;
-        }
+        stats.op_mut(OpKind::Set).errors.unsent += writes;
+        stats.op_mut(read_kind).errors.unsent += skipped - writes;
     }
 
     /// Open loop, at the end of a timed run: requests due before the end that never went out

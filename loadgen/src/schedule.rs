@@ -88,18 +88,33 @@ impl Schedule {
         }
     }
 
-    /// Skips every request due before `offset` (used while the connection is down: those
-    /// requests are counted as errors, not sent late) and returns how many were skipped.
+    /// Skips every request due before `offset` (used while the connection is down, and to count
+    /// the backlog at the end) and returns how many were skipped.
+    ///
+    /// Constant time, whatever the rate: a constant schedule jumps its index; a Poisson schedule
+    /// counts the expected number of arrivals in the gap and, being memoryless, draws the next
+    /// arrival after `offset` afresh.
     pub fn skip_until(&mut self, offset: Duration) -> u64 {
-        let mut skipped = 0;
-        while let Some(due) = self.next_due() {
-            if due >= offset {
-                break;
+        let target = offset.as_nanos() as f64;
+        match &mut self.kind {
+            Kind::Closed => 0,
+            Kind::Constant { interval_nanos, phase, index } => {
+                // Requests k with (phase + k) * interval < target are due before the offset.
+                let first_not_due = (target / *interval_nanos - *phase).ceil().max(0.0);
+                let first_not_due = if first_not_due >= u64::MAX as f64 { u64::MAX } else { first_not_due as u64 };
+                let skipped = first_not_due.saturating_sub(*index);
+                *index = (*index).max(first_not_due);
+                skipped
             }
-            self.advance();
-            skipped += 1;
+            Kind::Poisson { interval_nanos, next_nanos, rng } => {
+                if *next_nanos >= target {
+                    return 0;
+                }
+                let expected_more = ((target - *next_nanos) / *interval_nanos).round();
+                *next_nanos = target + exponential_gap(rng, *interval_nanos);
+                1 + expected_more.min(u64::MAX as f64 - 1.0) as u64
+            }
         }
-        skipped
     }
 }
 
@@ -208,6 +223,29 @@ mod tests {
         // Due at 0, 10, 20, ... ms: the ones before 35 ms are 0, 10, 20, 30.
         assert_eq!(schedule.skip_until(Duration::from_millis(35)), 4);
         assert_eq!(schedule.next_due(), Some(Duration::from_millis(40)));
+        // Exactly at a due time: that request is not skipped.
+        assert_eq!(schedule.skip_until(Duration::from_millis(60)), 2);
+        assert_eq!(schedule.next_due(), Some(Duration::from_millis(60)));
+        // Going back skips nothing.
+        assert_eq!(schedule.skip_until(Duration::from_millis(10)), 0);
+        assert_eq!(schedule.next_due(), Some(Duration::from_millis(60)));
+    }
+
+    #[test]
+    fn skipping_is_instant_even_at_absurd_rates() {
+        let mut constant = Schedule::open(1e12, Arrival::Constant, 0.0, 1);
+        assert_eq!(constant.skip_until(Duration::from_secs(3600)), 3_600_000_000_000_000);
+        let mut poisson = Schedule::open(1e12, Arrival::Poisson, 0.0, 1);
+        let skipped = poisson.skip_until(Duration::from_secs(10));
+        assert!((skipped as f64 / 1e13 - 1.0).abs() < 1e-3, "{skipped}");
+        assert!(poisson.next_due().unwrap() >= Duration::from_secs(10));
+    }
+
+    #[test]
+    fn poisson_skipping_counts_about_rate_times_gap() {
+        let mut schedule = Schedule::open(1000.0, Arrival::Poisson, 0.0, 3);
+        let skipped = schedule.skip_until(Duration::from_secs(10));
+        assert!((9_900..=10_100).contains(&skipped), "{skipped}");
     }
 
     /// Simulates one connection with a pipeline of 1 against a server that answers in 100 us

@@ -152,16 +152,33 @@ impl OpMix {
 
     /// The next operation.
     pub fn next_op(&mut self) -> OpKind {
-        let cycle = u64::from(self.ratio.sets) + u64::from(self.ratio.gets);
-        let p = self.position % cycle;
+        let is_set = self.sets_in(self.position, 1) == 1;
         self.position = self.position.wrapping_add(1);
-        let sets = u64::from(self.ratio.sets);
-        // A write happens where the running share of writes crosses a whole number.
-        if (p + 1) * sets / cycle > p * sets / cycle {
+        if is_set {
             OpKind::Set
         } else {
             self.read_kind
         }
+    }
+
+    /// Skips `count` operations at once and returns how many of them were writes (the rest
+    /// being reads), as calling [`OpMix::next_op`] `count` times would.
+    pub fn skip(&mut self, count: u64) -> u64 {
+        let sets = self.sets_in(self.position, count);
+        self.position = self.position.wrapping_add(count);
+        sets
+    }
+
+    /// Writes among the `count` operations from position `from`: a write happens where the
+    /// running share of writes, `position * sets / cycle`, crosses a whole number.
+    fn sets_in(&self, from: u64, count: u64) -> u64 {
+        let sets = u128::from(self.ratio.sets);
+        let cycle = sets + u128::from(self.ratio.gets);
+        // The pattern repeats every cycle, so reduce the start to keep the products small.
+        let start = u128::from(from) % cycle;
+        let end = start + u128::from(count);
+        let writes = end * sets / cycle - start * sets / cycle;
+        u64::try_from(writes).unwrap_or(u64::MAX)
     }
 }
 
@@ -388,6 +405,20 @@ mod tests {
         assert!((0..10).all(|_| only_sets.next_op() == OpKind::Set));
         let mut only_gets = OpMix::new("0:1".parse().unwrap(), OpKind::Get, 0);
         assert!((0..10).all(|_| only_gets.next_op() == OpKind::Get));
+    }
+
+    #[test]
+    fn skipping_operations_matches_stepping_through_them() {
+        for (ratio, start, count) in [("1:10", 0, 0), ("1:10", 3, 25), ("3:5", 7, 1000), ("7:0", 2, 9)] {
+            let ratio: Ratio = ratio.parse().unwrap();
+            let mut stepped = OpMix::new(ratio, OpKind::Get, start);
+            let writes = (0..count).filter(|_| stepped.next_op() == OpKind::Set).count() as u64;
+            let mut skipped = OpMix::new(ratio, OpKind::Get, start);
+            assert_eq!(skipped.skip(count), writes, "{ratio:?} from {start}, {count} ops");
+            assert_eq!(skipped.next_op(), stepped.next_op());
+        }
+        let mut huge = OpMix::new(Ratio { sets: u32::MAX, gets: u32::MAX }, OpKind::Get, u64::MAX);
+        assert_eq!(huge.skip(u64::MAX - 1), u64::MAX / 2);
     }
 
     #[test]

@@ -544,4 +544,40 @@ mod tests {
         assert_eq!(Fault::from_reason("closed the connection"), Fault::Eof);
         assert_eq!(Fault::from_reason("read failed: reset"), Fault::Error);
     }
+
+    /// What the request path does for stats, per request, with stats on and off: parse-time counting, the meter in
+    /// the waiter, the backend's counters and histogram, the listener's histogram. Prints nanoseconds per request;
+    /// run with `cargo test --release --lib cost_per_request -- --ignored --nocapture` (docs/benchmarks.md).
+    #[test]
+    #[ignore]
+    fn cost_per_request() {
+        const N: u64 = 5_000_000;
+        let get = redis::lookup(b"GET").unwrap();
+        for enabled in [true, false, true, false] {
+            let mut ws = WorkerStats::new(enabled);
+            let l = ws.listener("cache", Protocol::Redis);
+            let mut backend = BackendStats::default();
+            let queue = Rc::new(0u8);
+            let start = Instant::now();
+            let mut clock = BatchClock::default();
+            for i in 0..N {
+                // One clock read per batch of 16 replies, as with redis-benchmark -P 16.
+                if i % 16 == 0 {
+                    clock = BatchClock::default();
+                }
+                let parsed = start;
+                let command = l.borrow_mut().count_redis(std::hint::black_box(get));
+                let meter = command.map(|c| Meter::new(&l, c, parsed, false));
+                backend.queued(40, true);
+                let latency = clock.since(meter.as_ref().map(Meter::started));
+                backend.replied(9, 40, latency);
+                if let (Some(m), Some(d)) = (&meter, latency) {
+                    m.finish(client_key(&queue), i, d, false);
+                }
+                drop(std::hint::black_box(meter));
+            }
+            let ns = start.elapsed().as_nanos() as f64 / N as f64;
+            println!("stats {}: {ns:.1} ns per request", if enabled { "on " } else { "off" });
+        }
+    }
 }

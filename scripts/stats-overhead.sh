@@ -61,7 +61,8 @@ route = "main"
 [pools.main]
 servers = ["127.0.0.1:$REDIS:1"]
 EOF
-    RUST_LOG=warn run "$BIN" -c "$DIR/$1.toml" --no-watch 2>"$DIR/$1.log" &
+    # nice execs ferrule, so $! is ferrule's pid.
+    RUST_LOG=warn nice -n "$NICE" "$BIN" -c "$DIR/$1.toml" --no-watch 2>"$DIR/$1.log" &
     PIDS+=($!)
     echo $! >"$DIR/$1.pid"
 }

@@ -119,7 +119,6 @@ impl Backend {
         Rc::new(Backend { addr, label, opts, st: RefCell::new(State::default()), rng: std::cell::Cell::new(seed | 1) })
     }
 
-
     /// Bytes queued and not yet written: the client reader stops reading while this is over the bound.
     pub fn over_queue_bound(&self) -> bool {
         self.st.borrow().outq.len() > self.opts.max_queued_bytes

@@ -55,7 +55,7 @@ fn killed_backend_fails_pending_then_recovers_on_restart() {
         redis_pool_toml(
             "main",
             &[format!("127.0.0.1:{}:1", a.port), format!("127.0.0.1:{b_port}:1")],
-            "timeout_ms = 500"
+            "timeout_ms = 500\nhash = \"md5\""
         )
     );
     let _f = Ferrule::start(&body, port);
@@ -99,7 +99,7 @@ fn stalled_backend_times_out_within_the_timeout() {
         redis_pool_toml(
             "main",
             &[format!("127.0.0.1:{}:1", a.port), format!("127.0.0.1:{}:1", b.port)],
-            "timeout_ms = 300"
+            "timeout_ms = 300\nhash = \"md5\""
         )
     );
     let _f = Ferrule::start(&body, port);

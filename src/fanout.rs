@@ -30,18 +30,45 @@ pub struct Fanout {
     /// Each fragment's reply as a range of the collecting buffer; `None` until it arrives.
     pub replies: Vec<Option<Range<usize>>>,
     pub outstanding: usize,
+    /// Merge scratch, kept so that a recycled `Fanout` merges without allocating: every fragment's element (redis)
+    /// or item (memcache) ranges back to back, where fragment f's start at `starts[f]`, and a cursor per fragment.
+    elems: Vec<Range<usize>>,
+    items: Vec<(Range<usize>, Range<usize>)>,
+    starts: Vec<usize>,
+    cursor: Vec<usize>,
+    one_elems: Vec<Range<usize>>,
+    one_items: Vec<(Range<usize>, Range<usize>)>,
 }
 
 impl Fanout {
     pub fn new(kind: MergeKind, fragments: usize) -> Fanout {
-        Fanout {
+        let mut f = Fanout {
             kind,
             key_frag: Vec::new(),
             keys: Vec::new(),
             key_ranges: Vec::new(),
-            replies: vec![None; fragments],
-            outstanding: fragments,
-        }
+            replies: Vec::new(),
+            outstanding: 0,
+            elems: Vec::new(),
+            items: Vec::new(),
+            starts: Vec::new(),
+            cursor: Vec::new(),
+            one_elems: Vec::new(),
+            one_items: Vec::new(),
+        };
+        f.reset(kind, fragments);
+        f
+    }
+
+    /// Prepares a used `Fanout` for another request, keeping its buffers (the reply queue recycles them).
+    pub fn reset(&mut self, kind: MergeKind, fragments: usize) {
+        self.kind = kind;
+        self.key_frag.clear();
+        self.keys.clear();
+        self.key_ranges.clear();
+        self.replies.clear();
+        self.replies.resize(fragments, None);
+        self.outstanding = fragments;
     }
 
     /// Records fragment `frag`'s reply, stored at `range` of the collecting buffer. Returns true when all are in.
@@ -71,7 +98,7 @@ impl Fanout {
     }
 
     /// Builds the client's reply from the fragments' replies in `data` and appends it to `out`.
-    pub fn merge(&self, data: &[u8], out: &mut Vec<u8>) {
+    pub fn merge(&mut self, data: &[u8], out: &mut Vec<u8>) {
         if let Some(err) = self.first_error(data) {
             out.extend_from_slice(err);
             return;
@@ -93,54 +120,82 @@ impl Fanout {
         }
     }
 
-    fn merge_mget(&self, data: &[u8], out: &mut Vec<u8>) {
+    fn merge_mget(&mut self, data: &[u8], out: &mut Vec<u8>) {
         // Element ranges of every fragment, then one cursor per fragment walking them in key order.
-        let mut elems: Vec<Vec<Range<usize>>> = Vec::with_capacity(self.replies.len());
-        for f in 0..self.replies.len() {
-            let mut v = Vec::new();
-            if !redis::array_elements(self.reply(data, f), &mut v) {
+        let n = self.replies.len();
+        self.elems.clear();
+        self.starts.clear();
+        let mut one = std::mem::take(&mut self.starts);
+        let mut ranges = std::mem::take(&mut self.elems);
+        let mut scratch = std::mem::take(&mut self.one_elems);
+        for f in 0..n {
+            one.push(ranges.len());
+            if !redis::array_elements(self.reply(data, f), &mut scratch) {
+                self.starts = one;
+                self.elems = ranges;
+                self.one_elems = scratch;
                 return redis::write_error(out, b"ERR ferrule: unexpected reply to a split MGET");
             }
-            elems.push(v);
+            ranges.extend_from_slice(&scratch);
         }
-        let mut cursor = vec![0usize; self.replies.len()];
+        self.one_elems = scratch;
+        one.push(ranges.len());
+        self.cursor.clear();
+        self.cursor.resize(n, 0);
         redis::write_array_header(out, self.key_frag.len());
         for &f in &self.key_frag {
             let f = f as usize;
             let reply = self.reply(data, f);
-            match elems.get(f).and_then(|e| e.get(cursor[f])) {
+            let at = one[f] + self.cursor[f];
+            match ranges.get(at).filter(|_| at < one[f + 1]) {
                 Some(r) => out.extend_from_slice(&reply[r.clone()]),
                 None => redis::write_null_bulk(out),
             }
-            cursor[f] += 1;
+            self.cursor[f] += 1;
         }
+        self.starts = one;
+        self.elems = ranges;
     }
 
-    fn merge_retrieval(&self, data: &[u8], out: &mut Vec<u8>) {
-        let mut items: Vec<Vec<(Range<usize>, Range<usize>)>> = Vec::with_capacity(self.replies.len());
-        for f in 0..self.replies.len() {
-            let mut v = Vec::new();
-            if !memcache::retrieval_items(self.reply(data, f), &mut v) {
+    fn merge_retrieval(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        let n = self.replies.len();
+        let mut items = std::mem::take(&mut self.items);
+        let mut starts = std::mem::take(&mut self.starts);
+        items.clear();
+        starts.clear();
+        let mut scratch = std::mem::take(&mut self.one_items);
+        for f in 0..n {
+            starts.push(items.len());
+            if !memcache::retrieval_items(self.reply(data, f), &mut scratch) {
                 out.extend_from_slice(b"SERVER_ERROR unexpected reply to a split get\r\n");
+                self.items = items;
+                self.starts = starts;
+                self.one_items = scratch;
                 return;
             }
-            items.push(v);
+            items.extend_from_slice(&scratch);
         }
+        self.one_items = scratch;
+        starts.push(items.len());
         // A server answers its keys in the order asked and omits misses, so a cursor per fragment that advances
         // only on a key match re-emits hits in request order.
-        let mut cursor = vec![0usize; self.replies.len()];
+        self.cursor.clear();
+        self.cursor.resize(n, 0);
         for (i, &f) in self.key_frag.iter().enumerate() {
             let f = f as usize;
             let reply = self.reply(data, f);
             let key = &self.keys[self.key_ranges[i].clone()];
-            if let Some((k, item)) = items[f].get(cursor[f]) {
+            let at = starts[f] + self.cursor[f];
+            if let Some((k, item)) = items.get(at).filter(|_| at < starts[f + 1]) {
                 if &reply[k.clone()] == key {
                     out.extend_from_slice(&reply[item.clone()]);
-                    cursor[f] += 1;
+                    self.cursor[f] += 1;
                 }
             }
         }
         out.extend_from_slice(b"END\r\n");
+        self.items = items;
+        self.starts = starts;
     }
 }
 
@@ -174,6 +229,20 @@ mod tests {
         assert_eq!(collect(&mut f, &[b":2\r\n", b":3\r\n"]), b":5\r\n");
         let mut f = Fanout::new(MergeKind::RedisSum, 2);
         assert_eq!(collect(&mut f, &[b":2\r\n", b"-ERR down\r\n"]), b"-ERR down\r\n");
+    }
+
+    #[test]
+    fn a_recycled_fanout_merges_like_a_new_one() {
+        let mut f = Fanout::new(MergeKind::RedisMget, 2);
+        f.key_frag = vec![1, 0, 1];
+        let first = collect(&mut f, &[b"*1\r\n$1\r\nb\r\n", b"*2\r\n$1\r\na\r\n$-1\r\n"]);
+        f.reset(MergeKind::RedisMget, 3);
+        f.key_frag.extend_from_slice(&[2, 0, 1]);
+        let second = collect(&mut f, &[b"*1\r\n$1\r\ny\r\n", b"*1\r\n$1\r\nz\r\n", b"*1\r\n$1\r\nx\r\n"]);
+        assert_eq!(first, b"*3\r\n$1\r\na\r\n$1\r\nb\r\n$-1\r\n");
+        assert_eq!(second, b"*3\r\n$1\r\nx\r\n$1\r\ny\r\n$1\r\nz\r\n");
+        f.reset(MergeKind::RedisSum, 2);
+        assert_eq!(collect(&mut f, &[b":1\r\n", b":2\r\n"]), b":3\r\n");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! arrive; completed slots at the head move into `out`, which the client's writer task sends in one write. A reply for
 //! the head slot goes straight into `out` without being stored, so the common unpipelined case copies once.
 
-use crate::fanout::Fanout;
+use crate::fanout::{Fanout, MergeKind};
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -28,6 +28,8 @@ pub struct ReplyQueue {
     pub out: Vec<u8>,
     /// Reused slot buffers, so steady-state pipelining does not allocate.
     spare: Vec<Vec<u8>>,
+    /// Reused split-request bookkeeping.
+    spare_fanouts: Vec<Box<Fanout>>,
     writer: Option<Waker>,
     reader: Option<Waker>,
     /// The client is gone: replies that still arrive are dropped.
@@ -54,10 +56,21 @@ impl ReplyQueue {
     }
 
     /// Reserves a slot for a request split into fragments.
-    pub fn reserve_fanout(&mut self, fanout: Fanout) -> u64 {
+    /// A fanout for a split request, recycled from an earlier one when possible (no allocation in steady state).
+    pub fn take_fanout(&mut self, kind: MergeKind, fragments: usize) -> Box<Fanout> {
+        match self.spare_fanouts.pop() {
+            Some(mut f) => {
+                f.reset(kind, fragments);
+                f
+            }
+            None => Box::new(Fanout::new(kind, fragments)),
+        }
+    }
+
+    pub fn reserve_fanout(&mut self, fanout: Box<Fanout>) -> u64 {
         let seq = self.reserve();
         if let Some(slot) = self.slots.back_mut() {
-            slot.fanout = Some(Box::new(fanout));
+            slot.fanout = Some(fanout);
         }
         seq
     }
@@ -116,7 +129,7 @@ impl ReplyQueue {
         if !fan.arrived(frag, start..end) {
             return;
         }
-        let fan = slot.fanout.take().expect("checked above");
+        let mut fan = slot.fanout.take().expect("checked above");
         let mut merged = self.spare.pop().unwrap_or_default();
         let slot = self.slot_mut(seq).expect("slot exists");
         fan.merge(&slot.data, &mut merged);
@@ -124,6 +137,9 @@ impl ReplyQueue {
         slot.done = true;
         merged.clear();
         self.spare.push(merged);
+        if self.spare_fanouts.len() < 16 {
+            self.spare_fanouts.push(fan);
+        }
         if head {
             self.drain_ready();
             self.wake_writer();

@@ -1,7 +1,7 @@
 //! The Memcached (ASCII) side of a client session: parse requests, route by key, split multi-key gets.
 
 use super::{InBuf, Session, INBUF_CAPACITY};
-use crate::fanout::{Fanout, MergeKind};
+use crate::fanout::MergeKind;
 use crate::io::backend::{Backend, Framer, Waiter};
 use crate::io::stats::{client_key, Meter};
 use crate::protocol::memcache::{self, Command, Parse, Request};
@@ -168,7 +168,7 @@ fn handle(
         return false;
     }
     // A multi-key retrieval spanning servers: one sub-request per server, reassembled in request order.
-    let mut fan = Fanout::new(MergeKind::McRetrieval, sc.groups.len());
+    let mut fan = s.q.borrow_mut().take_fanout(MergeKind::McRetrieval, sc.groups.len());
     fan.key_frag.extend_from_slice(&sc.key_frag);
     for k in &sc.keys {
         let start = fan.keys.len();

@@ -1,7 +1,7 @@
 //! The Redis side of a client session: parse RESP requests, answer local commands, route the rest.
 
 use super::{InBuf, Session, INBUF_CAPACITY};
-use crate::fanout::{Fanout, MergeKind};
+use crate::fanout::MergeKind;
 use crate::io::backend::{Framer, Waiter};
 use crate::io::pool::PoolRt;
 use crate::io::stats::{client_key, CommandId, Meter};
@@ -235,7 +235,7 @@ fn split_request(
         Split::Mset => MergeKind::RedisMset,
         Split::SumIntegers => MergeKind::RedisSum,
     };
-    let mut fan = Fanout::new(merge, sc.groups.len());
+    let mut fan = s.q.borrow_mut().take_fanout(merge, sc.groups.len());
     fan.key_frag.extend_from_slice(&sc.key_frag);
     let seq = s.q.borrow_mut().reserve_fanout(fan);
     s.meters.borrow_mut().begin_split((client_key(&s.q), seq), sc.groups.len() as u32, sc.command.is_some());

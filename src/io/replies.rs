@@ -28,7 +28,9 @@ pub struct ReplyQueue {
     pub out: Vec<u8>,
     /// Reused slot buffers, so steady-state pipelining does not allocate.
     spare: Vec<Vec<u8>>,
-    /// Reused split-request bookkeeping.
+    /// Reused split-request bookkeeping. Boxed because slots hold it boxed: moving the box in and out of a slot
+    /// does not copy or reallocate the fanout.
+    #[allow(clippy::vec_box)]
     spare_fanouts: Vec<Box<Fanout>>,
     writer: Option<Waker>,
     reader: Option<Waker>,

@@ -1,6 +1,6 @@
 //! The Memcached (ASCII) side of a client session: parse requests, route by key, split multi-key gets.
 
-use super::{InBuf, Session, INBUF_CAPACITY};
+use super::{InBuf, Next, Session, INBUF_CAPACITY};
 use crate::fanout::MergeKind;
 use crate::io::backend::{Backend, Framer, Waiter};
 use crate::io::stats::{client_key, Meter};
@@ -68,26 +68,8 @@ pub async fn read_loop(s: &mut Session) {
                 }
             }
         }
-        if let Some(b) = blocked_on.take() {
-            b.drained().await;
-        }
-        if s.q.borrow().inflight() >= max_inflight {
-            continue;
-        }
-        if s.listener.is_closed() {
+        if let Next::Stop = s.refill(&mut inb, blocked_on.take(), max_inflight).await {
             return;
-        }
-        inb.maybe_shrink(INBUF_CAPACITY);
-        match inb.fill(&s.conn).await {
-            Ok(0) => {
-                s.meters.borrow_mut().clients.eof += 1;
-                return;
-            }
-            Err(_) => {
-                s.meters.borrow_mut().clients.errors += 1;
-                return;
-            }
-            Ok(_) => {}
         }
     }
 }

@@ -4,6 +4,7 @@
 mod memcache;
 mod redis;
 
+use super::backend::Backend;
 use super::replies::{ClientRef, ReplyQueue};
 use super::stats::ListenerStatsRef;
 use super::stream::Conn;
@@ -43,6 +44,40 @@ impl Session {
             }
         })
         .await
+    }
+}
+
+/// After a reader parsed what it had: whether to parse again or stop.
+pub enum Next {
+    Parse,
+    Stop,
+}
+
+impl Session {
+    /// Waits out backend backpressure, then reads more from the client (unless it is at its in-flight bound, when
+    /// the caller's loop waits for replies to drain first). Shared by both protocols' readers.
+    pub async fn refill(&self, inb: &mut InBuf, blocked_on: Option<Rc<Backend>>, max_inflight: usize) -> Next {
+        if let Some(b) = blocked_on {
+            b.drained().await;
+        }
+        if self.q.borrow().inflight() >= max_inflight {
+            return Next::Parse;
+        }
+        if self.listener.is_closed() {
+            return Next::Stop;
+        }
+        inb.maybe_shrink(INBUF_CAPACITY);
+        match inb.fill(&self.conn).await {
+            Ok(0) => {
+                self.meters.borrow_mut().clients.eof += 1;
+                Next::Stop
+            }
+            Err(_) => {
+                self.meters.borrow_mut().clients.errors += 1;
+                Next::Stop
+            }
+            Ok(_) => Next::Parse,
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! The Redis side of a client session: parse RESP requests, answer local commands, route the rest.
 
-use super::{InBuf, Session, INBUF_CAPACITY};
+use super::{InBuf, Next, Session, INBUF_CAPACITY};
 use crate::fanout::MergeKind;
 use crate::io::backend::{Framer, Waiter};
 use crate::io::pool::PoolRt;
@@ -65,27 +65,8 @@ pub async fn read_loop(s: &mut Session) {
         if closing {
             return;
         }
-        if let Some(b) = blocked_on.take() {
-            let b: std::rc::Rc<crate::io::backend::Backend> = b;
-            b.drained().await;
-        }
-        if s.q.borrow().inflight() >= max_inflight {
-            continue;
-        }
-        if s.listener.is_closed() {
+        if let Next::Stop = s.refill(&mut inb, blocked_on.take(), max_inflight).await {
             return;
-        }
-        inb.maybe_shrink(INBUF_CAPACITY);
-        match inb.fill(&s.conn).await {
-            Ok(0) => {
-                s.meters.borrow_mut().clients.eof += 1;
-                return;
-            }
-            Err(_) => {
-                s.meters.borrow_mut().clients.errors += 1;
-                return;
-            }
-            Ok(_) => {}
         }
     }
 }

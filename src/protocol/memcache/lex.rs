@@ -117,20 +117,7 @@ pub(super) fn is_valid_key(key: &[u8]) -> bool {
     !key.is_empty() && key.len() <= MAX_KEY_LEN && key.iter().all(|&b| b > b' ' && b != 0x7f)
 }
 
-/// Appends `n` in decimal without going through `fmt` (no allocation, no formatter state).
-pub(super) fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[start..]);
-}
+pub(super) use crate::protocol::push_decimal;
 
 #[cfg(test)]
 mod tests {

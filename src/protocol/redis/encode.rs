@@ -25,7 +25,7 @@ pub fn write_integer(out: &mut Vec<u8>, n: i64) {
 pub fn write_bulk(out: &mut Vec<u8>, b: &[u8]) {
     out.reserve(b.len() + 16);
     out.push(b'$');
-    push_unsigned(out, b.len() as u64);
+    crate::protocol::push_decimal(out, b.len() as u64);
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(b);
     out.extend_from_slice(b"\r\n");
@@ -44,7 +44,7 @@ pub fn write_null_array(out: &mut Vec<u8>) {
 /// `*n\r\n`; the `n` elements follow.
 pub fn write_array_header(out: &mut Vec<u8>, n: usize) {
     out.push(b'*');
-    push_unsigned(out, n as u64);
+    crate::protocol::push_decimal(out, n as u64);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -113,22 +113,7 @@ fn push_signed(out: &mut Vec<u8>, n: i64) {
     if n < 0 {
         out.push(b'-');
     }
-    push_unsigned(out, n.unsigned_abs());
-}
-
-/// Decimal digits of `n`, formatted on the stack.
-fn push_unsigned(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[start..]);
+    crate::protocol::push_decimal(out, n.unsigned_abs());
 }
 
 #[cfg(test)]

@@ -25,10 +25,8 @@ use crate::stats::{
 
 pub use crate::stats::WorkerSnapshot;
 
-/// Slots for redis commands: the command table is one static array of fewer than `REDIS_BIAS` entries, so every
-/// entry's offset from any other entry fits in `-REDIS_BIAS..REDIS_BIAS`.
-const REDIS_BIAS: isize = 512;
-const REDIS_SLOTS: usize = 2 * REDIS_BIAS as usize;
+/// Slots for redis commands: one per entry of the command table (`redis::command_index`).
+const REDIS_SLOTS: usize = redis::COMMAND_COUNT;
 /// One slot after the table slots collects anything that does not fit (never expected; see [`ListenerStats`]).
 const OVERFLOW_NAME: &str = "OTHER";
 
@@ -127,7 +125,6 @@ pub struct ListenerStats {
     pub clients: ClientCounters,
     commands: Vec<Option<Box<CommandStats>>>,
     /// Address of one entry of the redis command table, the origin of redis command slots.
-    redis_anchor: usize,
     /// Split requests whose fragments are not all back: (client queue address, sequence) -> (fragments left,
     /// whether one failed). Only multi-server requests use it; entries leave when the last fragment arrives.
     splits: HashMap<(usize, u64), (u32, bool), fnv::FnvBuildHasher>,
@@ -141,14 +138,12 @@ impl ListenerStats {
             Protocol::Redis => REDIS_SLOTS + 1,
             Protocol::Memcache => memcache::Command::ALL.len() + 1,
         };
-        let redis_anchor = redis::lookup(b"GET").map_or(0, |info| info as *const redis::CommandInfo as usize);
         ListenerStats {
             name: name.to_owned(),
             protocol,
             enabled,
             clients: ClientCounters::default(),
             commands: (0..slots).map(|_| None).collect(),
-            redis_anchor,
             splits: HashMap::default(),
         }
     }
@@ -166,14 +161,8 @@ impl ListenerStats {
     }
 
     fn redis_slot(&self, info: &'static redis::CommandInfo) -> usize {
-        let size = std::mem::size_of::<redis::CommandInfo>().max(1) as isize;
-        let offset = (info as *const redis::CommandInfo as isize).wrapping_sub(self.redis_anchor as isize) / size;
-        let slot = offset + REDIS_BIAS;
-        if (0..REDIS_SLOTS as isize).contains(&slot) {
-            slot as usize
-        } else {
-            self.overflow_slot()
-        }
+        // command_index is below REDIS_SLOTS for every table entry; anything else lands in the overflow slot.
+        redis::command_index(info).min(self.overflow_slot())
     }
 
     /// Counts one request of the command in `slot`; `None` when per-command stats are off.

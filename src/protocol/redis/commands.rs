@@ -100,6 +100,21 @@ pub fn lookup(name: &[u8]) -> Option<&'static CommandInfo> {
     COMMANDS.get(index)
 }
 
+/// How many commands the table knows: [`command_index`] is below this.
+pub const COMMAND_COUNT: usize = COMMANDS.len();
+
+/// The position of a command in the table, a small dense integer for per-command counters (no string hashing on
+/// the request path). `info` must come from [`lookup`]; anything else maps to `COMMAND_COUNT`.
+pub fn command_index(info: &CommandInfo) -> usize {
+    let base = COMMANDS.as_ptr() as usize;
+    let at = info as *const CommandInfo as usize;
+    let size = std::mem::size_of::<CommandInfo>().max(1);
+    match at.checked_sub(base) {
+        Some(offset) if offset % size == 0 && offset / size < COMMAND_COUNT => offset / size,
+        _ => COMMAND_COUNT,
+    }
+}
+
 /// Whether `argc` arguments (command name included) satisfy the command's arity.
 pub fn arity_ok(info: &CommandInfo, argc: usize) -> bool {
     let required = info.arity.unsigned_abs() as usize;
@@ -210,6 +225,11 @@ mod tests {
 
     #[test]
     fn table_is_sorted_uppercase_and_unique() {
+        for (i, info) in COMMANDS.iter().enumerate() {
+            assert_eq!(command_index(info), i);
+        }
+        let outside = CommandInfo { ..COMMANDS[0] };
+        assert_eq!(command_index(&outside), COMMAND_COUNT);
         for pair in COMMANDS.windows(2) {
             assert!(pair[0].name < pair[1].name, "{} then {}", pair[0].name, pair[1].name);
         }

@@ -20,7 +20,10 @@ mod inline;
 mod reply;
 mod request;
 
-pub use commands::{arity_error, arity_ok, key_indices, lookup, CommandInfo, CommandKind, KeySpec, Local, Split};
+pub use commands::{
+    arity_error, arity_ok, command_index, key_indices, lookup, CommandInfo, CommandKind, KeySpec, Local, Split,
+    COMMAND_COUNT,
+};
 pub use encode::{
     write_array_header, write_bulk, write_command, write_command_iter, write_error, write_integer, write_null_array,
     write_null_bulk, write_simple, write_unknown_command,

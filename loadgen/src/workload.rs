@@ -262,7 +262,7 @@ impl ValueMaker {
     pub fn write_value(&self, key: u64, out: &mut Vec<u8>) {
         let len = self.size.len_for(key);
         let start = out.len();
-        write_decimal(key, out);
+        ferrule::protocol::push_decimal(out, key);
         out.push(b':');
         out.truncate(start + len);
         let filled = out.len() - start;
@@ -283,7 +283,7 @@ impl ValueMaker {
 /// Appends `prefix` followed by `key` in decimal: the key name sent on the wire.
 pub fn write_key(prefix: &[u8], key: u64, out: &mut Vec<u8>) {
     out.extend_from_slice(prefix);
-    write_decimal(key, out);
+    ferrule::protocol::push_decimal(out, key);
 }
 
 /// Parses the key index back out of a key name made by [`write_key`].
@@ -299,20 +299,6 @@ pub fn parse_key(prefix: &[u8], name: &[u8]) -> Option<u64> {
             None
         }
     })
-}
-
-fn write_decimal(mut n: u64, out: &mut Vec<u8>) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
 }
 
 /// A cheap, well-spread hash of a key index (splitmix64's finaliser).

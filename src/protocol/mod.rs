@@ -3,7 +3,7 @@ pub mod memcache;
 pub mod redis;
 
 /// Appends `n` in decimal without going through `fmt` (no allocation, no formatter state). Shared by the encoders.
-pub(crate) fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+pub fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut start = digits.len();
     loop {

@@ -290,18 +290,7 @@ fn parse_storage(
 
 /// `incr|decr <key> <delta> [noreply]`
 fn parse_arithmetic(command: Command, line: Line, args: &Args<'_>, keys: &mut Vec<Range<usize>>) -> Parse {
-    if !(2..=3).contains(&args.len) {
-        return line_error(ERROR_REPLY, line.next);
-    }
-    let noreply = args.noreply_at(3);
-    let quiet = |reply| if noreply { "" } else { reply };
-    if !is_valid_key(args.get(0)) {
-        return line_error(quiet(BAD_KEY_REPLY), line.next);
-    }
-    if parse_unsigned(args.get(1)).is_none() {
-        return line_error(quiet(BAD_DELTA_REPLY), line.next);
-    }
-    keyed_request(command, line, noreply, args, keys)
+    parse_key_and_number(command, line, args, keys, |a| parse_unsigned(a).is_some(), BAD_DELTA_REPLY)
 }
 
 /// `delete <key> [0] [noreply]`: the legacy hold time is accepted only as `0`.
@@ -325,6 +314,19 @@ fn parse_delete(line: Line, args: &Args<'_>, keys: &mut Vec<Range<usize>>) -> Pa
 
 /// `touch <key> <exptime> [noreply]`
 fn parse_touch(line: Line, args: &Args<'_>, keys: &mut Vec<Range<usize>>) -> Parse {
+    parse_key_and_number(Command::Touch, line, args, keys, |a| parse_exptime(a).is_some(), BAD_EXPTIME_REPLY)
+}
+
+/// `<command> <key> <number> [noreply]`, the shape incr, decr and touch share; `number_ok` checks the number and
+/// `bad_number` is the reply when it fails.
+fn parse_key_and_number(
+    command: Command,
+    line: Line,
+    args: &Args<'_>,
+    keys: &mut Vec<Range<usize>>,
+    number_ok: impl Fn(&[u8]) -> bool,
+    bad_number: &'static str,
+) -> Parse {
     if !(2..=3).contains(&args.len) {
         return line_error(ERROR_REPLY, line.next);
     }
@@ -333,10 +335,10 @@ fn parse_touch(line: Line, args: &Args<'_>, keys: &mut Vec<Range<usize>>) -> Par
     if !is_valid_key(args.get(0)) {
         return line_error(quiet(BAD_KEY_REPLY), line.next);
     }
-    if parse_exptime(args.get(1)).is_none() {
-        return line_error(quiet(BAD_EXPTIME_REPLY), line.next);
+    if !number_ok(args.get(1)) {
+        return line_error(quiet(bad_number), line.next);
     }
-    keyed_request(Command::Touch, line, noreply, args, keys)
+    keyed_request(command, line, noreply, args, keys)
 }
 
 /// `flush_all [delay] [noreply]`

@@ -200,8 +200,9 @@ fn down_server_fails_fast_when_not_ejected() {
     let dead = redis_server();
     let dead_port = dead.port;
     let port = free_port();
-    // Default timeout_ms (1 s) and no ejection: only the back-off short-circuit keeps failures fast.
-    let body = redis_body(port, &[good.port, dead_port], "");
+    // Default timeout_ms (1 s) and no ejection: only the back-off short-circuit keeps failures fast. md5 so that
+    // about half of the keys belong to the dead server (fnv1a_64 can give it almost none).
+    let body = redis_body(port, &[good.port, dead_port], MD5);
     let _f = Ferrule::start_with(&body, port, WORKERS);
     let mut c = Client::connect(port);
     assert_eq!(c.redis_str(&["SET", "warm", "x"]), "+OK\r\n");

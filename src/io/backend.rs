@@ -8,7 +8,7 @@
 
 use super::replies::ClientRef;
 use super::stats::{client_key, BackendStats, BatchClock, Fault, Meter};
-use super::stream::Conn;
+use super::uring::{self, Conn};
 use crate::config::Protocol;
 use crate::protocol::{memcache, redis};
 use std::cell::RefCell;
@@ -312,7 +312,7 @@ impl Backend {
                         let pause = self.st.borrow().down_until.map(|u| u.saturating_duration_since(Instant::now()));
                         if want_connect {
                             if let Some(p) = pause {
-                                glommio::timer::sleep(p).await;
+                                uring::sleep(p).await;
                             }
                         }
                         continue;
@@ -328,7 +328,9 @@ impl Backend {
                 }
                 st.generation
             };
-            if let Err(e) = conn.write_all(&wbuf).await {
+            let (result, back) = conn.send_all(std::mem::take(&mut wbuf)).await;
+            wbuf = back;
+            if let Err(e) = result {
                 self.fail_connection(generation, &format!("write failed: {e}"));
             }
             wbuf.clear();
@@ -337,12 +339,11 @@ impl Backend {
 
     async fn connect(self: &Rc<Self>) -> Option<Conn> {
         self.st.borrow_mut().connecting = true;
-        let result = glommio::net::TcpStream::connect_timeout(self.addr, self.opts.connect_timeout).await;
+        let result = uring::connect(self.addr, self.opts.connect_timeout).await;
         let mut st = self.st.borrow_mut();
         st.connecting = false;
         match result {
-            Ok(stream) => {
-                let conn = Conn::tcp(stream);
+            Ok(conn) => {
                 st.generation += 1;
                 st.conn = Some(conn.clone());
                 st.down_until = None;
@@ -529,14 +530,10 @@ fn deliver(waiter: Waiter, reply: &[u8], latency: Option<Duration>, failed: bool
     }
 }
 
-fn describe_connect_error(e: &glommio::GlommioError<()>) -> String {
-    match e {
-        glommio::GlommioError::IoError(io) => match io.kind() {
-            std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
-            std::io::ErrorKind::TimedOut => "connect timed out".into(),
-            _ => format!("connect failed: {io}"),
-        },
-        glommio::GlommioError::TimedOut(_) => "connect timed out".into(),
-        other => format!("connect failed: {other}"),
+fn describe_connect_error(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
+        std::io::ErrorKind::TimedOut => "connect timed out".into(),
+        _ => format!("connect failed: {e}"),
     }
 }

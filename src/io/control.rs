@@ -7,6 +7,7 @@
 
 use super::messages::{FromWorker, ServerKey, ToWorker};
 use super::stats::WorkerSnapshot;
+use super::uring::Doorbell;
 use crate::config::{Config, ProxyConfig};
 use glommio::channels::shared_channel::{ConnectedSender, SharedReceiver, SharedSender};
 use glommio::sync::Semaphore;
@@ -87,7 +88,7 @@ pub struct Control {
     path: PathBuf,
     /// `[proxy]` as last read from the file, to tell which restart-only settings a reload changes.
     file_proxy: RefCell<ProxyConfig>,
-    workers: Vec<ConnectedSender<ToWorker>>,
+    workers: Vec<(ConnectedSender<ToWorker>, Arc<Doorbell>)>,
     health: RefCell<HashMap<ServerKey, ServerHealth>>,
     pub reloads: Cell<u64>,
     pub reload_failures: Cell<u64>,
@@ -124,8 +125,10 @@ impl Control {
     }
 
     async fn send_all(&self, msg: ToWorker) {
-        for w in &self.workers {
+        for (w, doorbell) in &self.workers {
             let _ = w.send(msg.clone()).await;
+            // The worker may be asleep in its own ring, where glommio's channel cannot wake it.
+            doorbell.ring();
         }
     }
 
@@ -442,14 +445,14 @@ fn file_stamp(path: &Path) -> Option<(SystemTime, u64, u64)> {
 pub async fn run(
     cfg: Arc<Config>,
     path: PathBuf,
-    to_workers: Vec<SharedSender<ToWorker>>,
+    to_workers: Vec<(SharedSender<ToWorker>, Arc<Doorbell>)>,
     from_workers: Vec<SharedReceiver<FromWorker>>,
     flags: SignalFlags,
     watch_config: bool,
 ) {
     let mut senders = Vec::new();
-    for s in to_workers {
-        senders.push(s.connect().await);
+    for (s, doorbell) in to_workers {
+        senders.push((s.connect().await, doorbell));
     }
     // The file's own [proxy] (before command-line overrides), to compare reloads with.
     let file_proxy = Config::load(&path).map(|c| c.proxy).unwrap_or_else(|_| cfg.proxy.clone());

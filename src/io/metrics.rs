@@ -44,7 +44,7 @@ pub async fn publish_summaries(worker: Rc<Worker>) {
     loop {
         let summary = worker.stats.borrow().summary();
         publish(worker.id, summary);
-        glommio::timer::sleep(PUBLISH_INTERVAL).await;
+        super::uring::sleep(PUBLISH_INTERVAL).await;
     }
 }
 

@@ -14,6 +14,7 @@ mod stats;
 mod stats_json;
 mod stream;
 pub mod sys;
+mod uring;
 mod worker;
 
 use crate::config::{Config, Workers};
@@ -65,14 +66,15 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), String> {
     for (i, &cpu) in cpus.iter().enumerate() {
         let (ctl_tx, w_rx) = shared_channel::new_bounded(64);
         let (w_tx, ctl_rx) = shared_channel::new_bounded(4096);
-        to_workers.push(ctl_tx);
+        let doorbell = Arc::new(uring::Doorbell::new().map_err(|e| format!("cannot create an eventfd: {e}"))?);
+        to_workers.push((ctl_tx, doorbell.clone()));
         from_workers.push(ctl_rx);
         let cfg = cfg.clone();
         let ready = ready_tx.clone();
         let h = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("ferrule-w{i}"))
             .io_memory(io_memory)
-            .spawn(move || worker::run(i, cfg, w_rx, w_tx, ready))
+            .spawn(move || worker::run(i, cfg, w_rx, w_tx, doorbell, ready))
             .map_err(|e| format!("cannot start worker {i} on CPU {cpu}: {e}"))?;
         log::info!("worker {i} pinned to CPU {cpu}");
         handles.push(h);

@@ -5,14 +5,16 @@ use super::messages::{FromWorker, ServerKey, ToWorker};
 use super::pool::PoolRt;
 use super::session;
 use super::stats::{WorkerSnapshot, WorkerStats};
-use super::stream::Conn;
+use super::uring::{self, Conn, Doorbell, Listener};
 use crate::config::{Config, ListenAddr, ListenerConfig, PoolConfig, Protocol, ProxyConfig, ServerConfig};
-use glommio::channels::shared_channel::{ConnectedSender, SharedReceiver, SharedSender};
-use glommio::net::{TcpListener, UnixListener};
+use futures_lite::Stream;
+use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender};
 use glommio::Task;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::os::unix::io::{FromRawFd, IntoRawFd, RawFd};
+use std::future::poll_fn;
+use std::os::unix::io::{IntoRawFd, RawFd};
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -263,7 +265,7 @@ impl Worker {
                     return Ok(None);
                 }
                 let _ = std::fs::remove_file(path);
-                let listener = UnixListener::bind(path)
+                let listener = bind_unix(path)
                     .map_err(|e| format!("listener {}: cannot listen on {}: {}", lc.name, path.display(), e))?;
                 log::info!(
                     "worker {}: listener {} ({}) accepting on {}",
@@ -319,7 +321,7 @@ impl Drop for SessionRegistration {
 }
 
 /// A listening socket with SO_REUSEPORT (one per core; the kernel spreads connections), and its descriptor.
-fn bind_tcp(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<(TcpListener, RawFd)> {
+fn bind_tcp(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<(Listener, RawFd)> {
     use socket2::{Domain, Socket, Type};
     let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     sock.set_reuse_address(true)?;
@@ -331,30 +333,31 @@ fn bind_tcp(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<(TcpLis
     sock.bind(&addr.into())?;
     sock.listen(backlog as i32)?;
     let fd = sock.into_raw_fd();
-    // SAFETY: we own the descriptor and hand it to glommio, which closes it on drop.
-    Ok((unsafe { TcpListener::from_raw_fd(fd) }, fd))
+    Ok((Listener::from_fd(fd), fd))
 }
 
-async fn accept_tcp(worker: Rc<Worker>, slot: Rc<ListenerSlot>, listener: TcpListener) {
+fn bind_unix(path: &std::path::Path) -> std::io::Result<Listener> {
+    let listener = std::os::unix::net::UnixListener::bind(path)?;
+    listener.set_nonblocking(true)?;
+    Ok(Listener::from_fd(listener.into_raw_fd()))
+}
+
+async fn accept_tcp(worker: Rc<Worker>, slot: Rc<ListenerSlot>, listener: Listener) {
+    accept_loop(worker, slot, listener, Conn::accepted_tcp).await
+}
+
+async fn accept_unix(worker: Rc<Worker>, slot: Rc<ListenerSlot>, listener: Listener) {
+    accept_loop(worker, slot, listener, Conn::from_fd).await
+}
+
+async fn accept_loop(worker: Rc<Worker>, slot: Rc<ListenerSlot>, listener: Listener, wrap: fn(RawFd) -> Conn) {
     loop {
         match listener.accept().await {
-            Ok(stream) => worker.spawn_session(&slot, Conn::tcp(stream)),
+            Ok(fd) => worker.spawn_session(&slot, wrap(fd)),
             Err(e) => {
                 log::warn!("worker {}: accept on {} failed: {}", worker.id, slot.name, e);
                 // Out of descriptors and the like: pause instead of spinning.
-                glommio::timer::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-}
-
-async fn accept_unix(worker: Rc<Worker>, slot: Rc<ListenerSlot>, listener: UnixListener) {
-    loop {
-        match listener.accept().await {
-            Ok(stream) => worker.spawn_session(&slot, Conn::unix(stream)),
-            Err(e) => {
-                log::warn!("worker {}: accept on {} failed: {}", worker.id, slot.name, e);
-                glommio::timer::sleep(Duration::from_millis(50)).await;
+                uring::sleep(Duration::from_millis(50)).await;
             }
         }
     }
@@ -363,7 +366,7 @@ async fn accept_unix(worker: Rc<Worker>, slot: Rc<ListenerSlot>, listener: UnixL
 /// Timer work: request deadlines and forwarding health observations to control.
 async fn tick(worker: Rc<Worker>, tx: Rc<ConnectedSender<FromWorker>>) {
     loop {
-        glommio::timer::sleep(Duration::from_millis(5)).await;
+        uring::sleep(Duration::from_millis(5)).await;
         let now = Instant::now();
         let pools = worker.pools.borrow();
         let mut events = Vec::new();
@@ -405,9 +408,18 @@ pub async fn run(
     cfg: Arc<Config>,
     rx: SharedReceiver<ToWorker>,
     tx: SharedSender<FromWorker>,
+    doorbell: Arc<Doorbell>,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
     let rx = rx.connect().await;
+    // The data path's ring, before anything (a preconnecting pool, a listener) uses it.
+    let _driver = match uring::install(Some(doorbell.fd())) {
+        Ok(task) => task,
+        Err(e) => {
+            let _ = ready.send(Err(format!("worker {id}: cannot set up its io_uring: {e}")));
+            return;
+        }
+    };
     let tx = Rc::new(tx.connect().await);
     let worker = Rc::new(Worker {
         id,
@@ -428,9 +440,23 @@ pub async fn run(
         return;
     }
     let _ = ready.send(Ok(()));
+    // A task, not this (main) future: glommio polls its main future only when its own loop runs, which the
+    // data-path driver keeps rare (see io::uring).
+    glommio::spawn_local(serve_control(worker, rx, tx)).await;
+}
+
+/// Applies control's messages until told to stop.
+async fn serve_control(worker: Rc<Worker>, mut rx: ConnectedReceiver<ToWorker>, tx: Rc<ConnectedSender<FromWorker>>) {
+    let id = worker.id;
     let ticker = glommio::spawn_local(tick(worker.clone(), tx.clone()));
     let _publisher = glommio::spawn_local(super::metrics::publish_summaries(worker.clone()));
-    while let Some(msg) = rx.recv().await {
+    loop {
+        // The channel is polled again whenever control rings this worker's doorbell after sending.
+        let next = poll_fn(|cx| {
+            uring::on_doorbell(cx.waker());
+            Pin::new(&mut rx).poll_next(cx)
+        });
+        let Some(msg) = next.await else { break };
         match msg {
             ToWorker::Reload { generation, config, ejected } => {
                 // Between two requests of any session (this runs on the same thread): requests already queued stay
@@ -494,6 +520,6 @@ async fn shutdown(worker: &Rc<Worker>, grace: Duration) {
             );
             break;
         }
-        glommio::timer::sleep(Duration::from_millis(5)).await;
+        uring::sleep(Duration::from_millis(5)).await;
     }
 }

@@ -7,7 +7,7 @@ mod redis;
 use super::backend::Backend;
 use super::replies::{ClientRef, ReplyQueue};
 use super::stats::ListenerStatsRef;
-use super::stream::Conn;
+use super::uring::{self, Conn};
 use super::worker::{ListenerSlot, Worker};
 use crate::config::Protocol;
 use std::future::poll_fn;
@@ -128,11 +128,7 @@ async fn linger(conn: &Conn) {
             }
         }
     };
-    let _ = glommio::timer::timeout(std::time::Duration::from_millis(500), async {
-        drain.await;
-        Ok(())
-    })
-    .await;
+    let _ = uring::timeout(std::time::Duration::from_millis(500), drain).await;
 }
 
 /// Writes replies as they become ready, all that are ready in one write; closes after the last one when asked.
@@ -155,7 +151,9 @@ async fn write_loop(conn: Conn, q: ClientRef, meters: ListenerStatsRef) {
         if done {
             return;
         }
-        if conn.write_all(&buf).await.is_err() {
+        let (result, back) = conn.send_all(std::mem::take(&mut buf)).await;
+        buf = back;
+        if result.is_err() {
             meters.borrow_mut().clients.errors += 1;
             let mut q = q.borrow_mut();
             q.closed = true;

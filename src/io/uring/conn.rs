@@ -1,0 +1,254 @@
+//! A connected socket on the data path: a client connection or a backend connection.
+//!
+//! The receive side is a multishot receive armed once: the reactor appends what arrives to the connection's inbox
+//! and wakes its reader, who copies it out. The inbox is bounded: past `PAUSE_AT` unread bytes the receive is
+//! cancelled (the kernel's socket buffer and TCP flow control then push back on the peer), and re-armed once the
+//! reader caught up. Sends own their buffer until the kernel is done with it, so a dropped future never leaves the
+//! kernel reading freed memory.
+
+use super::{current, try_current, Awaited, Reactor};
+use io_uring::{opcode, types};
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
+use std::io;
+use std::net::SocketAddr;
+use std::os::unix::io::{IntoRawFd, RawFd};
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+/// Unread bytes at which receiving pauses, and at which it resumes.
+const PAUSE_AT: usize = 512 * 1024;
+const RESUME_AT: usize = 64 * 1024;
+/// An inbox that grew past this for one burst is released once empty.
+const INBOX_KEEP: usize = 256 * 1024;
+
+/// The part the reactor's operations hold on to: the descriptor is closed when the last of them is done.
+pub(crate) struct ConnIo {
+    pub(super) fd: RawFd,
+    inbox: RefCell<Vec<u8>>,
+    head: Cell<usize>,
+    eof: Cell<bool>,
+    error: Cell<Option<i32>>,
+    reader: Cell<Option<Waker>>,
+    pub(super) recv_slot: Cell<Option<usize>>,
+    paused: Cell<bool>,
+    closed: Cell<bool>,
+}
+
+impl ConnIo {
+    fn new(fd: RawFd) -> Rc<ConnIo> {
+        Rc::new(ConnIo {
+            fd,
+            inbox: RefCell::new(Vec::new()),
+            head: Cell::new(0),
+            eof: Cell::new(false),
+            error: Cell::new(None),
+            reader: Cell::new(None),
+            recv_slot: Cell::new(None),
+            paused: Cell::new(false),
+            closed: Cell::new(false),
+        })
+    }
+
+    pub(super) fn received(&self, data: &[u8]) {
+        self.inbox.borrow_mut().extend_from_slice(data);
+    }
+
+    /// After a receive completion (its data already taken): note the end of stream or an error, re-arm a receive
+    /// that ended while we still want data, pause one that is too far ahead of its reader, and wake the reader.
+    pub(super) fn on_recv_result(self: &Rc<Self>, reactor: &Reactor, result: i32, more: bool) {
+        match result {
+            0 => self.eof.set(true),
+            r if r > 0 => {}
+            r if r == -libc::ENOBUFS || r == -libc::ECANCELED => {}
+            r => self.error.set(Some(-r)),
+        }
+        let unread = self.inbox.borrow().len() - self.head.get();
+        if more {
+            if unread >= PAUSE_AT && !self.paused.get() {
+                self.paused.set(true);
+                if let Some(slot) = self.recv_slot.get() {
+                    reactor.cancel(slot);
+                }
+            }
+        } else if self.wants_data() && unread < PAUSE_AT {
+            self.paused.set(false);
+            reactor.arm_recv(self);
+        }
+        if let Some(w) = self.reader.take() {
+            w.wake();
+        }
+    }
+
+    fn wants_data(&self) -> bool {
+        !self.closed.get() && !self.eof.get() && self.error.get().is_none()
+    }
+}
+
+impl Drop for ConnIo {
+    fn drop(&mut self) {
+        // SAFETY: we own the descriptor and nothing in the kernel refers to it any more (operations hold `Rc`s).
+        unsafe {
+            libc::close(self.fd);
+        }
+    }
+}
+
+/// A cloneable handle to one connection; the connection closes when the last handle is dropped and the kernel has
+/// finished with it.
+#[derive(Clone)]
+pub struct Conn(Rc<Handle>);
+
+struct Handle {
+    io: Rc<ConnIo>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.io.closed.set(true);
+        if let (Some(slot), Some(reactor)) = (self.io.recv_slot.get(), try_current()) {
+            reactor.cancel(slot);
+        }
+    }
+}
+
+impl Conn {
+    /// Takes ownership of a connected, non-blocking stream socket (TCP or unix).
+    pub fn from_fd(fd: RawFd) -> Conn {
+        Conn(Rc::new(Handle { io: ConnIo::new(fd) }))
+    }
+
+    /// Takes ownership of an accepted TCP socket: no Nagle delay for small replies.
+    pub fn accepted_tcp(fd: RawFd) -> Conn {
+        let one: libc::c_int = 1;
+        // SAFETY: setsockopt on a descriptor we own, with a valid int option.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_NODELAY,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+        Conn::from_fd(fd)
+    }
+
+    /// Reads what is available (at least one byte, or 0 at end of stream).
+    pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let io = &self.0.io;
+        poll_fn(|cx| {
+            let unread = {
+                let mut inbox = io.inbox.borrow_mut();
+                let head = io.head.get();
+                let unread = inbox.len() - head;
+                if unread > 0 {
+                    let n = unread.min(buf.len());
+                    buf[..n].copy_from_slice(&inbox[head..head + n]);
+                    if n == unread {
+                        inbox.clear();
+                        io.head.set(0);
+                        if inbox.capacity() > INBOX_KEEP {
+                            *inbox = Vec::new();
+                        }
+                    } else {
+                        io.head.set(head + n);
+                    }
+                    let left = unread - n;
+                    drop(inbox);
+                    if io.paused.get() && left < RESUME_AT && io.recv_slot.get().is_none() && io.wants_data() {
+                        io.paused.set(false);
+                        current().arm_recv(io);
+                    }
+                    return Poll::Ready(Ok(n));
+                }
+                unread
+            };
+            debug_assert_eq!(unread, 0);
+            if let Some(e) = io.error.get() {
+                return Poll::Ready(Err(io::Error::from_raw_os_error(e)));
+            }
+            if io.eof.get() {
+                return Poll::Ready(Ok(0));
+            }
+            if io.recv_slot.get().is_none() {
+                io.paused.set(false);
+                current().arm_recv(io);
+            }
+            let w = io.reader.take();
+            io.reader.set(Some(match w {
+                Some(w) if w.will_wake(cx.waker()) => w,
+                _ => cx.waker().clone(),
+            }));
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Sends the whole buffer and gives it back (cleared by nobody: the caller decides) for reuse.
+    pub async fn send_all(&self, mut buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        let mut sent = 0usize;
+        while sent < buf.len() {
+            let reactor = current();
+            let fd = self.0.io.fd;
+            let awaited = Awaited::holding(buf, Some(self.0.io.clone()), None);
+            let op = reactor.submit_awaited(awaited, false, |a| {
+                let chunk = &a.buf[sent..];
+                let len = chunk.len().min(u32::MAX as usize) as u32;
+                opcode::Send::new(types::Fd(fd), chunk.as_ptr(), len).flags(libc::MSG_NOSIGNAL).build()
+            });
+            drop(reactor);
+            let (result, back) = op.await;
+            buf = back;
+            match result {
+                n if n > 0 => sent += n as usize,
+                0 => return (Err(io::Error::new(io::ErrorKind::WriteZero, "connection closed while writing")), buf),
+                e => return (Err(io::Error::from_raw_os_error(-e)), buf),
+            }
+        }
+        (Ok(()), buf)
+    }
+
+    /// Sends FIN after what was written; the peer still can send (we drain it before closing).
+    pub fn shutdown_write(&self) {
+        self.shutdown_how(libc::SHUT_WR);
+    }
+
+    /// Shuts the receive side down: a read waiting for the peer returns end of stream (after the bytes already
+    /// received), while writing still works. Used to wake idle client sessions whose listener closed.
+    pub fn shutdown_read(&self) {
+        self.shutdown_how(libc::SHUT_RD);
+    }
+
+    /// Shuts both directions down so that the other task's pending read or write fails promptly.
+    pub fn shutdown(&self) {
+        self.shutdown_how(libc::SHUT_RDWR);
+    }
+
+    fn shutdown_how(&self, how: libc::c_int) {
+        // SAFETY: the descriptor is open (we hold a reference); shutdown does not close it.
+        unsafe {
+            libc::shutdown(self.0.io.fd, how);
+        }
+    }
+}
+
+/// Connects to `addr` within `timeout`.
+pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Conn> {
+    use socket2::{Domain, Socket, Type};
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking().cloexec(), None)?;
+    sock.set_nodelay(true)?;
+    let io = ConnIo::new(sock.into_raw_fd());
+    let addr = Box::new(socket2::SockAddr::from(addr));
+    let (ptr, len) = (addr.as_ptr(), addr.len());
+    let fd = io.fd;
+    let op = current().submit_awaited(Awaited::holding(Vec::new(), Some(io.clone()), Some(addr)), true, |_| {
+        opcode::Connect::new(types::Fd(fd), ptr, len).build()
+    });
+    match super::timeout(timeout, op).await {
+        Some((0, _)) => Ok(Conn(Rc::new(Handle { io }))),
+        Some((e, _)) => Err(io::Error::from_raw_os_error(-e)),
+        None => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
+    }
+}

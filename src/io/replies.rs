@@ -12,6 +12,11 @@ use std::task::Waker;
 
 pub type ClientRef = Rc<RefCell<ReplyQueue>>;
 
+/// Reply bytes waiting for a client that does not read them, past which we stop reading its requests: a client that
+/// sends but never reads must not make the proxy buffer its replies without bound. (The writer may hold one more
+/// batch, being sent.)
+pub const MAX_UNSENT_BYTES: usize = 4 << 20;
+
 #[derive(Default)]
 struct Slot {
     done: bool,
@@ -48,6 +53,21 @@ impl ReplyQueue {
     /// Requests that await a reply.
     pub fn inflight(&self) -> usize {
         self.slots.len()
+    }
+
+    /// Whether to stop reading this client's requests for now: `max_inflight` of them await replies, or
+    /// [`MAX_UNSENT_BYTES`] of replies wait to be written.
+    pub fn saturated(&self, max_inflight: usize) -> bool {
+        self.slots.len() >= max_inflight || self.out.len() >= MAX_UNSENT_BYTES
+    }
+
+    /// Writer side: takes everything ready to write (swapped with `buf`, which must be empty), and lets a reader
+    /// that waited for the backlog to shrink go on.
+    pub fn take_out(&mut self, buf: &mut Vec<u8>) {
+        std::mem::swap(&mut self.out, buf);
+        if let Some(w) = self.reader.take() {
+            w.wake();
+        }
     }
 
     /// Reserves the next slot; the reply is delivered later with [`complete`](Self::complete).
@@ -208,6 +228,21 @@ mod tests {
         q.complete(a, b"A");
         assert_eq!(q.out, b"ABC");
         assert_eq!(q.inflight(), 0);
+    }
+
+    #[test]
+    fn a_backlog_of_unsent_replies_saturates_like_inflight_requests() {
+        let mut q = ReplyQueue::default();
+        assert!(!q.saturated(2));
+        let a = q.reserve();
+        q.reserve();
+        assert!(q.saturated(2), "two requests in flight of at most two");
+        q.complete(a, &vec![b'x'; MAX_UNSENT_BYTES]);
+        assert!(q.saturated(100), "4 MiB of replies nobody read yet");
+        let mut buf = Vec::new();
+        q.take_out(&mut buf);
+        assert_eq!(buf.len(), MAX_UNSENT_BYTES);
+        assert!(!q.saturated(100), "the writer took the backlog");
     }
 
     #[test]

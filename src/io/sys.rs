@@ -9,7 +9,19 @@ pub fn check_io_uring() -> Result<(), String> {
     if fd >= 0 {
         // SAFETY: fd is a descriptor we just created.
         unsafe { libc::close(fd as i32) };
-        return Ok(());
+        // The data path's own ring (io::uring) also needs DEFER_TASKRUN, single-issuer rings, multishot receive and
+        // provided-buffer rings: Linux 6.1.
+        return match io_uring::IoUring::<io_uring::squeue::Entry>::builder()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .build(4)
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Err(format!(
+                "cannot start: this kernel's io_uring has no DEFER_TASKRUN ({e}); ferrule needs Linux 6.1 or newer"
+            )),
+            Err(e) => Err(format!("cannot start: io_uring_setup with DEFER_TASKRUN failed: {e}")),
+        };
     }
     let err = std::io::Error::last_os_error();
     let disabled =

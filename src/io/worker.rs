@@ -479,6 +479,8 @@ async fn serve_control(worker: Rc<Worker>, mut rx: ConnectedReceiver<ToWorker>, 
         }
     }
     drop(ticker);
+    // Sessions and backends are done: the driver can end, which lets glommio's loop run and this executor finish.
+    uring::stop();
     let _ = tx.send(FromWorker::Stopped { worker: id }).await;
 }
 

@@ -31,7 +31,7 @@ pub async fn read_loop(s: &mut Session) {
         }
         let now = Instant::now();
         let mut blocked_on: Option<Rc<Backend>> = None;
-        while s.q.borrow().inflight() < max_inflight {
+        while !s.q.borrow().saturated(max_inflight) {
             if skip > 0 {
                 let n = skip.min(inb.data().len());
                 inb.consume(n);

@@ -32,11 +32,12 @@ impl Session {
         self.q.borrow_mut().push_local(reply);
     }
 
-    /// Waits while this client has too many requests in flight (backpressure: we stop reading it).
+    /// Waits while this client has too many requests in flight or too many reply bytes it has not read
+    /// (backpressure: we stop reading it).
     async fn wait_inflight_below(&self, max: usize) {
         poll_fn(|cx| {
             let mut q = self.q.borrow_mut();
-            if q.inflight() < max || q.closed {
+            if !q.saturated(max) || q.closed {
                 Poll::Ready(())
             } else {
                 q.set_reader_waker(cx.waker());
@@ -60,7 +61,7 @@ impl Session {
         if let Some(b) = blocked_on {
             b.drained().await;
         }
-        if self.q.borrow().inflight() >= max_inflight {
+        if self.q.borrow().saturated(max_inflight) {
             return Next::Parse;
         }
         if self.listener.is_closed() {
@@ -138,7 +139,7 @@ async fn write_loop(conn: Conn, q: ClientRef, meters: ListenerStatsRef) {
         let done = poll_fn(|cx| {
             let mut q = q.borrow_mut();
             if !q.out.is_empty() {
-                std::mem::swap(&mut q.out, &mut buf);
+                q.take_out(&mut buf);
                 Poll::Ready(false)
             } else if q.closed || (q.close_after_flush && q.inflight() == 0) {
                 Poll::Ready(true)

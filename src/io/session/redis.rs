@@ -40,7 +40,7 @@ pub async fn read_loop(s: &mut Session) {
         let now = Instant::now();
         let mut closing = false;
         let mut blocked_on = None;
-        while s.q.borrow().inflight() < max_inflight {
+        while !s.q.borrow().saturated(max_inflight) {
             match redis::parse_request(inb.data(), &mut sc.args) {
                 Ok(Some(len)) => {
                     let flow = handle(s, &inb.data()[..len], &mut sc, now, &mut blocked_on);

@@ -20,8 +20,9 @@ use std::time::Duration;
 /// Unread bytes at which receiving pauses, and at which it resumes.
 const PAUSE_AT: usize = 512 * 1024;
 const RESUME_AT: usize = 64 * 1024;
-/// An inbox that grew past this for one burst is released once empty.
-const INBOX_KEEP: usize = 256 * 1024;
+/// An inbox that grew past this for one burst is released once empty (thousands of idle connections must not each
+/// keep a large buffer).
+const INBOX_KEEP: usize = 32 * 1024;
 
 /// The part the reactor's operations hold on to: the descriptor is closed when the last of them is done.
 pub(crate) struct ConnIo {

@@ -35,7 +35,7 @@ use bufring::BufRing;
 use conn::ConnIo;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use listener::ListenerIo;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
@@ -128,6 +128,7 @@ pub(crate) struct Reactor {
     /// Entries that did not fit in the submission queue; pushed before the next enter.
     overflow: RefCell<VecDeque<squeue::Entry>>,
     timers: RefCell<timer::Timers>,
+    stopped: Cell<bool>,
     /// The task to wake when the doorbell rings.
     doorbell_waker: RefCell<Option<Waker>>,
     /// Completions copied out of the queue so handlers may submit while we process them (reused every pass).
@@ -152,6 +153,7 @@ impl Reactor {
             timers: RefCell::new(timer::Timers::default()),
             reaped: RefCell::new(Vec::new()),
             doorbell_waker: RefCell::new(None),
+            stopped: Cell::new(false),
         })
     }
 
@@ -412,10 +414,12 @@ impl Drop for OpFuture {
     }
 }
 
-/// Runs the reactor on this core until the executor ends.
+/// Runs the reactor on this core until [`stop`] is called.
 async fn drive(reactor: Rc<Reactor>) {
+    // Spinning before sleeping (up to 30 or 100 us) was measured and made things worse on a machine whose cores are
+    // shared with the backends: see docs/benchmarks.md.
     let mut quiet_passes = 0u32;
-    loop {
+    while !reactor.stopped.get() {
         let block = if quiet_passes >= 2 {
             let until_timer =
                 reactor.timers.borrow().next_deadline().map(|d| d.saturating_duration_since(Instant::now()));
@@ -430,5 +434,13 @@ async fn drive(reactor: Rc<Reactor>) {
         }
         // Let every task woken by this pass run (see the module comment).
         futures_lite::future::yield_now().await;
+    }
+}
+
+/// Ends this thread's driver (when the worker stops), so that glommio's own loop runs again and the executor can
+/// finish.
+pub fn stop() {
+    if let Some(r) = try_current() {
+        r.stopped.set(true);
     }
 }

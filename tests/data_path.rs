@@ -1,0 +1,153 @@
+//! The data path's own io_uring (src/io/uring): values far larger than a receive buffer (and than the whole
+//! provided-buffer pool), a client that stops reading its replies is paused instead of buffered without bound, and
+//! many connections accepted and served at once.
+
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn setup(workers: usize) -> (Vec<Proc>, Ferrule, u16) {
+    let backends = vec![redis_server(), redis_server()];
+    let servers: Vec<String> = backends.iter().map(|b| format!("127.0.0.1:{}:1", b.port)).collect();
+    let port = free_port();
+    let body = format!(
+        "{}{}",
+        listener_toml("cache", port, "redis", "main", ""),
+        redis_pool_toml("main", &servers, "hash = \"md5\"\ntimeout_ms = 10000")
+    );
+    let f = Ferrule::start_with(&body, port, workers);
+    (backends, f, port)
+}
+
+fn value_of(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+}
+
+fn set_command(key: &str, value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    ferrule::protocol::redis::write_command(&mut out, &[b"SET", key.as_bytes(), value]);
+    out
+}
+
+#[test]
+fn values_larger_than_the_receive_buffer_pool_round_trip() {
+    let (_backends, _f, port) = setup(1);
+    let mut c = Client::connect(port);
+    // Receive buffers are 16 KiB, 512 per worker: 12 MiB is more than the whole pool, so it arrives over many passes
+    // with buffers recycled in between.
+    let sizes = [1usize, 16 * 1024 - 1, 16 * 1024 + 1, 300_000, 3 << 20, 12 << 20];
+    for (i, &len) in sizes.iter().enumerate() {
+        let key = format!("big:{i}");
+        let value = value_of(len, i as u8);
+        c.send(&set_command(&key, &value));
+        assert_eq!(c.redis_reply(), b"+OK\r\n", "SET of {len} bytes");
+        let reply = c.redis(&["GET", &key]);
+        let header = format!("${len}\r\n");
+        assert!(reply.starts_with(header.as_bytes()), "GET of {len} bytes: header {:?}", &reply[..reply.len().min(20)]);
+        assert_eq!(&reply[header.len()..reply.len() - 2], &value[..], "GET of {len} bytes: the value changed");
+    }
+    // A split MGET whose fragments are megabytes each, reassembled in key order.
+    let keys: Vec<String> = (0..sizes.len()).map(|i| format!("big:{i}")).collect();
+    let mut args = vec!["MGET"];
+    args.extend(keys.iter().map(|k| k.as_str()));
+    let reply = c.redis(&args);
+    let mut expected = format!("*{}\r\n", sizes.len()).into_bytes();
+    for (i, &len) in sizes.iter().enumerate() {
+        expected.extend_from_slice(format!("${len}\r\n").as_bytes());
+        expected.extend_from_slice(&value_of(len, i as u8));
+        expected.extend_from_slice(b"\r\n");
+    }
+    assert!(reply == expected, "MGET of the large values differs ({} bytes, expected {})", reply.len(), expected.len());
+}
+
+#[test]
+fn a_client_that_stops_reading_is_paused_not_buffered_without_bound() {
+    let (_backends, f, port) = setup(1);
+    let value_len = 4096;
+    let mut c = Client::connect(port);
+    c.send(&set_command("bp", &vec![b'v'; value_len]));
+    assert_eq!(c.redis_reply(), b"+OK\r\n");
+    // 40,000 pipelined GETs of a 4 KiB value (160 MiB of replies) from a client that reads nothing for two seconds.
+    // ferrule must stop reading its requests once a few MiB of replies wait for it, not buffer them all.
+    let commands = 40_000;
+    let writer_stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut reader_stream = writer_stream.try_clone().unwrap();
+    reader_stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let written = Arc::new(AtomicUsize::new(0));
+    let progress = written.clone();
+    let writer = std::thread::spawn(move || {
+        let mut s = writer_stream;
+        s.set_write_timeout(Some(Duration::from_secs(60))).unwrap();
+        let mut cmd = Vec::new();
+        ferrule::protocol::redis::write_command(&mut cmd, &[b"GET", b"bp"]);
+        for _ in 0..commands {
+            if s.write_all(&cmd).is_err() {
+                return false;
+            }
+            progress.fetch_add(1, Ordering::Relaxed);
+        }
+        true
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let rss = ferrule_rss_kib(&f);
+    assert!(
+        rss < 80 * 1024,
+        "ferrule's RSS grew to {rss} KiB for one client that reads nothing ({} GETs sent so far)",
+        written.load(Ordering::Relaxed)
+    );
+    // Now read: every request is answered, in order, nothing lost while the client was paused.
+    let reply_len = format!("${value_len}\r\n").len() + value_len + 2;
+    let mut expected_reply = format!("${value_len}\r\n").into_bytes();
+    expected_reply.extend_from_slice(&vec![b'v'; value_len]);
+    expected_reply.extend_from_slice(b"\r\n");
+    let mut pending = Vec::new();
+    let mut replies = 0usize;
+    let mut tmp = vec![0u8; 256 * 1024];
+    while replies < commands {
+        let n = reader_stream.read(&mut tmp).expect("reading replies");
+        assert!(n > 0, "ferrule closed the connection after {replies} replies");
+        pending.extend_from_slice(&tmp[..n]);
+        let whole = pending.len() / reply_len * reply_len;
+        assert!(pending[..whole].chunks(reply_len).all(|r| r == expected_reply), "a wrong reply after {replies}");
+        replies += whole / reply_len;
+        pending.drain(..whole);
+    }
+    assert!(pending.is_empty(), "bytes beyond the last reply");
+    assert!(writer.join().unwrap(), "the writer failed");
+    assert_eq!(c.redis_str(&["PING"]), "+PONG\r\n");
+}
+
+fn ferrule_rss_kib(f: &Ferrule) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", f.proc.child.id())).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn hundreds_of_connections_at_once_on_two_workers() {
+    let (_backends, _f, port) = setup(2);
+    let mut clients: Vec<Client> = (0..400).map(|_| Client::connect(port)).collect();
+    // Every connection sends before any reads, so all are open and in flight together.
+    for (i, c) in clients.iter_mut().enumerate() {
+        let mut out = Vec::new();
+        ferrule::protocol::redis::write_command(&mut out, &[b"SET", format!("conn:{i}").as_bytes(), b"x"]);
+        ferrule::protocol::redis::write_command(&mut out, &[b"GET", format!("conn:{i}").as_bytes()]);
+        c.send(&out);
+    }
+    for c in clients.iter_mut() {
+        assert_eq!(c.redis_reply(), b"+OK\r\n");
+        assert_eq!(c.redis_reply(), b"$1\r\nx\r\n");
+    }
+    drop(clients);
+    // Closed connections are gone from the proxy's side too; new ones are served.
+    let mut c = Client::connect(port);
+    assert_eq!(c.redis_str(&["GET", "conn:7"]), "$1\r\nx\r\n");
+}

@@ -151,3 +151,64 @@ fn hundreds_of_connections_at_once_on_two_workers() {
     let mut c = Client::connect(port);
     assert_eq!(c.redis_str(&["GET", "conn:7"]), "$1\r\nx\r\n");
 }
+
+fn open_fds(f: &Ferrule) -> usize {
+    std::fs::read_dir(format!("/proc/{}/fd", f.proc.child.id())).map(|d| d.count()).unwrap_or(0)
+}
+
+#[test]
+fn clients_that_vanish_or_are_dismissed_leak_no_descriptors() {
+    let (_backends, f, port) = setup(1);
+    // Warm up: the backend connections exist from here on.
+    let mut c = Client::connect(port);
+    let mut warm = Vec::new();
+    for i in 0..20 {
+        ferrule::protocol::redis::write_command(&mut warm, &[b"GET", format!("k{i}").as_bytes()]);
+    }
+    c.send(&warm);
+    for _ in 0..20 {
+        c.redis_reply();
+    }
+    drop(c);
+    std::thread::sleep(Duration::from_millis(300));
+    let baseline = open_fds(&f);
+    // Clients that send a pipeline (and half of a large SET) and then reset the connection without reading: the
+    // replies arrive for nobody, receives are cancelled, sends may fail; every descriptor must still be closed.
+    let big = set_command("half", &vec![b'x'; 200_000]);
+    for round in 0..300 {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let mut out = warm.clone();
+        if round % 3 == 0 {
+            out.extend_from_slice(&big[..big.len() / 2]);
+        }
+        let _ = s.write_all(&out);
+        if round % 2 == 0 {
+            // SO_LINGER 0: close sends a reset instead of a FIN.
+            socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO)).unwrap();
+        }
+        drop(s);
+    }
+    // Clients that ask ferrule to close (QUIT, a protocol error) but keep their end open: ferrule closes its end
+    // (after lingering for their unread input) even though the peer never does.
+    let mut kept_open = Vec::new();
+    for round in 0..100 {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let request: &[u8] = if round % 2 == 0 { b"*1\r\n$4\r\nQUIT\r\n" } else { b"*1\r\n$x\r\n" };
+        s.write_all(request).unwrap();
+        kept_open.push(s);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut now_open = open_fds(&f);
+    while now_open > baseline && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        now_open = open_fds(&f);
+    }
+    assert!(
+        now_open <= baseline,
+        "ferrule holds {now_open} descriptors, {baseline} before 300 vanishing and 100 dismissed clients"
+    );
+    drop(kept_open);
+    let mut c = Client::connect(port);
+    assert_eq!(c.redis_str(&["PING"]), "+PONG\r\n");
+    assert_eq!(c.redis_str(&["GET", "k1"]), "$-1\r\n");
+}

@@ -234,7 +234,9 @@ impl Reactor {
             let mut sq = ring.submission();
             sq.sync();
             let to_submit = sq.len();
-            let taskrun = sq.taskrun();
+            // Completions the kernel could not post because the queue was full wait in its overflow list until an
+            // enter with GETEVENTS flushes them.
+            let taskrun = sq.taskrun() || sq.cq_overflow();
             drop(sq);
             let cq_ready = !ring.completion().is_empty();
             let result = match block {

@@ -250,3 +250,46 @@ fn unix_socket_listener_and_ipv6_backend() {
     let n = s.read(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"$1\r\n1\r\n");
 }
+
+#[test]
+fn huge_multi_element_reply_is_framed_and_relayed() {
+    use std::io::Read;
+    let (_b, _f, port) = setup("", "");
+    let mut c = Client::connect(port);
+    let count = 200_000;
+    for batch in (0..count).collect::<Vec<usize>>().chunks(2000) {
+        let elements: Vec<String> = batch.iter().map(|i| format!("e{i}")).collect();
+        let mut args = vec!["RPUSH", "biglist"];
+        args.extend(elements.iter().map(String::as_str));
+        assert_eq!(c.redis_str(&args), format!(":{}\r\n", batch.last().unwrap() + 1));
+    }
+    // Twice: the second reply arrives after the backend connection's grown read buffer shrank back.
+    for _ in 0..2 {
+        let mut out = Vec::new();
+        ferrule::protocol::redis::write_command(&mut out, &[b"LRANGE", b"biglist", b"0", b"-1"]);
+        c.send(&out);
+        // Framed here with a resumable parser: the test client's own reply_len would start over on every read.
+        let mut parser = ferrule::protocol::redis::ReplyParser::new();
+        let mut reply = Vec::new();
+        let mut chunk = vec![0u8; 1 << 16];
+        let len = loop {
+            let n = c.s.read(&mut chunk).unwrap();
+            assert!(n > 0, "connection closed after {} bytes", reply.len());
+            reply.extend_from_slice(&chunk[..n]);
+            if reply.len() >= parser.needed() {
+                if let Some(len) = parser.parse(&reply).unwrap() {
+                    break len;
+                }
+            }
+        };
+        assert_eq!(len, reply.len(), "nothing follows the reply");
+        let mut elements = Vec::new();
+        assert!(ferrule::protocol::redis::array_elements(&reply, &mut elements));
+        assert_eq!(elements.len(), count);
+        for i in [0, 1, 4_999, 123_456, count - 1] {
+            let value = format!("e{i}");
+            assert_eq!(reply[elements[i].clone()], *format!("${}\r\n{value}\r\n", value.len()).as_bytes(), "#{i}");
+        }
+        assert_eq!(c.redis_str(&["LLEN", "biglist"]), format!(":{count}\r\n"));
+    }
+}

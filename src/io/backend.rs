@@ -27,13 +27,42 @@ pub enum Framer {
 }
 
 impl Framer {
-    fn reply_len(self, buf: &[u8]) -> Result<Option<usize>, String> {
+    /// Starts framing the reply to a request of this kind.
+    fn start(self) -> ReplyFraming {
         match self {
-            Framer::Redis => redis::reply_len(buf).map_err(|e| e.0),
-            Framer::Memcache(cmd) => memcache::reply_len(buf, cmd),
+            Framer::Redis => ReplyFraming::Redis(redis::ReplyParser::new()),
+            Framer::Memcache(cmd) => ReplyFraming::Memcache(memcache::ReplyFramer::new(cmd)),
         }
     }
 }
+
+/// A reply being framed: resumable, so a huge reply arriving over many reads is walked once, not again from its
+/// start on every read.
+enum ReplyFraming {
+    Redis(redis::ReplyParser),
+    Memcache(memcache::ReplyFramer),
+}
+
+impl ReplyFraming {
+    /// Frames the reply at the start of `buf`, which holds all of it received so far.
+    fn parse(&mut self, buf: &[u8]) -> Result<Option<usize>, String> {
+        match self {
+            ReplyFraming::Redis(parser) => parser.parse(buf).map_err(|e| e.0),
+            ReplyFraming::Memcache(framer) => framer.parse(buf),
+        }
+    }
+
+    /// How many bytes of the reply must have arrived before parsing again can make progress.
+    fn needed(&self) -> usize {
+        match self {
+            ReplyFraming::Redis(parser) => parser.needed(),
+            ReplyFraming::Memcache(framer) => framer.needed(),
+        }
+    }
+}
+
+/// The read buffer's size, and what it shrinks back to after a bigger reply.
+const READ_BUF_LEN: usize = 64 * 1024;
 
 /// Who receives a reply.
 pub enum Waiter {
@@ -400,8 +429,10 @@ impl Backend {
     }
 
     async fn read_loop(self: Rc<Self>, conn: Conn, generation: u64) {
-        let mut buf = vec![0u8; 64 * 1024];
+        let mut buf = vec![0u8; READ_BUF_LEN];
         let (mut start, mut end) = (0usize, 0usize);
+        // The reply at `buf[start..]` being framed, for the oldest pending request.
+        let mut framing: Option<ReplyFraming> = None;
         loop {
             if end == buf.len() {
                 if start > 0 {
@@ -441,8 +472,13 @@ impl Backend {
                     }
                     break;
                 };
-                match framer.reply_len(&buf[start..end]) {
+                let reply_framing = framing.get_or_insert_with(|| framer.start());
+                if end - start < reply_framing.needed() {
+                    break;
+                }
+                match reply_framing.parse(&buf[start..end]) {
                     Ok(Some(len)) => {
+                        framing = None;
                         let (p, latency) = {
                             let mut st = self.st.borrow_mut();
                             let p = st.pending.pop_front();
@@ -482,6 +518,11 @@ impl Backend {
             if start == end {
                 start = 0;
                 end = 0;
+                if buf.len() > READ_BUF_LEN {
+                    // A big reply grew the buffer: give the memory back rather than hold it for the connection's life.
+                    buf.truncate(READ_BUF_LEN);
+                    buf.shrink_to_fit();
+                }
             }
             let mut st = self.st.borrow_mut();
             if st.consecutive_failures > 0 || !st.was_healthy {

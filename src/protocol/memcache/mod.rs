@@ -17,6 +17,7 @@ mod command;
 mod encode;
 mod lex;
 mod reply;
+mod reply_framer;
 mod request;
 
 #[cfg(test)]
@@ -29,6 +30,7 @@ mod stream_tests;
 pub use command::Command;
 pub use encode::{write_retrieval, write_storage};
 pub use reply::{is_error_reply, reply_len, retrieval_items, MAX_REPLY_LINE_LEN};
+pub use reply_framer::ReplyFramer;
 pub use request::{
     parse_request, Parse, Request, BAD_DATA_CHUNK_REPLY, BAD_DELTA_REPLY, BAD_EXPTIME_REPLY, BAD_FORMAT_REPLY,
     BAD_KEY_REPLY, BINARY_PROTOCOL_REPLY, DELETE_USAGE_REPLY, ERROR_REPLY, LINE_TOO_LONG_REPLY, MAX_LINE_LEN,

@@ -24,6 +24,9 @@ pub const MAX_REPLY_LINE_LEN: usize = 8192;
 /// PREFIX) lines until END, or one RESET/OK line. flush_all, verbosity: OK. Any command may
 /// instead get one ERROR, CLIENT_ERROR or SERVER_ERROR line; in a retrieval reply such a line
 /// may also follow some items, and ends the reply. quit has no reply, so any byte is an error.
+///
+/// Each call starts over; [`ReplyFramer`](super::ReplyFramer) resumes where the last attempt
+/// stopped, for replies with very many items that arrive over many reads.
 pub fn reply_len(buf: &[u8], command: Command) -> Result<Option<usize>, String> {
     if command == Command::Quit && !buf.is_empty() {
         return Err("a reply to quit, which has none".to_string());
@@ -65,11 +68,11 @@ pub fn retrieval_items(reply: &[u8], out: &mut Vec<(Range<usize>, Range<usize>)>
     let mut at = 0;
     loop {
         match retrieval_step(reply, at) {
-            Ok(Some(Step::Item { key, end })) => {
+            Ok(Step::Item { key, end }) => {
                 out.push((key, at..end));
                 at = end;
             }
-            Ok(Some(Step::End { end })) if end == reply.len() => return true,
+            Ok(Step::End { end }) if end == reply.len() => return true,
             _ => {
                 out.clear();
                 return false;
@@ -90,7 +93,7 @@ fn is_error_line(text: &[u8]) -> bool {
     is_error_reply(text)
 }
 
-fn reply_line(buf: &[u8], start: usize) -> Result<Option<Line>, String> {
+pub(super) fn reply_line(buf: &[u8], start: usize) -> Result<Option<Line>, String> {
     match find_line(buf, start, MAX_REPLY_LINE_LEN) {
         Some(line) => Ok(Some(line)),
         None if buf.len().saturating_sub(start) < MAX_REPLY_LINE_LEN => Ok(None),
@@ -99,26 +102,28 @@ fn reply_line(buf: &[u8], start: usize) -> Result<Option<Line>, String> {
 }
 
 /// One step through a retrieval reply.
-enum Step {
+pub(super) enum Step {
     /// A VALUE item whose key is at `key`; the item (line, data, `\r\n`) ends at `end`.
     Item { key: Range<usize>, end: usize },
     /// END, ending the reply at `end`.
     End { end: usize },
     /// An error line, ending the reply at `end`.
     Failed { end: usize },
+    /// Incomplete: nothing changes until the buffer holds `needed` bytes.
+    Wait { needed: usize },
 }
 
-/// Reads the item or terminator starting at `at`; `Ok(None)` when more bytes are needed.
-fn retrieval_step(buf: &[u8], at: usize) -> Result<Option<Step>, String> {
+/// Reads the item or terminator starting at `at`.
+pub(super) fn retrieval_step(buf: &[u8], at: usize) -> Result<Step, String> {
     let Some(line) = reply_line(buf, at)? else {
-        return Ok(None);
+        return Ok(Step::Wait { needed: buf.len() + 1 });
     };
     let text = line.text(buf);
     if text == b"END" {
-        return Ok(Some(Step::End { end: line.next }));
+        return Ok(Step::End { end: line.next });
     }
     if is_error_line(text) {
-        return Ok(Some(Step::Failed { end: line.next }));
+        return Ok(Step::Failed { end: line.next });
     }
     let Some((key, bytes)) = value_header(buf, line) else {
         return Err(format!("unexpected line in a retrieval reply: {:?}", excerpt(text)));
@@ -129,8 +134,8 @@ fn retrieval_step(buf: &[u8], at: usize) -> Result<Option<Step>, String> {
         .filter(|&end| end < usize::MAX - 2)
         .ok_or_else(|| format!("VALUE byte count {bytes} is out of range"))?;
     match buf.get(data_end..data_end + 2) {
-        None => Ok(None),
-        Some(b"\r\n") => Ok(Some(Step::Item { key, end: data_end + 2 })),
+        None => Ok(Step::Wait { needed: data_end + 2 }),
+        Some(b"\r\n") => Ok(Step::Item { key, end: data_end + 2 }),
         Some(_) => Err(format!("VALUE data block of {bytes} bytes is not followed by \\r\\n")),
     }
 }
@@ -156,9 +161,9 @@ fn retrieval_len(buf: &[u8]) -> Result<Option<usize>, String> {
     let mut at = 0;
     loop {
         match retrieval_step(buf, at)? {
-            None => return Ok(None),
-            Some(Step::Item { end, .. }) => at = end,
-            Some(Step::End { end } | Step::Failed { end }) => return Ok(Some(end)),
+            Step::Wait { .. } => return Ok(None),
+            Step::Item { end, .. } => at = end,
+            Step::End { end } | Step::Failed { end } => return Ok(Some(end)),
         }
     }
 }
@@ -171,18 +176,26 @@ fn stats_len(buf: &[u8], first: Line) -> Result<Option<usize>, String> {
     }
     let mut line = first;
     loop {
-        let text = line.text(buf);
-        if text == b"END" {
+        if stats_line_ends_reply(line.text(buf))? {
             return Ok(Some(line.next));
-        }
-        if ![&b"STAT "[..], b"ITEM ", b"PREFIX "].iter().any(|prefix| text.starts_with(prefix)) {
-            return Err(format!("unexpected line in a stats reply: {:?}", excerpt(text)));
         }
         let Some(next) = reply_line(buf, line.next)? else {
             return Ok(None);
         };
         line = next;
     }
+}
+
+/// For a line of a multi-line stats reply: true for the END that ends it, false for a STAT,
+/// ITEM or PREFIX line, an error for anything else.
+pub(super) fn stats_line_ends_reply(text: &[u8]) -> Result<bool, String> {
+    if text == b"END" {
+        return Ok(true);
+    }
+    if ![&b"STAT "[..], b"ITEM ", b"PREFIX "].iter().any(|prefix| text.starts_with(prefix)) {
+        return Err(format!("unexpected line in a stats reply: {:?}", excerpt(text)));
+    }
+    Ok(false)
 }
 
 /// The start of an unexpected line, for error messages.

@@ -406,6 +406,18 @@ mod tests {
         }
 
         #[test]
+        fn resumed_framing_agrees_with_reply_len_in_any_chunking(
+            pieces in prop::collection::vec(reply_or_noise(), 1..12),
+            points in prop::collection::vec(any::<usize>(), 0..12),
+        ) {
+            let stream = pieces.concat();
+            let mut cuts: Vec<usize> = points.iter().map(|p| p % (stream.len() + 1)).collect();
+            cuts.sort_unstable();
+            cuts.push(stream.len());
+            check_resumed_framing(&stream, &cuts)?;
+        }
+
+        #[test]
         fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
             if let Ok(Some(len)) = reply_len(&bytes) {
                 prop_assert!(len <= bytes.len());
@@ -416,6 +428,58 @@ mod tests {
             }
             let _ = parse_integer_reply(&bytes);
         }
+    }
+
+    /// A valid reply, or bytes that brush against the framer's rules.
+    fn reply_or_noise() -> impl Strategy<Value = Vec<u8>> {
+        const NOISE: [&[u8]; 14] =
+            [b"*", b"$", b"+", b":", b"%", b"|", b"2", b"-1", b"3\r\n", b"\r", b"\r\n", b"x", b"#t\r\n", b"_"];
+        prop_oneof![
+            3 => arbitrary_reply(),
+            2 => proptest::sample::select(&NOISE[..]).prop_map(<[u8]>::to_vec),
+            1 => prop::collection::vec(any::<u8>(), 0..4),
+        ]
+    }
+
+    /// Frames `stream`, delivered in reads ending at `cuts`, the way a backend connection does: one
+    /// parser resumed across reads and not asked while it needs more than has arrived. Each answer must
+    /// be what [`reply_len`] says of the whole buffered reply, and `needed` must never hide a reply.
+    fn check_resumed_framing(stream: &[u8], cuts: &[usize]) -> Result<(), TestCaseError> {
+        let mut parser = ReplyParser::new();
+        let mut start = 0;
+        for &cut in cuts {
+            let cut = cut.max(start);
+            loop {
+                let buf = &stream[start..cut];
+                let expected = reply_len(buf).map_err(|e| e.0);
+                if buf.len() < parser.needed() {
+                    prop_assert_eq!(expected, Ok(None), "needed {} hid a reply", parser.needed());
+                    break;
+                }
+                let framed = parser.parse(buf).map_err(|e| e.0);
+                prop_assert_eq!(&framed, &expected, "reply at {}", start);
+                match framed {
+                    Ok(Some(len)) => start += len,
+                    Ok(None) => {
+                        prop_assert!(parser.needed() > buf.len());
+                        break;
+                    }
+                    Err(_) => return Ok(()),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn resumed_framing_agrees_with_reply_len_at_every_split_point() {
+        let mut stream: Vec<u8> = SAMPLES.concat();
+        stream.extend_from_slice(b"*2\r\n$3\r\nabc\r\n:1\r?");
+        for at in 0..=stream.len() {
+            check_resumed_framing(&stream, &[at, stream.len()]).unwrap_or_else(|e| panic!("split at {at}: {e}"));
+        }
+        let every_byte: Vec<usize> = (0..=stream.len()).collect();
+        check_resumed_framing(&stream, &every_byte).unwrap();
     }
 
     #[test]

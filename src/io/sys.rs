@@ -27,7 +27,7 @@ pub fn check_io_uring() -> Result<(), String> {
     let disabled =
         std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").map(|s| s.trim().to_string()).unwrap_or_default();
     let why = match err.raw_os_error() {
-        Some(libc::ENOSYS) => "the kernel has no io_uring (Linux 5.8 or newer is needed, built with CONFIG_IO_URING)".to_string(),
+        Some(libc::ENOSYS) => "the kernel has no io_uring (Linux 6.1 or newer is needed, built with CONFIG_IO_URING)".to_string(),
         Some(libc::EPERM) | Some(libc::EACCES) if disabled == "2" || disabled == "1" => format!(
             "io_uring is disabled by the sysctl kernel.io_uring_disabled={disabled}; run `sysctl -w kernel.io_uring_disabled=0` (or add ferrule's group to kernel.io_uring_group)"
         ),

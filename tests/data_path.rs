@@ -212,3 +212,51 @@ fn clients_that_vanish_or_are_dismissed_leak_no_descriptors() {
     assert_eq!(c.redis_str(&["PING"]), "+PONG\r\n");
     assert_eq!(c.redis_str(&["GET", "k1"]), "$-1\r\n");
 }
+
+#[test]
+fn a_client_streaming_for_long_does_not_grow_the_proxy() {
+    let (_backends, f, port) = setup(1);
+    // 48 MiB of small pipelined SETs, written as fast as the proxy takes them while another thread reads the
+    // replies as fast as they come: the unread input never runs out, which is when a receive buffer that only
+    // forgets consumed bytes once it is empty would keep all 48 MiB.
+    let mut chunk = Vec::new();
+    for i in 0..1000 {
+        ferrule::protocol::redis::write_command(&mut chunk, &[b"SET", format!("s{}", i % 10).as_bytes(), b"vvvv"]);
+    }
+    let chunks = (48 << 20) / chunk.len();
+    let baseline_rss = ferrule_rss_kib(&f);
+    let commands = chunks * 1000;
+    let writer_stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut reader_stream = writer_stream.try_clone().unwrap();
+    reader_stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let writer = std::thread::spawn(move || {
+        let mut s = writer_stream;
+        s.set_write_timeout(Some(Duration::from_secs(60))).unwrap();
+        (0..chunks).all(|_| s.write_all(&chunk).is_ok())
+    });
+    let mut peak_rss = 0;
+    let mut replies = 0usize;
+    let mut pending = 0usize;
+    let mut tmp = vec![0u8; 256 * 1024];
+    let mut reads = 0u64;
+    while replies < commands {
+        let n = reader_stream.read(&mut tmp).expect("reading replies");
+        assert!(n > 0, "ferrule closed the connection after {replies} replies");
+        // Every reply is "+OK\r\n" (checked on a sample of reads: the check is slow in debug builds).
+        if reads.is_multiple_of(16) {
+            assert!(tmp[..n].iter().all(|&b| b"+OK\r\n".contains(&b)), "an unexpected reply after {replies}");
+        }
+        pending += n;
+        replies += pending / 5;
+        pending %= 5;
+        reads += 1;
+        if reads.is_multiple_of(64) {
+            peak_rss = peak_rss.max(ferrule_rss_kib(&f));
+        }
+    }
+    assert!(writer.join().unwrap(), "the writer failed");
+    assert!(
+        peak_rss < baseline_rss + 24 * 1024,
+        "ferrule's RSS went from {baseline_rss} to {peak_rss} KiB while one client streamed 48 MiB"
+    );
+}

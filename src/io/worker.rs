@@ -354,11 +354,14 @@ async fn accept_loop(worker: Rc<Worker>, slot: Rc<ListenerSlot>, listener: Liste
     loop {
         match listener.accept().await {
             Ok(fd) => worker.spawn_session(&slot, wrap(fd)),
-            Err(e) => {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)) => {
                 log::warn!("worker {}: accept on {} failed: {}", worker.id, slot.name, e);
-                // Out of descriptors and the like: pause instead of spinning.
+                // Out of descriptors or memory: pause instead of spinning.
                 uring::sleep(Duration::from_millis(50)).await;
             }
+            // A connection that failed before we took it (reset, aborted, a network error): accept(2) says to try
+            // again, and the others are fine.
+            Err(e) => log::debug!("worker {}: accept on {}: {}", worker.id, slot.name, e),
         }
     }
 }

@@ -166,8 +166,11 @@ impl Ferrule {
             .expect("start ferrule");
         let proc = Proc { child, port, name: format!("ferrule:{port}") };
         let deadline = Instant::now() + Duration::from_secs(10);
+        // Listening on the port is not enough: with several workers the first may accept before the others have
+        // bound theirs. "ready" is logged once every worker has.
         loop {
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            let ready = std::fs::read_to_string(&log_path).is_ok_and(|log| log.contains(" ready: "));
+            if ready && TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 break;
             }
             if Instant::now() > deadline {

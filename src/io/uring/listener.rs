@@ -73,9 +73,10 @@ impl Listener {
             if let Some(r) = io.queue.borrow_mut().pop_front() {
                 return Poll::Ready(r.map_err(io::Error::from_raw_os_error));
             }
+            let reactor: Rc<Reactor> = current();
+            reactor.note_activity();
             if io.slot.get().is_none() {
                 // Armed lazily: after an error (out of descriptors, say) the loop pauses before asking again.
-                let reactor: Rc<Reactor> = current();
                 reactor.arm_accept(io);
             }
             io.waker.set(Some(cx.waker().clone()));

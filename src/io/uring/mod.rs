@@ -81,6 +81,7 @@ pub fn install(doorbell: Option<RawFd>) -> io::Result<glommio::Task<()>> {
 /// Has the current task woken when the doorbell next rings (it then polls its channel from control again).
 pub fn on_doorbell(waker: &Waker) {
     let reactor = current();
+    reactor.note_activity();
     let mut slot = reactor.doorbell_waker.borrow_mut();
     if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
         *slot = Some(waker.clone());
@@ -129,6 +130,8 @@ pub(crate) struct Reactor {
     overflow: RefCell<VecDeque<squeue::Entry>>,
     timers: RefCell<timer::Timers>,
     stopped: Cell<bool>,
+    /// Bumped whenever a task uses the reactor (see `note_activity`).
+    activity: Cell<u64>,
     /// The task to wake when the doorbell rings.
     doorbell_waker: RefCell<Option<Waker>>,
     /// Completions copied out of the queue so handlers may submit while we process them (reused every pass).
@@ -154,6 +157,7 @@ impl Reactor {
             reaped: RefCell::new(Vec::new()),
             doorbell_waker: RefCell::new(None),
             stopped: Cell::new(false),
+            activity: Cell::new(0),
         })
     }
 
@@ -179,11 +183,25 @@ impl Reactor {
     }
 
     fn push(&self, sqe: squeue::Entry) {
+        self.note_activity();
+        let mut overflow = self.overflow.borrow_mut();
+        if !overflow.is_empty() {
+            // Behind what is already waiting: a cancellation must never overtake the operation it cancels.
+            overflow.push_back(sqe);
+            return;
+        }
         let mut ring = self.ring.borrow_mut();
         // SAFETY: every entry points at memory its slot owns until the completion (see `Op`).
         if unsafe { ring.submission().push(&sqe) }.is_err() {
-            self.overflow.borrow_mut().push_back(sqe);
+            overflow.push_back(sqe);
         }
+    }
+
+    /// A task used the reactor (queued an operation, waited for data, a timer or a completion): the driver counts
+    /// a pass as quiet only if no task did since the last one, so it does not sleep while a task that was just
+    /// woken (by another task, not by the kernel) still has work to hand it.
+    pub(crate) fn note_activity(&self) {
+        self.activity.set(self.activity.get().wrapping_add(1));
     }
 
     fn arm_recv(&self, conn: &Rc<ConnIo>) {
@@ -302,11 +320,11 @@ impl Reactor {
         };
         match kind {
             Kind::Recv(conn) => {
-                if result > 0 {
-                    if let Some(bid) = cqueue::buffer_select(flags) {
+                if let Some(bid) = cqueue::buffer_select(flags) {
+                    if result > 0 {
                         conn.received(self.bufs.filled(bid, result as usize));
-                        self.bufs.recycle(bid);
                     }
+                    self.bufs.recycle(bid);
                 }
                 if !more {
                     conn.recv_slot.set(None);
@@ -372,6 +390,7 @@ impl Future for OpFuture {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let reactor = current();
+        reactor.note_activity();
         let mut slots = reactor.slots.borrow_mut();
         let Some(Op::Await(a)) = slots.get_mut(self.slot) else {
             return Poll::Ready((-libc::ECANCELED, Vec::new()));
@@ -421,6 +440,7 @@ async fn drive(reactor: Rc<Reactor>) {
     // Spinning before sleeping (up to 30 or 100 us) was measured and made things worse on a machine whose cores are
     // shared with the backends: see docs/benchmarks.md.
     let mut quiet_passes = 0u32;
+    let mut seen_activity = reactor.activity.get();
     while !reactor.stopped.get() {
         let block = if quiet_passes >= 2 {
             let until_timer =
@@ -429,7 +449,10 @@ async fn drive(reactor: Rc<Reactor>) {
         } else {
             None
         };
-        if reactor.turn(block) {
+        let progressed = reactor.turn(block);
+        let activity = reactor.activity.get();
+        if progressed || activity != seen_activity {
+            seen_activity = activity;
             quiet_passes = 0;
         } else {
             quiet_passes = quiet_passes.saturating_add(1);

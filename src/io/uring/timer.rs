@@ -62,6 +62,7 @@ impl Future for Sleep {
             return Poll::Ready(());
         }
         let reactor = super::current();
+        reactor.note_activity();
         let mut timers = reactor.timers.borrow_mut();
         match self.id {
             Some(id) => {

@@ -13,7 +13,7 @@ use glommio::Task;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::poll_fn;
-use std::os::unix::io::{IntoRawFd, RawFd};
+use std::os::unix::io::{AsRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -332,14 +332,14 @@ fn bind_tcp(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<(Listen
     sock.set_nonblocking(true)?;
     sock.bind(&addr.into())?;
     sock.listen(backlog as i32)?;
-    let fd = sock.into_raw_fd();
-    Ok((Listener::from_fd(fd), fd))
+    let fd = sock.as_raw_fd();
+    Ok((Listener::from_fd(OwnedFd::from(sock)), fd))
 }
 
 fn bind_unix(path: &std::path::Path) -> std::io::Result<Listener> {
     let listener = std::os::unix::net::UnixListener::bind(path)?;
     listener.set_nonblocking(true)?;
-    Ok(Listener::from_fd(listener.into_raw_fd()))
+    Ok(Listener::from_fd(OwnedFd::from(listener)))
 }
 
 async fn accept_tcp(worker: Rc<Worker>, slot: Rc<ListenerSlot>, listener: Listener) {
@@ -350,7 +350,7 @@ async fn accept_unix(worker: Rc<Worker>, slot: Rc<ListenerSlot>, listener: Liste
     accept_loop(worker, slot, listener, Conn::from_fd).await
 }
 
-async fn accept_loop(worker: Rc<Worker>, slot: Rc<ListenerSlot>, listener: Listener, wrap: fn(RawFd) -> Conn) {
+async fn accept_loop(worker: Rc<Worker>, slot: Rc<ListenerSlot>, listener: Listener, wrap: fn(OwnedFd) -> Conn) {
     loop {
         match listener.accept().await {
             Ok(fd) => worker.spawn_session(&slot, wrap(fd)),

@@ -52,19 +52,22 @@ impl BufRing {
         Ok(this)
     }
 
-    /// The bytes the kernel wrote into buffer `bid`.
-    /// Valid until the buffer is recycled.
-    pub fn filled(&self, bid: u16, len: usize) -> &[u8] {
+    /// Hands the `len` bytes the kernel wrote into buffer `bid` to `consume`, then gives the buffer back to the
+    /// kernel. One call for both, so nobody can hold on to the bytes after the kernel may write there again.
+    pub fn consume(&self, bid: u16, len: usize, consume: impl FnOnce(&[u8])) {
         if bid >= self.entries {
-            return &[];
+            return;
         }
         // SAFETY: within the mapping; the kernel is done with a buffer once it reported it filled, and gets it back
-        // only through `recycle`.
-        unsafe { std::slice::from_raw_parts(self.memory.add(bid as usize * self.buf_len), len.min(self.buf_len)) }
+        // only through `recycle` below, after `consume` returned (the slice does not outlive this call).
+        let bytes =
+            unsafe { std::slice::from_raw_parts(self.memory.add(bid as usize * self.buf_len), len.min(self.buf_len)) };
+        consume(bytes);
+        self.recycle(bid);
     }
 
     /// Gives buffer `bid` back to the kernel.
-    pub fn recycle(&self, bid: u16) {
+    fn recycle(&self, bid: u16) {
         if bid < self.entries {
             self.push(bid);
             self.publish();

@@ -12,7 +12,7 @@ use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
-use std::os::unix::io::{IntoRawFd, RawFd};
+use std::os::unix::io::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::Duration;
@@ -125,17 +125,17 @@ impl Drop for Handle {
 
 impl Conn {
     /// Takes ownership of a connected, non-blocking stream socket (TCP or unix).
-    pub fn from_fd(fd: RawFd) -> Conn {
-        Conn(Rc::new(Handle { io: ConnIo::new(fd) }))
+    pub fn from_fd(fd: OwnedFd) -> Conn {
+        Conn(Rc::new(Handle { io: ConnIo::new(fd.into_raw_fd()) }))
     }
 
     /// Takes ownership of an accepted TCP socket: no Nagle delay for small replies.
-    pub fn accepted_tcp(fd: RawFd) -> Conn {
+    pub fn accepted_tcp(fd: OwnedFd) -> Conn {
         let one: libc::c_int = 1;
         // SAFETY: setsockopt on a descriptor we own, with a valid int option.
         unsafe {
             libc::setsockopt(
-                fd,
+                fd.as_raw_fd(),
                 libc::IPPROTO_TCP,
                 libc::TCP_NODELAY,
                 (&one as *const libc::c_int).cast(),

@@ -5,7 +5,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io;
-use std::os::unix::io::RawFd;
+use std::os::unix::io::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 
@@ -54,10 +54,10 @@ pub struct Listener {
 
 impl Listener {
     /// Takes ownership of a bound, listening socket.
-    pub fn from_fd(fd: RawFd) -> Listener {
+    pub fn from_fd(fd: OwnedFd) -> Listener {
         Listener {
             io: Rc::new(ListenerIo {
-                fd,
+                fd: fd.into_raw_fd(),
                 queue: RefCell::new(VecDeque::new()),
                 waker: Cell::new(None),
                 slot: Cell::new(None),
@@ -67,11 +67,14 @@ impl Listener {
     }
 
     /// The next accepted connection's descriptor (non-blocking, close-on-exec).
-    pub async fn accept(&self) -> io::Result<RawFd> {
+    pub async fn accept(&self) -> io::Result<OwnedFd> {
         let io = &self.io;
         poll_fn(|cx| {
             if let Some(r) = io.queue.borrow_mut().pop_front() {
-                return Poll::Ready(r.map_err(io::Error::from_raw_os_error));
+                // SAFETY: a descriptor the kernel just created for us, owned by nobody else.
+                return Poll::Ready(
+                    r.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }).map_err(io::Error::from_raw_os_error),
+                );
             }
             let reactor: Rc<Reactor> = current();
             reactor.note_activity();

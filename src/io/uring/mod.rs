@@ -321,10 +321,8 @@ impl Reactor {
         match kind {
             Kind::Recv(conn) => {
                 if let Some(bid) = cqueue::buffer_select(flags) {
-                    if result > 0 {
-                        conn.received(self.bufs.filled(bid, result as usize));
-                    }
-                    self.bufs.recycle(bid);
+                    let len = result.max(0) as usize;
+                    self.bufs.consume(bid, len, |bytes| conn.received(bytes));
                 }
                 if !more {
                     conn.recv_slot.set(None);

@@ -33,6 +33,7 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 5000;
 pub const DEFAULT_HISTOGRAM_INTERVAL_S: u64 = 60;
 /// Default bound on requests a client may have in flight before ferrule stops reading it.
 pub const DEFAULT_CLIENT_MAX_INFLIGHT: usize = 256;
+pub const DEFAULT_CLIENT_MAX_UNSENT_BYTES: usize = 4 << 20;
 /// Default bound on bytes queued for one backend connection before its clients are paused.
 pub const DEFAULT_BACKEND_MAX_QUEUED_BYTES: usize = 4 * 1024 * 1024;
 /// Default glommio `io_memory` per executor, in KiB (ferrule does no file I/O, so keep it small).
@@ -130,6 +131,8 @@ pub struct ProxyConfig {
     pub stats: bool,
     /// Per client connection: requests in flight before ferrule stops reading the client.
     pub client_max_inflight: usize,
+    /// Per client connection: bytes of replies the client has not read before ferrule stops reading it.
+    pub client_max_unsent_bytes: usize,
     /// Per backend connection: bytes queued before clients feeding it are paused.
     pub backend_max_queued_bytes: usize,
     /// glommio `io_memory` per executor, in KiB.
@@ -148,6 +151,7 @@ impl Default for ProxyConfig {
             histogram_interval_s: DEFAULT_HISTOGRAM_INTERVAL_S,
             stats: true,
             client_max_inflight: DEFAULT_CLIENT_MAX_INFLIGHT,
+            client_max_unsent_bytes: DEFAULT_CLIENT_MAX_UNSENT_BYTES,
             backend_max_queued_bytes: DEFAULT_BACKEND_MAX_QUEUED_BYTES,
             io_memory_kib: DEFAULT_IO_MEMORY_KIB,
         }

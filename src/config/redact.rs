@@ -35,6 +35,7 @@ struct ProxyOut {
     histogram_interval_s: u64,
     stats: bool,
     client_max_inflight: usize,
+    client_max_unsent_bytes: usize,
     backend_max_queued_bytes: usize,
     io_memory_kib: usize,
 }
@@ -97,6 +98,7 @@ fn proxy_out(proxy: &ProxyConfig) -> ProxyOut {
         histogram_interval_s: proxy.histogram_interval_s,
         stats: proxy.stats,
         client_max_inflight: proxy.client_max_inflight,
+        client_max_unsent_bytes: proxy.client_max_unsent_bytes,
         backend_max_queued_bytes: proxy.backend_max_queued_bytes,
         io_memory_kib: proxy.io_memory_kib,
     }

@@ -90,6 +90,7 @@ fn defaults_fill_every_unset_key() {
     assert_eq!(config.proxy.shutdown_timeout_ms, 5000);
     assert_eq!(config.proxy.histogram_interval_s, 60);
     assert_eq!(config.proxy.client_max_inflight, 256);
+    assert_eq!(config.proxy.client_max_unsent_bytes, 4 << 20);
     assert_eq!(config.proxy.backend_max_queued_bytes, 4 << 20);
     assert_eq!(config.proxy.io_memory_kib, 512);
 
@@ -137,6 +138,7 @@ shutdown_timeout_ms = 0
 histogram_dir = "/var/lib/ferrule"
 histogram_interval_s = 10
 client_max_inflight = 64
+client_max_unsent_bytes = 65536
 backend_max_queued_bytes = 65536
 io_memory_kib = 1024
 
@@ -173,6 +175,7 @@ server_retry_timeout_ms = 10000
     assert_eq!(proxy.histogram_dir.as_deref(), Some(std::path::Path::new("/var/lib/ferrule")));
     assert_eq!(proxy.histogram_interval_s, 10);
     assert_eq!(proxy.client_max_inflight, 64);
+    assert_eq!(proxy.client_max_unsent_bytes, 65536);
     assert_eq!(proxy.backend_max_queued_bytes, 65536);
     assert_eq!(proxy.io_memory_kib, 1024);
     let listener = &config.listeners[0];
@@ -349,6 +352,7 @@ fn bad_proxy_values_are_rejected() {
         ("stats_port = 0", "stats_port", "must be from 1 to 65535"),
         ("histogram_interval_s = 0", "histogram_interval_s", "at least 1"),
         ("client_max_inflight = 0", "client_max_inflight", "at least 1"),
+        ("client_max_unsent_bytes = 100", "client_max_unsent_bytes", "at least 1024"),
         ("histogram_dir = \"\"", "histogram_dir", "must not be empty"),
     ];
     for (line, key, fragment) in cases {

@@ -22,6 +22,7 @@ const PROXY_KEYS: &[&str] = &[
     "histogram_interval_s",
     "stats",
     "client_max_inflight",
+    "client_max_unsent_bytes",
     "backend_max_queued_bytes",
     "io_memory_kib",
 ];
@@ -145,6 +146,8 @@ fn build_proxy(s: &Section<'_>) -> Result<ProxyConfig, ConfigError> {
         stats: s.parse_or("stats", true, |f| f.boolean())?,
         client_max_inflight: s
             .parse_or("client_max_inflight", DEFAULT_CLIENT_MAX_INFLIGHT, |f| f.integer_at_least(1usize))?,
+        client_max_unsent_bytes: s
+            .parse_or("client_max_unsent_bytes", DEFAULT_CLIENT_MAX_UNSENT_BYTES, |f| f.integer_at_least(1024usize))?,
         backend_max_queued_bytes: s
             .parse_or("backend_max_queued_bytes", DEFAULT_BACKEND_MAX_QUEUED_BYTES, |f| f.integer_at_least(1usize))?,
         io_memory_kib: s.parse_or("io_memory_kib", DEFAULT_IO_MEMORY_KIB, |f| f.integer_at_least(1usize))?,

@@ -12,10 +12,16 @@ use std::task::Waker;
 
 pub type ClientRef = Rc<RefCell<ReplyQueue>>;
 
-/// Reply bytes waiting for a client that does not read them, past which we stop reading its requests: a client that
-/// sends but never reads must not make the proxy buffer its replies without bound. (The writer may hold one more
-/// batch, being sent.)
-pub const MAX_UNSENT_BYTES: usize = 4 << 20;
+/// When to stop reading a client's requests (backpressure), from `proxy.client_max_inflight` and
+/// `proxy.client_max_unsent_bytes`.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientLimits {
+    /// Requests awaiting replies.
+    pub max_inflight: usize,
+    /// Reply bytes waiting for a client that does not read them: a client that sends but never reads must not make
+    /// the proxy buffer its replies without bound. (The writer may hold one more batch, being sent.)
+    pub max_unsent_bytes: usize,
+}
 
 #[derive(Default)]
 struct Slot {
@@ -55,10 +61,10 @@ impl ReplyQueue {
         self.slots.len()
     }
 
-    /// Whether to stop reading this client's requests for now: `max_inflight` of them await replies, or
-    /// [`MAX_UNSENT_BYTES`] of replies wait to be written.
-    pub fn saturated(&self, max_inflight: usize) -> bool {
-        self.slots.len() >= max_inflight || self.out.len() >= MAX_UNSENT_BYTES
+    /// Whether to stop reading this client's requests for now: too many of them await replies, or too many reply
+    /// bytes wait to be written.
+    pub fn saturated(&self, limits: ClientLimits) -> bool {
+        self.slots.len() >= limits.max_inflight || self.out.len() >= limits.max_unsent_bytes
     }
 
     /// Writer side: takes everything ready to write (swapped with `buf`, which must be empty), and lets a reader
@@ -232,17 +238,18 @@ mod tests {
 
     #[test]
     fn a_backlog_of_unsent_replies_saturates_like_inflight_requests() {
+        let limits = |max_inflight| ClientLimits { max_inflight, max_unsent_bytes: 4096 };
         let mut q = ReplyQueue::default();
-        assert!(!q.saturated(2));
+        assert!(!q.saturated(limits(2)));
         let a = q.reserve();
         q.reserve();
-        assert!(q.saturated(2), "two requests in flight of at most two");
-        q.complete(a, &vec![b'x'; MAX_UNSENT_BYTES]);
-        assert!(q.saturated(100), "4 MiB of replies nobody read yet");
+        assert!(q.saturated(limits(2)), "two requests in flight of at most two");
+        q.complete(a, &[b'x'; 4096]);
+        assert!(q.saturated(limits(100)), "4 KiB of replies nobody read yet");
         let mut buf = Vec::new();
         q.take_out(&mut buf);
-        assert_eq!(buf.len(), MAX_UNSENT_BYTES);
-        assert!(!q.saturated(100), "the writer took the backlog");
+        assert_eq!(buf.len(), 4096);
+        assert!(!q.saturated(limits(100)), "the writer took the backlog");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use super::backend::Backend;
 use super::messages::{FromWorker, ServerKey, ToWorker};
 use super::pool::PoolRt;
+use super::replies::ClientLimits;
 use super::session;
 use super::stats::{WorkerSnapshot, WorkerStats};
 use super::uring::{self, Conn, Doorbell, Listener};
@@ -100,8 +101,12 @@ impl Worker {
         id
     }
 
-    pub fn max_inflight(&self) -> usize {
-        self.config.borrow().proxy.client_max_inflight
+    pub fn client_limits(&self) -> ClientLimits {
+        let cfg = self.config.borrow();
+        ClientLimits {
+            max_inflight: cfg.proxy.client_max_inflight,
+            max_unsent_bytes: cfg.proxy.client_max_unsent_bytes,
+        }
     }
 
     pub fn max_value_bytes(&self, pool: usize) -> usize {

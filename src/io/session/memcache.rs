@@ -21,17 +21,17 @@ struct Scratch {
 pub async fn read_loop(s: &mut Session) {
     let mut inb = InBuf::new(INBUF_CAPACITY);
     let mut sc = Scratch::default();
-    let max_inflight = s.worker.max_inflight();
+    let limits = s.worker.client_limits();
     // Bytes of an oversized or rejected value still to be discarded as they arrive.
     let mut skip: usize = 0;
     loop {
-        s.wait_inflight_below(max_inflight).await;
+        s.wait_until_unsaturated(limits).await;
         if s.q.borrow().closed {
             return;
         }
         let now = Instant::now();
         let mut blocked_on: Option<Rc<Backend>> = None;
-        while !s.q.borrow().saturated(max_inflight) {
+        while !s.q.borrow().saturated(limits) {
             if skip > 0 {
                 let n = skip.min(inb.data().len());
                 inb.consume(n);
@@ -68,7 +68,7 @@ pub async fn read_loop(s: &mut Session) {
                 }
             }
         }
-        if let Next::Stop = s.refill(&mut inb, blocked_on.take(), max_inflight).await {
+        if let Next::Stop = s.refill(&mut inb, blocked_on.take(), limits).await {
             return;
         }
     }

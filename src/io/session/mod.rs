@@ -5,7 +5,7 @@ mod memcache;
 mod redis;
 
 use super::backend::Backend;
-use super::replies::{ClientRef, ReplyQueue};
+use super::replies::{ClientLimits, ClientRef, ReplyQueue};
 use super::stats::ListenerStatsRef;
 use super::uring::{self, Conn};
 use super::worker::{ListenerSlot, Worker};
@@ -34,10 +34,10 @@ impl Session {
 
     /// Waits while this client has too many requests in flight or too many reply bytes it has not read
     /// (backpressure: we stop reading it).
-    async fn wait_inflight_below(&self, max: usize) {
+    async fn wait_until_unsaturated(&self, limits: ClientLimits) {
         poll_fn(|cx| {
             let mut q = self.q.borrow_mut();
-            if !q.saturated(max) || q.closed {
+            if !q.saturated(limits) || q.closed {
                 Poll::Ready(())
             } else {
                 q.set_reader_waker(cx.waker());
@@ -57,11 +57,11 @@ pub enum Next {
 impl Session {
     /// Waits out backend backpressure, then reads more from the client (unless it is at its in-flight bound, when
     /// the caller's loop waits for replies to drain first). Shared by both protocols' readers.
-    pub async fn refill(&self, inb: &mut InBuf, blocked_on: Option<Rc<Backend>>, max_inflight: usize) -> Next {
+    pub async fn refill(&self, inb: &mut InBuf, blocked_on: Option<Rc<Backend>>, limits: ClientLimits) -> Next {
         if let Some(b) = blocked_on {
             b.drained().await;
         }
-        if self.q.borrow().saturated(max_inflight) {
+        if self.q.borrow().saturated(limits) {
             return Next::Parse;
         }
         if self.listener.is_closed() {

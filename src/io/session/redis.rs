@@ -31,16 +31,16 @@ enum Flow {
 pub async fn read_loop(s: &mut Session) {
     let mut inb = InBuf::new(INBUF_CAPACITY);
     let mut sc = Scratch::default();
-    let max_inflight = s.worker.max_inflight();
+    let limits = s.worker.client_limits();
     loop {
-        s.wait_inflight_below(max_inflight).await;
+        s.wait_until_unsaturated(limits).await;
         if s.q.borrow().closed {
             return;
         }
         let now = Instant::now();
         let mut closing = false;
         let mut blocked_on = None;
-        while !s.q.borrow().saturated(max_inflight) {
+        while !s.q.borrow().saturated(limits) {
             match redis::parse_request(inb.data(), &mut sc.args) {
                 Ok(Some(len)) => {
                     let flow = handle(s, &inb.data()[..len], &mut sc, now, &mut blocked_on);
@@ -65,7 +65,7 @@ pub async fn read_loop(s: &mut Session) {
         if closing {
             return;
         }
-        if let Next::Stop = s.refill(&mut inb, blocked_on.take(), max_inflight).await {
+        if let Next::Stop = s.refill(&mut inb, blocked_on.take(), limits).await {
             return;
         }
     }

@@ -1,6 +1,6 @@
 //! The I/O layer on glommio: executors, listeners, client sessions, backend connections, control and admin.
 //! Everything glommio-specific lives here; the layers above it are pure. The data path's sockets go through
-//! [`uring`], each worker's own io_uring beneath glommio (docs/architecture.md says why).
+//! `uring`, each worker's own io_uring beneath glommio (docs/architecture.md says why).
 
 mod admin;
 mod backend;

@@ -99,6 +99,16 @@ fn a_client_that_stops_reading_is_paused_not_buffered_without_bound() {
         "ferrule's RSS grew to {rss} KiB for one client that reads nothing ({} GETs sent so far)",
         written.load(Ordering::Relaxed)
     );
+    // Operators see it: the listener's backpressure counter moved.
+    let (status, metrics) = f.admin("GET", "/metrics");
+    assert_eq!(status, 200);
+    let paused: u64 = metrics
+        .lines()
+        .find(|l| l.starts_with("ferrule_client_backpressure_total{listener=\"cache\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(paused >= 1, "ferrule_client_backpressure_total did not count the paused client:\n{metrics}");
     // Now read: every request is answered, in order, nothing lost while the client was paused.
     let reply_len = format!("${value_len}\r\n").len() + value_len + 2;
     let mut expected_reply = format!("${value_len}\r\n").into_bytes();

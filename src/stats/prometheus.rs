@@ -133,7 +133,7 @@ pub fn render_prometheus(stats: &ProxyStats, info: &ProcessInfo) -> String {
 
 fn render_clients(e: &mut Exposition, stats: &ProxyStats) {
     type Field = fn(&super::snapshot::ClientCounters) -> u64;
-    let counters: [(&str, &str, Field); 8] = [
+    let counters: [(&str, &str, Field); 9] = [
         ("ferrule_client_connections_accepted_total", "Client connections accepted.", |c| c.accepted),
         ("ferrule_client_connections_closed_total", "Client connections closed.", |c| c.closed),
         ("ferrule_client_eof_total", "Client connections closed by the client.", |c| c.eof),
@@ -152,6 +152,11 @@ fn render_clients(e: &mut Exposition, stats: &ProxyStats) {
         ("ferrule_unroutable_requests_total", "Requests refused because no server of the pool was available.", |c| {
             c.unroutable
         }),
+        (
+            "ferrule_client_backpressure_total",
+            "Times a client was not read because of client_max_inflight or client_max_unsent_bytes.",
+            |c| c.backpressured,
+        ),
     ];
     e.family("ferrule_client_connections", "gauge", "Client connections open now.");
     for l in &stats.listeners {

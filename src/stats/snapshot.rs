@@ -24,6 +24,9 @@ pub struct ClientCounters {
     pub fragments: u64,
     /// Requests refused because no server of the pool was available (all ejected).
     pub unroutable: u64,
+    /// Times ferrule stopped reading a client because of backpressure: `client_max_inflight` requests awaiting
+    /// replies or `client_max_unsent_bytes` of replies it had not read.
+    pub backpressured: u64,
 }
 
 impl ClientCounters {
@@ -43,6 +46,7 @@ impl ClientCounters {
         self.requests += other.requests;
         self.fragments += other.fragments;
         self.unroutable += other.unroutable;
+        self.backpressured += other.backpressured;
     }
 }
 

@@ -35,11 +35,16 @@ impl Session {
     /// Waits while this client has too many requests in flight or too many reply bytes it has not read
     /// (backpressure: we stop reading it).
     async fn wait_until_unsaturated(&self, limits: ClientLimits) {
+        let mut counted = false;
         poll_fn(|cx| {
             let mut q = self.q.borrow_mut();
             if !q.saturated(limits) || q.closed {
                 Poll::Ready(())
             } else {
+                if !counted {
+                    counted = true;
+                    self.meters.borrow_mut().clients.backpressured += 1;
+                }
                 q.set_reader_waker(cx.waker());
                 Poll::Pending
             }

@@ -24,67 +24,17 @@ done
 cargo build --release -q --bin ferrule
 FERRULE="${CARGO_TARGET_DIR:-target}/release/ferrule"
 
+# shellcheck source=lib/bench-common.sh
+. scripts/lib/bench-common.sh
 DIR="$(mktemp -d)"
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$DIR"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-NEXT=$((30000 + ($$ % 500) * 10))
-alloc_ports() { # NAME...: sets each to a distinct port that is free now
-    local name
-    for name in "$@"; do
-        while ! port_free "$NEXT"; do NEXT=$((NEXT + 1)); done
-        printf -v "$name" '%s' "$NEXT"
-        NEXT=$((NEXT + 1))
-    done
-}
-wait_port() { for _ in $(seq 200); do port_free "$1" || return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
-alloc_ports R1 R2 TW TWS FE FEA
-
+CLEANUP_DIR=$DIR
+alloc_ports R1 R2
 for p in "$R1" "$R2"; do
     redis-server --port "$p" --bind 127.0.0.1 --save "" --appendonly no >/dev/null 2>&1 &
-    PIDS+=($!)
+    PIDS+=("$!")
 done
-cat >"$DIR/nutcracker.yml" <<EOF
-bench:
-  listen: 127.0.0.1:$TW
-  hash: fnv1a_64
-  distribution: ketama
-  redis: true
-  servers:
-   - 127.0.0.1:$R1:1
-   - 127.0.0.1:$R2:1
-EOF
-taskset -c "$PROXY_CPU" nutcracker -c "$DIR/nutcracker.yml" -s "$TWS" -a 127.0.0.1 -o "$DIR/nutcracker.log" &
-TW_PID=$!
-PIDS+=($TW_PID)
-cat >"$DIR/ferrule.toml" <<EOF
-[proxy]
-workers = 1
-cpus = [$PROXY_CPU]
-admin = "127.0.0.1:$FEA"
-[listeners.bench]
-listen = "127.0.0.1:$FE"
-protocol = "redis"
-route = "bench"
-[pools.bench]
-servers = ["127.0.0.1:$R1:1", "127.0.0.1:$R2:1"]
-EOF
-"$FERRULE" -c "$DIR/ferrule.toml" --no-watch 2>"$DIR/ferrule.log" &
-FE_PID=$!
-PIDS+=($FE_PID)
-for p in "$R1" "$R2" "$TW" "$FE"; do wait_port "$p"; done
-
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-busy() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
-ctxt() { awk '/^ctxt/{print $2}' /proc/stat; }
-HZ=$(getconf CLK_TCK)
+wait_port "$R1" "${PIDS[0]}" && wait_port "$R2" "${PIDS[1]}" || { echo "a backend did not start" >&2; exit 1; }
+start_proxy_pair "$PROXY_CPU" redis "$DIR" "$R1" "$R2"
 
 echo "round,P,test,proxy,ops_per_s,p50_ms,p99_ms,proxy_cpu_us_per_req,machine_cpu_us_per_req,context_switches_per_req"
 RUNS="$DIR/runs.csv"
@@ -95,12 +45,12 @@ for round in $(seq "$ROUNDS"); do
             [ $((round % 2)) = 0 ] && order="ferrule twemproxy"
             for proxy in $order; do
                 if [ "$proxy" = twemproxy ]; then port=$TW; pid=$TW_PID; else port=$FE; pid=$FE_PID; fi
-                t0=$(ticks "$pid"); b0=$(busy); c0=$(ctxt)
+                t0=$(proc_cpu_ticks "$pid"); b0=$(machine_busy_ticks); c0=$(context_switches)
                 line=$(taskset -c "$LOADGEN_CPU" redis-benchmark -p "$port" -c "$CLIENTS" -n "$N" -P "$P" -t "$t" \
                     -d 32 -r 100000 --csv 2>/dev/null | tail -1 | tr -d '"')
-                t1=$(ticks "$pid"); b1=$(busy); c1=$(ctxt)
+                t1=$(proc_cpu_ticks "$pid"); b1=$(machine_busy_ticks); c1=$(context_switches)
                 # redis-benchmark --csv: test,rps,avg,min,p50,p95,p99,max
-                row=$(echo "$line" | awk -F, -v r="$round" -v P="$P" -v t="$t" -v x="$proxy" -v n="$N" -v hz="$HZ" \
+                row=$(echo "$line" | awk -F, -v r="$round" -v P="$P" -v t="$t" -v x="$proxy" -v n="$N" -v hz="$CLK_TCK" \
                     -v pc=$((t1 - t0)) -v mc=$((b1 - b0)) -v cs=$((c1 - c0)) \
                     '{printf "%s,%s,%s,%s,%.0f,%s,%s,%.2f,%.2f,%.2f", r, P, t, x, $2, $5, $7, pc*1e6/hz/n, mc*1e6/hz/n, cs/n}')
                 echo "$row" | tee -a "$RUNS"
@@ -111,7 +61,6 @@ done
 
 echo
 echo "medians over $ROUNDS rounds (ratio = ferrule / twemproxy):"
-median() { sort -g | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 for P in $PIPELINES; do
     for t in $TESTS; do
         for col in 5 6 7 8 9 10; do

@@ -39,23 +39,8 @@ OUT="${OUT:-results/$(date +%Y%m%d-%H%M%S)}"
 mkdir -p "$OUT"
 export PATH="$PATH:/usr/sbin:/usr/local/sbin"
 
-# --- Everything this script starts is killed on exit, also on Ctrl-C -------------------------
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-}
-interrupted() {
-    echo "bench.sh: interrupted" >&2
-    exit 130
-}
-trap cleanup EXIT
-trap interrupted INT TERM
+# shellcheck source=lib/bench-common.sh
+. scripts/lib/bench-common.sh
 
 # --- Tools -----------------------------------------------------------------------------------
 need=()
@@ -94,30 +79,6 @@ else
     LOADGEN_CPU=0; PROXY_CPU=0; BACKEND_CPUS=0
 fi
 
-# --- Ports -----------------------------------------------------------------------------------
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-port_taken() { # listening, or held by any socket (ss sees connections too)
-    port_in_use "$1" && return 0
-    command -v ss >/dev/null && [ -n "$(ss -Htan "( sport = :$1 )" 2>/dev/null)" ]
-}
-# Below the kernel's ephemeral range (32768 and up), so no client connection holds them.
-NEXT_PORT=$((20000 + ($$ % 600) * 20))
-alloc_ports() { # NAME...: sets each variable to a distinct port that is free now
-    local name
-    for name in "$@"; do
-        while port_taken "$NEXT_PORT"; do NEXT_PORT=$((NEXT_PORT + 1)); done
-        printf -v "$name" '%s' "$NEXT_PORT"
-        NEXT_PORT=$((NEXT_PORT + 1))
-    done
-}
-wait_port() { # PORT PID: true once PORT accepts, false if PID died or 10 s passed
-    local tries=0
-    while ! port_in_use "$1"; do
-        kill -0 "$2" 2>/dev/null || return 1
-        tries=$((tries + 1)); [ "$tries" -gt 200 ] && return 1
-        sleep 0.05
-    done
-}
 alloc_ports REDIS1 REDIS2 MEMCACHED1 MEMCACHED2 TW_REDIS TW_MEMCACHE TW_STATS \
     FR_REDIS FR_MEMCACHE FR_ADMIN MCR_PORT
 
@@ -221,10 +182,8 @@ if [ "$FERRULE_BUILT" = 1 ]; then
 fi
 
 # --- Runs --------------------------------------------------------------------------------------
-# proc_cpu_ticks PID: user+system clock ticks the process has used so far.
-proc_cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# proc_cpu_ticks (bench-common.sh): user+system clock ticks a process has used so far.
 proc_rss_mib() { awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status" 2>/dev/null || echo "-"; }
-CLK_TCK=$(getconf CLK_TCK)
 
 declare -A OPS P50 P99 P999 CPU RSS NOTE
 

@@ -1,0 +1,100 @@
+# Shared by the benchmark scripts (bench.sh, bench-redis-benchmark.sh, bench-memaslap.sh); sourced, not run.
+# Provides: process bookkeeping with cleanup on exit, free-port allocation, waiting for a port, CPU and
+# context-switch counters from /proc, and a median filter.
+
+# --- Everything a script starts is killed on exit, also on Ctrl-C ----------------------------
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    if [ -n "${CLEANUP_DIR:-}" ]; then
+        rm -rf "$CLEANUP_DIR"
+    fi
+}
+interrupted() {
+    echo "$(basename "$0"): interrupted" >&2
+    exit 130
+}
+trap cleanup EXIT
+trap interrupted INT TERM
+
+# --- Ports -----------------------------------------------------------------------------------
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+port_taken() { # listening, or held by any socket (ss sees connections too)
+    port_in_use "$1" && return 0
+    command -v ss >/dev/null && [ -n "$(ss -Htan "( sport = :$1 )" 2>/dev/null)" ]
+}
+# Below the kernel's ephemeral range (32768 and up), so no client connection holds them.
+NEXT_PORT=$((20000 + ($$ % 600) * 20))
+alloc_ports() { # NAME...: sets each variable to a distinct port that is free now
+    local name
+    for name in "$@"; do
+        while port_taken "$NEXT_PORT"; do NEXT_PORT=$((NEXT_PORT + 1)); done
+        printf -v "$name" '%s' "$NEXT_PORT"
+        NEXT_PORT=$((NEXT_PORT + 1))
+    done
+}
+wait_port() { # PORT PID: true once PORT accepts, false if PID died or 10 s passed
+    local tries=0
+    while ! port_in_use "$1"; do
+        kill -0 "$2" 2>/dev/null || return 1
+        tries=$((tries + 1)); [ "$tries" -gt 200 ] && return 1
+        sleep 0.05
+    done
+}
+
+# --- Counters --------------------------------------------------------------------------------
+proc_cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+machine_busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
+context_switches() { awk '/^ctxt/ { print $2 }' /proc/stat; }
+CLK_TCK=$(getconf CLK_TCK)
+
+# The median of the numbers on standard input, one per line.
+median() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+
+# --- twemproxy and ferrule (one worker each, pinned to CPU $1) in front of two backends --------
+# start_proxy_pair CPU PROTOCOL(redis|memcache) DIR BACKEND_PORT1 BACKEND_PORT2: sets TW/TW_PID (twemproxy) and
+# FE/FE_PID (ferrule, the release binary in $FERRULE) and waits until both accept. Same hash and distribution.
+start_proxy_pair() {
+    local cpu=$1 protocol=$2 dir=$3 b1=$4 b2=$5 tw_stats fe_admin redis_line=""
+    alloc_ports TW tw_stats FE fe_admin
+    [ "$protocol" = redis ] && redis_line="  redis: true"
+    cat >"$dir/nutcracker.yml" <<YAML
+bench:
+  listen: 127.0.0.1:$TW
+  hash: fnv1a_64
+  distribution: ketama
+$redis_line
+  servers:
+   - 127.0.0.1:$b1:1
+   - 127.0.0.1:$b2:1
+YAML
+    taskset -c "$cpu" nutcracker -c "$dir/nutcracker.yml" -s "$tw_stats" -a 127.0.0.1 -o "$dir/nutcracker.log" &
+    TW_PID=$!
+    PIDS+=("$TW_PID")
+    cat >"$dir/ferrule.toml" <<TOML
+[proxy]
+workers = 1
+cpus = [$cpu]
+admin = "127.0.0.1:$fe_admin"
+[listeners.bench]
+listen = "127.0.0.1:$FE"
+protocol = "$protocol"
+route = "bench"
+[pools.bench]
+protocol = "$protocol"
+servers = ["127.0.0.1:$b1:1", "127.0.0.1:$b2:1"]
+hash = "fnv1a_64"
+distribution = "ketama"
+TOML
+    "$FERRULE" -c "$dir/ferrule.toml" --no-watch 2>"$dir/ferrule.log" &
+    FE_PID=$!
+    PIDS+=("$FE_PID")
+    wait_port "$TW" "$TW_PID" || { echo "twemproxy did not start: $(tail -3 "$dir/nutcracker.log")" >&2; exit 1; }
+    wait_port "$FE" "$FE_PID" || { echo "ferrule did not start: $(tail -3 "$dir/ferrule.log")" >&2; exit 1; }
+}

@@ -83,7 +83,6 @@ impl ReplyQueue {
         self.base + self.slots.len() as u64 - 1
     }
 
-    /// Reserves a slot for a request split into fragments.
     /// A fanout for a split request, recycled from an earlier one when possible (no allocation in steady state).
     pub fn take_fanout(&mut self, kind: MergeKind, fragments: usize) -> Box<Fanout> {
         match self.spare_fanouts.pop() {
@@ -95,6 +94,7 @@ impl ReplyQueue {
         }
     }
 
+    /// Reserves a slot for a request split into fragments, merged by `fanout`.
     pub fn reserve_fanout(&mut self, fanout: Box<Fanout>) -> u64 {
         let seq = self.reserve();
         if let Some(slot) = self.slots.back_mut() {

@@ -26,6 +26,12 @@ pub struct Session {
     pub meters: ListenerStatsRef,
 }
 
+/// After a reader parsed what it had: whether to parse again or stop.
+pub enum Next {
+    Parse,
+    Stop,
+}
+
 impl Session {
     /// Queues a reply made by the proxy (errors, PING, ...), in order behind what is in flight.
     pub fn local(&self, reply: &[u8]) {
@@ -51,15 +57,7 @@ impl Session {
         })
         .await
     }
-}
 
-/// After a reader parsed what it had: whether to parse again or stop.
-pub enum Next {
-    Parse,
-    Stop,
-}
-
-impl Session {
     /// Waits out backend backpressure, then reads more from the client (unless it is at its in-flight bound, when
     /// the caller's loop waits for replies to drain first). Shared by both protocols' readers.
     pub async fn refill(&self, inb: &mut InBuf, blocked_on: Option<Rc<Backend>>, limits: ClientLimits) -> Next {

@@ -91,6 +91,38 @@ impl ConnIo {
         }
     }
 
+    /// Copies unread bytes into `buf`: how many, or `None` when there are none.
+    fn take_unread(&self, buf: &mut [u8]) -> Option<usize> {
+        let mut inbox = self.inbox.borrow_mut();
+        let head = self.head.get();
+        let unread = inbox.len() - head;
+        if unread == 0 {
+            return None;
+        }
+        let n = unread.min(buf.len());
+        buf[..n].copy_from_slice(&inbox[head..head + n]);
+        if n == unread {
+            inbox.clear();
+            self.head.set(0);
+            if inbox.capacity() > INBOX_KEEP {
+                *inbox = Vec::new();
+            }
+        } else {
+            self.head.set(head + n);
+        }
+        Some(n)
+    }
+
+    /// Arms the receive again when it has ended (paused, or out of buffers) while we still want data and the reader
+    /// has caught up.
+    fn resume_receiving(self: &Rc<Self>, reactor: &Reactor) {
+        let unread = self.inbox.borrow().len() - self.head.get();
+        if self.recv_slot.get().is_none() && self.wants_data() && unread < RESUME_AT {
+            self.paused.set(false);
+            reactor.arm_recv(self);
+        }
+    }
+
     fn wants_data(&self) -> bool {
         !self.closed.get() && !self.eof.get() && self.error.get().is_none()
     }
@@ -149,45 +181,19 @@ impl Conn {
     pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         let io = &self.0.io;
         poll_fn(|cx| {
-            let unread = {
-                let mut inbox = io.inbox.borrow_mut();
-                let head = io.head.get();
-                let unread = inbox.len() - head;
-                if unread > 0 {
-                    let n = unread.min(buf.len());
-                    buf[..n].copy_from_slice(&inbox[head..head + n]);
-                    if n == unread {
-                        inbox.clear();
-                        io.head.set(0);
-                        if inbox.capacity() > INBOX_KEEP {
-                            *inbox = Vec::new();
-                        }
-                    } else {
-                        io.head.set(head + n);
-                    }
-                    let left = unread - n;
-                    drop(inbox);
-                    if io.paused.get() && left < RESUME_AT && io.recv_slot.get().is_none() && io.wants_data() {
-                        io.paused.set(false);
-                        current().arm_recv(io);
-                    }
-                    return Poll::Ready(Ok(n));
-                }
-                unread
-            };
-            debug_assert_eq!(unread, 0);
+            let taken = io.take_unread(buf);
+            let reactor = current();
+            io.resume_receiving(&reactor);
+            if let Some(n) = taken {
+                return Poll::Ready(Ok(n));
+            }
             if let Some(e) = io.error.get() {
                 return Poll::Ready(Err(io::Error::from_raw_os_error(e)));
             }
             if io.eof.get() {
                 return Poll::Ready(Ok(0));
             }
-            let reactor = current();
             reactor.note_activity();
-            if io.recv_slot.get().is_none() {
-                io.paused.set(false);
-                reactor.arm_recv(io);
-            }
             let w = io.reader.take();
             io.reader.set(Some(match w {
                 Some(w) if w.will_wake(cx.waker()) => w,

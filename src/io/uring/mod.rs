@@ -175,11 +175,16 @@ impl Reactor {
         }
     }
 
-    fn release(&self, slot: usize) {
+    /// Frees `slot` and hands back what it held.
+    fn take_slot(&self, slot: usize) -> Op {
         let old = std::mem::replace(&mut self.slots.borrow_mut()[slot], Op::Free);
         self.free.borrow_mut().push(slot);
+        old
+    }
+
+    fn release(&self, slot: usize) {
         // Dropped outside the borrow: dropping a connection's last reference may submit its cancellation.
-        drop(old);
+        drop(self.take_slot(slot));
     }
 
     fn push(&self, sqe: squeue::Entry) {
@@ -351,8 +356,7 @@ impl Reactor {
                 }
             }
             Kind::Doorbell => {
-                let old = std::mem::replace(&mut self.slots.borrow_mut()[slot], Op::Free);
-                self.free.borrow_mut().push(slot);
+                let old = self.take_slot(slot);
                 if let Some(w) = self.doorbell_waker.borrow_mut().take() {
                     w.wake();
                 }

@@ -6,7 +6,7 @@
 #
 # Usage: scripts/bench-memaslap.sh [ROUNDS]      (default 6; about 12 s per round)
 # Environment: SECONDS_PER_RUN (default 5), CLIENTS (default 50), LOADGEN_CPU (default 0), PROXY_CPU (default 1),
-#   CARGO_TARGET_DIR. Needs memcached, memcaslap (or memaslap) and nutcracker; builds ferrule in release mode.
+#   BACKEND_CPUS (default: every CPU, so the backends float), CARGO_TARGET_DIR. Needs memcached, memcaslap (or memaslap) and nutcracker; builds ferrule in release mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS="${1:-6}"
@@ -14,6 +14,7 @@ SECONDS_PER_RUN="${SECONDS_PER_RUN:-5}"
 CLIENTS="${CLIENTS:-50}"
 LOADGEN_CPU="${LOADGEN_CPU:-0}"
 PROXY_CPU="${PROXY_CPU:-1}"
+BACKEND_CPUS="${BACKEND_CPUS:-0-$(($(nproc) - 1))}"
 export PATH="$PATH:/usr/sbin:/usr/local/sbin"
 MEMASLAP=$(command -v memcaslap || command -v memaslap || true)
 [ -n "$MEMASLAP" ] || { echo "bench-memaslap.sh: memaslap not found (apt-get install -y libmemcached-tools)" >&2; exit 1; }
@@ -29,7 +30,7 @@ DIR="$(mktemp -d)"
 CLEANUP_DIR=$DIR
 alloc_ports R1 R2
 for p in "$R1" "$R2"; do
-    memcached -p "$p" -l 127.0.0.1 -U 0 -t 1 -u root >/dev/null 2>&1 &
+    taskset -c "$BACKEND_CPUS" memcached -p "$p" -l 127.0.0.1 -U 0 -t 1 -u root >/dev/null 2>&1 &
     PIDS+=("$!")
 done
 wait_port "$R1" "${PIDS[0]}" && wait_port "$R2" "${PIDS[1]}" || { echo "a backend did not start" >&2; exit 1; }

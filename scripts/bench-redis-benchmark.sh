@@ -6,7 +6,8 @@
 #
 # Usage: scripts/bench-redis-benchmark.sh [ROUNDS]      (default 8; about 40 s per round)
 # Environment: N (requests per run, default 300000), CLIENTS (default 50), PIPELINES (default "1 16"),
-#   TESTS (default "get set"), LOADGEN_CPU (default 0), PROXY_CPU (default 1), CARGO_TARGET_DIR.
+#   TESTS (default "get set"), LOADGEN_CPU (default 0), PROXY_CPU (default 1), BACKEND_CPUS (default: every CPU, so
+#   the backends float), CARGO_TARGET_DIR.
 # Needs redis-server, redis-benchmark (package redis-tools) and nutcracker; builds ferrule in release mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +18,7 @@ PIPELINES="${PIPELINES:-1 16}"
 TESTS="${TESTS:-get set}"
 LOADGEN_CPU="${LOADGEN_CPU:-0}"
 PROXY_CPU="${PROXY_CPU:-1}"
+BACKEND_CPUS="${BACKEND_CPUS:-0-$(($(nproc) - 1))}"
 export PATH="$PATH:/usr/sbin:/usr/local/sbin"
 for tool in redis-server redis-benchmark nutcracker; do
     command -v "$tool" >/dev/null || { echo "bench-redis-benchmark.sh: $tool not found (apt-get install -y redis-server redis-tools nutcracker)" >&2; exit 1; }
@@ -30,7 +32,7 @@ DIR="$(mktemp -d)"
 CLEANUP_DIR=$DIR
 alloc_ports R1 R2
 for p in "$R1" "$R2"; do
-    redis-server --port "$p" --bind 127.0.0.1 --save "" --appendonly no >/dev/null 2>&1 &
+    taskset -c "$BACKEND_CPUS" redis-server --port "$p" --bind 127.0.0.1 --save "" --appendonly no >/dev/null 2>&1 &
     PIDS+=("$!")
 done
 wait_port "$R1" "${PIDS[0]}" && wait_port "$R2" "${PIDS[1]}" || { echo "a backend did not start" >&2; exit 1; }

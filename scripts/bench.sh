@@ -12,7 +12,8 @@
 #   --rate       the common open-loop rate (default 20000 requests/s)
 #   --out        results folder (default results/<date-time>)
 # Environment: CARGO_TARGET_DIR is honoured; MCROUTER=/path/to/mcrouter to include mcrouter when it is not on PATH;
-#   CONNECTIONS (default 50), KEYS (default 100000), VALUE_SIZE (default 32).
+#   CONNECTIONS (default 50), KEYS (default 100000), VALUE_SIZE (default 32), BACKEND_CPUS (a taskset CPU list for
+#   the backends; default: CPUs 2.. with 4 or more CPUs, every CPU with 2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -70,6 +71,7 @@ fi
 
 # --- CPUs: the load generator and the proxy each get a CPU of their own ----------------------
 CPUS=$(nproc)
+REQUESTED_BACKEND_CPUS="${BACKEND_CPUS:-}"
 if [ "$CPUS" -ge 4 ]; then
     LOADGEN_CPU=0; PROXY_CPU=1; BACKEND_CPUS="2-$((CPUS - 1))"
 elif [ "$CPUS" -ge 2 ]; then
@@ -78,6 +80,8 @@ elif [ "$CPUS" -ge 2 ]; then
 else
     LOADGEN_CPU=0; PROXY_CPU=0; BACKEND_CPUS=0
 fi
+# BACKEND_CPUS=1 (for example) pins the backends instead; docs/benchmarks.md compares placements.
+BACKEND_CPUS="${REQUESTED_BACKEND_CPUS:-$BACKEND_CPUS}"
 
 alloc_ports REDIS1 REDIS2 MEMCACHED1 MEMCACHED2 TW_REDIS TW_MEMCACHE TW_STATS \
     FR_REDIS FR_MEMCACHE FR_ADMIN MCR_PORT

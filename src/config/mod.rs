@@ -58,6 +58,8 @@ pub const DEFAULT_MAX_VALUE_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_HASH: HashKind = HashKind::Fnv1a_64;
 /// Default distribution, as in twemproxy.
 pub const DEFAULT_DISTRIBUTION: DistributionKind = DistributionKind::Ketama;
+/// Default batching of writes to a backend connection.
+pub const DEFAULT_BATCHING: Batching = Batching::Adaptive;
 /// What [`Config::to_redacted_toml`] writes in place of a secret.
 pub const REDACTED: &str = "********";
 
@@ -211,6 +213,33 @@ impl Protocol {
     }
 }
 
+/// When a backend connection writes what its clients queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Batching {
+    /// Nagle's rule per connection: with nothing in flight, write at once; while requests are in flight, hold new
+    /// ones until their replies are all back (or the batch is large), then write them together. A lone request
+    /// waits for nothing; under load, batches grow and the server does fewer reads and wake-ups per request.
+    Adaptive,
+    /// Write whatever is queued at every turn of the worker's loop, replies in flight or not.
+    Eager,
+}
+
+impl Batching {
+    pub const ALL: [Batching; 2] = [Batching::Adaptive, Batching::Eager];
+
+    /// The name used in the config file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Batching::Adaptive => "adaptive",
+            Batching::Eager => "eager",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Batching> {
+        Batching::ALL.into_iter().find(|b| b.name() == name)
+    }
+}
+
 /// One `[listeners.<name>]` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerConfig {
@@ -243,6 +272,7 @@ pub struct PoolConfig {
     /// Connections per server per worker, at least 1.
     pub server_connections: usize,
     pub preconnect: bool,
+    pub batching: Batching,
     /// Redis only: sent as AUTH on every new backend connection.
     pub redis_auth: Option<String>,
     /// Redis only: sent as SELECT on every new backend connection when not 0.

@@ -62,6 +62,7 @@ struct PoolOut<'a> {
     connect_timeout_ms: u64,
     server_connections: usize,
     preconnect: bool,
+    batching: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     redis_auth: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -128,6 +129,7 @@ fn pool_out(pool: &PoolConfig) -> PoolOut<'_> {
         connect_timeout_ms: pool.connect_timeout_ms,
         server_connections: pool.server_connections,
         preconnect: pool.preconnect,
+        batching: pool.batching.name(),
         redis_auth: pool.redis_auth.as_ref().map(|_| REDACTED),
         redis_db: redis.then_some(pool.redis_db),
         auto_eject_hosts: pool.auto_eject_hosts,

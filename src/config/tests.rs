@@ -109,6 +109,7 @@ fn defaults_fill_every_unset_key() {
     assert_eq!(pool.connect_timeout_ms, 1000);
     assert_eq!(pool.server_connections, 1);
     assert!(!pool.preconnect);
+    assert_eq!(pool.batching, Batching::Adaptive);
     assert_eq!(pool.redis_auth, None);
     assert_eq!(pool.redis_db, 0);
     assert!(!pool.auto_eject_hosts);
@@ -159,6 +160,7 @@ timeout_ms = 250
 connect_timeout_ms = 100
 server_connections = 2
 preconnect = true
+batching = "eager"
 redis_auth = "backend-secret"
 redis_db = 3
 auto_eject_hosts = true
@@ -188,6 +190,7 @@ server_retry_timeout_ms = 10000
     assert_eq!((pool.timeout_ms, pool.connect_timeout_ms), (250, 100));
     assert_eq!(pool.server_connections, 2);
     assert!(pool.preconnect && pool.auto_eject_hosts);
+    assert_eq!(pool.batching, Batching::Eager);
     assert_eq!(pool.redis_auth.as_deref(), Some("backend-secret"));
     assert_eq!(pool.redis_db, 3);
     assert_eq!(pool.server_failure_limit, 5);
@@ -329,6 +332,7 @@ fn bad_pool_values_are_rejected() {
         ("timeout_ms = \"1s\"", "timeout_ms", "expected an integer, found string \"1s\""),
         ("server_connections = 0", "server_connections", "must be from 1 to 1024"),
         ("preconnect = 1", "preconnect", "expected true or false, found integer 1"),
+        ("batching = \"nagle\"", "batching", "unknown batching \"nagle\"; expected adaptive or eager"),
         ("server_failure_limit = 0", "server_failure_limit", "at least 1"),
         ("redis_auth = \"\"", "redis_auth", "must not be empty"),
         ("protocol = \"http\"", "protocol", "unknown protocol \"http\""),

@@ -39,6 +39,7 @@ const POOL_KEYS: &[&str] = &[
     "connect_timeout_ms",
     "server_connections",
     "preconnect",
+    "batching",
     "redis_auth",
     "redis_db",
     "auto_eject_hosts",
@@ -241,6 +242,7 @@ fn build_pool(s: &Section<'_>, name: &str) -> Result<PoolDraft, ConfigError> {
             f.integer_in(1usize, MAX_SERVER_CONNECTIONS)
         })?,
         preconnect: s.parse_or("preconnect", false, Field::boolean)?,
+        batching: s.parse_or("batching", DEFAULT_BATCHING, parse_batching)?,
         redis_auth: s.parse_or("redis_auth", None, |f| f.non_empty_string().map(|secret| Some(secret.to_owned())))?,
         redis_db: s.parse_or("redis_db", 0, |f| f.integer_at_least(0u32))?,
         auto_eject_hosts: s.parse_or("auto_eject_hosts", false, Field::boolean)?,
@@ -256,6 +258,11 @@ fn build_pool(s: &Section<'_>, name: &str) -> Result<PoolDraft, ConfigError> {
 fn parse_protocol(f: &Field<'_>) -> Result<Protocol, ConfigError> {
     let name = f.string()?;
     Protocol::from_name(name).ok_or_else(|| f.error(format!("unknown protocol {name:?}; expected redis or memcache")))
+}
+
+fn parse_batching(f: &Field<'_>) -> Result<Batching, ConfigError> {
+    let name = f.string()?;
+    Batching::from_name(name).ok_or_else(|| f.error(format!("unknown batching {name:?}; expected adaptive or eager")))
 }
 
 fn parse_hash(f: &Field<'_>) -> Result<HashKind, ConfigError> {

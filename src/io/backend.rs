@@ -9,7 +9,7 @@
 use super::replies::ClientRef;
 use super::stats::{client_key, BackendStats, BatchClock, Fault, Meter};
 use super::uring::{self, Conn};
-use crate::config::Protocol;
+use crate::config::{Batching, Protocol};
 use crate::protocol::{memcache, redis};
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -98,6 +98,7 @@ pub struct BackendOptions {
     pub timeout: Duration,
     pub connect_timeout: Duration,
     pub max_queued_bytes: usize,
+    pub batching: Batching,
     /// Requests sent first on every new connection (AUTH, SELECT) and how many replies they produce.
     pub prelude: Vec<u8>,
     pub prelude_replies: usize,
@@ -124,6 +125,9 @@ struct State {
     consecutive_failures: u32,
     was_healthy: bool,
     task_waker: Option<Waker>,
+    /// Requests written to the current connection whose replies are not all back yet: adaptive batching holds new
+    /// requests while this is not 0.
+    unanswered: usize,
     drain_waiters: Vec<Waker>,
     health_events: Vec<Health>,
     retired: bool,
@@ -138,6 +142,10 @@ pub struct Backend {
     st: RefCell<State>,
     rng: std::cell::Cell<u64>,
 }
+
+/// Adaptive batching writes a held batch once it is this large, replies in flight or not: by then the batch is big
+/// enough that holding it longer saves the server nothing, and the bytes would only wait.
+const HOLD_LIMIT_BYTES: usize = 64 * 1024;
 
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -183,7 +191,6 @@ impl Backend {
                 return;
             }
         }
-        let was_empty = st.outq.is_empty();
         let before = st.outq.len();
         encode(&mut st.outq);
         let bytes = st.outq.len() - before;
@@ -192,7 +199,9 @@ impl Backend {
             let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
             st.pending.push_back(Pending { waiter, framer, deadline: now + self.opts.timeout, bytes });
         }
-        if was_empty {
+        // The task waits only with nothing to write or with a held batch; wake it once there is something to write
+        // (a held batch that just grew past the hold limit included).
+        if !self.holds(&st) {
             if let Some(w) = st.task_waker.take() {
                 w.wake();
             }
@@ -247,6 +256,13 @@ impl Backend {
         }
     }
 
+    /// Whether adaptive batching keeps what is queued back for now: requests are in flight and the batch is small.
+    /// The replies in flight always come back or time out (which fails the connection and clears the queue), so a
+    /// held request never waits longer than the requests before it.
+    fn holds(&self, st: &State) -> bool {
+        self.opts.batching == Batching::Adaptive && st.unanswered > 0 && st.outq.len() < HOLD_LIMIT_BYTES
+    }
+
     fn error_reply(&self, reason: &str) -> Vec<u8> {
         match self.opts.protocol {
             Protocol::Redis => format!("-ERR ferrule: backend {} {}\r\n", self.label, reason).into_bytes(),
@@ -268,6 +284,7 @@ impl Backend {
             }
             st.generation += 1;
             st.outq.clear();
+            st.unanswered = 0;
             let failed = st.pending.iter().filter(|p| matches!(p.waiter, Waiter::Client { .. })).count();
             st.stats.fault(Fault::from_reason(reason), failed);
             st.last_error = reason.to_string();
@@ -311,7 +328,7 @@ impl Backend {
             let retired = poll_fn(|cx| {
                 let mut st = self.st.borrow_mut();
                 let has_conn = st.conn.is_some();
-                if !st.outq.is_empty() || (want_connect && !has_conn) {
+                if (!st.outq.is_empty() && !self.holds(&st)) || (want_connect && !has_conn) {
                     Poll::Ready(false)
                 } else if st.retired && st.pending.is_empty() {
                     Poll::Ready(true)
@@ -351,6 +368,8 @@ impl Backend {
             let generation = {
                 let mut st = self.st.borrow_mut();
                 std::mem::swap(&mut st.outq, &mut wbuf);
+                // Everything pending is now written: what was queued is in `wbuf`.
+                st.unanswered = st.pending.len();
                 st.stats.written();
                 for w in st.drain_waiters.drain(..) {
                     w.wake();
@@ -482,6 +501,7 @@ impl Backend {
                         let (p, latency) = {
                             let mut st = self.st.borrow_mut();
                             let p = st.pending.pop_front();
+                            st.unanswered = st.unanswered.saturating_sub(1);
                             let latency = clock.since(p.as_ref().and_then(|p| p.waiter.meter_started()));
                             st.stats.replied(len, p.as_ref().map_or(0, |p| p.bytes), latency);
                             // A retired connection closes once its last reply is in: wake its task to do it.
@@ -525,6 +545,12 @@ impl Backend {
                 }
             }
             let mut st = self.st.borrow_mut();
+            if !st.outq.is_empty() && !self.holds(&st) {
+                // The batch in flight is answered: the requests held behind it go out now.
+                if let Some(w) = st.task_waker.take() {
+                    w.wake();
+                }
+            }
             if st.consecutive_failures > 0 || !st.was_healthy {
                 if st.consecutive_failures > 0 {
                     log::info!("backend {}: recovered", self.label);

@@ -115,6 +115,7 @@ fn backend_options(cfg: &PoolConfig, proxy: &ProxyConfig) -> BackendOptions {
         timeout: Duration::from_millis(cfg.timeout_ms),
         connect_timeout: Duration::from_millis(cfg.connect_timeout_ms.min(cfg.timeout_ms).max(1)),
         max_queued_bytes: proxy.backend_max_queued_bytes,
+        batching: cfg.batching,
         prelude,
         prelude_replies,
     }

@@ -297,7 +297,7 @@ impl Worker {
 /// the ring.
 fn reuse_key(pc: &PoolConfig, proxy: &ProxyConfig, sc: &ServerConfig) -> String {
     format!(
-        "{}|{}|{:?}|{}|{:?}|{}|{}|{}|{}|{}",
+        "{}|{}|{:?}|{}|{:?}|{}|{}|{}|{}|{}|{}",
         pc.name,
         sc.addr,
         sc.name,
@@ -307,6 +307,7 @@ fn reuse_key(pc: &PoolConfig, proxy: &ProxyConfig, sc: &ServerConfig) -> String 
         pc.server_connections,
         pc.connect_timeout_ms,
         pc.protocol.name(),
+        pc.batching.name(),
         proxy.backend_max_queued_bytes
     )
 }

@@ -1,0 +1,122 @@
+//! How a backend connection batches its clients' requests (`batching` in a pool). A fake server that can hold a
+//! reply back shows what reaches the server and when; real servers cannot be paused mid-request this precisely.
+
+mod common;
+use common::*;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+/// A redis-speaking fake with one connection from ferrule, driven step by step from the test.
+struct FakeServer {
+    conn: TcpStream,
+}
+
+impl FakeServer {
+    fn accept(listener: &TcpListener) -> FakeServer {
+        listener.set_nonblocking(false).unwrap();
+        let (conn, _) = listener.accept().expect("ferrule connects to the fake server");
+        conn.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        FakeServer { conn }
+    }
+
+    /// Everything that arrives within `window` (reads that return nothing for 100 ms end it early once something
+    /// arrived), and how many reads it took.
+    fn receive(&mut self, window: Duration) -> (Vec<u8>, usize) {
+        let (mut got, mut reads) = (Vec::new(), 0);
+        let end = Instant::now() + window;
+        let mut buf = [0u8; 65536];
+        while Instant::now() < end {
+            match self.conn.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    got.extend_from_slice(&buf[..n]);
+                    reads += 1;
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    if !got.is_empty() {
+                        break;
+                    }
+                }
+                Err(e) => panic!("fake server read: {e}"),
+            }
+        }
+        (got, reads)
+    }
+
+    fn answer(&mut self, replies: usize) {
+        self.conn.write_all(&b"+OK\r\n".repeat(replies)).unwrap();
+    }
+}
+
+fn commands_in(bytes: &[u8]) -> usize {
+    bytes.windows(4).filter(|w| w == b"*2\r\n").count()
+}
+
+/// Starts ferrule with one pool on a fake server: the fake's listener, ferrule, and ferrule's port.
+fn start(batching: &str) -> (TcpListener, Ferrule, u16) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let fake_port = listener.local_addr().unwrap().port();
+    let port = free_port();
+    let body = format!(
+        "{}{}",
+        listener_toml("cache", port, "redis", "main", ""),
+        redis_pool_toml("main", &[format!("127.0.0.1:{fake_port}:1")], &format!("batching = \"{batching}\"\n"))
+    );
+    let f = Ferrule::start(&body, port);
+    (listener, f, port)
+}
+
+/// Sends `GET name` on a new client connection without waiting for the reply.
+fn send_get(port: u16, name: &str) -> Client {
+    let mut c = Client::connect(port);
+    c.send(format!("*2\r\n$3\r\nGET\r\n${}\r\n{name}\r\n", name.len()).as_bytes());
+    c
+}
+
+#[test]
+fn adaptive_batching_holds_requests_behind_a_batch_in_flight_then_sends_them_in_one_write() {
+    let (listener, _f, port) = start("adaptive");
+    // Nothing in flight: the first request goes out at once, alone.
+    let mut first = send_get(port, "first");
+    let mut server = FakeServer::accept(&listener);
+    let (got, _) = server.receive(Duration::from_secs(5));
+    assert_eq!(commands_in(&got), 1, "{:?}", String::from_utf8_lossy(&got));
+
+    // While it is unanswered, five more clients send: ferrule holds them.
+    let mut others: Vec<Client> = (0..5).map(|i| send_get(port, &format!("held{i}"))).collect();
+    let (early, _) = server.receive(Duration::from_millis(500));
+    assert!(early.is_empty(), "sent while a batch was in flight: {:?}", String::from_utf8_lossy(&early));
+
+    // The reply releases them, together: one write, so the server reads them at once.
+    server.answer(1);
+    assert_eq!(first.redis_reply(), b"+OK\r\n");
+    let (held, reads) = server.receive(Duration::from_secs(5));
+    assert_eq!(commands_in(&held), 5, "{:?}", String::from_utf8_lossy(&held));
+    assert_eq!(reads, 1, "the held requests came in {reads} reads");
+    server.answer(5);
+    for c in &mut others {
+        assert_eq!(c.redis_reply(), b"+OK\r\n");
+    }
+}
+
+#[test]
+fn eager_batching_sends_requests_while_others_are_in_flight() {
+    let (listener, _f, port) = start("eager");
+    let mut first = send_get(port, "first");
+    let mut server = FakeServer::accept(&listener);
+    let (got, _) = server.receive(Duration::from_secs(5));
+    assert_eq!(commands_in(&got), 1);
+    let mut others: Vec<Client> = (0..5).map(|i| send_get(port, &format!("eager{i}"))).collect();
+    let mut early = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while commands_in(&early) < 5 && Instant::now() < deadline {
+        early.extend(server.receive(Duration::from_millis(200)).0);
+    }
+    assert_eq!(commands_in(&early), 5, "eager must not wait for replies: {:?}", String::from_utf8_lossy(&early));
+    server.answer(6);
+    assert_eq!(first.redis_reply(), b"+OK\r\n");
+    for c in &mut others {
+        assert_eq!(c.redis_reply(), b"+OK\r\n");
+    }
+}

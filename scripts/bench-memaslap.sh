@@ -6,7 +6,8 @@
 #
 # Usage: scripts/bench-memaslap.sh [ROUNDS]      (default 6; about 12 s per round)
 # Environment: SECONDS_PER_RUN (default 5), CLIENTS (default 50), LOADGEN_CPU (default 0), PROXY_CPU (default 1),
-#   BACKEND_CPUS (default: every CPU, so the backends float), CARGO_TARGET_DIR. Needs memcached, memcaslap (or memaslap) and nutcracker; builds ferrule in release mode.
+#   BACKEND_CPUS (default: every CPU, so the backends float), BUSY_POLL_US (ferrule's proxy.busy_poll_us,
+#   default 0), CARGO_TARGET_DIR. Needs memcached, memcaslap (or memaslap) and nutcracker; builds ferrule in release mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS="${1:-6}"

@@ -7,7 +7,7 @@
 # Usage: scripts/bench-redis-benchmark.sh [ROUNDS]      (default 8; about 40 s per round)
 # Environment: N (requests per run, default 300000), CLIENTS (default 50), PIPELINES (default "1 16"),
 #   TESTS (default "get set"), LOADGEN_CPU (default 0), PROXY_CPU (default 1), BACKEND_CPUS (default: every CPU, so
-#   the backends float), CARGO_TARGET_DIR.
+#   the backends float), BUSY_POLL_US (ferrule's proxy.busy_poll_us, default 0), CARGO_TARGET_DIR.
 # Needs redis-server, redis-benchmark (package redis-tools) and nutcracker; builds ferrule in release mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -13,7 +13,8 @@
 #   --out        results folder (default results/<date-time>)
 # Environment: CARGO_TARGET_DIR is honoured; MCROUTER=/path/to/mcrouter to include mcrouter when it is not on PATH;
 #   CONNECTIONS (default 50), KEYS (default 100000), VALUE_SIZE (default 32), BACKEND_CPUS (a taskset CPU list for
-#   the backends; default: CPUs 2.. with 4 or more CPUs, every CPU with 2).
+#   the backends; default: CPUs 2.. with 4 or more CPUs, every CPU with 2), BUSY_POLL_US (ferrule's
+#   proxy.busy_poll_us, default 0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -154,6 +155,7 @@ cat >"$OUT/ferrule.toml" <<EOF
 [proxy]
 workers = 1
 admin = "127.0.0.1:$FR_ADMIN"
+busy_poll_us = ${BUSY_POLL_US:-0}
 
 [listeners.r]
 listen = "127.0.0.1:$FR_REDIS"

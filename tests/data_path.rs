@@ -270,3 +270,39 @@ fn a_client_streaming_for_long_does_not_grow_the_proxy() {
         "ferrule's RSS went from {baseline_rss} to {peak_rss} KiB while one client streamed 48 MiB"
     );
 }
+
+/// CPU time (user + system) the process has used, in clock ticks.
+fn cpu_ticks(f: &Ferrule) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", f.proc.child.id())).unwrap();
+    // The command name may hold spaces: the fields counted here come after its closing parenthesis.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn busy_polling_workers_serve_then_sleep_once_traffic_stops() {
+    let backends = [redis_server(), redis_server()];
+    let servers: Vec<String> = backends.iter().map(|b| format!("127.0.0.1:{}:1", b.port)).collect();
+    let port = free_port();
+    let body = format!(
+        "{}{}",
+        listener_toml("cache", port, "redis", "main", ""),
+        redis_pool_toml("main", &servers, "hash = \"md5\"")
+    );
+    let f = Ferrule::start_opts(&body, port, 2, "shutdown_timeout_ms = 2000\nbusy_poll_us = 5000\n", &[]);
+    let mut clients: Vec<Client> = (0..4).map(|_| Client::connect(port)).collect();
+    for i in 0..200 {
+        let c = &mut clients[i % 4];
+        let key = format!("poll:{i}");
+        assert_eq!(c.redis_str(&["SET", &key, "v"]), "+OK\r\n");
+        assert_eq!(c.redis_str(&["GET", &key]), "$1\r\nv\r\n");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let before = cpu_ticks(&f);
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(&f) - before;
+    // Two workers that never stopped polling would use about 4 s per 2 s (400 ticks at the usual 100 Hz).
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    assert!(used < hz / 2, "idle ferrule used {used} ticks of CPU in 2 s: the workers keep polling");
+    assert_eq!(clients[0].redis_str(&["GET", "poll:0"]), "$1\r\nv\r\n");
+}

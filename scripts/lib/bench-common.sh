@@ -60,6 +60,7 @@ median() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]
 # --- twemproxy and ferrule (one worker each, pinned to CPU $1) in front of two backends --------
 # start_proxy_pair CPU PROTOCOL(redis|memcache) DIR BACKEND_PORT1 BACKEND_PORT2: sets TW/TW_PID (twemproxy) and
 # FE/FE_PID (ferrule, the release binary in $FERRULE) and waits until both accept. Same hash and distribution.
+# BUSY_POLL_US (default 0) sets ferrule's proxy.busy_poll_us.
 start_proxy_pair() {
     local cpu=$1 protocol=$2 dir=$3 b1=$4 b2=$5 tw_stats fe_admin redis_line=""
     alloc_ports TW tw_stats FE fe_admin
@@ -82,6 +83,7 @@ YAML
 workers = 1
 cpus = [$cpu]
 admin = "127.0.0.1:$fe_admin"
+busy_poll_us = ${BUSY_POLL_US:-0}
 [listeners.bench]
 listen = "127.0.0.1:$FE"
 protocol = "$protocol"

@@ -58,6 +58,8 @@ pub const DEFAULT_MAX_VALUE_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_HASH: HashKind = HashKind::Fnv1a_64;
 /// Default distribution, as in twemproxy.
 pub const DEFAULT_DISTRIBUTION: DistributionKind = DistributionKind::Ketama;
+/// Longest `busy_poll_us`: a worker that polls for longer than this is simply never idle.
+pub const MAX_BUSY_POLL_US: u64 = 1_000_000;
 /// Default batching of writes to a backend connection.
 pub const DEFAULT_BATCHING: Batching = Batching::Adaptive;
 /// What [`Config::to_redacted_toml`] writes in place of a secret.
@@ -139,6 +141,9 @@ pub struct ProxyConfig {
     pub backend_max_queued_bytes: usize,
     /// glommio `io_memory` per executor, in KiB.
     pub io_memory_kib: usize,
+    /// How long a worker keeps polling its ring after its last work before it sleeps, in microseconds (0: sleep
+    /// as soon as it is idle).
+    pub busy_poll_us: u64,
 }
 
 impl Default for ProxyConfig {
@@ -156,6 +161,7 @@ impl Default for ProxyConfig {
             client_max_unsent_bytes: DEFAULT_CLIENT_MAX_UNSENT_BYTES,
             backend_max_queued_bytes: DEFAULT_BACKEND_MAX_QUEUED_BYTES,
             io_memory_kib: DEFAULT_IO_MEMORY_KIB,
+            busy_poll_us: 0,
         }
     }
 }

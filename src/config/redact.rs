@@ -38,6 +38,7 @@ struct ProxyOut {
     client_max_unsent_bytes: usize,
     backend_max_queued_bytes: usize,
     io_memory_kib: usize,
+    busy_poll_us: u64,
 }
 
 #[derive(Serialize)]
@@ -102,6 +103,7 @@ fn proxy_out(proxy: &ProxyConfig) -> ProxyOut {
         client_max_unsent_bytes: proxy.client_max_unsent_bytes,
         backend_max_queued_bytes: proxy.backend_max_queued_bytes,
         io_memory_kib: proxy.io_memory_kib,
+        busy_poll_us: proxy.busy_poll_us,
     }
 }
 

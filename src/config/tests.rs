@@ -93,6 +93,7 @@ fn defaults_fill_every_unset_key() {
     assert_eq!(config.proxy.client_max_unsent_bytes, 4 << 20);
     assert_eq!(config.proxy.backend_max_queued_bytes, 4 << 20);
     assert_eq!(config.proxy.io_memory_kib, 512);
+    assert_eq!(config.proxy.busy_poll_us, 0);
 
     let listener = &config.listeners[0];
     assert_eq!(listener.name, "cache");
@@ -142,6 +143,7 @@ client_max_inflight = 64
 client_max_unsent_bytes = 65536
 backend_max_queued_bytes = 65536
 io_memory_kib = 1024
+busy_poll_us = 200
 
 [listeners.cache]
 listen = "0.0.0.0:22121"
@@ -180,6 +182,7 @@ server_retry_timeout_ms = 10000
     assert_eq!(proxy.client_max_unsent_bytes, 65536);
     assert_eq!(proxy.backend_max_queued_bytes, 65536);
     assert_eq!(proxy.io_memory_kib, 1024);
+    assert_eq!(proxy.busy_poll_us, 200);
     let listener = &config.listeners[0];
     assert_eq!(listener.auth.as_deref(), Some("client-secret"));
     assert_eq!(listener.backlog, 4096);
@@ -358,6 +361,8 @@ fn bad_proxy_values_are_rejected() {
         ("client_max_inflight = 0", "client_max_inflight", "at least 1"),
         ("client_max_unsent_bytes = 100", "client_max_unsent_bytes", "at least 1024"),
         ("histogram_dir = \"\"", "histogram_dir", "must not be empty"),
+        ("busy_poll_us = -1", "busy_poll_us", "must be from 0 to 1000000"),
+        ("busy_poll_us = 2000000", "busy_poll_us", "must be from 0 to 1000000"),
     ];
     for (line, key, fragment) in cases {
         let text = with_lines("[proxy]", line);

@@ -25,6 +25,7 @@ const PROXY_KEYS: &[&str] = &[
     "client_max_unsent_bytes",
     "backend_max_queued_bytes",
     "io_memory_kib",
+    "busy_poll_us",
 ];
 
 const LISTENER_KEYS: &[&str] = &["listen", "protocol", "route", "auth", "backlog"];
@@ -152,6 +153,7 @@ fn build_proxy(s: &Section<'_>) -> Result<ProxyConfig, ConfigError> {
         backend_max_queued_bytes: s
             .parse_or("backend_max_queued_bytes", DEFAULT_BACKEND_MAX_QUEUED_BYTES, |f| f.integer_at_least(1usize))?,
         io_memory_kib: s.parse_or("io_memory_kib", DEFAULT_IO_MEMORY_KIB, |f| f.integer_at_least(1usize))?,
+        busy_poll_us: s.parse_or("busy_poll_us", 0, |f| f.integer_in(0u64, MAX_BUSY_POLL_US))?,
     })
 }
 

@@ -427,6 +427,9 @@ fn restart_only_changes(old: &ProxyConfig, new: &ProxyConfig) -> Vec<&'static st
     if old.io_memory_kib != new.io_memory_kib {
         changed.push("io_memory_kib");
     }
+    if old.busy_poll_us != new.busy_poll_us {
+        changed.push("busy_poll_us");
+    }
     changed
 }
 
@@ -539,7 +542,8 @@ mod tests {
         assert!(restart_only_changes(&old, &new).is_empty());
         new.workers = crate::config::Workers::Count(3);
         new.io_memory_kib += 1;
+        new.busy_poll_us = 50;
         new.shutdown_timeout_ms += 1; // applied by a reload
-        assert_eq!(restart_only_changes(&old, &new), vec!["workers", "io_memory_kib"]);
+        assert_eq!(restart_only_changes(&old, &new), vec!["workers", "io_memory_kib", "busy_poll_us"]);
     }
 }

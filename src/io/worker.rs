@@ -422,7 +422,8 @@ pub async fn run(
 ) {
     let rx = rx.connect().await;
     // The data path's ring, before anything (a preconnecting pool, a listener) uses it.
-    let _driver = match uring::install(Some(doorbell.fd())) {
+    let busy_poll = Duration::from_micros(cfg.proxy.busy_poll_us);
+    let _driver = match uring::install(Some(doorbell.fd()), busy_poll) {
         Ok(task) => task,
         Err(e) => {
             let _ = ready.send(Err(format!("worker {id}: cannot set up its io_uring: {e}")));

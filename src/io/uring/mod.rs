@@ -68,14 +68,15 @@ pub(crate) fn try_current() -> Option<Rc<Reactor>> {
     CURRENT.try_with(|c| c.borrow().clone()).ok().flatten()
 }
 
-/// Creates this thread's reactor and its driver task; `doorbell` is an eventfd other threads write to wake it.
-pub fn install(doorbell: Option<RawFd>) -> io::Result<glommio::Task<()>> {
+/// Creates this thread's reactor and its driver task; `doorbell` is an eventfd other threads write to wake it, and
+/// `busy_poll` how long the driver keeps polling after its last work before it sleeps.
+pub fn install(doorbell: Option<RawFd>, busy_poll: Duration) -> io::Result<glommio::Task<()>> {
     let reactor = Rc::new(Reactor::new()?);
     if let Some(fd) = doorbell {
         reactor.arm_doorbell(fd, Box::new(0));
     }
     CURRENT.with(|c| *c.borrow_mut() = Some(reactor.clone()));
-    Ok(glommio::spawn_local(drive(reactor)))
+    Ok(glommio::spawn_local(drive(reactor, busy_poll)))
 }
 
 /// Has the current task woken when the doorbell next rings (it then polls its channel from control again).
@@ -248,8 +249,8 @@ impl Reactor {
     }
 
     /// One pass: submit what the tasks queued, collect completions (waiting up to `block` for one when given), and
-    /// hand them out. Returns whether anything happened.
-    fn turn(&self, block: Option<Duration>) -> bool {
+    /// hand them out.
+    fn turn(&self, block: Option<Duration>) -> Pass {
         let mut reaped = std::mem::take(&mut *self.reaped.borrow_mut());
         let submitted = {
             let mut ring = self.ring.borrow_mut();
@@ -295,7 +296,7 @@ impl Reactor {
         reaped.clear();
         *self.reaped.borrow_mut() = reaped;
         let fired = self.timers.borrow_mut().fire(Instant::now());
-        submitted || completed || fired
+        Pass { io: submitted || completed, timers: fired }
     }
 
     fn flush_overflow(&self, ring: &mut IoUring) {
@@ -437,23 +438,42 @@ impl Drop for OpFuture {
     }
 }
 
+/// What one [`Reactor::turn`] did.
+struct Pass {
+    /// Operations were submitted or completed: traffic, or control's doorbell.
+    io: bool,
+    /// Timers fired (the worker's periodic tick among them).
+    timers: bool,
+}
+
 /// Runs the reactor on this core until [`stop`] is called.
-async fn drive(reactor: Rc<Reactor>) {
-    // Spinning before sleeping (up to 30 or 100 us) was measured and made things worse on a machine whose cores are
-    // shared with the backends: see docs/benchmarks.md.
+///
+/// After `busy_poll` without work (and at least two quiet passes) it sleeps in the kernel. Polling longer means
+/// fewer sleeps: every packet sent to a sleeping worker costs its sender a cross-CPU wake-up, which on a dedicated
+/// core is pure loss; on a core shared with other busy processes the polling takes their time instead, so the
+/// default is 0 (docs/benchmarks.md has the measurements). A quiet pass makes no system call, so polling is cheap.
+async fn drive(reactor: Rc<Reactor>, busy_poll: Duration) {
     let mut quiet_passes = 0u32;
     let mut seen_activity = reactor.activity.get();
+    // Only read when polling: `Instant::now` per pass is not free.
+    let mut last_work = Instant::now();
     while !reactor.stopped.get() {
-        let block = if quiet_passes >= 2 {
+        let idle_long_enough = busy_poll.is_zero() || last_work.elapsed() >= busy_poll;
+        let block = if quiet_passes >= 2 && idle_long_enough {
             let until_timer =
                 reactor.timers.borrow().next_deadline().map(|d| d.saturating_duration_since(Instant::now()));
             Some(until_timer.map_or(MAX_WAIT, |d| d.min(MAX_WAIT)))
         } else {
             None
         };
-        let progressed = reactor.turn(block);
+        let pass = reactor.turn(block);
         let activity = reactor.activity.get();
-        if progressed || activity != seen_activity {
+        if !busy_poll.is_zero() && pass.io {
+            // Only I/O restarts the polling window: the worker's 5 ms tick fires timers and re-arms one (activity)
+            // forever, and an idle worker must still go to sleep.
+            last_work = Instant::now();
+        }
+        if pass.io || pass.timers || activity != seen_activity {
             seen_activity = activity;
             quiet_passes = 0;
         } else {

@@ -451,7 +451,7 @@ struct Pass {
 /// After `busy_poll` without work (and at least two quiet passes) it sleeps in the kernel. Polling longer means
 /// fewer sleeps: every packet sent to a sleeping worker costs its sender a cross-CPU wake-up, which on a dedicated
 /// core is pure loss; on a core shared with other busy processes the polling takes their time instead, so the
-/// default is 0 (docs/benchmarks.md has the measurements). A quiet pass makes no system call, so polling is cheap.
+/// default is 0 (docs/benchmarks.md has the measurements). A quiet pass makes no system call.
 async fn drive(reactor: Rc<Reactor>, busy_poll: Duration) {
     let mut quiet_passes = 0u32;
     let mut seen_activity = reactor.activity.get();

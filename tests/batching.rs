@@ -54,14 +54,18 @@ fn commands_in(bytes: &[u8]) -> usize {
 }
 
 /// Starts ferrule with one pool on a fake server: the fake's listener, ferrule, and ferrule's port.
-fn start(batching: &str) -> (TcpListener, Ferrule, u16) {
+fn start(batching: &str, max_hold_us: u64) -> (TcpListener, Ferrule, u16) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let fake_port = listener.local_addr().unwrap().port();
     let port = free_port();
     let body = format!(
         "{}{}",
         listener_toml("cache", port, "redis", "main", ""),
-        redis_pool_toml("main", &[format!("127.0.0.1:{fake_port}:1")], &format!("batching = \"{batching}\"\n"))
+        redis_pool_toml(
+            "main",
+            &[format!("127.0.0.1:{fake_port}:1")],
+            &format!("batching = \"{batching}\"\nbatching_max_hold_us = {max_hold_us}\ntimeout_ms = 10000\n")
+        )
     );
     let f = Ferrule::start(&body, port);
     (listener, f, port)
@@ -76,7 +80,8 @@ fn send_get(port: u16, name: &str) -> Client {
 
 #[test]
 fn adaptive_batching_holds_requests_behind_a_batch_in_flight_then_sends_them_in_one_write() {
-    let (listener, _f, port) = start("adaptive");
+    // A hold bound far beyond the test's waits: only the reply releases the held requests.
+    let (listener, _f, port) = start("adaptive", 1_000_000);
     // Nothing in flight: the first request goes out at once, alone.
     let mut first = send_get(port, "first");
     let mut server = FakeServer::accept(&listener);
@@ -102,7 +107,7 @@ fn adaptive_batching_holds_requests_behind_a_batch_in_flight_then_sends_them_in_
 
 #[test]
 fn eager_batching_sends_requests_while_others_are_in_flight() {
-    let (listener, _f, port) = start("eager");
+    let (listener, _f, port) = start("eager", 1_000_000);
     let mut first = send_get(port, "first");
     let mut server = FakeServer::accept(&listener);
     let (got, _) = server.receive(Duration::from_secs(5));
@@ -115,6 +120,30 @@ fn eager_batching_sends_requests_while_others_are_in_flight() {
     }
     assert_eq!(commands_in(&early), 5, "eager must not wait for replies: {:?}", String::from_utf8_lossy(&early));
     server.answer(6);
+    assert_eq!(first.redis_reply(), b"+OK\r\n");
+    for c in &mut others {
+        assert_eq!(c.redis_reply(), b"+OK\r\n");
+    }
+}
+
+#[test]
+fn adaptive_batching_writes_a_held_batch_once_it_has_waited_max_hold() {
+    let (listener, _f, port) = start("adaptive", 300_000);
+    let mut first = send_get(port, "first");
+    let mut server = FakeServer::accept(&listener);
+    let (got, _) = server.receive(Duration::from_secs(5));
+    assert_eq!(commands_in(&got), 1);
+    // The first request stays unanswered; the held ones still go out, once their hold time is up.
+    let queued = Instant::now();
+    let mut others: Vec<Client> = (0..3).map(|i| send_get(port, &format!("bounded{i}"))).collect();
+    let mut held = Vec::new();
+    while commands_in(&held) < 3 && queued.elapsed() < Duration::from_secs(5) {
+        held.extend(server.receive(Duration::from_millis(100)).0);
+    }
+    assert_eq!(commands_in(&held), 3, "{:?}", String::from_utf8_lossy(&held));
+    // A timer never fires early, so this cannot fail on a slow machine.
+    assert!(queued.elapsed() >= Duration::from_millis(300), "written after {:?}", queued.elapsed());
+    server.answer(4);
     assert_eq!(first.redis_reply(), b"+OK\r\n");
     for c in &mut others {
         assert_eq!(c.redis_reply(), b"+OK\r\n");

@@ -60,6 +60,8 @@ pub const DEFAULT_HASH: HashKind = HashKind::Fnv1a_64;
 pub const DEFAULT_DISTRIBUTION: DistributionKind = DistributionKind::Ketama;
 /// Longest `busy_poll_us`: a worker that polls for longer than this is simply never idle.
 pub const MAX_BUSY_POLL_US: u64 = 1_000_000;
+/// Default bound on how long adaptive batching holds a request.
+pub const DEFAULT_BATCHING_MAX_HOLD_US: u64 = 1000;
 /// Default batching of writes to a backend connection.
 pub const DEFAULT_BATCHING: Batching = Batching::Adaptive;
 /// What [`Config::to_redacted_toml`] writes in place of a secret.
@@ -279,6 +281,8 @@ pub struct PoolConfig {
     pub server_connections: usize,
     pub preconnect: bool,
     pub batching: Batching,
+    /// Adaptive batching: the longest a request is held behind a batch in flight, in microseconds.
+    pub batching_max_hold_us: u64,
     /// Redis only: sent as AUTH on every new backend connection.
     pub redis_auth: Option<String>,
     /// Redis only: sent as SELECT on every new backend connection when not 0.

@@ -64,6 +64,7 @@ struct PoolOut<'a> {
     server_connections: usize,
     preconnect: bool,
     batching: &'static str,
+    batching_max_hold_us: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     redis_auth: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -132,6 +133,7 @@ fn pool_out(pool: &PoolConfig) -> PoolOut<'_> {
         server_connections: pool.server_connections,
         preconnect: pool.preconnect,
         batching: pool.batching.name(),
+        batching_max_hold_us: pool.batching_max_hold_us,
         redis_auth: pool.redis_auth.as_ref().map(|_| REDACTED),
         redis_db: redis.then_some(pool.redis_db),
         auto_eject_hosts: pool.auto_eject_hosts,

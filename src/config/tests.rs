@@ -111,6 +111,7 @@ fn defaults_fill_every_unset_key() {
     assert_eq!(pool.server_connections, 1);
     assert!(!pool.preconnect);
     assert_eq!(pool.batching, Batching::Adaptive);
+    assert_eq!(pool.batching_max_hold_us, 1000);
     assert_eq!(pool.redis_auth, None);
     assert_eq!(pool.redis_db, 0);
     assert!(!pool.auto_eject_hosts);
@@ -163,6 +164,7 @@ connect_timeout_ms = 100
 server_connections = 2
 preconnect = true
 batching = "eager"
+batching_max_hold_us = 50
 redis_auth = "backend-secret"
 redis_db = 3
 auto_eject_hosts = true
@@ -194,6 +196,7 @@ server_retry_timeout_ms = 10000
     assert_eq!(pool.server_connections, 2);
     assert!(pool.preconnect && pool.auto_eject_hosts);
     assert_eq!(pool.batching, Batching::Eager);
+    assert_eq!(pool.batching_max_hold_us, 50);
     assert_eq!(pool.redis_auth.as_deref(), Some("backend-secret"));
     assert_eq!(pool.redis_db, 3);
     assert_eq!(pool.server_failure_limit, 5);
@@ -336,6 +339,7 @@ fn bad_pool_values_are_rejected() {
         ("server_connections = 0", "server_connections", "must be from 1 to 1024"),
         ("preconnect = 1", "preconnect", "expected true or false, found integer 1"),
         ("batching = \"nagle\"", "batching", "unknown batching \"nagle\"; expected adaptive or eager"),
+        ("batching_max_hold_us = 0", "batching_max_hold_us", "must be from 1 to 1000000"),
         ("server_failure_limit = 0", "server_failure_limit", "at least 1"),
         ("redis_auth = \"\"", "redis_auth", "must not be empty"),
         ("protocol = \"http\"", "protocol", "unknown protocol \"http\""),

@@ -41,6 +41,7 @@ const POOL_KEYS: &[&str] = &[
     "server_connections",
     "preconnect",
     "batching",
+    "batching_max_hold_us",
     "redis_auth",
     "redis_db",
     "auto_eject_hosts",
@@ -245,6 +246,8 @@ fn build_pool(s: &Section<'_>, name: &str) -> Result<PoolDraft, ConfigError> {
         })?,
         preconnect: s.parse_or("preconnect", false, Field::boolean)?,
         batching: s.parse_or("batching", DEFAULT_BATCHING, parse_batching)?,
+        batching_max_hold_us: s
+            .parse_or("batching_max_hold_us", DEFAULT_BATCHING_MAX_HOLD_US, |f| f.integer_in(1u64, 1_000_000))?,
         redis_auth: s.parse_or("redis_auth", None, |f| f.non_empty_string().map(|secret| Some(secret.to_owned())))?,
         redis_db: s.parse_or("redis_db", 0, |f| f.integer_at_least(0u32))?,
         auto_eject_hosts: s.parse_or("auto_eject_hosts", false, Field::boolean)?,

@@ -99,6 +99,8 @@ pub struct BackendOptions {
     pub connect_timeout: Duration,
     pub max_queued_bytes: usize,
     pub batching: Batching,
+    /// Adaptive batching: the longest the oldest held request waits before its batch is written anyway.
+    pub max_hold: Duration,
     /// Requests sent first on every new connection (AUTH, SELECT) and how many replies they produce.
     pub prelude: Vec<u8>,
     pub prelude_replies: usize,
@@ -128,6 +130,8 @@ struct State {
     /// Requests written to the current connection whose replies are not all back yet: adaptive batching holds new
     /// requests while this is not 0.
     unanswered: usize,
+    /// When the oldest request in `outq` was queued.
+    outq_since: Option<Instant>,
     drain_waiters: Vec<Waker>,
     health_events: Vec<Health>,
     retired: bool,
@@ -141,6 +145,15 @@ pub struct Backend {
     opts: BackendOptions,
     st: RefCell<State>,
     rng: std::cell::Cell<u64>,
+}
+
+/// What the connection task does next.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Next {
+    Write,
+    Retire,
+    /// Look at the state again (a hold started or its time ran out).
+    Recheck,
 }
 
 /// Adaptive batching writes a held batch once it is this large, replies in flight or not: by then the batch is big
@@ -192,6 +205,9 @@ impl Backend {
             }
         }
         let before = st.outq.len();
+        if before == 0 {
+            st.outq_since = Some(now);
+        }
         encode(&mut st.outq);
         let bytes = st.outq.len() - before;
         st.stats.queued(bytes, waiter.is_some());
@@ -199,9 +215,10 @@ impl Backend {
             let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
             st.pending.push_back(Pending { waiter, framer, deadline: now + self.opts.timeout, bytes });
         }
-        // The task waits only with nothing to write or with a held batch; wake it once there is something to write
-        // (a held batch that just grew past the hold limit included).
-        if !self.holds(&st) {
+        // The task waits only with nothing to write or with a held batch. Wake it when there is something to write
+        // (a held batch that just grew past the hold limit included), and when a batch starts being held, so that
+        // it arms the timer that bounds the hold.
+        if before == 0 || !self.holds(&st, now) {
             if let Some(w) = st.task_waker.take() {
                 w.wake();
             }
@@ -256,11 +273,17 @@ impl Backend {
         }
     }
 
-    /// Whether adaptive batching keeps what is queued back for now: requests are in flight and the batch is small.
-    /// The replies in flight always come back or time out (which fails the connection and clears the queue), so a
-    /// held request never waits longer than the requests before it.
-    fn holds(&self, st: &State) -> bool {
+    /// Whether adaptive batching would keep what is queued back, leaving time aside: requests are in flight and the
+    /// batch is small.
+    fn wants_hold(&self, st: &State) -> bool {
         self.opts.batching == Batching::Adaptive && st.unanswered > 0 && st.outq.len() < HOLD_LIMIT_BYTES
+    }
+
+    /// Whether adaptive batching keeps what is queued back at `now`: it wants to, and the oldest queued request has
+    /// waited less than `max_hold`. The bound matters when the server is far away: without it a request that
+    /// arrives just after a batch left would wait a whole network round trip before it is even sent.
+    fn holds(&self, st: &State, now: Instant) -> bool {
+        self.wants_hold(st) && st.outq_since.is_some_and(|since| now < since + self.opts.max_hold)
     }
 
     fn error_reply(&self, reason: &str) -> Vec<u8> {
@@ -284,6 +307,7 @@ impl Backend {
             }
             st.generation += 1;
             st.outq.clear();
+            st.outq_since = None;
             st.unanswered = 0;
             let failed = st.pending.iter().filter(|p| matches!(p.waiter, Waiter::Client { .. })).count();
             st.stats.fault(Fault::from_reason(reason), failed);
@@ -324,21 +348,51 @@ impl Backend {
         let mut wbuf: Vec<u8> = Vec::with_capacity(16 * 1024);
         let mut want_connect = preconnect;
         loop {
+            // A held batch is written when its replies are in (the reader wakes us) or when its oldest request has
+            // waited `max_hold` (this timer), whichever comes first.
+            let hold_deadline = {
+                let st = self.st.borrow();
+                match st.outq_since {
+                    Some(since) if !st.outq.is_empty() && self.wants_hold(&st) => Some(since + self.opts.max_hold),
+                    _ => None,
+                }
+            };
             // Wait for work: bytes to write, or a wish to connect.
-            let retired = poll_fn(|cx| {
+            let wait = poll_fn(|cx| {
                 let mut st = self.st.borrow_mut();
                 let has_conn = st.conn.is_some();
-                if (!st.outq.is_empty() && !self.holds(&st)) || (want_connect && !has_conn) {
-                    Poll::Ready(false)
-                } else if st.retired && st.pending.is_empty() {
-                    Poll::Ready(true)
-                } else {
-                    st.task_waker = Some(cx.waker().clone());
-                    Poll::Pending
+                if want_connect && !has_conn {
+                    return Poll::Ready(Next::Write);
                 }
-            })
-            .await;
-            if retired {
+                if !st.outq.is_empty() {
+                    if !self.holds(&st, Instant::now()) {
+                        return Poll::Ready(Next::Write);
+                    }
+                    if hold_deadline.is_none() {
+                        // A batch started being held while we waited without a timer: go round and arm one.
+                        return Poll::Ready(Next::Recheck);
+                    }
+                }
+                if st.retired && st.pending.is_empty() {
+                    return Poll::Ready(Next::Retire);
+                }
+                st.task_waker = Some(cx.waker().clone());
+                Poll::Pending
+            });
+            let next = match hold_deadline {
+                Some(deadline) => {
+                    let expire = async move {
+                        uring::sleep(deadline.saturating_duration_since(Instant::now())).await;
+                        Next::Recheck
+                    };
+                    futures_lite::future::or(wait, expire).await
+                }
+                None => wait.await,
+            };
+            if next == Next::Recheck {
+                continue;
+            }
+            if next == Next::Retire {
                 let conn = self.st.borrow_mut().conn.take();
                 if let Some(c) = conn {
                     c.shutdown();
@@ -368,6 +422,7 @@ impl Backend {
             let generation = {
                 let mut st = self.st.borrow_mut();
                 std::mem::swap(&mut st.outq, &mut wbuf);
+                st.outq_since = None;
                 // Everything pending is now written: what was queued is in `wbuf`.
                 st.unanswered = st.pending.len();
                 st.stats.written();
@@ -430,6 +485,7 @@ impl Backend {
                     let mut st = self.st.borrow_mut();
                     st.down_until = Some(Instant::now() + pause);
                     st.outq.clear();
+                    st.outq_since = None;
                     st.generation += 1;
                     let first = st.consecutive_failures == 1 || st.was_healthy;
                     st.was_healthy = false;
@@ -545,7 +601,7 @@ impl Backend {
                 }
             }
             let mut st = self.st.borrow_mut();
-            if !st.outq.is_empty() && !self.holds(&st) {
+            if !st.outq.is_empty() && !self.wants_hold(&st) {
                 // The batch in flight is answered: the requests held behind it go out now.
                 if let Some(w) = st.task_waker.take() {
                     w.wake();

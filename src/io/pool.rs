@@ -116,6 +116,7 @@ fn backend_options(cfg: &PoolConfig, proxy: &ProxyConfig) -> BackendOptions {
         connect_timeout: Duration::from_millis(cfg.connect_timeout_ms.min(cfg.timeout_ms).max(1)),
         max_queued_bytes: proxy.backend_max_queued_bytes,
         batching: cfg.batching,
+        max_hold: Duration::from_micros(cfg.batching_max_hold_us),
         prelude,
         prelude_replies,
     }

@@ -297,7 +297,7 @@ impl Worker {
 /// the ring.
 fn reuse_key(pc: &PoolConfig, proxy: &ProxyConfig, sc: &ServerConfig) -> String {
     format!(
-        "{}|{}|{:?}|{}|{:?}|{}|{}|{}|{}|{}|{}",
+        "{}|{}|{:?}|{}|{:?}|{}|{}|{}|{}|{}|{}|{}",
         pc.name,
         sc.addr,
         sc.name,
@@ -308,6 +308,7 @@ fn reuse_key(pc: &PoolConfig, proxy: &ProxyConfig, sc: &ServerConfig) -> String 
         pc.connect_timeout_ms,
         pc.protocol.name(),
         pc.batching.name(),
+        pc.batching_max_hold_us,
         proxy.backend_max_queued_bytes
     )
 }

@@ -458,8 +458,7 @@ async fn drive(reactor: Rc<Reactor>, busy_poll: Duration) {
     // Only read when polling: `Instant::now` per pass is not free.
     let mut last_work = Instant::now();
     while !reactor.stopped.get() {
-        let idle_long_enough = busy_poll.is_zero() || last_work.elapsed() >= busy_poll;
-        let block = if quiet_passes >= 2 && idle_long_enough {
+        let block = if quiet_passes >= 2 && (busy_poll.is_zero() || last_work.elapsed() >= busy_poll) {
             let until_timer =
                 reactor.timers.borrow().next_deadline().map(|d| d.saturating_duration_since(Instant::now()));
             Some(until_timer.map_or(MAX_WAIT, |d| d.min(MAX_WAIT)))

@@ -456,7 +456,11 @@ impl Backend {
                     let mut out = self.opts.prelude.clone();
                     out.extend_from_slice(&st.outq);
                     st.outq = out;
-                    let deadline = Instant::now() + self.opts.timeout;
+                    // Only the oldest pending request's deadline is checked, so the prelude, which goes first, takes
+                    // the earliest deadline of those queued while connecting: a server that accepts and never answers
+                    // AUTH must not hold them past their own timeout.
+                    let fresh = Instant::now() + self.opts.timeout;
+                    let deadline = st.pending.front().map_or(fresh, |p| p.deadline.min(fresh));
                     for _ in 0..self.opts.prelude_replies {
                         st.pending.push_front(Pending {
                             waiter: Waiter::Prelude,

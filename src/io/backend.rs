@@ -218,7 +218,7 @@ impl Backend {
         // The task waits only with nothing to write or with a held batch. Wake it when there is something to write
         // (a held batch that just grew past the hold limit included), and when a batch starts being held, so that
         // it arms the timer that bounds the hold.
-        if before == 0 || !self.holds(&st, now) {
+        if before == 0 || !self.holds(&st, || now) {
             if let Some(w) = st.task_waker.take() {
                 w.wake();
             }
@@ -281,9 +281,10 @@ impl Backend {
 
     /// Whether adaptive batching keeps what is queued back at `now`: it wants to, and the oldest queued request has
     /// waited less than `max_hold`. The bound matters when the server is far away: without it a request that
-    /// arrives just after a batch left would wait a whole network round trip before it is even sent.
-    fn holds(&self, st: &State, now: Instant) -> bool {
-        self.wants_hold(st) && st.outq_since.is_some_and(|since| now < since + self.opts.max_hold)
+    /// arrives just after a batch left would wait a whole network round trip before it is even sent. `now` is only
+    /// called when the answer depends on it, so eager batching and idle connections never read the clock here.
+    fn holds(&self, st: &State, now: impl FnOnce() -> Instant) -> bool {
+        self.wants_hold(st) && st.outq_since.is_some_and(|since| now() < since + self.opts.max_hold)
     }
 
     fn error_reply(&self, reason: &str) -> Vec<u8> {
@@ -365,7 +366,7 @@ impl Backend {
                     return Poll::Ready(Next::Write);
                 }
                 if !st.outq.is_empty() {
-                    if !self.holds(&st, Instant::now()) {
+                    if !self.holds(&st, Instant::now) {
                         return Poll::Ready(Next::Write);
                     }
                     if hold_deadline.is_none() {

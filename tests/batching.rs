@@ -53,8 +53,17 @@ fn commands_in(bytes: &[u8]) -> usize {
     bytes.windows(4).filter(|w| w == b"*2\r\n").count()
 }
 
-/// Starts ferrule with one pool on a fake server: the fake's listener, ferrule, and ferrule's port.
-fn start(batching: &str, max_hold_us: u64) -> (TcpListener, Ferrule, u16) {
+/// ferrule in front of the fake server, with one request (from `first`) written and unanswered.
+struct OneInFlight {
+    _ferrule: Ferrule,
+    port: u16,
+    server: FakeServer,
+    first: Client,
+}
+
+/// Starts ferrule with one pool on a fake server and sends a first request: nothing is in flight yet, so it goes out
+/// at once, alone, whatever the batching.
+fn start_with_one_in_flight(batching: &str, max_hold_us: u64) -> OneInFlight {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let fake_port = listener.local_addr().unwrap().port();
     let port = free_port();
@@ -67,8 +76,12 @@ fn start(batching: &str, max_hold_us: u64) -> (TcpListener, Ferrule, u16) {
             &format!("batching = \"{batching}\"\nbatching_max_hold_us = {max_hold_us}\ntimeout_ms = 10000\n")
         )
     );
-    let f = Ferrule::start(&body, port);
-    (listener, f, port)
+    let ferrule = Ferrule::start(&body, port);
+    let first = send_get(port, "first");
+    let mut server = FakeServer::accept(&listener);
+    let (got, _) = server.receive(Duration::from_secs(5));
+    assert_eq!(commands_in(&got), 1, "{:?}", String::from_utf8_lossy(&got));
+    OneInFlight { _ferrule: ferrule, port, server, first }
 }
 
 /// Sends `GET name` on a new client connection without waiting for the reply.
@@ -78,28 +91,42 @@ fn send_get(port: u16, name: &str) -> Client {
     c
 }
 
+/// Reads what reaches the server until `commands` commands are in or `limit` has passed.
+fn receive_commands(server: &mut FakeServer, commands: usize, limit: Duration) -> Vec<u8> {
+    let start = Instant::now();
+    let mut got = Vec::new();
+    while commands_in(&got) < commands && start.elapsed() < limit {
+        got.extend(server.receive(Duration::from_millis(100)).0);
+    }
+    got
+}
+
+/// Answers the first request and the `others`, and checks every client gets its reply.
+fn answer_all(setup: &mut OneInFlight, others: &mut [Client]) {
+    setup.server.answer(1 + others.len());
+    assert_eq!(setup.first.redis_reply(), b"+OK\r\n");
+    for c in others {
+        assert_eq!(c.redis_reply(), b"+OK\r\n");
+    }
+}
+
 #[test]
 fn adaptive_batching_holds_requests_behind_a_batch_in_flight_then_sends_them_in_one_write() {
     // A hold bound far beyond the test's waits: only the reply releases the held requests.
-    let (listener, _f, port) = start("adaptive", 1_000_000);
-    // Nothing in flight: the first request goes out at once, alone.
-    let mut first = send_get(port, "first");
-    let mut server = FakeServer::accept(&listener);
-    let (got, _) = server.receive(Duration::from_secs(5));
-    assert_eq!(commands_in(&got), 1, "{:?}", String::from_utf8_lossy(&got));
+    let mut s = start_with_one_in_flight("adaptive", 1_000_000);
 
-    // While it is unanswered, five more clients send: ferrule holds them.
-    let mut others: Vec<Client> = (0..5).map(|i| send_get(port, &format!("held{i}"))).collect();
-    let (early, _) = server.receive(Duration::from_millis(500));
+    // While the first is unanswered, five more clients send: ferrule holds them.
+    let mut others: Vec<Client> = (0..5).map(|i| send_get(s.port, &format!("held{i}"))).collect();
+    let (early, _) = s.server.receive(Duration::from_millis(500));
     assert!(early.is_empty(), "sent while a batch was in flight: {:?}", String::from_utf8_lossy(&early));
 
     // The reply releases them, together: one write, so the server reads them at once.
-    server.answer(1);
-    assert_eq!(first.redis_reply(), b"+OK\r\n");
-    let (held, reads) = server.receive(Duration::from_secs(5));
+    s.server.answer(1);
+    assert_eq!(s.first.redis_reply(), b"+OK\r\n");
+    let (held, reads) = s.server.receive(Duration::from_secs(5));
     assert_eq!(commands_in(&held), 5, "{:?}", String::from_utf8_lossy(&held));
     assert_eq!(reads, 1, "the held requests came in {reads} reads");
-    server.answer(5);
+    s.server.answer(5);
     for c in &mut others {
         assert_eq!(c.redis_reply(), b"+OK\r\n");
     }
@@ -107,45 +134,22 @@ fn adaptive_batching_holds_requests_behind_a_batch_in_flight_then_sends_them_in_
 
 #[test]
 fn eager_batching_sends_requests_while_others_are_in_flight() {
-    let (listener, _f, port) = start("eager", 1_000_000);
-    let mut first = send_get(port, "first");
-    let mut server = FakeServer::accept(&listener);
-    let (got, _) = server.receive(Duration::from_secs(5));
-    assert_eq!(commands_in(&got), 1);
-    let mut others: Vec<Client> = (0..5).map(|i| send_get(port, &format!("eager{i}"))).collect();
-    let mut early = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while commands_in(&early) < 5 && Instant::now() < deadline {
-        early.extend(server.receive(Duration::from_millis(200)).0);
-    }
+    let mut s = start_with_one_in_flight("eager", 1_000_000);
+    let mut others: Vec<Client> = (0..5).map(|i| send_get(s.port, &format!("eager{i}"))).collect();
+    let early = receive_commands(&mut s.server, 5, Duration::from_secs(5));
     assert_eq!(commands_in(&early), 5, "eager must not wait for replies: {:?}", String::from_utf8_lossy(&early));
-    server.answer(6);
-    assert_eq!(first.redis_reply(), b"+OK\r\n");
-    for c in &mut others {
-        assert_eq!(c.redis_reply(), b"+OK\r\n");
-    }
+    answer_all(&mut s, &mut others);
 }
 
 #[test]
 fn adaptive_batching_writes_a_held_batch_once_it_has_waited_max_hold() {
-    let (listener, _f, port) = start("adaptive", 300_000);
-    let mut first = send_get(port, "first");
-    let mut server = FakeServer::accept(&listener);
-    let (got, _) = server.receive(Duration::from_secs(5));
-    assert_eq!(commands_in(&got), 1);
+    let mut s = start_with_one_in_flight("adaptive", 300_000);
     // The first request stays unanswered; the held ones still go out, once their hold time is up.
     let queued = Instant::now();
-    let mut others: Vec<Client> = (0..3).map(|i| send_get(port, &format!("bounded{i}"))).collect();
-    let mut held = Vec::new();
-    while commands_in(&held) < 3 && queued.elapsed() < Duration::from_secs(5) {
-        held.extend(server.receive(Duration::from_millis(100)).0);
-    }
+    let mut others: Vec<Client> = (0..3).map(|i| send_get(s.port, &format!("bounded{i}"))).collect();
+    let held = receive_commands(&mut s.server, 3, Duration::from_secs(5));
     assert_eq!(commands_in(&held), 3, "{:?}", String::from_utf8_lossy(&held));
     // A timer never fires early, so this cannot fail on a slow machine.
     assert!(queued.elapsed() >= Duration::from_millis(300), "written after {:?}", queued.elapsed());
-    server.answer(4);
-    assert_eq!(first.redis_reply(), b"+OK\r\n");
-    for c in &mut others {
-        assert_eq!(c.redis_reply(), b"+OK\r\n");
-    }
+    answer_all(&mut s, &mut others);
 }

@@ -11,6 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 fn setup(workers: usize) -> (Vec<Proc>, Ferrule, u16) {
+    setup_with(workers, "")
+}
+
+/// Like [`setup`], with extra `[proxy]` lines.
+fn setup_with(workers: usize, proxy_extra: &str) -> (Vec<Proc>, Ferrule, u16) {
     let backends = vec![redis_server(), redis_server()];
     let servers: Vec<String> = backends.iter().map(|b| format!("127.0.0.1:{}:1", b.port)).collect();
     let port = free_port();
@@ -19,7 +24,7 @@ fn setup(workers: usize) -> (Vec<Proc>, Ferrule, u16) {
         listener_toml("cache", port, "redis", "main", ""),
         redis_pool_toml("main", &servers, "hash = \"md5\"\ntimeout_ms = 10000")
     );
-    let f = Ferrule::start_with(&body, port, workers);
+    let f = Ferrule::start_opts(&body, port, workers, &format!("shutdown_timeout_ms = 2000\n{proxy_extra}"), &[]);
     (backends, f, port)
 }
 
@@ -281,15 +286,7 @@ fn cpu_ticks(f: &Ferrule) -> u64 {
 
 #[test]
 fn busy_polling_workers_serve_then_sleep_once_traffic_stops() {
-    let backends = [redis_server(), redis_server()];
-    let servers: Vec<String> = backends.iter().map(|b| format!("127.0.0.1:{}:1", b.port)).collect();
-    let port = free_port();
-    let body = format!(
-        "{}{}",
-        listener_toml("cache", port, "redis", "main", ""),
-        redis_pool_toml("main", &servers, "hash = \"md5\"")
-    );
-    let f = Ferrule::start_opts(&body, port, 2, "shutdown_timeout_ms = 2000\nbusy_poll_us = 5000\n", &[]);
+    let (_backends, f, port) = setup_with(2, "busy_poll_us = 5000\n");
     let mut clients: Vec<Client> = (0..4).map(|_| Client::connect(port)).collect();
     for i in 0..200 {
         let c = &mut clients[i % 4];

@@ -6,6 +6,7 @@
 //!   proxy can hand raw reply bytes back to the waiting request in FIFO order.
 //! - `write_*`: encoders appending to a reused `Vec<u8>`, without allocating anything else.
 //! - [`lookup`], [`arity_ok`], [`key_indices`]: what the proxy may do with a command and where its keys are.
+//! - [`ReplyShape`]: which reply types can answer a request, so a backend connection out of step is caught.
 //!
 //! Framing never scans inside bulk bodies: a parser reads the length header and jumps over the body, so a
 //! large value arriving in many small reads costs O(headers) per attempt. The resumable [`RequestParser`]
@@ -18,6 +19,7 @@ mod decimal;
 mod encode;
 mod inline;
 mod reply;
+mod reply_shape;
 mod request;
 
 pub use commands::{
@@ -29,6 +31,7 @@ pub use encode::{
     write_null_bulk, write_simple, write_unknown_command,
 };
 pub use reply::{array_elements, is_error_reply, parse_integer_reply, reply_len, ReplyParser};
+pub use reply_shape::{Mismatch, ReplyShape, ReplyType};
 pub use request::{parse_request, RequestParser};
 
 use std::fmt;

@@ -82,6 +82,57 @@ impl Fanout {
         self.outstanding == 0
     }
 
+    /// Whether `reply` can be fragment `frag`'s reply, checked as it arrives so that the backend connection that
+    /// sent an impossible one is closed (and the request failed as a whole) before anything is merged. An error
+    /// always fits: it stands for the whole command. Otherwise a split MGET fragment must be an array of exactly its
+    /// key count, MSET `+OK`, DEL/EXISTS/UNLINK/TOUCH an integer, and a memcached get only VALUE items for keys it
+    /// asked for, in the order it asked. `Err` names what the reply could not answer.
+    pub fn fits(&mut self, frag: usize, reply: &[u8]) -> Result<(), &'static str> {
+        let fits = match self.kind {
+            MergeKind::McRetrieval => memcache::is_error_reply(reply) || self.items_fit(frag, reply),
+            _ if redis::is_error_reply(reply) => true,
+            MergeKind::RedisMset => reply == b"+OK\r\n",
+            MergeKind::RedisSum => redis::parse_integer_reply(reply).is_some(),
+            MergeKind::RedisMget => {
+                let keys = self.key_frag.iter().filter(|&&f| f as usize == frag).count();
+                let mut scratch = std::mem::take(&mut self.one_elems);
+                let fits = redis::array_elements(reply, &mut scratch) && scratch.len() == keys;
+                self.one_elems = scratch;
+                fits
+            }
+        };
+        if fits {
+            return Ok(());
+        }
+        Err(match self.kind {
+            MergeKind::RedisMget => "a split MGET",
+            MergeKind::RedisMset => "a split MSET",
+            MergeKind::RedisSum => "a split DEL/EXISTS/UNLINK/TOUCH",
+            MergeKind::McRetrieval => "a split get",
+        })
+    }
+
+    /// A memcached retrieval fragment: its VALUE items must be for keys of this fragment, in request order (a
+    /// server omits misses but never reorders or invents keys).
+    fn items_fit(&mut self, frag: usize, reply: &[u8]) -> bool {
+        let mut scratch = std::mem::take(&mut self.one_items);
+        let mut fits = memcache::retrieval_items(reply, &mut scratch);
+        if fits {
+            let mut items = scratch.iter();
+            let mut next = items.next();
+            for (i, &f) in self.key_frag.iter().enumerate() {
+                if let Some((k, _)) = next {
+                    if f as usize == frag && reply[k.clone()] == self.keys[self.key_ranges[i].clone()] {
+                        next = items.next();
+                    }
+                }
+            }
+            fits = next.is_none();
+        }
+        self.one_items = scratch;
+        fits
+    }
+
     fn reply<'a>(&self, data: &'a [u8], frag: usize) -> &'a [u8] {
         match self.replies.get(frag).cloned().flatten() {
             Some(r) => &data[r],
@@ -104,7 +155,14 @@ impl Fanout {
             return;
         }
         match self.kind {
-            MergeKind::RedisMset => redis::write_simple(out, b"OK"),
+            MergeKind::RedisMset => {
+                // Only an all-OK split MSET is OK: anything else means a reply did not belong to its fragment.
+                if (0..self.replies.len()).all(|f| self.reply(data, f) == b"+OK\r\n") {
+                    redis::write_simple(out, b"OK")
+                } else {
+                    redis::write_error(out, b"ERR ferrule: unexpected reply to a split MSET")
+                }
+            }
             MergeKind::RedisSum => {
                 let mut sum: i64 = 0;
                 for f in 0..self.replies.len() {
@@ -142,6 +200,17 @@ impl Fanout {
         one.push(ranges.len());
         self.cursor.clear();
         self.cursor.resize(n, 0);
+        for &f in &self.key_frag {
+            self.cursor[f as usize] += 1;
+        }
+        // Each fragment's array must hold exactly one element per key it asked for; otherwise nothing is merged.
+        if (0..n).any(|f| self.cursor[f] != one[f + 1] - one[f]) {
+            self.starts = one;
+            self.elems = ranges;
+            return redis::write_error(out, b"ERR ferrule: unexpected reply to a split MGET");
+        }
+        self.cursor.clear();
+        self.cursor.resize(n, 0);
         redis::write_array_header(out, self.key_frag.len());
         for &f in &self.key_frag {
             let f = f as usize;
@@ -159,6 +228,7 @@ impl Fanout {
 
     fn merge_retrieval(&mut self, data: &[u8], out: &mut Vec<u8>) {
         let n = self.replies.len();
+        let mark = out.len();
         let mut items = std::mem::take(&mut self.items);
         let mut starts = std::mem::take(&mut self.starts);
         items.clear();
@@ -193,7 +263,14 @@ impl Fanout {
                 }
             }
         }
-        out.extend_from_slice(b"END\r\n");
+        // Every item must have been re-emitted: one that matched none of its fragment's keys in order did not
+        // belong to that request, and then nothing partial is sent.
+        if (0..n).any(|f| self.cursor[f] != starts[f + 1] - starts[f]) {
+            out.truncate(mark);
+            out.extend_from_slice(b"SERVER_ERROR unexpected reply to a split get\r\n");
+        } else {
+            out.extend_from_slice(b"END\r\n");
+        }
         self.items = items;
         self.starts = starts;
     }
@@ -243,6 +320,72 @@ mod tests {
         assert_eq!(second, b"*3\r\n$1\r\nx\r\n$1\r\ny\r\n$1\r\nz\r\n");
         f.reset(MergeKind::RedisSum, 2);
         assert_eq!(collect(&mut f, &[b":1\r\n", b":2\r\n"]), b":3\r\n");
+    }
+
+    #[test]
+    fn fragment_replies_that_cannot_belong_are_refused_on_arrival() {
+        let mut f = Fanout::new(MergeKind::RedisMget, 2);
+        f.key_frag = vec![1, 0, 1];
+        assert_eq!(f.fits(0, b"*1\r\n$1\r\nb\r\n"), Ok(()));
+        assert_eq!(f.fits(1, b"*2\r\n$1\r\na\r\n$-1\r\n"), Ok(()));
+        assert_eq!(f.fits(1, b"-ERR down\r\n"), Ok(()));
+        for bad in [&b"*1\r\n$1\r\na\r\n"[..], b"*3\r\n:1\r\n:2\r\n:3\r\n", b":1\r\n", b"*-1\r\n", b"+OK\r\n"] {
+            assert_eq!(f.fits(1, bad), Err("a split MGET"), "{:?}", String::from_utf8_lossy(bad));
+        }
+        let mut f = Fanout::new(MergeKind::RedisMset, 2);
+        assert_eq!(f.fits(0, b"+OK\r\n"), Ok(()));
+        assert_eq!(f.fits(0, b"+QUEUED\r\n"), Err("a split MSET"));
+        assert_eq!(f.fits(0, b":1\r\n"), Err("a split MSET"));
+        let mut f = Fanout::new(MergeKind::RedisSum, 2);
+        assert_eq!(f.fits(0, b":0\r\n"), Ok(()));
+        assert_eq!(f.fits(0, b"$1\r\n1\r\n"), Err("a split DEL/EXISTS/UNLINK/TOUCH"));
+    }
+
+    fn retrieval_fanout() -> Fanout {
+        let mut f = Fanout::new(MergeKind::McRetrieval, 2);
+        f.key_frag = vec![1, 0, 1, 0];
+        for k in [&b"a"[..], b"b", b"c", b"d"] {
+            let s = f.keys.len();
+            f.keys.extend_from_slice(k);
+            f.key_ranges.push(s..f.keys.len());
+        }
+        f
+    }
+
+    #[test]
+    fn retrieval_fragments_carry_only_their_own_keys_in_order() {
+        let mut f = retrieval_fanout();
+        assert_eq!(f.fits(0, b"VALUE b 0 1\r\n2\r\nEND\r\n"), Ok(()));
+        assert_eq!(f.fits(0, b"VALUE d 0 1\r\n2\r\nEND\r\n"), Ok(()));
+        assert_eq!(f.fits(0, b"END\r\n"), Ok(()));
+        assert_eq!(f.fits(1, b"VALUE a 0 1\r\n1\r\nVALUE c 0 1\r\n3\r\nEND\r\n"), Ok(()));
+        assert_eq!(f.fits(1, b"SERVER_ERROR out of memory\r\n"), Ok(()));
+        for bad in [
+            &b"VALUE a 0 1\r\n1\r\nEND\r\n"[..],                // another fragment's key
+            b"VALUE d 0 1\r\n2\r\nVALUE b 0 1\r\n2\r\nEND\r\n", // out of order
+            b"VALUE zz 0 1\r\n2\r\nEND\r\n",                    // never asked for
+            b"STORED\r\n",
+        ] {
+            assert_eq!(f.fits(0, bad), Err("a split get"), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn an_inconsistent_fragment_fails_the_whole_request_and_merges_nothing() {
+        let mut f = Fanout::new(MergeKind::RedisMget, 2);
+        f.key_frag = vec![1, 0, 1];
+        // fragment 1 asked for two keys and got one element back
+        let out = collect(&mut f, &[b"*1\r\n$1\r\nb\r\n", b"*1\r\n$1\r\na\r\n"]);
+        assert_eq!(out, b"-ERR ferrule: unexpected reply to a split MGET\r\n");
+        let mut f = Fanout::new(MergeKind::RedisMset, 2);
+        assert_eq!(
+            collect(&mut f, &[b"+OK\r\n", b"+QUEUED\r\n"]),
+            b"-ERR ferrule: unexpected reply to a split MSET\r\n"
+        );
+        let mut f = retrieval_fanout();
+        let out =
+            collect(&mut f, &[b"VALUE b 0 1\r\n2\r\nEND\r\n", b"VALUE zz 0 1\r\n1\r\nVALUE c 0 1\r\n3\r\nEND\r\n"]);
+        assert_eq!(out, b"SERVER_ERROR unexpected reply to a split get\r\n");
     }
 
     #[test]

@@ -19,10 +19,12 @@ use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
-/// How to find the end of the reply to a request.
+/// How to find the end of the reply to a request, and which replies can answer it.
 #[derive(Clone, Copy, Debug)]
 pub enum Framer {
-    Redis,
+    /// Any RESP reply frames; only one of the shape's types can answer the request.
+    Redis(redis::ReplyShape),
+    /// The memcached framer knows which reply lines each command can get, and refuses the others.
     Memcache(memcache::Command),
 }
 
@@ -30,9 +32,41 @@ impl Framer {
     /// Starts framing the reply to a request of this kind.
     fn start(self) -> ReplyFraming {
         match self {
-            Framer::Redis => ReplyFraming::Redis(redis::ReplyParser::new()),
+            Framer::Redis(_) => ReplyFraming::Redis(redis::ReplyParser::new()),
             Framer::Memcache(cmd) => ReplyFraming::Memcache(memcache::ReplyFramer::new(cmd)),
         }
+    }
+
+    /// Why a framed reply cannot be this request's, as a fault reason ("sent ..."): the connection is out of step.
+    fn framing_fault(self, error: &str) -> String {
+        match self {
+            Framer::Redis(_) => format!("sent a malformed reply: {error}"),
+            // The memcached framer refuses a well-formed line that the command cannot get (STORED to a get) as
+            // well as a malformed one: either way the reply cannot answer this command.
+            Framer::Memcache(cmd) => format!("sent a reply that cannot answer {}: {error}", cmd.name()),
+        }
+    }
+}
+
+/// Why the complete reply `reply` cannot answer the request `p` at the head of the queue, if it cannot: the shape of
+/// a redis reply, `+OK` for the connection prelude, and for a fragment of a split request what the fragment asked for.
+/// Every backend connection speaks RESP2 today (`resp3: false`).
+fn reply_fault(p: &Pending, reply: &[u8]) -> Option<String> {
+    if let Framer::Redis(shape) = p.framer {
+        if let Err(mismatch) = shape.check(reply, false) {
+            return Some(format!("sent a reply that {mismatch}"));
+        }
+    }
+    match &p.waiter {
+        Waiter::Prelude if !redis::is_error_reply(reply) && reply != b"+OK\r\n" => Some(format!(
+            "sent a reply that cannot answer AUTH/SELECT (expected +OK, got {})",
+            redis::ReplyType::of(reply)
+        )),
+        Waiter::Client { client, seq, frag: Some(frag), .. } => {
+            let fits = client.borrow_mut().fragment_fits(*seq, *frag as usize, reply);
+            fits.err().map(|what| format!("sent a reply that cannot answer {what}"))
+        }
+        _ => None,
     }
 }
 
@@ -465,7 +499,7 @@ impl Backend {
                     for _ in 0..self.opts.prelude_replies {
                         st.pending.push_front(Pending {
                             waiter: Waiter::Prelude,
-                            framer: Framer::Redis,
+                            framer: Framer::Redis(redis::ReplyShape::prelude()),
                             deadline,
                             bytes: 0,
                         });
@@ -540,13 +574,17 @@ impl Backend {
             loop {
                 let (framer, ok_gen) = {
                     let st = self.st.borrow();
-                    (st.pending.front().map(|p| p.framer), st.generation == generation)
+                    // Only a request already handed to the socket can be answered: a reply while none is (nothing
+                    // pending, or only requests still queued) is one nobody asked for.
+                    let sent = st.pending.front().filter(|_| st.unanswered > 0);
+                    (sent.map(|p| p.framer), st.generation == generation)
                 };
                 if !ok_gen {
                     return;
                 }
                 let Some(framer) = framer else {
                     if start < end {
+                        log::warn!("backend {}: sent data nobody asked for; closing the connection", self.label);
                         self.fail_connection(generation, "sent data nobody asked for");
                         return;
                     }
@@ -559,8 +597,17 @@ impl Backend {
                 match reply_framing.parse(&buf[start..end]) {
                     Ok(Some(len)) => {
                         framing = None;
+                        let reply = &buf[start..start + len];
                         let (p, latency) = {
                             let mut st = self.st.borrow_mut();
+                            // A reply that cannot answer the oldest request means the connection is out of step:
+                            // every later reply would reach the wrong request. Close it, failing all on it.
+                            if let Some(fault) = st.pending.front().and_then(|p| reply_fault(p, reply)) {
+                                drop(st);
+                                log::warn!("backend {}: {}; closing the connection", self.label, fault);
+                                self.fail_connection(generation, &fault);
+                                return;
+                            }
                             let p = st.pending.pop_front();
                             st.unanswered = st.unanswered.saturating_sub(1);
                             let latency = clock.since(p.as_ref().and_then(|p| p.waiter.meter_started()));
@@ -573,7 +620,6 @@ impl Backend {
                             }
                             (p, latency)
                         };
-                        let reply = &buf[start..start + len];
                         start += len;
                         match p.map(|p| p.waiter) {
                             Some(Waiter::Prelude) => {
@@ -591,7 +637,9 @@ impl Backend {
                     }
                     Ok(None) => break,
                     Err(e) => {
-                        self.fail_connection(generation, &format!("sent a malformed reply: {e}"));
+                        let fault = framer.framing_fault(&e);
+                        log::warn!("backend {}: {}; closing the connection", self.label, fault);
+                        self.fail_connection(generation, &fault);
                         return;
                     }
                 }

@@ -143,6 +143,18 @@ impl ReplyQueue {
         }
     }
 
+    /// Whether `reply` can be fragment `frag`'s reply to the split request `seq` (see [`Fanout::fits`]); a request
+    /// no longer waiting (the client left) takes anything.
+    pub fn fragment_fits(&mut self, seq: u64, frag: usize, reply: &[u8]) -> Result<(), &'static str> {
+        if self.closed {
+            return Ok(());
+        }
+        match self.slot_mut(seq).and_then(|slot| slot.fanout.as_mut()) {
+            Some(fan) => fan.fits(frag, reply),
+            None => Ok(()),
+        }
+    }
+
     /// Delivers fragment `frag`'s reply for the split request `seq`; merges when it was the last one.
     pub fn complete_fragment(&mut self, seq: u64, frag: usize, reply: &[u8]) {
         if self.closed {

@@ -317,18 +317,23 @@ pub enum Fault {
     Eof,
     /// A request timed out (`server_timedout`).
     Timeout,
-    /// Anything else: refused, reset, malformed or unsolicited reply, rejected AUTH (`server_err`).
+    /// Anything else: refused, reset, rejected AUTH (`server_err`).
     Error,
+    /// The server broke the protocol: a malformed reply, data nobody asked for, or a reply that cannot answer the
+    /// request at the head of the queue (`server_err` too, and its own counter): the connection was out of step.
+    Protocol,
 }
 
 impl Fault {
     /// Classifies the reason text the backend connection gives (see `io::backend`: "timed out after N ms",
-    /// "closed the connection", everything else an error).
+    /// "closed the connection", "sent ..." for what the server sent wrong, everything else an error).
     pub fn from_reason(reason: &str) -> Fault {
         if reason.starts_with("timed out") {
             Fault::Timeout
         } else if reason == "closed the connection" {
             Fault::Eof
+        } else if reason.starts_with("sent ") {
+            Fault::Protocol
         } else {
             Fault::Error
         }
@@ -383,6 +388,10 @@ impl BackendStats {
             Fault::Eof => self.counters.eof += 1,
             Fault::Timeout => self.counters.timeouts += 1,
             Fault::Error => self.counters.errors += 1,
+            Fault::Protocol => {
+                self.counters.errors += 1;
+                self.counters.protocol_faults += 1;
+            }
         }
         self.counters.failed_requests += failed as u64;
         self.unsent = 0;
@@ -599,6 +608,12 @@ mod tests {
         assert_eq!((c.timeouts, c.failed_requests, g.out_queue_bytes, g.connections), (1, 1, 0, 0));
         assert_eq!(Fault::from_reason("closed the connection"), Fault::Eof);
         assert_eq!(Fault::from_reason("read failed: reset"), Fault::Error);
+        assert_eq!(Fault::from_reason("sent data nobody asked for"), Fault::Protocol);
+        assert_eq!(Fault::from_reason("sent a reply that cannot answer GET (integer)"), Fault::Protocol);
+        assert_eq!(Fault::from_reason("sent a malformed reply: invalid bulk length"), Fault::Protocol);
+        b.fault(Fault::Protocol, 2);
+        let (c, _, _) = b.snapshot(0, 0, false);
+        assert_eq!((c.errors, c.protocol_faults), (1, 1), "a protocol fault is a server error of its own kind");
     }
 
     /// What the request path does for stats, per request, with stats on and off: parse-time counting, the meter in

@@ -217,7 +217,7 @@ fn render_commands(e: &mut Exposition, stats: &ProxyStats) {
 
 fn render_servers(e: &mut Exposition, stats: &ProxyStats) {
     type Field = fn(&super::merge::ServerTotals) -> u64;
-    let counters: [(&str, &str, Field); 10] = [
+    let counters: [(&str, &str, Field); 11] = [
         ("ferrule_server_ejections_total", "Times the server was ejected from its pool's ring.", |s| s.ejections),
         ("ferrule_server_requests_total", "Requests queued to the server.", |s| s.counters.requests),
         ("ferrule_server_request_bytes_total", "Bytes of requests queued to the server.", |s| s.counters.request_bytes),
@@ -230,6 +230,11 @@ fn render_servers(e: &mut Exposition, stats: &ProxyStats) {
             s.counters.errors
         }),
         ("ferrule_server_timeouts_total", "Connections closed because a request timed out.", |s| s.counters.timeouts),
+        (
+            "ferrule_server_protocol_faults_total",
+            "Connections closed because the server sent a malformed, unsolicited or impossible reply.",
+            |s| s.counters.protocol_faults,
+        ),
         ("ferrule_server_connects_total", "Connections established.", |s| s.counters.connects),
         ("ferrule_server_failed_requests_total", "Requests failed because this server failed.", |s| {
             s.counters.failed_requests

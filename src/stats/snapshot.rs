@@ -83,6 +83,9 @@ pub struct ServerCounters {
     pub errors: u64,
     /// Connections closed because a request timed out (`server_timedout`).
     pub timeouts: u64,
+    /// Connections closed because the server broke the protocol: a malformed reply, a reply nobody asked for, or
+    /// one that cannot answer the request it would be matched to (counted in `errors` too).
+    pub protocol_faults: u64,
     /// Connections established.
     pub connects: u64,
     /// Requests answered with an error made by the proxy because this server failed (part of `forward_error`).
@@ -101,6 +104,7 @@ impl ServerCounters {
         self.eof += other.eof;
         self.errors += other.errors;
         self.timeouts += other.timeouts;
+        self.protocol_faults += other.protocol_faults;
         self.connects += other.connects;
         self.failed_requests += other.failed_requests;
         self.latency_sum_us += other.latency_sum_us;

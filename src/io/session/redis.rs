@@ -166,7 +166,7 @@ fn route(
     group_by_server(&sc.servers, &mut sc.groups, &mut sc.key_frag);
     if sc.groups.len() == 1 {
         let backend = pool.backend(sc.groups[0], s.id);
-        forward_whole(s, backend, req, sc, now);
+        forward_whole(s, backend, info, req, sc, now);
         if backend.over_queue_bound() {
             *blocked_on = Some(backend.clone());
         }
@@ -181,7 +181,14 @@ fn route(
 }
 
 /// Sends the client's request bytes unchanged (re-encoded as multibulk when the client used inline syntax).
-fn forward_whole(s: &Session, backend: &crate::io::backend::Backend, req: &[u8], sc: &Scratch, now: Instant) {
+fn forward_whole(
+    s: &Session,
+    backend: &crate::io::backend::Backend,
+    info: &CommandInfo,
+    req: &[u8],
+    sc: &Scratch,
+    now: Instant,
+) {
     let seq = s.q.borrow_mut().reserve();
     let meter = sc.command.map(|c| Meter::new(&s.meters, c, now, false));
     let waiter = Waiter::Client { client: s.q.clone(), seq, frag: None, meter };
@@ -195,7 +202,7 @@ fn forward_whole(s: &Session, backend: &crate::io::backend::Backend, req: &[u8],
             }
         },
         Some(waiter),
-        Framer::Redis,
+        Framer::Redis(redis::ReplyShape::for_request(info, &sc.args, req)),
         now,
     );
 }
@@ -223,6 +230,7 @@ fn split_request(
     // MSET carries a value after each key.
     let per_key = if kind == Split::Mset { 2 } else { 1 };
     let name = &req[sc.args[0].clone()];
+    let shape = redis::ReplyShape::of(info);
     for (frag, &server) in sc.groups.iter().enumerate() {
         let backend = pool.backend(server, s.id);
         let n_keys = sc.key_frag.iter().filter(|&&f| f as usize == frag).count();
@@ -239,14 +247,14 @@ fn split_request(
                 redis::write_command_iter(out, 1 + n_keys * per_key, std::iter::once(name).chain(args));
             },
             Some(waiter),
-            Framer::Redis,
+            // A fragment of a split MGET answers an array of exactly its own keys.
+            Framer::Redis(if kind == Split::Mget { shape.with_array_len(n_keys) } else { shape }),
             now,
         );
         if backend.over_queue_bound() {
             *blocked_on = Some(backend.clone());
         }
     }
-    let _ = info;
 }
 
 fn local(s: &mut Session, l: Local, req: &[u8], sc: &mut Scratch) -> Flow {

@@ -342,3 +342,35 @@ fn a_reply_while_nothing_was_asked_closes_the_connection() {
     // The next request goes out on a new connection and gets its own reply, not the injected one.
     assert_eq!(c.redis_str(&["GET", "a"]), "$1\r\n1\r\n");
 }
+
+/// A server that answers the AUTH prelude with something other than `+OK` is not talking to us about AUTH: the
+/// connection is closed and the client's request fails with the cause, never receiving a reply meant for AUTH.
+#[test]
+fn a_prelude_answered_with_anything_but_ok_closes_the_connection() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let fake_port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten().take(4) {
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            // +QUEUED for AUTH, then a value for the GET: the GET must not get "v".
+            let _ = s.write_all(b"+QUEUED\r\n$1\r\nv\r\n");
+        }
+    });
+    let port = free_port();
+    let body = format!(
+        "{}{}",
+        listener_toml("cache", port, "redis", "main", ""),
+        redis_pool_toml("main", &[format!("127.0.0.1:{fake_port}:1")], "timeout_ms = 500\nredis_auth = \"pw\"\n")
+    );
+    let f = Ferrule::start(&body, port);
+    let mut c = Client::connect(port);
+    let r = c.redis_str(&["GET", "x"]);
+    assert!(
+        r.starts_with(&format!(
+            "-ERR ferrule: backend main/127.0.0.1:{fake_port} sent a reply that cannot answer AUTH/SELECT"
+        )),
+        "{r}"
+    );
+    assert!(server_counter(&f, "ferrule_server_protocol_faults_total", fake_port) >= 1);
+}

@@ -45,7 +45,8 @@ impl FakeServer {
     }
 
     fn answer(&mut self, replies: usize) {
-        self.conn.write_all(&b"+OK\r\n".repeat(replies)).unwrap();
+        // A nil: what a GET of a missing key gets (a reply of another type would be a protocol fault).
+        self.conn.write_all(&b"$-1\r\n".repeat(replies)).unwrap();
     }
 }
 
@@ -104,9 +105,9 @@ fn receive_commands(server: &mut FakeServer, commands: usize, limit: Duration) -
 /// Answers the first request and the `others`, and checks every client gets its reply.
 fn answer_all(setup: &mut OneInFlight, others: &mut [Client]) {
     setup.server.answer(1 + others.len());
-    assert_eq!(setup.first.redis_reply(), b"+OK\r\n");
+    assert_eq!(setup.first.redis_reply(), b"$-1\r\n");
     for c in others {
-        assert_eq!(c.redis_reply(), b"+OK\r\n");
+        assert_eq!(c.redis_reply(), b"$-1\r\n");
     }
 }
 
@@ -122,13 +123,13 @@ fn adaptive_batching_holds_requests_behind_a_batch_in_flight_then_sends_them_in_
 
     // The reply releases them, together: one write, so the server reads them at once.
     s.server.answer(1);
-    assert_eq!(s.first.redis_reply(), b"+OK\r\n");
+    assert_eq!(s.first.redis_reply(), b"$-1\r\n");
     let (held, reads) = s.server.receive(Duration::from_secs(5));
     assert_eq!(commands_in(&held), 5, "{:?}", String::from_utf8_lossy(&held));
     assert_eq!(reads, 1, "the held requests came in {reads} reads");
     s.server.answer(5);
     for c in &mut others {
-        assert_eq!(c.redis_reply(), b"+OK\r\n");
+        assert_eq!(c.redis_reply(), b"$-1\r\n");
     }
 }
 

@@ -19,6 +19,7 @@ mod encode;
 mod inline;
 mod reply;
 mod request;
+pub mod transaction;
 
 pub use commands::{
     arity_error, arity_ok, command_index, key_indices, lookup, CommandInfo, CommandKind, KeySpec, Local, Split,

@@ -113,7 +113,9 @@ fn handle(
             // Refused either way; with noreply silently, as a reply the client does not expect would be read as
             // the answer to its next request.
             if !req.noreply {
-                s.local(b"SERVER_ERROR flush_all is not supported by ferrule (it would have to reach every server)\r\n");
+                s.local(
+                    b"SERVER_ERROR flush_all is not supported by ferrule (it would have to reach every server)\r\n",
+                );
             }
             return false;
         }

@@ -32,12 +32,12 @@ pub use command::Command;
 pub use encode::{write_retrieval, write_storage};
 pub use reply::{is_error_reply, reply_len, retrieval_items, MAX_REPLY_LINE_LEN};
 pub use reply_framer::ReplyFramer;
+pub use request::write_binary_refusal;
 pub use request::{
     parse_request, Parse, Request, BAD_DATA_CHUNK_REPLY, BAD_DELTA_REPLY, BAD_EXPTIME_REPLY, BAD_FORMAT_REPLY,
     BAD_KEY_REPLY, BINARY_HEADER_LEN, BINARY_PROTOCOL_MESSAGE, DELETE_USAGE_REPLY, ERROR_REPLY, LINE_TOO_LONG_REPLY,
     MAX_LINE_LEN, MAX_RETRIEVAL_LINE_LEN, META_REPLY, TOO_LARGE_REPLY,
 };
-pub use request::write_binary_refusal;
 
 /// The memcached version ferrule answers to `version` (and in `stats`) before its own:
 /// `VERSION 1.6.0-ferrule-0.1.0`. Clients parse the version as numbers (libmemcached reads

@@ -155,7 +155,8 @@ mod tests {
         (replies, state)
     }
 
-    const MULTI: &str = "-ERR MULTI is not supported by ferrule (transactions): the commands up to EXEC or DISCARD are refused\r\n";
+    const MULTI: &str =
+        "-ERR MULTI is not supported by ferrule (transactions): the commands up to EXEC or DISCARD are refused\r\n";
     const ABORT: &str = "-EXECABORT Transaction discarded because of previous errors.\r\n";
 
     #[test]
@@ -188,7 +189,8 @@ mod tests {
     #[test]
     fn a_refused_multi_refuses_everything_up_to_exec() {
         // redis-py's pipeline(transaction=True) with two INCRs.
-        let (replies, state) = session(&[&["MULTI"], &["INCR", "acct"], &["INCR", "acct"], &["EXEC"], &["GET", "acct"]]);
+        let (replies, state) =
+            session(&[&["MULTI"], &["INCR", "acct"], &["INCR", "acct"], &["EXEC"], &["GET", "acct"]]);
         let refused = "-ERR INCR not run: it follows a MULTI that ferrule refused; EXEC or DISCARD ends it\r\n";
         assert_eq!(replies, [MULTI, refused, refused, ABORT, "RUN"]);
         assert_eq!(state, TxnState::Idle);

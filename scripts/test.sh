@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs ferrule's whole test suite: formatting, lints, unit and integration tests.
-# Installs the server binaries the integration tests start (redis-server, memcached, nutcracker) when missing.
+# Installs the server binaries the integration tests start (redis-server, memcached, nutcracker) when missing,
+# and redis-py (Debian's python3-redis), which tests/refusals.rs drives as a real client library.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +10,14 @@ command -v redis-server >/dev/null || need+=(redis-server)
 command -v redis-cli >/dev/null || need+=(redis-tools)
 command -v memcached >/dev/null || need+=(memcached)
 command -v nutcracker >/dev/null || [ -x /usr/sbin/nutcracker ] || need+=(nutcracker)
+# The tests look for redis-py in FERRULE_TEST_PYTHON, python3, then /usr/bin/python3 (where apt installs it).
+has_redis_py() {
+    for py in ${FERRULE_TEST_PYTHON:-} python3 /usr/bin/python3; do
+        "$py" -c 'import redis' 2>/dev/null && return 0
+    done
+    return 1
+}
+has_redis_py || need+=(python3-redis)
 if [ ${#need[@]} -gt 0 ]; then
     echo "test.sh: installing ${need[*]}"
     if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi

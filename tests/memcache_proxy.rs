@@ -38,7 +38,7 @@ fn storage_and_retrieval_commands() {
     assert_eq!(c.mc("gat 100 n\r\n", Command::Gat), "VALUE n 0 2\r\n0 \r\nEND\r\n");
     assert_eq!(c.mc("delete n\r\n", Command::Delete), "DELETED\r\n");
     assert_eq!(c.mc("delete n\r\n", Command::Delete), "NOT_FOUND\r\n");
-    assert!(c.mc("version\r\n", Command::Version).starts_with("VERSION ferrule"));
+    assert!(c.mc("version\r\n", Command::Version).starts_with("VERSION 1.6.0-ferrule-"));
 }
 
 #[test]

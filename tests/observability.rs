@@ -574,7 +574,7 @@ fn memcache_traffic_and_stats_command() {
     assert_eq!(stat("cmd_get"), 16);
     assert_eq!(stat("cmd_set"), 41);
     assert_eq!(stat("fragments"), fragments as u64);
-    assert!(stats.contains("STAT version ferrule-"));
+    assert!(stats.contains("STAT version 1.6.0-ferrule-"));
     assert!(stats.ends_with("END\r\n"));
 
     let m = scrape(&f);

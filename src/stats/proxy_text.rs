@@ -152,7 +152,8 @@ pub fn memcache_stats(s: &ProtocolSummary, p: &ProcessFigures) -> String {
     stat("pid", &p.pid);
     stat("uptime", &p.uptime_s);
     stat("time", &p.unix_time);
-    stat("version", &format!("ferrule-{}", p.version));
+    let compat = crate::protocol::memcache::MEMCACHED_COMPAT_VERSION;
+    stat("version", &format!("{compat}-ferrule-{}", p.version));
     stat("threads", &p.workers);
     stat("curr_connections", &s.clients.current());
     stat("total_connections", &s.clients.accepted);
@@ -220,7 +221,7 @@ mod tests {
         assert!(text.contains("STAT curr_connections 2\r\n"));
         assert!(text.contains("STAT cmd_get 3\r\n"));
         assert!(text.contains("STAT cmd_set 2\r\n"));
-        assert!(text.contains("STAT version ferrule-0.1.0\r\n"));
+        assert!(text.contains("STAT version 1.6.0-ferrule-0.1.0\r\n"));
         assert!(text.ends_with("END\r\n"));
     }
 }

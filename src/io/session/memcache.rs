@@ -66,6 +66,14 @@ pub async fn read_loop(s: &mut Session) {
                     s.meters.borrow_mut().clients.protocol_errors += 1;
                     return;
                 }
+                Parse::Binary { opcode, opaque } => {
+                    let mut reply = Vec::with_capacity(memcache::BINARY_HEADER_LEN + 64);
+                    memcache::write_binary_refusal(&mut reply, opcode, opaque);
+                    s.local(&reply);
+                    s.meters.borrow_mut().clients.protocol_errors += 1;
+                    binary_client_log::report(&s.listener.name);
+                    return;
+                }
             }
         }
         if let Next::Stop = s.refill(&mut inb, blocked_on.take(), limits).await {
@@ -87,7 +95,7 @@ fn handle(
     match req.command {
         Command::Quit => return true,
         Command::Version => {
-            s.local(concat!("VERSION ferrule-", env!("CARGO_PKG_VERSION"), "\r\n").as_bytes());
+            s.local(memcache::VERSION_REPLY.as_bytes());
             return false;
         }
         Command::Verbosity => {
@@ -102,7 +110,13 @@ fn handle(
             return false;
         }
         Command::FlushAll => {
-            s.local(b"SERVER_ERROR flush_all is not supported by ferrule (it would have to reach every server)\r\n");
+            // Refused either way; with noreply silently, as a reply the client does not expect would be read as
+            // the answer to its next request.
+            if !req.noreply {
+                s.local(
+                    b"SERVER_ERROR flush_all is not supported by ferrule (it would have to reach every server)\r\n",
+                );
+            }
             return false;
         }
         _ => {}
@@ -180,4 +194,35 @@ fn handle(
         }
     }
     false
+}
+
+/// The log line for binary-protocol clients, at most once per [`binary_client_log::INTERVAL`] per worker: a
+/// misconfigured client fleet reconnecting in a loop must not flood the log.
+mod binary_client_log {
+    use std::cell::Cell;
+    use std::time::{Duration, Instant};
+
+    pub const INTERVAL: Duration = Duration::from_secs(10);
+
+    thread_local! {
+        // Per worker thread: no atomics or locks. (When it last logged, how many went unlogged since.)
+        static STATE: Cell<(Option<Instant>, u64)> = const { Cell::new((None, 0)) };
+    }
+
+    pub fn report(listener: &str) {
+        STATE.with(|state| {
+            let (last, unlogged) = state.get();
+            let now = Instant::now();
+            if last.is_some_and(|at| now.duration_since(at) < INTERVAL) {
+                state.set((last, unlogged + 1));
+                return;
+            }
+            state.set((Some(now), 0));
+            let more = if unlogged > 0 { format!(" ({unlogged} more since the last report)") } else { String::new() };
+            log::warn!(
+                "listener {listener}: closed a client that spoke the memcached binary protocol (first byte 0x80); \
+                 ferrule speaks the text protocol only: configure the client for the ASCII protocol{more}"
+            );
+        });
+    }
 }

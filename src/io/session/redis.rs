@@ -5,6 +5,7 @@ use crate::fanout::MergeKind;
 use crate::io::backend::{Framer, Waiter};
 use crate::io::pool::PoolRt;
 use crate::io::stats::{client_key, CommandId, Meter};
+use crate::protocol::redis::transaction::{self, Gate, TxnState};
 use crate::protocol::redis::{self, CommandInfo, CommandKind, KeySpec, Local, Split};
 use crate::router::group_by_server;
 use std::ops::Range;
@@ -31,6 +32,7 @@ enum Flow {
 pub async fn read_loop(s: &mut Session) {
     let mut inb = InBuf::new(INBUF_CAPACITY);
     let mut sc = Scratch::default();
+    let mut txn = TxnState::default();
     let limits = s.worker.client_limits();
     loop {
         s.wait_until_unsaturated(limits).await;
@@ -43,7 +45,7 @@ pub async fn read_loop(s: &mut Session) {
         while !s.q.borrow().saturated(limits) {
             match redis::parse_request(inb.data(), &mut sc.args) {
                 Ok(Some(len)) => {
-                    let flow = handle(s, &inb.data()[..len], &mut sc, now, &mut blocked_on);
+                    let flow = handle(s, &inb.data()[..len], &mut sc, &mut txn, now, &mut blocked_on);
                     inb.consume(len);
                     if let Flow::Close = flow {
                         closing = true;
@@ -75,6 +77,7 @@ fn handle(
     s: &mut Session,
     req: &[u8],
     sc: &mut Scratch,
+    txn: &mut TxnState,
     now: Instant,
     blocked_on: &mut Option<std::rc::Rc<crate::io::backend::Backend>>,
 ) -> Flow {
@@ -103,9 +106,19 @@ fn handle(
         s.local(b"-NOAUTH Authentication required.\r\n");
         return Flow::Continue;
     }
+    // A refused MULTI refuses everything up to EXEC/DISCARD, so nothing the client meant as part of the
+    // transaction is applied.
+    if transaction::needs_gate(*txn, info) {
+        sc.reply.clear();
+        if let Gate::Answered = transaction::gate(txn, info, sc.args.len(), &mut sc.reply) {
+            s.local(&sc.reply);
+            return Flow::Continue;
+        }
+    }
     if !redis::arity_ok(info, sc.args.len()) {
-        let msg = format!("-ERR wrong number of arguments for '{}' command\r\n", info.name.to_ascii_lowercase());
-        s.local(msg.as_bytes());
+        sc.reply.clear();
+        redis::write_error(&mut sc.reply, redis::arity_error(info).as_bytes());
+        s.local(&sc.reply);
         return Flow::Continue;
     }
     match info.kind {
@@ -123,6 +136,8 @@ fn handle(
             route(s, info, Some(kind), req, sc, now, blocked_on);
             Flow::Continue
         }
+        // Always answered by the gate above.
+        CommandKind::Transaction(_) => Flow::Continue,
     }
 }
 
@@ -137,8 +152,10 @@ fn route(
 ) {
     sc.keys.clear();
     if let Err(e) = redis::key_indices(info, &sc.args, req, &mut sc.keys) {
-        let msg = format!("-ERR {e}\r\n");
-        s.local(msg.as_bytes());
+        // `e` is a whole error text with its code ("ERR ..."): only the '-' is added.
+        sc.reply.clear();
+        redis::write_error(&mut sc.reply, e.as_bytes());
+        s.local(&sc.reply);
         return;
     }
     if sc.keys.is_empty() {

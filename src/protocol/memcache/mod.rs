@@ -10,8 +10,9 @@
 //!
 //! Commands: get gets gat gats set add replace append prepend cas incr decr delete touch
 //! version quit stats flush_all verbosity. Meta commands (mg, ms, md, ma, mn, me) and the
-//! binary protocol are not supported: the former get `ERROR` like any unknown command, the
-//! latter ends the connection.
+//! binary protocol are not supported: the former get [`META_REPLY`] (an `ms` data block is
+//! framed by its length and discarded with it, never read as commands), the latter gets the
+//! binary protocol's own error response ([`write_binary_refusal`]) and the connection ends.
 
 mod command;
 mod encode;
@@ -31,11 +32,21 @@ pub use command::Command;
 pub use encode::{write_retrieval, write_storage};
 pub use reply::{is_error_reply, reply_len, retrieval_items, MAX_REPLY_LINE_LEN};
 pub use reply_framer::ReplyFramer;
+pub use request::write_binary_refusal;
 pub use request::{
     parse_request, Parse, Request, BAD_DATA_CHUNK_REPLY, BAD_DELTA_REPLY, BAD_EXPTIME_REPLY, BAD_FORMAT_REPLY,
-    BAD_KEY_REPLY, BINARY_PROTOCOL_REPLY, DELETE_USAGE_REPLY, ERROR_REPLY, LINE_TOO_LONG_REPLY, MAX_LINE_LEN,
-    MAX_RETRIEVAL_LINE_LEN, TOO_LARGE_REPLY,
+    BAD_KEY_REPLY, BINARY_HEADER_LEN, BINARY_PROTOCOL_MESSAGE, DELETE_USAGE_REPLY, ERROR_REPLY, LINE_TOO_LONG_REPLY,
+    MAX_LINE_LEN, MAX_RETRIEVAL_LINE_LEN, META_REPLY, TOO_LARGE_REPLY,
 };
+
+/// The memcached version ferrule answers to `version` (and in `stats`) before its own:
+/// `VERSION 1.6.0-ferrule-0.1.0`. Clients parse the version as numbers (libmemcached reads
+/// major.minor.micro with strtol, and memcping or php-memcached's getVersion() fail on
+/// `ferrule-0.1.0`); 1.6.0 is the text protocol ferrule follows (memcached 1.6's replies and
+/// error strings), and the suffix still names the proxy.
+pub const MEMCACHED_COMPAT_VERSION: &str = "1.6.0";
+/// The whole `version` reply.
+pub const VERSION_REPLY: &str = concat!("VERSION 1.6.0-ferrule-", env!("CARGO_PKG_VERSION"), "\r\n");
 
 /// The longest key memcached stores.
 pub const MAX_KEY_LEN: usize = 250;

@@ -44,8 +44,17 @@ pub const DELETE_USAGE_REPLY: &str = "CLIENT_ERROR bad command line format.  Usa
 pub const TOO_LARGE_REPLY: &str = "SERVER_ERROR object too large for cache\r\n";
 /// Sent before closing on a command line longer than the limits above.
 pub const LINE_TOO_LONG_REPLY: &str = "CLIENT_ERROR line too long\r\n";
-/// Sent before closing on a binary-protocol request.
-pub const BINARY_PROTOCOL_REPLY: &str = "CLIENT_ERROR binary protocol not supported\r\n";
+/// The reply to a meta command (mg, ms, md, ma, mn, me), which ferrule does not support yet; an `ms` data
+/// block is discarded with it.
+pub const META_REPLY: &str = "SERVER_ERROR meta commands are not supported by ferrule\r\n";
+/// The message of the binary-protocol error response sent before closing (see [`write_binary_refusal`]).
+pub const BINARY_PROTOCOL_MESSAGE: &str = "ferrule speaks the memcached text protocol only";
+/// Length of a binary-protocol request or response header.
+pub const BINARY_HEADER_LEN: usize = 24;
+/// The binary protocol's "Not supported" status.
+const BINARY_STATUS_NOT_SUPPORTED: u16 = 0x0083;
+/// First byte of every binary-protocol response.
+const BINARY_RESPONSE_MAGIC: u8 = 0x81;
 
 /// A parsed request; ranges index into the buffer passed to [`parse_request`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,21 +85,28 @@ pub enum Parse {
     /// which the caller drops as they arrive.
     ///
     /// A storage line whose `<bytes>` is readable has its data block discarded with it, so
-    /// the value is never read as commands. (memcached does this only for oversized values; for
-    /// other bad lines it reads the data as a command and sends a second reply, which would
-    /// desynchronise any client that counts replies.) When `<bytes>` itself is unreadable, or
-    /// the argument count is wrong, only the line is dropped, as memcached does.
+    /// the value is never read as commands, even when the line has too many arguments; so has
+    /// an `ms` (meta set, not supported) whose datalen is readable. (memcached does this only
+    /// for oversized values; for other bad lines it reads the data as a command and sends a
+    /// second reply, which would desynchronise any client that counts replies, and can run a
+    /// value such as `delete victim`.) When the length itself is unreadable, or a storage line
+    /// has too few arguments, only the line is dropped, as memcached does: nothing says where
+    /// a data block would end.
     ///
-    /// `reply` is empty when the request carried `noreply`: memcached sends nothing then, not
-    /// even errors, and a client using noreply does not read a reply.
+    /// `reply` is empty when the request carried `noreply` (its last token, once the argument
+    /// count is right, as memcached decides): memcached sends nothing then, not even errors,
+    /// and a client using noreply does not read a reply.
     Error { reply: &'static str, consumed: usize, skip: usize },
     /// A storage command whose value exceeds `max_value`: reply [`TOO_LARGE_REPLY`] and discard
     /// the command line, data block and `\r\n`: `consumed` bytes now plus `skip` more as they
     /// arrive. A `noreply` request gets [`Parse::Error`] with an empty reply instead.
     TooLarge { consumed: usize, skip: usize },
-    /// The stream cannot be followed any further (a line over the length limits, or the
-    /// binary protocol): send `reply`, then close the connection.
+    /// The stream cannot be followed any further (a line over the length limits): send `reply`,
+    /// then close the connection.
     Fatal { reply: &'static str },
+    /// A binary-protocol request header (first byte 0x80): answer it with
+    /// [`write_binary_refusal`], which a binary client can read, then close the connection.
+    Binary { opcode: u8, opaque: [u8; 4] },
 }
 
 /// Parses the request at the start of `buf`.
@@ -101,7 +117,7 @@ pub fn parse_request(buf: &[u8], keys: &mut Vec<Range<usize>>, max_value: usize)
     keys.clear();
     match buf.first() {
         None => return Parse::Incomplete,
-        Some(&BINARY_MAGIC) => return Parse::Fatal { reply: BINARY_PROTOCOL_REPLY },
+        Some(&BINARY_MAGIC) => return binary_request(buf),
         Some(_) => {}
     }
     let line = match command_line(buf) {
@@ -110,8 +126,13 @@ pub fn parse_request(buf: &[u8], keys: &mut Vec<Range<usize>>, max_value: usize)
         LineScan::TooLong => return Parse::Fatal { reply: LINE_TOO_LONG_REPLY },
     };
     let mut tokens = line.tokens(buf);
-    let Some(command) = tokens.next().and_then(|name| Command::from_name(buf.get(name).unwrap_or_default())) else {
-        return line_error(ERROR_REPLY, line.next);
+    let name = tokens.next().and_then(|name| buf.get(name)).unwrap_or_default();
+    let Some(command) = Command::from_name(name) else {
+        return match name {
+            b"ms" => parse_meta_set(buf, line, tokens),
+            b"mg" | b"md" | b"ma" | b"mn" | b"me" => line_error(META_REPLY, line.next),
+            _ => line_error(ERROR_REPLY, line.next),
+        };
     };
     if command.is_retrieval() {
         return parse_retrieval(command, buf, line, tokens, keys);
@@ -120,9 +141,7 @@ pub fn parse_request(buf: &[u8], keys: &mut Vec<Range<usize>>, max_value: usize)
         // Any sub-command: the proxy decides what to do with it.
         return simple_request(command, line.next, false);
     }
-    let Some(args) = Args::collect(buf, tokens) else {
-        return line_error(ERROR_REPLY, line.next);
-    };
+    let args = Args::collect(buf, tokens);
     if command.is_storage() {
         return parse_storage(command, buf, line, &args, keys, max_value);
     }
@@ -177,18 +196,21 @@ fn starts_with_retrieval(head: &[u8]) -> bool {
 struct Args<'a> {
     buf: &'a [u8],
     spans: [(usize, usize); MAX_ARGS],
+    /// How many arguments the line has; only the first [`MAX_ARGS`] are kept (no command takes more, so a
+    /// longer line is an error, but a storage line's `<bytes>` is still readable from it).
     len: usize,
 }
 
 impl<'a> Args<'a> {
-    /// None when there are more than [`MAX_ARGS`] arguments: no such command takes that many.
-    fn collect(buf: &'a [u8], tokens: Tokens<'a>) -> Option<Self> {
+    fn collect(buf: &'a [u8], tokens: Tokens<'a>) -> Self {
         let mut args = Args { buf, spans: [(0, 0); MAX_ARGS], len: 0 };
         for token in tokens {
-            *args.spans.get_mut(args.len)? = (token.start, token.end);
+            if let Some(span) = args.spans.get_mut(args.len) {
+                *span = (token.start, token.end);
+            }
             args.len += 1;
         }
-        Some(args)
+        args
     }
 
     fn range(&self, i: usize) -> Range<usize> {
@@ -202,10 +224,12 @@ impl<'a> Args<'a> {
         self.buf.get(self.range(i)).unwrap_or_default()
     }
 
-    /// memcached's rule: a request is noreply when its last token is exactly `noreply` and
-    /// it is in a position where an optional argument may stand (`max_args`).
-    fn noreply_at(&self, max_args: usize) -> bool {
-        self.len == max_args && self.get(max_args - 1) == b"noreply"
+    /// memcached's rule (`set_noreply_maybe`): once the argument count is right for the command, a request
+    /// is noreply when its last token is exactly `noreply`, wherever that token stands. So
+    /// `incr k noreply` is a silent bad delta, not an error line. (A request ferrule forwards never has
+    /// `noreply` in a numeric position, so this matches what the server does with it.)
+    fn noreply(&self) -> bool {
+        self.len > 0 && self.get(self.len - 1) == b"noreply"
     }
 }
 
@@ -252,20 +276,25 @@ fn parse_storage(
     max_value: usize,
 ) -> Parse {
     let required = if command == Command::Cas { 5 } else { 4 };
-    if args.len != required && args.len != required + 1 {
+    let data_block = data_block_end(line, args.get(3));
+    if args.len > required + 1 {
+        // memcached answers ERROR and then reads the value as commands; the value is dropped here instead,
+        // when its length can be read.
+        return match data_block {
+            Some((_, total)) => discard_through(buf, total, ERROR_REPLY),
+            None => line_error(ERROR_REPLY, line.next),
+        };
+    }
+    if args.len < required {
         return line_error(ERROR_REPLY, line.next);
     }
-    let noreply = args.noreply_at(required + 1);
+    let noreply = args.noreply();
     let quiet = |reply| if noreply { "" } else { reply };
-    let total = parse_unsigned(args.get(3))
-        .filter(|&bytes| bytes <= MAX_DATA_LEN)
-        .and_then(|bytes| usize::try_from(bytes).ok())
-        .and_then(|bytes| Some((bytes, line.next.checked_add(bytes)?.checked_add(2)?)));
-    let Some((bytes, total)) = total else {
+    let Some((bytes, total)) = data_block else {
         return line_error(quiet(BAD_FORMAT_REPLY), line.next);
     };
     let available = total.min(buf.len());
-    let discard = |reply| Parse::Error { reply, consumed: available, skip: total - available };
+    let discard = |reply| discard_through(buf, total, reply);
     if !is_valid_key(args.get(0)) {
         return discard(quiet(BAD_KEY_REPLY));
     }
@@ -330,7 +359,7 @@ fn parse_key_and_number(
     if !(2..=3).contains(&args.len) {
         return line_error(ERROR_REPLY, line.next);
     }
-    let noreply = args.noreply_at(3);
+    let noreply = args.noreply();
     let quiet = |reply| if noreply { "" } else { reply };
     if !is_valid_key(args.get(0)) {
         return line_error(quiet(BAD_KEY_REPLY), line.next);
@@ -346,7 +375,7 @@ fn parse_flush_all(line: Line, args: &Args<'_>) -> Parse {
     if args.len > 2 {
         return line_error(ERROR_REPLY, line.next);
     }
-    let noreply = args.len >= 1 && args.get(args.len - 1) == b"noreply";
+    let noreply = args.noreply();
     let has_delay = args.len > usize::from(noreply);
     if has_delay && parse_exptime(args.get(0)).is_none() {
         let reply = if noreply { "" } else { BAD_EXPTIME_REPLY };
@@ -360,12 +389,66 @@ fn parse_verbosity(line: Line, args: &Args<'_>) -> Parse {
     if !(1..=2).contains(&args.len) {
         return line_error(ERROR_REPLY, line.next);
     }
-    let noreply = args.get(args.len - 1) == b"noreply";
+    let noreply = args.noreply();
     if parse_unsigned(args.get(0)).is_none() {
         let reply = if noreply { "" } else { BAD_FORMAT_REPLY };
         return line_error(reply, line.next);
     }
     simple_request(Command::Verbosity, line.next, noreply)
+}
+
+/// `ms <key> <datalen> <flag>*\r\n<data>\r\n`: not supported, but its data block must never be read as
+/// commands, so it is framed by its length and discarded with the refusal. memcached's own answers where
+/// the length cannot be read: `ERROR` without a key, `CLIENT_ERROR bad command line format` without a
+/// readable length (a signed 32-bit number from 0 to `i32::MAX - 2`), and then only the line is dropped.
+fn parse_meta_set(buf: &[u8], line: Line, mut tokens: Tokens<'_>) -> Parse {
+    if tokens.next().is_none() {
+        return line_error(ERROR_REPLY, line.next);
+    }
+    let length = tokens.next().and_then(|t| buf.get(t)).unwrap_or_default();
+    let total = data_block_end(line, length).filter(|&(bytes, _)| bytes as u64 <= MAX_DATA_LEN - 2);
+    match total {
+        Some((_, total)) => discard_through(buf, total, META_REPLY),
+        None => line_error(BAD_FORMAT_REPLY, line.next),
+    }
+}
+
+/// The length of the data block announced by `bytes` after `line`, and where the block (with its `\r\n`)
+/// ends; None when `bytes` is not a length memcached reads.
+fn data_block_end(line: Line, bytes: &[u8]) -> Option<(usize, usize)> {
+    let bytes = usize::try_from(parse_unsigned(bytes).filter(|&n| n <= MAX_DATA_LEN)?).ok()?;
+    Some((bytes, line.next.checked_add(bytes)?.checked_add(2)?))
+}
+
+/// Answers `reply` and discards everything up to `total`: what is in `buf` now, the rest as it arrives.
+fn discard_through(buf: &[u8], total: usize, reply: &'static str) -> Parse {
+    let available = total.min(buf.len());
+    Parse::Error { reply, consumed: available, skip: total - available }
+}
+
+/// A binary-protocol request: its header is needed to answer in kind (clients match responses by opaque).
+fn binary_request(buf: &[u8]) -> Parse {
+    let Some(header) = buf.get(..BINARY_HEADER_LEN) else {
+        return Parse::Incomplete;
+    };
+    Parse::Binary { opcode: header[1], opaque: [header[12], header[13], header[14], header[15]] }
+}
+
+/// Appends the binary protocol's error response to a request of `opcode` and `opaque`: status 0x0083
+/// (not supported) with [`BINARY_PROTOCOL_MESSAGE`] as its body, so a binary client (memjs, a libmemcached
+/// in binary mode) fails with that message instead of waiting for a reply it can read.
+pub fn write_binary_refusal(out: &mut Vec<u8>, opcode: u8, opaque: [u8; 4]) {
+    let body = BINARY_PROTOCOL_MESSAGE.as_bytes();
+    out.push(BINARY_RESPONSE_MAGIC);
+    out.push(opcode);
+    out.extend_from_slice(&[0, 0]); // key length
+    out.push(0); // extras length
+    out.push(0); // data type
+    out.extend_from_slice(&BINARY_STATUS_NOT_SUPPORTED.to_be_bytes());
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&opaque);
+    out.extend_from_slice(&[0; 8]); // cas
+    out.extend_from_slice(body);
 }
 
 fn keyed_request(command: Command, line: Line, noreply: bool, args: &Args<'_>, keys: &mut Vec<Range<usize>>) -> Parse {

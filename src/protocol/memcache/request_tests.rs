@@ -184,12 +184,18 @@ fn unknown_and_malformed_lines_get_memcached_errors() {
         (b"GET a\r\n".to_vec(), ERROR_REPLY),
         (b"foo bar\r\n".to_vec(), ERROR_REPLY),
         (b"get\ra\r\n".to_vec(), ERROR_REPLY),
-        (b"mg a v\r\n".to_vec(), ERROR_REPLY),
-        (b"mn\r\n".to_vec(), ERROR_REPLY),
-        (b"ms a 1\r\n".to_vec(), ERROR_REPLY),
-        (b"md a\r\n".to_vec(), ERROR_REPLY),
-        (b"ma a\r\n".to_vec(), ERROR_REPLY),
-        (b"me a\r\n".to_vec(), ERROR_REPLY),
+        (b"mg a v\r\n".to_vec(), META_REPLY),
+        (b"mn\r\n".to_vec(), META_REPLY),
+        (b"md a\r\n".to_vec(), META_REPLY),
+        (b"ma a\r\n".to_vec(), META_REPLY),
+        (b"me a\r\n".to_vec(), META_REPLY),
+        (b"ms\r\n".to_vec(), ERROR_REPLY),
+        (b"ms a\r\n".to_vec(), BAD_FORMAT_REPLY),
+        (b"ms a x\r\n".to_vec(), BAD_FORMAT_REPLY),
+        (b"ms a -1\r\n".to_vec(), BAD_FORMAT_REPLY),
+        (b"ms a 2147483646\r\n".to_vec(), BAD_FORMAT_REPLY),
+        (b"ms a 99999999999\r\n".to_vec(), BAD_FORMAT_REPLY),
+        (b"MS a 1\r\n".to_vec(), ERROR_REPLY),
         (b"get\r\n".to_vec(), ERROR_REPLY),
         (b"gat\r\n".to_vec(), ERROR_REPLY),
         (b"gat 10\r\n".to_vec(), ERROR_REPLY),
@@ -263,16 +269,19 @@ fn storage_lines_with_a_bad_byte_count_drop_only_the_line() {
 }
 
 #[test]
-fn storage_lines_with_a_wrong_argument_count_drop_only_the_line() {
+fn storage_lines_with_a_wrong_argument_count_get_error() {
+    // Too few arguments: no byte count to frame the data block by, so only the line goes.
+    for buf in [&b"set k 0 0\r\nx\r\n"[..], b"cas k 0 0 1\r\nx\r\n"] {
+        let line_len = buf.iter().position(|&b| b == b'\n').unwrap() + 1;
+        assert_eq!(error(buf), (ERROR_REPLY, line_len, 0));
+    }
+    // Too many: the byte count is still at its place, and the data block goes with the line.
     for buf in [
-        &b"set k 0 0\r\nx\r\n"[..],
-        b"set k 0 0 1 noreply extra\r\nx\r\n",
-        b"cas k 0 0 1\r\nx\r\n",
+        &b"set k 0 0 1 noreply extra\r\nx\r\n"[..],
         b"cas k 0 0 1 2 noreply x\r\nx\r\n",
         b"set k 0 0 1 a b c d e f g\r\nx\r\n",
     ] {
-        let line_len = buf.iter().position(|&b| b == b'\n').unwrap() + 1;
-        assert_eq!(error(buf), (ERROR_REPLY, line_len, 0));
+        assert_eq!(error(buf), (ERROR_REPLY, buf.len(), 0));
     }
 }
 
@@ -367,9 +376,73 @@ fn every_proper_prefix_of_a_request_is_incomplete() {
 }
 
 #[test]
-fn binary_protocol_is_fatal() {
-    assert_eq!(parse_with(b"\x80\x00\x00\x05", MAX_VALUE).0, Parse::Fatal { reply: BINARY_PROTOCOL_REPLY });
-    assert_eq!(parse_with(b"\x80", MAX_VALUE).0, Parse::Fatal { reply: BINARY_PROTOCOL_REPLY });
+fn binary_protocol_is_answered_in_kind() {
+    let mut get = vec![0x80, 0x0c, 0x00, 0x01, 0, 0, 0, 0, 0, 0, 0, 1, 1, 2, 3, 4];
+    get.extend_from_slice(&[0; 8]);
+    for end in [1, 4, 23] {
+        assert_eq!(parse_with(&get[..end], MAX_VALUE).0, Parse::Incomplete, "the header is needed to answer");
+    }
+    let binary = Parse::Binary { opcode: 0x0c, opaque: [1, 2, 3, 4] };
+    assert_eq!(parse_with(&get, MAX_VALUE).0, binary);
+    get.push(b'k');
+    assert_eq!(parse_with(&get, MAX_VALUE).0, binary);
+
+    let mut out = b"x".to_vec();
+    write_binary_refusal(&mut out, 0x0c, [1, 2, 3, 4]);
+    let body = BINARY_PROTOCOL_MESSAGE.as_bytes();
+    let mut header = vec![0x81, 0x0c, 0, 0, 0, 0, 0x00, 0x83, 0, 0, 0, body.len() as u8, 1, 2, 3, 4];
+    header.extend_from_slice(&[0; 8]);
+    assert_eq!(out[1..BINARY_HEADER_LEN + 1], header[..]);
+    assert_eq!(&out[BINARY_HEADER_LEN + 1..], body);
+}
+
+#[test]
+fn a_meta_set_data_block_is_discarded_with_the_refusal() {
+    // The data block is never read as a command: `delete victim` here is ms's value.
+    assert_eq!(error(b"ms k 13\r\ndelete victim\r\n"), (META_REPLY, 24, 0));
+    assert_eq!(error(b"ms k 13 T0 F5 q\r\ndelete victim\r\nget x\r\n"), (META_REPLY, 32, 0));
+    // Before the block has arrived: the rest is skipped as it comes.
+    assert_eq!(error(b"ms k 13\r\ndel"), (META_REPLY, 12, 13 + 2 - 3));
+    assert_eq!(error(b"ms k 0\r\n"), (META_REPLY, 8, 2));
+    assert_eq!(error(b"ms k +2\r\nab\r\n"), (META_REPLY, 13, 0));
+    // The largest length memcached reads, however large: never buffered, only skipped.
+    assert_eq!(error(b"ms k 2147483645\r\n"), (META_REPLY, 17, 2147483645 + 2));
+}
+
+#[test]
+fn a_storage_line_with_too_many_arguments_discards_its_data_block() {
+    // memcached answers ERROR, then reads the value as a command; here the value goes with the line.
+    assert_eq!(error(b"set k 0 0 13 a b\r\ndelete victim\r\n"), (ERROR_REPLY, 33, 0));
+    assert_eq!(error(b"set k 0 0 5 noreply x\r\nhello\r\n"), (ERROR_REPLY, 30, 0), "not noreply: ERROR");
+    assert_eq!(error(b"cas k 0 0 1 9 noreply x y z\r\nx\r\n"), (ERROR_REPLY, 32, 0));
+    assert_eq!(error(b"append k 0 0 100 a b\r\n"), (ERROR_REPLY, 22, 102));
+    // Without a readable length only the line can go, as in memcached.
+    assert_eq!(error(b"set k 0 0 x a b\r\n"), (ERROR_REPLY, 17, 0));
+    assert_eq!(error(b"set k 0 0\r\nhello\r\n"), (ERROR_REPLY, 11, 0));
+}
+
+#[test]
+fn noreply_is_the_last_token_wherever_it_stands() {
+    // memcached's set_noreply_maybe: a bad argument in a noreply request is silent.
+    for line in [
+        &b"incr k noreply\r\n"[..],
+        b"decr k noreply\r\n",
+        b"touch k noreply\r\n",
+        b"set k 0 0 noreply\r\n",
+        b"verbosity noreply\r\n",
+    ] {
+        assert_eq!(error(line), ("", line.len(), 0), "{:?}", String::from_utf8_lossy(line));
+    }
+    // cas's unique in noreply position: silent, and the value goes too.
+    assert_eq!(error(b"cas k 0 0 1 noreply\r\nx\r\n"), ("", 24, 0));
+    // A token count memcached refuses is ERROR whatever the last token.
+    assert_eq!(error(b"incr noreply\r\n"), (ERROR_REPLY, 14, 0));
+    assert_eq!(error(b"set k 0 noreply\r\n"), (ERROR_REPLY, 17, 0));
+    // `delete noreply` deletes the key "noreply" and is answered, as in memcached (noreply needs a key before it).
+    let p = request(b"delete noreply\r\n");
+    assert!(!p.request.noreply);
+    assert_eq!(p.keys, [&b"noreply"[..]]);
+    assert!(request(b"flush_all noreply\r\n").request.noreply);
 }
 
 #[test]

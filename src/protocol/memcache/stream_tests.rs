@@ -29,6 +29,7 @@ enum Event {
     Fatal {
         reply: &'static str,
     },
+    Binary,
 }
 
 /// Feeds `chunks` to the parser the way a client session would: parse while whole requests
@@ -78,6 +79,10 @@ fn session<'a>(chunks: impl IntoIterator<Item = &'a [u8]>, max_value: usize) -> 
                 }
                 Parse::Fatal { reply } => {
                     events.push(Event::Fatal { reply });
+                    return events;
+                }
+                Parse::Binary { .. } => {
+                    events.push(Event::Binary);
                     return events;
                 }
             };
@@ -161,11 +166,13 @@ fn mixed_stream_parses_the_same_at_every_split_point() {
 
 #[test]
 fn fatal_streams_stop_at_the_same_event_at_every_split_point() {
-    for tail in [&b"\x80\x01\x00\x00"[..], &[b'x'; MAX_LINE_LEN + 5]] {
+    let mut binary = vec![0x80, 0x01, 0x00, 0x00];
+    binary.resize(BINARY_HEADER_LEN + 3, 0);
+    for tail in [&binary[..], &[b'x'; MAX_LINE_LEN + 5]] {
         let mut stream = b"get a\r\nset k 0 0 1\r\nx\r\n".to_vec();
         stream.extend_from_slice(tail);
         let reference = whole(&stream, 100);
-        assert!(matches!(reference.last(), Some(Event::Fatal { .. })));
+        assert!(matches!(reference.last(), Some(Event::Fatal { .. } | Event::Binary)));
         for at in 0..=stream.len() {
             assert_eq!(split_at(&stream, at, 100), reference, "split at {at}");
         }

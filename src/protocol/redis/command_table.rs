@@ -5,7 +5,7 @@
 //! Cross-checked against the `COMMAND` output of redis-server 7.0 and the command JSON files of later
 //! releases: every command redis knows is here, so only truly unknown names get "unknown command".
 
-use super::commands::{CommandInfo, CommandKind, KeySpec, Local, Split};
+use super::commands::{CommandInfo, CommandKind, KeySpec, Local, Split, Txn};
 
 /// Forwarded to the server of the key at args[1].
 const fn single(name: &'static str, arity: i32) -> CommandInfo {
@@ -35,6 +35,11 @@ const fn local(name: &'static str, arity: i32, what: Local) -> CommandInfo {
 /// Refused, with the reason.
 const fn unsupported(name: &'static str, arity: i32, reason: &'static str) -> CommandInfo {
     CommandInfo { name, arity, keys: KeySpec::None, kind: CommandKind::Unsupported(reason) }
+}
+
+/// Decided by the session's transaction state (WATCH's keys do not route it: it is answered by the proxy).
+const fn txn(name: &'static str, arity: i32, what: Txn) -> CommandInfo {
+    CommandInfo { name, arity, keys: KeySpec::None, kind: CommandKind::Transaction(what) }
 }
 
 /// Sorted by name (byte order), checked by a test.
@@ -68,14 +73,14 @@ pub(crate) static COMMANDS: [CommandInfo; 255] = [
     single("DECR", 2),
     single("DECRBY", 3),
     split("DEL", -2, Split::SumIntegers, 1, 1),
-    unsupported("DISCARD", 1, "transactions"),
+    txn("DISCARD", 1, Txn::Discard),
     single("DUMP", 2),
     local("ECHO", 2, Local::Echo),
     numkeys("EVAL", -3, 2, None),
     numkeys("EVALSHA", -3, 2, None),
     numkeys("EVALSHA_RO", -3, 2, None),
     numkeys("EVAL_RO", -3, 2, None),
-    unsupported("EXEC", 1, "transactions"),
+    txn("EXEC", 1, Txn::Exec),
     split("EXISTS", -2, Split::SumIntegers, 1, 1),
     single("EXPIRE", -3),
     single("EXPIREAT", -3),
@@ -161,7 +166,7 @@ pub(crate) static COMMANDS: [CommandInfo; 255] = [
     unsupported("MOVE", 3, "multiple databases"),
     split("MSET", -3, Split::Mset, 1, 2),
     same("MSETNX", -3, 1, -2, 2),
-    unsupported("MULTI", 1, "transactions"),
+    txn("MULTI", 1, Txn::Multi),
     same("OBJECT", -2, 2, 2, 1),
     single("PERSIST", 2),
     single("PEXPIRE", -3),
@@ -243,10 +248,10 @@ pub(crate) static COMMANDS: [CommandInfo; 255] = [
     single("TYPE", 2),
     split("UNLINK", -2, Split::SumIntegers, 1, 1),
     unsupported("UNSUBSCRIBE", -1, "pub/sub"),
-    unsupported("UNWATCH", 1, "transactions"),
+    txn("UNWATCH", 1, Txn::Unwatch),
     unsupported("WAIT", 3, "replication"),
     unsupported("WAITAOF", 4, "replication"),
-    unsupported("WATCH", -2, "transactions"),
+    txn("WATCH", -2, Txn::Watch),
     single("XACK", -4),
     single("XADD", -5),
     single("XAUTOCLAIM", -6),

@@ -4,6 +4,7 @@ use std::ops::Range;
 
 use super::command_table::COMMANDS;
 use super::decimal::{parse_decimal_line, Decimal};
+pub use super::transaction::Txn;
 
 /// Where a command's keys are, counting the command name as argument 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +73,9 @@ pub enum CommandKind {
     Local(Local),
     /// Refused with an error; the text says why, as a plural noun phrase ("blocking commands", "pub/sub").
     Unsupported(&'static str),
+    /// MULTI, EXEC, DISCARD, WATCH, UNWATCH: decided by the session's transaction state
+    /// ([`super::transaction::gate`]).
+    Transaction(Txn),
 }
 
 /// One Redis command.
@@ -244,7 +248,9 @@ mod tests {
         for info in COMMANDS {
             let keyless = info.keys == KeySpec::None;
             match info.kind {
-                CommandKind::Local(_) | CommandKind::Unsupported(_) => assert!(keyless, "{}", info.name),
+                CommandKind::Local(_) | CommandKind::Unsupported(_) | CommandKind::Transaction(_) => {
+                    assert!(keyless, "{}", info.name)
+                }
                 CommandKind::Forward => {
                     assert!(!keyless && !matches!(info.keys, KeySpec::Multi { .. }), "{}", info.name)
                 }
@@ -284,7 +290,11 @@ mod tests {
         assert_eq!(kind("BLPOP"), CommandKind::Unsupported("blocking commands"));
         assert_eq!(kind("XREAD"), CommandKind::Unsupported("streams across keys"));
         assert_eq!(kind("SUBSCRIBE"), CommandKind::Unsupported("pub/sub"));
-        assert_eq!(kind("MULTI"), CommandKind::Unsupported("transactions"));
+        assert_eq!(kind("MULTI"), CommandKind::Transaction(Txn::Multi));
+        assert_eq!(kind("exec"), CommandKind::Transaction(Txn::Exec));
+        assert_eq!(kind("DISCARD"), CommandKind::Transaction(Txn::Discard));
+        assert_eq!(kind("WATCH"), CommandKind::Transaction(Txn::Watch));
+        assert_eq!(kind("UNWATCH"), CommandKind::Transaction(Txn::Unwatch));
         assert_eq!(kind("KEYS"), CommandKind::Unsupported("keyspace scans"));
         assert_eq!(kind("PING"), CommandKind::Local(Local::Ping));
         assert_eq!(kind("client"), CommandKind::Local(Local::ClientSetname));

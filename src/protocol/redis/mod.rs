@@ -21,6 +21,7 @@ mod inline;
 mod reply;
 mod reply_shape;
 mod request;
+pub mod transaction;
 
 pub use commands::{
     arity_error, arity_ok, command_index, key_indices, lookup, CommandInfo, CommandKind, KeySpec, Local, Split,

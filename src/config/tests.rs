@@ -50,6 +50,7 @@ fn example_configs_parse() {
         ("ferrule.toml", include_str!("../../conf/ferrule.toml")),
         ("redis.toml", include_str!("../../conf/redis.toml")),
         ("memcache.toml", include_str!("../../conf/memcache.toml")),
+        ("routes.toml", include_str!("../../conf/routes.toml")),
     ] {
         let config = Config::parse(text).unwrap_or_else(|err| panic!("conf/{name}: {err}"));
         assert!(config.warnings().is_empty(), "conf/{name}: {:?}", config.warnings());

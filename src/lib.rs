@@ -1,7 +1,7 @@
 //! ferrule: a thread-per-core io_uring proxy for Redis and Memcached.
 //!
 //! Layers (see docs/architecture.md):
-//! - pure, I/O-free, unit-tested: [`config`], [`hash`], [`protocol`], [`histogram`], [`router`], [`stats`]
+//! - pure, I/O-free, unit-tested: [`config`], [`hash`], [`protocol`], [`histogram`], [`router`], [`routes`], [`stats`]
 //! - I/O on glommio: [`io`] (workers, client sessions, backend connections, control)
 
 pub mod config;
@@ -11,4 +11,5 @@ pub mod histogram;
 pub mod io;
 pub mod protocol;
 pub mod router;
+pub mod routes;
 pub mod stats;

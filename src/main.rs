@@ -127,6 +127,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
         println!("ferrule: config {} is valid", cli.config.display());
+        print!("{}", cfg.describe_routes());
         return ExitCode::SUCCESS;
     }
     match ferrule::io::run(cfg, ferrule::io::RunOptions { config_path: cli.config, watch_config: !cli.no_watch }) {

@@ -16,7 +16,7 @@ use super::ConfigError;
 /// One TOML table: key -> located value.
 pub(super) type Table = BTreeMap<String, Spanned<Value>>;
 
-/// The three top-level sections; any other top-level key is rejected by serde with its line.
+/// The four top-level sections; any other top-level key is rejected by serde with its line.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDocument {
@@ -26,6 +26,8 @@ pub(super) struct RawDocument {
     pub listeners: BTreeMap<String, Spanned<Table>>,
     #[serde(default)]
     pub pools: BTreeMap<String, Spanned<Table>>,
+    #[serde(default)]
+    pub routes: BTreeMap<String, Spanned<Table>>,
 }
 
 /// A table of the document together with its key path and location, for error reporting.

@@ -12,9 +12,12 @@ mod address;
 mod error;
 mod fields;
 mod redact;
+mod routes;
 mod server;
 mod validate;
 
+#[cfg(test)]
+mod route_tests;
 #[cfg(test)]
 mod tests;
 
@@ -24,6 +27,11 @@ use std::path::{Path, PathBuf};
 use crate::hash::{DistributionKind, HashKind};
 
 pub use error::ConfigError;
+pub use routes::{
+    operation_fits, render_tree, AllMode, Children, Dest, FailureClass, RouteConfig, RouteKind, Shadow, Target,
+    DEFAULT_ERROR_MESSAGE, DEFAULT_SHADOW_MAX_OUTSTANDING, EXECUTABLE_TYPES, MEMCACHE_OPERATIONS, OPERATION_CLASSES,
+    ROUTE_TYPES,
+};
 
 /// Default admin/stats HTTP endpoint: loopback only, the port twemproxy uses for its stats.
 pub const DEFAULT_ADMIN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 22222);
@@ -68,19 +76,27 @@ pub const DEFAULT_BATCHING: Batching = Batching::Adaptive;
 pub const REDACTED: &str = "********";
 
 /// A complete, validated configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub proxy: ProxyConfig,
     /// Sorted by name.
     pub listeners: Vec<ListenerConfig>,
-    /// Sorted by name; [`ListenerConfig::pool`] indexes into this.
+    /// Sorted by name; [`Target::Pool`] indexes into this.
     pub pools: Vec<PoolConfig>,
+    /// Sorted by name; [`Target::Route`] indexes into this. Acyclic, every name resolved.
+    pub routes: Vec<RouteConfig>,
 }
 
 impl Config {
     /// Parses and validates a whole configuration; nothing is returned unless everything is valid.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
         validate::build(text)
+    }
+
+    /// Parses and validates like [`Config::parse`], but accepts every route kind of the model, including those the
+    /// proxy cannot execute yet ([`EXECUTABLE_TYPES`]): for tools that read or write configs (import, conversion).
+    pub fn parse_model(text: &str) -> Result<Config, ConfigError> {
+        validate::build_with(text, false)
     }
 
     /// Reads and parses the file at `path`; every error message starts with the path.
@@ -106,15 +122,53 @@ impl Config {
         redact::to_redacted_toml(self)
     }
 
+    /// The index into [`Config::routes`] of the route called `name`, if any.
+    pub fn route_index(&self, name: &str) -> Option<usize> {
+        self.routes.iter().position(|route| route.name == name)
+    }
+
+    /// What a listener's `route` name means in this config (a reload re-resolves names, as indices move).
+    pub fn resolve(&self, name: &str) -> Option<Target> {
+        self.pool_index(name).map(Target::Pool).or_else(|| self.route_index(name).map(Target::Route))
+    }
+
+    /// The pools a target can send to, in the order first reached.
+    pub fn pools_reached(&self, target: Target) -> Vec<usize> {
+        let (mut pools, mut seen) = (Vec::new(), Vec::new());
+        routes::reachable(&self.routes, target, &mut pools, &mut seen);
+        pools
+    }
+
+    /// The route tree of every listener, as `ferrule -t` prints it.
+    pub fn describe_routes(&self) -> String {
+        let mut out = String::new();
+        for l in &self.listeners {
+            out.push_str(&format!("listener {} ({}, {}):\n", l.name, l.protocol.name(), l.listen));
+            render_tree(self, l.target, &mut out);
+        }
+        out
+    }
+
     /// Things that are valid but probably unintended, for the caller to log (parsing itself does
-    /// not log): currently pools that no listener routes to.
+    /// not log): pools and routes that no listener reaches.
     pub fn warnings(&self) -> Vec<String> {
-        self.pools
+        let (mut pools, mut routes) = (Vec::new(), Vec::new());
+        for l in &self.listeners {
+            routes::reachable(&self.routes, l.target, &mut pools, &mut routes);
+        }
+        let idle_pools = self
+            .pools
             .iter()
             .enumerate()
-            .filter(|(index, _)| !self.listeners.iter().any(|l| l.pool == *index))
-            .map(|(_, pool)| format!("pools.{}: no listener routes to this pool; it is idle", pool.name))
-            .collect()
+            .filter(|(index, _)| !pools.contains(index))
+            .map(|(_, pool)| format!("pools.{}: no listener routes to this pool; it is idle", pool.name));
+        let idle_routes = self
+            .routes
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| !routes.contains(index))
+            .map(|(_, route)| format!("routes.{}: no listener reaches this route; it is unused", route.name));
+        idle_pools.chain(idle_routes).collect()
     }
 }
 
@@ -254,13 +308,23 @@ pub struct ListenerConfig {
     pub name: String,
     pub listen: ListenAddr,
     pub protocol: Protocol,
-    /// The pool name, as written.
+    /// The pool or route name, as written.
     pub route: String,
-    /// Index of `route` in [`Config::pools`].
-    pub pool: usize,
+    /// What `route` names.
+    pub target: Target,
     /// Redis only: the password clients must AUTH with before anything else.
     pub auth: Option<String>,
     pub backlog: u32,
+}
+
+impl ListenerConfig {
+    /// The pool, when the listener names one directly (no route above it).
+    pub fn pool(&self) -> Option<usize> {
+        match self.target {
+            Target::Pool(p) => Some(p),
+            _ => None,
+        }
+    }
 }
 
 /// One `[pools.<name>]` table: a set of servers and how keys are spread over them.

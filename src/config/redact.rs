@@ -11,6 +11,8 @@ struct Document<'a> {
     proxy: ProxyOut,
     listeners: BTreeMap<&'a str, ListenerOut<'a>>,
     pools: BTreeMap<&'a str, PoolOut<'a>>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    routes: BTreeMap<&'a str, toml::Table>,
 }
 
 /// `workers` is a number or "auto".
@@ -81,6 +83,7 @@ pub(super) fn to_redacted_toml(config: &Config) -> String {
         proxy: proxy_out(&config.proxy),
         listeners: config.listeners.iter().map(|l| (l.name.as_str(), listener_out(l))).collect(),
         pools: config.pools.iter().map(|p| (p.name.as_str(), pool_out(p))).collect(),
+        routes: config.routes.iter().map(|r| (r.name.as_str(), super::routes::route_to_toml(r))).collect(),
     };
     // Serialization of these plain structs cannot fail short of a bug; say so in the output
     // rather than panicking inside the admin endpoint.

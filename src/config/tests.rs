@@ -50,6 +50,7 @@ fn example_configs_parse() {
         ("ferrule.toml", include_str!("../../conf/ferrule.toml")),
         ("redis.toml", include_str!("../../conf/redis.toml")),
         ("memcache.toml", include_str!("../../conf/memcache.toml")),
+        ("routes.toml", include_str!("../../conf/routes.toml")),
     ] {
         let config = Config::parse(text).unwrap_or_else(|err| panic!("conf/{name}: {err}"));
         assert!(config.warnings().is_empty(), "conf/{name}: {:?}", config.warnings());
@@ -66,7 +67,7 @@ fn default_config_matches_the_demo() {
     let names: Vec<&str> = config.listeners.iter().map(|l| l.name.as_str()).collect();
     assert_eq!(names, ["memcache", "redis"], "listeners are sorted by name");
     for listener in &config.listeners {
-        let pool = &config.pools[listener.pool];
+        let pool = &config.pools[listener.pool().expect("names a pool")];
         assert_eq!(pool.name, listener.route);
         assert_eq!(pool.protocol, listener.protocol);
     }
@@ -99,7 +100,7 @@ fn defaults_fill_every_unset_key() {
     assert_eq!(listener.name, "cache");
     assert_eq!(listener.backlog, 1024);
     assert_eq!(listener.auth, None);
-    assert_eq!(listener.pool, 0);
+    assert_eq!(listener.target, Target::Pool(0));
 
     let pool = &config.pools[0];
     assert_eq!(pool.protocol, Protocol::Redis);
@@ -379,7 +380,12 @@ fn bad_proxy_values_are_rejected() {
 #[test]
 fn listener_errors() {
     let text = MINIMAL.replace("route = \"main\"", "route = \"mian\"");
-    assert_error(&text, "listeners.cache.route", 5, "no pool named \"mian\"; defined pools: main");
+    assert_error(
+        &text,
+        "listeners.cache.route",
+        5,
+        "no pool or route named \"mian\"; defined pools: main; defined routes: none",
+    );
 
     let text = MINIMAL.replace("listen = \"127.0.0.1:22121\"\n", "");
     assert_error(&text, "listeners.cache", 2, "missing required key `listen`");

@@ -9,6 +9,9 @@ use toml::Value;
 
 use super::address::{conflicts, parse_bind_addr, parse_listen};
 use super::fields::{Field, RawDocument, Section, Table};
+use super::routes::{
+    build_route, find_cycle, not_executable_message, operation_fits, reachable, Names, RouteDraft, EXECUTABLE_TYPES,
+};
 use super::server::parse_server;
 use super::*;
 
@@ -61,6 +64,12 @@ const MAX_BACKLOG: u32 = 65535;
 
 /// Parses and validates `text` into a [`Config`].
 pub(super) fn build(text: &str) -> Result<Config, ConfigError> {
+    build_with(text, true)
+}
+
+/// [`build`], optionally accepting route kinds the I/O layer does not execute yet (for the model's own tests, and
+/// for tools that only read or write configs).
+pub(super) fn build_with(text: &str, require_executable: bool) -> Result<Config, ConfigError> {
     let doc: RawDocument = toml::from_str(text).map_err(|err| ConfigError::from_toml(text, &err))?;
 
     let absent = Table::new();
@@ -76,22 +85,59 @@ pub(super) fn build(text: &str) -> Result<Config, ConfigError> {
         pools.push(build_pool(&section, name)?);
     }
 
+    let pool_names: Vec<(String, usize)> =
+        pools.iter().map(|p| (p.config.name.clone(), p.config.servers.len())).collect();
+    let route_names: Vec<String> = doc.routes.keys().cloned().collect();
+    let names = Names { pools: &pool_names, routes: &route_names };
+    let mut routes = Vec::with_capacity(doc.routes.len());
+    for (name, table) in &doc.routes {
+        let section = Section::new(text, format!("routes.{name}"), Some(table.span()), table.get_ref());
+        check_name(&section, name)?;
+        if pool_names.iter().any(|(pool, _)| pool == name) {
+            return Err(section.error(format!(
+                "{name:?} is also a pool; a route needs a name of its own so that `route = {name:?}` is unambiguous"
+            )));
+        }
+        let draft = build_route(&section, name, &names)?;
+        routes.push((draft, table.span()));
+    }
+    let (routes, route_headers): (Vec<RouteDraft>, Vec<Range<usize>>) = routes.into_iter().unzip();
+    let route_configs: Vec<RouteConfig> = routes.iter().map(|r| r.config.clone()).collect();
+    if let Some(cycle) = find_cycle(&route_configs) {
+        let path: Vec<&str> = cycle.iter().map(|&r| route_configs[r].name.as_str()).collect();
+        let first = cycle[0];
+        return Err(ConfigError::at(
+            text,
+            &route_headers[first],
+            &format!("routes.{}", route_configs[first].name),
+            format!("routes form a cycle: {}", path.join(" -> ")),
+        ));
+    }
+
     if doc.listeners.is_empty() {
         return Err(ConfigError::new(Some("listeners"), "no listeners; add at least one [listeners.<name>] table"));
     }
     let mut listeners = Vec::with_capacity(doc.listeners.len());
     for (name, table) in &doc.listeners {
         let section = Section::new(text, format!("listeners.{name}"), Some(table.span()), table.get_ref());
-        listeners.push(build_listener(&section, name, &pools)?);
+        listeners.push(build_listener(&section, name, &names)?);
     }
 
-    assign_protocols(text, &mut pools, &listeners)?;
+    assign_protocols(text, &mut pools, &listeners, &route_configs)?;
+    check_route_protocols(text, &routes, &listeners, &route_configs)?;
+    for route in routes.iter().filter(|_| require_executable) {
+        let type_name = route.config.kind.type_name();
+        if !EXECUTABLE_TYPES.contains(&type_name) {
+            return Err(ConfigError::at(text, &route.type_span, &route.type_key, not_executable_message(type_name)));
+        }
+    }
     check_bind_conflicts(text, &proxy_section, &proxy, &listeners)?;
 
     Ok(Config {
         proxy,
         listeners: listeners.into_iter().map(|l| l.config).collect(),
         pools: pools.into_iter().map(|p| p.config).collect(),
+        routes: route_configs,
     })
 }
 
@@ -270,7 +316,7 @@ fn parse_batching(f: &Field<'_>) -> Result<Batching, ConfigError> {
     Batching::from_name(name).ok_or_else(|| f.error(format!("unknown batching {name:?}; expected adaptive or eager")))
 }
 
-fn parse_hash(f: &Field<'_>) -> Result<HashKind, ConfigError> {
+pub(super) fn parse_hash(f: &Field<'_>) -> Result<HashKind, ConfigError> {
     let name = f.string()?;
     HashKind::from_name(name).ok_or_else(|| {
         let known: Vec<&str> = HashKind::ALL.iter().map(|hash| hash.name()).collect();
@@ -336,7 +382,7 @@ fn parse_servers(text: &str, f: &Field<'_>) -> Result<Vec<ServerConfig>, ConfigE
 /// Where the string literal holding `value` is written within `range` of `text`, so that an error
 /// about one server of a long list points at its own line. `None` when the literal is written
 /// with escapes and cannot be found verbatim.
-fn locate_string(text: &str, range: Range<usize>, value: &str) -> Option<Range<usize>> {
+pub(super) fn locate_string(text: &str, range: Range<usize>, value: &str) -> Option<Range<usize>> {
     let haystack = text.get(range.clone())?;
     ['"', '\''].into_iter().filter_map(|quote| haystack.find(&format!("{quote}{value}{quote}"))).min().map(|found| {
         let start = range.start + found;
@@ -344,7 +390,7 @@ fn locate_string(text: &str, range: Range<usize>, value: &str) -> Option<Range<u
     })
 }
 
-fn build_listener(s: &Section<'_>, name: &str, pools: &[PoolDraft]) -> Result<ListenerDraft, ConfigError> {
+fn build_listener(s: &Section<'_>, name: &str, names: &Names<'_>) -> Result<ListenerDraft, ConfigError> {
     s.reject_unknown_keys(LISTENER_KEYS)?;
     check_name(s, name)?;
     let listen_field = s.required("listen")?;
@@ -352,11 +398,7 @@ fn build_listener(s: &Section<'_>, name: &str, pools: &[PoolDraft]) -> Result<Li
     let protocol = parse_protocol(&s.required("protocol")?)?;
     let route_field = s.required("route")?;
     let route = route_field.non_empty_string()?;
-    let pool = pools.iter().position(|p| p.config.name == route).ok_or_else(|| {
-        let known: Vec<&str> = pools.iter().map(|p| p.config.name.as_str()).collect();
-        let known = if known.is_empty() { "none".to_owned() } else { known.join(", ") };
-        route_field.error(format!("no pool named {route:?}; defined pools: {known}"))
-    })?;
+    let target = names.resolve(route).map_err(|why| route_field.error(why))?;
     let auth = s.parse_or("auth", None, |f| {
         let secret = f.non_empty_string()?;
         if protocol != Protocol::Redis {
@@ -371,7 +413,7 @@ fn build_listener(s: &Section<'_>, name: &str, pools: &[PoolDraft]) -> Result<Li
             listen,
             protocol,
             route: route.to_owned(),
-            pool,
+            target,
             auth,
             backlog,
         },
@@ -380,19 +422,37 @@ fn build_listener(s: &Section<'_>, name: &str, pools: &[PoolDraft]) -> Result<Li
     })
 }
 
-/// A pool speaks the protocol of the listeners routing to it; they must agree with each other
-/// and with the pool's own `protocol` key, and protocol-specific keys must match it.
-fn assign_protocols(text: &str, pools: &mut [PoolDraft], listeners: &[ListenerDraft]) -> Result<(), ConfigError> {
+/// The pools and routes a listener reaches through its route tree.
+fn reach(listener: &ListenerDraft, routes: &[RouteConfig]) -> (Vec<usize>, Vec<usize>) {
+    let (mut pools, mut seen) = (Vec::new(), Vec::new());
+    reachable(routes, listener.config.target, &mut pools, &mut seen);
+    (pools, seen)
+}
+
+/// A pool speaks the protocol of the listeners routing to it (directly or through routes); they must agree with
+/// each other and with the pool's own `protocol` key, and protocol-specific keys must match it.
+fn assign_protocols(
+    text: &str,
+    pools: &mut [PoolDraft],
+    listeners: &[ListenerDraft],
+    routes: &[RouteConfig],
+) -> Result<(), ConfigError> {
+    let reached: Vec<Vec<usize>> = listeners.iter().map(|l| reach(l, routes).0).collect();
     for (index, pool) in pools.iter_mut().enumerate() {
         let mut first: Option<&ListenerDraft> = None;
-        for listener in listeners.iter().filter(|l| l.config.pool == index) {
+        for (listener, _) in listeners.iter().zip(&reached).filter(|(_, r)| r.contains(&index)) {
             let protocol = listener.config.protocol;
+            let via = if listener.config.target == Target::Pool(index) {
+                String::new()
+            } else {
+                format!(" (through route {:?})", listener.config.route)
+            };
             if let Some((declared, _)) = &pool.declared_protocol {
                 if *declared != protocol {
                     return Err(listener.route.error(
                         text,
                         format!(
-                            "this {} listener routes to pool {:?}, which declares protocol = {:?}",
+                            "this {} listener routes to pool {:?}{via}, which declares protocol = {:?}",
                             protocol.name(),
                             pool.config.name,
                             declared.name()
@@ -405,7 +465,7 @@ fn assign_protocols(text: &str, pools: &mut [PoolDraft], listeners: &[ListenerDr
                     return Err(listener.route.error(
                         text,
                         format!(
-                            "this {} listener routes to pool {:?}, which {} listener {:?} also \
+                            "this {} listener routes to pool {:?}{via}, which {} listener {:?} also \
                              uses; a pool speaks one protocol",
                             protocol.name(),
                             pool.config.name,
@@ -432,6 +492,50 @@ fn assign_protocols(text: &str, pools: &mut [PoolDraft], listeners: &[ListenerDr
                         pool.config.protocol.name()
                     ),
                 ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A route reached from listeners of one protocol may only use what that protocol can execute: operation names of
+/// the other protocol are errors (a route reached by no listener must fit at least one protocol, checked when read).
+fn check_route_protocols(
+    text: &str,
+    drafts: &[RouteDraft],
+    listeners: &[ListenerDraft],
+    routes: &[RouteConfig],
+) -> Result<(), ConfigError> {
+    for listener in listeners {
+        let protocol = listener.config.protocol;
+        for r in reach(listener, routes).1 {
+            if let (Protocol::Memcache, Some((key, span))) = (protocol, &drafts[r].redis_only) {
+                return Err(ConfigError::at(
+                    text,
+                    span,
+                    key,
+                    format!(
+                        "strip_prefix is not implemented yet for memcache (its replies carry the key, which ferrule \
+                         would have to rewrite), and memcache listener {:?} reaches route {:?}",
+                        listener.config.name, routes[r].name
+                    ),
+                ));
+            }
+            for (op, key, span) in &drafts[r].operation_keys {
+                if !operation_fits(op, protocol) {
+                    return Err(ConfigError::at(
+                        text,
+                        span,
+                        key,
+                        format!(
+                            "{op:?} is not a {} operation, and {} listener {:?} reaches route {:?}",
+                            protocol.name(),
+                            protocol.name(),
+                            listener.config.name,
+                            routes[r].name
+                        ),
+                    ));
+                }
             }
         }
     }

@@ -7,7 +7,8 @@ use super::replies::ClientLimits;
 use super::session;
 use super::stats::{WorkerSnapshot, WorkerStats};
 use super::uring::{self, Conn, Doorbell, Listener};
-use crate::config::{Config, ListenAddr, ListenerConfig, PoolConfig, Protocol, ProxyConfig, ServerConfig};
+use crate::config::{Config, ListenAddr, ListenerConfig, PoolConfig, Protocol, ProxyConfig, ServerConfig, Target};
+use crate::routes::RouteTree;
 use futures_lite::Stream;
 use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender};
 use glommio::Task;
@@ -24,16 +25,38 @@ use std::time::{Duration, Instant};
 pub struct ListenerSlot {
     pub name: String,
     pub protocol: Protocol,
-    /// The pool name, to find its index again in a new config.
+    /// The pool or route name, to find it again in a new config.
     route: RefCell<String>,
-    pool: Cell<usize>,
+    target: Cell<Target>,
+    /// Memcache: the largest value a storage command may carry (the largest of the pools the route reaches).
+    max_value_bytes: Cell<usize>,
     auth: RefCell<Option<String>>,
     closed: Cell<bool>,
 }
 
+/// A target no config has: a closed listener whose pool or route is gone (its sessions get "listener has no pool").
+const GONE: Target = Target::Pool(usize::MAX);
+
 impl ListenerSlot {
-    pub fn pool(&self) -> usize {
-        self.pool.get()
+    fn new(lc: &ListenerConfig, cfg: &Config) -> ListenerSlot {
+        ListenerSlot {
+            name: lc.name.clone(),
+            protocol: lc.protocol,
+            route: RefCell::new(lc.route.clone()),
+            target: Cell::new(lc.target),
+            max_value_bytes: Cell::new(max_value_bytes(cfg, lc.target)),
+            auth: RefCell::new(lc.auth.clone()),
+            closed: Cell::new(false),
+        }
+    }
+
+    /// Where requests go: a pool (the plain path) or a route of the worker's route tree.
+    #[inline]
+    pub fn target(&self) -> Target {
+        self.target.get()
+    }
+    pub fn max_value_bytes(&self) -> usize {
+        self.max_value_bytes.get()
     }
     pub fn auth(&self) -> Option<String> {
         self.auth.borrow().clone()
@@ -44,23 +67,33 @@ impl ListenerSlot {
         self.closed.get()
     }
 
-    /// Follows a new config: route, pool index (pools are sorted by name, so indices move) and auth.
-    fn update(&self, lc: &ListenerConfig) {
+    /// Follows a new config: route, target (pools and routes are sorted by name, so indices move) and auth.
+    fn update(&self, lc: &ListenerConfig, cfg: &Config) {
         *self.route.borrow_mut() = lc.route.clone();
-        self.pool.set(lc.pool);
+        self.target.set(lc.target);
+        self.max_value_bytes.set(max_value_bytes(cfg, lc.target));
         *self.auth.borrow_mut() = lc.auth.clone();
     }
 
-    /// Marks the listener closed. The pool index is re-resolved in `cfg` (the sessions still open finish what they
-    /// have read on the pool of the same name, or get "listener has no pool" when it is gone).
+    /// Marks the listener closed. The target is re-resolved in `cfg` (the sessions still open finish what they have
+    /// read on the pool or route of the same name, or get "listener has no pool" when it is gone).
     fn close(&self, cfg: &Config) {
-        let pool = cfg
-            .pool_index(&self.route.borrow())
-            .filter(|&i| cfg.pools.get(i).is_some_and(|p| p.protocol == self.protocol))
-            .unwrap_or(usize::MAX);
-        self.pool.set(pool);
+        let target = cfg
+            .resolve(&self.route.borrow())
+            .filter(|&t| cfg.pools_reached(t).iter().all(|&p| cfg.pools[p].protocol == self.protocol))
+            .unwrap_or(GONE);
+        self.target.set(target);
         self.closed.set(true);
     }
+}
+
+fn max_value_bytes(cfg: &Config, target: Target) -> usize {
+    cfg.pools_reached(target)
+        .iter()
+        .filter_map(|&p| cfg.pools.get(p))
+        .map(|p| p.max_value_bytes)
+        .max()
+        .unwrap_or(crate::config::DEFAULT_MAX_VALUE_BYTES)
 }
 
 /// An open client connection, known to its worker so that closing its listener can wake it.
@@ -81,6 +114,8 @@ struct ListenerRt {
 pub struct Worker {
     pub id: usize,
     pub pools: RefCell<Vec<PoolRt>>,
+    /// The routes of the running config, rebuilt on reload with the pools (indices into both match `config`).
+    pub routes: RefCell<Rc<RouteTree>>,
     listeners: RefCell<HashMap<String, ListenerRt>>,
     /// Backend connections removed by a reload that still have requests in flight: their deadlines are still
     /// checked, and they are dropped once they closed.
@@ -88,7 +123,10 @@ pub struct Worker {
     /// Open client connections by a worker-local number.
     sessions: RefCell<HashMap<u64, SessionEntry>>,
     next_session: Cell<u64>,
-    config: RefCell<Arc<Config>>,
+    /// The running config (route names and messages for routed requests' replies).
+    pub config: RefCell<Arc<Config>>,
+    /// The random state of `random` routes (xorshift; never 0).
+    pub rng: Cell<u64>,
     next_client: Cell<u64>,
     pub stats: RefCell<WorkerStats>,
     started: Instant,
@@ -107,10 +145,6 @@ impl Worker {
             max_inflight: cfg.proxy.client_max_inflight,
             max_unsent_bytes: cfg.proxy.client_max_unsent_bytes,
         }
-    }
-
-    pub fn max_value_bytes(&self, pool: usize) -> usize {
-        self.pools.borrow().get(pool).map_or(1024 * 1024, |p| p.cfg.max_value_bytes)
     }
 
     /// Proxy-level INFO for redis clients (every worker's redis listeners, not a random backend's).
@@ -171,7 +205,7 @@ impl Worker {
             for lc in &cfg.listeners {
                 match listeners.remove(&lc.name) {
                     Some(rt) if rt.listen == lc.listen && rt.slot.protocol == lc.protocol => {
-                        rt.slot.update(lc);
+                        rt.slot.update(lc, cfg);
                         keep.insert(lc.name.clone(), rt);
                     }
                     old => {
@@ -249,14 +283,7 @@ impl Worker {
     }
 
     fn bind(self: &Rc<Self>, lc: &ListenerConfig) -> Result<Option<ListenerRt>, String> {
-        let slot = Rc::new(ListenerSlot {
-            name: lc.name.clone(),
-            protocol: lc.protocol,
-            route: RefCell::new(lc.route.clone()),
-            pool: Cell::new(lc.pool),
-            auth: RefCell::new(lc.auth.clone()),
-            closed: Cell::new(false),
-        });
+        let slot = Rc::new(ListenerSlot::new(lc, &self.config.borrow()));
         let (task, tcp_fd) = match &lc.listen {
             ListenAddr::Tcp(addr) => {
                 let (listener, fd) = bind_tcp(*addr, lc.backlog)
@@ -435,11 +462,13 @@ pub async fn run(
     let worker = Rc::new(Worker {
         id,
         pools: RefCell::new(Vec::new()),
+        routes: RefCell::new(Rc::new(RouteTree::build(&cfg))),
         listeners: RefCell::new(HashMap::new()),
         retired: RefCell::new(Vec::new()),
         sessions: RefCell::new(HashMap::new()),
         next_session: Cell::new(0),
         config: RefCell::new(cfg.clone()),
+        rng: Cell::new(0x9e37_79b9_7f4a_7c15 ^ ((id as u64 + 1) << 32) ^ u64::from(std::process::id())),
         next_client: Cell::new((id as u64) << 48),
         stats: RefCell::new(WorkerStats::new(cfg.proxy.stats)),
         started: Instant::now(),
@@ -473,6 +502,7 @@ async fn serve_control(worker: Rc<Worker>, mut rx: ConnectedReceiver<ToWorker>, 
                 // Between two requests of any session (this runs on the same thread): requests already queued stay
                 // on the backends they were queued on, the next ones route with the new rings.
                 worker.install_pools(&config, &ejected);
+                *worker.routes.borrow_mut() = Rc::new(RouteTree::build(&config));
                 *worker.config.borrow_mut() = config.clone();
                 worker.stats.borrow_mut().set_enabled(config.proxy.stats);
                 let problems = worker.install_listeners(&config);

@@ -1,11 +1,14 @@
 //! The Memcached (ASCII) side of a client session: parse requests, route by key, split multi-key gets.
 
+use super::routed::{self, Group, KeyDest, Unroutable};
 use super::{InBuf, Next, Session, INBUF_CAPACITY};
+use crate::config::Target;
 use crate::fanout::MergeKind;
 use crate::io::backend::{Backend, Framer, Waiter};
-use crate::io::stats::{client_key, Meter};
+use crate::io::stats::{client_key, CommandId, Meter};
 use crate::protocol::memcache::{self, Command, Parse, Request};
 use crate::router::group_by_server;
+use crate::routes::{canned_reply, Ctx, Op};
 use std::ops::Range;
 use std::rc::Rc;
 use std::time::Instant;
@@ -16,6 +19,10 @@ struct Scratch {
     servers: Vec<usize>,
     groups: Vec<usize>,
     key_frag: Vec<u32>,
+    /// Routed listeners: each key's destination, the fragments they form, and canned replies.
+    dests: Vec<KeyDest>,
+    route_groups: Vec<Group>,
+    reply: Vec<u8>,
 }
 
 pub async fn read_loop(s: &mut Session) {
@@ -40,7 +47,7 @@ pub async fn read_loop(s: &mut Session) {
                     break;
                 }
             }
-            let max_value = s.worker.max_value_bytes(s.listener.pool());
+            let max_value = s.listener.max_value_bytes();
             match memcache::parse_request(inb.data(), &mut sc.keys, max_value) {
                 Parse::Request(req) => {
                     let len = req.len;
@@ -121,8 +128,12 @@ fn handle(
         }
         _ => {}
     }
+    let target = s.listener.target();
+    let Target::Pool(pool_index) = target else {
+        return route_tree(s, raw, req, sc, now, blocked_on, target, command);
+    };
     let pools = s.worker.pools.borrow();
-    let Some(pool) = pools.get(s.listener.pool()) else {
+    let Some(pool) = pools.get(pool_index) else {
         s.local(b"SERVER_ERROR ferrule: listener has no pool\r\n");
         return false;
     };
@@ -225,4 +236,113 @@ mod binary_client_log {
             );
         });
     }
+}
+
+/// A request of a listener whose `route` is a route: each key decided by the route tree, then sent like a pool
+/// listener's request (see `routed`). Memcache routes never strip prefixes (validation refuses it: replies carry the
+/// key), so the request bytes go out unchanged.
+#[allow(clippy::too_many_arguments)]
+fn route_tree(
+    s: &Session,
+    raw: &[u8],
+    req: &Request,
+    sc: &mut Scratch,
+    now: Instant,
+    blocked_on: &mut Option<Rc<Backend>>,
+    target: Target,
+    command: Option<CommandId>,
+) -> bool {
+    let pools = s.worker.pools.borrow();
+    let tree = s.worker.routes.borrow();
+    let cfg = s.worker.config.borrow();
+    let op = Op::Memcache(req.command);
+    let ctx = Ctx { now_unix: 0, random: routed::draw(&s.worker.rng) };
+    let keys = sc.keys.iter().map(|k| &raw[k.clone()]);
+    if let Err(why) = routed::resolve(&tree, &pools, target, op, keys, &ctx, &mut sc.dests) {
+        if matches!(why, Unroutable::NoServer(_)) {
+            s.meters.borrow_mut().clients.unroutable += 1;
+        }
+        if !req.noreply {
+            s.local(format!("SERVER_ERROR {}\r\n", routed::unroutable_message(&cfg, &why)).as_bytes());
+        }
+        return false;
+    }
+    routed::group(&sc.dests, &mut sc.route_groups, &mut sc.key_frag);
+    let framer = Framer::Memcache(req.command);
+    match sc.route_groups[..] {
+        [] => {
+            s.local(b"CLIENT_ERROR bad command line format\r\n");
+            return false;
+        }
+        [Group::Canned(c)] => {
+            if !req.noreply {
+                sc.reply.clear();
+                canned_reply(&cfg, c, op, sc.keys.len(), &mut sc.reply);
+                s.local(&sc.reply);
+            }
+            return false;
+        }
+        [Group::Server { pool, server }] => {
+            let backend = pools[pool].backend(server, s.id);
+            let waiter = if req.noreply {
+                None
+            } else {
+                let seq = s.q.borrow_mut().reserve();
+                let meter = command.map(|c| Meter::new(&s.meters, c, now, false));
+                Some(Waiter::Client { client: s.q.clone(), seq, frag: None, meter })
+            };
+            backend.enqueue(|out| out.extend_from_slice(raw), waiter, framer, now);
+            if backend.over_queue_bound() {
+                *blocked_on = Some(backend.clone());
+            }
+            return false;
+        }
+        _ => {}
+    }
+    // A multi-key retrieval spanning routes and servers: one sub-request per server, canned fragments completed
+    // here, reassembled in request order.
+    let mut fan = s.q.borrow_mut().take_fanout(MergeKind::McRetrieval, sc.route_groups.len());
+    fan.key_frag.extend_from_slice(&sc.key_frag);
+    for k in &sc.keys {
+        let start = fan.keys.len();
+        fan.keys.extend_from_slice(&raw[k.clone()]);
+        fan.key_ranges.push(start..fan.keys.len());
+    }
+    let seq = s.q.borrow_mut().reserve_fanout(fan);
+    let sent = sc.route_groups.iter().filter(|g| matches!(g, Group::Server { .. })).count() as u32;
+    s.meters.borrow_mut().begin_split((client_key(&s.q), seq), sent, command.is_some() && sent > 0);
+    let exptime = req.exptime.clone().map(|r| &raw[r]);
+    for (frag, &group) in sc.route_groups.iter().enumerate() {
+        match group {
+            Group::Canned(c) => {
+                sc.reply.clear();
+                canned_reply(&cfg, c, op, 0, &mut sc.reply);
+                s.q.borrow_mut().complete_fragment(seq, frag, &sc.reply);
+            }
+            Group::Server { pool, server } => {
+                let backend = pools[pool].backend(server, s.id);
+                let meter = command.map(|c| Meter::new(&s.meters, c, now, true));
+                let waiter = Waiter::Client { client: s.q.clone(), seq, frag: Some(frag as u32), meter };
+                let keys = &sc.keys;
+                let key_frag = &sc.key_frag;
+                backend.enqueue(
+                    |out| {
+                        let ks = keys
+                            .iter()
+                            .zip(key_frag)
+                            .filter(|(_, &f)| f as usize == frag)
+                            .map(|(k, _)| &raw[k.clone()]);
+                        memcache::write_retrieval(out, req.command, exptime, ks);
+                    },
+                    Some(waiter),
+                    framer,
+                    now,
+                );
+                if backend.over_queue_bound() {
+                    *blocked_on = Some(backend.clone());
+                }
+            }
+        }
+    }
+    false
 }

@@ -3,6 +3,7 @@
 
 mod memcache;
 mod redis;
+mod routed;
 
 use super::backend::Backend;
 use super::replies::{ClientLimits, ClientRef, ReplyQueue};

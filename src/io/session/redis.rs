@@ -1,6 +1,8 @@
 //! The Redis side of a client session: parse RESP requests, answer local commands, route the rest.
 
+use super::routed::{self, Group, KeyDest, Unroutable};
 use super::{InBuf, Next, Session, INBUF_CAPACITY};
+use crate::config::Target;
 use crate::fanout::MergeKind;
 use crate::io::backend::{Framer, Waiter};
 use crate::io::pool::PoolRt;
@@ -8,6 +10,7 @@ use crate::io::stats::{client_key, CommandId, Meter};
 use crate::protocol::redis::transaction::{self, Gate, TxnState};
 use crate::protocol::redis::{self, CommandInfo, CommandKind, KeySpec, Local, Split};
 use crate::router::group_by_server;
+use crate::routes::{canned_reply, Ctx, Op};
 use std::ops::Range;
 use std::time::Instant;
 
@@ -20,6 +23,9 @@ struct Scratch {
     groups: Vec<usize>,
     key_frag: Vec<u32>,
     reply: Vec<u8>,
+    /// Routed listeners: each key's destination, and the fragments they form.
+    dests: Vec<KeyDest>,
+    route_groups: Vec<Group>,
     /// The request being routed, when per-command stats are on: its latency is recorded on completion.
     command: Option<CommandId>,
 }
@@ -143,7 +149,7 @@ fn handle(
 
 fn route(
     s: &mut Session,
-    info: &CommandInfo,
+    info: &'static CommandInfo,
     split: Option<Split>,
     req: &[u8],
     sc: &mut Scratch,
@@ -163,8 +169,13 @@ fn route(
         s.local(msg.as_bytes());
         return;
     }
+    let target = s.listener.target();
+    let Target::Pool(pool_index) = target else {
+        route_tree(s, info, split, req, sc, now, blocked_on, target);
+        return;
+    };
     let pools = s.worker.pools.borrow();
-    let Some(pool) = pools.get(s.listener.pool()) else {
+    let Some(pool) = pools.get(pool_index) else {
         s.local(b"-ERR ferrule: listener has no pool\r\n");
         return;
     };
@@ -272,6 +283,134 @@ fn split_request(
             *blocked_on = Some(backend.clone());
         }
     }
+}
+
+/// A request of a listener whose `route` is a route: each key decided by the route tree, then sent like a pool
+/// listener's request (see `routed`).
+#[allow(clippy::too_many_arguments)]
+fn route_tree(
+    s: &mut Session,
+    info: &'static CommandInfo,
+    split: Option<Split>,
+    req: &[u8],
+    sc: &mut Scratch,
+    now: Instant,
+    blocked_on: &mut Option<std::rc::Rc<crate::io::backend::Backend>>,
+    target: Target,
+) {
+    let pools = s.worker.pools.borrow();
+    let tree = s.worker.routes.borrow();
+    let cfg = s.worker.config.borrow();
+    let op = Op::Redis(info);
+    let ctx = Ctx { now_unix: 0, random: routed::draw(&s.worker.rng) };
+    let keys = sc.keys.iter().map(|&k| &req[sc.args[k].clone()]);
+    if let Err(why) = routed::resolve(&tree, &pools, target, op, keys, &ctx, &mut sc.dests) {
+        if matches!(why, Unroutable::NoServer(_)) {
+            s.meters.borrow_mut().clients.unroutable += 1;
+        }
+        let msg = format!("-ERR {}\r\n", routed::unroutable_message(&cfg, &why));
+        s.local(msg.as_bytes());
+        return;
+    }
+    routed::group(&sc.dests, &mut sc.route_groups, &mut sc.key_frag);
+    if let [only] = sc.route_groups[..] {
+        match only {
+            Group::Canned(c) => {
+                sc.reply.clear();
+                canned_reply(&cfg, c, op, sc.keys.len(), &mut sc.reply);
+                s.local(&sc.reply);
+            }
+            Group::Server { pool, server } => {
+                let backend = pools[pool].backend(server, s.id);
+                if sc.dests.iter().all(|d| d.strip() == 0) {
+                    forward_whole(s, backend, req, sc, now);
+                } else {
+                    forward_stripped(s, backend, req, sc, now);
+                }
+                if backend.over_queue_bound() {
+                    *blocked_on = Some(backend.clone());
+                }
+            }
+        }
+        return;
+    }
+    let Some(kind) = split else {
+        s.local(b"-CROSSSLOT Keys in request don't hash to the same server\r\n");
+        return;
+    };
+    let merge = match kind {
+        Split::Mget => MergeKind::RedisMget,
+        Split::Mset => MergeKind::RedisMset,
+        Split::SumIntegers => MergeKind::RedisSum,
+    };
+    let mut fan = s.q.borrow_mut().take_fanout(merge, sc.route_groups.len());
+    fan.key_frag.extend_from_slice(&sc.key_frag);
+    let seq = s.q.borrow_mut().reserve_fanout(fan);
+    let sent = sc.route_groups.iter().filter(|g| matches!(g, Group::Server { .. })).count() as u32;
+    s.meters.borrow_mut().begin_split((client_key(&s.q), seq), sent, sc.command.is_some() && sent > 0);
+    let per_key = if kind == Split::Mset { 2 } else { 1 };
+    let name = &req[sc.args[0].clone()];
+    let mut reply = std::mem::take(&mut sc.reply);
+    for (frag, &group) in sc.route_groups.iter().enumerate() {
+        let n_keys = sc.key_frag.iter().filter(|&&f| f as usize == frag).count();
+        match group {
+            Group::Canned(c) => {
+                reply.clear();
+                canned_reply(&cfg, c, op, n_keys, &mut reply);
+                s.q.borrow_mut().complete_fragment(seq, frag, &reply);
+            }
+            Group::Server { pool, server } => {
+                let backend = pools[pool].backend(server, s.id);
+                let meter = sc.command.map(|c| Meter::new(&s.meters, c, now, true));
+                let waiter = Waiter::Client { client: s.q.clone(), seq, frag: Some(frag as u32), meter };
+                backend.enqueue(
+                    |out| {
+                        let args = sc
+                            .keys
+                            .iter()
+                            .zip(&sc.key_frag)
+                            .zip(&sc.dests)
+                            .filter(|((_, &f), _)| f as usize == frag)
+                            .flat_map(|((&k, _), d)| {
+                                let key = &req[sc.args[k].clone()];
+                                let values = (k + 1..k + per_key).map(|i| &req[sc.args[i].clone()]);
+                                std::iter::once(&key[d.strip()..]).chain(values)
+                            });
+                        redis::write_command_iter(out, 1 + n_keys * per_key, std::iter::once(name).chain(args));
+                    },
+                    Some(waiter),
+                    Framer::Redis,
+                    now,
+                );
+                if backend.over_queue_bound() {
+                    *blocked_on = Some(backend.clone());
+                }
+            }
+        }
+    }
+    sc.reply = reply;
+}
+
+/// Sends the request to one server with each key's routing prefix removed (`strip_prefix`): re-encoded.
+fn forward_stripped(s: &Session, backend: &crate::io::backend::Backend, req: &[u8], sc: &Scratch, now: Instant) {
+    let seq = s.q.borrow_mut().reserve();
+    let meter = sc.command.map(|c| Meter::new(&s.meters, c, now, false));
+    let waiter = Waiter::Client { client: s.q.clone(), seq, frag: None, meter };
+    backend.enqueue(
+        |out| {
+            let args = sc.args.iter().enumerate().map(|(i, a)| {
+                let arg = &req[a.clone()];
+                match sc.keys.iter().position(|&k| k == i) {
+                    Some(j) => &arg[sc.dests[j].strip().min(arg.len())..],
+                    None => arg,
+                }
+            });
+            redis::write_command_iter(out, sc.args.len(), args);
+        },
+        Some(waiter),
+        Framer::Redis,
+        now,
+    );
 }
 
 fn local(s: &mut Session, l: Local, req: &[u8], sc: &mut Scratch) -> Flow {

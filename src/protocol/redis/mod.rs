@@ -18,6 +18,7 @@ mod commands;
 mod decimal;
 mod encode;
 mod inline;
+mod readonly;
 mod reply;
 mod reply_shape;
 mod request;
@@ -31,6 +32,7 @@ pub use encode::{
     write_array_header, write_bulk, write_command, write_command_iter, write_error, write_integer, write_null_array,
     write_null_bulk, write_simple, write_unknown_command,
 };
+pub use readonly::is_readonly;
 pub use reply::{array_elements, is_error_reply, parse_integer_reply, reply_len, ReplyParser};
 pub use reply_shape::{Mismatch, ReplyShape, ReplyType};
 pub use request::{parse_request, RequestParser};

@@ -323,9 +323,9 @@ fn route_tree(
             Group::Server { pool, server } => {
                 let backend = pools[pool].backend(server, s.id);
                 if sc.dests.iter().all(|d| d.strip() == 0) {
-                    forward_whole(s, backend, req, sc, now);
+                    forward_whole(s, backend, info, req, sc, now);
                 } else {
-                    forward_stripped(s, backend, req, sc, now);
+                    forward_stripped(s, backend, info, req, sc, now);
                 }
                 if backend.over_queue_bound() {
                     *blocked_on = Some(backend.clone());
@@ -350,6 +350,7 @@ fn route_tree(
     s.meters.borrow_mut().begin_split((client_key(&s.q), seq), sent, sc.command.is_some() && sent > 0);
     let per_key = if kind == Split::Mset { 2 } else { 1 };
     let name = &req[sc.args[0].clone()];
+    let shape = redis::ReplyShape::of(info);
     let mut reply = std::mem::take(&mut sc.reply);
     for (frag, &group) in sc.route_groups.iter().enumerate() {
         let n_keys = sc.key_frag.iter().filter(|&&f| f as usize == frag).count();
@@ -379,7 +380,8 @@ fn route_tree(
                         redis::write_command_iter(out, 1 + n_keys * per_key, std::iter::once(name).chain(args));
                     },
                     Some(waiter),
-                    Framer::Redis,
+                    // A fragment of a split MGET answers an array of exactly its own keys.
+                    Framer::Redis(if kind == Split::Mget { shape.with_array_len(n_keys) } else { shape }),
                     now,
                 );
                 if backend.over_queue_bound() {
@@ -392,7 +394,14 @@ fn route_tree(
 }
 
 /// Sends the request to one server with each key's routing prefix removed (`strip_prefix`): re-encoded.
-fn forward_stripped(s: &Session, backend: &crate::io::backend::Backend, req: &[u8], sc: &Scratch, now: Instant) {
+fn forward_stripped(
+    s: &Session,
+    backend: &crate::io::backend::Backend,
+    info: &CommandInfo,
+    req: &[u8],
+    sc: &Scratch,
+    now: Instant,
+) {
     let seq = s.q.borrow_mut().reserve();
     let meter = sc.command.map(|c| Meter::new(&s.meters, c, now, false));
     let waiter = Waiter::Client { client: s.q.clone(), seq, frag: None, meter };
@@ -408,7 +417,7 @@ fn forward_stripped(s: &Session, backend: &crate::io::backend::Backend, req: &[u
             redis::write_command_iter(out, sc.args.len(), args);
         },
         Some(waiter),
-        Framer::Redis,
+        Framer::Redis(redis::ReplyShape::for_request(info, &sc.args, req)),
         now,
     );
 }

@@ -35,6 +35,8 @@ pub(crate) struct ConnIo {
     pub(super) recv_slot: Cell<Option<usize>>,
     paused: Cell<bool>,
     closed: Cell<bool>,
+    /// Bytes received over the connection's life: progress, for timeouts that must not fire while a peer streams.
+    total: Cell<u64>,
 }
 
 impl ConnIo {
@@ -49,6 +51,7 @@ impl ConnIo {
             recv_slot: Cell::new(None),
             paused: Cell::new(false),
             closed: Cell::new(false),
+            total: Cell::new(0),
         })
     }
 
@@ -63,6 +66,7 @@ impl ConnIo {
             self.head.set(0);
         }
         inbox.extend_from_slice(data);
+        self.total.set(self.total.get() + data.len() as u64);
     }
 
     /// After a receive completion (its data already taken): note the end of stream or an error, re-arm a receive
@@ -156,6 +160,11 @@ impl Drop for Handle {
 }
 
 impl Conn {
+    /// Bytes received so far (whether read yet or not).
+    pub fn received_total(&self) -> u64 {
+        self.0.io.total.get()
+    }
+
     /// Takes ownership of a connected, non-blocking stream socket (TCP or unix).
     pub fn from_fd(fd: OwnedFd) -> Conn {
         Conn(Rc::new(Handle { io: ConnIo::new(fd.into_raw_fd()) }))

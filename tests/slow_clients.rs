@@ -3,7 +3,7 @@
 
 mod common;
 use common::*;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -156,4 +156,55 @@ fn memory_comes_back_after_big_requests_and_replies() {
     assert_eq!(c.redis_str(&["GET", "small"]), "$1\r\nx\r\n");
     let settled = eventually(Duration::from_secs(5), || rss_mib(pid) < base + 64);
     assert!(settled, "RSS {} MiB after the big requests, {base} MiB before", rss_mib(pid));
+}
+
+/// A fake server that answers two pipelined GETs: the first with 1 MB sent in ten pieces over about 800 ms, then
+/// the second at once.
+fn slow_streaming_server() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = listener.accept() {
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 1024];
+            while seen.windows(3).filter(|w| w == b"GET").count() < 2 {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => seen.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = s.write_all(b"$1000000\r\n");
+            for _ in 0..10 {
+                std::thread::sleep(Duration::from_millis(80));
+                let _ = s.write_all(&[b'v'; 100_000]);
+            }
+            let _ = s.write_all(b"\r\n$1\r\ny\r\n");
+            std::thread::sleep(Duration::from_secs(5));
+        }
+    });
+    port
+}
+
+#[test]
+fn a_server_streaming_a_big_reply_is_not_timed_out() {
+    // The reply takes 800 ms, far over timeout_ms, but the server sends all along: neither request times out, and
+    // the server is not failed. (tests/faults.rs checks that a server stalling mid-reply still times out.)
+    let fake = slow_streaming_server();
+    let port = free_port();
+    let body = format!(
+        "{}{}",
+        listener_toml("cache", port, "redis", "main", ""),
+        redis_pool_toml("main", &[format!("127.0.0.1:{fake}:1")], "timeout_ms = 300")
+    );
+    let f = Ferrule::start(&body, port);
+    let mut c = Client::connect(port);
+    let t = Instant::now();
+    c.send(b"*2\r\n$3\r\nGET\r\n$1\r\nx\r\n*2\r\n$3\r\nGET\r\n$1\r\ny\r\n");
+    let first = c.redis_reply();
+    assert!(first.starts_with(b"$1000000\r\nvvv"), "{:?}", String::from_utf8_lossy(&first[..first.len().min(200)]));
+    assert_eq!(first.len(), 1_000_000 + 12);
+    assert_eq!(c.redis_reply(), b"$1\r\ny\r\n");
+    assert!(t.elapsed() >= Duration::from_millis(700), "the fake server did stream slowly");
+    let (_, metrics) = f.admin("GET", "/metrics");
+    assert_eq!(metric_sum(&metrics, "ferrule_server_timeouts_total"), 0, "{metrics}");
 }

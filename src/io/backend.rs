@@ -136,8 +136,8 @@ struct State {
     health_events: Vec<Health>,
     retired: bool,
     stats: BackendStats,
-    /// Progress, for timeouts: the connection's received byte count at the last deadline check, which connection
-    /// that was, and when the count last moved.
+    /// Progress, for timeouts: the connection's count of bytes received and sent at the last deadline check,
+    /// which connection that was, and when the count last moved.
     progress_bytes: u64,
     progress_generation: u64,
     progress_at: Option<Instant>,
@@ -264,24 +264,25 @@ impl Backend {
         }
     }
 
-    /// Fails the oldest request when it is past its deadline and the server has sent nothing for `timeout`;
+    /// Fails the oldest request when it is past its deadline and nothing moved on the connection for `timeout`;
     /// twemproxy does the same by closing the connection, because the replies behind a lost one can no longer be
     /// matched. Replies come in request order, so every byte that arrives belongs to the oldest request's reply (or
-    /// completes it): a server streaming huge replies ahead of a request (to a client that fetches many big values,
-    /// whether it reads them or not) is working, not stuck, and is not failed for it. Progress is sampled here, at
-    /// the worker's tick, so the read path reads no clock for it.
+    /// completes it), and until a request is written its reply cannot start: a server taking in a huge request, or
+    /// streaming huge replies ahead of a request (to a client that fetches many big values, whether it reads them or
+    /// not), is working, not stuck, and is not failed for it. Progress is sampled here, at the worker's tick, so
+    /// the request path reads no clock for it.
     pub fn check_deadline(&self, now: Instant) {
         let expired = {
             let mut st = self.st.borrow_mut();
-            let received = st.conn.as_ref().map_or(0, |c| c.received_total());
+            let moved = st.conn.as_ref().map_or(0, |c| c.bytes_moved());
             if st.progress_generation != st.generation {
                 // A new connection: what the last one received is no progress of this one.
                 st.progress_generation = st.generation;
                 st.progress_at = None;
-            } else if received != st.progress_bytes {
+            } else if moved != st.progress_bytes {
                 st.progress_at = Some(now);
             }
-            st.progress_bytes = received;
+            st.progress_bytes = moved;
             let stalled = st.progress_at.is_none_or(|at| at + self.opts.timeout <= now);
             stalled && st.pending.front().is_some_and(|p| p.deadline <= now)
         };

@@ -56,8 +56,8 @@ impl Default for BufferBudget {
 pub enum Overflow {
     /// Over `client_max_buffered_bytes`.
     Client { held: usize, limit: usize },
-    /// The worker's clients together were over `client_buffers_max_bytes`, and this one held the most of it that
-    /// it could not take.
+    /// The worker's clients together were over `client_buffers_max_bytes`, and this one, holding more than
+    /// `client_max_unsent_bytes`, was not keeping up.
     Worker { held: usize, limit: usize },
 }
 

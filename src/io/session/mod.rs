@@ -160,7 +160,7 @@ async fn linger(conn: &Conn) {
 
 /// A write buffer that grew past this for one big batch is freed after it, rather than kept for the connection's
 /// life (one 500 MB reply must not stay allocated).
-pub const WRITE_BUF_KEEP: usize = 256 * 1024;
+const WRITE_BUF_KEEP: usize = 256 * 1024;
 
 /// Writes replies as they become ready, all that are ready in one write; closes after the last one when asked.
 async fn write_loop(conn: Conn, q: ClientRef, meters: ListenerStatsRef) {

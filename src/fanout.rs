@@ -71,6 +71,19 @@ impl Fanout {
         self.outstanding = fragments;
     }
 
+    /// Bytes its buffers hold, so that the reply queue recycles only fanouts of ordinary size: one request with
+    /// a hundred thousand keys must not leave its bookkeeping allocated for the connection's life.
+    pub fn retained_bytes(&self) -> usize {
+        use std::mem::size_of;
+        self.key_frag.capacity() * size_of::<u32>()
+            + self.keys.capacity()
+            + (self.key_ranges.capacity() + self.elems.capacity() + self.one_elems.capacity())
+                * size_of::<Range<usize>>()
+            + self.replies.capacity() * size_of::<Option<Range<usize>>>()
+            + (self.items.capacity() + self.one_items.capacity()) * size_of::<(Range<usize>, Range<usize>)>()
+            + (self.starts.capacity() + self.cursor.capacity()) * size_of::<usize>()
+    }
+
     /// Records fragment `frag`'s reply, stored at `range` of the collecting buffer. Returns true when all are in.
     pub fn arrived(&mut self, frag: usize, range: Range<usize>) -> bool {
         if let Some(slot) = self.replies.get_mut(frag) {

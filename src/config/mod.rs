@@ -42,6 +42,10 @@ pub const DEFAULT_HISTOGRAM_INTERVAL_S: u64 = 60;
 /// Default bound on requests a client may have in flight before ferrule stops reading it.
 pub const DEFAULT_CLIENT_MAX_INFLIGHT: usize = 256;
 pub const DEFAULT_CLIENT_MAX_UNSENT_BYTES: usize = 4 << 20;
+/// Default hard cap on the reply bytes one client may hold before ferrule closes it.
+pub const DEFAULT_CLIENT_MAX_BUFFERED_BYTES: usize = 64 << 20;
+/// Default bound on the reply bytes all clients of one worker may hold together.
+pub const DEFAULT_CLIENT_BUFFERS_MAX_BYTES: usize = 512 << 20;
 /// Default bound on bytes queued for one backend connection before its clients are paused.
 pub const DEFAULT_BACKEND_MAX_QUEUED_BYTES: usize = 4 * 1024 * 1024;
 /// Default glommio `io_memory` per executor, in KiB (ferrule does no file I/O, so keep it small).
@@ -193,6 +197,12 @@ pub struct ProxyConfig {
     pub client_max_inflight: usize,
     /// Per client connection: bytes of replies the client has not read before ferrule stops reading it.
     pub client_max_unsent_bytes: usize,
+    /// Per client connection: reply bytes held for the client (unsent, being sent, or arrived out of order) past
+    /// which ferrule closes it (one reply of any size is always allowed).
+    pub client_max_buffered_bytes: usize,
+    /// Per worker: reply bytes held for all its clients together; past it, a client holding more than
+    /// `client_max_unsent_bytes` is closed.
+    pub client_buffers_max_bytes: usize,
     /// Per backend connection: bytes queued before clients feeding it are paused.
     pub backend_max_queued_bytes: usize,
     /// glommio `io_memory` per executor, in KiB.
@@ -215,6 +225,8 @@ impl Default for ProxyConfig {
             stats: true,
             client_max_inflight: DEFAULT_CLIENT_MAX_INFLIGHT,
             client_max_unsent_bytes: DEFAULT_CLIENT_MAX_UNSENT_BYTES,
+            client_max_buffered_bytes: DEFAULT_CLIENT_MAX_BUFFERED_BYTES,
+            client_buffers_max_bytes: DEFAULT_CLIENT_BUFFERS_MAX_BYTES,
             backend_max_queued_bytes: DEFAULT_BACKEND_MAX_QUEUED_BYTES,
             io_memory_kib: DEFAULT_IO_MEMORY_KIB,
             busy_poll_us: 0,

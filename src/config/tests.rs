@@ -92,6 +92,8 @@ fn defaults_fill_every_unset_key() {
     assert_eq!(config.proxy.histogram_interval_s, 60);
     assert_eq!(config.proxy.client_max_inflight, 256);
     assert_eq!(config.proxy.client_max_unsent_bytes, 4 << 20);
+    assert_eq!(config.proxy.client_max_buffered_bytes, 64 << 20);
+    assert_eq!(config.proxy.client_buffers_max_bytes, 512 << 20);
     assert_eq!(config.proxy.backend_max_queued_bytes, 4 << 20);
     assert_eq!(config.proxy.io_memory_kib, 512);
     assert_eq!(config.proxy.busy_poll_us, 0);
@@ -143,6 +145,8 @@ histogram_dir = "/var/lib/ferrule"
 histogram_interval_s = 10
 client_max_inflight = 64
 client_max_unsent_bytes = 65536
+client_max_buffered_bytes = 1048576
+client_buffers_max_bytes = 8388608
 backend_max_queued_bytes = 65536
 io_memory_kib = 1024
 busy_poll_us = 200
@@ -183,6 +187,8 @@ server_retry_timeout_ms = 10000
     assert_eq!(proxy.histogram_interval_s, 10);
     assert_eq!(proxy.client_max_inflight, 64);
     assert_eq!(proxy.client_max_unsent_bytes, 65536);
+    assert_eq!(proxy.client_max_buffered_bytes, 1 << 20);
+    assert_eq!(proxy.client_buffers_max_bytes, 8 << 20);
     assert_eq!(proxy.backend_max_queued_bytes, 65536);
     assert_eq!(proxy.io_memory_kib, 1024);
     assert_eq!(proxy.busy_poll_us, 200);
@@ -365,6 +371,13 @@ fn bad_proxy_values_are_rejected() {
         ("histogram_interval_s = 0", "histogram_interval_s", "at least 1"),
         ("client_max_inflight = 0", "client_max_inflight", "at least 1"),
         ("client_max_unsent_bytes = 100", "client_max_unsent_bytes", "at least 1024"),
+        (
+            "client_max_buffered_bytes = 1048576",
+            "client_max_buffered_bytes",
+            "must be at least client_max_unsent_bytes (4194304), got 1048576",
+        ),
+        ("client_buffers_max_bytes = 0", "client_buffers_max_bytes", "must be at least 1, got 0"),
+        ("client_buffers_max_bytes = 4194303", "client_buffers_max_bytes", "at least client_max_unsent_bytes"),
         ("histogram_dir = \"\"", "histogram_dir", "must not be empty"),
         ("busy_poll_us = -1", "busy_poll_us", "must be from 0 to 1000000"),
         ("busy_poll_us = 2000000", "busy_poll_us", "must be from 0 to 1000000"),
@@ -373,6 +386,13 @@ fn bad_proxy_values_are_rejected() {
         let text = with_lines("[proxy]", line);
         assert_error(&text, &format!("proxy.{key}"), 2, fragment);
     }
+    // A smaller unsent bound lowers the defaults' floor with it; the caps default to their own values.
+    let config = parse_ok(&with_lines("[proxy]", "client_max_unsent_bytes = 65536"));
+    assert_eq!(config.proxy.client_max_buffered_bytes, 64 << 20);
+    // A bigger one raises the caps' defaults so that they stay above it.
+    let config = parse_ok(&with_lines("[proxy]", "client_max_unsent_bytes = 134217728"));
+    assert_eq!(config.proxy.client_max_buffered_bytes, 128 << 20);
+    assert_eq!(config.proxy.client_buffers_max_bytes, 512 << 20);
     let text = with_lines("[proxy]", "workers = 3\ncpus = [0, 1]");
     assert_error(&text, "proxy.workers", 2, "3 workers but cpus lists only 2 CPUs");
 }

@@ -26,6 +26,8 @@ const PROXY_KEYS: &[&str] = &[
     "stats",
     "client_max_inflight",
     "client_max_unsent_bytes",
+    "client_max_buffered_bytes",
+    "client_buffers_max_bytes",
     "backend_max_queued_bytes",
     "io_memory_kib",
     "busy_poll_us",
@@ -181,6 +183,29 @@ fn build_proxy(s: &Section<'_>) -> Result<ProxyConfig, ConfigError> {
             return Err(field.error(format!("{count} workers but cpus lists only {} CPUs", cpus.len())));
         }
     }
+    let client_max_unsent_bytes =
+        s.parse_or("client_max_unsent_bytes", DEFAULT_CLIENT_MAX_UNSENT_BYTES, |f| f.integer_at_least(1024usize))?;
+    // The hard caps must leave room above the point where a client stops being read, or every client that pauses
+    // reading for a moment would be closed.
+    let at_least_unsent = |f: &Field<'_>| {
+        let value = f.integer_at_least(1usize)?;
+        if value < client_max_unsent_bytes {
+            return Err(
+                f.error(format!("must be at least client_max_unsent_bytes ({client_max_unsent_bytes}), got {value}"))
+            );
+        }
+        Ok(value)
+    };
+    let client_max_buffered_bytes = s.parse_or(
+        "client_max_buffered_bytes",
+        DEFAULT_CLIENT_MAX_BUFFERED_BYTES.max(client_max_unsent_bytes),
+        at_least_unsent,
+    )?;
+    let client_buffers_max_bytes = s.parse_or(
+        "client_buffers_max_bytes",
+        DEFAULT_CLIENT_BUFFERS_MAX_BYTES.max(client_max_unsent_bytes),
+        at_least_unsent,
+    )?;
     Ok(ProxyConfig {
         workers,
         cpus,
@@ -195,8 +220,9 @@ fn build_proxy(s: &Section<'_>) -> Result<ProxyConfig, ConfigError> {
         stats: s.parse_or("stats", true, |f| f.boolean())?,
         client_max_inflight: s
             .parse_or("client_max_inflight", DEFAULT_CLIENT_MAX_INFLIGHT, |f| f.integer_at_least(1usize))?,
-        client_max_unsent_bytes: s
-            .parse_or("client_max_unsent_bytes", DEFAULT_CLIENT_MAX_UNSENT_BYTES, |f| f.integer_at_least(1024usize))?,
+        client_max_unsent_bytes,
+        client_max_buffered_bytes,
+        client_buffers_max_bytes,
         backend_max_queued_bytes: s
             .parse_or("backend_max_queued_bytes", DEFAULT_BACKEND_MAX_QUEUED_BYTES, |f| f.integer_at_least(1usize))?,
         io_memory_kib: s.parse_or("io_memory_kib", DEFAULT_IO_MEMORY_KIB, |f| f.integer_at_least(1usize))?,

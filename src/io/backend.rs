@@ -170,6 +170,11 @@ struct State {
     health_events: Vec<Health>,
     retired: bool,
     stats: BackendStats,
+    /// Progress, for timeouts: the connection's count of bytes received and sent at the last deadline check,
+    /// which connection that was, and when the count last moved.
+    progress_bytes: u64,
+    progress_generation: u64,
+    progress_at: Option<Instant>,
 }
 
 pub struct Backend {
@@ -293,12 +298,27 @@ impl Backend {
         }
     }
 
-    /// Fails the oldest request when it is past its deadline; twemproxy does the same by closing the connection,
-    /// because the replies behind a lost one can no longer be matched.
+    /// Fails the oldest request when it is past its deadline and nothing moved on the connection for `timeout`;
+    /// twemproxy does the same by closing the connection, because the replies behind a lost one can no longer be
+    /// matched. Replies come in request order, so every byte that arrives belongs to the oldest request's reply (or
+    /// completes it), and until a request is written its reply cannot start: a server taking in a huge request, or
+    /// streaming huge replies ahead of a request (to a client that fetches many big values, whether it reads them or
+    /// not), is working, not stuck, and is not failed for it. Progress is sampled here, at the worker's tick, so
+    /// the request path reads no clock for it.
     pub fn check_deadline(&self, now: Instant) {
         let expired = {
-            let st = self.st.borrow();
-            st.pending.front().is_some_and(|p| p.deadline <= now)
+            let mut st = self.st.borrow_mut();
+            let moved = st.conn.as_ref().map_or(0, |c| c.bytes_moved());
+            if st.progress_generation != st.generation {
+                // A new connection: what the last one received is no progress of this one.
+                st.progress_generation = st.generation;
+                st.progress_at = None;
+            } else if moved != st.progress_bytes {
+                st.progress_at = Some(now);
+            }
+            st.progress_bytes = moved;
+            let stalled = st.progress_at.is_none_or(|at| at + self.opts.timeout <= now);
+            stalled && st.pending.front().is_some_and(|p| p.deadline <= now)
         };
         if expired {
             let gen = self.st.borrow().generation;
@@ -341,7 +361,7 @@ impl Backend {
                 return;
             }
             st.generation += 1;
-            st.outq.clear();
+            clear_shrunk(&mut st.outq);
             st.outq_since = None;
             st.unanswered = 0;
             let failed = st.pending.iter().filter(|p| matches!(p.waiter, Waiter::Client { .. })).count();
@@ -471,7 +491,8 @@ impl Backend {
             if let Err(e) = result {
                 self.fail_connection(generation, &format!("write failed: {e}"));
             }
-            wbuf.clear();
+            // A big request grew the batch buffer (it is swapped with `outq`, so both would keep its size for good).
+            clear_shrunk(&mut wbuf);
         }
     }
 
@@ -523,7 +544,7 @@ impl Backend {
                 let (pending, first) = {
                     let mut st = self.st.borrow_mut();
                     st.down_until = Some(Instant::now() + pause);
-                    st.outq.clear();
+                    clear_shrunk(&mut st.outq);
                     st.outq_since = None;
                     st.generation += 1;
                     let first = st.consecutive_failures == 1 || st.was_healthy;
@@ -684,6 +705,18 @@ fn backoff_for(failures: u32, rng: &std::cell::Cell<u64>) -> Duration {
     rng.set(x);
     let half = base.as_micros() as u64 / 2;
     Duration::from_micros(half + x % half.max(1))
+}
+
+/// Write buffers larger than this after one big request are freed rather than kept.
+const WRITE_BUF_KEEP: usize = 256 * 1024;
+
+/// Empties a write buffer, giving its memory back when a big request grew it.
+fn clear_shrunk(buf: &mut Vec<u8>) {
+    if buf.capacity() > WRITE_BUF_KEEP {
+        *buf = Vec::with_capacity(16 * 1024);
+    } else {
+        buf.clear();
+    }
 }
 
 /// Hands a reply made by the proxy for a failure to its request.

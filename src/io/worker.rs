@@ -3,7 +3,7 @@
 use super::backend::Backend;
 use super::messages::{FromWorker, ServerKey, ToWorker};
 use super::pool::PoolRt;
-use super::replies::ClientLimits;
+use super::replies::{BufferBudget, ClientLimits};
 use super::session;
 use super::stats::{WorkerSnapshot, WorkerStats};
 use super::uring::{self, Conn, Doorbell, Listener};
@@ -130,6 +130,8 @@ pub struct Worker {
     next_client: Cell<u64>,
     pub stats: RefCell<WorkerStats>,
     started: Instant,
+    /// Reply bytes held for all clients of this worker (see `BufferBudget`).
+    client_buffers: Rc<Cell<usize>>,
 }
 
 impl Worker {
@@ -144,6 +146,17 @@ impl Worker {
         ClientLimits {
             max_inflight: cfg.proxy.client_max_inflight,
             max_unsent_bytes: cfg.proxy.client_max_unsent_bytes,
+        }
+    }
+
+    /// The hard bounds for a new client's reply buffers, sharing this worker's total.
+    pub fn buffer_budget(&self) -> BufferBudget {
+        let cfg = self.config.borrow();
+        BufferBudget {
+            client_max: cfg.proxy.client_max_buffered_bytes,
+            worker_max: cfg.proxy.client_buffers_max_bytes,
+            slow_after: cfg.proxy.client_max_unsent_bytes,
+            worker_used: self.client_buffers.clone(),
         }
     }
 
@@ -472,6 +485,7 @@ pub async fn run(
         next_client: Cell::new((id as u64) << 48),
         stats: RefCell::new(WorkerStats::new(cfg.proxy.stats)),
         started: Instant::now(),
+        client_buffers: Rc::new(Cell::new(0)),
     });
     worker.install_pools(&cfg, &[]);
     let problems = worker.install_listeners(&cfg);

@@ -133,7 +133,7 @@ pub fn render_prometheus(stats: &ProxyStats, info: &ProcessInfo) -> String {
 
 fn render_clients(e: &mut Exposition, stats: &ProxyStats) {
     type Field = fn(&super::snapshot::ClientCounters) -> u64;
-    let counters: [(&str, &str, Field); 9] = [
+    let counters: [(&str, &str, Field); 11] = [
         ("ferrule_client_connections_accepted_total", "Client connections accepted.", |c| c.accepted),
         ("ferrule_client_connections_closed_total", "Client connections closed.", |c| c.closed),
         ("ferrule_client_eof_total", "Client connections closed by the client.", |c| c.eof),
@@ -156,6 +156,16 @@ fn render_clients(e: &mut Exposition, stats: &ProxyStats) {
             "ferrule_client_backpressure_total",
             "Times a client was not read because of client_max_inflight or client_max_unsent_bytes.",
             |c| c.backpressured,
+        ),
+        (
+            "ferrule_client_buffer_limit_closes_total",
+            "Client connections closed for holding more than client_max_buffered_bytes of replies.",
+            |c| c.buffer_limit_closes,
+        ),
+        (
+            "ferrule_client_buffers_full_closes_total",
+            "Client connections closed because the worker's clients held more than client_buffers_max_bytes.",
+            |c| c.buffers_full_closes,
         ),
     ];
     e.family("ferrule_client_connections", "gauge", "Client connections open now.");

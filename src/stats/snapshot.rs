@@ -27,6 +27,11 @@ pub struct ClientCounters {
     /// Times ferrule stopped reading a client because of backpressure: `client_max_inflight` requests awaiting
     /// replies or `client_max_unsent_bytes` of replies it had not read.
     pub backpressured: u64,
+    /// Connections closed because more than `client_max_buffered_bytes` of replies were held for them.
+    pub buffer_limit_closes: u64,
+    /// Connections closed because the worker's clients together held more than `client_buffers_max_bytes` of
+    /// replies, this one more than `client_max_unsent_bytes` of them.
+    pub buffers_full_closes: u64,
 }
 
 impl ClientCounters {
@@ -47,6 +52,8 @@ impl ClientCounters {
         self.fragments += other.fragments;
         self.unroutable += other.unroutable;
         self.backpressured += other.backpressured;
+        self.buffer_limit_closes += other.buffer_limit_closes;
+        self.buffers_full_closes += other.buffers_full_closes;
     }
 }
 

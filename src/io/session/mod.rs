@@ -6,7 +6,7 @@ mod redis;
 mod routed;
 
 use super::backend::Backend;
-use super::replies::{ClientLimits, ClientRef, ReplyQueue};
+use super::replies::{ClientLimits, ClientRef, Overflow, ReplyQueue};
 use super::stats::ListenerStatsRef;
 use super::uring::{self, Conn};
 use super::worker::{ListenerSlot, Worker};
@@ -72,7 +72,12 @@ impl Session {
             return Next::Stop;
         }
         inb.maybe_shrink(INBUF_CAPACITY);
-        match inb.fill(&self.conn).await {
+        let filled = inb.fill(&self.conn).await;
+        if self.q.borrow().overflow.is_some() {
+            // Closed for holding too many reply bytes (its socket was shut down): counted as that, not as an end.
+            return Next::Stop;
+        }
+        match filled {
             Ok(0) => {
                 self.meters.borrow_mut().clients.eof += 1;
                 Next::Stop
@@ -88,7 +93,7 @@ impl Session {
 
 /// Serves one accepted client connection until it closes.
 pub async fn serve(worker: Rc<Worker>, listener: Rc<ListenerSlot>, conn: Conn) {
-    let q = ReplyQueue::new_ref();
+    let q = ReplyQueue::new_ref(worker.buffer_budget(), Some(conn.clone()));
     let id = worker.next_client_id();
     let meters = worker.stats.borrow_mut().listener(&listener.name, listener.protocol);
     meters.borrow_mut().client_opened();
@@ -110,8 +115,26 @@ pub async fn serve(worker: Rc<Worker>, listener: Rc<ListenerSlot>, conn: Conn) {
     q.borrow_mut().wake_all();
     writer.await;
     let write_failed = q.borrow().closed;
-    q.borrow_mut().closed = true;
-    if !write_failed {
+    q.borrow_mut().close();
+    let overflow = q.borrow().overflow;
+    if let Some(o) = overflow {
+        let mut m = meters.borrow_mut();
+        let (why, held, limit) = match o {
+            Overflow::Client { held, limit } => {
+                m.clients.buffer_limit_closes += 1;
+                ("over proxy.client_max_buffered_bytes", held, limit)
+            }
+            Overflow::Worker { held, limit } => {
+                m.clients.buffers_full_closes += 1;
+                ("the worker's clients together over proxy.client_buffers_max_bytes", held, limit)
+            }
+        };
+        log::warn!(
+            "listener {}: closed client {id} that does not read its replies: {held} bytes buffered for it, {why} \
+             ({limit})",
+            listener.name
+        );
+    } else if !write_failed {
         linger(&conn).await;
     }
     conn.shutdown();
@@ -136,6 +159,10 @@ async fn linger(conn: &Conn) {
     let _ = uring::timeout(std::time::Duration::from_millis(500), drain).await;
 }
 
+/// A write buffer that grew past this for one big batch is freed after it, rather than kept for the connection's
+/// life (one 500 MB reply must not stay allocated).
+const WRITE_BUF_KEEP: usize = 256 * 1024;
+
 /// Writes replies as they become ready, all that are ready in one write; closes after the last one when asked.
 async fn write_loop(conn: Conn, q: ClientRef, meters: ListenerStatsRef) {
     let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
@@ -158,15 +185,22 @@ async fn write_loop(conn: Conn, q: ClientRef, meters: ListenerStatsRef) {
         }
         let (result, back) = conn.send_all(std::mem::take(&mut buf)).await;
         buf = back;
+        q.borrow_mut().written();
         if result.is_err() {
-            meters.borrow_mut().clients.errors += 1;
             let mut q = q.borrow_mut();
+            if q.overflow.is_none() {
+                meters.borrow_mut().clients.errors += 1;
+            }
             q.closed = true;
             q.wake_all();
             conn.shutdown();
             return;
         }
-        buf.clear();
+        if buf.capacity() > WRITE_BUF_KEEP {
+            buf = Vec::with_capacity(16 * 1024);
+        } else {
+            buf.clear();
+        }
     }
 }
 

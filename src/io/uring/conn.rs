@@ -35,6 +35,9 @@ pub(crate) struct ConnIo {
     pub(super) recv_slot: Cell<Option<usize>>,
     paused: Cell<bool>,
     closed: Cell<bool>,
+    /// Bytes received and sent over the connection's life: progress, for timeouts that must not fire while a big
+    /// request or reply is on its way.
+    moved: Cell<u64>,
 }
 
 impl ConnIo {
@@ -49,6 +52,7 @@ impl ConnIo {
             recv_slot: Cell::new(None),
             paused: Cell::new(false),
             closed: Cell::new(false),
+            moved: Cell::new(0),
         })
     }
 
@@ -63,6 +67,7 @@ impl ConnIo {
             self.head.set(0);
         }
         inbox.extend_from_slice(data);
+        self.moved.set(self.moved.get() + data.len() as u64);
     }
 
     /// After a receive completion (its data already taken): note the end of stream or an error, re-arm a receive
@@ -156,6 +161,11 @@ impl Drop for Handle {
 }
 
 impl Conn {
+    /// Bytes received (whether read yet or not) and sent so far.
+    pub fn bytes_moved(&self) -> u64 {
+        self.0.io.moved.get()
+    }
+
     /// Takes ownership of a connected, non-blocking stream socket (TCP or unix).
     pub fn from_fd(fd: OwnedFd) -> Conn {
         Conn(Rc::new(Handle { io: ConnIo::new(fd.into_raw_fd()) }))
@@ -220,7 +230,10 @@ impl Conn {
             let (result, back) = op.await;
             buf = back;
             match result {
-                n if n > 0 => sent += n as usize,
+                n if n > 0 => {
+                    sent += n as usize;
+                    self.0.io.moved.set(self.0.io.moved.get() + n as u64);
+                }
                 0 => return (Err(io::Error::new(io::ErrorKind::WriteZero, "connection closed while writing")), buf),
                 e => return (Err(io::Error::from_raw_os_error(-e)), buf),
             }

@@ -78,7 +78,8 @@ fn admin_flood_to_the_descriptor_limit_leaves_control_working() {
     );
     // Out of descriptors, the accept loops pause instead of spinning.
     let share = cpu_share(pid, Duration::from_millis(1500));
-    assert!(share < 0.3, "ferrule used {:.0}% of a CPU while its descriptor table was full", share * 100.0);
+    // About 4% with the fix (a debug build's timers); a spinning loop takes a whole CPU, or its share of a busy one.
+    assert!(share < 0.15, "ferrule used {:.0}% of a CPU while its descriptor table was full", share * 100.0);
     let log = f.log();
     assert!(log.contains("stats port: accept failed"), "{log}");
     assert!(log.contains("(EMFILE)"), "{log}");
@@ -92,15 +93,13 @@ fn admin_flood_to_the_descriptor_limit_leaves_control_working() {
 
     // And SIGTERM works while the table is full.
     let _conns = flood(f.admin_port, NOFILE + 100);
-    assert!(f.wait_log("admin endpoint: accept failed", 2, Duration::from_secs(15)) || {
-        // The second warning may still be held back by the throttle: the table is full when /health cannot be
-        // answered.
-        !health_within(f.admin_port, Duration::from_millis(500))
-    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!health_within(f.admin_port, Duration::from_millis(500)), "the second flood did not fill the table");
     let started = Instant::now();
     f.proc.signal(libc::SIGTERM);
     let status = f.wait_exit(Duration::from_secs(5));
     assert!(status.is_some(), "SIGTERM did not stop a proxy whose descriptor table is full; log:\n{}", f.log());
+    assert!(status.unwrap().success(), "{}", f.log());
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 

@@ -13,8 +13,11 @@ fn request(port: u16, method: &str, path: &str, headers: &[&str]) -> (u16, Strin
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the admin endpoint");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n")
-        .unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut text = String::new();
     let _ = s.read_to_string(&mut text);
     let code = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
@@ -60,8 +63,11 @@ fn mutating_routes_refuse_cross_site_requests_and_require_the_token_when_set() {
 
     // proxy.admin_token, applied by a reload.
     let with_token = body(port, redis.port);
-    std::fs::write(&f.config_path, f.header.replace("[proxy]\n", "[proxy]\nadmin_token = \"s3cret-token\"\n") + &with_token)
-        .unwrap();
+    std::fs::write(
+        &f.config_path,
+        f.header.replace("[proxy]\n", "[proxy]\nadmin_token = \"s3cret-token\"\n") + &with_token,
+    )
+    .unwrap();
     assert_eq!(request(admin, "POST", "/reload", &[]).0, 200);
     let (code, head, why) = request(admin, "POST", "/reload", &[]);
     assert_eq!(code, 401, "{why}");
@@ -96,7 +102,8 @@ fn start_raw(config: &str, tag: &str) -> (Proc, std::path::PathBuf) {
         .unwrap();
     let proc = Proc { child, port: 0, name: tag.into() };
     assert!(
-        eventually(Duration::from_secs(10), || std::fs::read_to_string(&log_path).is_ok_and(|l| l.contains(" ready: "))),
+        eventually(Duration::from_secs(10), || std::fs::read_to_string(&log_path)
+            .is_ok_and(|l| l.contains(" ready: "))),
         "ferrule did not start: {}",
         std::fs::read_to_string(&log_path).unwrap_or_default()
     );
@@ -135,40 +142,49 @@ fn a_restart_right_after_scrapes_binds_the_admin_port_again() {
     assert!(json.contains("\"service\""), "{json}");
 }
 
+/// Starts ferrule on `config` and expects it to exit 1 within seconds, saying `what` cannot bind `addr`.
+fn expect_start_failure(config: &str, what: &str, addr: &str) {
+    let dir = tempdir("adminbusy");
+    let path = dir.join("ferrule.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut child =
+        Command::new(ferrule_bin()).arg("-c").arg(&path).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("ferrule kept running although its {what} cannot have {addr}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains(what) && err.contains(addr), "{err}");
+    assert!(err.contains("Address already in use"), "{err}");
+}
+
 #[test]
 fn an_admin_or_stats_port_in_use_is_a_start_up_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let busy = taken.local_addr().unwrap().port();
-    for (line, what) in [
-        (format!("admin = \"127.0.0.1:{busy}\""), "admin endpoint (proxy.admin)"),
-        (format!("admin = \"off\"\nstats_port = {busy}"), "stats port (proxy.stats_port)"),
-    ] {
-        let port = free_port();
-        let dir = tempdir("adminbusy");
-        let path = dir.join("ferrule.toml");
-        std::fs::write(&path, format!("[proxy]\nworkers = 1\n{line}\n\n{}", body(port, 6379))).unwrap();
-        let mut child = Command::new(ferrule_bin())
-            .arg("-c")
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let status = loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                break s;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("ferrule kept running without its {what} on a port in use");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let mut err = String::new();
-        child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-        assert_eq!(status.code(), Some(1), "{err}");
-        assert!(err.contains(what) && err.contains(&format!("127.0.0.1:{busy}")), "{err}");
-        assert!(err.contains("Address already in use"), "{err}");
-    }
+    let addr = format!("127.0.0.1:{busy}");
+    let config = |line: &str| format!("[proxy]\nworkers = 1\n{line}\n\n{}", body(free_port(), 6379));
+    expect_start_failure(&config(&format!("admin = \"{addr}\"")), "admin endpoint (proxy.admin)", &addr);
+    expect_start_failure(
+        &config(&format!("admin = \"off\"\nstats_port = {busy}")),
+        "stats port (proxy.stats_port)",
+        &addr,
+    );
+
+    // A second ferrule may not share a running one's admin port (it would answer half of its /health and /reload).
+    let redis = redis_server();
+    let port = free_port();
+    let first = Ferrule::start(&body(port, redis.port), port);
+    let addr = format!("127.0.0.1:{}", first.admin_port);
+    expect_start_failure(&config(&format!("admin = \"{addr}\"")), "admin endpoint (proxy.admin)", &addr);
+    assert_eq!(first.admin("GET", "/health").0, 200);
 }

@@ -43,7 +43,9 @@ fn cpu_share(pid: u32, window: Duration) -> f64 {
 /// `n` connections to `port`; those beyond the proxy's table wait in the listen backlog (the kernel completes the
 /// handshake without the proxy).
 fn flood(port: u16, n: usize) -> Vec<TcpStream> {
-    (0..n).map(|_| TcpStream::connect(("127.0.0.1", port)).expect("connect (the backlog holds what is not accepted)")).collect()
+    (0..n)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).expect("connect (the backlog holds what is not accepted)"))
+        .collect()
 }
 
 /// Whether `GET /health` answers 200 within `timeout` (a connection the proxy cannot accept gets no answer).

@@ -173,4 +173,6 @@ fn client_flood_fails_backend_connects_without_ejecting_the_server() {
     assert!(!log.contains("ejecting server"), "{log}");
     let warnings = log.matches("out of file descriptors").count();
     assert!(warnings <= 2, "the warning is throttled ({warnings}):\n{log}");
+    let warnings = log.matches("accept on cache failed").count();
+    assert!((1..=2).contains(&warnings), "the accept warning is throttled ({warnings}):\n{log}");
 }

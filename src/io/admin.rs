@@ -51,14 +51,14 @@ pub fn bind(what: &str, addr: SocketAddr) -> Result<std::net::TcpListener, Strin
 pub fn start(control: Rc<Control>, listener: std::net::TcpListener) {
     let addr = listener.local_addr().map_or_else(|_| "?".to_string(), |a| a.to_string());
     log::info!("admin endpoint on http://{addr}");
-    glommio::spawn_local(accept_loop(control, into_glommio(listener), "admin endpoint", serve)).detach();
+    glommio::spawn_local(accept_loop(control, into_glommio(listener), "admin endpoint", true, serve)).detach();
 }
 
 /// nutcracker's stats port: every connection gets the stats JSON, then the connection is closed.
 pub fn start_stats_port(control: Rc<Control>, listener: std::net::TcpListener) {
     let addr = listener.local_addr().map_or_else(|_| "?".to_string(), |a| a.to_string());
     log::info!("twemproxy-style stats on tcp://{addr}");
-    glommio::spawn_local(accept_loop(control, into_glommio(listener), "stats port", serve_stats)).detach();
+    glommio::spawn_local(accept_loop(control, into_glommio(listener), "stats port", false, serve_stats)).detach();
 }
 
 fn into_glommio(listener: std::net::TcpListener) -> TcpListener {
@@ -76,10 +76,10 @@ impl Drop for Open {
 }
 
 /// Accepts connections and serves each in its own task, at most `proxy.admin_max_connections` at once (more are
-/// answered 503 and closed at once). Out of descriptors, the loop pauses (10 ms doubling to 100 ms) instead of
+/// closed at once, after a 503 when the endpoint speaks `http`). Out of descriptors, the loop pauses (10 ms doubling to 100 ms) instead of
 /// retrying: glommio's accept fails without yielding, so retrying at once would keep control's other tasks (signals,
 /// probes, reloads) from ever running again.
-async fn accept_loop<F, Fut>(control: Rc<Control>, listener: TcpListener, what: &'static str, serve: F)
+async fn accept_loop<F, Fut>(control: Rc<Control>, listener: TcpListener, what: &'static str, http: bool, serve: F)
 where
     F: Fn(Rc<Control>, TcpStream) -> Fut,
     Fut: Future<Output = ()> + 'static,
@@ -100,7 +100,9 @@ where
                             exhaustion::suppressed_note(held_back)
                         );
                     }
-                    refuse_busy(&stream);
+                    if http {
+                        refuse_busy(&stream);
+                    }
                 } else {
                     open.set(open.get() + 1);
                     let guard = Open(open.clone());

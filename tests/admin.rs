@@ -132,7 +132,7 @@ fn a_restart_right_after_scrapes_binds_the_admin_port_again() {
     first.signal(libc::SIGTERM);
     first.child.wait().unwrap();
 
-    let (_second, log) = start_raw(&config, "rebind2");
+    let (mut second, log) = start_raw(&config, "rebind2");
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(!text.contains("Address already in use"), "{text}");
     assert_eq!(http(admin, "GET", "/health"), (200, "ok\n".to_string()));
@@ -140,6 +140,12 @@ fn a_restart_right_after_scrapes_binds_the_admin_port_again() {
     let mut json = String::new();
     s.read_to_string(&mut json).unwrap();
     assert!(json.contains("\"service\""), "{json}");
+
+    // After a crash too: the kernel keeps the dead process's listening sockets a moment, start-up waits for them.
+    second.signal(libc::SIGKILL);
+    second.child.wait().unwrap();
+    let (_third, _) = start_raw(&config, "rebind3");
+    assert_eq!(http(admin, "GET", "/health"), (200, "ok\n".to_string()));
 }
 
 /// Starts ferrule on `config` and expects it to exit 1 within seconds, saying `what` cannot bind `addr`.

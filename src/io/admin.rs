@@ -24,7 +24,7 @@ use glommio::net::{TcpListener, TcpStream};
 use std::cell::Cell;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::os::unix::io::{AsRawFd, FromRawFd, IntoRawFd};
+use std::os::unix::io::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -32,7 +32,25 @@ use std::time::{Duration, Instant};
 /// starts, so that an address in use ends start-up with a message naming it. With SO_REUSEADDR, as the data
 /// listeners: the previous process's connections left in TIME_WAIT (after any scrape) must not keep a restart from
 /// binding. Without SO_REUSEPORT: a second ferrule on the same port must fail, not share it.
+///
+/// A port still held by the listener of a ferrule that just exited (its io_uring, torn down by the kernel after the
+/// process is gone, keeps the socket listening for some milliseconds) is waited for, up to [`BIND_RETRY`].
 pub fn bind(what: &str, addr: SocketAddr) -> Result<std::net::TcpListener, String> {
+    let deadline = Instant::now() + BIND_RETRY;
+    loop {
+        match bind_once(addr) {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            result => return result.map_err(|e| format!("{what}: cannot listen on {addr}: {e}")),
+        }
+    }
+}
+
+/// How long start-up waits for an admin or stats address in use to become free before it fails.
+const BIND_RETRY: Duration = Duration::from_secs(1);
+
+fn bind_once(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Socket, Type};
     let bound = (|| {
         let sock = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), None)?;
@@ -44,21 +62,35 @@ pub fn bind(what: &str, addr: SocketAddr) -> Result<std::net::TcpListener, Strin
         sock.listen(1024)?;
         Ok::<_, std::io::Error>(std::net::TcpListener::from(sock))
     })();
-    bound.map_err(|e| format!("{what}: cannot listen on {addr}: {e}"))
+    bound
 }
 
-/// The admin endpoint on the control executor, on the socket [`bind`] made.
-pub fn start(control: Rc<Control>, listener: std::net::TcpListener) {
+/// Takes a listening socket [`start`] or [`start_stats_port`] serves out of LISTEN at once (at shutdown), so that
+/// the next ferrule can bind the address as soon as this one is gone.
+pub fn stop_listening(fd: RawFd) {
+    // SAFETY: the descriptor stays open (owned by the accept loop) until the executor ends; shutdown does not close it.
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_RDWR);
+    }
+}
+
+/// The admin endpoint on the control executor, on the socket [`bind`] made; returns its descriptor.
+pub fn start(control: Rc<Control>, listener: std::net::TcpListener) -> RawFd {
     let addr = listener.local_addr().map_or_else(|_| "?".to_string(), |a| a.to_string());
     log::info!("admin endpoint on http://{addr}");
+    let fd = listener.as_raw_fd();
     glommio::spawn_local(accept_loop(control, into_glommio(listener), "admin endpoint", true, serve)).detach();
+    fd
 }
 
-/// nutcracker's stats port: every connection gets the stats JSON, then the connection is closed.
-pub fn start_stats_port(control: Rc<Control>, listener: std::net::TcpListener) {
+/// nutcracker's stats port: every connection gets the stats JSON, then the connection is closed. Returns the
+/// listening descriptor.
+pub fn start_stats_port(control: Rc<Control>, listener: std::net::TcpListener) -> RawFd {
     let addr = listener.local_addr().map_or_else(|_| "?".to_string(), |a| a.to_string());
     log::info!("twemproxy-style stats on tcp://{addr}");
+    let fd = listener.as_raw_fd();
     glommio::spawn_local(accept_loop(control, into_glommio(listener), "stats port", false, serve_stats)).detach();
+    fd
 }
 
 fn into_glommio(listener: std::net::TcpListener) -> TcpListener {

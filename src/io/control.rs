@@ -505,11 +505,12 @@ pub async fn run(
         })
         .detach();
     }
+    let mut endpoint_fds = Vec::new();
     if let Some(listener) = endpoints.admin {
-        super::admin::start(control.clone(), listener);
+        endpoint_fds.push(super::admin::start(control.clone(), listener));
     }
     if let Some(listener) = endpoints.stats_port {
-        super::admin::start_stats_port(control.clone(), listener);
+        endpoint_fds.push(super::admin::start_stats_port(control.clone(), listener));
     }
     super::metrics::start_histogram_task(control.clone(), flags.dump.clone());
     let mut stamp = file_stamp(&path);
@@ -536,6 +537,10 @@ pub async fn run(
         control.start_due_probes();
     }
     control.shutdown().await;
+    // The executor's io_uring, torn down only after the process has exited, would keep the sockets listening a while.
+    for fd in endpoint_fds {
+        super::admin::stop_listening(fd);
+    }
 }
 
 #[cfg(test)]

@@ -52,17 +52,14 @@ const BIND_RETRY: Duration = Duration::from_secs(1);
 
 fn bind_once(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Socket, Type};
-    let bound = (|| {
-        let sock = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), None)?;
-        sock.set_reuse_address(true)?;
-        if addr.is_ipv6() {
-            sock.set_only_v6(true)?;
-        }
-        sock.bind(&addr.into())?;
-        sock.listen(1024)?;
-        Ok::<_, std::io::Error>(std::net::TcpListener::from(sock))
-    })();
-    bound
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), None)?;
+    sock.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    sock.bind(&addr.into())?;
+    sock.listen(1024)?;
+    Ok(std::net::TcpListener::from(sock))
 }
 
 /// Takes a listening socket [`start`] or [`start_stats_port`] serves out of LISTEN at once (at shutdown), so that

@@ -35,6 +35,10 @@ pub use routes::{
 
 /// Default admin/stats HTTP endpoint: loopback only, the port twemproxy uses for its stats.
 pub const DEFAULT_ADMIN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 22222);
+/// Default bound on the connections the admin endpoint (and, separately, the stats port) serves at once.
+pub const DEFAULT_ADMIN_MAX_CONNECTIONS: usize = 64;
+/// Default time an admin or stats port connection may take to send its request and to read the answer.
+pub const DEFAULT_ADMIN_TIMEOUT_MS: u64 = 5000;
 /// Default grace period for in-flight requests on shutdown.
 pub const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 5000;
 /// Default period between histogram dumps.
@@ -186,6 +190,12 @@ pub struct ProxyConfig {
     pub admin: Option<SocketAddr>,
     /// Optional twemproxy-style raw stats port (connect, read one JSON object, closed).
     pub stats_port: Option<SocketAddr>,
+    /// Bearer token required by the admin endpoint's mutating routes, when set.
+    pub admin_token: Option<String>,
+    /// Connections the admin endpoint serves at once (the stats port has its own as many); more are closed at once.
+    pub admin_max_connections: usize,
+    /// How long an admin or stats port connection may take to send its request, and to read the answer.
+    pub admin_timeout_ms: u64,
     pub shutdown_timeout_ms: u64,
     /// Where latency histograms are dumped; `None` disables dumping.
     pub histogram_dir: Option<PathBuf>,
@@ -219,6 +229,9 @@ impl Default for ProxyConfig {
             cpus: None,
             admin: Some(DEFAULT_ADMIN),
             stats_port: None,
+            admin_token: None,
+            admin_max_connections: DEFAULT_ADMIN_MAX_CONNECTIONS,
+            admin_timeout_ms: DEFAULT_ADMIN_TIMEOUT_MS,
             shutdown_timeout_ms: DEFAULT_SHUTDOWN_TIMEOUT_MS,
             histogram_dir: None,
             histogram_interval_s: DEFAULT_HISTOGRAM_INTERVAL_S,

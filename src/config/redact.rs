@@ -31,6 +31,10 @@ struct ProxyOut {
     admin: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     stats_port: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    admin_token: Option<&'static str>,
+    admin_max_connections: usize,
+    admin_timeout_ms: u64,
     shutdown_timeout_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     histogram_dir: Option<String>,
@@ -101,6 +105,9 @@ fn proxy_out(proxy: &ProxyConfig) -> ProxyOut {
         cpus: proxy.cpus.clone(),
         admin: proxy.admin.map_or_else(|| "off".to_owned(), |addr| addr.to_string()),
         stats_port: proxy.stats_port.map(|addr| addr.to_string()),
+        admin_token: proxy.admin_token.as_ref().map(|_| REDACTED),
+        admin_max_connections: proxy.admin_max_connections,
+        admin_timeout_ms: proxy.admin_timeout_ms,
         shutdown_timeout_ms: proxy.shutdown_timeout_ms,
         histogram_dir: proxy.histogram_dir.as_ref().map(|dir| dir.display().to_string()),
         histogram_interval_s: proxy.histogram_interval_s,

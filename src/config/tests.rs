@@ -88,6 +88,8 @@ fn defaults_fill_every_unset_key() {
     assert_eq!(config.proxy, ProxyConfig::default());
     assert_eq!(config.proxy.workers, Workers::Auto);
     assert_eq!(config.proxy.admin, Some("127.0.0.1:22222".parse().unwrap()));
+    assert_eq!(config.proxy.admin_token, None);
+    assert_eq!((config.proxy.admin_max_connections, config.proxy.admin_timeout_ms), (64, 5000));
     assert_eq!(config.proxy.shutdown_timeout_ms, 5000);
     assert_eq!(config.proxy.histogram_interval_s, 60);
     assert_eq!(config.proxy.client_max_inflight, 256);
@@ -140,6 +142,9 @@ workers = 2
 cpus = [3, 1, 2]
 admin = "off"
 stats_port = 22223
+admin_token = "admin-secret"
+admin_max_connections = 8
+admin_timeout_ms = 250
 shutdown_timeout_ms = 0
 histogram_dir = "/var/lib/ferrule"
 histogram_interval_s = 10
@@ -182,6 +187,8 @@ server_retry_timeout_ms = 10000
     assert_eq!(proxy.cpus, Some(vec![3, 1, 2]));
     assert_eq!(proxy.admin, None);
     assert_eq!(proxy.stats_port, Some("127.0.0.1:22223".parse().unwrap()));
+    assert_eq!(proxy.admin_token.as_deref(), Some("admin-secret"));
+    assert_eq!((proxy.admin_max_connections, proxy.admin_timeout_ms), (8, 250));
     assert_eq!(proxy.shutdown_timeout_ms, 0);
     assert_eq!(proxy.histogram_dir.as_deref(), Some(std::path::Path::new("/var/lib/ferrule")));
     assert_eq!(proxy.histogram_interval_s, 10);
@@ -213,9 +220,12 @@ server_retry_timeout_ms = 10000
     assert_eq!(pool.servers[0].weight, 2);
 
     let mut expected = config.clone();
+    expected.proxy.admin_token = Some(REDACTED.to_owned());
     expected.listeners[0].auth = Some(REDACTED.to_owned());
     expected.pools[0].redis_auth = Some(REDACTED.to_owned());
-    assert_eq!(parse_ok(&config.to_redacted_toml()), expected);
+    let shown = config.to_redacted_toml();
+    assert!(!shown.contains("admin-secret"), "{shown}");
+    assert_eq!(parse_ok(&shown), expected);
 }
 
 #[test]
@@ -368,6 +378,11 @@ fn bad_proxy_values_are_rejected() {
         ("admin = \"127.0.0.1\"", "admin", "is not an address"),
         ("admin = \"127.0.0.1:0\"", "admin", "port 0 is not allowed"),
         ("stats_port = 0", "stats_port", "must be from 1 to 65535"),
+        ("admin_token = \"\"", "admin_token", "must not be empty"),
+        ("admin_token = \"two words\"", "admin_token", "printable ASCII without spaces"),
+        ("admin_token = 5", "admin_token", "expected a string"),
+        ("admin_max_connections = 0", "admin_max_connections", "at least 1"),
+        ("admin_timeout_ms = 0", "admin_timeout_ms", "at least 1"),
         ("histogram_interval_s = 0", "histogram_interval_s", "at least 1"),
         ("client_max_inflight = 0", "client_max_inflight", "at least 1"),
         ("client_max_unsent_bytes = 100", "client_max_unsent_bytes", "at least 1024"),

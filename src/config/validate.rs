@@ -20,6 +20,9 @@ const PROXY_KEYS: &[&str] = &[
     "cpus",
     "admin",
     "stats_port",
+    "admin_token",
+    "admin_max_connections",
+    "admin_timeout_ms",
     "shutdown_timeout_ms",
     "histogram_dir",
     "histogram_interval_s",
@@ -211,6 +214,10 @@ fn build_proxy(s: &Section<'_>) -> Result<ProxyConfig, ConfigError> {
         cpus,
         admin: s.parse_or("admin", Some(DEFAULT_ADMIN), parse_optional_bind_addr)?,
         stats_port: s.parse_or("stats_port", None, parse_stats_port)?,
+        admin_token: s.parse_or("admin_token", None, parse_admin_token)?,
+        admin_max_connections: s
+            .parse_or("admin_max_connections", DEFAULT_ADMIN_MAX_CONNECTIONS, |f| f.integer_at_least(1usize))?,
+        admin_timeout_ms: s.parse_or("admin_timeout_ms", DEFAULT_ADMIN_TIMEOUT_MS, |f| f.integer_at_least(1u64))?,
         shutdown_timeout_ms: s
             .parse_or("shutdown_timeout_ms", DEFAULT_SHUTDOWN_TIMEOUT_MS, |f| f.integer_at_least(0u64))?,
         histogram_dir: s
@@ -256,6 +263,15 @@ fn parse_cpus(f: &Field<'_>) -> Result<Vec<usize>, ConfigError> {
         cpus.push(cpu);
     }
     Ok(cpus)
+}
+
+/// A bearer token: printable ASCII without spaces (it travels in an HTTP header), not empty.
+fn parse_admin_token(f: &Field<'_>) -> Result<Option<String>, ConfigError> {
+    let token = f.non_empty_string()?;
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(f.error("must be printable ASCII without spaces (it is sent as `Authorization: Bearer <token>`)"));
+    }
+    Ok(Some(token.to_owned()))
 }
 
 /// An address, or `""`/`"off"` for disabled.

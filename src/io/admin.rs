@@ -10,89 +10,265 @@
 //! | `GET /histograms` | percentiles per listener x command, pool and server (JSON, microseconds) |
 //! | `POST /histograms/dump` | write the cumulative `.hgrm` files to `proxy.histogram_dir` now |
 //!
-//! One request per connection (`Connection: close`); request bodies are not read by any route.
+//! One request per connection (`Connection: close`); request bodies are not read by any route. The mutating routes
+//! (`POST`) refuse cross-site browser requests and need `proxy.admin_token` when it is set (see `admin_access`).
+//! Both endpoints serve at most `proxy.admin_max_connections` connections at once, each bounded by
+//! `proxy.admin_timeout_ms` for reading its request and for writing the answer.
 
+use super::admin_access::{self, Refusal};
 use super::control::Control;
+use super::exhaustion::{self, AcceptBackoff, Throttle, WARN_INTERVAL};
 use super::metrics;
 use super::stream::Conn;
+use glommio::net::{TcpListener, TcpStream};
+use std::cell::Cell;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::os::unix::io::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
-pub fn start(control: Rc<Control>, addr: SocketAddr) {
-    let listener = match glommio::net::TcpListener::bind(addr) {
-        Ok(l) => l,
-        Err(e) => {
-            log::error!("admin endpoint: cannot listen on {addr}: {e}");
-            return;
+/// Binds the admin endpoint or the stats port (`what`, for messages), on the main thread before any executor
+/// starts, so that an address in use ends start-up with a message naming it. With SO_REUSEADDR, as the data
+/// listeners: the previous process's connections left in TIME_WAIT (after any scrape) must not keep a restart from
+/// binding. Without SO_REUSEPORT: a second ferrule on the same port must fail, not share it.
+///
+/// A port still held by the listener of a ferrule that just exited (its io_uring, torn down by the kernel after the
+/// process is gone, keeps the socket listening for some milliseconds) is waited for, up to [`BIND_RETRY`].
+pub fn bind(what: &str, addr: SocketAddr) -> Result<std::net::TcpListener, String> {
+    let deadline = Instant::now() + BIND_RETRY;
+    loop {
+        match bind_once(addr) {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            result => return result.map_err(|e| format!("{what}: cannot listen on {addr}: {e}")),
         }
-    };
+    }
+}
+
+/// How long start-up waits for an admin or stats address in use to become free before it fails.
+const BIND_RETRY: Duration = Duration::from_secs(1);
+
+fn bind_once(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), None)?;
+    sock.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    sock.bind(&addr.into())?;
+    sock.listen(1024)?;
+    Ok(std::net::TcpListener::from(sock))
+}
+
+/// Takes a listening socket [`start`] or [`start_stats_port`] serves out of LISTEN at once (at shutdown), so that
+/// the next ferrule can bind the address as soon as this one is gone.
+pub fn stop_listening(fd: RawFd) {
+    // SAFETY: the descriptor stays open (owned by the accept loop) until the executor ends; shutdown does not close it.
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_RDWR);
+    }
+}
+
+/// The admin endpoint on the control executor, on the socket [`bind`] made; returns its descriptor.
+pub fn start(control: Rc<Control>, listener: std::net::TcpListener) -> RawFd {
+    let addr = listener.local_addr().map_or_else(|_| "?".to_string(), |a| a.to_string());
     log::info!("admin endpoint on http://{addr}");
-    glommio::spawn_local(async move {
-        loop {
-            if let Ok(stream) = listener.accept().await {
-                let c = control.clone();
-                glommio::spawn_local(serve(c, Conn::tcp(stream))).detach();
-            }
-        }
-    })
-    .detach();
+    let fd = listener.as_raw_fd();
+    glommio::spawn_local(accept_loop(control, into_glommio(listener), "admin endpoint", true, serve)).detach();
+    fd
 }
 
-/// nutcracker's stats port: every connection gets the stats JSON, then the connection is closed.
-pub fn start_stats_port(control: Rc<Control>, addr: SocketAddr) {
-    let listener = match glommio::net::TcpListener::bind(addr) {
-        Ok(l) => l,
-        Err(e) => {
-            log::error!("stats port: cannot listen on {addr}: {e}");
-            return;
-        }
-    };
+/// nutcracker's stats port: every connection gets the stats JSON, then the connection is closed. Returns the
+/// listening descriptor.
+pub fn start_stats_port(control: Rc<Control>, listener: std::net::TcpListener) -> RawFd {
+    let addr = listener.local_addr().map_or_else(|_| "?".to_string(), |a| a.to_string());
     log::info!("twemproxy-style stats on tcp://{addr}");
-    glommio::spawn_local(async move {
-        loop {
-            if let Ok(stream) = listener.accept().await {
-                let c = control.clone();
-                glommio::spawn_local(async move {
-                    let conn = Conn::tcp(stream);
-                    let body = super::stats_json::twemproxy_json(&c).await;
-                    let _ = conn.write_all(body.as_bytes()).await;
-                    conn.shutdown();
-                })
-                .detach();
-            }
-        }
-    })
-    .detach();
+    let fd = listener.as_raw_fd();
+    glommio::spawn_local(accept_loop(control, into_glommio(listener), "stats port", false, serve_stats)).detach();
+    fd
 }
 
-async fn serve(control: Rc<Control>, conn: Conn) {
-    let mut buf = vec![0u8; 8192];
+fn into_glommio(listener: std::net::TcpListener) -> TcpListener {
+    // SAFETY: a bound, listening socket whose ownership moves to the glommio listener.
+    unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) }
+}
+
+/// Counts a connection as open until dropped.
+struct Open(Rc<Cell<usize>>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
+}
+
+/// Accepts connections and serves each in its own task, at most `proxy.admin_max_connections` at once (more are
+/// closed at once, after a 503 when the endpoint speaks `http`). Out of descriptors, the loop pauses (10 ms doubling to 100 ms) instead of
+/// retrying: glommio's accept fails without yielding, so retrying at once would keep control's other tasks (signals,
+/// probes, reloads) from ever running again.
+async fn accept_loop<F, Fut>(control: Rc<Control>, listener: TcpListener, what: &'static str, http: bool, serve: F)
+where
+    F: Fn(Rc<Control>, TcpStream) -> Fut,
+    Fut: Future<Output = ()> + 'static,
+{
+    let open = Rc::new(Cell::new(0usize));
+    let mut backoff = AcceptBackoff::default();
+    let fd_warn = Throttle::new(WARN_INTERVAL);
+    let full_warn = Throttle::new(WARN_INTERVAL);
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                backoff.succeeded();
+                let max = control.config().proxy.admin_max_connections;
+                if open.get() >= max {
+                    if let Some(held_back) = full_warn.allow(Instant::now()) {
+                        log::warn!(
+                            "{what}: {max} connections open (proxy.admin_max_connections); closing new ones{}",
+                            exhaustion::suppressed_note(held_back)
+                        );
+                    }
+                    if http {
+                        refuse_busy(&stream);
+                    }
+                } else {
+                    open.set(open.get() + 1);
+                    let guard = Open(open.clone());
+                    let work = serve(control.clone(), stream);
+                    glommio::spawn_local(async move {
+                        let _open = guard;
+                        work.await;
+                    })
+                    .detach();
+                }
+                // A flood of connections is accepted without waiting: let the other tasks run now and then.
+                glommio::yield_if_needed().await;
+            }
+            Err(e) => {
+                let e = match e {
+                    glommio::GlommioError::IoError(e) => e,
+                    other => std::io::Error::other(other.to_string()),
+                };
+                if exhaustion::is_out_of_descriptors(&e) {
+                    if let Some(held_back) = fd_warn.allow(Instant::now()) {
+                        log::warn!(
+                            "{what}: accept failed: {e} ({}); new connections wait until descriptors are free{}",
+                            exhaustion::errno_name(&e),
+                            exhaustion::suppressed_note(held_back)
+                        );
+                    }
+                    glommio::timer::sleep(backoff.failed()).await;
+                } else {
+                    // A connection that failed before it was taken (reset, aborted): the next one is fine. Still
+                    // yield, so that no error, however persistent, can hold the executor.
+                    log::debug!("{what}: accept: {e}");
+                    glommio::timer::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Best effort, without waiting: a 503 that says why, then the connection closes (dropping the stream).
+fn refuse_busy(stream: &TcpStream) {
+    let reply = response(503, "text/plain", "too many admin connections (proxy.admin_max_connections); retry later\n");
+    // SAFETY: a plain non-blocking send on the descriptor `stream` owns, from a buffer that outlives the call.
+    unsafe {
+        libc::send(stream.as_raw_fd(), reply.as_ptr().cast(), reply.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL);
+    }
+}
+
+/// The `proxy.admin_timeout_ms` bound on one phase of a connection (reading the request, writing the answer).
+async fn bounded<T>(control: &Control, phase: impl Future<Output = Option<T>>) -> Option<T> {
+    let limit = Duration::from_millis(control.config().proxy.admin_timeout_ms);
+    glommio::timer::timeout(limit, async { Ok(phase.await) }).await.ok().flatten()
+}
+
+async fn serve_stats(control: Rc<Control>, stream: TcpStream) {
+    let conn = Conn::tcp(stream);
+    let body = super::stats_json::twemproxy_json(&control).await;
+    bounded(&control, async { conn.write_all(body.as_bytes()).await.ok() }).await;
+    conn.shutdown();
+}
+
+/// Reads the request head (bodies are not used by any endpoint) into `buf`; its length, or `None` when the client
+/// went away, sent too much, or (with a 400 sent) sent garbage.
+async fn read_head(conn: &Conn, buf: &mut [u8]) -> Option<usize> {
     let mut have = 0;
-    // Read the request head (bodies are not used by any endpoint).
-    let head_len = loop {
+    loop {
         match conn.read(&mut buf[have..]).await {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => return None,
             Ok(n) => have += n,
         }
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(&buf[..have]) {
-            Ok(httparse::Status::Complete(n)) => break n,
+            Ok(httparse::Status::Complete(n)) => return Some(n),
             Ok(httparse::Status::Partial) if have < buf.len() => continue,
             _ => {
                 let _ = conn.write_all(&response(400, "text/plain", "bad request\n")).await;
-                return;
+                return None;
             }
         }
+    }
+}
+
+async fn serve(control: Rc<Control>, stream: TcpStream) {
+    let conn = Conn::tcp(stream);
+    let mut buf = vec![0u8; 8192];
+    // A client that connects and sends nothing (or drips) is closed after proxy.admin_timeout_ms.
+    let Some(head_len) = bounded(&control, read_head(&conn, &mut buf)).await else {
+        conn.shutdown();
+        return;
     };
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut req = httparse::Request::new(&mut headers);
     let _ = req.parse(&buf[..head_len]);
     let method = req.method.unwrap_or("").to_string();
     let path = req.path.unwrap_or("/").split('?').next().unwrap_or("/").to_string();
-    let resp = route(&control, &method, &path).await;
-    let _ = conn.write_all(&resp).await;
+    let header = |name: &str| {
+        req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).and_then(|h| std::str::from_utf8(h.value).ok())
+    };
+    let access = admin_access::Headers {
+        host: header("host"),
+        origin: header("origin"),
+        sec_fetch_site: header("sec-fetch-site"),
+        authorization: header("authorization"),
+    };
+    let resp = if MUTATING.contains(&(method.as_str(), path.as_str())) {
+        let token = control.config().proxy.admin_token.clone();
+        match admin_access::check_mutating(&access, token.as_deref()) {
+            Ok(()) => route(&control, &method, &path).await,
+            Err(refusal) => refused(&method, &path, refusal),
+        }
+    } else {
+        route(&control, &method, &path).await
+    };
+    bounded(&control, async { conn.write_all(&resp).await.ok() }).await;
     conn.shutdown();
+}
+
+/// The routes that change something: a browser page of another site may not call them, and they need
+/// `proxy.admin_token` when it is set.
+const MUTATING: [(&str, &str); 2] = [("POST", "/reload"), ("POST", "/histograms/dump")];
+
+fn refused(method: &str, path: &str, refusal: Refusal) -> Vec<u8> {
+    match refusal {
+        Refusal::Forbidden(why) => {
+            log::warn!("admin endpoint: {method} {path} refused: {why}");
+            response(403, "text/plain", &format!("{why}\n"))
+        }
+        Refusal::Unauthorized(why) => {
+            log::warn!("admin endpoint: {method} {path} refused: {why}");
+            response_with(
+                401,
+                "text/plain",
+                "WWW-Authenticate: Bearer realm=\"ferrule admin\"\r\n",
+                &format!("{why}\n"),
+            )
+        }
+    }
 }
 
 /// Every route and the one method it answers.
@@ -141,16 +317,24 @@ async fn route(control: &Rc<Control>, method: &str, path: &str) -> Vec<u8> {
 }
 
 pub fn response(code: u16, ctype: &str, body: &str) -> Vec<u8> {
+    response_with(code, ctype, "", body)
+}
+
+/// A response with `extra` header lines (each ending in CRLF).
+fn response_with(code: u16, ctype: &str, extra: &str, body: &str) -> Vec<u8> {
     let reason = match code {
         200 => "OK",
         400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         409 => "Conflict",
+        503 => "Service Unavailable",
         _ => "Error",
     };
     format!(
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n{body}",
         body.len()
     )
     .into_bytes()

@@ -464,11 +464,11 @@ impl Backend {
                     }
                     None => {
                         want_connect = preconnect;
+                        // No back-off after a connect that found no descriptor: a preconnecting pool still waits
+                        // a little before trying again instead of spinning.
                         let pause = self.st.borrow().down_until.map(|u| u.saturating_duration_since(Instant::now()));
                         if want_connect {
-                            if let Some(p) = pause {
-                                uring::sleep(p).await;
-                            }
+                            uring::sleep(pause.unwrap_or(MIN_BACKOFF)).await;
                         }
                         continue;
                     }
@@ -531,6 +531,29 @@ impl Backend {
                 log::info!("backend {}: connected", self.label);
                 glommio::spawn_local(self.clone().read_loop(conn.clone(), generation)).detach();
                 Some(conn)
+            }
+            Err(e) if super::exhaustion::is_out_of_descriptors(&e) => {
+                // The proxy's own shortage, not the server's fault: fail what waits, but count no server failure
+                // (no health event, no back-off, no fault counter), so a healthy server is never ejected for it.
+                let reason = super::exhaustion::connect_failure(&e);
+                st.stats.counters.failed_requests +=
+                    st.pending.iter().filter(|p| matches!(p.waiter, Waiter::Client { .. })).count() as u64;
+                st.outq.clear();
+                st.outq_since = None;
+                st.generation += 1;
+                let pending = std::mem::take(&mut st.pending);
+                drop(st);
+                CONNECT_WARN.with(|t| {
+                    if let Some(held_back) = t.allow(Instant::now()) {
+                        let note = super::exhaustion::suppressed_note(held_back);
+                        log::warn!("backend {}: {reason}; failing its requests{note}", self.label);
+                    }
+                });
+                let reply = self.error_reply(&reason);
+                for p in pending {
+                    deliver_failed(p.waiter, &reply);
+                }
+                None
             }
             Err(e) => {
                 let reason = describe_connect_error(&e);
@@ -739,9 +762,16 @@ fn deliver(waiter: Waiter, reply: &[u8], latency: Option<Duration>, failed: bool
     }
 }
 
+thread_local! {
+    /// One warning per interval per core about connects that found no descriptor, whichever server they were for.
+    static CONNECT_WARN: super::exhaustion::Throttle =
+        const { super::exhaustion::Throttle::new(super::exhaustion::WARN_INTERVAL) };
+}
+
+/// In the system's words where it has them ("Connection refused", as strerror, twemproxy and alert rules say it).
 fn describe_connect_error(e: &std::io::Error) -> String {
     match e.kind() {
-        std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
+        std::io::ErrorKind::ConnectionRefused => "Connection refused".into(),
         std::io::ErrorKind::TimedOut => "connect timed out".into(),
         _ => format!("connect failed: {e}"),
     }

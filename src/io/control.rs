@@ -444,6 +444,12 @@ fn file_stamp(path: &Path) -> Option<(SystemTime, u64, u64)> {
     Some((m.modified().ok()?, m.len(), m.ino()))
 }
 
+/// The admin endpoint's and the stats port's sockets, bound on the main thread before control starts.
+pub struct Endpoints {
+    pub admin: Option<std::net::TcpListener>,
+    pub stats_port: Option<std::net::TcpListener>,
+}
+
 /// Runs control until shutdown.
 pub async fn run(
     cfg: Arc<Config>,
@@ -452,6 +458,7 @@ pub async fn run(
     from_workers: Vec<SharedReceiver<FromWorker>>,
     flags: SignalFlags,
     watch_config: bool,
+    endpoints: Endpoints,
 ) {
     let mut senders = Vec::new();
     for (s, doorbell) in to_workers {
@@ -498,11 +505,12 @@ pub async fn run(
         })
         .detach();
     }
-    if let Some(addr) = cfg.proxy.admin {
-        super::admin::start(control.clone(), addr);
+    let mut endpoint_fds = Vec::new();
+    if let Some(listener) = endpoints.admin {
+        endpoint_fds.push(super::admin::start(control.clone(), listener));
     }
-    if let Some(addr) = cfg.proxy.stats_port {
-        super::admin::start_stats_port(control.clone(), addr);
+    if let Some(listener) = endpoints.stats_port {
+        endpoint_fds.push(super::admin::start_stats_port(control.clone(), listener));
     }
     super::metrics::start_histogram_task(control.clone(), flags.dump.clone());
     let mut stamp = file_stamp(&path);
@@ -529,6 +537,10 @@ pub async fn run(
         control.start_due_probes();
     }
     control.shutdown().await;
+    // The executor's io_uring, torn down only after the process has exited, would keep the sockets listening a while.
+    for fd in endpoint_fds {
+        super::admin::stop_listening(fd);
+    }
 }
 
 #[cfg(test)]

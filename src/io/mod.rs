@@ -3,8 +3,10 @@
 //! `uring`, each worker's own io_uring beneath glommio (docs/architecture.md says why).
 
 mod admin;
+mod admin_access;
 mod backend;
 mod control;
+mod exhaustion;
 mod messages;
 mod metrics;
 mod pool;
@@ -58,6 +60,9 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), String> {
     let io_memory = cfg.proxy.io_memory_kib * 1024;
     sys::check_memlock(cpus.len() + 1, cfg.proxy.io_memory_kib)?;
     sys::raise_nofile();
+    // Bound before anything starts: a port in use is a start-up error, not a proxy running without /health.
+    let admin = cfg.proxy.admin.map(|a| admin::bind("admin endpoint (proxy.admin)", a)).transpose()?;
+    let stats_port = cfg.proxy.stats_port.map(|a| admin::bind("stats port (proxy.stats_port)", a)).transpose()?;
     let flags = control::SignalFlags::register().map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let cfg = Arc::new(cfg);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -86,7 +91,10 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), String> {
     let ctl = LocalExecutorBuilder::new(Placement::Unbound)
         .name("ferrule-ctl")
         .io_memory(io_memory)
-        .spawn(move || control::run(cfg, path, to_workers, from_workers, flags, watch))
+        .spawn(move || {
+            let endpoints = control::Endpoints { admin, stats_port };
+            control::run(cfg, path, to_workers, from_workers, flags, watch, endpoints)
+        })
         .map_err(|e| format!("cannot start the control executor: {e}"))?;
     for _ in 0..cpus.len() {
         match ready_rx.recv_timeout(Duration::from_secs(10)) {

@@ -69,7 +69,7 @@ pub async fn probe(
 fn describe_connect(e: &glommio::GlommioError<()>) -> String {
     match e {
         glommio::GlommioError::IoError(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
-            "connection refused".into()
+            "Connection refused".into()
         }
         glommio::GlommioError::IoError(io) if io.kind() == std::io::ErrorKind::TimedOut => "connect timed out".into(),
         glommio::GlommioError::TimedOut(_) => "connect timed out".into(),

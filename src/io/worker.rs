@@ -1,6 +1,7 @@
 //! A worker executor: one pinned core with its own listeners, sessions, pools, rings and backend connections.
 
 use super::backend::Backend;
+use super::exhaustion;
 use super::messages::{FromWorker, ServerKey, ToWorker};
 use super::pool::PoolRt;
 use super::replies::{BufferBudget, ClientLimits};
@@ -398,13 +399,28 @@ async fn accept_unix(worker: Rc<Worker>, slot: Rc<ListenerSlot>, listener: Liste
 }
 
 async fn accept_loop(worker: Rc<Worker>, slot: Rc<ListenerSlot>, listener: Listener, wrap: fn(OwnedFd) -> Conn) {
+    let mut backoff = exhaustion::AcceptBackoff::default();
+    let warn = exhaustion::Throttle::new(exhaustion::WARN_INTERVAL);
     loop {
         match listener.accept().await {
-            Ok(fd) => worker.spawn_session(&slot, wrap(fd)),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)) => {
-                log::warn!("worker {}: accept on {} failed: {}", worker.id, slot.name, e);
-                // Out of descriptors or memory: pause instead of spinning.
-                uring::sleep(Duration::from_millis(50)).await;
+            Ok(fd) => {
+                backoff.succeeded();
+                worker.spawn_session(&slot, wrap(fd));
+            }
+            Err(e) if exhaustion::is_out_of_descriptors(&e) => {
+                if let Some(held_back) = warn.allow(Instant::now()) {
+                    log::warn!(
+                        "worker {}: accept on {} failed: {} ({}); new clients wait in the backlog until descriptors are free{}",
+                        worker.id,
+                        slot.name,
+                        e,
+                        exhaustion::errno_name(&e),
+                        exhaustion::suppressed_note(held_back)
+                    );
+                }
+                // Out of descriptors or memory: pause instead of spinning. The multishot accept ended with the
+                // error; the next accept() arms it again.
+                uring::sleep(backoff.failed()).await;
             }
             // A connection that failed before we took it (reset, aborted, a network error): accept(2) says to try
             // again, and the others are fine.

@@ -148,6 +148,18 @@ impl Ferrule {
 
     /// Like [`start_with`](Self::start_with), with extra `[proxy]` lines and extra command-line arguments.
     pub fn start_opts(body: &str, port: u16, workers: usize, proxy_extra: &str, args: &[&str]) -> Ferrule {
+        Self::start_under(&[], body, port, workers, proxy_extra, args)
+    }
+
+    /// Like [`start_opts`](Self::start_opts), run by `wrapper` (e.g. `["prlimit", "--nofile=300:300"]`).
+    pub fn start_under(
+        wrapper: &[&str],
+        body: &str,
+        port: u16,
+        workers: usize,
+        proxy_extra: &str,
+        args: &[&str],
+    ) -> Ferrule {
         let dir = tempdir("ferrule");
         let admin_port = free_port();
         let config_path = dir.join("ferrule.toml");
@@ -155,7 +167,15 @@ impl Ferrule {
         std::fs::write(&config_path, format!("{header}{body}")).unwrap();
         let log_path = dir.join("ferrule.log");
         let log = std::fs::File::create(&log_path).unwrap();
-        let child = Command::new(ferrule_bin())
+        let mut command = match wrapper.split_first() {
+            Some((program, wrapper_args)) => {
+                let mut c = Command::new(program);
+                c.args(wrapper_args).arg(ferrule_bin());
+                c
+            }
+            None => Command::new(ferrule_bin()),
+        };
+        let child = command
             .arg("-c")
             .arg(&config_path)
             .args(args)

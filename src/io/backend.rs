@@ -69,8 +69,9 @@ pub enum Waiter {
     /// A client request (`frag` is `None` for a whole request, or the fragment number of a split one).
     /// `meter` records the request's latency on delivery (present when per-request stats are on).
     Client { client: ClientRef, seq: u64, frag: Option<u32>, meter: Option<Meter> },
-    /// A reply to the connection prelude (AUTH, SELECT): checked, not forwarded.
-    Prelude,
+    /// A reply to the connection prelude (AUTH, SELECT, HELLO 3): checked, not forwarded. `hello3`: it answers
+    /// `HELLO 3`, so it must show the switch to RESP3 (a map), not merely be no error.
+    Prelude { hello3: bool },
 }
 
 impl Waiter {
@@ -101,9 +102,11 @@ pub struct BackendOptions {
     pub batching: Batching,
     /// Adaptive batching: the longest the oldest held request waits before its batch is written anyway.
     pub max_hold: Duration,
-    /// Requests sent first on every new connection (AUTH, SELECT) and how many replies they produce.
+    /// Requests sent first on every new connection (AUTH, SELECT, HELLO 3) and how many replies they produce.
     pub prelude: Vec<u8>,
     pub prelude_replies: usize,
+    /// The prelude's last request is `HELLO 3`: the connection serves RESP3 clients only.
+    pub prelude_ends_with_hello3: bool,
 }
 
 /// Observations a backend reports upward (to the worker, which forwards them to control).
@@ -462,9 +465,11 @@ impl Backend {
                     // AUTH must not hold them past their own timeout.
                     let fresh = Instant::now() + self.opts.timeout;
                     let deadline = st.pending.front().map_or(fresh, |p| p.deadline.min(fresh));
-                    for _ in 0..self.opts.prelude_replies {
+                    for i in 0..self.opts.prelude_replies {
+                        // Pushed to the front, so the first one pushed waits for the prelude's last reply.
+                        let hello3 = i == 0 && self.opts.prelude_ends_with_hello3;
                         st.pending.push_front(Pending {
-                            waiter: Waiter::Prelude,
+                            waiter: Waiter::Prelude { hello3 },
                             framer: Framer::Redis,
                             deadline,
                             bytes: 0,
@@ -576,12 +581,14 @@ impl Backend {
                         let reply = &buf[start..start + len];
                         start += len;
                         match p.map(|p| p.waiter) {
-                            Some(Waiter::Prelude) => {
-                                let bad = redis::is_error_reply(reply);
+                            Some(Waiter::Prelude { hello3 }) => {
+                                let bad =
+                                    redis::is_error_reply(reply) || (hello3 && !redis::is_resp3_hello_reply(reply));
                                 if bad {
                                     let msg = String::from_utf8_lossy(reply).trim_end().to_string();
                                     log::error!("backend {}: connection setup rejected: {}", self.label, msg);
-                                    self.fail_connection(generation, &format!("rejected AUTH/SELECT: {msg}"));
+                                    let what = if hello3 { "HELLO 3" } else { "AUTH/SELECT" };
+                                    self.fail_connection(generation, &format!("rejected {what}: {msg}"));
                                     return;
                                 }
                             }

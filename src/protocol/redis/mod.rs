@@ -17,6 +17,7 @@ mod command_table;
 mod commands;
 mod decimal;
 mod encode;
+mod hello;
 mod inline;
 mod reply;
 mod request;
@@ -30,6 +31,7 @@ pub use encode::{
     write_hello, write_integer, write_map_header, write_null, write_null_aggregate, write_null_array, write_null_bulk,
     write_push_header, write_set_header, write_simple, write_unknown_command, write_verbatim, HelloFields, Proto,
 };
+pub use hello::{is_resp3_hello_reply, parse_hello, Hello};
 pub use reply::{array_elements, is_error_reply, is_push_reply, parse_integer_reply, reply_len, ReplyParser};
 pub use request::{parse_request, RequestParser};
 

@@ -215,12 +215,10 @@ fn hello_authenticates_as_redis_does() {
     assert_eq!(c.redis_str(&["GET", "k"]), "_\r\n");
 }
 
-/// A backend that refuses `HELLO 3` (as redis before 6 does): RESP3 clients get an error naming it, RESP2
-/// clients of the same server go on.
-#[test]
-fn backend_refusing_hello_3_fails_only_resp3_requests() {
+/// A fake redis on a free port: answers `HELLO` with `hello` and every other request with `other`.
+fn fake_backend(hello: &'static [u8], other: &'static [u8]) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let backend_port = listener.local_addr().unwrap().port();
+    let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
         for stream in listener.incoming().take(64) {
             let Ok(mut stream) = stream else { return };
@@ -231,13 +229,9 @@ fn backend_refusing_hello_3_fails_only_resp3_requests() {
                 loop {
                     match ferrule::protocol::redis::parse_request(&buf, &mut args) {
                         Ok(Some(len)) => {
-                            let reply: &[u8] = if buf[args[0].clone()].eq_ignore_ascii_case(b"HELLO") {
-                                b"-ERR unknown command 'HELLO'\r\n"
-                            } else {
-                                b"$-1\r\n"
-                            };
+                            let is_hello = buf[args[0].clone()].eq_ignore_ascii_case(b"HELLO");
                             buf.drain(..len);
-                            if stream.write_all(reply).is_err() {
+                            if stream.write_all(if is_hello { hello } else { other }).is_err() {
                                 return;
                             }
                         }
@@ -251,20 +245,48 @@ fn backend_refusing_hello_3_fails_only_resp3_requests() {
             });
         }
     });
+    port
+}
+
+fn proxy_to(backend_port: u16) -> (Ferrule, u16) {
     let port = free_port();
     let body = format!(
         "{}{}",
         listener_toml("cache", port, "redis", "main", ""),
         redis_pool_toml("main", &[format!("127.0.0.1:{backend_port}:1")], "auto_eject_hosts = false")
     );
-    let _f = Ferrule::start(&body, port);
-    let mut resp2 = Client::connect(port);
-    let mut resp3 = Client::connect(port);
-    resp3.redis(&["HELLO", "3"]);
-    let reply = resp3.redis_str(&["GET", "k"]);
-    assert!(reply.starts_with("-ERR ferrule: backend main/"), "{reply}");
-    assert!(reply.contains("rejected HELLO 3: -ERR unknown command 'HELLO'"), "{reply}");
-    for _ in 0..3 {
-        assert_eq!(resp2.redis_str(&["GET", "k"]), "$-1\r\n");
+    (Ferrule::start(&body, port), port)
+}
+
+/// A backend that refuses `HELLO 3` (as redis before 6 does), or answers it with something else than a map:
+/// RESP3 clients get an error naming it, RESP2 clients of the same server go on.
+#[test]
+fn backend_refusing_hello_3_fails_only_resp3_requests() {
+    for (hello, expected) in [
+        (&b"-ERR unknown command 'HELLO'\r\n"[..], "rejected HELLO 3: -ERR unknown command 'HELLO'"),
+        (b"+OK\r\n", "rejected HELLO 3: +OK"),
+    ] {
+        let (_f, port) = proxy_to(fake_backend(hello, b"$-1\r\n"));
+        let mut resp2 = Client::connect(port);
+        let mut resp3 = Client::connect(port);
+        resp3.redis(&["HELLO", "3"]);
+        let reply = resp3.redis_str(&["GET", "k"]);
+        assert!(reply.starts_with("-ERR ferrule: backend main/"), "{reply}");
+        assert!(reply.contains(expected), "{reply}");
+        for _ in 0..3 {
+            assert_eq!(resp2.redis_str(&["GET", "k"]), "$-1\r\n");
+        }
     }
+}
+
+/// A push on a RESP3 backend connection answers no request: the request it arrived for gets an error and the
+/// connection is closed, rather than the push being taken for the reply (and every later reply shifted by one).
+#[test]
+fn unsolicited_push_ends_the_resp3_connection() {
+    let (_f, port) = proxy_to(fake_backend(b"%0\r\n", b">2\r\n$10\r\ninvalidate\r\n_\r\n$-1\r\n"));
+    let mut c = Client::connect(port);
+    c.redis(&["HELLO", "3"]);
+    let reply = c.redis_str(&["GET", "k"]);
+    assert!(reply.starts_with("-ERR ferrule: backend main/"), "{reply}");
+    assert!(reply.ends_with(" sent an unsolicited RESP3 push\r\n"), "{reply}");
 }

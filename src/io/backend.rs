@@ -592,6 +592,14 @@ impl Backend {
                                     return;
                                 }
                             }
+                            // A push answers no request (RESP3 connections only; nothing ferrule forwards asks
+                            // for one): the replies after it could no longer be matched to their requests.
+                            Some(w) if self.opts.prelude_ends_with_hello3 && redis::is_push_reply(reply) => {
+                                let reason = "sent an unsolicited RESP3 push";
+                                self.deliver_error(w, reason);
+                                self.fail_connection(generation, reason);
+                                return;
+                            }
                             Some(w) => deliver(w, reply, latency, false),
                             None => {}
                         }

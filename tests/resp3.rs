@@ -290,3 +290,28 @@ fn unsolicited_push_ends_the_resp3_connection() {
     assert!(reply.starts_with("-ERR ferrule: backend main/"), "{reply}");
     assert!(reply.ends_with(" sent an unsolicited RESP3 push\r\n"), "{reply}");
 }
+
+/// redis-cli in RESP3 mode (`-3`) shows RESP3 types as such: a null, a map, a set, a double.
+#[test]
+fn redis_cli_in_resp3_mode() {
+    let cli = require_binary("redis-cli", "redis-tools");
+    let (_backends, _f, port) = setup("");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(&cli)
+            .args(["--no-raw", "-3", "-p", &port.to_string()])
+            .args(args)
+            .output()
+            .expect("run redis-cli");
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+    };
+    assert_eq!(run(&["PING"]), "PONG");
+    assert_eq!(run(&["GET", "cli:missing"]), "(nil)");
+    assert_eq!(run(&["HSET", "cli:h", "f", "v"]), "(integer) 1");
+    assert_eq!(run(&["HGETALL", "cli:h"]), "1# \"f\" => \"v\"");
+    assert_eq!(run(&["SADD", "cli:s", "m"]), "(integer) 1");
+    assert_eq!(run(&["SMEMBERS", "cli:s"]), "1~ \"m\"");
+    assert_eq!(run(&["ZADD", "cli:z", "1.5", "m"]), "(integer) 1");
+    assert_eq!(run(&["ZSCORE", "cli:z", "m"]), "(double) 1.5");
+    assert_eq!(run(&["MGET", "cli:missing", "cli:other"]), "1) (nil)\n2) (nil)");
+}

@@ -26,6 +26,16 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 export PATH="$PATH:/usr/sbin"
 
+# redis-py for tests/redis_py.rs, in a virtualenv of its own under target/ (nothing installed system-wide).
+if ! target/pyenv/bin/python -c "import redis" 2>/dev/null; then
+    echo "test.sh: installing redis-py into target/pyenv"
+    if ! { python3 -m venv target/pyenv && target/pyenv/bin/pip install -q redis; }; then
+        echo "test.sh: could not install redis-py. It needs python3 with venv and pip (Debian: apt-get install" \
+            "python3-venv python3-pip), then: python3 -m venv target/pyenv && target/pyenv/bin/pip install redis" >&2
+        exit 1
+    fi
+fi
+
 rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy || true
 
 echo "== cargo fmt --check"

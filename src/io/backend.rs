@@ -50,15 +50,15 @@ impl Framer {
 
 /// Why the complete reply `reply` cannot answer the request `p` at the head of the queue, if it cannot: the shape of
 /// a redis reply, `+OK` for the connection prelude, and for a fragment of a split request what the fragment asked for.
-/// Every backend connection speaks RESP2 today (`resp3: false`).
-fn reply_fault(p: &Pending, reply: &[u8]) -> Option<String> {
+/// `resp3`: the connection negotiated RESP3 (HELLO 3 in its prelude), so RESP3 types stand for their RESP2 ones.
+fn reply_fault(p: &Pending, reply: &[u8], resp3: bool) -> Option<String> {
     if let Framer::Redis(shape) = p.framer {
-        if let Err(mismatch) = shape.check(reply, false) {
+        if let Err(mismatch) = shape.check(reply, resp3) {
             return Some(format!("sent a reply that {mismatch}"));
         }
     }
     match &p.waiter {
-        Waiter::Prelude if !redis::is_error_reply(reply) && reply != b"+OK\r\n" => Some(format!(
+        Waiter::Prelude { hello3: false } if !redis::is_error_reply(reply) && reply != b"+OK\r\n" => Some(format!(
             "sent a reply that cannot answer AUTH/SELECT (expected +OK, got {})",
             redis::ReplyType::of(reply)
         )),
@@ -103,8 +103,9 @@ pub enum Waiter {
     /// A client request (`frag` is `None` for a whole request, or the fragment number of a split one).
     /// `meter` records the request's latency on delivery (present when per-request stats are on).
     Client { client: ClientRef, seq: u64, frag: Option<u32>, meter: Option<Meter> },
-    /// A reply to the connection prelude (AUTH, SELECT): checked, not forwarded.
-    Prelude,
+    /// A reply to the connection prelude (AUTH, SELECT, HELLO 3): checked, not forwarded. `hello3`: it answers
+    /// `HELLO 3`, so it must show the switch to RESP3 (a map), not merely be no error.
+    Prelude { hello3: bool },
 }
 
 impl Waiter {
@@ -135,9 +136,11 @@ pub struct BackendOptions {
     pub batching: Batching,
     /// Adaptive batching: the longest the oldest held request waits before its batch is written anyway.
     pub max_hold: Duration,
-    /// Requests sent first on every new connection (AUTH, SELECT) and how many replies they produce.
+    /// Requests sent first on every new connection (AUTH, SELECT, HELLO 3) and how many replies they produce.
     pub prelude: Vec<u8>,
     pub prelude_replies: usize,
+    /// The prelude's last request is `HELLO 3`: the connection serves RESP3 clients only.
+    pub prelude_ends_with_hello3: bool,
 }
 
 /// Observations a backend reports upward (to the worker, which forwards them to control).
@@ -517,10 +520,17 @@ impl Backend {
                     // AUTH must not hold them past their own timeout.
                     let fresh = Instant::now() + self.opts.timeout;
                     let deadline = st.pending.front().map_or(fresh, |p| p.deadline.min(fresh));
-                    for _ in 0..self.opts.prelude_replies {
+                    for i in 0..self.opts.prelude_replies {
+                        // Pushed to the front, so the first one pushed waits for the prelude's last reply.
+                        let hello3 = i == 0 && self.opts.prelude_ends_with_hello3;
                         st.pending.push_front(Pending {
-                            waiter: Waiter::Prelude,
-                            framer: Framer::Redis(redis::ReplyShape::prelude()),
+                            waiter: Waiter::Prelude { hello3 },
+                            // HELLO 3 answers a map, checked on arrival; AUTH and SELECT answer +OK.
+                            framer: Framer::Redis(if hello3 {
+                                redis::ReplyShape::any()
+                            } else {
+                                redis::ReplyShape::prelude()
+                            }),
                             deadline,
                             bytes: 0,
                         });
@@ -646,7 +656,11 @@ impl Backend {
                             let mut st = self.st.borrow_mut();
                             // A reply that cannot answer the oldest request means the connection is out of step:
                             // every later reply would reach the wrong request. Close it, failing all on it.
-                            if let Some(fault) = st.pending.front().and_then(|p| reply_fault(p, reply)) {
+                            if let Some(fault) = st
+                                .pending
+                                .front()
+                                .and_then(|p| reply_fault(p, reply, self.opts.prelude_ends_with_hello3))
+                            {
                                 drop(st);
                                 log::warn!("backend {}: {}; closing the connection", self.label, fault);
                                 self.fail_connection(generation, &fault);
@@ -666,14 +680,24 @@ impl Backend {
                         };
                         start += len;
                         match p.map(|p| p.waiter) {
-                            Some(Waiter::Prelude) => {
-                                let bad = redis::is_error_reply(reply);
+                            Some(Waiter::Prelude { hello3 }) => {
+                                let bad =
+                                    redis::is_error_reply(reply) || (hello3 && !redis::is_resp3_hello_reply(reply));
                                 if bad {
                                     let msg = String::from_utf8_lossy(reply).trim_end().to_string();
                                     log::error!("backend {}: connection setup rejected: {}", self.label, msg);
-                                    self.fail_connection(generation, &format!("rejected AUTH/SELECT: {msg}"));
+                                    let what = if hello3 { "HELLO 3" } else { "AUTH/SELECT" };
+                                    self.fail_connection(generation, &format!("rejected {what}: {msg}"));
                                     return;
                                 }
+                            }
+                            // A push answers no request (RESP3 connections only; nothing ferrule forwards asks
+                            // for one): the replies after it could no longer be matched to their requests.
+                            Some(w) if self.opts.prelude_ends_with_hello3 && redis::is_push_reply(reply) => {
+                                let reason = "sent an unsolicited RESP3 push";
+                                self.deliver_error(w, reason);
+                                self.fail_connection(generation, reason);
+                                return;
                             }
                             Some(w) => deliver(w, reply, latency, false),
                             None => {}

@@ -2,6 +2,7 @@
 
 use super::backend::{Backend, BackendOptions};
 use crate::config::{PoolConfig, Protocol, ProxyConfig, ServerConfig};
+use crate::protocol::redis::Proto;
 use crate::router::PoolRouter;
 use std::rc::Rc;
 use std::time::Duration;
@@ -11,6 +12,9 @@ pub struct ServerRt {
     pub spec: String,
     pub weight: u32,
     pub ejected: bool,
+    /// The first `server_connections` speak RESP2. A redis pool has as many again after them that switched to
+    /// RESP3 (`HELLO 3` in their prelude) for RESP3 clients, so every client gets replies in the version it chose
+    /// without the proxy translating them; those connect on first use, so RESP2-only clients cost nothing more.
     pub conns: Vec<Rc<Backend>>,
 }
 
@@ -22,6 +26,8 @@ pub struct PoolRt {
     pub cfg: PoolConfig,
     pub router: PoolRouter,
     pub servers: Vec<ServerRt>,
+    /// Connections per server and protocol version (`server_connections`).
+    per_proto: usize,
 }
 
 impl PoolRt {
@@ -34,24 +40,26 @@ impl PoolRt {
         reuse: &mut ReuseConnections<'_>,
         ejected: &dyn Fn(&str) -> bool,
     ) -> PoolRt {
-        let opts = backend_options(cfg, proxy);
+        let opts = backend_options(cfg, proxy, Proto::Resp2);
+        let resp3 = (cfg.protocol == Protocol::Redis).then(|| backend_options(cfg, proxy, Proto::Resp3));
         let servers: Vec<ServerRt> = cfg
             .servers
             .iter()
             .map(|s| {
                 let conns = reuse(cfg, s).unwrap_or_else(|| {
-                    (0..cfg.server_connections)
-                        .map(|_| {
-                            let label = format!(
-                                "{}/{}",
-                                cfg.name,
-                                s.name.clone().unwrap_or_else(|| format!("{}:{}", s.host, s.port))
-                            );
-                            let b = Backend::new(s.addr, label, opts.clone());
-                            glommio::spawn_local(b.clone().run(cfg.preconnect)).detach();
-                            b
-                        })
-                        .collect()
+                    let label =
+                        format!("{}/{}", cfg.name, s.name.clone().unwrap_or_else(|| format!("{}:{}", s.host, s.port)));
+                    let spawn = |opts: &BackendOptions, preconnect: bool| {
+                        let b = Backend::new(s.addr, label.clone(), opts.clone());
+                        glommio::spawn_local(b.clone().run(preconnect)).detach();
+                        b
+                    };
+                    let mut conns: Vec<Rc<Backend>> =
+                        (0..cfg.server_connections).map(|_| spawn(&opts, cfg.preconnect)).collect();
+                    if let Some(opts3) = &resp3 {
+                        conns.extend((0..cfg.server_connections).map(|_| spawn(opts3, false)));
+                    }
+                    conns
                 });
                 ServerRt {
                     ident: s.ident.clone(),
@@ -63,15 +71,28 @@ impl PoolRt {
             })
             .collect();
         let router = router_for(cfg, &servers);
-        PoolRt { name: cfg.name.clone(), cfg: cfg.clone(), router, servers }
+        let per_proto = cfg.server_connections;
+        PoolRt { name: cfg.name.clone(), cfg: cfg.clone(), router, servers, per_proto }
     }
 
     /// The connection a client uses for a server: fixed per client, so one client's requests to one server stay in
     /// order even with several connections per server (twemproxy breaks read-your-writes there).
     #[inline]
     pub fn backend(&self, server: usize, client_id: u64) -> &Rc<Backend> {
+        self.backend_for(server, client_id, Proto::Resp2)
+    }
+
+    /// The connection a client of protocol version `proto` uses for a server: one of those that speak its version
+    /// (a memcache pool has RESP2 ones only, which is all memcache clients ask for).
+    #[inline]
+    pub fn backend_for(&self, server: usize, client_id: u64, proto: Proto) -> &Rc<Backend> {
         let conns = &self.servers[server].conns;
-        &conns[(client_id % conns.len() as u64) as usize]
+        let first = match proto {
+            Proto::Resp3 if conns.len() > self.per_proto => self.per_proto,
+            _ => 0,
+        };
+        let count = self.per_proto.min(conns.len() - first).max(1);
+        &conns[first + (client_id % count as u64) as usize]
     }
 
     /// Marks a server in or out of the ring and rebuilds the ring; every core does the same on the same broadcast.
@@ -96,7 +117,8 @@ fn router_for(cfg: &PoolConfig, servers: &[ServerRt]) -> PoolRouter {
     PoolRouter::new(cfg.hash, cfg.distribution, cfg.hash_tag, &members)
 }
 
-fn backend_options(cfg: &PoolConfig, proxy: &ProxyConfig) -> BackendOptions {
+/// How a pool's connections are set up; for redis, `proto` says which protocol version they switch to.
+fn backend_options(cfg: &PoolConfig, proxy: &ProxyConfig, proto: Proto) -> BackendOptions {
     let mut prelude = Vec::new();
     let mut prelude_replies = 0;
     if cfg.protocol == Protocol::Redis {
@@ -109,6 +131,11 @@ fn backend_options(cfg: &PoolConfig, proxy: &ProxyConfig) -> BackendOptions {
             crate::protocol::redis::write_command(&mut prelude, &[b"SELECT", db.as_bytes()]);
             prelude_replies += 1;
         }
+        if proto == Proto::Resp3 {
+            // After AUTH: redis refuses HELLO from a client that has not authenticated.
+            crate::protocol::redis::write_command(&mut prelude, &[b"HELLO", b"3"]);
+            prelude_replies += 1;
+        }
     }
     BackendOptions {
         protocol: cfg.protocol,
@@ -119,5 +146,6 @@ fn backend_options(cfg: &PoolConfig, proxy: &ProxyConfig) -> BackendOptions {
         max_hold: Duration::from_micros(cfg.batching_max_hold_us),
         prelude,
         prelude_replies,
+        prelude_ends_with_hello3: cfg.protocol == Protocol::Redis && proto == Proto::Resp3,
     }
 }

@@ -23,6 +23,8 @@ pub struct Session {
     pub q: ClientRef,
     pub id: u64,
     pub authed: bool,
+    /// The RESP version this redis client chose with `HELLO` (RESP2 until then; memcache sessions ignore it).
+    pub proto: crate::protocol::redis::Proto,
     /// This listener's figures on this worker (requests, latencies, connection lifecycle).
     pub meters: ListenerStatsRef,
 }
@@ -52,6 +54,21 @@ impl Session {
                     counted = true;
                     self.meters.borrow_mut().clients.backpressured += 1;
                 }
+                q.set_reader_waker(cx.waker());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Waits until every request of this client has its reply (or the client is gone).
+    async fn wait_for_replies(&self) {
+        poll_fn(|cx| {
+            let mut q = self.q.borrow_mut();
+            if q.inflight() == 0 || q.closed {
+                Poll::Ready(())
+            } else {
+                // The writer wakes the reader each time it takes replies, the last one included.
                 q.set_reader_waker(cx.waker());
                 Poll::Pending
             }
@@ -105,6 +122,7 @@ pub async fn serve(worker: Rc<Worker>, listener: Rc<ListenerSlot>, conn: Conn) {
         q: q.clone(),
         id,
         authed: false,
+        proto: Default::default(),
         meters: meters.clone(),
     };
     match listener.protocol {

@@ -33,6 +33,10 @@ struct Scratch {
 enum Flow {
     Continue,
     Close,
+    /// The client switched protocol version: its next requests go to connections of the other version, so they
+    /// wait until the earlier ones are answered (on one server, a write sent before `HELLO` must not be overtaken
+    /// by a read sent after it on another connection).
+    DrainFirst,
 }
 
 pub async fn read_loop(s: &mut Session) {
@@ -47,15 +51,23 @@ pub async fn read_loop(s: &mut Session) {
         }
         let now = Instant::now();
         let mut closing = false;
+        let mut draining = false;
         let mut blocked_on = None;
         while !s.q.borrow().saturated(limits) {
             match redis::parse_request(inb.data(), &mut sc.args) {
                 Ok(Some(len)) => {
                     let flow = handle(s, &inb.data()[..len], &mut sc, &mut txn, now, &mut blocked_on);
                     inb.consume(len);
-                    if let Flow::Close = flow {
-                        closing = true;
-                        break;
+                    match flow {
+                        Flow::Continue => {}
+                        Flow::Close => {
+                            closing = true;
+                            break;
+                        }
+                        Flow::DrainFirst => {
+                            draining = true;
+                            break;
+                        }
                     }
                 }
                 Ok(None) => break,
@@ -72,6 +84,11 @@ pub async fn read_loop(s: &mut Session) {
         }
         if closing {
             return;
+        }
+        if draining {
+            // What is already buffered is parsed next, without reading more first.
+            s.wait_for_replies().await;
+            continue;
         }
         if let Next::Stop = s.refill(&mut inb, blocked_on.take(), limits).await {
             return;
@@ -193,7 +210,7 @@ fn route(
     }
     group_by_server(&sc.servers, &mut sc.groups, &mut sc.key_frag);
     if sc.groups.len() == 1 {
-        let backend = pool.backend(sc.groups[0], s.id);
+        let backend = pool.backend_for(sc.groups[0], s.id, s.proto);
         forward_whole(s, backend, info, req, sc, now);
         if backend.over_queue_bound() {
             *blocked_on = Some(backend.clone());
@@ -260,7 +277,7 @@ fn split_request(
     let name = &req[sc.args[0].clone()];
     let shape = redis::ReplyShape::of(info);
     for (frag, &server) in sc.groups.iter().enumerate() {
-        let backend = pool.backend(server, s.id);
+        let backend = pool.backend_for(server, s.id, s.proto);
         let n_keys = sc.key_frag.iter().filter(|&&f| f as usize == frag).count();
         let meter = sc.command.map(|c| Meter::new(&s.meters, c, now, true));
         let waiter = Waiter::Client { client: s.q.clone(), seq, frag: Some(frag as u32), meter };
@@ -321,7 +338,7 @@ fn route_tree(
                 s.local(&sc.reply);
             }
             Group::Server { pool, server } => {
-                let backend = pools[pool].backend(server, s.id);
+                let backend = pools[pool].backend_for(server, s.id, s.proto);
                 if sc.dests.iter().all(|d| d.strip() == 0) {
                     forward_whole(s, backend, info, req, sc, now);
                 } else {
@@ -361,7 +378,7 @@ fn route_tree(
                 s.q.borrow_mut().complete_fragment(seq, frag, &reply);
             }
             Group::Server { pool, server } => {
-                let backend = pools[pool].backend(server, s.id);
+                let backend = pools[pool].backend_for(server, s.id, s.proto);
                 let meter = sc.command.map(|c| Meter::new(&s.meters, c, now, true));
                 let waiter = Waiter::Client { client: s.q.clone(), seq, frag: Some(frag as u32), meter };
                 backend.enqueue(
@@ -468,13 +485,19 @@ fn local(s: &mut Session, l: Local, req: &[u8], sc: &mut Scratch) -> Flow {
             // Client libraries call COMMAND / COMMAND DOCS at connect; an empty answer makes them fall back.
             match arg(1).map(|a| a.to_ascii_uppercase()) {
                 Some(sub) if sub == b"COUNT" => s.local(b":0\r\n"),
+                // COMMAND DOCS is a map (`%0` in RESP3, `*0` in RESP2).
+                Some(sub) if sub == b"DOCS" => {
+                    redis::write_map_header(&mut sc.reply, 0, s.proto);
+                    s.local(&sc.reply);
+                }
                 _ => s.local(b"*0\r\n"),
             }
         }
-        Local::Hello => hello(s, req, sc),
+        Local::Hello => return hello(s, req, sc),
         Local::Info => {
+            // A verbatim string in RESP3, as redis sends it.
             let text = s.worker.info_text(arg(1));
-            redis::write_bulk(&mut sc.reply, text.as_bytes());
+            redis::write_verbatim(&mut sc.reply, b"txt", text.as_bytes(), s.proto);
             s.local(&sc.reply);
         }
         Local::ClientSetname => s.local(b"+OK\r\n"),
@@ -482,55 +505,42 @@ fn local(s: &mut Session, l: Local, req: &[u8], sc: &mut Scratch) -> Flow {
     Flow::Continue
 }
 
-/// HELLO [protover [AUTH user pass] [SETNAME name]]: RESP2 only.
-fn hello(s: &mut Session, req: &[u8], sc: &mut Scratch) {
-    let arg = |i: usize| sc.args.get(i).map(|r| &req[r.clone()]);
-    if let Some(v) = arg(1) {
-        if v != b"2" {
-            s.local(b"-NOPROTO unsupported protocol version\r\n");
-            return;
+/// HELLO [protover [AUTH user pass] [SETNAME name]], answered as redis 7 answers it. The client's later requests
+/// get replies in the version it chose: they go to backend connections of that version, and the proxy's own
+/// replies are written in it. SETNAME is accepted and not kept (as CLIENT SETNAME).
+fn hello(s: &mut Session, req: &[u8], sc: &mut Scratch) -> Flow {
+    let hello = match redis::parse_hello(req, &sc.args) {
+        Ok(hello) => hello,
+        Err(msg) => {
+            redis::write_error(&mut sc.reply, msg.as_bytes());
+            s.local(&sc.reply);
+            return Flow::Continue;
         }
-    }
-    let mut i = 2;
-    while let Some(opt) = arg(i) {
-        if opt.eq_ignore_ascii_case(b"AUTH") {
-            let pass = arg(i + 2).unwrap_or_default();
-            match s.listener.auth() {
-                Some(expected) if expected.as_bytes() == pass => s.authed = true,
-                Some(_) => {
-                    s.local(b"-WRONGPASS invalid username-password pair or user is disabled.\r\n");
-                    return;
-                }
-                None => {}
-            }
-            i += 3;
-        } else {
-            i += 2;
+    };
+    if let Some((user, pass)) = hello.auth {
+        // Only the default user exists; without `auth` it takes any password, as redis' `nopass` default user.
+        let ok = user == b"default" && s.listener.auth().is_none_or(|expected| expected.as_bytes() == pass);
+        if !ok {
+            s.local(b"-WRONGPASS invalid username-password pair or user is disabled.\r\n");
+            return Flow::Continue;
         }
+        s.authed = true;
     }
     if !s.authed && s.listener.auth().is_some() {
         s.local(b"-NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time\r\n");
-        return;
+        return Flow::Continue;
     }
-    let r = &mut sc.reply;
-    redis::write_array_header(r, 14);
-    for (k, v) in [("server", "ferrule"), ("version", env!("CARGO_PKG_VERSION"))] {
-        redis::write_bulk(r, k.as_bytes());
-        redis::write_bulk(r, v.as_bytes());
+    let previous = s.proto;
+    s.proto = hello.proto.unwrap_or(s.proto);
+    let version = env!("CARGO_PKG_VERSION").as_bytes();
+    let fields = redis::HelloFields { server: b"ferrule", version, id: s.id as i64, mode: b"proxy", role: b"master" };
+    redis::write_hello(&mut sc.reply, &fields, s.proto);
+    s.local(&sc.reply);
+    if s.proto != previous && s.q.borrow().inflight() > 0 {
+        Flow::DrainFirst
+    } else {
+        Flow::Continue
     }
-    redis::write_bulk(r, b"proto");
-    redis::write_integer(r, 2);
-    redis::write_bulk(r, b"id");
-    redis::write_integer(r, s.id as i64);
-    for (k, v) in [("mode", "proxy"), ("role", "master")] {
-        redis::write_bulk(r, k.as_bytes());
-        redis::write_bulk(r, v.as_bytes());
-    }
-    redis::write_bulk(r, b"modules");
-    redis::write_array_header(r, 0);
-    let reply = std::mem::take(&mut sc.reply);
-    s.local(&reply);
-    sc.reply = reply;
 }
 
 /// Appends at most `max` bytes of `b`, replacing non-printable bytes, for echoing client input in errors.

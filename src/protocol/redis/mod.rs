@@ -1,10 +1,11 @@
-//! Redis RESP2 codec and command table, free of I/O.
+//! Redis RESP2/RESP3 codec and command table, free of I/O.
 //!
 //! - [`parse_request`] / [`RequestParser`]: frame one client request (multibulk or inline) at the start of a
 //!   read buffer, giving each argument as a byte range of that buffer, so values are never copied.
-//! - [`reply_len`] / [`ReplyParser`]: frame one backend reply (RESP2, and RESP3 types for robustness), so the
-//!   proxy can hand raw reply bytes back to the waiting request in FIFO order.
-//! - `write_*`: encoders appending to a reused `Vec<u8>`, without allocating anything else.
+//! - [`reply_len`] / [`ReplyParser`]: frame one backend reply (RESP2 and every RESP3 type), so the proxy can
+//!   hand raw reply bytes back to the waiting request in FIFO order.
+//! - `write_*`: encoders appending to a reused `Vec<u8>`, without allocating anything else. Those taking a
+//!   [`Proto`] write the form a client of that RESP version expects (`_` or `$-1`, a map or a flat array).
 //! - [`lookup`], [`arity_ok`], [`key_indices`]: what the proxy may do with a command and where its keys are.
 //! - [`ReplyShape`]: which reply types can answer a request, so a backend connection out of step is caught.
 //!
@@ -17,6 +18,7 @@ mod command_table;
 mod commands;
 mod decimal;
 mod encode;
+mod hello;
 mod inline;
 mod readonly;
 mod reply;
@@ -29,11 +31,13 @@ pub use commands::{
     COMMAND_COUNT,
 };
 pub use encode::{
-    write_array_header, write_bulk, write_command, write_command_iter, write_error, write_integer, write_null_array,
-    write_null_bulk, write_simple, write_unknown_command,
+    write_array_header, write_boolean, write_bulk, write_command, write_command_iter, write_double, write_error,
+    write_hello, write_integer, write_map_header, write_null, write_null_aggregate, write_null_array, write_null_bulk,
+    write_push_header, write_set_header, write_simple, write_unknown_command, write_verbatim, HelloFields, Proto,
 };
+pub use hello::{is_resp3_hello_reply, parse_hello, Hello};
 pub use readonly::is_readonly;
-pub use reply::{array_elements, is_error_reply, parse_integer_reply, reply_len, ReplyParser};
+pub use reply::{array_elements, is_error_reply, is_push_reply, parse_integer_reply, reply_len, ReplyParser};
 pub use reply_shape::{Mismatch, ReplyShape, ReplyType};
 pub use request::{parse_request, RequestParser};
 

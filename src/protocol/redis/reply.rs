@@ -9,9 +9,13 @@ use super::decimal::{parse_decimal_line, Decimal};
 use super::{printable_byte, ProtocolError, MAX_BULK_LEN};
 
 /// Length of the one complete reply at the start of `buf`: `Ok(Some(len))`, `Ok(None)` when incomplete,
-/// `Err` when malformed. Understands RESP2 and RESP3 (`_ , # ( ! = % ~ > |`; streamed RESP3 types are
-/// refused, redis never sends them). Each call costs O(headers), never O(bytes), since bulk bodies are
-/// jumped over; use [`ReplyParser`] to also resume inside a reply with very many elements.
+/// `Err` when malformed. Understands RESP2 and every RESP3 type: null `_`, boolean `#`, double `,`, big
+/// number `(`, blob error `!`, verbatim string `=`, map `%`, set `~`, push `>` and attribute `|`. An
+/// attribute is framed together with the reply it annotates, as one unit; a push is a unit of its own (see
+/// [`is_push_reply`]). Streamed RESP3 strings and aggregates (`$?`, `*?`, `;`, `.`) are refused: redis never
+/// sends them, and supporting them would need a stack in the resumable state. Each call costs O(headers),
+/// never O(bytes), since bulk bodies are jumped over; use [`ReplyParser`] to also resume inside a reply with
+/// very many elements.
 pub fn reply_len(buf: &[u8]) -> Result<Option<usize>, ProtocolError> {
     ReplyParser::new().parse(buf)
 }
@@ -123,6 +127,7 @@ impl ReplyParser {
                     }
                 }
                 Decimal::Incomplete => Ok(wait_for_more(buf)),
+                Decimal::Invalid if buf.get(pos + 1) == Some(&b'?') => Err(streamed()),
                 Decimal::Invalid => Err(ProtocolError::new("invalid bulk length")),
             },
             // Array, RESP3 set, push, map (pairs) and attribute (pairs, then the reply it annotates).
@@ -138,6 +143,7 @@ impl ReplyParser {
                     Ok(Header::Framed { end, children })
                 }
                 Decimal::Incomplete => Ok(wait_for_more(buf)),
+                Decimal::Invalid if buf.get(pos + 1) == Some(&b'?') => Err(streamed()),
                 Decimal::Invalid => Err(ProtocolError::new("invalid multibulk length")),
             },
             other => Err(ProtocolError::new(format!("invalid reply type byte '{}'", printable_byte(other)))),
@@ -164,6 +170,10 @@ impl ReplyParser {
     }
 }
 
+fn streamed() -> ProtocolError {
+    ProtocolError::new("streamed RESP3 replies are not supported")
+}
+
 fn leaf(end: usize) -> Header {
     Header::Framed { end, children: 0 }
 }
@@ -188,6 +198,12 @@ fn fixed_line(buf: &[u8], pos: usize, expected: &[u8], error: &str) -> Result<He
 /// Whether a reply is an error (`-ERR ...`, or a RESP3 blob error), e.g. to count backend errors.
 pub fn is_error_reply(reply: &[u8]) -> bool {
     matches!(reply.first(), Some(b'-' | b'!'))
+}
+
+/// Whether a framed reply is a RESP3 push (`>`): out-of-band data (pub/sub messages, client-tracking
+/// invalidations) that answers no request, so it must never complete a waiting request in FIFO order.
+pub fn is_push_reply(reply: &[u8]) -> bool {
+    reply.first() == Some(&b'>')
 }
 
 /// The value of an integer reply: `":123\r\n"` gives `Some(123)`; anything else `None`. Used to sum the
@@ -263,6 +279,25 @@ mod tests {
         b"~2\r\n+a\r\n+b\r\n",
         b">3\r\n+message\r\n+chan\r\n$2\r\nhi\r\n",
         b"|1\r\n+ttl\r\n:3600\r\n*2\r\n:1\r\n:2\r\n",
+        // What redis 7.0 sends in RESP3 for `DEBUG PROTOCOL <type>` (the push is its own unit there).
+        b"|1\r\n$14\r\nkey-popularity\r\n*2\r\n$7\r\nkey:123\r\n:90\r\n$39\r\nSome real reply following the attribute\r\n",
+        b"(1234567999999999999999999999999999999\r\n",
+        b"=29\r\ntxt:This is a verbatim\nstring\r\n",
+        b"%3\r\n:0\r\n#f\r\n:1\r\n#t\r\n:2\r\n#f\r\n",
+        b">2\r\n$16\r\nserver-cpu-usage\r\n:42\r\n",
+        b">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n",
+        // Attributes inside aggregates, on attributes, and empty ones; every RESP3 aggregate nested.
+        b"*2\r\n|1\r\n+a\r\n+b\r\n:1\r\n:2\r\n",
+        b"|1\r\n+a\r\n|0\r\n_\r\n#t\r\n",
+        b"|0\r\n$-1\r\n",
+        b"%1\r\n~1\r\n,-1.5e-3\r\n>1\r\n%0\r\n",
+        b"~0\r\n",
+        b">0\r\n",
+        b"%0\r\n",
+        b"!0\r\n\r\n",
+        b",-inf\r\n",
+        b",nan\r\n",
+        b"(-1\r\n",
     ];
 
     #[test]
@@ -292,12 +327,24 @@ mod tests {
             (b"$-2\r\n", "invalid bulk length"),
             (b"!-1\r\n", "invalid bulk length"),
             (b"$x\r\n", "invalid bulk length"),
-            (b"$?\r\n", "invalid bulk length"),
+            (b"$?\r\n", "streamed RESP3 replies are not supported"),
+            (b"$?x", "streamed RESP3 replies are not supported"),
+            (b"=?\r\n", "streamed RESP3 replies are not supported"),
+            (b";4\r\nabcd\r\n", "invalid reply type byte ';'"),
+            (b".\r\n", "invalid reply type byte '.'"),
+            (b"%?\r\n", "streamed RESP3 replies are not supported"),
+            (b"~?\r\n", "streamed RESP3 replies are not supported"),
+            (b"%-1\r\n", "invalid multibulk length"),
+            (b"|-1\r\n", "invalid multibulk length"),
+            (b">-1\r\n", "invalid multibulk length"),
+            (b"=-1\r\n", "invalid bulk length"),
+            (b"_\r\r", "invalid RESP3 null"),
+            (b"#T\r\n", "invalid RESP3 boolean"),
             (b"$536870913\r\n", "invalid bulk length"),
             (b"$3\r\nabcd\r\n", "expected CRLF after bulk data"),
             (b"*-2\r\n", "invalid multibulk length"),
             (b"~-1\r\n", "invalid multibulk length"),
-            (b"*?\r\n", "invalid multibulk length"),
+            (b"*?\r\n", "streamed RESP3 replies are not supported"),
             (b"*2\r\n:1\r\n?", "invalid reply type byte '?'"),
             (b"+OK\rX", "expected '\\n' after '\\r' in reply line"),
             (b"_x", "invalid RESP3 null"),
@@ -349,6 +396,9 @@ mod tests {
 
     #[test]
     fn error_and_integer_replies() {
+        assert!(is_push_reply(b">1\r\n+x\r\n"));
+        assert!(!is_push_reply(b"*1\r\n+x\r\n"));
+        assert!(!is_push_reply(b""));
         assert!(is_error_reply(b"-ERR x\r\n"));
         assert!(is_error_reply(b"!3\r\nERR\r\n"));
         assert!(!is_error_reply(b"+OK\r\n"));
@@ -384,6 +434,56 @@ mod tests {
         })
     }
 
+    /// A bulk-like RESP3 value: `<kind><len>\r\n<body>\r\n`.
+    fn length_prefixed(kind: char, body: &[u8]) -> Vec<u8> {
+        let mut out = format!("{kind}{}\r\n", body.len()).into_bytes();
+        out.extend_from_slice(body);
+        out.extend_from_slice(b"\r\n");
+        out
+    }
+
+    /// A random RESP3 reply tree (RESP2 types included), encoded: every leaf type, and arrays, sets,
+    /// pushes, maps and attributes (an attribute map followed by the value it annotates) nested in any order.
+    fn arbitrary_resp3_reply() -> impl Strategy<Value = Vec<u8>> {
+        let leaf = prop_oneof![
+            arbitrary_reply(),
+            Just(b"_\r\n".to_vec()),
+            any::<bool>().prop_map(|b| if b { b"#t\r\n".to_vec() } else { b"#f\r\n".to_vec() }),
+            any::<f64>().prop_map(|d| format!(",{d:e}\r\n").into_bytes()),
+            "-?[0-9]{1,60}".prop_map(|n| format!("({n}\r\n").into_bytes()),
+            prop::collection::vec(any::<u8>(), 0..24).prop_map(|body| length_prefixed('!', &body)),
+            (prop_oneof![Just("txt"), Just("mkd")], prop::collection::vec(any::<u8>(), 0..24)).prop_map(
+                |(format, text)| {
+                    let mut body = format!("{format}:").into_bytes();
+                    body.extend_from_slice(&text);
+                    length_prefixed('=', &body)
+                }
+            ),
+        ];
+        leaf.prop_recursive(4, 64, 6, |element| {
+            let elements = prop::collection::vec(element.clone(), 0..6);
+            let pairs = prop::collection::vec((element.clone(), element.clone()), 0..4);
+            prop_oneof![
+                (prop_oneof![Just('*'), Just('~'), Just('>')], elements).prop_map(|(kind, elements)| {
+                    let mut out = format!("{kind}{}\r\n", elements.len()).into_bytes();
+                    elements.iter().for_each(|e| out.extend_from_slice(e));
+                    out
+                }),
+                (prop_oneof![Just('%'), Just('|')], pairs, element).prop_map(|(kind, pairs, annotated)| {
+                    let mut out = format!("{kind}{}\r\n", pairs.len()).into_bytes();
+                    for (key, value) in &pairs {
+                        out.extend_from_slice(key);
+                        out.extend_from_slice(value);
+                    }
+                    if kind == '|' {
+                        out.extend_from_slice(&annotated);
+                    }
+                    out
+                }),
+            ]
+        })
+    }
+
     proptest! {
         #[test]
         fn random_replies_in_random_chunks_frame_back(
@@ -403,6 +503,42 @@ mod tests {
             }
             prop_assert!(buffer.is_empty());
             prop_assert_eq!(framed, replies);
+        }
+
+        #[test]
+        fn random_resp3_replies_frame_to_their_exact_length(
+            replies in prop::collection::vec(arbitrary_resp3_reply(), 1..5),
+            chunk_len in 1usize..40,
+        ) {
+            for reply in &replies {
+                prop_assert_eq!(reply_len(reply).unwrap(), Some(reply.len()));
+                prop_assert_eq!(reply_len(&reply[..reply.len() - 1]).unwrap(), None);
+            }
+            let stream = replies.concat();
+            let mut parser = ReplyParser::new();
+            let mut buffer = Vec::new();
+            let mut framed = Vec::new();
+            for chunk in stream.chunks(chunk_len) {
+                buffer.extend_from_slice(chunk);
+                while let Some(len) = parser.parse(&buffer).unwrap() {
+                    prop_assert_eq!(reply_len(&buffer).unwrap(), Some(len));
+                    framed.push(buffer.drain(..len).collect::<Vec<u8>>());
+                }
+            }
+            prop_assert!(buffer.is_empty());
+            prop_assert_eq!(framed, replies);
+        }
+
+        #[test]
+        fn resumed_resp3_framing_agrees_with_reply_len_in_any_chunking(
+            pieces in prop::collection::vec(prop_oneof![3 => arbitrary_resp3_reply(), 1 => reply_or_noise()], 1..12),
+            points in prop::collection::vec(any::<usize>(), 0..12),
+        ) {
+            let stream = pieces.concat();
+            let mut cuts: Vec<usize> = points.iter().map(|p| p % (stream.len() + 1)).collect();
+            cuts.sort_unstable();
+            cuts.push(stream.len());
+            check_resumed_framing(&stream, &cuts)?;
         }
 
         #[test]
@@ -432,8 +568,10 @@ mod tests {
 
     /// A valid reply, or bytes that brush against the framer's rules.
     fn reply_or_noise() -> impl Strategy<Value = Vec<u8>> {
-        const NOISE: [&[u8]; 14] =
-            [b"*", b"$", b"+", b":", b"%", b"|", b"2", b"-1", b"3\r\n", b"\r", b"\r\n", b"x", b"#t\r\n", b"_"];
+        const NOISE: [&[u8]; 21] = [
+            b"*", b"$", b"+", b":", b"%", b"|", b"2", b"-1", b"3\r\n", b"\r", b"\r\n", b"x", b"#t\r\n", b"_", b"~",
+            b">", b"=", b"!", b",", b"(", b"?",
+        ];
         prop_oneof![
             3 => arbitrary_reply(),
             2 => proptest::sample::select(&NOISE[..]).prop_map(<[u8]>::to_vec),

@@ -399,7 +399,7 @@ impl ReplyShape {
     }
 
     /// Whether the complete framed reply `reply` can answer a request of this shape. `resp3` says whether the
-    /// connection speaks RESP3 (never today: every backend connection is RESP2).
+    /// connection speaks RESP3 (it negotiated HELLO 3 for a RESP3 client).
     pub fn check(&self, reply: &[u8], resp3: bool) -> Result<(), Mismatch> {
         if self.kinds == ANY {
             return Ok(());

@@ -122,11 +122,18 @@ fn main() -> ExitCode {
         cfg.proxy.workers = Workers::Count(n);
     }
     if cli.test_config {
-        if let Err(e) = ferrule::io::worker_cpus(&cfg) {
-            eprintln!("ferrule: invalid config: {e}");
-            return ExitCode::from(1);
-        }
+        let cpus = match ferrule::io::worker_cpus(&cfg) {
+            Ok(cpus) => cpus,
+            Err(e) => {
+                eprintln!("ferrule: invalid config: {e}");
+                return ExitCode::from(1);
+            }
+        };
         println!("ferrule: config {} is valid", cli.config.display());
+        let nofile = ferrule::io::sys::nofile_hard_limit();
+        if let Some(warning) = ferrule::io::sys::nofile_warning(&cfg, cpus.len(), nofile) {
+            eprintln!("ferrule: warning: {warning}");
+        }
         print!("{}", cfg.describe_routes());
         return ExitCode::SUCCESS;
     }

@@ -220,6 +220,9 @@ pub struct ProxyConfig {
     /// How long a worker keeps polling its ring after its last work before it sleeps, in microseconds (0: sleep
     /// as soon as it is idle).
     pub busy_poll_us: u64,
+    /// Client connections the whole proxy holds at most, over every listener (0: no limit). Each worker admits
+    /// its share (docs/configuration.md).
+    pub max_client_connections: usize,
 }
 
 impl Default for ProxyConfig {
@@ -243,6 +246,7 @@ impl Default for ProxyConfig {
             backend_max_queued_bytes: DEFAULT_BACKEND_MAX_QUEUED_BYTES,
             io_memory_kib: DEFAULT_IO_MEMORY_KIB,
             busy_poll_us: 0,
+            max_client_connections: 0,
         }
     }
 }
@@ -340,6 +344,34 @@ pub struct ListenerConfig {
     /// Redis only: the password clients must AUTH with before anything else.
     pub auth: Option<String>,
     pub backlog: u32,
+    /// Client connections this listener holds at most (twemproxy's key; 0: no limit of its own). Split over the
+    /// workers that accept on it, as `proxy.max_client_connections` is.
+    pub client_connections: usize,
+    /// A client that sends nothing for this long, with nothing in flight, is closed (0: never).
+    pub client_idle_timeout_ms: u64,
+    /// TCP keepalive on accepted client connections (twemproxy's key).
+    pub tcpkeepalive: bool,
+}
+
+impl Config {
+    /// About how many descriptors the configured client limits need with `workers` workers: the clients the
+    /// limits admit (`proxy.max_client_connections`, else the listeners' `client_connections` summed), every
+    /// backend connection (per worker, per server, `server_connections`, twice for RESP3 clients' own ones),
+    /// each worker's listening sockets, and a margin for rings, eventfds, the admin endpoint and logs. `None`
+    /// when no client limit is configured (then nothing bounds what is needed).
+    pub fn descriptors_needed(&self, workers: usize) -> Option<usize> {
+        let listeners: Option<usize> =
+            self.listeners.iter().map(|l| (l.client_connections > 0).then_some(l.client_connections)).sum();
+        let clients = match (self.proxy.max_client_connections, listeners) {
+            (0, None) => return None,
+            (0, Some(l)) => l,
+            (p, None) => p,
+            (p, Some(l)) => p.min(l),
+        };
+        let backends: usize =
+            self.pools.iter().map(|p| p.servers.len() * p.server_connections * 2).sum::<usize>() * workers;
+        Some(clients + backends + self.listeners.len() * workers + 64)
+    }
 }
 
 impl ListenerConfig {

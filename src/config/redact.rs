@@ -47,6 +47,7 @@ struct ProxyOut {
     backend_max_queued_bytes: usize,
     io_memory_kib: usize,
     busy_poll_us: u64,
+    max_client_connections: usize,
 }
 
 #[derive(Serialize)]
@@ -57,6 +58,9 @@ struct ListenerOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     auth: Option<&'static str>,
     backlog: u32,
+    client_connections: usize,
+    client_idle_timeout_ms: u64,
+    tcpkeepalive: bool,
 }
 
 #[derive(Serialize)]
@@ -119,6 +123,7 @@ fn proxy_out(proxy: &ProxyConfig) -> ProxyOut {
         backend_max_queued_bytes: proxy.backend_max_queued_bytes,
         io_memory_kib: proxy.io_memory_kib,
         busy_poll_us: proxy.busy_poll_us,
+        max_client_connections: proxy.max_client_connections,
     }
 }
 
@@ -129,6 +134,9 @@ fn listener_out(listener: &ListenerConfig) -> ListenerOut<'_> {
         route: &listener.route,
         auth: listener.auth.as_ref().map(|_| REDACTED),
         backlog: listener.backlog,
+        client_connections: listener.client_connections,
+        client_idle_timeout_ms: listener.client_idle_timeout_ms,
+        tcpkeepalive: listener.tcpkeepalive,
     }
 }
 

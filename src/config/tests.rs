@@ -584,3 +584,36 @@ fn load_names_the_file() {
     assert_eq!(err.origin(), Some(path.as_path()));
     assert_eq!(err.column(), Some(8));
 }
+
+#[test]
+fn client_limits_idle_timeout_and_keepalive() {
+    let config = parse_ok(MINIMAL);
+    let listener = &config.listeners[0];
+    assert_eq!((listener.client_connections, listener.client_idle_timeout_ms, listener.tcpkeepalive), (0, 0, false));
+    assert_eq!(config.proxy.max_client_connections, 0);
+    assert_eq!(config.descriptors_needed(2), None, "no client limit: nothing bounds what is needed");
+
+    let text = MINIMAL.replace(
+        "route = \"main\"",
+        "route = \"main\"\nclient_connections = 1000\nclient_idle_timeout_ms = 30000\ntcpkeepalive = true",
+    );
+    let config = parse_ok(&text);
+    let listener = &config.listeners[0];
+    assert_eq!(
+        (listener.client_connections, listener.client_idle_timeout_ms, listener.tcpkeepalive),
+        (1000, 30000, true)
+    );
+    // 1000 clients, 1 server x 1 connection x 2 (RESP2 and RESP3) x 2 workers, 1 listener x 2 workers, margin.
+    assert_eq!(config.descriptors_needed(2), Some(1000 + 4 + 2 + 64));
+
+    let text = format!("[proxy]\nmax_client_connections = 500\n{text}");
+    assert_eq!(parse_ok(&text).proxy.max_client_connections, 500);
+    assert_eq!(parse_ok(&text).descriptors_needed(1), Some(500 + 2 + 1 + 64), "the smaller limit decides");
+
+    let text = MINIMAL.replace("route = \"main\"", "route = \"main\"\nclient_connections = -1");
+    assert_error(&text, "listeners.cache.client_connections", 6, "");
+    let text = MINIMAL.replace("route = \"main\"", "route = \"main\"\ntcpkeepalive = 1");
+    assert_error(&text, "listeners.cache.tcpkeepalive", 6, "");
+    let text = format!("[proxy]\nmax_client_connections = \"many\"\n{MINIMAL}");
+    assert_error(&text, "proxy.max_client_connections", 2, "");
+}

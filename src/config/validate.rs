@@ -34,9 +34,11 @@ const PROXY_KEYS: &[&str] = &[
     "backend_max_queued_bytes",
     "io_memory_kib",
     "busy_poll_us",
+    "max_client_connections",
 ];
 
-const LISTENER_KEYS: &[&str] = &["listen", "protocol", "route", "auth", "backlog"];
+const LISTENER_KEYS: &[&str] =
+    &["listen", "protocol", "route", "auth", "backlog", "client_connections", "client_idle_timeout_ms", "tcpkeepalive"];
 
 const POOL_KEYS: &[&str] = &[
     "servers",
@@ -234,6 +236,7 @@ fn build_proxy(s: &Section<'_>) -> Result<ProxyConfig, ConfigError> {
             .parse_or("backend_max_queued_bytes", DEFAULT_BACKEND_MAX_QUEUED_BYTES, |f| f.integer_at_least(1usize))?,
         io_memory_kib: s.parse_or("io_memory_kib", DEFAULT_IO_MEMORY_KIB, |f| f.integer_at_least(1usize))?,
         busy_poll_us: s.parse_or("busy_poll_us", 0, |f| f.integer_in(0u64, MAX_BUSY_POLL_US))?,
+        max_client_connections: s.parse_or("max_client_connections", 0, |f| f.integer_at_least(0usize))?,
     })
 }
 
@@ -449,6 +452,9 @@ fn build_listener(s: &Section<'_>, name: &str, names: &Names<'_>) -> Result<List
         Ok(Some(secret.to_owned()))
     })?;
     let backlog = s.parse_or("backlog", DEFAULT_BACKLOG, |f| f.integer_in(1u32, MAX_BACKLOG))?;
+    let client_connections = s.parse_or("client_connections", 0, |f| f.integer_at_least(0usize))?;
+    let client_idle_timeout_ms = s.parse_or("client_idle_timeout_ms", 0, |f| f.integer_at_least(0u64))?;
+    let tcpkeepalive = s.parse_or("tcpkeepalive", false, |f| f.boolean())?;
     Ok(ListenerDraft {
         config: ListenerConfig {
             name: name.to_owned(),
@@ -458,6 +464,9 @@ fn build_listener(s: &Section<'_>, name: &str, names: &Names<'_>) -> Result<List
             target,
             auth,
             backlog,
+            client_connections,
+            client_idle_timeout_ms,
+            tcpkeepalive,
         },
         listen: Located::of(&listen_field),
         route: Located::of(&route_field),

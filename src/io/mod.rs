@@ -5,6 +5,7 @@
 mod admin;
 mod admin_access;
 mod backend;
+mod bufpool;
 mod control;
 mod exhaustion;
 mod messages;
@@ -59,7 +60,11 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), String> {
     let cpus = worker_cpus(&cfg)?;
     let io_memory = cfg.proxy.io_memory_kib * 1024;
     sys::check_memlock(cpus.len() + 1, cfg.proxy.io_memory_kib)?;
-    sys::raise_nofile();
+    let nofile = sys::raise_nofile();
+    log::info!("descriptor limit: {nofile} (soft limit raised to the hard limit)");
+    if let Some(warning) = sys::nofile_warning(&cfg, cpus.len(), nofile) {
+        log::warn!("{warning}");
+    }
     // Bound before anything starts: a port in use is a start-up error, not a proxy running without /health.
     let admin = cfg.proxy.admin.map(|a| admin::bind("admin endpoint (proxy.admin)", a)).transpose()?;
     let stats_port = cfg.proxy.stats_port.map(|a| admin::bind("stats port (proxy.stats_port)", a)).transpose()?;
@@ -77,10 +82,11 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), String> {
         from_workers.push(ctl_rx);
         let cfg = cfg.clone();
         let ready = ready_tx.clone();
+        let workers = cpus.len();
         let h = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("ferrule-w{i}"))
             .io_memory(io_memory)
-            .spawn(move || worker::run(i, cfg, w_rx, w_tx, doorbell, ready))
+            .spawn(move || worker::run(i, workers, cfg, w_rx, w_tx, doorbell, ready))
             .map_err(|e| format!("cannot start worker {i} on CPU {cpu}: {e}"))?;
         log::info!("worker {i} pinned to CPU {cpu}");
         handles.push(h);

@@ -149,6 +149,22 @@ impl ReplyQueue {
         self.writing += buf.len();
     }
 
+    /// Gives `out`'s buffer back to the worker's spare buffers (the client is idle: nothing to write, nothing in
+    /// flight).
+    pub fn release_out(&mut self) {
+        if self.out.is_empty() {
+            super::bufpool::give(std::mem::take(&mut self.out));
+        }
+    }
+
+    /// `out`, with a spare buffer taken when it holds none (so a reply after an idle spell allocates nothing).
+    fn out_buf(&mut self) -> &mut Vec<u8> {
+        if self.out.capacity() == 0 {
+            self.out = super::bufpool::take();
+        }
+        &mut self.out
+    }
+
     /// Writer side: the batch taken last is written (or dropped); lets a reader that waited for the backlog to
     /// shrink go on.
     pub fn written(&mut self) {
@@ -243,7 +259,7 @@ impl ReplyQueue {
         }
         if self.slots.is_empty() {
             let before = self.held();
-            self.out.extend_from_slice(reply);
+            self.out_buf().extend_from_slice(reply);
             self.account(before);
             self.wake_writer();
         } else {
@@ -268,7 +284,7 @@ impl ReplyQueue {
         self.observe_reply(reply.len());
         let before = self.held();
         if seq == self.base && self.slots.front().is_some_and(|s| s.fanout.is_none()) {
-            self.out.extend_from_slice(reply);
+            self.out_buf().extend_from_slice(reply);
             if let Some(slot) = self.slots.pop_front() {
                 self.recycle(slot);
             }
@@ -337,7 +353,8 @@ impl ReplyQueue {
     fn drain_ready(&mut self) {
         while self.slots.front().is_some_and(|s| s.done) {
             if let Some(slot) = self.slots.pop_front() {
-                self.out.extend_from_slice(&slot.data);
+                let out = self.out_buf();
+                out.extend_from_slice(&slot.data);
                 self.stored -= slot.data.len();
                 self.recycle(slot);
             }

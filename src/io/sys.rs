@@ -70,18 +70,59 @@ pub fn check_memlock(executors: usize, io_memory_kib: usize) -> Result<(), Strin
 }
 
 /// Raises the soft descriptor limit to the hard one: every client costs a descriptor.
-pub fn raise_nofile() {
+pub fn raise_nofile() -> u64 {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit/setrlimit with a valid struct.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 0;
+        }
+        if lim.rlim_cur < lim.rlim_max {
             let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
-            libc::setrlimit(libc::RLIMIT_NOFILE, &raised);
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
         }
     }
+    lim.rlim_cur
+}
+
+/// The soft descriptor limit this process would have after [`raise_nofile`] (its hard limit), without changing it.
+pub fn nofile_hard_limit() -> u64 {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit with a valid struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 0;
+    }
+    lim.rlim_max
+}
+
+/// The warning `ferrule -t` and start-up give when the descriptor limit is below what the configured client
+/// limits need (`None` when it is enough, or no client limit is configured).
+pub fn nofile_warning(cfg: &crate::config::Config, workers: usize, limit: u64) -> Option<String> {
+    let needed = cfg.descriptors_needed(workers)? as u64;
+    (limit < needed).then(|| {
+        format!(
+            "the descriptor limit ({limit}) is below what the configured client limits need (about {needed}: \
+             client connections, backend connections, listeners, rings); raise it (ulimit -n, LimitNOFILE= in \
+             systemd) or lower client_connections / proxy.max_client_connections"
+        )
+    })
 }
 
 /// The CPUs this process may run on, in order.
 pub fn allowed_cpus() -> Vec<usize> {
     core_affinity::get_core_ids().map(|ids| ids.into_iter().map(|c| c.id).collect()).unwrap_or_else(|| vec![0])
+}
+
+/// Hands the heap memory that is free back to the system. glibc keeps what freed chunks leave behind in each
+/// thread's arena (only the top of a heap is trimmed by itself), so after thousands of clients came and went the
+/// process would stay at its peak; `malloc_trim` releases every free page, in every arena. Other allocators
+/// return memory themselves: nothing to do there.
+pub fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own state.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }

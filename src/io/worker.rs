@@ -33,14 +33,26 @@ pub struct ListenerSlot {
     max_value_bytes: Cell<usize>,
     auth: RefCell<Option<String>>,
     closed: Cell<bool>,
+    /// Client connections of this listener open on this worker.
+    clients: Cell<usize>,
+    /// This worker's share of the listener's `client_connections` (`usize::MAX`: no limit).
+    client_limit: Cell<usize>,
+    /// `client_idle_timeout_ms` (0: never).
+    pub idle_timeout_ms: Cell<u64>,
+    /// `tcpkeepalive`.
+    keepalive: Cell<bool>,
 }
 
 /// A target no config has: a closed listener whose pool or route is gone (its sessions get "listener has no pool").
 const GONE: Target = Target::Pool(usize::MAX);
 
 impl ListenerSlot {
-    fn new(lc: &ListenerConfig, cfg: &Config) -> ListenerSlot {
+    fn new(lc: &ListenerConfig, cfg: &Config, share: Share) -> ListenerSlot {
         ListenerSlot {
+            clients: Cell::new(0),
+            client_limit: Cell::new(share.of_listener(lc)),
+            idle_timeout_ms: Cell::new(lc.client_idle_timeout_ms),
+            keepalive: Cell::new(lc.tcpkeepalive),
             name: lc.name.clone(),
             protocol: lc.protocol,
             route: RefCell::new(lc.route.clone()),
@@ -69,7 +81,10 @@ impl ListenerSlot {
     }
 
     /// Follows a new config: route, target (pools and routes are sorted by name, so indices move) and auth.
-    fn update(&self, lc: &ListenerConfig, cfg: &Config) {
+    fn update(&self, lc: &ListenerConfig, cfg: &Config, share: Share) {
+        self.client_limit.set(share.of_listener(lc));
+        self.idle_timeout_ms.set(lc.client_idle_timeout_ms);
+        self.keepalive.set(lc.tcpkeepalive);
         *self.route.borrow_mut() = lc.route.clone();
         self.target.set(lc.target);
         self.max_value_bytes.set(max_value_bytes(cfg, lc.target));
@@ -85,6 +100,36 @@ impl ListenerSlot {
             .unwrap_or(GONE);
         self.target.set(target);
         self.closed.set(true);
+    }
+}
+
+/// Which part of a proxy-wide or per-listener client limit this worker admits: limits are split over the workers
+/// (`limit / workers`, the remainder going to the first ones), so admission needs no count shared between cores.
+/// The kernel spreads connections over the workers' SO_REUSEPORT sockets evenly but not exactly, so a client can be
+/// refused by a full worker while another still has room: a limit is a bound, reached a little early at worst.
+#[derive(Debug, Clone, Copy)]
+pub struct Share {
+    pub worker: usize,
+    pub workers: usize,
+}
+
+impl Share {
+    /// This worker's part of `limit`, `usize::MAX` for 0 (no limit). A limit smaller than the worker count leaves
+    /// the last workers a share of none: they refuse every client.
+    pub fn of(self, limit: usize) -> usize {
+        if limit == 0 {
+            return usize::MAX;
+        }
+        let workers = self.workers.max(1);
+        limit / workers + usize::from(self.worker < limit % workers)
+    }
+
+    /// The listener's `client_connections` on this worker: a unix socket listener is served by worker 0 alone.
+    fn of_listener(self, lc: &ListenerConfig) -> usize {
+        match lc.listen {
+            ListenAddr::Unix(_) if lc.client_connections > 0 => lc.client_connections,
+            _ => self.of(lc.client_connections),
+        }
     }
 }
 
@@ -124,6 +169,12 @@ pub struct Worker {
     /// Open client connections by a worker-local number.
     sessions: RefCell<HashMap<u64, SessionEntry>>,
     next_session: Cell<u64>,
+    /// How many workers there are (client limits are split over them).
+    workers: usize,
+    /// Throttles the warning about clients refused over a limit.
+    refusal_warning: exhaustion::Throttle,
+    /// Client connections that ended so far: the tick gives freed memory back to the system after some did.
+    sessions_ended: Cell<u64>,
     /// The running config (route names and messages for routed requests' replies).
     pub config: RefCell<Arc<Config>>,
     /// The random state of `random` routes (xorshift; never 0).
@@ -136,6 +187,50 @@ pub struct Worker {
 }
 
 impl Worker {
+    fn share(&self) -> Share {
+        Share { worker: self.id, workers: self.workers }
+    }
+
+    /// Which client limit a new client of `slot` would exceed, if any: the listener's `client_connections` or
+    /// `proxy.max_client_connections` (this worker's share of each).
+    fn over_client_limit(&self, slot: &ListenerSlot) -> Option<&'static str> {
+        if slot.clients.get() >= slot.client_limit.get() {
+            return Some("client_connections");
+        }
+        let proxy_limit = self.share().of(self.config.borrow().proxy.max_client_connections);
+        if self.sessions.borrow().len() >= proxy_limit {
+            return Some("proxy.max_client_connections");
+        }
+        None
+    }
+
+    /// Answers a client over a limit with the protocol's error and closes it; the connected clients are not
+    /// touched. Counted per listener, logged at most once per interval.
+    fn refuse_client(self: &Rc<Self>, slot: &Rc<ListenerSlot>, conn: Conn, limit: &'static str) {
+        let meters = self.stats.borrow_mut().listener(&slot.name, slot.protocol);
+        meters.borrow_mut().clients.limit_refusals += 1;
+        if let Some(held_back) = self.refusal_warning.allow(Instant::now()) {
+            log::warn!(
+                "worker {}: listener {}: refused a client: max number of clients reached ({limit}){}",
+                self.id,
+                slot.name,
+                exhaustion::suppressed_note(held_back)
+            );
+        }
+        let reply: &'static [u8] = match slot.protocol {
+            Protocol::Redis => b"-ERR max number of clients reached\r\n",
+            Protocol::Memcache => b"SERVER_ERROR max number of clients reached\r\n",
+        };
+        glommio::spawn_local(async move {
+            let (sent, _) = conn.send_all(reply.to_vec()).await;
+            if sent.is_ok() {
+                session::linger(&conn).await;
+            }
+            conn.shutdown();
+        })
+        .detach();
+    }
+
     pub fn next_client_id(&self) -> u64 {
         let id = self.next_client.get();
         self.next_client.set(id + 1);
@@ -219,7 +314,7 @@ impl Worker {
             for lc in &cfg.listeners {
                 match listeners.remove(&lc.name) {
                     Some(rt) if rt.listen == lc.listen && rt.slot.protocol == lc.protocol => {
-                        rt.slot.update(lc, cfg);
+                        rt.slot.update(lc, cfg, self.share());
                         keep.insert(lc.name.clone(), rt);
                     }
                     old => {
@@ -287,6 +382,7 @@ impl Worker {
         let key = self.next_session.get();
         self.next_session.set(key + 1);
         self.sessions.borrow_mut().insert(key, SessionEntry { slot: slot.clone(), conn: conn.clone() });
+        slot.clients.set(slot.clients.get() + 1);
         let registered = SessionRegistration { worker: self.clone(), key };
         let (worker, slot) = (self.clone(), slot.clone());
         glommio::spawn_local(async move {
@@ -297,7 +393,7 @@ impl Worker {
     }
 
     fn bind(self: &Rc<Self>, lc: &ListenerConfig) -> Result<Option<ListenerRt>, String> {
-        let slot = Rc::new(ListenerSlot::new(lc, &self.config.borrow()));
+        let slot = Rc::new(ListenerSlot::new(lc, &self.config.borrow(), self.share()));
         let (task, tcp_fd) = match &lc.listen {
             ListenAddr::Tcp(addr) => {
                 let (listener, fd) = bind_tcp(*addr, lc.backlog)
@@ -363,8 +459,16 @@ struct SessionRegistration {
 impl Drop for SessionRegistration {
     fn drop(&mut self) {
         if let Ok(mut sessions) = self.worker.sessions.try_borrow_mut() {
-            sessions.remove(&self.key);
+            if let Some(entry) = sessions.remove(&self.key) {
+                entry.slot.clients.set(entry.slot.clients.get().saturating_sub(1));
+            }
+            // A map that held 10,000 clients once must not keep their room after they left.
+            if sessions.capacity() > 64 && sessions.len() < sessions.capacity() / 4 {
+                let keep = sessions.len() * 2;
+                sessions.shrink_to(keep);
+            }
         }
+        self.worker.sessions_ended.set(self.worker.sessions_ended.get() + 1);
     }
 }
 
@@ -405,7 +509,14 @@ async fn accept_loop(worker: Rc<Worker>, slot: Rc<ListenerSlot>, listener: Liste
         match listener.accept().await {
             Ok(fd) => {
                 backoff.succeeded();
-                worker.spawn_session(&slot, wrap(fd));
+                let conn = wrap(fd);
+                if slot.keepalive.get() {
+                    conn.set_keepalive();
+                }
+                match worker.over_client_limit(&slot) {
+                    Some(limit) => worker.refuse_client(&slot, conn, limit),
+                    None => worker.spawn_session(&slot, conn),
+                }
             }
             Err(e) if exhaustion::is_out_of_descriptors(&e) => {
                 if let Some(held_back) = warn.allow(Instant::now()) {
@@ -429,11 +540,23 @@ async fn accept_loop(worker: Rc<Worker>, slot: Rc<ListenerSlot>, listener: Liste
     }
 }
 
+/// How often at most a worker hands freed heap memory back to the system, once clients have left.
+const TRIM_EVERY: Duration = Duration::from_secs(1);
+
 /// Timer work: request deadlines and forwarding health observations to control.
 async fn tick(worker: Rc<Worker>, tx: Rc<ConnectedSender<FromWorker>>) {
+    let mut trimmed = (Instant::now(), 0u64, 0u64);
     loop {
         uring::sleep(Duration::from_millis(5)).await;
         let now = Instant::now();
+        let (ended, freed) = (worker.sessions_ended.get(), super::bufpool::freed());
+        if (ended, freed) != (trimmed.1, trimmed.2) && now.duration_since(trimmed.0) >= TRIM_EVERY {
+            // Clients came and went, or a burst freed buffers the pool had no room for: that memory goes back to
+            // the system (docs/architecture.md, "Memory per connection"). Not on the request path: at most once a
+            // second, only after such a change.
+            super::sys::release_freed_memory();
+            trimmed = (now, ended, freed);
+        }
         let pools = worker.pools.borrow();
         let mut events = Vec::new();
         for p in pools.iter() {
@@ -471,6 +594,7 @@ async fn tick(worker: Rc<Worker>, tx: Rc<ConnectedSender<FromWorker>>) {
 /// Runs one worker until control tells it to stop.
 pub async fn run(
     id: usize,
+    workers: usize,
     cfg: Arc<Config>,
     rx: SharedReceiver<ToWorker>,
     tx: SharedSender<FromWorker>,
@@ -496,6 +620,9 @@ pub async fn run(
         retired: RefCell::new(Vec::new()),
         sessions: RefCell::new(HashMap::new()),
         next_session: Cell::new(0),
+        sessions_ended: Cell::new(0),
+        workers,
+        refusal_warning: exhaustion::Throttle::new(exhaustion::WARN_INTERVAL),
         config: RefCell::new(cfg.clone()),
         rng: Cell::new(0x9e37_79b9_7f4a_7c15 ^ ((id as u64 + 1) << 32) ^ u64::from(std::process::id())),
         next_client: Cell::new((id as u64) << 48),
@@ -594,5 +721,20 @@ async fn shutdown(worker: &Rc<Worker>, grace: Duration) {
             break;
         }
         uring::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Share;
+
+    #[test]
+    fn limits_split_over_workers_add_up() {
+        for (limit, workers) in [(10, 3), (1, 2), (7, 1), (10_000, 4)] {
+            let shares: Vec<usize> = (0..workers).map(|worker| Share { worker, workers }.of(limit)).collect();
+            assert_eq!(shares.iter().sum::<usize>(), limit, "{shares:?}");
+            assert!(shares.iter().max().unwrap() - shares.iter().min().unwrap() <= 1, "{shares:?}");
+        }
+        assert_eq!(Share { worker: 1, workers: 2 }.of(0), usize::MAX, "0 is no limit");
     }
 }

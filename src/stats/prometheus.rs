@@ -133,7 +133,7 @@ pub fn render_prometheus(stats: &ProxyStats, info: &ProcessInfo) -> String {
 
 fn render_clients(e: &mut Exposition, stats: &ProxyStats) {
     type Field = fn(&super::snapshot::ClientCounters) -> u64;
-    let counters: [(&str, &str, Field); 11] = [
+    let counters: [(&str, &str, Field); 13] = [
         ("ferrule_client_connections_accepted_total", "Client connections accepted.", |c| c.accepted),
         ("ferrule_client_connections_closed_total", "Client connections closed.", |c| c.closed),
         ("ferrule_client_eof_total", "Client connections closed by the client.", |c| c.eof),
@@ -166,6 +166,16 @@ fn render_clients(e: &mut Exposition, stats: &ProxyStats) {
             "ferrule_client_buffers_full_closes_total",
             "Client connections closed because the worker's clients held more than client_buffers_max_bytes.",
             |c| c.buffers_full_closes,
+        ),
+        (
+            "ferrule_client_limit_refusals_total",
+            "Clients refused because client_connections or proxy.max_client_connections was reached.",
+            |c| c.limit_refusals,
+        ),
+        (
+            "ferrule_client_idle_timeouts_total",
+            "Client connections closed after client_idle_timeout_ms without a request.",
+            |c| c.idle_timeouts,
         ),
     ];
     e.family("ferrule_client_connections", "gauge", "Client connections open now.");

@@ -32,6 +32,11 @@ pub struct ClientCounters {
     /// Connections closed because the worker's clients together held more than `client_buffers_max_bytes` of
     /// replies, this one more than `client_max_unsent_bytes` of them.
     pub buffers_full_closes: u64,
+    /// Clients refused (answered with an error and closed) because a client limit was reached:
+    /// the listener's `client_connections` or `proxy.max_client_connections`.
+    pub limit_refusals: u64,
+    /// Connections closed because the client was idle for the listener's `client_idle_timeout_ms`.
+    pub idle_timeouts: u64,
 }
 
 impl ClientCounters {
@@ -54,6 +59,8 @@ impl ClientCounters {
         self.backpressured += other.backpressured;
         self.buffer_limit_closes += other.buffer_limit_closes;
         self.buffers_full_closes += other.buffers_full_closes;
+        self.limit_refusals += other.limit_refusals;
+        self.idle_timeouts += other.idle_timeouts;
     }
 }
 

@@ -1,7 +1,7 @@
 //! The Memcached (ASCII) side of a client session: parse requests, route by key, split multi-key gets.
 
 use super::routed::{self, Group, KeyDest, Unroutable};
-use super::{InBuf, Next, Session, INBUF_CAPACITY};
+use super::{InBuf, Next, Session};
 use crate::config::Target;
 use crate::fanout::MergeKind;
 use crate::io::backend::{Backend, Framer, Waiter};
@@ -26,7 +26,7 @@ struct Scratch {
 }
 
 pub async fn read_loop(s: &mut Session) {
-    let mut inb = InBuf::new(INBUF_CAPACITY);
+    let mut inb = InBuf::new();
     let mut sc = Scratch::default();
     let limits = s.worker.client_limits();
     // Bytes of an oversized or rejected value still to be discarded as they arrive.

@@ -6,6 +6,7 @@ mod redis;
 mod routed;
 
 use super::backend::Backend;
+use super::bufpool;
 use super::replies::{ClientLimits, ClientRef, Overflow, ReplyQueue};
 use super::stats::ListenerStatsRef;
 use super::uring::{self, Conn};
@@ -88,8 +89,16 @@ impl Session {
         if self.listener.is_closed() {
             return Next::Stop;
         }
-        inb.maybe_shrink(INBUF_CAPACITY);
-        let filled = inb.fill(&self.conn).await;
+        let filled = match self.listener.idle_timeout_ms.get() {
+            0 => inb.fill(&self.conn).await,
+            ms => match self.fill_unless_idle(inb, std::time::Duration::from_millis(ms)).await {
+                Some(filled) => filled,
+                None => {
+                    self.meters.borrow_mut().clients.idle_timeouts += 1;
+                    return Next::Stop;
+                }
+            },
+        };
         if self.q.borrow().overflow.is_some() {
             // Closed for holding too many reply bytes (its socket was shut down): counted as that, not as an end.
             return Next::Stop;
@@ -104,6 +113,23 @@ impl Session {
                 Next::Stop
             }
             Ok(_) => Next::Parse,
+        }
+    }
+}
+
+impl Session {
+    /// Reads more, unless the client stays idle for `idle` (`client_idle_timeout_ms`): sent nothing, with no
+    /// request in flight and no reply waiting to be written (a client waiting for a slow reply is not idle).
+    /// `None` when it was idle that long. Cancelling a fill loses nothing: bytes are taken only when it completes.
+    async fn fill_unless_idle(&self, inb: &mut InBuf, idle: std::time::Duration) -> Option<std::io::Result<usize>> {
+        loop {
+            if let Some(filled) = uring::timeout(idle, inb.fill(&self.conn)).await {
+                return Some(filled);
+            }
+            let q = self.q.borrow();
+            if q.inflight() == 0 && q.held() == 0 {
+                return None;
+            }
         }
     }
 }
@@ -162,19 +188,23 @@ pub async fn serve(worker: Rc<Worker>, listener: Rc<ListenerSlot>, conn: Conn) {
 /// Closes gracefully: FIN after the last reply, then discard what the client still sends (bounded), because
 /// closing a socket with unread input makes the kernel send a reset that can destroy replies the client has not
 /// read yet (after QUIT or a protocol error, for example).
-async fn linger(conn: &Conn) {
+pub(super) async fn linger(conn: &Conn) {
     conn.shutdown_write();
-    let mut buf = [0u8; 4096];
+    // A spare buffer, not an array in this future: the future is part of every session's task, held for the
+    // connection's life (a 4 KiB array here cost every idle client 4 KiB).
+    let mut buf = bufpool::take();
     let drain = async {
         let mut total = 0usize;
         while total < 1 << 20 {
-            match conn.read(&mut buf).await {
+            buf.clear();
+            match conn.read_append(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => total += n,
             }
         }
     };
     let _ = uring::timeout(std::time::Duration::from_millis(500), drain).await;
+    bufpool::give(buf);
 }
 
 /// A write buffer that grew past this for one big batch is freed after it, rather than kept for the connection's
@@ -183,7 +213,9 @@ const WRITE_BUF_KEEP: usize = 256 * 1024;
 
 /// Writes replies as they become ready, all that are ready in one write; closes after the last one when asked.
 async fn write_loop(conn: Conn, q: ClientRef, meters: ListenerStatsRef) {
-    let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
+    // Swapped with the queue's `out` at each batch; both are given back to the worker's spare buffers whenever
+    // the client has nothing in flight, so an idle client holds neither.
+    let mut buf: Vec<u8> = Vec::new();
     loop {
         let done = poll_fn(|cx| {
             let mut q = q.borrow_mut();
@@ -193,13 +225,17 @@ async fn write_loop(conn: Conn, q: ClientRef, meters: ListenerStatsRef) {
             } else if q.closed || (q.close_after_flush && q.inflight() == 0) {
                 Poll::Ready(true)
             } else {
+                if q.inflight() == 0 {
+                    bufpool::give(std::mem::take(&mut buf));
+                    q.release_out();
+                }
                 q.set_writer_waker(cx.waker());
                 Poll::Pending
             }
         })
         .await;
         if done {
-            return;
+            break;
         }
         let (result, back) = conn.send_all(std::mem::take(&mut buf)).await;
         buf = back;
@@ -212,66 +248,66 @@ async fn write_loop(conn: Conn, q: ClientRef, meters: ListenerStatsRef) {
             q.closed = true;
             q.wake_all();
             conn.shutdown();
-            return;
+            break;
         }
         if buf.capacity() > WRITE_BUF_KEEP {
-            buf = Vec::with_capacity(16 * 1024);
+            buf = Vec::new();
         } else {
             buf.clear();
         }
     }
+    bufpool::give(buf);
 }
 
-/// A client's input buffer: bytes are parsed in place and consumed from the front.
+/// A client's input buffer: bytes are parsed in place and consumed from the front. It holds a buffer only while
+/// it has unparsed bytes: one is taken from the worker's spare buffers when bytes arrive and given back when they
+/// are all parsed, so an idle client holds none and a busy one allocates nothing.
+#[derive(Default)]
 pub struct InBuf {
     buf: Vec<u8>,
     start: usize,
-    end: usize,
 }
 
 impl InBuf {
-    pub fn new(capacity: usize) -> InBuf {
-        InBuf { buf: vec![0; capacity], start: 0, end: 0 }
+    pub fn new() -> InBuf {
+        InBuf::default()
     }
 
     pub fn data(&self) -> &[u8] {
-        &self.buf[self.start..self.end]
+        &self.buf[self.start..]
     }
 
     pub fn consume(&mut self, n: usize) {
-        self.start = (self.start + n).min(self.end);
-        if self.start == self.end {
+        self.start = (self.start + n).min(self.buf.len());
+        if self.start == self.buf.len() {
             self.start = 0;
-            self.end = 0;
+            self.buf.clear();
         }
     }
 
     /// Reads more bytes; `Ok(0)` at end of stream.
     pub async fn fill(&mut self, conn: &Conn) -> std::io::Result<usize> {
-        if self.end == self.buf.len() {
+        if self.data().is_empty() {
+            // Between requests: wait holding no buffer (one that grew for a big request is freed here).
+            bufpool::give(std::mem::take(&mut self.buf));
+            self.start = 0;
+            conn.readable().await;
+            self.buf = bufpool::take();
+        } else if self.buf.len() == self.buf.capacity() {
             if self.start > 0 {
-                self.buf.copy_within(self.start..self.end, 0);
-                self.end -= self.start;
+                self.buf.drain(..self.start);
                 self.start = 0;
             } else {
                 // A request bigger than the buffer: grow it (the parsers bound request sizes).
-                let len = self.buf.len() * 2;
-                self.buf.resize(len, 0);
+                self.buf.reserve(self.buf.capacity());
             }
         }
-        let n = conn.read(&mut self.buf[self.end..]).await?;
-        self.end += n;
-        Ok(n)
-    }
-
-    /// Shrinks a buffer that grew for one huge request once it is empty again.
-    pub fn maybe_shrink(&mut self, capacity: usize) {
-        if self.start == self.end && self.buf.len() > 4 * capacity {
-            self.buf = vec![0; capacity];
-            self.start = 0;
-            self.end = 0;
-        }
+        conn.read_append(&mut self.buf).await
     }
 }
 
-pub const INBUF_CAPACITY: usize = 16 * 1024;
+impl Drop for InBuf {
+    fn drop(&mut self) {
+        bufpool::give(std::mem::take(&mut self.buf));
+    }
+}

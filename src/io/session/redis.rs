@@ -1,7 +1,7 @@
 //! The Redis side of a client session: parse RESP requests, answer local commands, route the rest.
 
 use super::routed::{self, Group, KeyDest, Unroutable};
-use super::{InBuf, Next, Session, INBUF_CAPACITY};
+use super::{InBuf, Next, Session};
 use crate::config::Target;
 use crate::fanout::MergeKind;
 use crate::io::backend::{Framer, Waiter};
@@ -40,7 +40,7 @@ enum Flow {
 }
 
 pub async fn read_loop(s: &mut Session) {
-    let mut inb = InBuf::new(INBUF_CAPACITY);
+    let mut inb = InBuf::new();
     let mut sc = Scratch::default();
     let mut txn = TxnState::default();
     let limits = s.worker.client_limits();

@@ -7,6 +7,7 @@
 //! kernel reading freed memory.
 
 use super::{current, try_current, Awaited, Reactor};
+use crate::io::bufpool;
 use io_uring::{opcode, types};
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
@@ -20,9 +21,6 @@ use std::time::Duration;
 /// Unread bytes at which receiving pauses, and at which it resumes.
 const PAUSE_AT: usize = 512 * 1024;
 const RESUME_AT: usize = 64 * 1024;
-/// An inbox that grew past this for one burst is released once empty (thousands of idle connections must not each
-/// keep a large buffer).
-const INBOX_KEEP: usize = 32 * 1024;
 
 /// The part the reactor's operations hold on to: the descriptor is closed when the last of them is done.
 pub(crate) struct ConnIo {
@@ -66,6 +64,10 @@ impl ConnIo {
             inbox.drain(..head);
             self.head.set(0);
         }
+        if inbox.capacity() == 0 {
+            // Bytes arrived on a connection that holds no buffer (it had read everything): take a spare one.
+            *inbox = bufpool::take();
+        }
         inbox.extend_from_slice(data);
         self.moved.set(self.moved.get() + data.len() as u64);
     }
@@ -96,22 +98,20 @@ impl ConnIo {
         }
     }
 
-    /// Copies unread bytes into `buf`: how many, or `None` when there are none.
-    fn take_unread(&self, buf: &mut [u8]) -> Option<usize> {
+    /// Hands up to `max` unread bytes to `sink`: how many, or `None` when there are none. An inbox read to the end
+    /// gives its buffer back, so a connection between requests holds none.
+    fn take_unread(&self, max: usize, sink: impl FnOnce(&[u8])) -> Option<usize> {
         let mut inbox = self.inbox.borrow_mut();
         let head = self.head.get();
         let unread = inbox.len() - head;
         if unread == 0 {
             return None;
         }
-        let n = unread.min(buf.len());
-        buf[..n].copy_from_slice(&inbox[head..head + n]);
+        let n = unread.min(max);
+        sink(&inbox[head..head + n]);
         if n == unread {
-            inbox.clear();
+            bufpool::give(std::mem::take(&mut *inbox));
             self.head.set(0);
-            if inbox.capacity() > INBOX_KEEP {
-                *inbox = Vec::new();
-            }
         } else {
             self.head.set(head + n);
         }
@@ -126,6 +126,14 @@ impl ConnIo {
             self.paused.set(false);
             reactor.arm_recv(self);
         }
+    }
+
+    fn set_reader(&self, waker: &Waker) {
+        let w = self.reader.take();
+        self.reader.set(Some(match w {
+            Some(w) if w.will_wake(waker) => w,
+            _ => waker.clone(),
+        }));
     }
 
     fn wants_data(&self) -> bool {
@@ -187,11 +195,60 @@ impl Conn {
         Conn::from_fd(fd)
     }
 
+    /// Turns TCP keepalive on (`tcpkeepalive`): the kernel's probes find a peer that vanished without a FIN.
+    pub fn set_keepalive(&self) {
+        let one: libc::c_int = 1;
+        // SAFETY: setsockopt on a descriptor we hold open, with a valid int option.
+        unsafe {
+            libc::setsockopt(
+                self.0.io.fd,
+                libc::SOL_SOCKET,
+                libc::SO_KEEPALIVE,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+
     /// Reads what is available (at least one byte, or 0 at end of stream).
     pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let max = buf.len();
+        self.read_with(max, |bytes| buf[..bytes.len()].copy_from_slice(bytes)).await
+    }
+
+    /// Appends what is available to `buf`, at most its spare capacity (at least one byte, or 0 at end of stream).
+    pub async fn read_append(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        let max = buf.capacity() - buf.len();
+        self.read_with(max, |bytes| buf.extend_from_slice(bytes)).await
+    }
+
+    /// Waits until a read would not wait: bytes are there, or the end of stream or an error. Lets a reader hold
+    /// no buffer while its peer is quiet.
+    pub async fn readable(&self) {
         let io = &self.0.io;
         poll_fn(|cx| {
-            let taken = io.take_unread(buf);
+            let reactor = current();
+            io.resume_receiving(&reactor);
+            if io.inbox.borrow().len() > io.head.get() || io.error.get().is_some() || io.eof.get() {
+                return Poll::Ready(());
+            }
+            reactor.note_activity();
+            io.set_reader(cx.waker());
+            Poll::Pending
+        })
+        .await
+    }
+
+    async fn read_with(&self, max: usize, sink: impl FnOnce(&[u8])) -> io::Result<usize> {
+        let io = &self.0.io;
+        let mut sink = Some(sink);
+        poll_fn(|cx| {
+            // The sink runs at most once: a read that took bytes is ready.
+            let taken = io.take_unread(max, |b| {
+                if let Some(f) = sink.take() {
+                    f(b)
+                }
+            });
             let reactor = current();
             io.resume_receiving(&reactor);
             if let Some(n) = taken {
@@ -204,11 +261,7 @@ impl Conn {
                 return Poll::Ready(Ok(0));
             }
             reactor.note_activity();
-            let w = io.reader.take();
-            io.reader.set(Some(match w {
-                Some(w) if w.will_wake(cx.waker()) => w,
-                _ => cx.waker().clone(),
-            }));
+            io.set_reader(cx.waker());
             Poll::Pending
         })
         .await

@@ -312,3 +312,45 @@ fn test_config_warns_when_the_descriptor_limit_is_below_the_client_limits() {
     assert!(low.contains("descriptor limit (1024) is below") && low.contains("about 5067"), "{low}");
     assert!(!run("8192:8192").contains("descriptor limit"));
 }
+
+/// `ss` lines of the established TCP sockets matching `filter` (e.g. "sport = :1234"), with their timers.
+fn sockets(filter: &str) -> String {
+    let out = std::process::Command::new("ss")
+        .args(["-tnoH", "state", "established"])
+        .args(filter.split_whitespace())
+        .output()
+        .expect("ss (iproute2)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn tcpkeepalive_on_client_and_backend_connections() {
+    let redis = redis_server();
+    let port = free_port();
+    let body = format!(
+        "{}{}",
+        listener_toml("cache", port, "redis", "main", "tcpkeepalive = true"),
+        redis_pool_toml("main", &[format!("127.0.0.1:{}:1", redis.port)], "tcpkeepalive = true")
+    );
+    let _f = Ferrule::start(&body, port);
+    let mut c = Client::connect(port);
+    assert_eq!(c.redis(&["SET", "k", "v"]), b"+OK\r\n");
+    // ferrule's end of the client connection, and its end of the backend connection.
+    let client_side = sockets(&format!("sport = :{port}"));
+    assert!(client_side.contains("timer:(keepalive"), "{client_side}");
+    let backend_side = sockets(&format!("dport = :{}", redis.port));
+    assert!(backend_side.contains("timer:(keepalive"), "{backend_side}");
+
+    // Off by default.
+    let port = free_port();
+    let body = format!(
+        "{}{}",
+        listener_toml("cache", port, "redis", "main", ""),
+        redis_pool_toml("main", &[format!("127.0.0.1:{}:1", redis.port)], "")
+    );
+    let _g = Ferrule::start(&body, port);
+    let mut c = Client::connect(port);
+    assert_eq!(c.redis(&["GET", "k"]), b"$1\r\nv\r\n");
+    let client_side = sockets(&format!("sport = :{port}"));
+    assert!(!client_side.is_empty() && !client_side.contains("keepalive"), "{client_side}");
+}

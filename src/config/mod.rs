@@ -413,6 +413,8 @@ pub struct PoolConfig {
     pub server_retry_timeout_ms: u64,
     /// Memcache only: the largest value a storage command may carry.
     pub max_value_bytes: usize,
+    /// TCP keepalive on the backend connections (twemproxy's `tcpkeepalive`).
+    pub tcpkeepalive: bool,
 }
 
 /// One backend server of a pool.

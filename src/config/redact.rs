@@ -86,6 +86,7 @@ struct PoolOut<'a> {
     server_retry_timeout_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     max_value_bytes: Option<usize>,
+    tcpkeepalive: bool,
 }
 
 pub(super) fn to_redacted_toml(config: &Config) -> String {
@@ -162,5 +163,6 @@ fn pool_out(pool: &PoolConfig) -> PoolOut<'_> {
         server_failure_limit: pool.server_failure_limit,
         server_retry_timeout_ms: pool.server_retry_timeout_ms,
         max_value_bytes: (!redis).then_some(pool.max_value_bytes),
+        tcpkeepalive: pool.tcpkeepalive,
     }
 }

@@ -610,6 +610,9 @@ fn client_limits_idle_timeout_and_keepalive() {
     assert_eq!(parse_ok(&text).proxy.max_client_connections, 500);
     assert_eq!(parse_ok(&text).descriptors_needed(1), Some(500 + 2 + 1 + 64), "the smaller limit decides");
 
+    let pool = parse_ok(&MINIMAL.replace("servers =", "tcpkeepalive = true\nservers ="));
+    assert!(pool.pools[0].tcpkeepalive && !parse_ok(MINIMAL).pools[0].tcpkeepalive);
+
     let text = MINIMAL.replace("route = \"main\"", "route = \"main\"\nclient_connections = -1");
     assert_error(&text, "listeners.cache.client_connections", 6, "");
     let text = MINIMAL.replace("route = \"main\"", "route = \"main\"\ntcpkeepalive = 1");

@@ -58,6 +58,7 @@ const POOL_KEYS: &[&str] = &[
     "server_failure_limit",
     "server_retry_timeout_ms",
     "max_value_bytes",
+    "tcpkeepalive",
 ];
 
 /// Top-level keys of twemproxy's stats JSON; a pool with one of these names would clobber them.
@@ -347,6 +348,7 @@ fn build_pool(s: &Section<'_>, name: &str) -> Result<PoolDraft, ConfigError> {
         server_retry_timeout_ms: s
             .parse_or("server_retry_timeout_ms", DEFAULT_SERVER_RETRY_TIMEOUT_MS, |f| f.integer_at_least(1u64))?,
         max_value_bytes: s.parse_or("max_value_bytes", DEFAULT_MAX_VALUE_BYTES, |f| f.integer_at_least(1usize))?,
+        tcpkeepalive: s.parse_or("tcpkeepalive", false, Field::boolean)?,
     };
     Ok(PoolDraft { config, declared_protocol, protocol_bound_keys })
 }

@@ -141,6 +141,8 @@ pub struct BackendOptions {
     pub prelude_replies: usize,
     /// The prelude's last request is `HELLO 3`: the connection serves RESP3 clients only.
     pub prelude_ends_with_hello3: bool,
+    /// `tcpkeepalive`: SO_KEEPALIVE on each new connection.
+    pub keepalive: bool,
 }
 
 /// Observations a backend reports upward (to the worker, which forwards them to control).
@@ -506,6 +508,9 @@ impl Backend {
         st.connecting = false;
         match result {
             Ok(conn) => {
+                if self.opts.keepalive {
+                    conn.set_keepalive();
+                }
                 st.generation += 1;
                 st.conn = Some(conn.clone());
                 st.down_until = None;

@@ -147,5 +147,6 @@ fn backend_options(cfg: &PoolConfig, proxy: &ProxyConfig, proto: Proto) -> Backe
         prelude,
         prelude_replies,
         prelude_ends_with_hello3: cfg.protocol == Protocol::Redis && proto == Proto::Resp3,
+        keepalive: cfg.tcpkeepalive,
     }
 }

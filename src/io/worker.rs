@@ -434,7 +434,7 @@ impl Worker {
 /// the ring.
 fn reuse_key(pc: &PoolConfig, proxy: &ProxyConfig, sc: &ServerConfig) -> String {
     format!(
-        "{}|{}|{:?}|{}|{:?}|{}|{}|{}|{}|{}|{}|{}",
+        "{}|{}|{:?}|{}|{:?}|{}|{}|{}|{}|{}|{}|{}|{}",
         pc.name,
         sc.addr,
         sc.name,
@@ -446,7 +446,8 @@ fn reuse_key(pc: &PoolConfig, proxy: &ProxyConfig, sc: &ServerConfig) -> String 
         pc.protocol.name(),
         pc.batching.name(),
         pc.batching_max_hold_us,
-        proxy.backend_max_queued_bytes
+        proxy.backend_max_queued_bytes,
+        pc.tcpkeepalive
     )
 }
 

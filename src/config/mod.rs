@@ -14,6 +14,7 @@ mod fields;
 mod redact;
 mod routes;
 mod server;
+mod users;
 mod validate;
 
 #[cfg(test)]
@@ -27,6 +28,7 @@ use std::path::{Path, PathBuf};
 use crate::hash::{DistributionKind, HashKind};
 
 pub use error::ConfigError;
+pub use users::{sha256, Access, AuthRefusal, Permissions, UserConfig, UserPassword};
 pub use routes::{
     operation_fits, render_tree, AllMode, Children, Dest, FailureClass, RouteConfig, RouteKind, Shadow, Target,
     DEFAULT_ERROR_MESSAGE, DEFAULT_SHADOW_MAX_OUTSTANDING, EXECUTABLE_TYPES, MEMCACHE_OPERATIONS, OPERATION_CLASSES,
@@ -337,12 +339,19 @@ pub struct ListenerConfig {
     pub route: String,
     /// What `route` names.
     pub target: Target,
-    /// Redis only: the password clients must AUTH with before anything else.
+    /// Redis only: the password clients must AUTH with before anything else (the `default` user's).
     pub auth: Option<String>,
+    /// Redis only: named users (`[listeners.X.users.NAME]`), sorted by name.
+    pub users: Vec<UserConfig>,
     pub backlog: u32,
 }
 
 impl ListenerConfig {
+    /// Who may connect, as sessions check it.
+    pub fn access(&self) -> Access {
+        Access::new(self.auth.as_deref(), &self.users)
+    }
+
     /// The pool, when the listener names one directly (no route above it).
     pub fn pool(&self) -> Option<usize> {
         match self.target {

@@ -56,7 +56,16 @@ struct ListenerOut<'a> {
     route: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     auth: Option<&'static str>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    users: BTreeMap<&'a str, UserOut>,
     backlog: u32,
+}
+
+/// Every password is written as `password = "********"`, whichever form it was given in, so the output parses back.
+#[derive(Serialize)]
+struct UserOut {
+    password: &'static str,
+    permissions: &'static str,
 }
 
 #[derive(Serialize)]
@@ -128,6 +137,11 @@ fn listener_out(listener: &ListenerConfig) -> ListenerOut<'_> {
         protocol: listener.protocol.name(),
         route: &listener.route,
         auth: listener.auth.as_ref().map(|_| REDACTED),
+        users: listener
+            .users
+            .iter()
+            .map(|u| (u.name.as_str(), UserOut { password: REDACTED, permissions: u.permissions.name() }))
+            .collect(),
         backlog: listener.backlog,
     }
 }

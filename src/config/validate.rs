@@ -36,7 +36,7 @@ const PROXY_KEYS: &[&str] = &[
     "busy_poll_us",
 ];
 
-const LISTENER_KEYS: &[&str] = &["listen", "protocol", "route", "auth", "backlog"];
+const LISTENER_KEYS: &[&str] = &["listen", "protocol", "route", "auth", "users", "backlog"];
 
 const POOL_KEYS: &[&str] = &[
     "servers",
@@ -448,6 +448,12 @@ fn build_listener(s: &Section<'_>, name: &str, names: &Names<'_>) -> Result<List
         }
         Ok(Some(secret.to_owned()))
     })?;
+    let users = s.parse_or("users", Vec::new(), |f| {
+        if protocol != Protocol::Redis {
+            return Err(f.error("users are only for redis listeners (the memcached ASCII protocol has no AUTH)"));
+        }
+        users::parse_users(f, auth.is_some())
+    })?;
     let backlog = s.parse_or("backlog", DEFAULT_BACKLOG, |f| f.integer_in(1u32, MAX_BACKLOG))?;
     Ok(ListenerDraft {
         config: ListenerConfig {
@@ -457,6 +463,7 @@ fn build_listener(s: &Section<'_>, name: &str, names: &Names<'_>) -> Result<List
             route: route.to_owned(),
             target,
             auth,
+            users,
             backlog,
         },
         listen: Located::of(&listen_field),

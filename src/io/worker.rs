@@ -31,7 +31,8 @@ pub struct ListenerSlot {
     target: Cell<Target>,
     /// Memcache: the largest value a storage command may carry (the largest of the pools the route reaches).
     max_value_bytes: Cell<usize>,
-    auth: RefCell<Option<String>>,
+    /// Redis: who may connect (the `default` user's `auth` and the named users), shared by the sessions.
+    access: RefCell<Rc<crate::config::Access>>,
     closed: Cell<bool>,
 }
 
@@ -46,7 +47,7 @@ impl ListenerSlot {
             route: RefCell::new(lc.route.clone()),
             target: Cell::new(lc.target),
             max_value_bytes: Cell::new(max_value_bytes(cfg, lc.target)),
-            auth: RefCell::new(lc.auth.clone()),
+            access: RefCell::new(Rc::new(lc.access())),
             closed: Cell::new(false),
         }
     }
@@ -59,8 +60,8 @@ impl ListenerSlot {
     pub fn max_value_bytes(&self) -> usize {
         self.max_value_bytes.get()
     }
-    pub fn auth(&self) -> Option<String> {
-        self.auth.borrow().clone()
+    pub fn access(&self) -> Rc<crate::config::Access> {
+        self.access.borrow().clone()
     }
     /// The listener was removed by a reload, or the worker is shutting down: sessions finish their pipelines and
     /// close.
@@ -73,7 +74,7 @@ impl ListenerSlot {
         *self.route.borrow_mut() = lc.route.clone();
         self.target.set(lc.target);
         self.max_value_bytes.set(max_value_bytes(cfg, lc.target));
-        *self.auth.borrow_mut() = lc.auth.clone();
+        *self.access.borrow_mut() = Rc::new(lc.access());
     }
 
     /// Marks the listener closed. The target is re-resolved in `cfg` (the sessions still open finish what they have

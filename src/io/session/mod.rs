@@ -23,6 +23,10 @@ pub struct Session {
     pub q: ClientRef,
     pub id: u64,
     pub authed: bool,
+    /// Redis: authenticated as a user with `permissions = "read-only"`.
+    pub read_only: bool,
+    /// Redis: the name, library and user CLIENT SETNAME / SETINFO / AUTH gave; `None` until one is set.
+    pub meta: Option<Box<crate::protocol::redis::ClientMeta>>,
     /// The RESP version this redis client chose with `HELLO` (RESP2 until then; memcache sessions ignore it).
     pub proto: crate::protocol::redis::Proto,
     /// This listener's figures on this worker (requests, latencies, connection lifecycle).
@@ -122,6 +126,8 @@ pub async fn serve(worker: Rc<Worker>, listener: Rc<ListenerSlot>, conn: Conn) {
         q: q.clone(),
         id,
         authed: false,
+        read_only: false,
+        meta: None,
         proto: Default::default(),
         meters: meters.clone(),
     };

@@ -122,12 +122,18 @@ fn handle(
         return Flow::Continue;
     };
     sc.command = s.meters.borrow_mut().count_redis(info);
-    if !s.authed
-        && s.listener.auth().is_some()
-        && !matches!(info.kind, CommandKind::Local(Local::Auth | Local::Quit | Local::Hello))
-    {
-        s.local(b"-NOAUTH Authentication required.\r\n");
-        return Flow::Continue;
+    if !s.authed || s.read_only {
+        if let Some(refusal) = refuse_access(s, info, req, &sc.args) {
+            // As in redis, a malformed command gets its arity error before the access check.
+            sc.reply.clear();
+            if redis::arity_ok(info, sc.args.len()) {
+                sc.reply.extend_from_slice(refusal.as_bytes());
+            } else {
+                redis::write_error(&mut sc.reply, redis::arity_error(info).as_bytes());
+            }
+            s.local(&sc.reply);
+            return Flow::Continue;
+        }
     }
     // A refused MULTI refuses everything up to EXEC/DISCARD, so nothing the client meant as part of the
     // transaction is applied.
@@ -162,6 +168,20 @@ fn handle(
         // Always answered by the gate above.
         CommandKind::Transaction(_) => Flow::Continue,
     }
+}
+
+/// `-NOAUTH` for a client that must authenticate first, `-NOPERM` for a read-only user's write; `None` to go on.
+fn refuse_access(s: &Session, info: &CommandInfo, req: &[u8], args: &[Range<usize>]) -> Option<String> {
+    if !s.authed {
+        let exempt = matches!(info.kind, CommandKind::Local(Local::Auth | Local::Quit | Local::Hello));
+        if !exempt && s.listener.access().required() {
+            return Some("-NOAUTH Authentication required.\r\n".into());
+        }
+    }
+    if s.read_only && !redis::read_only_may_run(info) {
+        return Some(format!("-{}\r\n", redis::noperm_error(info, req, args)));
+    }
+    None
 }
 
 fn route(
@@ -443,6 +463,10 @@ fn local(s: &mut Session, l: Local, req: &[u8], sc: &mut Scratch) -> Flow {
     let arg = |i: usize| sc.args.get(i).map(|r| &req[r.clone()]);
     sc.reply.clear();
     match l {
+        Local::Ping if sc.args.len() > 2 => {
+            redis::write_error(&mut sc.reply, b"ERR wrong number of arguments for 'ping' command");
+            s.local(&sc.reply);
+        }
         Local::Ping => match arg(1) {
             None => s.local(b"+PONG\r\n"),
             Some(m) => {
@@ -458,40 +482,17 @@ fn local(s: &mut Session, l: Local, req: &[u8], sc: &mut Scratch) -> Flow {
             s.local(b"+OK\r\n");
             return Flow::Close;
         }
-        Local::Auth => {
-            // AUTH password | AUTH username password (the username must be "default": there are no ACL users).
-            let (user, pass) = match (arg(1), arg(2)) {
-                (Some(p), None) => (None, p),
-                (Some(u), Some(p)) => (Some(u), p),
-                _ => (None, &b""[..]),
-            };
-            match s.listener.auth() {
-                None => s.local(b"-ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?\r\n"),
-                Some(expected) => {
-                    if expected.as_bytes() == pass && user.is_none_or(|u| u == b"default") {
-                        s.authed = true;
-                        s.local(b"+OK\r\n");
-                    } else {
-                        s.local(b"-WRONGPASS invalid username-password pair or user is disabled.\r\n");
-                    }
-                }
+        Local::Auth => auth(s, req, sc),
+        Local::Select => match arg(1).and_then(redis::strict_integer) {
+            Some(0) => s.local(b"+OK\r\n"),
+            Some(_) => {
+                s.local(b"-ERR ferrule: SELECT is only supported for db 0 (set redis_db on the pool instead)\r\n")
             }
-        }
-        Local::Select => match arg(1) {
-            Some(b"0") => s.local(b"+OK\r\n"),
-            _ => s.local(b"-ERR ferrule: SELECT is only supported for db 0 (set redis_db on the pool instead)\r\n"),
+            None => s.local(b"-ERR value is not an integer or out of range\r\n"),
         },
         Local::Command => {
-            // Client libraries call COMMAND / COMMAND DOCS at connect; an empty answer makes them fall back.
-            match arg(1).map(|a| a.to_ascii_uppercase()) {
-                Some(sub) if sub == b"COUNT" => s.local(b":0\r\n"),
-                // COMMAND DOCS is a map (`%0` in RESP3, `*0` in RESP2).
-                Some(sub) if sub == b"DOCS" => {
-                    redis::write_map_header(&mut sc.reply, 0, s.proto);
-                    s.local(&sc.reply);
-                }
-                _ => s.local(b"*0\r\n"),
-            }
+            redis::write_command_reply(&mut sc.reply, req, &sc.args, s.proto);
+            s.local(&sc.reply);
         }
         Local::Hello => return hello(s, req, sc),
         Local::Info => {
@@ -500,14 +501,98 @@ fn local(s: &mut Session, l: Local, req: &[u8], sc: &mut Scratch) -> Flow {
             redis::write_verbatim(&mut sc.reply, b"txt", text.as_bytes(), s.proto);
             s.local(&sc.reply);
         }
-        Local::ClientSetname => s.local(b"+OK\r\n"),
+        Local::ClientSetname => client(s, req, sc),
     }
     Flow::Continue
 }
 
+/// AUTH password | AUTH username password, checked against the listener's `auth` and users.
+fn auth(s: &mut Session, req: &[u8], sc: &mut Scratch) {
+    let arg = |i: usize| sc.args.get(i).map(|r| &req[r.clone()]);
+    let (user, pass) = match (arg(1), arg(2)) {
+        _ if sc.args.len() > 3 => return s.local(b"-ERR syntax error\r\n"),
+        (Some(p), None) => (None, p),
+        (Some(u), Some(p)) => (Some(u), p),
+        _ => (None, &b""[..]),
+    };
+    match s.listener.access().authenticate(user, pass) {
+        Ok(permissions) => {
+            login(s, user.unwrap_or(b"default"), permissions);
+            s.local(b"+OK\r\n");
+        }
+        Err(crate::config::AuthRefusal::NoPasswordConfigured) => s.local(b"-ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?\r\n"),
+        Err(crate::config::AuthRefusal::WrongPass) => {
+            s.local(b"-WRONGPASS invalid username-password pair or user is disabled.\r\n")
+        }
+    }
+}
+
+/// The client is now `user` with `permissions` (a later AUTH replaces an earlier one, as in redis).
+fn login(s: &mut Session, user: &[u8], permissions: crate::config::Permissions) {
+    s.authed = true;
+    s.read_only = permissions == crate::config::Permissions::ReadOnly;
+    let user = if user == b"default" { &b""[..] } else { user };
+    if !user.is_empty() || s.meta.is_some() {
+        s.meta.get_or_insert_with(Default::default).user = Box::from(user);
+    }
+}
+
+/// CLIENT subcommands, answered for this client (see `redis::parse_client`).
+fn client(s: &mut Session, req: &[u8], sc: &mut Scratch) {
+    let op = match redis::parse_client(req, &sc.args) {
+        Ok(op) => op,
+        Err(msg) => {
+            redis::write_error(&mut sc.reply, msg.as_bytes());
+            return s.local(&sc.reply);
+        }
+    };
+    match op {
+        redis::ClientOp::SetName(name) => {
+            set_name(s, name);
+            s.local(b"+OK\r\n");
+        }
+        redis::ClientOp::GetName => {
+            match s.meta.as_ref().filter(|m| !m.name.is_empty()) {
+                Some(meta) => redis::write_bulk(&mut sc.reply, &meta.name),
+                None => redis::write_null(&mut sc.reply, s.proto),
+            }
+            s.local(&sc.reply);
+        }
+        redis::ClientOp::Id => {
+            redis::write_integer(&mut sc.reply, s.id as i64);
+            s.local(&sc.reply);
+        }
+        redis::ClientOp::Info | redis::ClientOp::List => {
+            let mut line = Vec::new();
+            let facts = redis::ClientFacts { id: s.id, addr: "", laddr: "", resp: s.proto.version() };
+            redis::write_client_line(&mut line, s.meta.as_deref(), &facts);
+            // A verbatim string in RESP3, as redis sends CLIENT INFO and LIST.
+            redis::write_verbatim(&mut sc.reply, b"txt", &line, s.proto);
+            s.local(&sc.reply);
+        }
+        redis::ClientOp::SetInfo(attr, value) => {
+            let meta = s.meta.get_or_insert_with(Default::default);
+            match attr {
+                redis::LibAttr::Name => meta.lib_name = Box::from(value),
+                redis::LibAttr::Version => meta.lib_ver = Box::from(value),
+            }
+            s.local(b"+OK\r\n");
+        }
+        redis::ClientOp::Ok => s.local(b"+OK\r\n"),
+    }
+}
+
+/// CLIENT SETNAME / HELLO SETNAME: an empty name clears it.
+fn set_name(s: &mut Session, name: &[u8]) {
+    if name.is_empty() && s.meta.is_none() {
+        return;
+    }
+    s.meta.get_or_insert_with(Default::default).name = Box::from(name);
+}
+
 /// HELLO [protover [AUTH user pass] [SETNAME name]], answered as redis 7 answers it. The client's later requests
 /// get replies in the version it chose: they go to backend connections of that version, and the proxy's own
-/// replies are written in it. SETNAME is accepted and not kept (as CLIENT SETNAME).
+/// replies are written in it. SETNAME sets the name CLIENT GETNAME reports.
 fn hello(s: &mut Session, req: &[u8], sc: &mut Scratch) -> Flow {
     let hello = match redis::parse_hello(req, &sc.args) {
         Ok(hello) => hello,
@@ -517,18 +602,23 @@ fn hello(s: &mut Session, req: &[u8], sc: &mut Scratch) -> Flow {
             return Flow::Continue;
         }
     };
+    let access = s.listener.access();
     if let Some((user, pass)) = hello.auth {
-        // Only the default user exists; without `auth` it takes any password, as redis' `nopass` default user.
-        let ok = user == b"default" && s.listener.auth().is_none_or(|expected| expected.as_bytes() == pass);
-        if !ok {
-            s.local(b"-WRONGPASS invalid username-password pair or user is disabled.\r\n");
-            return Flow::Continue;
+        // Always with a user name: an open listener's default user takes any password (redis' `nopass`).
+        match access.authenticate(Some(user), pass) {
+            Ok(permissions) => login(s, user, permissions),
+            Err(_) => {
+                s.local(b"-WRONGPASS invalid username-password pair or user is disabled.\r\n");
+                return Flow::Continue;
+            }
         }
-        s.authed = true;
     }
-    if !s.authed && s.listener.auth().is_some() {
+    if !s.authed && access.required() {
         s.local(b"-NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time\r\n");
         return Flow::Continue;
+    }
+    if let Some(name) = hello.setname {
+        set_name(s, name);
     }
     let previous = s.proto;
     s.proto = hello.proto.unwrap_or(s.proto);

@@ -5,7 +5,7 @@
 //! Cross-checked against the `COMMAND` output of redis-server 7.0 and the command JSON files of later
 //! releases: every command redis knows is here, so only truly unknown names get "unknown command".
 
-use super::commands::{CommandInfo, CommandKind, KeySpec, Local, Split, Txn};
+use super::commands::{CommandInfo, CommandKind, KeySpec, Local, Split, StoreOption, Txn};
 
 /// Forwarded to the server of the key at args[1].
 const fn single(name: &'static str, arity: i32) -> CommandInfo {
@@ -20,6 +20,11 @@ const fn same(name: &'static str, arity: i32, first: usize, last: isize, step: u
 /// Forwarded to the first key's server; the key count is at args[numkeys_pos].
 const fn numkeys(name: &'static str, arity: i32, numkeys_pos: usize, dest: Option<usize>) -> CommandInfo {
     CommandInfo { name, arity, keys: KeySpec::NumKeys { numkeys_pos, dest }, kind: CommandKind::Forward }
+}
+
+/// Forwarded to the server of args[1]; a destination given by an option must live there too.
+const fn store_option(name: &'static str, arity: i32, kind: StoreOption) -> CommandInfo {
+    CommandInfo { name, arity, keys: KeySpec::StoreOption(kind), kind: CommandKind::Forward }
 }
 
 /// Split per server.
@@ -95,8 +100,8 @@ pub(crate) static COMMANDS: [CommandInfo; 255] = [
     single("GEODIST", -4),
     single("GEOHASH", -2),
     single("GEOPOS", -2),
-    single("GEORADIUS", -6),
-    single("GEORADIUSBYMEMBER", -5),
+    store_option("GEORADIUS", -6, StoreOption::GeoRadius),
+    store_option("GEORADIUSBYMEMBER", -5, StoreOption::GeoRadius),
     single("GEORADIUSBYMEMBER_RO", -5),
     single("GEORADIUS_RO", -6),
     single("GEOSEARCH", -7),
@@ -226,7 +231,7 @@ pub(crate) static COMMANDS: [CommandInfo; 255] = [
     single("SMEMBERS", 2),
     single("SMISMEMBER", -3),
     same("SMOVE", 4, 1, 2, 1),
-    single("SORT", -2),
+    store_option("SORT", -2, StoreOption::Sort),
     single("SORT_RO", -2),
     single("SPOP", -2),
     unsupported("SPUBLISH", 3, "pub/sub"),

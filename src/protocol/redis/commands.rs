@@ -26,6 +26,21 @@ pub enum KeySpec {
     /// on one server, as for [`KeySpec::SameServer`]. A command with no key at all (EVAL with numkeys 0)
     /// cannot be routed: [`key_indices`] answers an error.
     NumKeys { numkeys_pos: usize, dest: Option<usize> },
+    /// One key at args[1], and a destination key given by an option (SORT ... STORE dst, GEORADIUS ... STORE dst /
+    /// STOREDIST dst). Both must live on one server, as for [`KeySpec::SameServer`]: the destination is written
+    /// on the server the request goes to, which must be the one later reads of it go to.
+    StoreOption(StoreOption),
+}
+
+/// The commands whose destination key is an option's argument, found as redis' own `getkeys` functions find it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreOption {
+    /// SORT key [BY pattern] [LIMIT offset count] [GET pattern ...] [ASC|DESC] [ALPHA] [STORE destination]:
+    /// options are walked with their argument counts, so a pattern spelled `store` is not taken for the option.
+    Sort,
+    /// GEORADIUS / GEORADIUSBYMEMBER: the argument after the last STORE or STOREDIST from args[5] on (redis'
+    /// `georadiusGetKeys`).
+    GeoRadius,
 }
 
 /// How a multi-key command is split per server and its replies merged.
@@ -51,14 +66,14 @@ pub enum Local {
     Auth,
     /// Only the configured database can be selected.
     Select,
-    /// COMMAND (and COUNT/DOCS/INFO, which clients send on connect); an empty answer is acceptable.
+    /// COMMAND, COMMAND COUNT / INFO / DOCS / GETKEYS / LIST, answered from the command table.
     Command,
-    /// HELLO: the proxy speaks RESP2 only, so `HELLO 3` gets -NOPROTO.
+    /// HELLO 2 or 3, answered as redis 7 answers it.
     Hello,
     /// Proxy-level INFO.
     Info,
-    /// The whole CLIENT command: libraries send CLIENT SETNAME / SETINFO on connect and expect +OK; other
-    /// subcommands (LIST, KILL, ID...) are about backend connections the client does not own.
+    /// The whole CLIENT command: SETNAME / GETNAME / ID / INFO / SETINFO... answered for the client's own session;
+    /// subcommands acting on connections (REPLY, KILL, PAUSE, TRACKING...) are refused (see `client`).
     ClientSetname,
 }
 
@@ -197,6 +212,53 @@ pub fn key_indices(info: &CommandInfo, args: &[Range<usize>], buf: &[u8], keys: 
             keys.extend(numkeys_pos + 1..=numkeys_pos + numkeys);
             Ok(())
         }
+        KeySpec::StoreOption(kind) => {
+            if argc < 2 {
+                return Err(arity_error(info));
+            }
+            keys.push(1);
+            let arg = |i: usize| buf.get(args[i].clone()).unwrap_or_default();
+            let dest = match kind {
+                StoreOption::Sort => {
+                    let mut i = 2;
+                    let mut dest = None;
+                    while i < argc {
+                        let option = arg(i);
+                        let skip = if option.eq_ignore_ascii_case(b"LIMIT") {
+                            2
+                        } else if option.eq_ignore_ascii_case(b"BY") || option.eq_ignore_ascii_case(b"GET") {
+                            1
+                        } else if option.eq_ignore_ascii_case(b"STORE") {
+                            if i + 1 < argc {
+                                dest = Some(i + 1);
+                            }
+                            1
+                        } else {
+                            0
+                        };
+                        i += 1 + skip;
+                    }
+                    dest
+                }
+                StoreOption::GeoRadius => {
+                    let mut i = 5;
+                    let mut dest = None;
+                    while i < argc {
+                        let option = arg(i);
+                        if (option.eq_ignore_ascii_case(b"STORE") || option.eq_ignore_ascii_case(b"STOREDIST"))
+                            && i + 1 < argc
+                        {
+                            dest = Some(i + 1);
+                            i += 1;
+                        }
+                        i += 1;
+                    }
+                    dest
+                }
+            };
+            keys.extend(dest);
+            Ok(())
+        }
     }
 }
 
@@ -217,6 +279,11 @@ fn parse_numkeys(text: &[u8]) -> Result<usize, String> {
         })
         .ok_or_else(|| "ERR value is not an integer or out of range".to_string())?;
     usize::try_from(value).map_err(|_| "ERR Number of keys can't be negative".to_string())
+}
+
+/// At most `max` bytes of `b` for an error message, non-printable bytes and quotes replaced by `?`.
+pub fn printable(b: &[u8], max: usize) -> String {
+    b.iter().take(max).map(|&c| if (0x20..0x7f).contains(&c) && c != b'\'' { c as char } else { '?' }).collect()
 }
 
 fn no_key_error(info: &CommandInfo) -> String {
@@ -361,6 +428,27 @@ mod tests {
         assert_eq!(keys_of(&["ZUNION", "2", "a", "b", "WITHSCORES"]).unwrap(), [2, 3]);
         assert_eq!(keys_of(&["LMPOP", "1", "l", "LEFT"]).unwrap(), [2]);
         assert_eq!(keys_of(&["SINTERCARD", "2", "a", "b", "LIMIT", "5"]).unwrap(), [2, 3]);
+    }
+
+    #[test]
+    fn destinations_given_by_options_are_keys() {
+        assert_eq!(keys_of(&["SORT", "l"]).unwrap(), [1]);
+        assert_eq!(keys_of(&["SORT", "l", "ALPHA", "store", "d"]).unwrap(), [1, 4]);
+        assert_eq!(keys_of(&["SORT", "l", "BY", "store", "LIMIT", "0", "1", "GET", "#", "STORE", "d"]).unwrap(), [1, 10]);
+        // A pattern spelled like the option is the option's argument, not the option.
+        assert_eq!(keys_of(&["SORT", "l", "GET", "STORE"]).unwrap(), [1]);
+        assert_eq!(keys_of(&["SORT", "l", "STORE"]).unwrap(), [1]);
+        assert_eq!(keys_of(&["SORT_RO", "l", "STORE", "d"]).unwrap(), [1]);
+        assert_eq!(keys_of(&["GEORADIUS", "g", "0", "0", "1", "km", "STORE", "d"]).unwrap(), [1, 7]);
+        assert_eq!(keys_of(&["GEORADIUS", "g", "0", "0", "1", "km", "STOREDIST", "d"]).unwrap(), [1, 7]);
+        assert_eq!(
+            keys_of(&["GEORADIUS", "g", "0", "0", "1", "km", "STORE", "a", "STOREDIST", "b"]).unwrap(),
+            [1, 9]
+        );
+        assert_eq!(keys_of(&["GEORADIUSBYMEMBER", "g", "m", "1", "km", "STORE", "d"]).unwrap(), [1, 6]);
+        assert_eq!(keys_of(&["GEORADIUS", "g", "0", "0", "1", "km", "WITHDIST"]).unwrap(), [1]);
+        assert_eq!(keys_of(&["GEORADIUS_RO", "g", "0", "0", "1", "km", "STORE", "d"]).unwrap(), [1]);
+        assert_eq!(keys_of(&["GEOSEARCHSTORE", "d", "s", "FROMMEMBER", "m", "BYRADIUS", "1", "km"]).unwrap(), [1, 2]);
     }
 
     #[test]

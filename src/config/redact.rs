@@ -56,14 +56,15 @@ struct ListenerOut<'a> {
     route: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     auth: Option<&'static str>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    users: BTreeMap<&'a str, UserOut>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    users: Vec<UserOut<'a>>,
     backlog: u32,
 }
 
 /// Every password is written as `password = "********"`, whichever form it was given in, so the output parses back.
 #[derive(Serialize)]
-struct UserOut {
+struct UserOut<'a> {
+    name: &'a str,
     password: &'static str,
     permissions: &'static str,
 }
@@ -140,7 +141,7 @@ fn listener_out(listener: &ListenerConfig) -> ListenerOut<'_> {
         users: listener
             .users
             .iter()
-            .map(|u| (u.name.as_str(), UserOut { password: REDACTED, permissions: u.permissions.name() }))
+            .map(|u| UserOut { name: &u.name, password: REDACTED, permissions: u.permissions.name() })
             .collect(),
         backlog: listener.backlog,
     }

@@ -584,3 +584,60 @@ fn load_names_the_file() {
     assert_eq!(err.origin(), Some(path.as_path()));
     assert_eq!(err.column(), Some(8));
 }
+
+/// MINIMAL's listener with a `users` line.
+fn with_users(users: &str) -> String {
+    MINIMAL.replace("route = \"main\"", &format!("route = \"main\"\nusers = [{users}]"))
+}
+
+#[test]
+fn listener_users() {
+    let hex = "30c952fab122c3f9759f02a6d95c3758b246b4fee239957b2d4fee46e26170c4";
+    let text = with_users(&format!(
+        "{{ name = \"reporting\", password_sha256 = \"{hex}\", permissions = \"read-only\" }}, \
+         {{ name = \"app\", password = \"app-secret\" }}"
+    ));
+    let config = parse_ok(&text);
+    let users = &config.listeners[0].users;
+    assert_eq!(users.len(), 2);
+    assert_eq!(users[1].name, "app");
+    assert_eq!(users[1].password, UserPassword::Clear("app-secret".into()));
+    assert_eq!(users[1].permissions, Permissions::All);
+    assert_eq!(users[0].name, "reporting");
+    assert_eq!(users[0].password, UserPassword::Sha256(sha256(b"pw")));
+    assert_eq!(users[0].permissions, Permissions::ReadOnly);
+    let access = config.listeners[0].access();
+    assert!(access.required(), "users without `auth` turn the default user off");
+    assert_eq!(access.authenticate(Some(b"reporting"), b"pw"), Ok(Permissions::ReadOnly));
+
+    let shown = config.to_redacted_toml();
+    assert!(!shown.contains("app-secret") && !shown.contains(hex), "{shown}");
+    let reparsed = parse_ok(&shown);
+    assert_eq!(reparsed.listeners[0].users[0].password, UserPassword::Clear(REDACTED.into()));
+    assert_eq!(reparsed.listeners[0].users[0].permissions, Permissions::ReadOnly);
+    assert_eq!(reparsed.listeners[0].users[1].name, "app");
+}
+
+#[test]
+fn listener_user_errors() {
+    let cases = [
+        ("{ name = \"u\" }", "listeners.cache.users[0]", "missing `password` or `password_sha256`"),
+        ("{ name = \"u\", password = \"a\", password_sha256 = \"b\" }", "listeners.cache.users[0]", "not both"),
+        ("{ name = \"u\", password_sha256 = \"abc\" }", "listeners.cache.users[0].password_sha256", "64 hexadecimal"),
+        ("{ name = \"u\", password = \"\" }", "listeners.cache.users[0].password", "must not be empty"),
+        ("{ name = \"u\", password = \"a\", permissions = \"admin\" }", "listeners.cache.users[0].permissions", "\"read-only\""),
+        ("{ name = \"u\", password = \"a\", role = \"x\" }", "listeners.cache.users[0].role", "unknown key `role`"),
+        ("{ password = \"a\" }", "listeners.cache.users[0].name", "needs a `name`"),
+        ("{ name = \"a b\", password = \"a\" }", "listeners.cache.users[0].name", "printable"),
+        ("{ name = \"u\", password = \"a\" }, { name = \"u\", password = \"b\" }", "listeners.cache.users[1].name", "twice"),
+        ("\"u\"", "listeners.cache.users[0]", "expected a table"),
+    ];
+    for (users, key, fragment) in cases {
+        assert_error(&with_users(users), key, 6, fragment);
+    }
+    let text = with_users("{ name = \"default\", password = \"y\" }")
+        .replace("route = \"main\"", "route = \"main\"\nauth = \"x\"");
+    assert_error(&text, "listeners.cache.users[0]", 7, "already given by `auth`");
+    let text = with_users("{ name = \"u\", password = \"y\" }").replace("protocol = \"redis\"", "protocol = \"memcache\"");
+    assert_error(&text, "listeners.cache.users", 6, "only for redis listeners");
+}

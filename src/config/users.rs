@@ -1,12 +1,15 @@
-//! Named users of a redis listener (`[listeners.X.users.NAME]`), ACL style, and the check of a client's AUTH.
+//! Named users of a redis listener (`users = [...]`), ACL style, and the check of a client's AUTH.
 //!
-//! `auth = "secret"` stays the shorthand for the `default` user with every permission. Users are written as
-//! sub-tables of the listener:
+//! `auth = "secret"` stays the shorthand for the `default` user with every permission. Users are an array of
+//! inline tables on the listener (sub-table headers would be dotted tables, which the config reader cannot locate
+//! errors in):
 //!
 //! ```toml
-//! [listeners.main.users.reporting]
-//! password_sha256 = "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8"
-//! permissions = "read-only"
+//! users = [
+//!   { name = "app", password = "app-secret" },
+//!   { name = "reporting", password_sha256 = "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8",
+//!     permissions = "read-only" },
+//! ]
 //! ```
 //!
 //! A password is given in clear (`password`) or as the lowercase or uppercase sha256 hex of it (`password_sha256`,
@@ -68,7 +71,7 @@ impl UserPassword {
     }
 }
 
-/// One `[listeners.X.users.NAME]` table.
+/// One element of a listener's `users`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserConfig {
     pub name: String,
@@ -80,23 +83,28 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
 
-const USER_KEYS: &[&str] = &["password", "password_sha256", "permissions"];
+const USER_KEYS: &[&str] = &["name", "password", "password_sha256", "permissions"];
 
-/// Reads the `users` table of listener `listener` (`field` is `listeners.X.users`). Errors are located at the
-/// `users` value (the sub-tables' own positions are not kept by the TOML reader) and name the full key.
+/// Reads a listener's `users` array (`field` is `listeners.X.users`). Errors are located at the `users` value (the
+/// elements' own positions are not kept by the TOML reader) and name the element's key, `users[1].password`.
 pub(super) fn parse_users(field: &Field<'_>, has_auth: bool) -> Result<Vec<UserConfig>, ConfigError> {
-    let Value::Table(table) = field.value() else {
-        return Err(field.error("expected a table of users (`[listeners.NAME.users.USER]`)"));
-    };
+    let items = field.array()?;
     let at = |key: String, why: String| field.error_at(&field.span(), &key, why);
-    let mut users = Vec::with_capacity(table.len());
-    for (name, value) in table {
-        let path = format!("{}.{name}", field.key());
+    let mut users: Vec<UserConfig> = Vec::with_capacity(items.len());
+    for (index, value) in items.iter().enumerate() {
+        let path = format!("{}[{index}]", field.key());
         let Value::Table(user) = value else {
-            return Err(at(path, "expected a table with `password` or `password_sha256`".into()));
+            return Err(at(path, "expected a table such as { name = \"app\", password = \"...\" }".into()));
+        };
+        let name = match user.get("name") {
+            Some(Value::String(name)) => name,
+            _ => return Err(at(format!("{path}.name"), "each user needs a `name` (a string)".into())),
         };
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(at(path, "a user name must be printable, without spaces".into()));
+            return Err(at(format!("{path}.name"), "a user name must be printable, without spaces".into()));
+        }
+        if users.iter().any(|u| &u.name == name) {
+            return Err(at(format!("{path}.name"), format!("user {name:?} is given twice")));
         }
         if name == "default" && has_auth {
             return Err(at(path, "the default user's password is already given by `auth`; keep one of the two".into()));

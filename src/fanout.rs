@@ -22,6 +22,8 @@ pub enum MergeKind {
 #[derive(Debug)]
 pub struct Fanout {
     pub kind: MergeKind,
+    /// Redis: the client's RESP version, for the replies the merge makes itself (a nil is `_` in RESP3).
+    pub proto: redis::Proto,
     /// For each requested key, in request order, the fragment it was sent in.
     pub key_frag: Vec<u32>,
     /// Memcached only: the requested keys, concatenated, to match VALUE items against.
@@ -44,6 +46,7 @@ impl Fanout {
     pub fn new(kind: MergeKind, fragments: usize) -> Fanout {
         let mut f = Fanout {
             kind,
+            proto: redis::Proto::Resp2,
             key_frag: Vec::new(),
             keys: Vec::new(),
             key_ranges: Vec::new(),
@@ -63,6 +66,7 @@ impl Fanout {
     /// Prepares a used `Fanout` for another request, keeping its buffers (the reply queue recycles them).
     pub fn reset(&mut self, kind: MergeKind, fragments: usize) {
         self.kind = kind;
+        self.proto = redis::Proto::Resp2;
         self.key_frag.clear();
         self.keys.clear();
         self.key_ranges.clear();
@@ -231,7 +235,7 @@ impl Fanout {
             let at = one[f] + self.cursor[f];
             match ranges.get(at).filter(|_| at < one[f + 1]) {
                 Some(r) => out.extend_from_slice(&reply[r.clone()]),
-                None => redis::write_null_bulk(out),
+                None => redis::write_null(out, self.proto),
             }
             self.cursor[f] += 1;
         }

@@ -277,7 +277,7 @@ fn route_tree(
         [Group::Canned(c)] => {
             if !req.noreply {
                 sc.reply.clear();
-                canned_reply(&cfg, c, op, sc.keys.len(), &mut sc.reply);
+                canned_reply(&cfg, c, op, sc.keys.len(), Default::default(), &mut sc.reply);
                 s.local(&sc.reply);
             }
             return false;
@@ -316,7 +316,7 @@ fn route_tree(
         match group {
             Group::Canned(c) => {
                 sc.reply.clear();
-                canned_reply(&cfg, c, op, 0, &mut sc.reply);
+                canned_reply(&cfg, c, op, 0, Default::default(), &mut sc.reply);
                 s.q.borrow_mut().complete_fragment(seq, frag, &sc.reply);
             }
             Group::Server { pool, server } => {

@@ -289,6 +289,7 @@ fn split_request(
         Split::SumIntegers => MergeKind::RedisSum,
     };
     let mut fan = s.q.borrow_mut().take_fanout(merge, sc.groups.len());
+    fan.proto = s.proto;
     fan.key_frag.extend_from_slice(&sc.key_frag);
     let seq = s.q.borrow_mut().reserve_fanout(fan);
     s.meters.borrow_mut().begin_split((client_key(&s.q), seq), sc.groups.len() as u32, sc.command.is_some());
@@ -354,7 +355,7 @@ fn route_tree(
         match only {
             Group::Canned(c) => {
                 sc.reply.clear();
-                canned_reply(&cfg, c, op, sc.keys.len(), &mut sc.reply);
+                canned_reply(&cfg, c, op, sc.keys.len(), s.proto, &mut sc.reply);
                 s.local(&sc.reply);
             }
             Group::Server { pool, server } => {
@@ -381,6 +382,7 @@ fn route_tree(
         Split::SumIntegers => MergeKind::RedisSum,
     };
     let mut fan = s.q.borrow_mut().take_fanout(merge, sc.route_groups.len());
+    fan.proto = s.proto;
     fan.key_frag.extend_from_slice(&sc.key_frag);
     let seq = s.q.borrow_mut().reserve_fanout(fan);
     let sent = sc.route_groups.iter().filter(|g| matches!(g, Group::Server { .. })).count() as u32;
@@ -394,7 +396,7 @@ fn route_tree(
         match group {
             Group::Canned(c) => {
                 reply.clear();
-                canned_reply(&cfg, c, op, n_keys, &mut reply);
+                canned_reply(&cfg, c, op, n_keys, s.proto, &mut reply);
                 s.q.borrow_mut().complete_fragment(seq, frag, &reply);
             }
             Group::Server { pool, server } => {

@@ -8,7 +8,7 @@ use crate::io::backend::{Framer, Waiter};
 use crate::io::pool::PoolRt;
 use crate::io::stats::{client_key, CommandId, Meter};
 use crate::protocol::redis::transaction::{self, Gate, TxnState};
-use crate::protocol::redis::{self, CommandInfo, CommandKind, KeySpec, Local, Split};
+use crate::protocol::redis::{self, CommandInfo, CommandKind, KeySpec, Local, PoolCmd, Split};
 use crate::router::group_by_server;
 use crate::routes::{canned_reply, Ctx, Op};
 use std::ops::Range;
@@ -165,6 +165,10 @@ fn handle(
             route(s, info, Some(kind), req, sc, now, blocked_on);
             Flow::Continue
         }
+        CommandKind::Pool(cmd) => {
+            whole_pool(s, info, cmd, req, sc, now, blocked_on);
+            Flow::Continue
+        }
         // Always answered by the gate above.
         CommandKind::Transaction(_) => Flow::Continue,
     }
@@ -243,6 +247,118 @@ fn route(
         return;
     };
     split_request(s, pool, info, kind, req, sc, now, blocked_on);
+}
+
+/// SCAN, DBSIZE, SCRIPT, FUNCTION: about the whole pool. SCAN goes to the server its cursor names (see
+/// `redis::split_scan_cursor`); the others go to every server and their replies are merged (`fanout::MergeKind`).
+#[allow(clippy::too_many_arguments)]
+fn whole_pool(
+    s: &mut Session,
+    info: &'static CommandInfo,
+    cmd: PoolCmd,
+    req: &[u8],
+    sc: &mut Scratch,
+    now: Instant,
+    blocked_on: &mut Option<std::rc::Rc<crate::io::backend::Backend>>,
+) {
+    let Target::Pool(pool_index) = s.listener.target() else {
+        let msg = format!("-ERR ferrule: {} needs a listener whose route is a pool\r\n", info.name);
+        return s.local(msg.as_bytes());
+    };
+    let pools = s.worker.pools.borrow();
+    let Some(pool) = pools.get(pool_index) else {
+        return s.local(b"-ERR ferrule: listener has no pool\r\n");
+    };
+    let n = pool.servers.len();
+    let live = |i: usize| pool.servers.get(i).is_some_and(|srv| !srv.ejected);
+    let sub = sc.args.get(1).map(|r| req[r.clone()].to_ascii_uppercase()).unwrap_or_default();
+    let merge = match cmd {
+        PoolCmd::Scan => {
+            let (server, cursor) = match redis::split_scan_cursor(&req[sc.args[1].clone()], n) {
+                Ok(at) => at,
+                Err(e) => {
+                    sc.reply.clear();
+                    redis::write_error(&mut sc.reply, e.as_bytes());
+                    return s.local(&sc.reply);
+                }
+            };
+            // A server ejected since the cursor was made is skipped: the scan goes on at the next live one.
+            let Some(first_live) = (server..n).find(|&i| live(i)) else {
+                return s.local(b"*2\r\n$1\r\n0\r\n*0\r\n");
+            };
+            let cursor = if first_live == server { cursor } else { 0 };
+            let next = (first_live + 1..n).find(|&i| live(i)).map_or(u32::MAX, |i| i as u32);
+            let kind = MergeKind::RedisScan { server: first_live as u32, next, servers: n as u32 };
+            let text = cursor.to_string();
+            let args = sc.args.iter().enumerate().map(|(i, r)| if i == 1 { text.as_bytes() } else { &req[r.clone()] });
+            let shape = redis::ReplyShape::of(info);
+            let backend = pool.backend_for(first_live, s.id, s.proto);
+            let mut fan = s.q.borrow_mut().take_fanout(kind, 1);
+            fan.proto = s.proto;
+            let seq = s.q.borrow_mut().reserve_fanout(fan);
+            s.meters.borrow_mut().begin_split((client_key(&s.q), seq), 1, sc.command.is_some());
+            let meter = sc.command.map(|c| Meter::new(&s.meters, c, now, true));
+            let waiter = Waiter::Client { client: s.q.clone(), seq, frag: Some(0), meter };
+            backend.enqueue(
+                |out| redis::write_command_iter(out, sc.args.len(), args),
+                Some(waiter),
+                Framer::Redis(shape),
+                now,
+            );
+            if backend.over_queue_bound() {
+                *blocked_on = Some(backend.clone());
+            }
+            return;
+        }
+        PoolCmd::Dbsize => MergeKind::RedisSum,
+        PoolCmd::Script if sub == b"EXISTS" => MergeKind::RedisAndArray,
+        PoolCmd::Script if sub == b"LOAD" || sub == b"FLUSH" => MergeKind::RedisSame,
+        PoolCmd::Function if matches!(&sub[..], b"LOAD" | b"DELETE" | b"FLUSH" | b"LIST") => MergeKind::RedisSame,
+        PoolCmd::Script | PoolCmd::Function => {
+            let msg = format!(
+                "-ERR ferrule: {} {} is not supported (LOAD, EXISTS, FLUSH{} go to every server of the pool)\r\n",
+                info.name,
+                redis::printable(&sub, 32),
+                if cmd == PoolCmd::Function { ", DELETE, LIST" } else { "" },
+            );
+            return s.local(msg.as_bytes());
+        }
+    };
+    // DBSIZE counts the live servers' keys; scripts and functions go to every server, so that one ejected for now
+    // shows up as an error rather than as a server silently missing a script.
+    sc.servers.clear();
+    sc.servers.extend((0..n).filter(|&i| cmd != PoolCmd::Dbsize || live(i)));
+    if sc.servers.is_empty() {
+        s.meters.borrow_mut().clients.unroutable += 1;
+        let msg = format!("-ERR ferrule: pool '{}' has no server available (all ejected)\r\n", pool.name);
+        return s.local(msg.as_bytes());
+    }
+    let mut fan = s.q.borrow_mut().take_fanout(merge, sc.servers.len());
+    fan.proto = s.proto;
+    let seq = s.q.borrow_mut().reserve_fanout(fan);
+    s.meters.borrow_mut().begin_split((client_key(&s.q), seq), sc.servers.len() as u32, sc.command.is_some());
+    let inline = req.first() != Some(&b'*');
+    let shape = redis::ReplyShape::of(info);
+    for (frag, &server) in sc.servers.iter().enumerate() {
+        let backend = pool.backend_for(server, s.id, s.proto);
+        let meter = sc.command.map(|c| Meter::new(&s.meters, c, now, true));
+        let waiter = Waiter::Client { client: s.q.clone(), seq, frag: Some(frag as u32), meter };
+        backend.enqueue(
+            |out| {
+                if inline {
+                    redis::write_command_iter(out, sc.args.len(), sc.args.iter().map(|a| &req[a.clone()]));
+                } else {
+                    out.extend_from_slice(req)
+                }
+            },
+            Some(waiter),
+            Framer::Redis(shape),
+            now,
+        );
+        if backend.over_queue_bound() {
+            *blocked_on = Some(backend.clone());
+        }
+    }
 }
 
 /// Sends the client's request bytes unchanged (re-encoded as multibulk when the client used inline syntax).

@@ -5,7 +5,7 @@
 //! Cross-checked against the `COMMAND` output of redis-server 7.0 and the command JSON files of later
 //! releases: every command redis knows is here, so only truly unknown names get "unknown command".
 
-use super::commands::{CommandInfo, CommandKind, KeySpec, Local, Split, StoreOption, Txn};
+use super::commands::{CommandInfo, CommandKind, KeySpec, Local, PoolCmd, Split, StoreOption, Txn};
 
 /// Forwarded to the server of the key at args[1].
 const fn single(name: &'static str, arity: i32) -> CommandInfo {
@@ -35,6 +35,11 @@ const fn split(name: &'static str, arity: i32, how: Split, first: usize, step: u
 /// Answered by the proxy.
 const fn local(name: &'static str, arity: i32, what: Local) -> CommandInfo {
     CommandInfo { name, arity, keys: KeySpec::None, kind: CommandKind::Local(what) }
+}
+
+/// About the whole pool: fanned out to its servers, or SCAN's server by server.
+const fn pool(name: &'static str, arity: i32, what: PoolCmd) -> CommandInfo {
+    CommandInfo { name, arity, keys: KeySpec::None, kind: CommandKind::Pool(what) }
 }
 
 /// Refused, with the reason.
@@ -73,7 +78,7 @@ pub(crate) static COMMANDS: [CommandInfo; 255] = [
     local("COMMAND", -1, Local::Command),
     unsupported("CONFIG", -2, "server administration"),
     same("COPY", -3, 1, 2, 1),
-    unsupported("DBSIZE", 1, "keyspace-wide commands"),
+    pool("DBSIZE", 1, PoolCmd::Dbsize),
     unsupported("DEBUG", -2, "server administration"),
     single("DECR", 2),
     single("DECRBY", 3),
@@ -95,7 +100,7 @@ pub(crate) static COMMANDS: [CommandInfo; 255] = [
     numkeys("FCALL_RO", -3, 2, None),
     unsupported("FLUSHALL", -1, "keyspace-wide commands"),
     unsupported("FLUSHDB", -1, "keyspace-wide commands"),
-    unsupported("FUNCTION", -2, "script management"),
+    pool("FUNCTION", -2, PoolCmd::Function),
     single("GEOADD", -5),
     single("GEODIST", -4),
     single("GEOHASH", -2),
@@ -208,9 +213,9 @@ pub(crate) static COMMANDS: [CommandInfo; 255] = [
     single("RPUSHX", -3),
     single("SADD", -3),
     unsupported("SAVE", 1, "server administration"),
-    unsupported("SCAN", -2, "keyspace scans"),
+    pool("SCAN", -2, PoolCmd::Scan),
     single("SCARD", 2),
-    unsupported("SCRIPT", -2, "script management"),
+    pool("SCRIPT", -2, PoolCmd::Script),
     same("SDIFF", -2, 1, -1, 1),
     same("SDIFFSTORE", -3, 1, -1, 1),
     local("SELECT", 2, Local::Select),

@@ -77,6 +77,19 @@ pub enum Local {
     ClientSetname,
 }
 
+/// Commands about the whole pool rather than a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolCmd {
+    /// SCAN cursor [MATCH p] [COUNT n] [TYPE t]: one server at a time, the cursor carrying the server index.
+    Scan,
+    /// DBSIZE: summed over the servers.
+    Dbsize,
+    /// SCRIPT LOAD / EXISTS / FLUSH: on every server, so EVALSHA works wherever its keys land.
+    Script,
+    /// FUNCTION LOAD / DELETE / FLUSH / LIST: on every server, so FCALL works wherever its keys land.
+    Function,
+}
+
 /// What the proxy does with a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CommandKind {
@@ -88,6 +101,8 @@ pub enum CommandKind {
     Local(Local),
     /// Refused with an error; the text says why, as a plural noun phrase ("blocking commands", "pub/sub").
     Unsupported(&'static str),
+    /// Sent to every server of the pool (or, for SCAN, to the server its cursor names) and the replies merged.
+    Pool(PoolCmd),
     /// MULTI, EXEC, DISCARD, WATCH, UNWATCH: decided by the session's transaction state
     /// ([`super::transaction::gate`]).
     Transaction(Txn),
@@ -315,7 +330,10 @@ mod tests {
         for info in COMMANDS {
             let keyless = info.keys == KeySpec::None;
             match info.kind {
-                CommandKind::Local(_) | CommandKind::Unsupported(_) | CommandKind::Transaction(_) => {
+                CommandKind::Local(_)
+                | CommandKind::Unsupported(_)
+                | CommandKind::Transaction(_)
+                | CommandKind::Pool(_) => {
                     assert!(keyless, "{}", info.name)
                 }
                 CommandKind::Forward => {
@@ -363,6 +381,10 @@ mod tests {
         assert_eq!(kind("WATCH"), CommandKind::Transaction(Txn::Watch));
         assert_eq!(kind("UNWATCH"), CommandKind::Transaction(Txn::Unwatch));
         assert_eq!(kind("KEYS"), CommandKind::Unsupported("keyspace scans"));
+        assert_eq!(kind("SCAN"), CommandKind::Pool(PoolCmd::Scan));
+        assert_eq!(kind("DBSIZE"), CommandKind::Pool(PoolCmd::Dbsize));
+        assert_eq!(kind("SCRIPT"), CommandKind::Pool(PoolCmd::Script));
+        assert_eq!(kind("FUNCTION"), CommandKind::Pool(PoolCmd::Function));
         assert_eq!(kind("PING"), CommandKind::Local(Local::Ping));
         assert_eq!(kind("client"), CommandKind::Local(Local::ClientSetname));
         assert_eq!(keys("MSETNX"), KeySpec::SameServer { first: 1, last: -2, step: 2 });

@@ -27,6 +27,7 @@ mod readonly;
 mod reply;
 mod reply_shape;
 mod request;
+mod scan;
 pub mod transaction;
 
 pub use acl::{noperm_error, read_only_may_run};
@@ -34,7 +35,7 @@ pub use client::{parse_client, valid_client_attr, write_client_line, ClientFacts
 pub use command_reply::write_command_reply;
 pub use commands::{
     arity_error, arity_ok, command_index, key_indices, lookup, printable, CommandInfo, CommandKind, KeySpec, Local,
-    Split, StoreOption, COMMAND_COUNT,
+    PoolCmd, Split, StoreOption, COMMAND_COUNT,
 };
 pub use encode::{
     write_array_header, write_boolean, write_bulk, write_command, write_command_iter, write_double, write_error,
@@ -46,6 +47,7 @@ pub use readonly::is_readonly;
 pub use reply::{array_elements, is_error_reply, is_push_reply, parse_integer_reply, reply_len, ReplyParser};
 pub use reply_shape::{Mismatch, ReplyShape, ReplyType};
 pub use request::{parse_request, RequestParser};
+pub use scan::{next_scan_cursor, rewrite_scan_reply, split_scan_cursor};
 
 use std::fmt;
 

@@ -388,7 +388,8 @@ mod tests {
         let mut f = Fanout::new(MergeKind::RedisAndArray, 3);
         assert_eq!(f.fits(0, b"*2\r\n:1\r\n:0\r\n"), Ok(()));
         assert!(f.fits(0, b"*1\r\n$1\r\na\r\n").is_err());
-        let out = collect(&mut f, &[b"*3\r\n:1\r\n:1\r\n:0\r\n", b"*3\r\n:1\r\n:0\r\n:0\r\n", b"*3\r\n:1\r\n:1\r\n:1\r\n"]);
+        let out =
+            collect(&mut f, &[b"*3\r\n:1\r\n:1\r\n:0\r\n", b"*3\r\n:1\r\n:0\r\n:0\r\n", b"*3\r\n:1\r\n:1\r\n:1\r\n"]);
         assert_eq!(out, b"*3\r\n:1\r\n:0\r\n:0\r\n");
         let mut f = Fanout::new(MergeKind::RedisAndArray, 2);
         assert!(collect(&mut f, &[b"*1\r\n:1\r\n", b"*2\r\n:1\r\n:1\r\n"]).starts_with(b"-ERR ferrule"));

@@ -41,7 +41,10 @@ fn users_and_their_errors_as_redis_7_words_them() {
     // The same users on a redis of its own, for comparison.
     let reference = redis_server();
     let mut admin = Client::connect(reference.port);
-    assert_eq!(admin.redis_str(&["ACL", "SETUSER", "ro", "on", &format!("#{RO_SHA256}"), "~*", "+@read", "+@connection"]), "+OK\r\n");
+    assert_eq!(
+        admin.redis_str(&["ACL", "SETUSER", "ro", "on", &format!("#{RO_SHA256}"), "~*", "+@read", "+@connection"]),
+        "+OK\r\n"
+    );
     assert_eq!(admin.redis_str(&["ACL", "SETUSER", "app", "on", ">app-pw", "~*", "+@all"]), "+OK\r\n");
     assert_eq!(admin.redis_str(&["CONFIG", "SET", "requirepass", "secret"]), "+OK\r\n");
 
@@ -55,7 +58,12 @@ fn users_and_their_errors_as_redis_7_words_them() {
     assert_eq!(same(&mut proxy, &mut direct, &["GET", "k"]), b"-NOAUTH Authentication required.\r\n");
     // A malformed command gets its arity error first, as in redis.
     same(&mut proxy, &mut direct, &["GET"]);
-    for args in [&["AUTH", "wrong"][..], &["AUTH", "ro", "wrong"], &["AUTH", "nobody", "pw"], &["HELLO", "3", "AUTH", "ro", "x"]] {
+    for args in [
+        &["AUTH", "wrong"][..],
+        &["AUTH", "ro", "wrong"],
+        &["AUTH", "nobody", "pw"],
+        &["HELLO", "3", "AUTH", "ro", "x"],
+    ] {
         assert_eq!(
             same(&mut proxy, &mut direct, args),
             b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"
@@ -124,12 +132,20 @@ fn client_subcommands_answer_for_the_client() {
     assert_eq!(proxy.redis(&["CLIENT", "GETNAME"]), b"$9\r\nvia-hello\r\n");
     assert_eq!(proxy.redis(&["CLIENT", "SETINFO", "lib-name", "ferrule-test"]), b"+OK\r\n");
     let info = proxy.redis_str(&["CLIENT", "INFO"]);
-    assert!(info.starts_with("=") && info.contains(" name=via-hello ") && info.contains(" lib-name=ferrule-test "), "{info}");
+    assert!(
+        info.starts_with("=") && info.contains(" name=via-hello ") && info.contains(" lib-name=ferrule-test "),
+        "{info}"
+    );
     assert!(info.contains(" resp=3 "), "{info}");
     proxy.redis(&["CLIENT", "SETNAME", ""]);
     assert_eq!(proxy.redis(&["CLIENT", "GETNAME"]), b"_\r\n");
     // Subcommands that would desynchronise or act on shared connections are refused, and the client stays in step.
-    for args in [&["CLIENT", "REPLY", "OFF"][..], &["CLIENT", "TRACKING", "on"], &["CLIENT", "KILL", "ID", "1"], &["CLIENT", "PAUSE", "10"]] {
+    for args in [
+        &["CLIENT", "REPLY", "OFF"][..],
+        &["CLIENT", "TRACKING", "on"],
+        &["CLIENT", "KILL", "ID", "1"],
+        &["CLIENT", "PAUSE", "10"],
+    ] {
         let reply = proxy.redis_str(args);
         assert!(reply.starts_with(&format!("-ERR CLIENT {} is not supported by ferrule (", args[1])), "{reply}");
     }
@@ -322,7 +338,8 @@ fn scripts_are_loaded_on_every_server() {
     assert!(c.redis_str(&["SCRIPT", "KILL"]).starts_with("-ERR ferrule: SCRIPT KILL is not supported"));
 
     // Functions too.
-    let lib = "#!lua name=mylib\nredis.register_function('bump', function(keys) return redis.call('INCR', keys[1]) end)";
+    let lib =
+        "#!lua name=mylib\nredis.register_function('bump', function(keys) return redis.call('INCR', keys[1]) end)";
     assert_eq!(c.redis_str(&["FUNCTION", "LOAD", lib]), "$5\r\nmylib\r\n");
     for i in 0..30 {
         assert_eq!(c.redis_str(&["FCALL", "bump", "1", &format!("fn:{i}")]), ":1\r\n");

@@ -28,12 +28,12 @@ use std::path::{Path, PathBuf};
 use crate::hash::{DistributionKind, HashKind};
 
 pub use error::ConfigError;
-pub use users::{sha256, Access, AuthRefusal, Permissions, UserConfig, UserPassword};
 pub use routes::{
     operation_fits, render_tree, AllMode, Children, Dest, FailureClass, RouteConfig, RouteKind, Shadow, Target,
     DEFAULT_ERROR_MESSAGE, DEFAULT_SHADOW_MAX_OUTSTANDING, EXECUTABLE_TYPES, MEMCACHE_OPERATIONS, OPERATION_CLASSES,
     ROUTE_TYPES,
 };
+pub use users::{sha256, Access, AuthRefusal, Permissions, UserConfig, UserPassword};
 
 /// Default admin/stats HTTP endpoint: loopback only, the port twemproxy uses for its stats.
 pub const DEFAULT_ADMIN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 22222);

@@ -625,11 +625,19 @@ fn listener_user_errors() {
         ("{ name = \"u\", password = \"a\", password_sha256 = \"b\" }", "listeners.cache.users[0]", "not both"),
         ("{ name = \"u\", password_sha256 = \"abc\" }", "listeners.cache.users[0].password_sha256", "64 hexadecimal"),
         ("{ name = \"u\", password = \"\" }", "listeners.cache.users[0].password", "must not be empty"),
-        ("{ name = \"u\", password = \"a\", permissions = \"admin\" }", "listeners.cache.users[0].permissions", "\"read-only\""),
+        (
+            "{ name = \"u\", password = \"a\", permissions = \"admin\" }",
+            "listeners.cache.users[0].permissions",
+            "\"read-only\"",
+        ),
         ("{ name = \"u\", password = \"a\", role = \"x\" }", "listeners.cache.users[0].role", "unknown key `role`"),
         ("{ password = \"a\" }", "listeners.cache.users[0].name", "needs a `name`"),
         ("{ name = \"a b\", password = \"a\" }", "listeners.cache.users[0].name", "printable"),
-        ("{ name = \"u\", password = \"a\" }, { name = \"u\", password = \"b\" }", "listeners.cache.users[1].name", "twice"),
+        (
+            "{ name = \"u\", password = \"a\" }, { name = \"u\", password = \"b\" }",
+            "listeners.cache.users[1].name",
+            "twice",
+        ),
         ("\"u\"", "listeners.cache.users[0]", "expected a table"),
     ];
     for (users, key, fragment) in cases {
@@ -638,6 +646,7 @@ fn listener_user_errors() {
     let text = with_users("{ name = \"default\", password = \"y\" }")
         .replace("route = \"main\"", "route = \"main\"\nauth = \"x\"");
     assert_error(&text, "listeners.cache.users[0]", 7, "already given by `auth`");
-    let text = with_users("{ name = \"u\", password = \"y\" }").replace("protocol = \"redis\"", "protocol = \"memcache\"");
+    let text =
+        with_users("{ name = \"u\", password = \"y\" }").replace("protocol = \"redis\"", "protocol = \"memcache\"");
     assert_error(&text, "listeners.cache.users", 6, "only for redis listeners");
 }

@@ -178,7 +178,10 @@ mod tests {
         assert_eq!(parse(&["CLIENT", "LIST", "TYPE", "normal"]), Ok(ClientOp::List));
         assert_eq!(parse(&["CLIENT", "NO-EVICT", "on"]), Ok(ClientOp::Ok));
         assert_eq!(parse(&["CLIENT", "no-touch", "OFF"]), Ok(ClientOp::Ok));
-        assert_eq!(parse(&["CLIENT", "SETINFO", "LIB-NAME", "redis-py"]), Ok(ClientOp::SetInfo(LibAttr::Name, b"redis-py")));
+        assert_eq!(
+            parse(&["CLIENT", "SETINFO", "LIB-NAME", "redis-py"]),
+            Ok(ClientOp::SetInfo(LibAttr::Name, b"redis-py"))
+        );
         assert_eq!(parse(&["CLIENT", "SETINFO", "lib-ver", "5.0"]), Ok(ClientOp::SetInfo(LibAttr::Version, b"5.0")));
     }
 
@@ -190,7 +193,10 @@ mod tests {
             parse(&["CLIENT", "SETNAME", "a", "b"]).unwrap_err(),
             "ERR wrong number of arguments for 'client|setname' command"
         );
-        assert_eq!(parse(&["CLIENT", "getname", "x"]).unwrap_err(), "ERR wrong number of arguments for 'client|getname' command");
+        assert_eq!(
+            parse(&["CLIENT", "getname", "x"]).unwrap_err(),
+            "ERR wrong number of arguments for 'client|getname' command"
+        );
         assert_eq!(
             parse(&["CLIENT", "SETNAME", "a b"]).unwrap_err(),
             "ERR Client names cannot contain spaces, newlines or special characters."
@@ -216,14 +222,21 @@ mod tests {
             assert!(err.starts_with(&format!("ERR CLIENT {} is not supported by ferrule (", words[1])), "{err}");
         }
         // Arity is checked first, as redis does.
-        assert_eq!(parse(&["CLIENT", "REPLY"]).unwrap_err(), "ERR wrong number of arguments for 'client|reply' command");
+        assert_eq!(
+            parse(&["CLIENT", "REPLY"]).unwrap_err(),
+            "ERR wrong number of arguments for 'client|reply' command"
+        );
     }
 
     #[test]
     fn client_line() {
         let meta = ClientMeta { name: Box::from(&b"app"[..]), user: Box::from(&b"ro"[..]), ..Default::default() };
         let mut out = Vec::new();
-        write_client_line(&mut out, Some(&meta), &ClientFacts { id: 7, addr: "127.0.0.1:5", laddr: "127.0.0.1:6", resp: 3 });
+        write_client_line(
+            &mut out,
+            Some(&meta),
+            &ClientFacts { id: 7, addr: "127.0.0.1:5", laddr: "127.0.0.1:6", resp: 3 },
+        );
         let line = String::from_utf8(out).unwrap();
         assert!(line.starts_with("id=7 addr=127.0.0.1:5 laddr=127.0.0.1:6 fd=-1 name=app age=0 "), "{line}");
         assert!(line.ends_with(" user=ro redir=-1 resp=3 lib-name= lib-ver=\n"), "{line}");

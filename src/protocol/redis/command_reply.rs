@@ -186,7 +186,9 @@ mod tests {
             b"*2\r\n*10\r\n$4\r\nmset\r\n:-3\r\n~1\r\n+write\r\n:1\r\n:-1\r\n:2\r\n~1\r\n+@write\r\n*0\r\n*0\r\n*0\r\n_\r\n"
         );
         assert!(text(&["COMMAND", "INFO", "nosuch"]).ends_with("$-1\r\n"));
-        assert!(text(&["COMMAND", "INFO", "eval"]).contains(":-3\r\n*2\r\n+write\r\n+movablekeys\r\n:0\r\n:0\r\n:0\r\n"));
+        assert!(
+            text(&["COMMAND", "INFO", "eval"]).contains(":-3\r\n*2\r\n+write\r\n+movablekeys\r\n:0\r\n:0\r\n:0\r\n")
+        );
         assert!(text(&["COMMAND", "INFO", "ping"]).contains(":-1\r\n*0\r\n:0\r\n:0\r\n:0\r\n*1\r\n+@connection\r\n"));
     }
 
@@ -197,10 +199,19 @@ mod tests {
         assert_eq!(text(&["COMMAND", "GETKEYS", "sort", "l", "store", "d"]), "*2\r\n$1\r\nl\r\n$1\r\nd\r\n");
         assert_eq!(text(&["COMMAND", "GETKEYS", "eval", "return 1", "0"]), "*0\r\n");
         assert_eq!(text(&["COMMAND", "GETKEYS", "ping", "x"]), "-ERR The command has no key arguments\r\n");
-        assert_eq!(text(&["COMMAND", "GETKEYS", "get", "a", "b"]), "-ERR Invalid number of arguments specified for command\r\n");
+        assert_eq!(
+            text(&["COMMAND", "GETKEYS", "get", "a", "b"]),
+            "-ERR Invalid number of arguments specified for command\r\n"
+        );
         assert_eq!(text(&["COMMAND", "GETKEYS", "nosuch", "a"]), "-ERR Invalid command specified\r\n");
-        assert_eq!(text(&["COMMAND", "GETKEYS", "get"]), "-ERR wrong number of arguments for 'command|getkeys' command\r\n");
-        assert_eq!(text(&["COMMAND", "GETKEYS", "ping"]), "-ERR wrong number of arguments for 'command|getkeys' command\r\n");
+        assert_eq!(
+            text(&["COMMAND", "GETKEYS", "get"]),
+            "-ERR wrong number of arguments for 'command|getkeys' command\r\n"
+        );
+        assert_eq!(
+            text(&["COMMAND", "GETKEYS", "ping"]),
+            "-ERR wrong number of arguments for 'command|getkeys' command\r\n"
+        );
         assert_eq!(text(&["COMMAND", "FOO"]), "-ERR unknown subcommand 'FOO'. Try COMMAND HELP.\r\n");
     }
 

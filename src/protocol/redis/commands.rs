@@ -456,17 +456,17 @@ mod tests {
     fn destinations_given_by_options_are_keys() {
         assert_eq!(keys_of(&["SORT", "l"]).unwrap(), [1]);
         assert_eq!(keys_of(&["SORT", "l", "ALPHA", "store", "d"]).unwrap(), [1, 4]);
-        assert_eq!(keys_of(&["SORT", "l", "BY", "store", "LIMIT", "0", "1", "GET", "#", "STORE", "d"]).unwrap(), [1, 10]);
+        assert_eq!(
+            keys_of(&["SORT", "l", "BY", "store", "LIMIT", "0", "1", "GET", "#", "STORE", "d"]).unwrap(),
+            [1, 10]
+        );
         // A pattern spelled like the option is the option's argument, not the option.
         assert_eq!(keys_of(&["SORT", "l", "GET", "STORE"]).unwrap(), [1]);
         assert_eq!(keys_of(&["SORT", "l", "STORE"]).unwrap(), [1]);
         assert_eq!(keys_of(&["SORT_RO", "l", "STORE", "d"]).unwrap(), [1]);
         assert_eq!(keys_of(&["GEORADIUS", "g", "0", "0", "1", "km", "STORE", "d"]).unwrap(), [1, 7]);
         assert_eq!(keys_of(&["GEORADIUS", "g", "0", "0", "1", "km", "STOREDIST", "d"]).unwrap(), [1, 7]);
-        assert_eq!(
-            keys_of(&["GEORADIUS", "g", "0", "0", "1", "km", "STORE", "a", "STOREDIST", "b"]).unwrap(),
-            [1, 9]
-        );
+        assert_eq!(keys_of(&["GEORADIUS", "g", "0", "0", "1", "km", "STORE", "a", "STOREDIST", "b"]).unwrap(), [1, 9]);
         assert_eq!(keys_of(&["GEORADIUSBYMEMBER", "g", "m", "1", "km", "STORE", "d"]).unwrap(), [1, 6]);
         assert_eq!(keys_of(&["GEORADIUS", "g", "0", "0", "1", "km", "WITHDIST"]).unwrap(), [1]);
         assert_eq!(keys_of(&["GEORADIUS_RO", "g", "0", "0", "1", "km", "STORE", "d"]).unwrap(), [1]);

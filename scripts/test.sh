@@ -36,6 +36,19 @@ if ! target/pyenv/bin/python -c "import redis" 2>/dev/null; then
     fi
 fi
 
+# ioredis for tests/node_client.rs, pinned, into target/node_modules (nothing installed globally).
+IOREDIS_VERSION=5.9.3
+if ! [ -f target/node_modules/ioredis/package.json ] \
+    || ! grep -q "\"version\": \"$IOREDIS_VERSION\"" target/node_modules/ioredis/package.json; then
+    echo "test.sh: installing ioredis@$IOREDIS_VERSION into target/node_modules"
+    if ! { command -v node >/dev/null && npm install --no-audit --no-fund --no-save --prefix target \
+        "ioredis@$IOREDIS_VERSION" >/dev/null; }; then
+        echo "test.sh: could not install ioredis. It needs node 18+ and npm (Debian: apt-get install nodejs npm)," \
+            "then: npm install --no-save --prefix target ioredis@$IOREDIS_VERSION" >&2
+        exit 1
+    fi
+fi
+
 rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy || true
 
 echo "== cargo fmt --check"

@@ -63,6 +63,11 @@ impl ListenerSlot {
     pub fn access(&self) -> Rc<crate::config::Access> {
         self.access.borrow().clone()
     }
+    /// Whether clients must authenticate first; asked on every request of a client that has not (no clone).
+    #[inline]
+    pub fn auth_required(&self) -> bool {
+        self.access.borrow().required()
+    }
     /// The listener was removed by a reload, or the worker is shutting down: sessions finish their pipelines and
     /// close.
     pub fn is_closed(&self) -> bool {

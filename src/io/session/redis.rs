@@ -178,7 +178,7 @@ fn handle(
 fn refuse_access(s: &Session, info: &CommandInfo, req: &[u8], args: &[Range<usize>]) -> Option<String> {
     if !s.authed {
         let exempt = matches!(info.kind, CommandKind::Local(Local::Auth | Local::Quit | Local::Hello));
-        if !exempt && s.listener.access().required() {
+        if !exempt && s.listener.auth_required() {
             return Some("-NOAUTH Authentication required.\r\n".into());
         }
     }

@@ -348,4 +348,8 @@ fn scripts_are_loaded_on_every_server() {
     assert!(c.redis_str(&["FUNCTION", "LIST"]).contains("mylib"));
     assert_eq!(c.redis(&["FUNCTION", "DELETE", "mylib"]), b"+OK\r\n");
     assert_eq!(c.redis(&["FUNCTION", "FLUSH"]), b"+OK\r\n");
+    assert_eq!(
+        c.redis_str(&["FUNCTION", "DUMP"]),
+        "-ERR ferrule: FUNCTION DUMP is not supported (LOAD, DELETE, FLUSH and LIST go to every server of the pool)\r\n"
+    );
 }

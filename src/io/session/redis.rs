@@ -315,11 +315,12 @@ fn whole_pool(
         PoolCmd::Script if sub == b"LOAD" || sub == b"FLUSH" => MergeKind::RedisSame,
         PoolCmd::Function if matches!(&sub[..], b"LOAD" | b"DELETE" | b"FLUSH" | b"LIST") => MergeKind::RedisSame,
         PoolCmd::Script | PoolCmd::Function => {
+            let served =
+                if cmd == PoolCmd::Function { "LOAD, DELETE, FLUSH and LIST" } else { "LOAD, EXISTS and FLUSH" };
             let msg = format!(
-                "-ERR ferrule: {} {} is not supported (LOAD, EXISTS, FLUSH{} go to every server of the pool)\r\n",
+                "-ERR ferrule: {} {} is not supported ({served} go to every server of the pool)\r\n",
                 info.name,
                 redis::printable(&sub, 32),
-                if cmd == PoolCmd::Function { ", DELETE, LIST" } else { "" },
             );
             return s.local(msg.as_bytes());
         }

@@ -64,6 +64,8 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 1000;
 pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 1000;
 /// Default (and twemproxy's) number of connections per server per worker.
 pub const DEFAULT_SERVER_CONNECTIONS: usize = 1;
+/// Dedicated connections per server per worker: enough for a few dozen blocked job-queue workers per core.
+pub const DEFAULT_MAX_DEDICATED_CONNECTIONS: usize = 64;
 /// Default (and twemproxy's) consecutive failures before a server is ejected.
 pub const DEFAULT_SERVER_FAILURE_LIMIT: u32 = 2;
 /// Default (and twemproxy's) time an ejected server stays out of the ring.
@@ -368,6 +370,9 @@ pub struct PoolConfig {
     pub connect_timeout_ms: u64,
     /// Connections per server per worker, at least 1.
     pub server_connections: usize,
+    /// Redis only: per server per worker, the most connections held by one client each (transactions, blocking
+    /// commands); 0 refuses those commands.
+    pub max_dedicated_connections: usize,
     pub preconnect: bool,
     pub batching: Batching,
     /// Adaptive batching: the longest a request is held behind a batch in flight, in microseconds.

@@ -47,6 +47,7 @@ const POOL_KEYS: &[&str] = &[
     "timeout_ms",
     "connect_timeout_ms",
     "server_connections",
+    "max_dedicated_connections",
     "preconnect",
     "batching",
     "batching_max_hold_us",
@@ -64,6 +65,8 @@ const RESERVED_POOL_NAMES: &[&str] =
 
 /// More connections per server per worker than this is a typo, not a tuning choice.
 const MAX_SERVER_CONNECTIONS: usize = 1024;
+/// Dedicated connections are one TCP connection to the server each, per worker: past this it is a typo.
+const MAX_DEDICATED_CONNECTIONS: usize = 10_000;
 /// The kernel clamps larger backlogs to net.core.somaxconn anyway.
 const MAX_BACKLOG: u32 = 65535;
 
@@ -314,7 +317,11 @@ fn build_pool(s: &Section<'_>, name: &str) -> Result<PoolDraft, ConfigError> {
         None => None,
     };
     let protocol_bound_keys =
-        [("redis_auth", Protocol::Redis), ("redis_db", Protocol::Redis), ("max_value_bytes", Protocol::Memcache)]
+        [
+            ("redis_auth", Protocol::Redis),
+            ("redis_db", Protocol::Redis),
+            ("max_dedicated_connections", Protocol::Redis),
+            ("max_value_bytes", Protocol::Memcache)]
             .into_iter()
             .filter_map(|(key, protocol)| s.get(key).map(|f| (protocol, Located::of(&f))))
             .collect();
@@ -331,6 +338,9 @@ fn build_pool(s: &Section<'_>, name: &str) -> Result<PoolDraft, ConfigError> {
             .parse_or("connect_timeout_ms", DEFAULT_CONNECT_TIMEOUT_MS, |f| f.integer_at_least(1u64))?,
         server_connections: s.parse_or("server_connections", DEFAULT_SERVER_CONNECTIONS, |f| {
             f.integer_in(1usize, MAX_SERVER_CONNECTIONS)
+        })?,
+        max_dedicated_connections: s.parse_or("max_dedicated_connections", DEFAULT_MAX_DEDICATED_CONNECTIONS, |f| {
+            f.integer_in(0usize, MAX_DEDICATED_CONNECTIONS)
         })?,
         preconnect: s.parse_or("preconnect", false, Field::boolean)?,
         batching: s.parse_or("batching", DEFAULT_BATCHING, parse_batching)?,

@@ -106,6 +106,9 @@ pub enum Waiter {
     /// A reply to the connection prelude (AUTH, SELECT, HELLO 3): checked, not forwarded. `hello3`: it answers
     /// `HELLO 3`, so it must show the switch to RESP3 (a map), not merely be no error.
     Prelude { hello3: bool },
+    /// A request the proxy sent for its own reasons on a dedicated connection (the MULTI of a transaction whose
+    /// client was already answered, the DISCARD ending an aborted one): its reply is checked and dropped.
+    Ignored,
 }
 
 impl Waiter {
@@ -141,6 +144,11 @@ pub struct BackendOptions {
     pub prelude_replies: usize,
     /// The prelude's last request is `HELLO 3`: the connection serves RESP3 clients only.
     pub prelude_ends_with_hello3: bool,
+    /// A dedicated connection (`io::dedicated`): one TCP connection for this backend's whole life. It never
+    /// reconnects (a transaction or a WATCH must not silently continue on a fresh connection that knows nothing of
+    /// it): once its connection fails or closes, the backend is dead, fails what is queued on it at once, and its
+    /// task ends. It reports no health either: the shared connections to the same server do.
+    pub one_shot: bool,
 }
 
 /// Observations a backend reports upward (to the worker, which forwards them to control).
@@ -172,6 +180,8 @@ struct State {
     drain_waiters: Vec<Waker>,
     health_events: Vec<Health>,
     retired: bool,
+    /// A one-shot backend whose connection is gone: it fails every request at once.
+    dead: bool,
     stats: BackendStats,
     /// Progress, for timeouts: the connection's count of bytes received and sent at the last deadline check,
     /// which connection that was, and when the count last moved.
@@ -232,9 +242,67 @@ impl Backend {
         self.st.borrow().conn.is_some()
     }
 
+    /// A one-shot backend whose connection failed or was closed: it can serve nothing more.
+    pub fn is_dead(&self) -> bool {
+        self.st.borrow().dead
+    }
+
+    /// Ends a one-shot backend now: its connection is shut down (the server forgets its transaction, its WATCHes,
+    /// and any command it blocks in), whatever is in flight on it fails with `reason`, and its task ends.
+    pub fn close(&self, reason: &str) {
+        let generation = {
+            let mut st = self.st.borrow_mut();
+            st.dead = true;
+            st.retired = true;
+            st.generation
+        };
+        self.fail_connection(generation, reason);
+    }
+
     /// Queues one request. `encode` appends its bytes. Fails the waiter at once while the server is backing off.
+    #[inline]
     pub fn enqueue(&self, encode: impl FnOnce(&mut Vec<u8>), waiter: Option<Waiter>, framer: Framer, now: Instant) {
+        self.enqueue_until(encode, waiter, framer, now, now + self.opts.timeout)
+    }
+
+    /// Queues one request that may take longer than `timeout_ms`: a blocking command waits for its own block time
+    /// plus `timeout_ms`, or without a bound (`None`, a block time of 0).
+    pub fn enqueue_with_timeout(
+        &self,
+        encode: impl FnOnce(&mut Vec<u8>),
+        waiter: Option<Waiter>,
+        framer: Framer,
+        now: Instant,
+        timeout: Option<Duration>,
+    ) {
+        // About a century stands for "forever": an Instant cannot be unbounded.
+        let forever = Duration::from_secs(100 * 365 * 24 * 3600);
+        let deadline = now.checked_add(timeout.unwrap_or(forever)).unwrap_or(now + self.opts.timeout);
+        self.enqueue_until(encode, waiter, framer, now, deadline)
+    }
+
+    /// The timeout in force for an ordinary request on this connection (`timeout_ms`).
+    pub fn timeout(&self) -> Duration {
+        self.opts.timeout
+    }
+
+    fn enqueue_until(
+        &self,
+        encode: impl FnOnce(&mut Vec<u8>),
+        waiter: Option<Waiter>,
+        framer: Framer,
+        now: Instant,
+        deadline: Instant,
+    ) {
         let mut st = self.st.borrow_mut();
+        if st.dead {
+            let reason = format!("connection closed: {}", st.last_error);
+            drop(st);
+            if let Some(w) = waiter {
+                self.deliver_error(w, &reason);
+            }
+            return;
+        }
         if let Some(until) = st.down_until {
             if now < until && st.conn.is_none() && !st.connecting {
                 let reason = format!("server unavailable: {}", st.last_error);
@@ -255,7 +323,7 @@ impl Backend {
         st.stats.queued(bytes, waiter.is_some());
         if let Some(waiter) = waiter {
             let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
-            st.pending.push_back(Pending { waiter, framer, deadline: now + self.opts.timeout, bytes });
+            st.pending.push_back(Pending { waiter, framer, deadline, bytes });
         }
         // The task waits only with nothing to write or with a held batch. Wake it when there is something to write
         // (a held batch that just grew past the hold limit included), and when a batch starts being held, so that
@@ -370,13 +438,21 @@ impl Backend {
             let failed = st.pending.iter().filter(|p| matches!(p.waiter, Waiter::Client { .. })).count();
             st.stats.fault(Fault::from_reason(reason), failed);
             st.last_error = reason.to_string();
+            if self.opts.one_shot {
+                st.dead = true;
+                st.retired = true;
+            }
             st.consecutive_failures += 1;
-            if st.consecutive_failures > 1 {
+            if self.opts.one_shot {
+                // Nothing reconnects, and the shared connections report the server's health.
+            } else if st.consecutive_failures > 1 {
                 // Failed again without answering anything since the last failure (a server that accepts and then
                 // resets, or stalls): back off before reconnecting instead of reconnecting for every request.
                 st.down_until = Some(Instant::now() + backoff_for(st.consecutive_failures, &self.rng));
             }
-            st.health_events.push(Health::Failed(reason.to_string()));
+            if !self.opts.one_shot {
+                st.health_events.push(Health::Failed(reason.to_string()));
+            }
             for w in st.drain_waiters.drain(..) {
                 w.wake();
             }
@@ -551,6 +627,11 @@ impl Backend {
                 st.outq.clear();
                 st.outq_since = None;
                 st.generation += 1;
+                if self.opts.one_shot {
+                    st.dead = true;
+                    st.retired = true;
+                    st.last_error = reason.clone();
+                }
                 let pending = std::mem::take(&mut st.pending);
                 drop(st);
                 CONNECT_WARN.with(|t| {
@@ -571,7 +652,12 @@ impl Backend {
                 st.stats.fault(Fault::Error, failed);
                 st.last_error = reason.clone();
                 st.consecutive_failures += 1;
-                st.health_events.push(Health::Failed(reason.clone()));
+                if self.opts.one_shot {
+                    st.dead = true;
+                    st.retired = true;
+                } else {
+                    st.health_events.push(Health::Failed(reason.clone()));
+                }
                 drop(st);
                 let pause = self.backoff();
                 let (pending, first) = {

@@ -6,6 +6,7 @@ mod admin;
 mod admin_access;
 mod backend;
 mod control;
+mod dedicated;
 mod exhaustion;
 mod messages;
 mod metrics;

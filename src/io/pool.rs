@@ -1,6 +1,7 @@
 //! A worker's runtime view of one pool: its router and its backend connections (per server, `server_connections`).
 
 use super::backend::{Backend, BackendOptions};
+use super::dedicated::{DedicatedRef, DedicatedSet};
 use crate::config::{PoolConfig, Protocol, ProxyConfig, ServerConfig};
 use crate::protocol::redis::Proto;
 use crate::router::PoolRouter;
@@ -16,6 +17,9 @@ pub struct ServerRt {
     /// RESP3 (`HELLO 3` in their prelude) for RESP3 clients, so every client gets replies in the version it chose
     /// without the proxy translating them; those connect on first use, so RESP2-only clients cost nothing more.
     pub conns: Vec<Rc<Backend>>,
+    /// Connections held by one client at a time (transactions, blocking commands), up to
+    /// `max_dedicated_connections`; a reload starts a new set.
+    pub dedicated: DedicatedRef,
 }
 
 /// Hands over a previous generation's connections to a server, if they can serve it unchanged.
@@ -42,13 +46,21 @@ impl PoolRt {
     ) -> PoolRt {
         let opts = backend_options(cfg, proxy, Proto::Resp2);
         let resp3 = (cfg.protocol == Protocol::Redis).then(|| backend_options(cfg, proxy, Proto::Resp3));
+        let dedicated_opts = (opts.clone(), backend_options(cfg, proxy, Proto::Resp3));
         let servers: Vec<ServerRt> = cfg
             .servers
             .iter()
             .map(|s| {
+                let label =
+                    format!("{}/{}", cfg.name, s.name.clone().unwrap_or_else(|| format!("{}:{}", s.host, s.port)));
+                let dedicated = DedicatedSet::new(
+                    s.addr,
+                    label.clone(),
+                    dedicated_opts.0.clone(),
+                    dedicated_opts.1.clone(),
+                    cfg.max_dedicated_connections,
+                );
                 let conns = reuse(cfg, s).unwrap_or_else(|| {
-                    let label =
-                        format!("{}/{}", cfg.name, s.name.clone().unwrap_or_else(|| format!("{}:{}", s.host, s.port)));
                     let spawn = |opts: &BackendOptions, preconnect: bool| {
                         let b = Backend::new(s.addr, label.clone(), opts.clone());
                         glommio::spawn_local(b.clone().run(preconnect)).detach();
@@ -67,6 +79,7 @@ impl PoolRt {
                     weight: s.weight,
                     ejected: ejected(&s.spec),
                     conns,
+                    dedicated,
                 }
             })
             .collect();
@@ -147,5 +160,6 @@ fn backend_options(cfg: &PoolConfig, proxy: &ProxyConfig, proto: Proto) -> Backe
         prelude,
         prelude_replies,
         prelude_ends_with_hello3: cfg.protocol == Protocol::Redis && proto == Proto::Resp3,
+        one_shot: false,
     }
 }

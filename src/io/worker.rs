@@ -438,6 +438,11 @@ async fn tick(worker: Rc<Worker>, tx: Rc<ConnectedSender<FromWorker>>) {
         let mut events = Vec::new();
         for p in pools.iter() {
             for s in &p.servers {
+                // A blocking command's deadline is its block time plus timeout_ms (or none): see io::dedicated.
+                let leased = s.dedicated.borrow().leased().to_vec();
+                for c in &leased {
+                    c.check_deadline(now);
+                }
                 for c in &s.conns {
                     c.check_deadline(now);
                     for h in c.take_health_events() {

@@ -1,5 +1,7 @@
 //! The Redis side of a client session: parse RESP requests, answer local commands, route the rest.
 
+mod pinned;
+
 use super::routed::{self, Group, KeyDest, Unroutable};
 use super::{InBuf, Next, Session, INBUF_CAPACITY};
 use crate::config::Target;
@@ -7,7 +9,8 @@ use crate::fanout::MergeKind;
 use crate::io::backend::{Framer, Waiter};
 use crate::io::pool::PoolRt;
 use crate::io::stats::{client_key, CommandId, Meter};
-use crate::protocol::redis::transaction::{self, Gate, TxnState};
+use crate::protocol::redis::transaction::{self, Gate};
+use pinned::Pinned;
 use crate::protocol::redis::{self, CommandInfo, CommandKind, KeySpec, Local, Split};
 use crate::router::group_by_server;
 use crate::routes::{canned_reply, Ctx, Op};
@@ -37,12 +40,18 @@ enum Flow {
     /// wait until the earlier ones are answered (on one server, a write sent before `HELLO` must not be overtaken
     /// by a read sent after it on another connection).
     DrainFirst,
+    /// The request was not handled: it is parsed again once the client's requests in flight are answered (its
+    /// first request on a dedicated connection must not overtake them).
+    Retry,
+    /// A blocking command was sent: no request is taken until it is answered, but the client is watched for
+    /// leaving.
+    Blocked,
 }
 
 pub async fn read_loop(s: &mut Session) {
     let mut inb = InBuf::new(INBUF_CAPACITY);
     let mut sc = Scratch::default();
-    let mut txn = TxnState::default();
+    let mut pinned = Pinned::default();
     let limits = s.worker.client_limits();
     loop {
         s.wait_until_unsaturated(limits).await;
@@ -52,20 +61,27 @@ pub async fn read_loop(s: &mut Session) {
         let now = Instant::now();
         let mut closing = false;
         let mut draining = false;
+        let mut blocked = false;
         let mut blocked_on = None;
         while !s.q.borrow().saturated(limits) {
             match redis::parse_request(inb.data(), &mut sc.args) {
                 Ok(Some(len)) => {
-                    let flow = handle(s, &inb.data()[..len], &mut sc, &mut txn, now, &mut blocked_on);
-                    inb.consume(len);
+                    let flow = handle(s, &inb.data()[..len], &mut sc, &mut pinned, now, &mut blocked_on);
+                    if !matches!(flow, Flow::Retry) {
+                        inb.consume(len);
+                    }
                     match flow {
                         Flow::Continue => {}
                         Flow::Close => {
                             closing = true;
                             break;
                         }
-                        Flow::DrainFirst => {
+                        Flow::DrainFirst | Flow::Retry => {
                             draining = true;
+                            break;
+                        }
+                        Flow::Blocked => {
+                            blocked = true;
                             break;
                         }
                     }
@@ -85,6 +101,12 @@ pub async fn read_loop(s: &mut Session) {
         if closing {
             return;
         }
+        if blocked {
+            if let Next::Stop = pinned::wait_blocked(s, &mut inb, &mut pinned).await {
+                return;
+            }
+            continue;
+        }
         if draining {
             // What is already buffered is parsed next, without reading more first.
             s.wait_for_replies().await;
@@ -100,7 +122,7 @@ fn handle(
     s: &mut Session,
     req: &[u8],
     sc: &mut Scratch,
-    txn: &mut TxnState,
+    pinned: &mut Pinned,
     now: Instant,
     blocked_on: &mut Option<std::rc::Rc<crate::io::backend::Backend>>,
 ) -> Flow {
@@ -129,13 +151,13 @@ fn handle(
         s.local(b"-NOAUTH Authentication required.\r\n");
         return Flow::Continue;
     }
-    // A refused MULTI refuses everything up to EXEC/DISCARD, so nothing the client meant as part of the
-    // transaction is applied.
-    if transaction::needs_gate(*txn, info) {
+    // Transactions (and a refused MULTI, which refuses everything up to EXEC/DISCARD): see `pinned`.
+    if transaction::needs_gate(pinned.txn, info) {
         sc.reply.clear();
-        if let Gate::Answered = transaction::gate(txn, info, sc.args.len(), &mut sc.reply) {
-            s.local(&sc.reply);
-            return Flow::Continue;
+        let supported = matches!(s.listener.target(), Target::Pool(_));
+        let gate = transaction::gate(&mut pinned.txn, info, sc.args.len(), supported, &mut sc.reply);
+        if gate != Gate::Run {
+            return pinned::step(s, pinned, gate, info, req, sc, now);
         }
     }
     if !redis::arity_ok(info, sc.args.len()) {
@@ -152,20 +174,30 @@ fn handle(
             Flow::Continue
         }
         CommandKind::Forward => {
-            route(s, info, None, req, sc, now, blocked_on);
+            route(s, pinned, info, None, req, sc, now, blocked_on);
             Flow::Continue
         }
         CommandKind::Split(kind) => {
-            route(s, info, Some(kind), req, sc, now, blocked_on);
+            route(s, pinned, info, Some(kind), req, sc, now, blocked_on);
             Flow::Continue
         }
+        CommandKind::Blocking(how) => match pinned::blocking(s, pinned, info, how, req, sc, now) {
+            Some(flow) => flow,
+            // It does not block (XREAD without BLOCK): an ordinary request.
+            None => {
+                route(s, pinned, info, None, req, sc, now, blocked_on);
+                Flow::Continue
+            }
+        },
         // Always answered by the gate above.
         CommandKind::Transaction(_) => Flow::Continue,
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn route(
     s: &mut Session,
+    pinned: &Pinned,
     info: &'static CommandInfo,
     split: Option<Split>,
     req: &[u8],
@@ -210,7 +242,9 @@ fn route(
     }
     group_by_server(&sc.servers, &mut sc.groups, &mut sc.key_frag);
     if sc.groups.len() == 1 {
-        let backend = pool.backend_for(sc.groups[0], s.id, s.proto);
+        // While keys are WATCHed, requests to their server go on the WATCHing connection.
+        let backend =
+            pinned.watching(pool_index, sc.groups[0]).unwrap_or_else(|| pool.backend_for(sc.groups[0], s.id, s.proto));
         forward_whole(s, backend, info, req, sc, now);
         if backend.over_queue_bound() {
             *blocked_on = Some(backend.clone());
@@ -222,7 +256,7 @@ fn route(
         s.local(b"-CROSSSLOT Keys in request don't hash to the same server\r\n");
         return;
     };
-    split_request(s, pool, info, kind, req, sc, now, blocked_on);
+    split_request(s, pool, pool_index, pinned, info, kind, req, sc, now, blocked_on);
 }
 
 /// Sends the client's request bytes unchanged (re-encoded as multibulk when the client used inline syntax).
@@ -256,6 +290,8 @@ fn forward_whole(
 fn split_request(
     s: &Session,
     pool: &PoolRt,
+    pool_index: usize,
+    pinned: &Pinned,
     info: &CommandInfo,
     kind: Split,
     req: &[u8],
@@ -277,7 +313,7 @@ fn split_request(
     let name = &req[sc.args[0].clone()];
     let shape = redis::ReplyShape::of(info);
     for (frag, &server) in sc.groups.iter().enumerate() {
-        let backend = pool.backend_for(server, s.id, s.proto);
+        let backend = pinned.watching(pool_index, server).unwrap_or_else(|| pool.backend_for(server, s.id, s.proto));
         let n_keys = sc.key_frag.iter().filter(|&&f| f as usize == frag).count();
         let meter = sc.command.map(|c| Meter::new(&s.meters, c, now, true));
         let waiter = Waiter::Client { client: s.q.clone(), seq, frag: Some(frag as u32), meter };

@@ -14,6 +14,7 @@
 //! and [`ReplyParser`] go further and continue where the previous attempt stopped, which keeps requests
 //! and replies with a huge number of small elements linear too.
 
+pub mod blocking;
 mod command_table;
 mod commands;
 mod decimal;

@@ -289,7 +289,7 @@ for proto in (2, 3):
         pipe.incr("{acct}:a")
     print(proto, "watch:", r.transaction(move, "{acct}:b"))
     threading.Timer(0.3, lambda: redis.Redis(port=int(sys.argv[1]), protocol=proto).rpush("{q}", "job")).start()
-    print(proto, "blpop:", r.blpop(["{q}"], timeout=5))
+    print(proto, "blpop:", list(r.blpop(["{q}"], timeout=5)))
     print(proto, "after:", r.mget("{acct}:a", "{acct}:b"))
 "#;
     let out = Command::new(&python).args(["-c", script, &port.to_string()]).output().expect("run python");

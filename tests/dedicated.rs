@@ -13,7 +13,8 @@ fn setup(extra: &str) -> ([Proc; 2], Ferrule, u16) {
     let servers: Vec<String> = backends.iter().map(|b| format!("127.0.0.1:{}:1", b.port)).collect();
     let port = free_port();
     let pool = format!("hash = \"md5\"\nhash_tag = \"{{}}\"\n{extra}");
-    let body = format!("{}{}", listener_toml("cache", port, "redis", "main", ""), redis_pool_toml("main", &servers, &pool));
+    let body =
+        format!("{}{}", listener_toml("cache", port, "redis", "main", ""), redis_pool_toml("main", &servers, &pool));
     (backends, Ferrule::start(&body, port), port)
 }
 
@@ -255,9 +256,13 @@ fn transactions_and_blocking_in_resp3() {
 /// A Python that has redis-py: `FERRULE_PYTHON`, else the virtualenv scripts/test.sh makes, else `python3`.
 fn python_with_redis_py() -> PathBuf {
     let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/pyenv/bin/python");
-    let python = std::env::var_os("FERRULE_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| if venv.exists() { venv } else { PathBuf::from("python3") });
+    let python = std::env::var_os("FERRULE_PYTHON").map(PathBuf::from).unwrap_or_else(|| {
+        if venv.exists() {
+            venv
+        } else {
+            PathBuf::from("python3")
+        }
+    });
     let found = Command::new(&python).args(["-c", "import redis"]).output();
     match found {
         Ok(out) if out.status.success() => python,

@@ -70,7 +70,8 @@ struct PoolOut<'a> {
     timeout_ms: u64,
     connect_timeout_ms: u64,
     server_connections: usize,
-    max_dedicated_connections: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_dedicated_connections: Option<usize>,
     preconnect: bool,
     batching: &'static str,
     batching_max_hold_us: u64,
@@ -146,7 +147,7 @@ fn pool_out(pool: &PoolConfig) -> PoolOut<'_> {
         timeout_ms: pool.timeout_ms,
         connect_timeout_ms: pool.connect_timeout_ms,
         server_connections: pool.server_connections,
-        max_dedicated_connections: pool.max_dedicated_connections,
+        max_dedicated_connections: redis.then_some(pool.max_dedicated_connections),
         preconnect: pool.preconnect,
         batching: pool.batching.name(),
         batching_max_hold_us: pool.batching_max_hold_us,

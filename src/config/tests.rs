@@ -114,6 +114,7 @@ fn defaults_fill_every_unset_key() {
     assert_eq!(pool.timeout_ms, 1000);
     assert_eq!(pool.connect_timeout_ms, 1000);
     assert_eq!(pool.server_connections, 1);
+    assert_eq!(pool.max_dedicated_connections, 64);
     assert!(!pool.preconnect);
     assert_eq!(pool.batching, Batching::Adaptive);
     assert_eq!(pool.batching_max_hold_us, 1000);
@@ -172,6 +173,7 @@ hash_tag = "{}"
 timeout_ms = 250
 connect_timeout_ms = 100
 server_connections = 2
+max_dedicated_connections = 8
 preconnect = true
 batching = "eager"
 batching_max_hold_us = 50
@@ -208,6 +210,7 @@ server_retry_timeout_ms = 10000
     assert_eq!(pool.hash_tag, Some(*b"{}"));
     assert_eq!((pool.timeout_ms, pool.connect_timeout_ms), (250, 100));
     assert_eq!(pool.server_connections, 2);
+    assert_eq!(pool.max_dedicated_connections, 8);
     assert!(pool.preconnect && pool.auto_eject_hosts);
     assert_eq!(pool.batching, Batching::Eager);
     assert_eq!(pool.batching_max_hold_us, 50);
@@ -354,6 +357,8 @@ fn bad_pool_values_are_rejected() {
         ("timeout_ms = -5", "timeout_ms", "must be at least 1, got -5"),
         ("timeout_ms = \"1s\"", "timeout_ms", "expected an integer, found string \"1s\""),
         ("server_connections = 0", "server_connections", "must be from 1 to 1024"),
+        ("max_dedicated_connections = -1", "max_dedicated_connections", "must be from 0 to 10000"),
+        ("max_dedicated_connections = 10001", "max_dedicated_connections", "must be from 0 to 10000"),
         ("preconnect = 1", "preconnect", "expected true or false, found integer 1"),
         ("batching = \"nagle\"", "batching", "unknown batching \"nagle\"; expected adaptive or eager"),
         ("batching_max_hold_us = 0", "batching_max_hold_us", "must be from 1 to 1000000"),
@@ -478,6 +483,8 @@ fn pool_protocol_comes_from_its_listeners() {
     let memcache = MINIMAL.replace("\"redis\"", "\"memcache\"");
     let text = insert_after(&memcache, "[pools.main]", "redis_db = 1");
     assert_error(&text, "pools.main.redis_db", 8, "only applies to redis pools");
+    let text = insert_after(&memcache, "[pools.main]", "max_dedicated_connections = 1");
+    assert_error(&text, "pools.main.max_dedicated_connections", 8, "only applies to redis pools");
 }
 
 #[test]

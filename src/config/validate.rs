@@ -316,15 +316,15 @@ fn build_pool(s: &Section<'_>, name: &str) -> Result<PoolDraft, ConfigError> {
         Some(f) => Some((parse_protocol(&f)?, Located::of(&f))),
         None => None,
     };
-    let protocol_bound_keys =
-        [
-            ("redis_auth", Protocol::Redis),
-            ("redis_db", Protocol::Redis),
-            ("max_dedicated_connections", Protocol::Redis),
-            ("max_value_bytes", Protocol::Memcache)]
-            .into_iter()
-            .filter_map(|(key, protocol)| s.get(key).map(|f| (protocol, Located::of(&f))))
-            .collect();
+    let protocol_bound_keys = [
+        ("redis_auth", Protocol::Redis),
+        ("redis_db", Protocol::Redis),
+        ("max_dedicated_connections", Protocol::Redis),
+        ("max_value_bytes", Protocol::Memcache),
+    ]
+    .into_iter()
+    .filter_map(|(key, protocol)| s.get(key).map(|f| (protocol, Located::of(&f))))
+    .collect();
     let config = PoolConfig {
         name: name.to_owned(),
         // Provisional: settled by assign_protocols once the listeners are read.

@@ -10,10 +10,10 @@ use crate::io::backend::{Framer, Waiter};
 use crate::io::pool::PoolRt;
 use crate::io::stats::{client_key, CommandId, Meter};
 use crate::protocol::redis::transaction::{self, Gate};
-use pinned::Pinned;
 use crate::protocol::redis::{self, CommandInfo, CommandKind, KeySpec, Local, Split};
 use crate::router::group_by_server;
 use crate::routes::{canned_reply, Ctx, Op};
+use pinned::Pinned;
 use std::ops::Range;
 use std::time::Instant;
 

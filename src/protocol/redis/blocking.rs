@@ -91,9 +91,7 @@ fn seconds(text: &[u8]) -> Result<BlockTime, String> {
     if value == 0.0 {
         return Ok(BlockTime::Forever);
     }
-    Duration::try_from_secs_f64(value)
-        .map(BlockTime::For)
-        .map_err(|_| "ERR timeout is out of range".to_string())
+    Duration::try_from_secs_f64(value).map(BlockTime::For).map_err(|_| "ERR timeout is out of range".to_string())
 }
 
 /// A timeout in milliseconds, as XREAD's BLOCK reads it: an integer, not negative; 0 blocks for ever.

@@ -260,7 +260,12 @@ pub(crate) static COMMANDS: [CommandInfo; 255] = [
     txn("UNWATCH", 1, Txn::Unwatch),
     unsupported("WAIT", 3, "replication"),
     unsupported("WAITAOF", 4, "replication"),
-    CommandInfo { name: "WATCH", arity: -2, keys: KeySpec::SameServer { first: 1, last: -1, step: 1 }, kind: CommandKind::Transaction(Txn::Watch) },
+    CommandInfo {
+        name: "WATCH",
+        arity: -2,
+        keys: KeySpec::SameServer { first: 1, last: -1, step: 1 },
+        kind: CommandKind::Transaction(Txn::Watch),
+    },
     single("XACK", -4),
     single("XADD", -5),
     single("XAUTOCLAIM", -6),

@@ -323,7 +323,10 @@ pub(super) async fn wait_blocked(s: &Session, inb: &mut InBuf, p: &mut Pinned) -
 /// or the error reply.
 fn one_server(s: &Session, info: &CommandInfo, req: &[u8], sc: &mut Scratch) -> Result<ServerId, String> {
     let Target::Pool(pool_index) = s.listener.target() else {
-        return Err(format!("-ERR ferrule: {} is not supported on this listener (its route is not a pool)\r\n", info.name));
+        return Err(format!(
+            "-ERR ferrule: {} is not supported on this listener (its route is not a pool)\r\n",
+            info.name
+        ));
     };
     sc.keys.clear();
     if let Err(e) = redis::key_indices(info, &sc.args, req, &mut sc.keys) {

@@ -67,7 +67,9 @@ fn a_transaction_with_hash_tags_runs_whole_as_on_one_redis() {
         &["EXEC"],
     ];
     let through = pipeline(&mut c, tx);
-    let mut direct = Client::connect(backends[0].port);
+    // The same on a redis of its own, fresh like the pool's.
+    let reference = redis_server();
+    let mut direct = Client::connect(reference.port);
     let expected = pipeline(&mut direct, tx);
     assert_eq!(through, expected, "replies as one redis gives them");
     assert_eq!(

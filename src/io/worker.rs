@@ -183,8 +183,12 @@ impl Worker {
         let mut old: HashMap<String, Vec<Vec<Rc<Backend>>>> = HashMap::new();
         let old_proxy = self.config.borrow().proxy.clone();
         let old_pools = std::mem::take(&mut *self.pools.borrow_mut());
+        // Dedicated connections held through the reload finish their transaction or block on the old set (which
+        // then closes them); the tick keeps checking their deadlines meanwhile.
+        let mut held: Vec<Rc<Backend>> = Vec::new();
         for p in old_pools {
             for (sc, s) in p.cfg.servers.iter().zip(p.servers) {
+                held.extend(s.dedicated.borrow().leased().iter().cloned());
                 old.entry(reuse_key(&p.cfg, &old_proxy, sc)).or_default().push(s.conns);
             }
         }
@@ -205,6 +209,7 @@ impl Worker {
             c.retire();
             retired.push(c);
         }
+        retired.extend(held);
         *self.pools.borrow_mut() = pools;
     }
 

@@ -143,7 +143,11 @@ fn handle(
         s.local(&sc.reply);
         return Flow::Continue;
     };
-    sc.command = s.meters.borrow_mut().count_redis(info);
+    // A request handled again after a Retry was counted the first time.
+    sc.command = match pinned.retried.take() {
+        Some(command) => command,
+        None => s.meters.borrow_mut().count_redis(info),
+    };
     if !s.authed
         && s.listener.auth().is_some()
         && !matches!(info.kind, CommandKind::Local(Local::Auth | Local::Quit | Local::Hello))
@@ -157,7 +161,11 @@ fn handle(
         let supported = matches!(s.listener.target(), Target::Pool(_));
         let gate = transaction::gate(&mut pinned.txn, info, sc.args.len(), supported, &mut sc.reply);
         if gate != Gate::Run {
-            return pinned::step(s, pinned, gate, info, req, sc, now);
+            let flow = pinned::step(s, pinned, gate, info, req, sc, now);
+            if matches!(flow, Flow::Retry) {
+                pinned.retried = Some(sc.command);
+            }
+            return flow;
         }
     }
     if !redis::arity_ok(info, sc.args.len()) {
@@ -182,6 +190,10 @@ fn handle(
             Flow::Continue
         }
         CommandKind::Blocking(how) => match pinned::blocking(s, pinned, info, how, req, sc, now) {
+            Some(Flow::Retry) => {
+                pinned.retried = Some(sc.command);
+                Flow::Retry
+            }
             Some(flow) => flow,
             // It does not block (XREAD without BLOCK): an ordinary request.
             None => {

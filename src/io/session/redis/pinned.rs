@@ -14,7 +14,7 @@ use crate::io::backend::{Backend, Framer, Waiter};
 use crate::io::dedicated::{DedicatedSet, Lease};
 use crate::io::pool::PoolRt;
 use crate::io::session::{InBuf, Next, Session};
-use crate::io::stats::Meter;
+use crate::io::stats::{CommandId, Meter};
 use crate::protocol::redis::blocking::{self, Block, BlockTime};
 use crate::protocol::redis::transaction::{self, Gate, Placement, ServerId, TxnState};
 use crate::protocol::redis::{self, CommandInfo, ReplyShape};
@@ -37,6 +37,8 @@ pub(super) struct Pinned {
     held_count: usize,
     /// The connection of a blocking command in flight, when it is not the transaction's.
     block_lease: Option<Lease>,
+    /// The per-command stats id of a request answered [`Flow::Retry`]: it was counted when first handled.
+    pub retried: Option<Option<CommandId>>,
 }
 
 impl Pinned {

@@ -40,6 +40,8 @@ enum Command {
 enum SourceProxy {
     /// twemproxy (nutcracker) YAML.
     Twemproxy,
+    /// mcrouter JSON (pools and a single-pool route; other routes need ferrule routes).
+    Mcrouter,
 }
 
 #[derive(clap::Args)]
@@ -62,6 +64,9 @@ struct ConvertArgs {
     /// twemproxy: the stats interval nutcracker was started with (its -i, in ms); noted, ferrule has none.
     #[arg(long, value_name = "MS")]
     stats_interval: Option<u64>,
+    /// mcrouter: where ferrule listens (mcrouter took its port on the command line; default 127.0.0.1:5000).
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Option<String>,
 }
 
 /// `ferrule convert`: the config to stdout or `-o`, warnings and errors to stderr.
@@ -82,6 +87,9 @@ fn convert(args: &ConvertArgs) -> ExitCode {
                 stats_interval_ms: args.stats_interval,
             };
             import::twemproxy::convert(&text, &options)
+        }
+        SourceProxy::Mcrouter => {
+            import::mcrouter::convert(&text, &import::mcrouter::McrouterOptions { listen: args.listen.clone() })
         }
     };
     let conversion = match converted {

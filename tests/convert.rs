@@ -146,3 +146,44 @@ fn convert_errors_name_file_and_line_and_exit_non_zero() {
     assert!(stdout.contains("[pools.alpha]"), "{stdout}");
     assert!(stderr.contains("warning: pool \"alpha\": tcpkeepalive: true"), "{stderr}");
 }
+
+/// mcrouter is not installed here: the keys are put where mcrouter's Ch3 puts them (the hash is unit-tested against
+/// mcrouter's own vectors) straight into memcached, and must be found through ferrule on the converted config.
+#[test]
+fn mcrouter_sharded_pool_reads_keys_where_ch3_put_them() {
+    let backends: Vec<Proc> = (0..3).map(|_| memcached()).collect();
+    let json = fill(include_str!("fixtures/mcrouter/sharded.json"), 0, &backends.iter().collect::<Vec<_>>());
+    let keys: Vec<String> = (0..200).map(|i| format!("k{i}")).collect();
+    let mut direct: Vec<Client> = backends.iter().map(|b| Client::connect(b.port)).collect();
+    for key in &keys {
+        let server = ferrule::hash::mcrouter::ch3(key.as_bytes(), 3);
+        assert_eq!(direct[server].mc(&format!("set {key} 0 0 {}\r\n{key}\r\n", key.len()), Mc::Set), "STORED\r\n");
+    }
+    let dir = tempdir("convert-mcrouter");
+    let input = dir.join("mcrouter.json");
+    std::fs::write(&input, &json).unwrap();
+    let port = free_port();
+    let (ok, toml, stderr) = run_convert("mcrouter", &input, &["--listen", &format!("127.0.0.1:{port}")]);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("`#` comment"), "{stderr}");
+    let admin = free_port();
+    let _f = Ferrule::start_config(&with_test_proxy(&toml, admin), port, admin);
+    let mut c = Client::connect(port);
+    for key in &keys {
+        let want = format!("VALUE {key} 0 {}\r\n{key}\r\nEND\r\n", key.len());
+        assert_eq!(c.mc(&format!("get {key}\r\n"), Mc::Get), want, "{key} not where ch3 put it");
+    }
+}
+
+#[test]
+fn mcrouter_routes_are_refused_with_the_route_named() {
+    let dir = tempdir("convert-mcrouter-routes");
+    let input = dir.join("mcrouter.json");
+    std::fs::write(&input, include_str!("fixtures/mcrouter/operation_selector.json")).unwrap();
+    let (ok, stdout, stderr) = run_convert("mcrouter", &input, &[]);
+    assert!(!ok && stdout.is_empty());
+    assert!(
+        stderr.contains("route OperationSelectorRoute needs ferrule routes (issue 13), not converted yet"),
+        "{stderr}"
+    );
+}

@@ -226,29 +226,29 @@ pub fn spooky_hash128(message: &[u8], seed1: u64, seed2: u64) -> (u64, u64) {
 fn spooky_mix(data: &[u64; SC_NUM_VARS], s: &mut [u64; SC_NUM_VARS]) {
     // (index added to, xored, xored, rotation, added) per step, as SpookyHashV2's Mix.
     const ROT: [u32; 12] = [11, 32, 43, 31, 17, 28, 39, 57, 55, 54, 22, 46];
-    for i in 0..SC_NUM_VARS {
-        s[i] = s[i].wrapping_add(data[i]);
+    for (i, (&word, &rot)) in data.iter().zip(ROT.iter()).enumerate() {
+        s[i] = s[i].wrapping_add(word);
         s[(i + 2) % 12] ^= s[(i + 10) % 12];
         s[(i + 11) % 12] ^= s[i];
-        s[i] = s[i].rotate_left(ROT[i]);
+        s[i] = s[i].rotate_left(rot);
         s[(i + 11) % 12] = s[(i + 11) % 12].wrapping_add(s[(i + 1) % 12]);
     }
 }
 
 fn spooky_end_partial(h: &mut [u64; SC_NUM_VARS]) {
     const ROT: [u32; 12] = [44, 15, 34, 21, 38, 33, 10, 13, 38, 53, 42, 54];
-    for i in 0..SC_NUM_VARS {
+    for (i, &rot) in ROT.iter().enumerate() {
         // h[i+11] += h[i+1]; h[i+2] ^= h[i+11]; h[i+1] = rot(h[i+1])
         let (a, b, c) = ((i + 11) % 12, (i + 1) % 12, (i + 2) % 12);
         h[a] = h[a].wrapping_add(h[b]);
         h[c] ^= h[a];
-        h[b] = h[b].rotate_left(ROT[i]);
+        h[b] = h[b].rotate_left(rot);
     }
 }
 
 fn spooky_end(data: &[u64; SC_NUM_VARS], h: &mut [u64; SC_NUM_VARS]) {
-    for i in 0..SC_NUM_VARS {
-        h[i] = h[i].wrapping_add(data[i]);
+    for (word, &add) in h.iter_mut().zip(data.iter()) {
+        *word = word.wrapping_add(add);
     }
     spooky_end_partial(h);
     spooky_end_partial(h);

@@ -70,6 +70,8 @@ impl Node {
         }
     }
 
+    /// The value of `key` in a mapping (the importers walk entries in order; tests look values up).
+    #[cfg(test)]
     pub fn get(&self, key: &str) -> Option<&Node> {
         match self {
             Node::Map { entries, .. } => entries.iter().find(|(k, _, _)| k == key).map(|(_, _, v)| v),

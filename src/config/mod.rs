@@ -11,6 +11,7 @@
 mod address;
 mod error;
 mod fields;
+pub mod import;
 mod redact;
 mod routes;
 mod server;

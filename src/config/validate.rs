@@ -345,7 +345,55 @@ fn build_pool(s: &Section<'_>, name: &str) -> Result<PoolDraft, ConfigError> {
             .parse_or("server_retry_timeout_ms", DEFAULT_SERVER_RETRY_TIMEOUT_MS, |f| f.integer_at_least(1u64))?,
         max_value_bytes: s.parse_or("max_value_bytes", DEFAULT_MAX_VALUE_BYTES, |f| f.integer_at_least(1usize))?,
     };
+    check_mcrouter_distribution(s, &config)?;
     Ok(PoolDraft { config, declared_protocol, protocol_bound_keys })
+}
+
+/// mcrouter's distributions hash keys themselves, use weights their own way and never eject.
+fn check_mcrouter_distribution(s: &Section<'_>, pool: &PoolConfig) -> Result<(), ConfigError> {
+    let distribution = pool.distribution;
+    if !distribution.is_mcrouter() {
+        return Ok(());
+    }
+    let name = distribution.name();
+    if let Some(f) = s.get("hash") {
+        if pool.hash != DEFAULT_HASH {
+            return Err(f.error(format!(
+                "distribution {name:?} hashes keys itself, as mcrouter does; remove `hash` (or leave it {:?})",
+                DEFAULT_HASH.name()
+            )));
+        }
+    }
+    if pool.auto_eject_hosts {
+        if let Some(f) = s.get("auto_eject_hosts") {
+            return Err(f.error(format!(
+                "distribution {name:?} keeps keys on their server when it fails, as mcrouter does;                  auto_eject_hosts cannot be used with it"
+            )));
+        }
+    }
+    let servers = s.required("servers")?;
+    for (index, server) in pool.servers.iter().enumerate() {
+        let bad = match distribution {
+            DistributionKind::WeightedCh3 => server.weight > crate::hash::WEIGHT_PARTS_PER_UNIT,
+            _ => server.weight != 1,
+        };
+        if bad {
+            let rule = match distribution {
+                DistributionKind::WeightedCh3 => format!(
+                    "weighted_ch3 weights are parts per million of mcrouter's weight 1.0, at most {}",
+                    crate::hash::WEIGHT_PARTS_PER_UNIT
+                ),
+                _ => format!("{name} ignores weights, as mcrouter does: write weight 1 (or use weighted_ch3)"),
+            };
+            return Err(servers.error(format!("servers[{index}] has weight {}; {rule}", server.weight)));
+        }
+    }
+    if pool.servers.len() > crate::hash::mcrouter::CH3_MAX_SERVERS {
+        return Err(
+            servers.error(format!("{name} addresses at most {} servers", crate::hash::mcrouter::CH3_MAX_SERVERS))
+        );
+    }
+    Ok(())
 }
 
 fn parse_protocol(f: &Field<'_>) -> Result<Protocol, ConfigError> {
@@ -368,8 +416,10 @@ pub(super) fn parse_hash(f: &Field<'_>) -> Result<HashKind, ConfigError> {
 
 fn parse_distribution(f: &Field<'_>) -> Result<DistributionKind, ConfigError> {
     let name = f.string()?;
-    DistributionKind::from_name(name)
-        .ok_or_else(|| f.error(format!("unknown distribution {name:?}; expected ketama, modula or random")))
+    DistributionKind::from_name(name).ok_or_else(|| {
+        let known: Vec<&str> = DistributionKind::ALL.iter().map(|d| d.name()).collect();
+        f.error(format!("unknown distribution {name:?}; expected one of: {}", known.join(", ")))
+    })
 }
 
 fn parse_hash_tag(f: &Field<'_>) -> Result<[u8; 2], ConfigError> {

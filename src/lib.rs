@@ -12,3 +12,4 @@ pub mod io;
 pub mod protocol;
 pub mod router;
 pub mod stats;
+pub mod tls;

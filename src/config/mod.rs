@@ -13,10 +13,13 @@ mod error;
 mod fields;
 mod redact;
 mod server;
+mod tls;
 mod validate;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -24,6 +27,7 @@ use std::path::{Path, PathBuf};
 use crate::hash::{DistributionKind, HashKind};
 
 pub use error::ConfigError;
+pub use tls::{Built, ClientAuth, ListenerTls, PoolTls, DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS};
 
 /// Default admin/stats HTTP endpoint: loopback only, the port twemproxy uses for its stats.
 pub const DEFAULT_ADMIN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 22222);
@@ -261,6 +265,8 @@ pub struct ListenerConfig {
     /// Redis only: the password clients must AUTH with before anything else.
     pub auth: Option<String>,
     pub backlog: u32,
+    /// Clients must speak TLS (`tls_cert`/`tls_key` set).
+    pub tls: Option<ListenerTls>,
 }
 
 /// One `[pools.<name>]` table: a set of servers and how keys are spread over them.
@@ -292,6 +298,8 @@ pub struct PoolConfig {
     pub server_retry_timeout_ms: u64,
     /// Memcache only: the largest value a storage command may carry.
     pub max_value_bytes: usize,
+    /// TLS to the servers (`tls = true`).
+    pub tls: Option<PoolTls>,
 }
 
 /// One backend server of a pool.

@@ -10,6 +10,7 @@ use toml::Value;
 use super::address::{conflicts, parse_bind_addr, parse_listen};
 use super::fields::{Field, RawDocument, Section, Table};
 use super::server::parse_server;
+use super::tls;
 use super::*;
 
 const PROXY_KEYS: &[&str] = &[
@@ -215,7 +216,7 @@ fn check_name(s: &Section<'_>, name: &str) -> Result<(), ConfigError> {
 }
 
 fn build_pool(s: &Section<'_>, name: &str) -> Result<PoolDraft, ConfigError> {
-    s.reject_unknown_keys(POOL_KEYS)?;
+    s.reject_unknown_keys(&[POOL_KEYS, tls::POOL_TLS_KEYS].concat())?;
     check_name(s, name)?;
     if RESERVED_POOL_NAMES.contains(&name) {
         return Err(s.error(format!("{name:?} is reserved: it is a top-level key of the twemproxy-compatible stats")));
@@ -234,7 +235,6 @@ fn build_pool(s: &Section<'_>, name: &str) -> Result<PoolDraft, ConfigError> {
         name: name.to_owned(),
         // Provisional: settled by assign_protocols once the listeners are read.
         protocol: Protocol::Redis,
-        servers,
         hash: s.parse_or("hash", DEFAULT_HASH, parse_hash)?,
         distribution: s.parse_or("distribution", DEFAULT_DISTRIBUTION, parse_distribution)?,
         hash_tag: s.parse_or("hash_tag", None, |f| parse_hash_tag(f).map(Some))?,
@@ -256,6 +256,8 @@ fn build_pool(s: &Section<'_>, name: &str) -> Result<PoolDraft, ConfigError> {
         server_retry_timeout_ms: s
             .parse_or("server_retry_timeout_ms", DEFAULT_SERVER_RETRY_TIMEOUT_MS, |f| f.integer_at_least(1u64))?,
         max_value_bytes: s.parse_or("max_value_bytes", DEFAULT_MAX_VALUE_BYTES, |f| f.integer_at_least(1usize))?,
+        tls: tls::pool(s, &servers)?,
+        servers,
     };
     Ok(PoolDraft { config, declared_protocol, protocol_bound_keys })
 }
@@ -345,7 +347,7 @@ fn locate_string(text: &str, range: Range<usize>, value: &str) -> Option<Range<u
 }
 
 fn build_listener(s: &Section<'_>, name: &str, pools: &[PoolDraft]) -> Result<ListenerDraft, ConfigError> {
-    s.reject_unknown_keys(LISTENER_KEYS)?;
+    s.reject_unknown_keys(&[LISTENER_KEYS, tls::LISTENER_TLS_KEYS].concat())?;
     check_name(s, name)?;
     let listen_field = s.required("listen")?;
     let listen = parse_listen(listen_field.non_empty_string()?).map_err(|why| listen_field.error(why))?;
@@ -365,6 +367,7 @@ fn build_listener(s: &Section<'_>, name: &str, pools: &[PoolDraft]) -> Result<Li
         Ok(Some(secret.to_owned()))
     })?;
     let backlog = s.parse_or("backlog", DEFAULT_BACKLOG, |f| f.integer_in(1u32, MAX_BACKLOG))?;
+    let tls = tls::listener(s)?;
     Ok(ListenerDraft {
         config: ListenerConfig {
             name: name.to_owned(),
@@ -374,6 +377,7 @@ fn build_listener(s: &Section<'_>, name: &str, pools: &[PoolDraft]) -> Result<Li
             pool,
             auth,
             backlog,
+            tls,
         },
         listen: Located::of(&listen_field),
         route: Located::of(&route_field),

@@ -53,7 +53,7 @@ const POOL_KEYS: &[&str] = &[
 
 /// Top-level keys of twemproxy's stats JSON; a pool with one of these names would clobber them.
 const RESERVED_POOL_NAMES: &[&str] =
-    &["service", "source", "version", "uptime", "timestamp", "total_connections", "curr_connections"];
+    &["service", "source", "version", "uptime", "timestamp", "total_connections", "curr_connections", "tls"];
 
 /// More connections per server per worker than this is a typo, not a tuning choice.
 const MAX_SERVER_CONNECTIONS: usize = 1024;

@@ -8,7 +8,8 @@
 
 use super::replies::ClientRef;
 use super::stats::{client_key, BackendStats, BatchClock, Fault, Meter};
-use super::uring::{self, Conn};
+use super::tls::{self, Stream};
+use super::uring;
 use crate::config::{Batching, Protocol};
 use crate::protocol::{memcache, redis};
 use std::cell::RefCell;
@@ -138,6 +139,8 @@ pub struct BackendOptions {
     /// Requests sent first on every new connection (AUTH, SELECT) and how many replies they produce.
     pub prelude: Vec<u8>,
     pub prelude_replies: usize,
+    /// TLS to this server (the pool's `tls = true`).
+    pub tls: Option<tls::Connector>,
 }
 
 /// Observations a backend reports upward (to the worker, which forwards them to control).
@@ -152,7 +155,7 @@ struct State {
     outq: Vec<u8>,
     pending: VecDeque<Pending>,
     /// Requests in `pending` that were already written to the current connection.
-    conn: Option<Conn>,
+    conn: Option<Stream>,
     generation: u64,
     connecting: bool,
     /// Fail fast until then: the last connect failed and we are backing off.
@@ -475,9 +478,16 @@ impl Backend {
         }
     }
 
-    async fn connect(self: &Rc<Self>) -> Option<Conn> {
+    async fn connect(self: &Rc<Self>) -> Option<Stream> {
         self.st.borrow_mut().connecting = true;
-        let result = uring::connect(self.addr, self.opts.connect_timeout).await;
+        // A failed TLS handshake is a connect failure like a refusal: same back-off, same health report.
+        let result = match uring::connect(self.addr, self.opts.connect_timeout).await {
+            Err(e) => Err(describe_connect_error(&e)),
+            Ok(conn) => match &self.opts.tls {
+                None => Ok(Stream::Plain(conn)),
+                Some(connector) => tls::connect(conn, connector, self.opts.connect_timeout).await,
+            },
+        };
         let mut st = self.st.borrow_mut();
         st.connecting = false;
         match result {
@@ -511,8 +521,7 @@ impl Backend {
                 glommio::spawn_local(self.clone().read_loop(conn.clone(), generation)).detach();
                 Some(conn)
             }
-            Err(e) => {
-                let reason = describe_connect_error(&e);
+            Err(reason) => {
                 let failed = st.pending.iter().filter(|p| matches!(p.waiter, Waiter::Client { .. })).count();
                 st.stats.fault(Fault::Error, failed);
                 st.last_error = reason.clone();
@@ -542,7 +551,7 @@ impl Backend {
         }
     }
 
-    async fn read_loop(self: Rc<Self>, conn: Conn, generation: u64) {
+    async fn read_loop(self: Rc<Self>, conn: Stream, generation: u64) {
         let mut buf = vec![0u8; READ_BUF_LEN];
         let (mut start, mut end) = (0usize, 0usize);
         // The reply at `buf[start..]` being framed, for the oldest pending request.

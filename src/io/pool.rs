@@ -35,6 +35,8 @@ impl PoolRt {
         ejected: &dyn Fn(&str) -> bool,
     ) -> PoolRt {
         let opts = backend_options(cfg, proxy);
+        // This worker's own copy (its own session cache), shared by the pool's servers on this core.
+        let tls_config = cfg.tls.as_ref().map(|t| crate::tls::for_worker_client(&t.client.config));
         let servers: Vec<ServerRt> = cfg
             .servers
             .iter()
@@ -47,7 +49,11 @@ impl PoolRt {
                                 cfg.name,
                                 s.name.clone().unwrap_or_else(|| format!("{}:{}", s.host, s.port))
                             );
-                            let b = Backend::new(s.addr, label, opts.clone());
+                            let mut opts = opts.clone();
+                            opts.tls = cfg.tls.as_ref().zip(tls_config.as_ref()).map(|(t, config)| {
+                                super::tls::Connector { config: config.clone(), server_name: t.server_name(s) }
+                            });
+                            let b = Backend::new(s.addr, label, opts);
                             glommio::spawn_local(b.clone().run(cfg.preconnect)).detach();
                             b
                         })
@@ -119,5 +125,6 @@ fn backend_options(cfg: &PoolConfig, proxy: &ProxyConfig) -> BackendOptions {
         max_hold: Duration::from_micros(cfg.batching_max_hold_us),
         prelude,
         prelude_replies,
+        tls: None,
     }
 }

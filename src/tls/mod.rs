@@ -6,7 +6,10 @@
 //! completion-based ring needs: ciphertext comes in through the connection's receive path and goes out through its
 //! send path, and rustls never touches a socket.
 
+mod counters;
 mod verify;
+
+pub use counters::{TlsSide, TlsStats};
 
 use rustls::client::Resumption;
 use rustls::crypto::CryptoProvider;

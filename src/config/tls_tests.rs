@@ -181,3 +181,21 @@ fn a_replaced_certificate_makes_a_different_config() {
     f.dir.write("server.key", &leaf.key_pem);
     assert_ne!(Config::parse(&text).unwrap(), before, "new files make a new config");
 }
+
+#[test]
+fn the_tls_example_config_parses() {
+    let dir = TempDir::new("conf-tls");
+    let ca = Ca::new("example CA");
+    let server = ca.leaf(&["redis.internal"], false);
+    let client = ca.leaf(&["ferrule"], false);
+    dir.write("server.pem", &server.cert_pem);
+    dir.write("server.key", &server.key_pem);
+    dir.write("client.pem", &client.cert_pem);
+    dir.write("client.key", &client.key_pem);
+    dir.write("ca.pem", &ca.pem);
+    let text = include_str!("../../conf/tls.toml").replace("/etc/ferrule/tls/", &format!("{}/", dir.0.display()));
+    let cfg = Config::parse(&text).unwrap_or_else(|e| panic!("conf/tls.toml: {e}"));
+    assert!(cfg.warnings().is_empty());
+    assert_eq!(cfg.listeners.iter().filter(|l| l.tls.is_some()).count(), 2);
+    assert_eq!(Config::parse(&cfg.to_redacted_toml()).unwrap(), cfg);
+}

@@ -106,6 +106,9 @@ pub enum Waiter {
     /// A reply to the connection prelude (AUTH, SELECT, HELLO 3): checked, not forwarded. `hello3`: it answers
     /// `HELLO 3`, so it must show the switch to RESP3 (a map), not merely be no error.
     Prelude { hello3: bool },
+    /// Child `child` of a request fanned out by a multi-destination route (`io::fan`): the reply goes to the route's
+    /// rule, which answers the client or sends the request on.
+    Fan { attempt: Rc<super::fan::Attempt>, child: u32 },
 }
 
 impl Waiter {
@@ -367,7 +370,7 @@ impl Backend {
             clear_shrunk(&mut st.outq);
             st.outq_since = None;
             st.unanswered = 0;
-            let failed = st.pending.iter().filter(|p| matches!(p.waiter, Waiter::Client { .. })).count();
+            let failed = st.pending.iter().filter(|p| matches!(p.waiter, Waiter::Client { .. } | Waiter::Fan { .. })).count();
             st.stats.fault(Fault::from_reason(reason), failed);
             st.last_error = reason.to_string();
             st.consecutive_failures += 1;
@@ -547,7 +550,7 @@ impl Backend {
                 // (no health event, no back-off, no fault counter), so a healthy server is never ejected for it.
                 let reason = super::exhaustion::connect_failure(&e);
                 st.stats.counters.failed_requests +=
-                    st.pending.iter().filter(|p| matches!(p.waiter, Waiter::Client { .. })).count() as u64;
+                    st.pending.iter().filter(|p| matches!(p.waiter, Waiter::Client { .. } | Waiter::Fan { .. })).count() as u64;
                 st.outq.clear();
                 st.outq_since = None;
                 st.generation += 1;
@@ -567,7 +570,7 @@ impl Backend {
             }
             Err(e) => {
                 let reason = describe_connect_error(&e);
-                let failed = st.pending.iter().filter(|p| matches!(p.waiter, Waiter::Client { .. })).count();
+                let failed = st.pending.iter().filter(|p| matches!(p.waiter, Waiter::Client { .. } | Waiter::Fan { .. })).count();
                 st.stats.fault(Fault::Error, failed);
                 st.last_error = reason.clone();
                 st.consecutive_failures += 1;
@@ -774,6 +777,10 @@ fn deliver_failed(waiter: Waiter, reply: &[u8]) {
 
 /// Hands a reply to its request; `latency` (since the request was parsed) is recorded when the request is metered.
 fn deliver(waiter: Waiter, reply: &[u8], latency: Option<Duration>, failed: bool) {
+    if let Waiter::Fan { attempt, child } = waiter {
+        super::fan::arrive(&attempt, child, reply, failed);
+        return;
+    }
     if let Waiter::Client { client, seq, frag, meter } = waiter {
         if let (Some(m), Some(l)) = (&meter, latency) {
             m.finish(client_key(&client), seq, l, failed);

@@ -1,6 +1,7 @@
 //! The Memcached (ASCII) side of a client session: parse requests, route by key, split multi-key gets.
 
 use super::routed::{self, Group, KeyDest, Unroutable};
+use crate::io::fan;
 use super::{InBuf, Next, Session, INBUF_CAPACITY};
 use crate::config::Target;
 use crate::fanout::MergeKind;
@@ -269,6 +270,32 @@ fn route_tree(
     }
     routed::group(&sc.dests, &mut sc.route_groups, &mut sc.key_frag);
     let framer = Framer::Memcache(req.command);
+    if sc.route_groups.iter().any(|g| matches!(g, Group::Fan { .. })) {
+        let plans = s.worker.fans.borrow().clone();
+        let plan = match sc.route_groups[..] {
+            [Group::Fan { route }] => plans.get(route),
+            _ => None,
+        };
+        let Some(plan) = plan else {
+            if !req.noreply {
+                s.local(format!("SERVER_ERROR {}\r\n", routed::mixed_fan_message(&cfg, &sc.route_groups)).as_bytes());
+            }
+            return false;
+        };
+        let env = fan::Env { cfg: &cfg, tree: &tree, pools: &pools, client_id: s.id, proto: s.proto, ctx };
+        let keys: Vec<&[u8]> = sc.keys.iter().map(|k| &raw[k.clone()]).collect();
+        let request = fan::Request { op, keys: &keys, bytes: raw.to_vec(), framer, now };
+        let reply = (!req.noreply).then(|| fan::ReplyTo {
+            q: s.q.clone(),
+            meter: command.map(|c| Meter::new(&s.meters, c, now, false)),
+        });
+        if let Err(fan::Refused(why)) = fan::dispatch(&env, plan, request, reply) {
+            if !req.noreply {
+                s.local(format!("SERVER_ERROR {why}\r\n").as_bytes());
+            }
+        }
+        return false;
+    }
     match sc.route_groups[..] {
         [] => {
             s.local(b"CLIENT_ERROR bad command line format\r\n");
@@ -314,6 +341,7 @@ fn route_tree(
     let exptime = req.exptime.clone().map(|r| &raw[r]);
     for (frag, &group) in sc.route_groups.iter().enumerate() {
         match group {
+            Group::Fan { .. } => unreachable!("handled above"),
             Group::Canned(c) => {
                 sc.reply.clear();
                 canned_reply(&cfg, c, op, 0, &mut sc.reply);

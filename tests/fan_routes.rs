@@ -57,8 +57,9 @@ fn redis_replicated_pool_writes_to_all_and_reads_fail_over() {
     // Reads fail over to b; writes are answered by b; pipelined, every reply in request order.
     let mut pipeline = Vec::new();
     for i in 0..20 {
-        pipeline.extend_from_slice(format!("*3\r\n$3\r\nSET\r\n$4\r\nk2-{}\r\n$1\r\n{}\r\n", i % 10, i % 10).as_bytes());
-        pipeline.extend_from_slice(format!("*2\r\n$3\r\nGET\r\n$2\r\nk1\r\n").as_bytes());
+        pipeline
+            .extend_from_slice(format!("*3\r\n$3\r\nSET\r\n$4\r\nk2-{}\r\n$1\r\n{}\r\n", i % 10, i % 10).as_bytes());
+        pipeline.extend_from_slice(b"*2\r\n$3\r\nGET\r\n$2\r\nk1\r\n");
     }
     client.send(&pipeline);
     for _ in 0..20 {
@@ -171,7 +172,11 @@ fn memcache_all_async_and_all_fastest_with_a_stopped_child() {
         assert_eq!(client.mc(&format!("set f:{i} 0 0 1\r\nz\r\n"), Command::Set), "STORED\r\n");
         assert_eq!(client.mc(&format!("set k{i} 0 0 1\r\nz\r\n"), Command::Set), "NOT_STORED\r\n");
     }
-    assert!(started.elapsed() < Duration::from_millis(250), "answered by a without waiting for b: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(250),
+        "answered by a without waiting for b: {:?}",
+        started.elapsed()
+    );
     assert!(mc_get_direct(&a, "k19").contains("VALUE"));
 }
 

@@ -370,7 +370,8 @@ impl Backend {
             clear_shrunk(&mut st.outq);
             st.outq_since = None;
             st.unanswered = 0;
-            let failed = st.pending.iter().filter(|p| matches!(p.waiter, Waiter::Client { .. } | Waiter::Fan { .. })).count();
+            let failed =
+                st.pending.iter().filter(|p| matches!(p.waiter, Waiter::Client { .. } | Waiter::Fan { .. })).count();
             st.stats.fault(Fault::from_reason(reason), failed);
             st.last_error = reason.to_string();
             st.consecutive_failures += 1;
@@ -549,8 +550,11 @@ impl Backend {
                 // The proxy's own shortage, not the server's fault: fail what waits, but count no server failure
                 // (no health event, no back-off, no fault counter), so a healthy server is never ejected for it.
                 let reason = super::exhaustion::connect_failure(&e);
-                st.stats.counters.failed_requests +=
-                    st.pending.iter().filter(|p| matches!(p.waiter, Waiter::Client { .. } | Waiter::Fan { .. })).count() as u64;
+                st.stats.counters.failed_requests += st
+                    .pending
+                    .iter()
+                    .filter(|p| matches!(p.waiter, Waiter::Client { .. } | Waiter::Fan { .. }))
+                    .count() as u64;
                 st.outq.clear();
                 st.outq_since = None;
                 st.generation += 1;
@@ -570,7 +574,11 @@ impl Backend {
             }
             Err(e) => {
                 let reason = describe_connect_error(&e);
-                let failed = st.pending.iter().filter(|p| matches!(p.waiter, Waiter::Client { .. } | Waiter::Fan { .. })).count();
+                let failed = st
+                    .pending
+                    .iter()
+                    .filter(|p| matches!(p.waiter, Waiter::Client { .. } | Waiter::Fan { .. }))
+                    .count();
                 st.stats.fault(Fault::Error, failed);
                 st.last_error = reason.clone();
                 st.consecutive_failures += 1;

@@ -46,23 +46,6 @@ pub struct Plan {
     pub name: String,
     rule: Rule,
     children: Vec<Target>,
-    /// Counters of this route on this worker (reset by a reload that rebuilds the plans).
-    pub counters: RouteCounters,
-}
-
-/// What a route did on one worker, for /stats and /metrics.
-#[derive(Default)]
-pub struct RouteCounters {
-    pub requests: Cell<u64>,
-    /// Requests sent on to the next child by failover and miss_failover.
-    pub failovers: Cell<u64>,
-    pub background_sent: Cell<u64>,
-    pub background_dropped: Cell<u64>,
-    pub background_failed: Cell<u64>,
-}
-
-fn bump(c: &Cell<u64>) {
-    c.set(c.get() + 1);
 }
 
 enum Rule {
@@ -87,11 +70,6 @@ impl Plans {
 
     pub fn get(&self, route: usize) -> Option<&Rc<Plan>> {
         self.plans.get(route).and_then(Option::as_ref)
-    }
-
-    /// Every plan with its counters, for stats.
-    pub fn iter(&self) -> impl Iterator<Item = &Rc<Plan>> {
-        self.plans.iter().flatten()
     }
 }
 
@@ -120,15 +98,7 @@ impl Plan {
             }
             _ => return None,
         };
-        Some(Plan { name: name.to_string(), rule, children, counters: RouteCounters::default() })
-    }
-
-    pub fn kind(&self) -> &'static str {
-        match &self.rule {
-            Rule::Failover(_) => "failover",
-            Rule::All(_) => "all",
-            Rule::Shadow { .. } => "shadow",
-        }
+        Some(Plan { name: name.to_string(), rule, children })
     }
 }
 
@@ -220,7 +190,10 @@ fn resolve(env: &Env, plan: &Plan, target: Target, op: Op, keys: &[&[u8]]) -> Re
     };
     let Some(p) = env.pools.get(pool) else { return Err(Refused("ferrule: no such pool".into())) };
     if p.servers.get(server).is_some_and(|s| s.ejected) {
-        return Ok(Dest::Failed(format!("server {} of pool '{}' unavailable (ejected)", p.servers[server].ident, p.name)));
+        return Ok(Dest::Failed(format!(
+            "server {} of pool '{}' unavailable (ejected)",
+            p.servers[server].ident, p.name
+        )));
     }
     Ok(Dest::Backend(p.backend_for(server, env.client_id, env.proto).clone()))
 }
@@ -245,15 +218,16 @@ struct AttemptState {
 
 enum Mode {
     Failover,
-    All { combine: Combine, replies: Vec<Option<Vec<u8>>> },
+    All {
+        combine: Box<Combine>,
+        replies: Vec<Option<Vec<u8>>>,
+    },
     /// Background copies: child `i` is shadow target `i` (shadow) or child `i` (all_async).
     Copies,
 }
 
 /// Fans `req` out through `plan`; `reply` is the client's (absent for memcache `noreply`).
 pub fn dispatch(env: &Env, plan: &Rc<Plan>, req: Request, reply: Option<ReplyTo>) -> Result<(), Refused> {
-    let c = &plan.counters;
-    bump(&c.requests);
     let protocol = req.op.protocol();
     match &plan.rule {
         Rule::Shadow { shadows, max_outstanding } => {
@@ -266,10 +240,9 @@ pub fn dispatch(env: &Env, plan: &Rc<Plan>, req: Request, reply: Option<ReplyTo>
                 if !shadow::shadowed(key, s.key_fraction, s.request_fraction, draw) {
                     continue;
                 }
-                match resolve(env, plan, s.target, req.op, req.keys) {
-                    Ok(Dest::Backend(b)) => copies.push((i, b)),
-                    // A shadow that cannot be reached is a dropped copy, never the client's problem.
-                    _ => bump(&c.background_dropped),
+                // A shadow that cannot be reached is a dropped copy, never the client's problem.
+                if let Ok(Dest::Backend(b)) = resolve(env, plan, s.target, req.op, req.keys) {
+                    copies.push((i, b));
                 }
             }
             send_single(main, &req, reply);
@@ -281,15 +254,14 @@ pub fn dispatch(env: &Env, plan: &Rc<Plan>, req: Request, reply: Option<ReplyTo>
             for (i, b) in copies {
                 let s = &shadows[i];
                 if s.outstanding.get() >= *max_outstanding || !take_background(&b) {
-                    bump(&c.background_dropped);
                     continue;
                 }
                 s.outstanding.set(s.outstanding.get() + 1);
-                bump(&c.background_sent);
                 dests[i] = Dest::Backend(b);
                 go.push(i);
             }
-            let att = Attempt::new(plan, protocol, req.op.class(), req.bytes, req.framer, dests, None, req.now, Mode::Copies);
+            let att =
+                Attempt::new(plan, protocol, req.op.class(), req.bytes, req.framer, dests, None, req.now, Mode::Copies);
             for i in go {
                 send(&att, i, req.now);
             }
@@ -306,7 +278,17 @@ pub fn dispatch(env: &Env, plan: &Rc<Plan>, req: Request, reply: Option<ReplyTo>
                 return Ok(());
             };
             let client = Some((reply.q.clone(), reply.q.borrow_mut().reserve(), reply.meter));
-            let att = Attempt::new(plan, protocol, req.op.class(), req.bytes, req.framer, dests, client, req.now, Mode::Failover);
+            let att = Attempt::new(
+                plan,
+                protocol,
+                req.op.class(),
+                req.bytes,
+                req.framer,
+                dests,
+                client,
+                req.now,
+                Mode::Failover,
+            );
             send(&att, 0, req.now);
         }
         Rule::All(mode) => {
@@ -319,7 +301,7 @@ pub fn dispatch(env: &Env, plan: &Rc<Plan>, req: Request, reply: Option<ReplyTo>
             let (client, mode_state) = match (reply, *mode) {
                 (Some(reply), m) if m != AllMode::Async => {
                     let seq = reply.q.borrow_mut().reserve();
-                    let combine = Combine::new(m, n);
+                    let combine = Box::new(Combine::new(m, n));
                     (Some((reply.q.clone(), seq, reply.meter)), Mode::All { combine, replies: vec![None; n] })
                 }
                 (reply, _) => {
@@ -333,7 +315,8 @@ pub fn dispatch(env: &Env, plan: &Rc<Plan>, req: Request, reply: Option<ReplyTo>
                 }
             };
             let background = matches!(mode_state, Mode::Copies);
-            let att = Attempt::new(plan, protocol, req.op.class(), req.bytes, req.framer, dests, client, req.now, mode_state);
+            let att =
+                Attempt::new(plan, protocol, req.op.class(), req.bytes, req.framer, dests, client, req.now, mode_state);
             for i in 0..n {
                 if background {
                     let ok = match &att.dests[i] {
@@ -341,10 +324,8 @@ pub fn dispatch(env: &Env, plan: &Rc<Plan>, req: Request, reply: Option<ReplyTo>
                         _ => false,
                     };
                     if !ok {
-                        bump(&c.background_dropped);
                         continue;
                     }
-                    bump(&c.background_sent);
                 }
                 send(&att, i, req.now);
             }
@@ -459,7 +440,6 @@ pub fn arrive(att: &Rc<Attempt>, child: u32, reply: &[u8], failed: bool) {
         Outcome::Reply(reply)
     };
     let failure = severity::failure_class(att.protocol, outcome);
-    let c = &att.plan.counters;
     let next = {
         let mut st = att.st.borrow_mut();
         let waiting = st.client.is_some();
@@ -470,9 +450,6 @@ pub fn arrive(att: &Rc<Attempt>, child: u32, reply: &[u8], failed: bool) {
                     if let Some(s) = shadows.get(child) {
                         s.outstanding.set(s.outstanding.get().saturating_sub(1));
                     }
-                }
-                if failure.is_some() {
-                    bump(&c.background_failed);
                 }
                 return;
             }
@@ -509,7 +486,6 @@ pub fn arrive(att: &Rc<Attempt>, child: u32, reply: &[u8], failed: bool) {
     };
     match next {
         Some(n) => {
-            bump(&c.failovers);
             send(att, n, Instant::now());
         }
         None => answer(att, reply, failed),

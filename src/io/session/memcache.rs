@@ -1,11 +1,11 @@
 //! The Memcached (ASCII) side of a client session: parse requests, route by key, split multi-key gets.
 
 use super::routed::{self, Group, KeyDest, Unroutable};
-use crate::io::fan;
 use super::{InBuf, Next, Session, INBUF_CAPACITY};
 use crate::config::Target;
 use crate::fanout::MergeKind;
 use crate::io::backend::{Backend, Framer, Waiter};
+use crate::io::fan;
 use crate::io::stats::{client_key, CommandId, Meter};
 use crate::protocol::memcache::{self, Command, Parse, Request};
 use crate::router::group_by_server;
@@ -285,10 +285,8 @@ fn route_tree(
         let env = fan::Env { cfg: &cfg, tree: &tree, pools: &pools, client_id: s.id, proto: s.proto, ctx };
         let keys: Vec<&[u8]> = sc.keys.iter().map(|k| &raw[k.clone()]).collect();
         let request = fan::Request { op, keys: &keys, bytes: raw.to_vec(), framer, now };
-        let reply = (!req.noreply).then(|| fan::ReplyTo {
-            q: s.q.clone(),
-            meter: command.map(|c| Meter::new(&s.meters, c, now, false)),
-        });
+        let reply = (!req.noreply)
+            .then(|| fan::ReplyTo { q: s.q.clone(), meter: command.map(|c| Meter::new(&s.meters, c, now, false)) });
         if let Err(fan::Refused(why)) = fan::dispatch(&env, plan, request, reply) {
             if !req.noreply {
                 s.local(format!("SERVER_ERROR {why}\r\n").as_bytes());

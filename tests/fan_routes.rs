@@ -178,6 +178,10 @@ fn memcache_all_async_and_all_fastest_with_a_stopped_child() {
         started.elapsed()
     );
     assert!(mc_get_direct(&a, "k19").contains("VALUE"));
+    // noreply through all_* queues no waiter: the replies after it still reach their own requests.
+    client.send(b"set nr 0 0 1 noreply\r\nn\r\nset f:nr 0 0 1 noreply\r\nn\r\n");
+    assert_eq!(client.mc("get f:1\r\n", Command::Get), "VALUE f:1 0 1\r\nz\r\nEND\r\n");
+    assert!(mc_get_direct(&a, "nr").contains("VALUE nr") && mc_get_direct(&a, "f:nr").contains("VALUE f:nr"));
 }
 
 /// shadow: the child answers; copies go to the shadow; a stopped shadow delays and fails nothing, its copies are

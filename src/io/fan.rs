@@ -228,6 +228,7 @@ enum Mode {
 
 /// Fans `req` out through `plan`; `reply` is the client's (absent for memcache `noreply`).
 pub fn dispatch(env: &Env, plan: &Rc<Plan>, req: Request, reply: Option<ReplyTo>) -> Result<(), Refused> {
+    let Some(reply) = reply else { return dispatch_noreply(env, plan, &req) };
     let protocol = req.op.protocol();
     match &plan.rule {
         Rule::Shadow { shadows, max_outstanding } => {
@@ -272,11 +273,6 @@ pub fn dispatch(env: &Env, plan: &Rc<Plan>, req: Request, reply: Option<ReplyTo>
                 .iter()
                 .map(|&t| resolve(env, plan, t, req.op, req.keys))
                 .collect::<Result<Vec<_>, _>>()?;
-            let Some(reply) = reply else {
-                // noreply: nothing comes back to fail over on; the first child takes it.
-                send_single(dests.into_iter().next().unwrap_or(Dest::Failed(String::new())), &req, None);
-                return Ok(());
-            };
             let client = Some((reply.q.clone(), reply.q.borrow_mut().reserve(), reply.meter));
             let att = Attempt::new(
                 plan,
@@ -298,21 +294,16 @@ pub fn dispatch(env: &Env, plan: &Rc<Plan>, req: Request, reply: Option<ReplyTo>
                 .map(|&t| resolve(env, plan, t, req.op, req.keys))
                 .collect::<Result<Vec<_>, _>>()?;
             let n = dests.len();
-            let (client, mode_state) = match (reply, *mode) {
-                (Some(reply), m) if m != AllMode::Async => {
-                    let seq = reply.q.borrow_mut().reserve();
-                    let combine = Box::new(Combine::new(m, n));
-                    (Some((reply.q.clone(), seq, reply.meter)), Mode::All { combine, replies: vec![None; n] })
-                }
-                (reply, _) => {
-                    // all_async (or noreply): the default reply now, the children in the background.
-                    if let Some(reply) = reply {
-                        let mut out = Vec::new();
-                        null::write(req.op, req.keys.len(), &mut out);
-                        reply.q.borrow_mut().push_local(&out);
-                    }
-                    (None, Mode::Copies)
-                }
+            let (client, mode_state) = if *mode == AllMode::Async {
+                // The default reply now, the children in the background.
+                let mut out = Vec::new();
+                null::write(req.op, req.keys.len(), &mut out);
+                reply.q.borrow_mut().push_local(&out);
+                (None, Mode::Copies)
+            } else {
+                let seq = reply.q.borrow_mut().reserve();
+                let combine = Box::new(Combine::new(*mode, n));
+                (Some((reply.q.clone(), seq, reply.meter)), Mode::All { combine, replies: vec![None; n] })
             };
             let background = matches!(mode_state, Mode::Copies);
             let att =
@@ -329,6 +320,36 @@ pub fn dispatch(env: &Env, plan: &Rc<Plan>, req: Request, reply: Option<ReplyTo>
                 }
                 send(&att, i, req.now);
             }
+        }
+    }
+    Ok(())
+}
+
+/// A memcache `noreply` request: no server replies to it, so no waiter may be queued for it (the server's next
+/// reply would be taken for its answer). With nothing to fail over on, failover kinds send it to the first child;
+/// the others to every child (shadow: the child and the copies, bounded as copies are).
+fn dispatch_noreply(env: &Env, plan: &Rc<Plan>, req: &Request) -> Result<(), Refused> {
+    let mut targets: Vec<Target> = match &plan.rule {
+        Rule::Failover(_) => plan.children.iter().take(1).copied().collect(),
+        Rule::All(_) => plan.children.clone(),
+        Rule::Shadow { .. } => plan.children.clone(),
+    };
+    if let Rule::Shadow { shadows, .. } = &plan.rule {
+        let key = req.keys.first().copied().unwrap_or_default();
+        for (i, s) in shadows.iter().enumerate() {
+            if shadow::shadowed(key, s.key_fraction, s.request_fraction, mix_draw(env.ctx.random, i)) {
+                targets.push(s.target);
+            }
+        }
+    }
+    let dests = targets.iter().map(|&t| resolve(env, plan, t, req.op, req.keys)).collect::<Result<Vec<_>, _>>()?;
+    for (i, dest) in dests.into_iter().enumerate() {
+        if let Dest::Backend(b) = dest {
+            // Copies (every destination but the first) are not queued on a backend over its bound.
+            if i > 0 && b.over_queue_bound() {
+                continue;
+            }
+            b.enqueue(|out| out.extend_from_slice(&req.bytes), None, req.framer, req.now);
         }
     }
     Ok(())
@@ -358,27 +379,18 @@ fn release_background() {
     BACKGROUND.with(|n| n.set(n.get().saturating_sub(1)));
 }
 
-/// Sends to one destination with the client's own waiter (shadow's main child, noreply requests).
-fn send_single(dest: Dest, req: &Request, reply: Option<ReplyTo>) {
-    let reply = reply.map(|r| {
-        let seq = r.q.borrow_mut().reserve();
-        (r, seq)
-    });
+/// Sends to one destination with the client's own waiter (shadow's main child): the plain path's waiter.
+fn send_single(dest: Dest, req: &Request, reply: ReplyTo) {
+    let seq = reply.q.borrow_mut().reserve();
     match dest {
         Dest::Backend(b) => {
-            let waiter = reply.map(|(r, seq)| Waiter::Client { client: r.q, seq, frag: None, meter: r.meter });
-            b.enqueue(|out| out.extend_from_slice(&req.bytes), waiter, req.framer, req.now);
+            let waiter = Waiter::Client { client: reply.q, seq, frag: None, meter: reply.meter };
+            b.enqueue(|out| out.extend_from_slice(&req.bytes), Some(waiter), req.framer, req.now);
         }
-        Dest::Reply(bytes) => {
-            if let Some((r, seq)) = reply {
-                r.q.borrow_mut().complete(seq, &bytes);
-            }
-        }
+        Dest::Reply(bytes) => reply.q.borrow_mut().complete(seq, &bytes),
         Dest::Failed(reason) => {
-            if let Some((r, seq)) = reply {
-                let out = failure_reply(req.op.protocol(), &reason);
-                r.q.borrow_mut().complete(seq, &out);
-            }
+            let out = failure_reply(req.op.protocol(), &reason);
+            reply.q.borrow_mut().complete(seq, &out);
         }
     }
 }

@@ -26,6 +26,10 @@ pub enum Framer {
     Redis(redis::ReplyShape),
     /// The memcached framer knows which reply lines each command can get, and refuses the others.
     Memcache(memcache::Command),
+    /// A quiet (`q`) meta request, sent without its `q`: framed like [`Framer::Memcache`], and the reply memcached
+    /// would have hidden is dropped on delivery ([`memcache::meta::hides`]), so the client sees what a quiet
+    /// request to memcached shows while every request still gets a reply to be matched by.
+    MemcacheQuiet(memcache::Command),
 }
 
 impl Framer {
@@ -33,7 +37,17 @@ impl Framer {
     fn start(self) -> ReplyFraming {
         match self {
             Framer::Redis(_) => ReplyFraming::Redis(redis::ReplyParser::new()),
-            Framer::Memcache(cmd) => ReplyFraming::Memcache(memcache::ReplyFramer::new(cmd)),
+            Framer::Memcache(cmd) | Framer::MemcacheQuiet(cmd) => {
+                ReplyFraming::Memcache(memcache::ReplyFramer::new(cmd))
+            }
+        }
+    }
+
+    /// What of the framed `reply` its client gets.
+    fn shown(self, reply: &[u8]) -> &[u8] {
+        match self {
+            Framer::MemcacheQuiet(cmd) if memcache::meta::hides(cmd, reply) => &[],
+            _ => reply,
         }
     }
 
@@ -43,7 +57,9 @@ impl Framer {
             Framer::Redis(_) => format!("sent a malformed reply: {error}"),
             // The memcached framer refuses a well-formed line that the command cannot get (STORED to a get) as
             // well as a malformed one: either way the reply cannot answer this command.
-            Framer::Memcache(cmd) => format!("sent a reply that cannot answer {}: {error}", cmd.name()),
+            Framer::Memcache(cmd) | Framer::MemcacheQuiet(cmd) => {
+                format!("sent a reply that cannot answer {}: {error}", cmd.name())
+            }
         }
     }
 }
@@ -679,6 +695,7 @@ impl Backend {
                             (p, latency)
                         };
                         start += len;
+                        let shown = p.as_ref().map_or(reply, |p| p.framer.shown(reply));
                         match p.map(|p| p.waiter) {
                             Some(Waiter::Prelude { hello3 }) => {
                                 let bad =
@@ -699,7 +716,7 @@ impl Backend {
                                 self.fail_connection(generation, reason);
                                 return;
                             }
-                            Some(w) => deliver(w, reply, latency, false),
+                            Some(w) => deliver(w, shown, latency, false),
                             None => {}
                         }
                     }

@@ -210,7 +210,7 @@ pub fn write_forwarded(out: &mut Vec<u8>, raw: &[u8], meta: Option<&Meta>) {
 /// length; None when it is not valid base64 or decodes to nothing (memcached refuses it then, and the request is
 /// routed by the token as sent, to be refused by the server).
 pub fn decode_key(token: &[u8], out: &mut [u8; MAX_DECODED_KEY_LEN]) -> Option<usize> {
-    if token.is_empty() || token.len() % 4 != 0 || token.len() > MAX_KEY_LEN + 2 {
+    if token.is_empty() || !token.len().is_multiple_of(4) || token.len() > MAX_KEY_LEN + 2 {
         return None;
     }
     let mut len = 0;

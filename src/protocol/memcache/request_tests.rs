@@ -401,8 +401,7 @@ fn a_refused_meta_set_discards_its_data_block() {
     // The data block is never read as a command: `delete victim` here is ms's value.
     let long = format!("ms {} 13\r\ndelete victim\r\n", "k".repeat(251));
     assert_eq!(error(long.as_bytes()), (BAD_FORMAT_REPLY, long.len(), 0));
-    let many =
-        format!("ms k 13{}\r\ndelete victim\r\n", " O1 F1 T1 k c s q b I C1 MS N1 E1 R1 a d e f".replace(' ', " "));
+    let many = format!("ms k 13{}\r\ndelete victim\r\n", " O1 F1 T1 k c s q b I C1 MS N1 E1 R1 a d e f");
     assert_eq!(error(many.as_bytes()), ("CLIENT_ERROR options flags too long\r\n", many.len(), 0));
     assert_eq!(error(b"ms k 13\r\ndelete victim!!\r\n"), (BAD_DATA_CHUNK_REPLY, 24, 0));
     // Before the block has arrived: the rest is skipped as it comes.

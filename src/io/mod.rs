@@ -17,6 +17,7 @@ mod stats;
 mod stats_json;
 mod stream;
 pub mod sys;
+mod tls;
 mod uring;
 mod worker;
 

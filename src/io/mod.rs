@@ -18,6 +18,7 @@ mod stats;
 mod stats_json;
 mod stream;
 pub mod sys;
+mod tls;
 mod uring;
 mod worker;
 

@@ -42,6 +42,8 @@ impl PoolRt {
     ) -> PoolRt {
         let opts = backend_options(cfg, proxy, Proto::Resp2);
         let resp3 = (cfg.protocol == Protocol::Redis).then(|| backend_options(cfg, proxy, Proto::Resp3));
+        // This worker's own copy (its own session cache), shared by the pool's servers on this core.
+        let tls_config = cfg.tls.as_ref().map(|t| crate::tls::for_worker_client(&t.client.config));
         let servers: Vec<ServerRt> = cfg
             .servers
             .iter()
@@ -49,8 +51,14 @@ impl PoolRt {
                 let conns = reuse(cfg, s).unwrap_or_else(|| {
                     let label =
                         format!("{}/{}", cfg.name, s.name.clone().unwrap_or_else(|| format!("{}:{}", s.host, s.port)));
+                    let tls = cfg.tls.as_ref().zip(tls_config.as_ref()).map(|(t, config)| super::tls::Connector {
+                        config: config.clone(),
+                        server_name: t.server_name(s),
+                    });
                     let spawn = |opts: &BackendOptions, preconnect: bool| {
-                        let b = Backend::new(s.addr, label.clone(), opts.clone());
+                        let mut opts = opts.clone();
+                        opts.tls = tls.clone();
+                        let b = Backend::new(s.addr, label.clone(), opts);
                         glommio::spawn_local(b.clone().run(preconnect)).detach();
                         b
                     };
@@ -147,5 +155,6 @@ fn backend_options(cfg: &PoolConfig, proxy: &ProxyConfig, proto: Proto) -> Backe
         prelude,
         prelude_replies,
         prelude_ends_with_hello3: cfg.protocol == Protocol::Redis && proto == Proto::Resp3,
+        tls: None,
     }
 }

@@ -137,6 +137,9 @@ pub(super) fn build_with(text: &str, require_executable: bool) -> Result<Config,
             return Err(ConfigError::at(text, &route.type_span, &route.type_key, not_executable_message(type_name)));
         }
     }
+    if require_executable {
+        check_no_nested_fans(text, &routes)?;
+    }
     check_bind_conflicts(text, &proxy_section, &proxy, &listeners)?;
 
     Ok(Config {
@@ -669,6 +672,38 @@ fn check_bind_conflicts(
                 Some(located) => located.error(text, message),
                 None => ConfigError::new(Some(key), message),
             });
+        }
+    }
+    Ok(())
+}
+
+/// The proxy executes one multi-destination route per request: a multi-destination route reaching another one
+/// (directly or through selector routes) is refused at the inner one's type.
+fn check_no_nested_fans(text: &str, routes: &[RouteDraft]) -> Result<(), ConfigError> {
+    for (i, outer) in routes.iter().enumerate() {
+        if !outer.config.kind.is_multi() {
+            continue;
+        }
+        let mut seen = vec![false; routes.len()];
+        let mut stack: Vec<Target> = outer.config.kind.targets();
+        while let Some(t) = stack.pop() {
+            let Target::Route(r) = t else { continue };
+            if r == i || std::mem::replace(&mut seen[r], true) {
+                continue;
+            }
+            let inner = &routes[r];
+            if inner.config.kind.is_multi() {
+                let message = format!(
+                    "route {:?} ({}) is reached from route {:?} ({}): a multi-destination route below another is not \
+                     implemented yet",
+                    inner.config.name,
+                    inner.config.kind.type_name(),
+                    outer.config.name,
+                    outer.config.kind.type_name()
+                );
+                return Err(ConfigError::at(text, &inner.type_span, &inner.type_key, message));
+            }
+            stack.extend(inner.config.kind.targets());
         }
     }
     Ok(())

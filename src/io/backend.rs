@@ -27,6 +27,10 @@ pub enum Framer {
     Redis(redis::ReplyShape),
     /// The memcached framer knows which reply lines each command can get, and refuses the others.
     Memcache(memcache::Command),
+    /// A quiet (`q`) meta request, sent without its `q`: framed like [`Framer::Memcache`], and the reply memcached
+    /// would have hidden is dropped on delivery ([`memcache::meta::hides`]), so the client sees what a quiet
+    /// request to memcached shows while every request still gets a reply to be matched by.
+    MemcacheQuiet(memcache::Command),
 }
 
 impl Framer {
@@ -34,7 +38,17 @@ impl Framer {
     fn start(self) -> ReplyFraming {
         match self {
             Framer::Redis(_) => ReplyFraming::Redis(redis::ReplyParser::new()),
-            Framer::Memcache(cmd) => ReplyFraming::Memcache(memcache::ReplyFramer::new(cmd)),
+            Framer::Memcache(cmd) | Framer::MemcacheQuiet(cmd) => {
+                ReplyFraming::Memcache(memcache::ReplyFramer::new(cmd))
+            }
+        }
+    }
+
+    /// What of the framed `reply` its client gets.
+    fn shown(self, reply: &[u8]) -> &[u8] {
+        match self {
+            Framer::MemcacheQuiet(cmd) if memcache::meta::hides(cmd, reply) => &[],
+            _ => reply,
         }
     }
 
@@ -44,7 +58,9 @@ impl Framer {
             Framer::Redis(_) => format!("sent a malformed reply: {error}"),
             // The memcached framer refuses a well-formed line that the command cannot get (STORED to a get) as
             // well as a malformed one: either way the reply cannot answer this command.
-            Framer::Memcache(cmd) => format!("sent a reply that cannot answer {}: {error}", cmd.name()),
+            Framer::Memcache(cmd) | Framer::MemcacheQuiet(cmd) => {
+                format!("sent a reply that cannot answer {}: {error}", cmd.name())
+            }
         }
     }
 }
@@ -107,6 +123,9 @@ pub enum Waiter {
     /// A reply to the connection prelude (AUTH, SELECT, HELLO 3): checked, not forwarded. `hello3`: it answers
     /// `HELLO 3`, so it must show the switch to RESP3 (a map), not merely be no error.
     Prelude { hello3: bool },
+    /// Child `child` of a request fanned out by a multi-destination route (`io::fan`): the reply goes to the route's
+    /// rule, which answers the client or sends the request on.
+    Fan { attempt: Rc<super::fan::Attempt>, child: u32 },
 }
 
 impl Waiter {
@@ -370,7 +389,8 @@ impl Backend {
             clear_shrunk(&mut st.outq);
             st.outq_since = None;
             st.unanswered = 0;
-            let failed = st.pending.iter().filter(|p| matches!(p.waiter, Waiter::Client { .. })).count();
+            let failed =
+                st.pending.iter().filter(|p| matches!(p.waiter, Waiter::Client { .. } | Waiter::Fan { .. })).count();
             st.stats.fault(Fault::from_reason(reason), failed);
             st.last_error = reason.to_string();
             st.consecutive_failures += 1;
@@ -560,8 +580,11 @@ impl Backend {
             Err(ConnectFailure::OutOfDescriptors(reason)) => {
                 // The proxy's own shortage, not the server's fault: fail what waits, but count no server failure
                 // (no health event, no back-off, no fault counter), so a healthy server is never ejected for it.
-                st.stats.counters.failed_requests +=
-                    st.pending.iter().filter(|p| matches!(p.waiter, Waiter::Client { .. })).count() as u64;
+                st.stats.counters.failed_requests += st
+                    .pending
+                    .iter()
+                    .filter(|p| matches!(p.waiter, Waiter::Client { .. } | Waiter::Fan { .. }))
+                    .count() as u64;
                 st.outq.clear();
                 st.outq_since = None;
                 st.generation += 1;
@@ -580,7 +603,11 @@ impl Backend {
                 None
             }
             Err(ConnectFailure::Server(reason)) => {
-                let failed = st.pending.iter().filter(|p| matches!(p.waiter, Waiter::Client { .. })).count();
+                let failed = st
+                    .pending
+                    .iter()
+                    .filter(|p| matches!(p.waiter, Waiter::Client { .. } | Waiter::Fan { .. }))
+                    .count();
                 st.stats.fault(Fault::Error, failed);
                 st.last_error = reason.clone();
                 st.consecutive_failures += 1;
@@ -692,6 +719,7 @@ impl Backend {
                             (p, latency)
                         };
                         start += len;
+                        let shown = p.as_ref().map_or(reply, |p| p.framer.shown(reply));
                         match p.map(|p| p.waiter) {
                             Some(Waiter::Prelude { hello3 }) => {
                                 let bad =
@@ -712,7 +740,7 @@ impl Backend {
                                 self.fail_connection(generation, reason);
                                 return;
                             }
-                            Some(w) => deliver(w, reply, latency, false),
+                            Some(w) => deliver(w, shown, latency, false),
                             None => {}
                         }
                     }
@@ -787,6 +815,10 @@ fn deliver_failed(waiter: Waiter, reply: &[u8]) {
 
 /// Hands a reply to its request; `latency` (since the request was parsed) is recorded when the request is metered.
 fn deliver(waiter: Waiter, reply: &[u8], latency: Option<Duration>, failed: bool) {
+    if let Waiter::Fan { attempt, child } = waiter {
+        super::fan::arrive(&attempt, child, reply, failed);
+        return;
+    }
     if let Waiter::Client { client, seq, frag, meter } = waiter {
         if let (Some(m), Some(l)) = (&meter, latency) {
             m.finish(client_key(&client), seq, l, failed);

@@ -7,6 +7,7 @@ mod admin_access;
 mod backend;
 mod control;
 mod exhaustion;
+mod fan;
 mod messages;
 mod metrics;
 mod pool;

@@ -122,6 +122,8 @@ pub struct Worker {
     pub pools: RefCell<Vec<PoolRt>>,
     /// The routes of the running config, rebuilt on reload with the pools (indices into both match `config`).
     pub routes: RefCell<Rc<RouteTree>>,
+    /// How this worker executes the multi-destination routes of the running config, with their counters.
+    pub fans: RefCell<Rc<super::fan::Plans>>,
     listeners: RefCell<HashMap<String, ListenerRt>>,
     /// Backend connections removed by a reload that still have requests in flight: their deadlines are still
     /// checked, and they are dropped once they closed.
@@ -517,6 +519,7 @@ pub async fn run(
         id,
         pools: RefCell::new(Vec::new()),
         routes: RefCell::new(Rc::new(RouteTree::build(&cfg))),
+        fans: RefCell::new(Rc::new(super::fan::Plans::build(&cfg))),
         listeners: RefCell::new(HashMap::new()),
         retired: RefCell::new(Vec::new()),
         sessions: RefCell::new(HashMap::new()),
@@ -558,6 +561,7 @@ async fn serve_control(worker: Rc<Worker>, mut rx: ConnectedReceiver<ToWorker>, 
                 // on the backends they were queued on, the next ones route with the new rings.
                 worker.install_pools(&config, &ejected);
                 *worker.routes.borrow_mut() = Rc::new(RouteTree::build(&config));
+                *worker.fans.borrow_mut() = Rc::new(super::fan::Plans::build(&config));
                 *worker.config.borrow_mut() = config.clone();
                 worker.stats.borrow_mut().set_enabled(config.proxy.stats);
                 let problems = worker.install_listeners(&config);

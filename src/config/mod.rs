@@ -11,15 +11,19 @@
 mod address;
 mod error;
 mod fields;
+pub mod import;
 mod redact;
 mod routes;
 mod server;
+mod tls;
 mod validate;
 
 #[cfg(test)]
 mod route_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -32,6 +36,7 @@ pub use routes::{
     DEFAULT_ERROR_MESSAGE, DEFAULT_SHADOW_MAX_OUTSTANDING, EXECUTABLE_TYPES, MEMCACHE_OPERATIONS, OPERATION_CLASSES,
     ROUTE_TYPES,
 };
+pub use tls::{Built, ClientAuth, ListenerTls, PoolTls, DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS};
 
 /// Default admin/stats HTTP endpoint: loopback only, the port twemproxy uses for its stats.
 pub const DEFAULT_ADMIN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 22222);
@@ -342,6 +347,8 @@ pub struct ListenerConfig {
     /// Redis only: the password clients must AUTH with before anything else.
     pub auth: Option<String>,
     pub backlog: u32,
+    /// Clients must speak TLS (`tls_cert`/`tls_key` set).
+    pub tls: Option<ListenerTls>,
 }
 
 impl ListenerConfig {
@@ -386,6 +393,8 @@ pub struct PoolConfig {
     pub server_retry_timeout_ms: u64,
     /// Memcache only: the largest value a storage command may carry.
     pub max_value_bytes: usize,
+    /// TLS to the servers (`tls = true`).
+    pub tls: Option<PoolTls>,
 }
 
 /// One backend server of a pool.

@@ -36,6 +36,11 @@ pub(super) fn parse_server(spec: &str) -> Result<ServerConfig, String> {
     })
 }
 
+/// Checks the form of a server line without resolving its host (for the config importers, which do no I/O).
+pub(super) fn check_server_spec(spec: &str) -> Result<(), String> {
+    split_spec(spec).map(|_| ())
+}
+
 fn split_spec(spec: &str) -> Result<ServerSpec<'_>, String> {
     let mut words = spec.split_whitespace();
     let address = words.next().ok_or_else(|| format!("empty server; {EXPECTED_FORM}"))?;

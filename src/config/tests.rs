@@ -350,7 +350,7 @@ fn duplicate_servers_are_rejected() {
 fn bad_pool_values_are_rejected() {
     let cases = [
         ("hash = \"fnv\"", "hash", "unknown hash \"fnv\"; expected one of: one_at_a_time"),
-        ("distribution = \"ring\"", "distribution", "expected ketama, modula or random"),
+        ("distribution = \"ring\"", "distribution", "expected one of: ketama, modula, random, ch3"),
         ("hash_tag = \"{\"", "hash_tag", "not two printable ASCII characters"),
         ("hash_tag = \"{}}\"", "hash_tag", "not two printable ASCII characters"),
         ("timeout_ms = 0", "timeout_ms", "must be at least 1, got 0"),
@@ -590,4 +590,51 @@ fn load_names_the_file() {
     );
     assert_eq!(err.origin(), Some(path.as_path()));
     assert_eq!(err.column(), Some(8));
+}
+
+#[test]
+fn mcrouter_distributions_and_their_rules() {
+    let pool = |lines: &str| MINIMAL.replace("servers = [\"127.0.0.1:6381:1\"]", lines);
+    let config = parse_ok(&pool("servers = [\"127.0.0.1:6381:1\", \"127.0.0.1:6382:1\"]\ndistribution = \"ch3\""));
+    assert_eq!(config.pools[0].distribution, DistributionKind::Ch3);
+    let config = parse_ok(&pool(
+        "servers = [\"127.0.0.1:6381:1000000\", \"127.0.0.1:6382:700000\"]\ndistribution = \"weighted_ch3\"",
+    ));
+    assert_eq!(config.pools[0].distribution, DistributionKind::WeightedCh3);
+    assert_eq!(config.pools[0].servers[1].weight, 700_000);
+    // A config that names the default hash (as GET /config writes it) still parses back.
+    let config =
+        parse_ok(&pool("servers = [\"127.0.0.1:6381:1\"]\ndistribution = \"mcrouter_crc32\"\nhash = \"fnv1a_64\""));
+    assert_eq!(Config::parse(&config.to_redacted_toml()).unwrap().pools, config.pools);
+
+    assert_error(
+        &pool("servers = [\"127.0.0.1:6381:1\"]\ndistribution = \"ch3\"\nhash = \"md5\""),
+        "pools.main.hash",
+        10,
+        "hashes keys itself",
+    );
+    assert_error(
+        &pool("servers = [\"127.0.0.1:6381:1\"]\ndistribution = \"ch3\"\nauto_eject_hosts = true"),
+        "pools.main.auto_eject_hosts",
+        10,
+        "cannot be used",
+    );
+    assert_error(
+        &pool("servers = [\"127.0.0.1:6381:1\", \"127.0.0.1:6382:2\"]\ndistribution = \"ch3\""),
+        "pools.main.servers",
+        8,
+        "servers[1] has weight 2; ch3 ignores weights",
+    );
+    assert_error(
+        &pool("servers = [\"127.0.0.1:6381:1000001\"]\ndistribution = \"weighted_ch3\""),
+        "pools.main.servers",
+        8,
+        "parts per million",
+    );
+    assert_error(
+        &pool("servers = [\"127.0.0.1:6381:1\"]\ndistribution = \"furc\""),
+        "pools.main.distribution",
+        9,
+        "ch3",
+    );
 }

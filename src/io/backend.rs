@@ -8,7 +8,8 @@
 
 use super::replies::ClientRef;
 use super::stats::{client_key, BackendStats, BatchClock, Fault, Meter};
-use super::uring::{self, Conn};
+use super::tls::{self, Stream};
+use super::uring;
 use crate::config::{Batching, Protocol};
 use crate::protocol::{memcache, redis};
 use std::cell::RefCell;
@@ -26,6 +27,10 @@ pub enum Framer {
     Redis(redis::ReplyShape),
     /// The memcached framer knows which reply lines each command can get, and refuses the others.
     Memcache(memcache::Command),
+    /// A quiet (`q`) meta request, sent without its `q`: framed like [`Framer::Memcache`], and the reply memcached
+    /// would have hidden is dropped on delivery ([`memcache::meta::hides`]), so the client sees what a quiet
+    /// request to memcached shows while every request still gets a reply to be matched by.
+    MemcacheQuiet(memcache::Command),
 }
 
 impl Framer {
@@ -33,7 +38,17 @@ impl Framer {
     fn start(self) -> ReplyFraming {
         match self {
             Framer::Redis(_) => ReplyFraming::Redis(redis::ReplyParser::new()),
-            Framer::Memcache(cmd) => ReplyFraming::Memcache(memcache::ReplyFramer::new(cmd)),
+            Framer::Memcache(cmd) | Framer::MemcacheQuiet(cmd) => {
+                ReplyFraming::Memcache(memcache::ReplyFramer::new(cmd))
+            }
+        }
+    }
+
+    /// What of the framed `reply` its client gets.
+    fn shown(self, reply: &[u8]) -> &[u8] {
+        match self {
+            Framer::MemcacheQuiet(cmd) if memcache::meta::hides(cmd, reply) => &[],
+            _ => reply,
         }
     }
 
@@ -43,7 +58,9 @@ impl Framer {
             Framer::Redis(_) => format!("sent a malformed reply: {error}"),
             // The memcached framer refuses a well-formed line that the command cannot get (STORED to a get) as
             // well as a malformed one: either way the reply cannot answer this command.
-            Framer::Memcache(cmd) => format!("sent a reply that cannot answer {}: {error}", cmd.name()),
+            Framer::Memcache(cmd) | Framer::MemcacheQuiet(cmd) => {
+                format!("sent a reply that cannot answer {}: {error}", cmd.name())
+            }
         }
     }
 }
@@ -109,6 +126,9 @@ pub enum Waiter {
     /// A request the proxy sent for its own reasons on a dedicated connection (the MULTI of a transaction whose
     /// client was already answered, the DISCARD ending an aborted one): its reply is checked and dropped.
     Ignored,
+    /// Child `child` of a request fanned out by a multi-destination route (`io::fan`): the reply goes to the route's
+    /// rule, which answers the client or sends the request on.
+    Fan { attempt: Rc<super::fan::Attempt>, child: u32 },
 }
 
 impl Waiter {
@@ -149,6 +169,8 @@ pub struct BackendOptions {
     /// it): once its connection fails or closes, the backend is dead, fails what is queued on it at once, and its
     /// task ends. It reports no health either: the shared connections to the same server do.
     pub one_shot: bool,
+    /// TLS to this server (the pool's `tls = true`).
+    pub tls: Option<tls::Connector>,
 }
 
 /// Observations a backend reports upward (to the worker, which forwards them to control).
@@ -163,7 +185,7 @@ struct State {
     outq: Vec<u8>,
     pending: VecDeque<Pending>,
     /// Requests in `pending` that were already written to the current connection.
-    conn: Option<Conn>,
+    conn: Option<Stream>,
     generation: u64,
     connecting: bool,
     /// Fail fast until then: the last connect failed and we are backing off.
@@ -379,7 +401,7 @@ impl Backend {
     pub fn check_deadline(&self, now: Instant) {
         let expired = {
             let mut st = self.st.borrow_mut();
-            let moved = st.conn.as_ref().map_or(0, |c| c.bytes_moved());
+            let moved = st.conn.as_ref().map_or(0, |c| c.conn().bytes_moved());
             if st.progress_generation != st.generation {
                 // A new connection: what the last one received is no progress of this one.
                 st.progress_generation = st.generation;
@@ -435,7 +457,8 @@ impl Backend {
             clear_shrunk(&mut st.outq);
             st.outq_since = None;
             st.unanswered = 0;
-            let failed = st.pending.iter().filter(|p| matches!(p.waiter, Waiter::Client { .. })).count();
+            let failed =
+                st.pending.iter().filter(|p| matches!(p.waiter, Waiter::Client { .. } | Waiter::Fan { .. })).count();
             st.stats.fault(Fault::from_reason(reason), failed);
             st.last_error = reason.to_string();
             if self.opts.one_shot {
@@ -575,9 +598,21 @@ impl Backend {
         }
     }
 
-    async fn connect(self: &Rc<Self>) -> Option<Conn> {
+    async fn connect(self: &Rc<Self>) -> Option<Stream> {
         self.st.borrow_mut().connecting = true;
-        let result = uring::connect(self.addr, self.opts.connect_timeout).await;
+        // A failed TLS handshake is a connect failure like a refusal: same back-off, same health report.
+        let result = match uring::connect(self.addr, self.opts.connect_timeout).await {
+            Err(e) if super::exhaustion::is_out_of_descriptors(&e) => {
+                Err(ConnectFailure::OutOfDescriptors(super::exhaustion::connect_failure(&e)))
+            }
+            Err(e) => Err(ConnectFailure::Server(describe_connect_error(&e))),
+            Ok(conn) => match &self.opts.tls {
+                None => Ok(Stream::Plain(conn)),
+                Some(connector) => {
+                    tls::connect(conn, connector, self.opts.connect_timeout).await.map_err(ConnectFailure::Server)
+                }
+            },
+        };
         let mut st = self.st.borrow_mut();
         st.connecting = false;
         match result {
@@ -618,12 +653,14 @@ impl Backend {
                 glommio::spawn_local(self.clone().read_loop(conn.clone(), generation)).detach();
                 Some(conn)
             }
-            Err(e) if super::exhaustion::is_out_of_descriptors(&e) => {
+            Err(ConnectFailure::OutOfDescriptors(reason)) => {
                 // The proxy's own shortage, not the server's fault: fail what waits, but count no server failure
                 // (no health event, no back-off, no fault counter), so a healthy server is never ejected for it.
-                let reason = super::exhaustion::connect_failure(&e);
-                st.stats.counters.failed_requests +=
-                    st.pending.iter().filter(|p| matches!(p.waiter, Waiter::Client { .. })).count() as u64;
+                st.stats.counters.failed_requests += st
+                    .pending
+                    .iter()
+                    .filter(|p| matches!(p.waiter, Waiter::Client { .. } | Waiter::Fan { .. }))
+                    .count() as u64;
                 st.outq.clear();
                 st.outq_since = None;
                 st.generation += 1;
@@ -646,9 +683,12 @@ impl Backend {
                 }
                 None
             }
-            Err(e) => {
-                let reason = describe_connect_error(&e);
-                let failed = st.pending.iter().filter(|p| matches!(p.waiter, Waiter::Client { .. })).count();
+            Err(ConnectFailure::Server(reason)) => {
+                let failed = st
+                    .pending
+                    .iter()
+                    .filter(|p| matches!(p.waiter, Waiter::Client { .. } | Waiter::Fan { .. }))
+                    .count();
                 st.stats.fault(Fault::Error, failed);
                 st.last_error = reason.clone();
                 st.consecutive_failures += 1;
@@ -682,7 +722,7 @@ impl Backend {
         }
     }
 
-    async fn read_loop(self: Rc<Self>, conn: Conn, generation: u64) {
+    async fn read_loop(self: Rc<Self>, conn: Stream, generation: u64) {
         let mut buf = vec![0u8; READ_BUF_LEN];
         let (mut start, mut end) = (0usize, 0usize);
         // The reply at `buf[start..]` being framed, for the oldest pending request.
@@ -765,6 +805,7 @@ impl Backend {
                             (p, latency)
                         };
                         start += len;
+                        let shown = p.as_ref().map_or(reply, |p| p.framer.shown(reply));
                         match p.map(|p| p.waiter) {
                             Some(Waiter::Prelude { hello3 }) => {
                                 let bad =
@@ -785,7 +826,7 @@ impl Backend {
                                 self.fail_connection(generation, reason);
                                 return;
                             }
-                            Some(w) => deliver(w, reply, latency, false),
+                            Some(w) => deliver(w, shown, latency, false),
                             None => {}
                         }
                     }
@@ -860,6 +901,10 @@ fn deliver_failed(waiter: Waiter, reply: &[u8]) {
 
 /// Hands a reply to its request; `latency` (since the request was parsed) is recorded when the request is metered.
 fn deliver(waiter: Waiter, reply: &[u8], latency: Option<Duration>, failed: bool) {
+    if let Waiter::Fan { attempt, child } = waiter {
+        super::fan::arrive(&attempt, child, reply, failed);
+        return;
+    }
     if let Waiter::Client { client, seq, frag, meter } = waiter {
         if let (Some(m), Some(l)) = (&meter, latency) {
             m.finish(client_key(&client), seq, l, failed);
@@ -879,6 +924,13 @@ thread_local! {
 }
 
 /// In the system's words where it has them ("Connection refused", as strerror, twemproxy and alert rules say it).
+/// Why a connect (TCP, then the TLS handshake) failed. The proxy's own descriptor shortage is kept apart: it is no
+/// fault of the server, so it must never count towards ejecting it.
+enum ConnectFailure {
+    OutOfDescriptors(String),
+    Server(String),
+}
+
 fn describe_connect_error(e: &std::io::Error) -> String {
     match e.kind() {
         std::io::ErrorKind::ConnectionRefused => "Connection refused".into(),

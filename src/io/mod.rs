@@ -8,6 +8,7 @@ mod backend;
 mod control;
 mod dedicated;
 mod exhaustion;
+mod fan;
 mod messages;
 mod metrics;
 mod pool;
@@ -18,6 +19,7 @@ mod stats;
 mod stats_json;
 mod stream;
 pub mod sys;
+mod tls;
 mod uring;
 mod worker;
 

@@ -7,6 +7,7 @@ use super::pool::PoolRt;
 use super::replies::{BufferBudget, ClientLimits};
 use super::session;
 use super::stats::{WorkerSnapshot, WorkerStats};
+use super::tls;
 use super::uring::{self, Conn, Doorbell, Listener};
 use crate::config::{Config, ListenAddr, ListenerConfig, PoolConfig, Protocol, ProxyConfig, ServerConfig, Target};
 use crate::routes::RouteTree;
@@ -32,6 +33,8 @@ pub struct ListenerSlot {
     /// Memcache: the largest value a storage command may carry (the largest of the pools the route reaches).
     max_value_bytes: Cell<usize>,
     auth: RefCell<Option<String>>,
+    /// This worker's TLS for the listener: new connections take the one in force when they are accepted.
+    tls: RefCell<Option<tls::Acceptor>>,
     closed: Cell<bool>,
 }
 
@@ -47,6 +50,7 @@ impl ListenerSlot {
             target: Cell::new(lc.target),
             max_value_bytes: Cell::new(max_value_bytes(cfg, lc.target)),
             auth: RefCell::new(lc.auth.clone()),
+            tls: RefCell::new(acceptor(lc)),
             closed: Cell::new(false),
         }
     }
@@ -74,6 +78,7 @@ impl ListenerSlot {
         self.target.set(lc.target);
         self.max_value_bytes.set(max_value_bytes(cfg, lc.target));
         *self.auth.borrow_mut() = lc.auth.clone();
+        *self.tls.borrow_mut() = acceptor(lc);
     }
 
     /// Marks the listener closed. The target is re-resolved in `cfg` (the sessions still open finish what they have
@@ -117,6 +122,8 @@ pub struct Worker {
     pub pools: RefCell<Vec<PoolRt>>,
     /// The routes of the running config, rebuilt on reload with the pools (indices into both match `config`).
     pub routes: RefCell<Rc<RouteTree>>,
+    /// How this worker executes the multi-destination routes of the running config, with their counters.
+    pub fans: RefCell<Rc<super::fan::Plans>>,
     listeners: RefCell<HashMap<String, ListenerRt>>,
     /// Backend connections removed by a reload that still have requests in flight: their deadlines are still
     /// checked, and they are dropped once they closed.
@@ -294,9 +301,20 @@ impl Worker {
         self.sessions.borrow_mut().insert(key, SessionEntry { slot: slot.clone(), conn: conn.clone() });
         let registered = SessionRegistration { worker: self.clone(), key };
         let (worker, slot) = (self.clone(), slot.clone());
+        let acceptor = slot.tls.borrow().clone();
         glommio::spawn_local(async move {
             let _registered = registered;
-            session::serve(worker, slot, conn).await;
+            let stream = match acceptor {
+                None => tls::Stream::Plain(conn),
+                Some(a) => {
+                    let peer = || conn.peer_addr().map_or_else(|| "a unix socket client".into(), |a| a.to_string());
+                    match tls::accept(conn.clone(), &a, &slot.name, peer).await {
+                        Some(stream) => stream,
+                        None => return,
+                    }
+                }
+            };
+            session::serve(worker, slot, stream).await;
         })
         .detach();
     }
@@ -338,12 +356,20 @@ impl Worker {
     }
 }
 
+/// This worker's own TLS config for a listener (its own session cache: nothing shared with other cores).
+fn acceptor(lc: &ListenerConfig) -> Option<tls::Acceptor> {
+    lc.tls.as_ref().map(|t| tls::Acceptor {
+        config: crate::tls::for_worker_server(&t.server.config),
+        handshake_timeout: Duration::from_millis(t.handshake_timeout_ms),
+    })
+}
+
 /// Connections are reused across a reload when the server (pool, address, name: the name is in the connection's
 /// label) and everything that shapes a connection are unchanged. A new weight, hash or distribution only rebuilds
 /// the ring.
 fn reuse_key(pc: &PoolConfig, proxy: &ProxyConfig, sc: &ServerConfig) -> String {
     format!(
-        "{}|{}|{:?}|{}|{:?}|{}|{}|{}|{}|{}|{}|{}",
+        "{}|{}|{:?}|{}|{:?}|{}|{}|{}|{}|{}|{}|{}|{:?}",
         pc.name,
         sc.addr,
         sc.name,
@@ -355,7 +381,8 @@ fn reuse_key(pc: &PoolConfig, proxy: &ProxyConfig, sc: &ServerConfig) -> String 
         pc.protocol.name(),
         pc.batching.name(),
         pc.batching_max_hold_us,
-        proxy.backend_max_queued_bytes
+        proxy.backend_max_queued_bytes,
+        pc.tls
     )
 }
 
@@ -502,6 +529,7 @@ pub async fn run(
         id,
         pools: RefCell::new(Vec::new()),
         routes: RefCell::new(Rc::new(RouteTree::build(&cfg))),
+        fans: RefCell::new(Rc::new(super::fan::Plans::build(&cfg))),
         listeners: RefCell::new(HashMap::new()),
         retired: RefCell::new(Vec::new()),
         sessions: RefCell::new(HashMap::new()),
@@ -543,6 +571,7 @@ async fn serve_control(worker: Rc<Worker>, mut rx: ConnectedReceiver<ToWorker>, 
                 // on the backends they were queued on, the next ones route with the new rings.
                 worker.install_pools(&config, &ejected);
                 *worker.routes.borrow_mut() = Rc::new(RouteTree::build(&config));
+                *worker.fans.borrow_mut() = Rc::new(super::fan::Plans::build(&config));
                 *worker.config.borrow_mut() = config.clone();
                 worker.stats.borrow_mut().set_enabled(config.proxy.stats);
                 let problems = worker.install_listeners(&config);

@@ -7,6 +7,7 @@ use super::{InBuf, Next, Session, INBUF_CAPACITY};
 use crate::config::Target;
 use crate::fanout::MergeKind;
 use crate::io::backend::{Framer, Waiter};
+use crate::io::fan;
 use crate::io::pool::PoolRt;
 use crate::io::stats::{client_key, CommandId, Meter};
 use crate::protocol::redis::transaction::{self, Gate};
@@ -378,8 +379,14 @@ fn route_tree(
         return;
     }
     routed::group(&sc.dests, &mut sc.route_groups, &mut sc.key_frag);
+    if sc.route_groups.iter().any(|g| matches!(g, Group::Fan { .. })) {
+        let env = fan::Env { cfg: &cfg, tree: &tree, pools: &pools, client_id: s.id, proto: s.proto, ctx };
+        fan_out(s, &env, info, req, sc, now);
+        return;
+    }
     if let [only] = sc.route_groups[..] {
         match only {
+            Group::Fan { .. } => unreachable!("handled above"),
             Group::Canned(c) => {
                 sc.reply.clear();
                 canned_reply(&cfg, c, op, sc.keys.len(), &mut sc.reply);
@@ -420,6 +427,7 @@ fn route_tree(
     for (frag, &group) in sc.route_groups.iter().enumerate() {
         let n_keys = sc.key_frag.iter().filter(|&&f| f as usize == frag).count();
         match group {
+            Group::Fan { .. } => unreachable!("handled above"),
             Group::Canned(c) => {
                 reply.clear();
                 canned_reply(&cfg, c, op, n_keys, &mut reply);
@@ -456,6 +464,50 @@ fn route_tree(
         }
     }
     sc.reply = reply;
+}
+
+/// A request whose keys all reach one multi-destination route: executed by `io::fan` with the request's bytes
+/// (keys stripped as the routes above it say). Keys that also reach other destinations are refused.
+fn fan_out(s: &Session, env: &fan::Env, info: &'static CommandInfo, req: &[u8], sc: &Scratch, now: Instant) {
+    let plans = s.worker.fans.borrow().clone();
+    let plan = match sc.route_groups[..] {
+        [Group::Fan { route }] => plans.get(route),
+        _ => None,
+    };
+    let Some(plan) = plan else {
+        let msg = format!("-ERR {}\r\n", routed::mixed_fan_message(env.cfg, &sc.route_groups));
+        s.local(msg.as_bytes());
+        return;
+    };
+    let keys: Vec<&[u8]> = sc
+        .keys
+        .iter()
+        .zip(&sc.dests)
+        .map(|(&k, d)| {
+            let key = &req[sc.args[k].clone()];
+            &key[d.strip().min(key.len())..]
+        })
+        .collect();
+    let mut bytes = Vec::with_capacity(req.len());
+    if sc.dests.iter().all(|d| d.strip() == 0) && req.first() == Some(&b'*') {
+        bytes.extend_from_slice(req);
+    } else {
+        let args = sc.args.iter().enumerate().map(|(i, a)| {
+            let arg = &req[a.clone()];
+            match sc.keys.iter().position(|&k| k == i) {
+                Some(j) => &arg[sc.dests[j].strip().min(arg.len())..],
+                None => arg,
+            }
+        });
+        redis::write_command_iter(&mut bytes, sc.args.len(), args);
+    }
+    let framer = Framer::Redis(redis::ReplyShape::for_request(info, &sc.args, req));
+    let request = fan::Request { op: Op::Redis(info), keys: &keys, bytes, framer, now };
+    let meter = sc.command.map(|c| Meter::new(&s.meters, c, now, false));
+    let reply = fan::ReplyTo { q: s.q.clone(), meter };
+    if let Err(fan::Refused(why)) = fan::dispatch(env, plan, request, Some(reply)) {
+        s.local(format!("-ERR {why}\r\n").as_bytes());
+    }
 }
 
 /// Sends the request to one server with each key's routing prefix removed (`strip_prefix`): re-encoded.

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs ferrule's whole test suite: formatting, lints, unit and integration tests.
-# Installs the server binaries the integration tests start (redis-server, memcached, nutcracker) when missing.
+# Installs the server binaries the integration tests start (redis-server, memcached, nutcracker) when missing, and
+# the C++ compiler the fuzz targets' libFuzzer is built with. FUZZ_SECONDS (default 5) is how long each fuzz target
+# runs; 0 only replays the seeds (scripts/fuzz.sh and docs/fuzzing.md have the longer runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +11,7 @@ command -v redis-server >/dev/null || need+=(redis-server)
 command -v redis-cli >/dev/null || need+=(redis-tools)
 command -v memcached >/dev/null || need+=(memcached)
 command -v nutcracker >/dev/null || [ -x /usr/sbin/nutcracker ] || need+=(nutcracker)
+command -v c++ >/dev/null || need+=(g++)
 if [ ${#need[@]} -gt 0 ]; then
     echo "test.sh: installing ${need[*]}"
     if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
@@ -21,8 +24,11 @@ rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup compon
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --workspace -- --test-threads="${TEST_THREADS:-2}"
+echo "== fuzz (${FUZZ_SECONDS:-5}s per target)"
+scripts/fuzz.sh all "${FUZZ_SECONDS:-5}"
 echo "test.sh: all passed"

@@ -162,7 +162,7 @@ protocol = "redis"
 servers = ["127.0.0.1:6379:1"]
 """,
     "[proxy]\nworkers = 0\n",
-    "[pools.p]\nservers = [\"cache.example:1:1\"]\nlisten = 1\n",
+    "[pools.p]\nservers = [\"10.1.1.1:1:1\"]\nlisten = 1\n",
 ]
 
 

@@ -7,7 +7,7 @@
 
 use ferrule::protocol::memcache::{reply_len, retrieval_items, Command, ReplyFramer};
 
-use crate::{assert_one_line, Reads};
+use super::{assert_one_line, Reads};
 
 pub fn check(data: &[u8]) {
     let [seed, count, rest @ ..] = data else {

@@ -7,7 +7,7 @@ use std::ops::Range;
 
 use ferrule::protocol::memcache::{parse_request, Command, Parse, Request, MAX_KEY_LEN};
 
-use crate::{assert_one_line, Reads};
+use super::{assert_one_line, Reads};
 
 /// `max_value` settings to fuzz with, chosen by bits 3-4 of the seed byte.
 const MAX_VALUES: [usize; 4] = [0, 3, 100, 1 << 20];

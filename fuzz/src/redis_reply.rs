@@ -4,7 +4,7 @@
 
 use ferrule::protocol::redis::{array_elements, parse_integer_reply, reply_len, ProtocolError, ReplyParser};
 
-use crate::{assert_one_line, Reads};
+use super::{assert_one_line, Reads};
 
 pub fn check(data: &[u8]) {
     let Some((&seed, stream)) = data.split_first() else {

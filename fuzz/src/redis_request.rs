@@ -5,7 +5,7 @@ use std::ops::Range;
 
 use ferrule::protocol::redis::{parse_request, ProtocolError, RequestParser};
 
-use crate::{assert_one_line, Reads};
+use super::{assert_one_line, Reads};
 
 pub fn check(data: &[u8]) {
     let Some((&seed, stream)) = data.split_first() else {

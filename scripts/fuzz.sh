@@ -48,7 +48,7 @@ bin_dir="fuzz/target/$host/release"
 # Runs one libFuzzer command, showing its summary, or its whole tail and the saved input when it fails.
 run() {
     if "$@" >"$log" 2>&1; then
-        grep -E '^(#[0-9]+ +(INITED|DONE)|Done [0-9]+ runs|stat::number_of_executed_units|stat::peak_rss_mb)' "$log" || true
+        grep -E '^(#[0-9]+[[:space:]]+(INITED|DONE)|Done [0-9]+ runs|stat::number_of_executed_units|stat::peak_rss_mb)' "$log" || true
     else
         tail -n 40 "$log" >&2
         echo "fuzz.sh: $target failed; the input is in $artifacts/, the output in $log" >&2

@@ -282,6 +282,17 @@ fn unix_socket_listeners() {
     assert_error(&text, "listeners.cache.listen", 3, "the limit is 107");
 }
 
+/// Found by the config fuzz target: toml reports a control character in a comment with no text at all, which
+/// left the operator with "line 2, column 4: " and nothing after it.
+#[test]
+fn control_characters_are_named_even_in_comments() {
+    for (text, shown) in [("[proxy]\n# a\0b\n", "'\\0'"), ("# tab ok\t but not \x07\n", "'\\u{7}'")] {
+        let err = Config::parse(&format!("{text}{MINIMAL}")).expect_err(text);
+        assert!(err.message().contains("control character") && err.message().contains(shown), "{err}");
+        assert!(err.line().is_some(), "{err}");
+    }
+}
+
 #[test]
 fn unknown_keys_are_named_with_their_line() {
     let text = with_lines("[proxy]", "worker = 2");

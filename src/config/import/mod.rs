@@ -10,6 +10,7 @@
 //! importer that meets one it cannot express as "this listener serves this pool" fails with a message saying so,
 //! rather than converting it into something that routes differently.
 
+pub mod envoy;
 mod jsonc;
 pub mod mcrouter;
 mod toml_out;

@@ -126,11 +126,11 @@ pub fn convert(text: &str, options: &McrouterOptions) -> Result<Conversion, Impo
     if !routes.not_executable.is_empty() {
         let kinds = routes.not_executable.join(", ");
         out.doc.header(format!(
-            "Route types {kinds} are not executable in this build yet (ferrule's route model has them): \
+            "Route type(s) {kinds}: not executable in this build yet (ferrule's route model has them): \
              `ferrule -t` refuses this file until they are."
         ));
         out.warnings
-            .push(format!("route types {kinds} are not executable in this build yet; `ferrule -t` refuses them"));
+            .push(format!("route type(s) {kinds}: not executable in this build yet; `ferrule -t` refuses them"));
     }
     out.doc.proxy.note(
         "mcrouter's --num-proxies threads become ferrule's workers: one per CPU by default (workers = \"auto\").",
@@ -203,7 +203,7 @@ fn routing_prefixes(
     }
     let default = match default {
         Some(d) => d,
-        None if entries.len() == 1 && by_alias.first().is_some() => {
+        None if entries.len() == 1 && !by_alias.is_empty() => {
             routes.warnings.push(format!(
                 "`routes` has one entry and no alias is mcrouter's default route prefix {default_prefix}: its route \
                  serves keys without a routing prefix (give --route-prefix, mcrouter's -R, to say so)"

@@ -241,8 +241,7 @@ fn mcrouter_prefix_selector_routes_keys_to_the_servers_mcrouter_picks() {
 #[test]
 fn mcrouter_replicated_pool_converts_and_replicates_once_executable() {
     let backends: Vec<Proc> = (0..2).map(|_| memcached()).collect();
-    let json =
-        fill(include_str!("fixtures/mcrouter/operation_selector.json"), 0, &backends.iter().collect::<Vec<_>>());
+    let json = fill(include_str!("fixtures/mcrouter/operation_selector.json"), 0, &backends.iter().collect::<Vec<_>>());
     let port = free_port();
     let (toml, stderr) = convert_text("mcrouter", &json, &["--listen", &format!("127.0.0.1:{port}")]);
     let executable = ["all_sync", "failover"].iter().all(|k| ferrule::config::EXECUTABLE_TYPES.contains(k));
@@ -293,7 +292,9 @@ fn envoy_prefix_routes_put_keys_on_the_clusters_envoy_picks() {
         let without_mirror: String = yaml
             .lines()
             .filter(|l| {
-                !l.contains("request_mirror_policy") && !l.contains("- cluster: redis_mirror") && !l.contains("exclude_read")
+                !l.contains("request_mirror_policy")
+                    && !l.contains("- cluster: redis_mirror")
+                    && !l.contains("exclude_read")
             })
             .collect::<Vec<_>>()
             .join("\n");

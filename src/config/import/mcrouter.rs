@@ -350,8 +350,8 @@ fn convert_pool(
             },
             "protocol" if value.as_str() == Some("ascii") => {}
             "keep_routing_prefix" => table.note(format!(
-                "keep_routing_prefix: {value}: ferrule does not understand routing prefixes yet; keys are sent as the \
-                 client wrote them."
+                "keep_routing_prefix: {value}: ferrule sends keys as the client wrote them, routing prefix included \
+                 (it cannot strip memcache key prefixes yet), which is what keep_routing_prefix: true does."
             )),
             other => {
                 return Err(ImportError::at(

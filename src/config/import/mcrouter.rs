@@ -1,16 +1,20 @@
-//! mcrouter JSON -> ferrule TOML, for what needs no routes: the pools (servers, weights, server_timeout) and a
-//! route that is a single pool (`"PoolRoute|A"`, `{"type": "PoolRoute", "pool": "A"}` or a pool's name). mcrouter
-//! takes its port on the command line, so the listener's address is an option.
+//! mcrouter JSON -> ferrule TOML: the pools (servers, weights, server_timeout), the route tree (`route`, or
+//! `routes` with routing-prefix aliases, and named handles) as `[routes.*]` tables (mcrouter/routes.rs). mcrouter
+//! takes its port and its default routing prefix on the command line, so those are options.
 //!
 //! Placement: a pool without `weights` uses `distribution = "ch3"` (mcrouter's default hash), or
 //! `"mcrouter_crc32"` when the PoolRoute says `hash_func: Crc32`; a pool with `weights` uses `"weighted_ch3"`, each
 //! weight written in parts per million. Servers keep mcrouter's order, which is what mcrouter's placement depends on.
 //!
-//! Every other route handle needs ferrule's routes (issue 13) and is refused by name, not approximated. When routes
-//! exist, [`route_target`] is where route trees get converted.
+//! mcrouter's hash stop (`|#|`: the rest of the key is not hashed) is part of ferrule's mcrouter distributions.
+//! A handle ferrule has no equivalent for is refused by name, not approximated.
+
+use std::collections::HashMap;
 
 use serde_json::Value as Json;
 use toml::Value;
+
+use routes::Routes;
 
 use super::toml_out::{sanitized_name, Table};
 use super::{jsonc, Conversion, ImportError, Output};
@@ -23,15 +27,20 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:5000";
 pub struct McrouterOptions {
     /// mcrouter's `-p`: where clients connect. Default [`DEFAULT_LISTEN`].
     pub listen: Option<String>,
+    /// mcrouter's `-R`: the routing prefix of keys that carry none. Default [`DEFAULT_ROUTE_PREFIX`].
+    pub route_prefix: Option<String>,
 }
 
 /// How a pool's keys are placed, from the route that uses it.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum HashFunc {
+pub(super) enum HashFunc {
     Ch3,
     Crc32,
     WeightedCh3,
 }
+
+/// mcrouter's default route prefix (its `-R` / default_route): where keys without a routing prefix go.
+pub const DEFAULT_ROUTE_PREFIX: &str = "/././";
 
 /// Converts an mcrouter config.
 pub fn convert(text: &str, options: &McrouterOptions) -> Result<Conversion, ImportError> {
@@ -48,7 +57,7 @@ pub fn convert(text: &str, options: &McrouterOptions) -> Result<Conversion, Impo
     let locate = |needle: &str| line_of(text, needle);
     for key in top.keys() {
         match key.as_str() {
-            "pools" | "route" | "routes" => {}
+            "pools" | "route" | "routes" | "named_handles" => {}
             "macros" | "import" => {
                 return Err(ImportError::at(
                     locate(&format!("\"{key}\"")),
@@ -57,13 +66,6 @@ pub fn convert(text: &str, options: &McrouterOptions) -> Result<Conversion, Impo
                         "`{key}`: mcrouter's macro language is not converted; convert mcrouter's preprocessed \
                          config (with macros expanded) instead"
                     ),
-                ))
-            }
-            "named_handles" => {
-                return Err(ImportError::at(
-                    locate("\"named_handles\""),
-                    1,
-                    "named_handles need ferrule routes (issue 13), not converted yet",
                 ))
             }
             other => {
@@ -87,140 +89,165 @@ pub fn convert(text: &str, options: &McrouterOptions) -> Result<Conversion, Impo
         Some(_) => return Err(ImportError::at(locate("\"pools\""), 1, "`pools` must be an object of pools by name")),
         None => return Err(ImportError::new("no `pools`: an mcrouter config needs at least one pool")),
     };
-    let route = match (top.get("route"), top.get("routes")) {
+    let mut pool_names = HashMap::new();
+    for name in pools.keys() {
+        let ferrule = sanitized_name(name).unwrap_or_else(|| name.clone());
+        if pool_names.values().any(|n| *n == ferrule) {
+            return Err(ImportError::at(
+                locate(&format!("\"{name}\"")),
+                1,
+                format!("pool {name:?} becomes {ferrule:?} in ferrule, which another pool already uses; rename one"),
+            ));
+        }
+        pool_names.insert(name.clone(), ferrule);
+    }
+    let mut routes = Routes::new(pools, &pool_names, &locate);
+    if let Some(handles) = top.get("named_handles") {
+        routes.add_named_handles(handles)?;
+    }
+    let (root_dest, prefix_notes) = match (top.get("route"), top.get("routes")) {
         (Some(_), Some(_)) => {
             return Err(ImportError::at(locate("\"routes\""), 1, "both `route` and `routes`; mcrouter takes one"))
         }
-        (Some(route), None) => route,
-        (None, Some(Json::Array(routes))) if routes.len() == 1 => {
-            out.warnings.push(
-                "`routes` has one entry: its route serves every key; its aliases (routing prefixes) are not kept"
-                    .to_owned(),
-            );
-            routes[0]
-                .get("route")
-                .ok_or_else(|| ImportError::at(locate("\"routes\""), 1, "routes[0] has no `route`"))?
+        (Some(route), None) => {
+            routes.collect_named(route)?;
+            (routes.one(route, "route")?, Vec::new())
         }
-        (None, Some(_)) => {
-            return Err(ImportError::at(
-                locate("\"routes\""),
-                1,
-                "route `routes` (several routing prefixes) needs ferrule routes (issue 13), not converted yet",
-            ))
+        (None, Some(list)) => {
+            routes.collect_named(list)?;
+            routing_prefixes(&mut routes, list, options, &locate)?
         }
         (None, None) => return Err(ImportError::new("no `route` or `routes`: nothing would reach the pools")),
     };
-    let (routed_pool, hash_func) = route_target(route, pools, &locate)?;
+    out.warnings.append(&mut routes.warnings);
 
     out.doc.header("Converted from an mcrouter config by `ferrule convert --from mcrouter`.");
     out.doc.header("Check it with `ferrule -t -c <this file>`; docs/migration.md explains the differences.");
+    if !routes.not_executable.is_empty() {
+        let kinds = routes.not_executable.join(", ");
+        out.doc.header(format!(
+            "Route type(s) {kinds}: not executable in this build yet (ferrule's route model has them): \
+             `ferrule -t` refuses this file until they are."
+        ));
+        out.warnings
+            .push(format!("route type(s) {kinds}: not executable in this build yet; `ferrule -t` refuses them"));
+    }
     out.doc.proxy.note(
         "mcrouter's --num-proxies threads become ferrule's workers: one per CPU by default (workers = \"auto\").",
     );
     let listen = options.listen.clone().unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
-    let routed_name = sanitized_name(&routed_pool).unwrap_or_else(|| routed_pool.clone());
     let mut listener = Table::new("listeners.mcrouter");
     listener.note_above("mcrouter's port (its -p); set with --listen when converting.");
+    for note in prefix_notes {
+        listener.note_above(note);
+    }
     listener.set("listen", listen);
     listener.set("protocol", "memcache");
-    listener.set("route", routed_name.as_str());
+    listener.set("route", root_dest.as_str());
     out.doc.listeners.push(listener);
 
     for (name, pool) in pools {
-        let routed = *name == routed_pool;
-        let func = if routed { hash_func } else { None };
-        let table = convert_pool(&mut out, name, pool, func, routed, &locate)?;
+        let hashed = routes.pool_hash.get(name).copied();
+        let routed = hashed.is_some() || routes.pools_listed.contains(name);
+        let table = convert_pool(&mut out, name, pool, hashed.flatten(), routed, &locate)?;
         out.doc.pools.push(table);
     }
+    out.doc.routes = std::mem::take(&mut routes.tables);
     Ok(out.finish())
 }
 
-/// The pool a route sends every key to, with the hash function it names; an error for anything that needs routes.
-fn route_target(
-    route: &Json,
-    pools: &serde_json::Map<String, Json>,
+/// `routes`: each entry's `aliases` are routing prefixes (`/region/cluster/`) selecting its route; keys without one
+/// go to the entry whose aliases hold mcrouter's default route prefix. Returns the listener's destination and notes
+/// for the listener.
+fn routing_prefixes(
+    routes: &mut Routes<'_>,
+    list: &Json,
+    options: &McrouterOptions,
     locate: &dyn Fn(&str) -> usize,
-) -> Result<(String, Option<HashFunc>), ImportError> {
-    let needs_routes = |what: &str| {
-        ImportError::at(locate(what), 1, format!("route {what} needs ferrule routes (issue 13), not converted yet"))
+) -> Result<(String, Vec<String>), ImportError> {
+    let Json::Array(entries) = list else {
+        return Err(ImportError::at(locate("\"routes\""), 1, "`routes` must be a list of {aliases, route}"));
     };
-    match route {
-        Json::String(s) => {
-            if let Some(pool) = s.strip_prefix("PoolRoute|") {
-                return known_pool(pool, pools, locate).map(|p| (p, None));
-            }
-            if pools.contains_key(s.as_str()) {
-                return Ok((s.clone(), None));
-            }
-            Err(needs_routes(s))
+    let default_prefix = options.route_prefix.clone().unwrap_or_else(|| DEFAULT_ROUTE_PREFIX.to_owned());
+    let mut by_alias: Vec<(String, String)> = Vec::new();
+    let mut default = None;
+    for (index, entry) in entries.iter().enumerate() {
+        let route = entry
+            .get("route")
+            .ok_or_else(|| ImportError::at(locate("\"routes\""), 1, format!("routes[{index}] has no `route`")))?;
+        let dest = routes.one(route, &format!("routes[{index}]"))?;
+        let aliases = match entry.get("aliases") {
+            Some(Json::Array(a)) => a.iter().map(|x| x.as_str().map(str::to_owned)).collect::<Option<Vec<_>>>(),
+            _ => None,
         }
-        Json::Object(obj) => {
-            let kind = obj.get("type").and_then(Json::as_str).unwrap_or("");
-            if kind != "PoolRoute" {
-                return Err(needs_routes(if kind.is_empty() { "without a type" } else { kind }));
+        .ok_or_else(|| {
+            ImportError::at(locate("\"aliases\""), 1, format!("routes[{index}]: `aliases` must list routing prefixes"))
+        })?;
+        for alias in aliases {
+            let parts: Vec<&str> = alias.split('/').collect();
+            if parts.len() != 4 || !parts[0].is_empty() || !parts[3].is_empty() || alias.contains('*') {
+                return Err(ImportError::at(
+                    locate(&alias),
+                    1,
+                    format!("routes[{index}]: alias {alias:?} is not a routing prefix /region/cluster/ (wildcards are not converted)"),
+                ));
             }
-            for key in obj.keys() {
-                match key.as_str() {
-                    "type" | "pool" | "hash" => {}
-                    "shadows" => return Err(needs_routes("PoolRoute with shadows")),
-                    other => {
-                        return Err(ImportError::at(
-                            locate(&format!("\"{other}\"")),
-                            1,
-                            format!("PoolRoute option `{other}` is not converted"),
-                        ))
-                    }
-                }
+            if alias == default_prefix {
+                default = Some(dest.clone());
             }
-            let pool = match obj.get("pool") {
-                Some(Json::String(name)) => known_pool(name, pools, locate)?,
-                Some(_) => {
-                    return Err(ImportError::at(
-                        locate("\"pool\""),
-                        1,
-                        "an inline pool in PoolRoute: name the pool in `pools` instead",
-                    ))
-                }
-                None => return Err(ImportError::at(locate("PoolRoute"), 1, "PoolRoute has no `pool`")),
-            };
-            let hash = match obj.get("hash") {
-                None => None,
-                Some(Json::String(name)) => Some(parse_hash_func(name, locate)?),
-                Some(Json::Object(h)) => {
-                    if h.contains_key("salt") {
-                        return Err(ImportError::at(
-                            locate("\"salt\""),
-                            1,
-                            "a hash `salt` is not supported by ferrule",
-                        ));
-                    }
-                    match h.get("hash_func").and_then(Json::as_str) {
-                        Some(name) => Some(parse_hash_func(name, locate)?),
-                        None => None,
-                    }
-                }
-                Some(_) => return Err(ImportError::at(locate("\"hash\""), 1, "`hash` must be a name or an object")),
-            };
-            Ok((pool, hash))
+            if by_alias.iter().any(|(a, _)| *a == alias) {
+                return Err(ImportError::at(locate(&alias), 1, format!("alias {alias:?} is listed twice")));
+            }
+            by_alias.push((alias, dest.clone()));
         }
-        _ => Err(ImportError::at(locate("\"route\""), 1, "a route is a string or an object")),
     }
+    let default = match default {
+        Some(d) => d,
+        None if entries.len() == 1 && !by_alias.is_empty() => {
+            routes.warnings.push(format!(
+                "`routes` has one entry and no alias is mcrouter's default route prefix {default_prefix}: its route \
+                 serves keys without a routing prefix (give --route-prefix, mcrouter's -R, to say so)"
+            ));
+            by_alias[0].1.clone()
+        }
+        None => {
+            return Err(ImportError::at(
+                locate("\"routes\""),
+                1,
+                format!(
+                    "keys without a routing prefix go to mcrouter's default route prefix {default_prefix} (its -R), \
+                     which no alias names; convert with --route-prefix set to the -R mcrouter runs with"
+                ),
+            ))
+        }
+    };
+    let notes = vec![
+        "mcrouter's routing prefixes: a key /region/cluster/rest goes to the route of its alias; other keys go to \
+         the default route prefix's. mcrouter strips the prefix before forwarding; ferrule cannot strip prefixes \
+         of memcache keys yet, so prefixed keys reach memcached whole (unlike mcrouter's, unless the pool had \
+         keep_routing_prefix), and a prefix no alias names goes to the default route instead of an error."
+            .to_owned(),
+    ];
+    if by_alias.iter().all(|(_, d)| *d == default) {
+        return Ok((default, notes));
+    }
+    routes.warnings.push(
+        "routing prefixes: keys with a /region/cluster/ prefix reach memcached with it (ferrule does not strip \
+         memcache key prefixes yet)"
+            .to_owned(),
+    );
+    let mut prefixes = toml::Table::new();
+    for (alias, dest) in by_alias {
+        prefixes.insert(alias, Value::from(dest));
+    }
+    let mut table = Table::new("");
+    table.set("type", "prefix");
+    table.set("prefixes", Value::Table(prefixes));
+    table.set("default", default);
+    Ok((routes.emit_table("routing_prefix", "prefix", table), notes))
 }
 
-fn known_pool(
-    name: &str,
-    pools: &serde_json::Map<String, Json>,
-    locate: &dyn Fn(&str) -> usize,
-) -> Result<String, ImportError> {
-    if pools.contains_key(name) {
-        Ok(name.to_owned())
-    } else {
-        let known: Vec<&str> = pools.keys().map(String::as_str).collect();
-        Err(ImportError::at(locate(name), 1, format!("no pool named {name:?}; pools: {}", known.join(", "))))
-    }
-}
-
-fn parse_hash_func(name: &str, locate: &dyn Fn(&str) -> usize) -> Result<HashFunc, ImportError> {
+pub(super) fn parse_hash_func(name: &str, locate: &dyn Fn(&str) -> usize) -> Result<HashFunc, ImportError> {
     match name {
         "Ch3" => Ok(HashFunc::Ch3),
         "Crc32" => Ok(HashFunc::Crc32),
@@ -323,8 +350,8 @@ fn convert_pool(
             },
             "protocol" if value.as_str() == Some("ascii") => {}
             "keep_routing_prefix" => table.note(format!(
-                "keep_routing_prefix: {value}: ferrule does not understand routing prefixes yet; keys are sent as the \
-                 client wrote them."
+                "keep_routing_prefix: {value}: ferrule sends keys as the client wrote them, routing prefix included \
+                 (it cannot strip memcache key prefixes yet), which is what keep_routing_prefix: true does."
             )),
             other => {
                 return Err(ImportError::at(
@@ -377,5 +404,6 @@ fn line_of(text: &str, needle: &str) -> usize {
     text.find(needle).map_or(1, |at| text[..at].matches('\n').count() + 1)
 }
 
+mod routes;
 #[cfg(test)]
 mod tests;

@@ -6,10 +6,11 @@
 //! ones that change behaviour, for the command to print. The caller validates the result with [`super::Config`]
 //! (which resolves server host names, so it is not done here).
 //!
-//! Routes (mcrouter's route handles, Envoy's prefix routes) need ferrule's route model, which does not exist yet: an
-//! importer that meets one it cannot express as "this listener serves this pool" fails with a message saying so,
-//! rather than converting it into something that routes differently.
+//! Routes (mcrouter's route handles, Envoy's prefix routes and mirrors) become ferrule's `[routes.*]` tables. The
+//! model has kinds this build cannot execute yet; the importers write them (the file says which) and the caller
+//! checks with [`super::Config::parse_model`]. What ferrule cannot express is refused by name, not approximated.
 
+pub mod envoy;
 mod jsonc;
 pub mod mcrouter;
 mod toml_out;

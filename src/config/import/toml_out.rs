@@ -1,8 +1,7 @@
 //! The converted config as it is written: TOML tables with comments explaining what changed.
 //!
 //! Kept separate from the importers so that every source proxy writes the same layout (`[proxy]`, then each
-//! `[listeners.*]`, then each `[pools.*]`; `[routes.*]` tables will take their place after the pools once ferrule has
-//! routes), and so that values are always quoted by the toml crate rather than by hand.
+//! `[listeners.*]`, then each `[pools.*]`, then each `[routes.*]`), and so that values are always quoted by the toml crate rather than by hand.
 
 use toml::Value;
 
@@ -22,6 +21,16 @@ pub struct Table {
 impl Table {
     pub fn new(path: impl Into<String>) -> Table {
         Table { path: path.into(), notes: Vec::new(), lines: Vec::new() }
+    }
+
+    /// Names the table (importers build a route's table before they know its name).
+    pub fn set_path(&mut self, path: impl Into<String>) {
+        self.path = path.into();
+    }
+
+    /// `key = value` as the table's first line (a route's `type`, decided after its other keys).
+    pub fn set_first(&mut self, key: &str, value: impl Into<Value>) {
+        self.lines.insert(0, Line::Key { key: key.to_owned(), value: value.into(), notes: Vec::new() });
     }
 
     /// A comment above the table header.
@@ -55,11 +64,18 @@ pub struct Document {
     pub proxy: Table,
     pub listeners: Vec<Table>,
     pub pools: Vec<Table>,
+    pub routes: Vec<Table>,
 }
 
 impl Document {
     pub fn new() -> Document {
-        Document { header: Vec::new(), proxy: Table::new("proxy"), listeners: Vec::new(), pools: Vec::new() }
+        Document {
+            header: Vec::new(),
+            proxy: Table::new("proxy"),
+            listeners: Vec::new(),
+            pools: Vec::new(),
+            routes: Vec::new(),
+        }
     }
 
     /// A comment at the top of the file.
@@ -72,7 +88,7 @@ impl Document {
         for note in &self.header {
             comment(&mut out, note);
         }
-        let tables = std::iter::once(&self.proxy).chain(&self.listeners).chain(&self.pools);
+        let tables = std::iter::once(&self.proxy).chain(&self.listeners).chain(&self.pools).chain(&self.routes);
         for table in tables.filter(|t| t.has_content()) {
             out.push('\n');
             for note in &table.notes {
@@ -162,6 +178,10 @@ mod tests {
         pool.set_noted("timeout_ms", 400, Some("twemproxy: timeout"));
         pool.note("tcpkeepalive: not supported");
         doc.pools.push(pool);
+        let mut route = Table::new("routes.by_prefix");
+        let prefixes: toml::Table = [("/a/b/".to_owned(), Value::from("main"))].into_iter().collect();
+        route.set("prefixes", Value::Table(prefixes));
+        doc.routes.push(route);
         let text = doc.render();
         assert!(text.starts_with("# converted\n# second line\n"), "{text}");
         assert!(text.contains("# from pool main\n[pools.main]\n"), "{text}");
@@ -169,6 +189,8 @@ mod tests {
         let parsed: toml::Table = toml::from_str(&text).unwrap();
         assert_eq!(parsed["pools"]["main"]["servers"][1].as_str(), Some("b:1:1 \"x\""));
         assert_eq!(parsed["proxy"]["stats_port"].as_str(), Some("127.0.0.1:22222"));
+        assert_eq!(parsed["routes"]["by_prefix"]["prefixes"]["/a/b/"].as_str(), Some("main"), "{text}");
+        assert!(text.find("[pools.main]") < text.find("[routes.by_prefix]"), "{text}");
     }
 
     #[test]

@@ -20,9 +20,14 @@ pub fn check(data: &[u8]) {
         }
     };
     for listener in &config.listeners {
-        let pool = config.pools.get(listener.pool).expect("listener routes to a pool");
-        assert_eq!(pool.name, listener.route);
-        assert_eq!(pool.protocol, listener.protocol, "listener {} speaks another protocol", listener.name);
+        if let Some(index) = listener.pool() {
+            let pool = config.pools.get(index).expect("listener routes to a pool");
+            assert_eq!(pool.name, listener.route);
+        }
+        for index in config.pools_reached(listener.target) {
+            let pool = config.pools.get(index).expect("a route reaches a pool that exists");
+            assert_eq!(pool.protocol, listener.protocol, "listener {} reaches a pool of another protocol", listener.name);
+        }
     }
     for pool in &config.pools {
         assert!(!pool.servers.is_empty(), "pool {} has no servers", pool.name);

@@ -57,6 +57,7 @@ enum Decided {
     Error { reply: &'static str, extent: usize },
     TooLarge { extent: usize },
     Fatal { reply: &'static str },
+    Binary { opcode: u8, opaque: [u8; 4] },
     Incomplete,
 }
 
@@ -66,6 +67,7 @@ fn decided(outcome: &Parse) -> Decided {
         &Parse::Error { reply, consumed, skip } => Decided::Error { reply, extent: consumed + skip },
         &Parse::TooLarge { consumed, skip } => Decided::TooLarge { extent: consumed + skip },
         &Parse::Fatal { reply } => Decided::Fatal { reply },
+        &Parse::Binary { opcode, opaque } => Decided::Binary { opcode, opaque },
         Parse::Incomplete => Decided::Incomplete,
     }
 }
@@ -89,6 +91,13 @@ fn check_outcome(buf: &[u8], outcome: &Parse, keys: &[Range<usize>], max_value: 
             check_reply_line(reply);
             buf.len()
         }
+        // A binary-protocol header ends the stream: answered in binary, then the connection is closed.
+        &Parse::Binary { opcode, opaque } => {
+            assert!(keys.is_empty());
+            assert!(buf.len() >= 24 && buf[0] == 0x80, "a binary answer to a text request");
+            assert_eq!((opcode, &opaque[..]), (buf[1], &buf[12..16]), "opcode and opaque come from the header");
+            buf.len()
+        }
         Parse::Incomplete => unreachable!(),
     }
 }
@@ -105,8 +114,29 @@ fn check_reply_line(reply: &str) {
     assert_one_line(line);
 }
 
+/// A meta command: one key on its command line (none for mn), and a data block only for ms.
+fn check_meta(buf: &[u8], command: Command, len: usize, line_len: usize, keys: &[Range<usize>]) -> usize {
+    assert!(0 < line_len && line_len <= len && len <= buf.len(), "line {line_len}, request {len} of {}", buf.len());
+    assert_eq!(buf[line_len - 1], b'\n', "the command line does not end in a newline");
+    assert!(keys.len() <= 1, "{command:?} with keys {keys:?}");
+    for key in keys {
+        assert!(key.end < line_len && !key.is_empty() && key.len() <= MAX_KEY_LEN, "key {key:?} of {command:?}");
+    }
+    if command == Command::MetaSet {
+        assert!(len >= line_len + 2, "ms without its data block");
+        assert_eq!(&buf[len - 2..len], b"\r\n", "data block not followed by CRLF");
+    } else {
+        assert_eq!(len, line_len, "{command:?} has a data block");
+    }
+    len
+}
+
 fn check_request(buf: &[u8], request: &Request, keys: &[Range<usize>], max_value: usize) -> usize {
-    let Request { command, len, noreply, ref exptime, line_len } = *request;
+    let Request { command, len, noreply, ref exptime, line_len, ref meta } = *request;
+    assert_eq!(meta.is_some(), command.is_meta(), "{command:?}: meta flags on a text command or none on a meta one");
+    if command.is_meta() {
+        return check_meta(buf, command, len, line_len, keys);
+    }
     assert!(0 < line_len && line_len <= len && len <= buf.len(), "line {line_len}, request {len} of {}", buf.len());
     assert_eq!(buf[line_len - 1], b'\n', "the command line does not end in a newline");
     for key in keys {

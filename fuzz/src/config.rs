@@ -26,7 +26,11 @@ pub fn check(data: &[u8]) {
         }
         for index in config.pools_reached(listener.target) {
             let pool = config.pools.get(index).expect("a route reaches a pool that exists");
-            assert_eq!(pool.protocol, listener.protocol, "listener {} reaches a pool of another protocol", listener.name);
+            assert_eq!(
+                pool.protocol, listener.protocol,
+                "listener {} reaches a pool of another protocol",
+                listener.name
+            );
         }
     }
     for pool in &config.pools {

@@ -182,10 +182,10 @@ fn test_config_prints_the_route_tree_and_refuses_what_cannot_run() {
         "{stdout}"
     );
     assert!(stdout.contains("default -> route gone (error): \"ferrule: error route\""), "{stdout}");
-    let failover = body.replace("type = \"error\"", "type = \"failover\"\nchildren = [\"p/*\"]");
-    std::fs::write(&path, failover).unwrap();
+    let warmup = body.replace("type = \"error\"", "type = \"warmup\"\ncold = \"p\"\nwarm = \"p\"");
+    std::fs::write(&path, warmup).unwrap();
     let out = std::process::Command::new(ferrule_bin()).arg("-t").arg("-c").arg(&path).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains("routes.gone.type: route type \"failover\" is not implemented yet"), "{stderr}");
+    assert!(stderr.contains("routes.gone.type: route type \"warmup\" is not implemented yet"), "{stderr}");
 }

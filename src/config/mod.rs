@@ -11,9 +11,11 @@
 mod address;
 mod error;
 mod fields;
+pub mod import;
 mod redact;
 mod routes;
 mod server;
+mod tls;
 mod users;
 mod validate;
 
@@ -21,6 +23,8 @@ mod validate;
 mod route_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -33,6 +37,7 @@ pub use routes::{
     DEFAULT_ERROR_MESSAGE, DEFAULT_SHADOW_MAX_OUTSTANDING, EXECUTABLE_TYPES, MEMCACHE_OPERATIONS, OPERATION_CLASSES,
     ROUTE_TYPES,
 };
+pub use tls::{Built, ClientAuth, ListenerTls, PoolTls, DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS};
 pub use users::{sha256, Access, AuthRefusal, Permissions, UserConfig, UserPassword};
 
 /// Default admin/stats HTTP endpoint: loopback only, the port twemproxy uses for its stats.
@@ -66,6 +71,8 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 1000;
 pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 1000;
 /// Default (and twemproxy's) number of connections per server per worker.
 pub const DEFAULT_SERVER_CONNECTIONS: usize = 1;
+/// Dedicated connections per server per worker: enough for a few dozen blocked job-queue workers per core.
+pub const DEFAULT_MAX_DEDICATED_CONNECTIONS: usize = 64;
 /// Default (and twemproxy's) consecutive failures before a server is ejected.
 pub const DEFAULT_SERVER_FAILURE_LIMIT: u32 = 2;
 /// Default (and twemproxy's) time an ejected server stays out of the ring.
@@ -344,6 +351,8 @@ pub struct ListenerConfig {
     /// Redis only: named users (`[listeners.X.users.NAME]`), sorted by name.
     pub users: Vec<UserConfig>,
     pub backlog: u32,
+    /// Clients must speak TLS (`tls_cert`/`tls_key` set).
+    pub tls: Option<ListenerTls>,
 }
 
 impl ListenerConfig {
@@ -377,6 +386,9 @@ pub struct PoolConfig {
     pub connect_timeout_ms: u64,
     /// Connections per server per worker, at least 1.
     pub server_connections: usize,
+    /// Redis only: per server per worker, the most connections held by one client each (transactions, blocking
+    /// commands); 0 refuses those commands.
+    pub max_dedicated_connections: usize,
     pub preconnect: bool,
     pub batching: Batching,
     /// Adaptive batching: the longest a request is held behind a batch in flight, in microseconds.
@@ -390,6 +402,8 @@ pub struct PoolConfig {
     pub server_retry_timeout_ms: u64,
     /// Memcache only: the largest value a storage command may carry.
     pub max_value_bytes: usize,
+    /// TLS to the servers (`tls = true`).
+    pub tls: Option<PoolTls>,
 }
 
 /// One backend server of a pool.

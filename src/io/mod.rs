@@ -6,7 +6,9 @@ mod admin;
 mod admin_access;
 mod backend;
 mod control;
+mod dedicated;
 mod exhaustion;
+mod fan;
 mod messages;
 mod metrics;
 mod pool;
@@ -17,6 +19,7 @@ mod stats;
 mod stats_json;
 mod stream;
 pub mod sys;
+mod tls;
 mod uring;
 mod worker;
 

@@ -8,7 +8,8 @@ mod routed;
 use super::backend::Backend;
 use super::replies::{ClientLimits, ClientRef, Overflow, ReplyQueue};
 use super::stats::ListenerStatsRef;
-use super::uring::{self, Conn};
+use super::tls::Stream;
+use super::uring;
 use super::worker::{ListenerSlot, Worker};
 use crate::config::Protocol;
 use std::future::poll_fn;
@@ -19,7 +20,7 @@ use std::task::Poll;
 pub struct Session {
     pub worker: Rc<Worker>,
     pub listener: Rc<ListenerSlot>,
-    pub conn: Conn,
+    pub conn: Stream,
     pub q: ClientRef,
     pub id: u64,
     pub authed: bool,
@@ -113,8 +114,9 @@ impl Session {
 }
 
 /// Serves one accepted client connection until it closes.
-pub async fn serve(worker: Rc<Worker>, listener: Rc<ListenerSlot>, conn: Conn) {
-    let q = ReplyQueue::new_ref(worker.buffer_budget(), Some(conn.clone()));
+pub async fn serve(worker: Rc<Worker>, listener: Rc<ListenerSlot>, conn: Stream) {
+    // The queue holds the socket (not the TLS layer) to shut it down if the client is closed for holding too much.
+    let q = ReplyQueue::new_ref(worker.buffer_budget(), Some(conn.conn().clone()));
     let id = worker.next_client_id();
     let meters = worker.stats.borrow_mut().listener(&listener.name, listener.protocol);
     meters.borrow_mut().client_opened();
@@ -168,10 +170,11 @@ pub async fn serve(worker: Rc<Worker>, listener: Rc<ListenerSlot>, conn: Conn) {
 /// Closes gracefully: FIN after the last reply, then discard what the client still sends (bounded), because
 /// closing a socket with unread input makes the kernel send a reset that can destroy replies the client has not
 /// read yet (after QUIT or a protocol error, for example).
-async fn linger(conn: &Conn) {
-    conn.shutdown_write();
+async fn linger(conn: &Stream) {
     let mut buf = [0u8; 4096];
     let drain = async {
+        // Inside the bound: a TLS close_notify is a send, and a client that reads nothing could hold it.
+        conn.finish_writes().await;
         let mut total = 0usize;
         while total < 1 << 20 {
             match conn.read(&mut buf).await {
@@ -188,7 +191,7 @@ async fn linger(conn: &Conn) {
 const WRITE_BUF_KEEP: usize = 256 * 1024;
 
 /// Writes replies as they become ready, all that are ready in one write; closes after the last one when asked.
-async fn write_loop(conn: Conn, q: ClientRef, meters: ListenerStatsRef) {
+async fn write_loop(conn: Stream, q: ClientRef, meters: ListenerStatsRef) {
     let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
     loop {
         let done = poll_fn(|cx| {
@@ -253,7 +256,7 @@ impl InBuf {
     }
 
     /// Reads more bytes; `Ok(0)` at end of stream.
-    pub async fn fill(&mut self, conn: &Conn) -> std::io::Result<usize> {
+    pub async fn fill(&mut self, conn: &Stream) -> std::io::Result<usize> {
         if self.end == self.buf.len() {
             if self.start > 0 {
                 self.buf.copy_within(self.start..self.end, 0);

@@ -1,16 +1,20 @@
 //! The Redis side of a client session: parse RESP requests, answer local commands, route the rest.
 
+mod pinned;
+
 use super::routed::{self, Group, KeyDest, Unroutable};
 use super::{InBuf, Next, Session, INBUF_CAPACITY};
 use crate::config::Target;
 use crate::fanout::MergeKind;
 use crate::io::backend::{Framer, Waiter};
+use crate::io::fan;
 use crate::io::pool::PoolRt;
 use crate::io::stats::{client_key, CommandId, Meter};
-use crate::protocol::redis::transaction::{self, Gate, TxnState};
+use crate::protocol::redis::transaction::{self, Gate};
 use crate::protocol::redis::{self, CommandInfo, CommandKind, KeySpec, Local, PoolCmd, Split};
 use crate::router::group_by_server;
 use crate::routes::{canned_reply, Ctx, Op};
+use pinned::Pinned;
 use std::ops::Range;
 use std::time::Instant;
 
@@ -37,12 +41,18 @@ enum Flow {
     /// wait until the earlier ones are answered (on one server, a write sent before `HELLO` must not be overtaken
     /// by a read sent after it on another connection).
     DrainFirst,
+    /// The request was not handled: it is parsed again once the client's requests in flight are answered (its
+    /// first request on a dedicated connection must not overtake them).
+    Retry,
+    /// A blocking command was sent: no request is taken until it is answered, but the client is watched for
+    /// leaving.
+    Blocked,
 }
 
 pub async fn read_loop(s: &mut Session) {
     let mut inb = InBuf::new(INBUF_CAPACITY);
     let mut sc = Scratch::default();
-    let mut txn = TxnState::default();
+    let mut pinned = Pinned::default();
     let limits = s.worker.client_limits();
     loop {
         s.wait_until_unsaturated(limits).await;
@@ -52,20 +62,27 @@ pub async fn read_loop(s: &mut Session) {
         let now = Instant::now();
         let mut closing = false;
         let mut draining = false;
+        let mut blocked = false;
         let mut blocked_on = None;
         while !s.q.borrow().saturated(limits) {
             match redis::parse_request(inb.data(), &mut sc.args) {
                 Ok(Some(len)) => {
-                    let flow = handle(s, &inb.data()[..len], &mut sc, &mut txn, now, &mut blocked_on);
-                    inb.consume(len);
+                    let flow = handle(s, &inb.data()[..len], &mut sc, &mut pinned, now, &mut blocked_on);
+                    if !matches!(flow, Flow::Retry) {
+                        inb.consume(len);
+                    }
                     match flow {
                         Flow::Continue => {}
                         Flow::Close => {
                             closing = true;
                             break;
                         }
-                        Flow::DrainFirst => {
+                        Flow::DrainFirst | Flow::Retry => {
                             draining = true;
+                            break;
+                        }
+                        Flow::Blocked => {
+                            blocked = true;
                             break;
                         }
                     }
@@ -85,6 +102,12 @@ pub async fn read_loop(s: &mut Session) {
         if closing {
             return;
         }
+        if blocked {
+            if let Next::Stop = pinned::wait_blocked(s, &mut inb, &mut pinned).await {
+                return;
+            }
+            continue;
+        }
         if draining {
             // What is already buffered is parsed next, without reading more first.
             s.wait_for_replies().await;
@@ -100,7 +123,7 @@ fn handle(
     s: &mut Session,
     req: &[u8],
     sc: &mut Scratch,
-    txn: &mut TxnState,
+    pinned: &mut Pinned,
     now: Instant,
     blocked_on: &mut Option<std::rc::Rc<crate::io::backend::Backend>>,
 ) -> Flow {
@@ -121,7 +144,11 @@ fn handle(
         s.local(&sc.reply);
         return Flow::Continue;
     };
-    sc.command = s.meters.borrow_mut().count_redis(info);
+    // A request handled again after a Retry was counted the first time.
+    sc.command = match pinned.retried.take() {
+        Some(command) => command,
+        None => s.meters.borrow_mut().count_redis(info),
+    };
     if !s.authed || s.read_only {
         if let Some(refusal) = refuse_access(s, info, req, &sc.args) {
             // As in redis, a malformed command gets its arity error before the access check.
@@ -135,13 +162,17 @@ fn handle(
             return Flow::Continue;
         }
     }
-    // A refused MULTI refuses everything up to EXEC/DISCARD, so nothing the client meant as part of the
-    // transaction is applied.
-    if transaction::needs_gate(*txn, info) {
+    // Transactions (and a refused MULTI, which refuses everything up to EXEC/DISCARD): see `pinned`.
+    if transaction::needs_gate(pinned.txn, info) {
         sc.reply.clear();
-        if let Gate::Answered = transaction::gate(txn, info, sc.args.len(), &mut sc.reply) {
-            s.local(&sc.reply);
-            return Flow::Continue;
+        let supported = matches!(s.listener.target(), Target::Pool(_));
+        let gate = transaction::gate(&mut pinned.txn, info, sc.args.len(), supported, &mut sc.reply);
+        if gate != Gate::Run {
+            let flow = pinned::step(s, pinned, gate, info, req, sc, now);
+            if matches!(flow, Flow::Retry) {
+                pinned.retried = Some(sc.command);
+            }
+            return flow;
         }
     }
     if !redis::arity_ok(info, sc.args.len()) {
@@ -158,17 +189,29 @@ fn handle(
             Flow::Continue
         }
         CommandKind::Forward => {
-            route(s, info, None, req, sc, now, blocked_on);
+            route(s, pinned, info, None, req, sc, now, blocked_on);
             Flow::Continue
         }
         CommandKind::Split(kind) => {
-            route(s, info, Some(kind), req, sc, now, blocked_on);
+            route(s, pinned, info, Some(kind), req, sc, now, blocked_on);
             Flow::Continue
         }
         CommandKind::Pool(cmd) => {
             whole_pool(s, info, cmd, req, sc, now, blocked_on);
             Flow::Continue
         }
+        CommandKind::Blocking(how) => match pinned::blocking(s, pinned, info, how, req, sc, now) {
+            Some(Flow::Retry) => {
+                pinned.retried = Some(sc.command);
+                Flow::Retry
+            }
+            Some(flow) => flow,
+            // It does not block (XREAD without BLOCK): an ordinary request.
+            None => {
+                route(s, pinned, info, None, req, sc, now, blocked_on);
+                Flow::Continue
+            }
+        },
         // Always answered by the gate above.
         CommandKind::Transaction(_) => Flow::Continue,
     }
@@ -188,8 +231,10 @@ fn refuse_access(s: &Session, info: &CommandInfo, req: &[u8], args: &[Range<usiz
     None
 }
 
+#[allow(clippy::too_many_arguments)]
 fn route(
     s: &mut Session,
+    pinned: &Pinned,
     info: &'static CommandInfo,
     split: Option<Split>,
     req: &[u8],
@@ -234,7 +279,9 @@ fn route(
     }
     group_by_server(&sc.servers, &mut sc.groups, &mut sc.key_frag);
     if sc.groups.len() == 1 {
-        let backend = pool.backend_for(sc.groups[0], s.id, s.proto);
+        // While keys are WATCHed, requests to their server go on the WATCHing connection.
+        let backend =
+            pinned.watching(pool_index, sc.groups[0]).unwrap_or_else(|| pool.backend_for(sc.groups[0], s.id, s.proto));
         forward_whole(s, backend, info, req, sc, now);
         if backend.over_queue_bound() {
             *blocked_on = Some(backend.clone());
@@ -246,7 +293,7 @@ fn route(
         s.local(b"-CROSSSLOT Keys in request don't hash to the same server\r\n");
         return;
     };
-    split_request(s, pool, info, kind, req, sc, now, blocked_on);
+    split_request(s, pool, pool_index, pinned, info, kind, req, sc, now, blocked_on);
 }
 
 /// SCAN, DBSIZE, SCRIPT, FUNCTION: about the whole pool. SCAN goes to the server its cursor names (see
@@ -393,6 +440,8 @@ fn forward_whole(
 fn split_request(
     s: &Session,
     pool: &PoolRt,
+    pool_index: usize,
+    pinned: &Pinned,
     info: &CommandInfo,
     kind: Split,
     req: &[u8],
@@ -415,7 +464,7 @@ fn split_request(
     let name = &req[sc.args[0].clone()];
     let shape = redis::ReplyShape::of(info);
     for (frag, &server) in sc.groups.iter().enumerate() {
-        let backend = pool.backend_for(server, s.id, s.proto);
+        let backend = pinned.watching(pool_index, server).unwrap_or_else(|| pool.backend_for(server, s.id, s.proto));
         let n_keys = sc.key_frag.iter().filter(|&&f| f as usize == frag).count();
         let meter = sc.command.map(|c| Meter::new(&s.meters, c, now, true));
         let waiter = Waiter::Client { client: s.q.clone(), seq, frag: Some(frag as u32), meter };
@@ -468,8 +517,14 @@ fn route_tree(
         return;
     }
     routed::group(&sc.dests, &mut sc.route_groups, &mut sc.key_frag);
+    if sc.route_groups.iter().any(|g| matches!(g, Group::Fan { .. })) {
+        let env = fan::Env { cfg: &cfg, tree: &tree, pools: &pools, client_id: s.id, proto: s.proto, ctx };
+        fan_out(s, &env, info, req, sc, now);
+        return;
+    }
     if let [only] = sc.route_groups[..] {
         match only {
+            Group::Fan { .. } => unreachable!("handled above"),
             Group::Canned(c) => {
                 sc.reply.clear();
                 canned_reply(&cfg, c, op, sc.keys.len(), s.proto, &mut sc.reply);
@@ -511,6 +566,7 @@ fn route_tree(
     for (frag, &group) in sc.route_groups.iter().enumerate() {
         let n_keys = sc.key_frag.iter().filter(|&&f| f as usize == frag).count();
         match group {
+            Group::Fan { .. } => unreachable!("handled above"),
             Group::Canned(c) => {
                 reply.clear();
                 canned_reply(&cfg, c, op, n_keys, s.proto, &mut reply);
@@ -547,6 +603,50 @@ fn route_tree(
         }
     }
     sc.reply = reply;
+}
+
+/// A request whose keys all reach one multi-destination route: executed by `io::fan` with the request's bytes
+/// (keys stripped as the routes above it say). Keys that also reach other destinations are refused.
+fn fan_out(s: &Session, env: &fan::Env, info: &'static CommandInfo, req: &[u8], sc: &Scratch, now: Instant) {
+    let plans = s.worker.fans.borrow().clone();
+    let plan = match sc.route_groups[..] {
+        [Group::Fan { route }] => plans.get(route),
+        _ => None,
+    };
+    let Some(plan) = plan else {
+        let msg = format!("-ERR {}\r\n", routed::mixed_fan_message(env.cfg, &sc.route_groups));
+        s.local(msg.as_bytes());
+        return;
+    };
+    let keys: Vec<&[u8]> = sc
+        .keys
+        .iter()
+        .zip(&sc.dests)
+        .map(|(&k, d)| {
+            let key = &req[sc.args[k].clone()];
+            &key[d.strip().min(key.len())..]
+        })
+        .collect();
+    let mut bytes = Vec::with_capacity(req.len());
+    if sc.dests.iter().all(|d| d.strip() == 0) && req.first() == Some(&b'*') {
+        bytes.extend_from_slice(req);
+    } else {
+        let args = sc.args.iter().enumerate().map(|(i, a)| {
+            let arg = &req[a.clone()];
+            match sc.keys.iter().position(|&k| k == i) {
+                Some(j) => &arg[sc.dests[j].strip().min(arg.len())..],
+                None => arg,
+            }
+        });
+        redis::write_command_iter(&mut bytes, sc.args.len(), args);
+    }
+    let framer = Framer::Redis(redis::ReplyShape::for_request(info, &sc.args, req));
+    let request = fan::Request { op: Op::Redis(info), keys: &keys, bytes, framer, now };
+    let meter = sc.command.map(|c| Meter::new(&s.meters, c, now, false));
+    let reply = fan::ReplyTo { q: s.q.clone(), meter };
+    if let Err(fan::Refused(why)) = fan::dispatch(env, plan, request, Some(reply)) {
+        s.local(format!("-ERR {why}\r\n").as_bytes());
+    }
 }
 
 /// Sends the request to one server with each key's routing prefix removed (`strip_prefix`): re-encoded.

@@ -189,29 +189,32 @@ impl Conn {
 
     /// Reads what is available (at least one byte, or 0 at end of stream).
     pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        poll_fn(|cx| self.poll_read(cx, buf)).await
+    }
+
+    /// [`Conn::read`] as a poll: ready with what the inbox holds, or pending with the task's waker kept (the TLS
+    /// layer hands the inbox straight to rustls this way, without another buffer in between).
+    pub fn poll_read(&self, cx: &mut std::task::Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         let io = &self.0.io;
-        poll_fn(|cx| {
-            let taken = io.take_unread(buf);
-            let reactor = current();
-            io.resume_receiving(&reactor);
-            if let Some(n) = taken {
-                return Poll::Ready(Ok(n));
-            }
-            if let Some(e) = io.error.get() {
-                return Poll::Ready(Err(io::Error::from_raw_os_error(e)));
-            }
-            if io.eof.get() {
-                return Poll::Ready(Ok(0));
-            }
-            reactor.note_activity();
-            let w = io.reader.take();
-            io.reader.set(Some(match w {
-                Some(w) if w.will_wake(cx.waker()) => w,
-                _ => cx.waker().clone(),
-            }));
-            Poll::Pending
-        })
-        .await
+        let taken = io.take_unread(buf);
+        let reactor = current();
+        io.resume_receiving(&reactor);
+        if let Some(n) = taken {
+            return Poll::Ready(Ok(n));
+        }
+        if let Some(e) = io.error.get() {
+            return Poll::Ready(Err(io::Error::from_raw_os_error(e)));
+        }
+        if io.eof.get() {
+            return Poll::Ready(Ok(0));
+        }
+        reactor.note_activity();
+        let w = io.reader.take();
+        io.reader.set(Some(match w {
+            Some(w) if w.will_wake(cx.waker()) => w,
+            _ => cx.waker().clone(),
+        }));
+        Poll::Pending
     }
 
     /// Sends the whole buffer and gives it back (cleared by nobody: the caller decides) for reuse.
@@ -239,6 +242,13 @@ impl Conn {
             }
         }
         (Ok(()), buf)
+    }
+
+    /// The peer's address (for logs; `None` for a unix socket or a connection already gone).
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        // SAFETY: the descriptor stays open while we hold a handle; the borrow ends with this call.
+        let fd = unsafe { std::os::unix::io::BorrowedFd::borrow_raw(self.0.io.fd) };
+        socket2::SockRef::from(&fd).peer_addr().ok().and_then(|a| a.as_socket())
     }
 
     /// Sends FIN after what was written; the peer still can send (we drain it before closing).

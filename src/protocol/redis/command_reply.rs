@@ -102,7 +102,7 @@ fn write_getkeys(out: &mut Vec<u8>, req: &[u8], args: &[Range<usize>]) {
 /// redis' (first key, last key, step) for COMMAND INFO: 0 0 0 when keys are found by scanning (numkeys).
 fn key_range(keys: KeySpec) -> (i64, i64, i64) {
     match keys {
-        KeySpec::None | KeySpec::NumKeys { dest: None, .. } => (0, 0, 0),
+        KeySpec::None | KeySpec::NumKeys { dest: None, .. } | KeySpec::Streams => (0, 0, 0),
         KeySpec::Single | KeySpec::StoreOption(_) | KeySpec::NumKeys { dest: Some(_), .. } => (1, 1, 1),
         KeySpec::Multi { first, step } => (first as i64, -1, step as i64),
         KeySpec::SameServer { first, last, step } => (first as i64, last as i64, step as i64),
@@ -114,7 +114,7 @@ fn write_entry(out: &mut Vec<u8>, info: &CommandInfo, proto: Proto) {
     write_bulk(out, info.name.to_ascii_lowercase().as_bytes());
     write_integer(out, info.arity as i64);
     let keyed = info.keys != KeySpec::None;
-    let movable = matches!(info.keys, KeySpec::NumKeys { .. } | KeySpec::StoreOption(_));
+    let movable = matches!(info.keys, KeySpec::NumKeys { .. } | KeySpec::StoreOption(_) | KeySpec::Streams);
     let read = is_readonly(info.name);
     let mut flags: Vec<&[u8]> = Vec::with_capacity(2);
     if read {

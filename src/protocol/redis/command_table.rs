@@ -5,6 +5,7 @@
 //! Cross-checked against the `COMMAND` output of redis-server 7.0 and the command JSON files of later
 //! releases: every command redis knows is here, so only truly unknown names get "unknown command".
 
+use super::blocking::Block;
 use super::commands::{CommandInfo, CommandKind, KeySpec, Local, PoolCmd, Split, StoreOption, Txn};
 
 /// Forwarded to the server of the key at args[1].
@@ -47,10 +48,18 @@ const fn unsupported(name: &'static str, arity: i32, reason: &'static str) -> Co
     CommandInfo { name, arity, keys: KeySpec::None, kind: CommandKind::Unsupported(reason) }
 }
 
-/// Decided by the session's transaction state (WATCH's keys do not route it: it is answered by the proxy).
+/// Decided by the session's transaction state.
 const fn txn(name: &'static str, arity: i32, what: Txn) -> CommandInfo {
     CommandInfo { name, arity, keys: KeySpec::None, kind: CommandKind::Transaction(what) }
 }
+
+/// Sent on a connection of the client's own while it blocks; its keys must share a server.
+const fn blocking(name: &'static str, arity: i32, keys: KeySpec, how: Block) -> CommandInfo {
+    CommandInfo { name, arity, keys, kind: CommandKind::Blocking(how) }
+}
+
+/// Keys args[1..] up to the one before the timeout (BLPOP k1 k2 timeout).
+const BEFORE_LAST: KeySpec = KeySpec::SameServer { first: 1, last: -2, step: 1 };
 
 /// Sorted by name (byte order), checked by a test.
 pub(crate) static COMMANDS: [CommandInfo; 255] = [
@@ -65,14 +74,14 @@ pub(crate) static COMMANDS: [CommandInfo; 255] = [
     single("BITFIELD_RO", -2),
     same("BITOP", -4, 2, -1, 1),
     single("BITPOS", -3),
-    unsupported("BLMOVE", 6, "blocking commands"),
-    unsupported("BLMPOP", -5, "blocking commands"),
-    unsupported("BLPOP", -3, "blocking commands"),
-    unsupported("BRPOP", -3, "blocking commands"),
-    unsupported("BRPOPLPUSH", 4, "blocking commands"),
-    unsupported("BZMPOP", -5, "blocking commands"),
-    unsupported("BZPOPMAX", -3, "blocking commands"),
-    unsupported("BZPOPMIN", -3, "blocking commands"),
+    blocking("BLMOVE", 6, KeySpec::SameServer { first: 1, last: 2, step: 1 }, Block::At(5)),
+    blocking("BLMPOP", -5, KeySpec::NumKeys { numkeys_pos: 2, dest: None }, Block::At(1)),
+    blocking("BLPOP", -3, BEFORE_LAST, Block::LastArg),
+    blocking("BRPOP", -3, BEFORE_LAST, Block::LastArg),
+    blocking("BRPOPLPUSH", 4, KeySpec::SameServer { first: 1, last: 2, step: 1 }, Block::At(3)),
+    blocking("BZMPOP", -5, KeySpec::NumKeys { numkeys_pos: 2, dest: None }, Block::At(1)),
+    blocking("BZPOPMAX", -3, BEFORE_LAST, Block::LastArg),
+    blocking("BZPOPMIN", -3, BEFORE_LAST, Block::LastArg),
     local("CLIENT", -2, Local::ClientSetname),
     unsupported("CLUSTER", -2, "cluster commands"),
     local("COMMAND", -1, Local::Command),
@@ -261,7 +270,12 @@ pub(crate) static COMMANDS: [CommandInfo; 255] = [
     txn("UNWATCH", 1, Txn::Unwatch),
     unsupported("WAIT", 3, "replication"),
     unsupported("WAITAOF", 4, "replication"),
-    txn("WATCH", -2, Txn::Watch),
+    CommandInfo {
+        name: "WATCH",
+        arity: -2,
+        keys: KeySpec::SameServer { first: 1, last: -1, step: 1 },
+        kind: CommandKind::Transaction(Txn::Watch),
+    },
     single("XACK", -4),
     single("XADD", -5),
     single("XAUTOCLAIM", -6),
@@ -272,8 +286,8 @@ pub(crate) static COMMANDS: [CommandInfo; 255] = [
     single("XLEN", 2),
     single("XPENDING", -3),
     single("XRANGE", -4),
-    unsupported("XREAD", -4, "streams across keys"),
-    unsupported("XREADGROUP", -7, "streams across keys"),
+    blocking("XREAD", -4, KeySpec::Streams, Block::BlockOption),
+    blocking("XREADGROUP", -7, KeySpec::Streams, Block::BlockOption),
     single("XREVRANGE", -4),
     single("XSETID", -3),
     single("XTRIM", -4),

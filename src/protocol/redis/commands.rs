@@ -26,6 +26,9 @@ pub enum KeySpec {
     /// on one server, as for [`KeySpec::SameServer`]. A command with no key at all (EVAL with numkeys 0)
     /// cannot be routed: [`key_indices`] answers an error.
     NumKeys { numkeys_pos: usize, dest: Option<usize> },
+    /// XREAD / XREADGROUP: the keys are the first half of the arguments after `STREAMS` (the IDs are the other
+    /// half). They must all live on one server.
+    Streams,
     /// One key at args[1], and a destination key given by an option (SORT ... STORE dst, GEORADIUS ... STORE dst /
     /// STOREDIST dst). Both must live on one server, as for [`KeySpec::SameServer`]: the destination is written
     /// on the server the request goes to, which must be the one later reads of it go to.
@@ -104,8 +107,11 @@ pub enum CommandKind {
     /// Sent to every server of the pool (or, for SCAN, to the server its cursor names) and the replies merged.
     Pool(PoolCmd),
     /// MULTI, EXEC, DISCARD, WATCH, UNWATCH: decided by the session's transaction state
-    /// ([`super::transaction::gate`]).
+    /// ([`super::transaction::gate`]). WATCH has keys (they choose the transaction's server).
     Transaction(Txn),
+    /// Sent on a backend connection of the client's own for as long as it blocks ([`super::blocking`]); all its keys
+    /// must live on one server.
+    Blocking(super::blocking::Block),
 }
 
 /// One Redis command.
@@ -274,6 +280,25 @@ pub fn key_indices(info: &CommandInfo, args: &[Range<usize>], buf: &[u8], keys: 
             keys.extend(dest);
             Ok(())
         }
+        KeySpec::Streams => {
+            let mut i = 1;
+            while i < argc {
+                let word = buf.get(args[i].clone()).unwrap_or_default();
+                if word.eq_ignore_ascii_case(b"STREAMS") {
+                    let rest = argc - i - 1;
+                    if rest == 0 || !rest.is_multiple_of(2) {
+                        return Err(format!(
+                            "ERR Unbalanced '{}' list of streams: for each stream key an ID or '$' must be specified.",
+                            info.name.to_ascii_lowercase()
+                        ));
+                    }
+                    keys.extend(i + 1..=i + rest / 2);
+                    return Ok(());
+                }
+                i += super::blocking::option_width(word);
+            }
+            Err("ERR syntax error".to_string())
+        }
     }
 }
 
@@ -330,11 +355,15 @@ mod tests {
         for info in COMMANDS {
             let keyless = info.keys == KeySpec::None;
             match info.kind {
+                CommandKind::Transaction(Txn::Watch) => assert!(!keyless),
                 CommandKind::Local(_)
                 | CommandKind::Unsupported(_)
                 | CommandKind::Transaction(_)
                 | CommandKind::Pool(_) => {
                     assert!(keyless, "{}", info.name)
+                }
+                CommandKind::Blocking(_) => {
+                    assert!(!keyless && !matches!(info.keys, KeySpec::Multi { .. }), "{}", info.name)
                 }
                 CommandKind::Forward => {
                     assert!(!keyless && !matches!(info.keys, KeySpec::Multi { .. }), "{}", info.name)
@@ -372,8 +401,8 @@ mod tests {
         for name in ["DEL", "UNLINK", "TOUCH", "EXISTS"] {
             assert_eq!(kind(name), CommandKind::Split(Split::SumIntegers), "{name}");
         }
-        assert_eq!(kind("BLPOP"), CommandKind::Unsupported("blocking commands"));
-        assert_eq!(kind("XREAD"), CommandKind::Unsupported("streams across keys"));
+        assert_eq!(kind("BLPOP"), CommandKind::Blocking(super::super::blocking::Block::LastArg));
+        assert_eq!(kind("XREAD"), CommandKind::Blocking(super::super::blocking::Block::BlockOption));
         assert_eq!(kind("SUBSCRIBE"), CommandKind::Unsupported("pub/sub"));
         assert_eq!(kind("MULTI"), CommandKind::Transaction(Txn::Multi));
         assert_eq!(kind("exec"), CommandKind::Transaction(Txn::Exec));

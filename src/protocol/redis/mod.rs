@@ -15,6 +15,7 @@
 //! and replies with a huge number of small elements linear too.
 
 mod acl;
+pub mod blocking;
 mod client;
 mod command_reply;
 mod command_table;

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs ferrule's whole test suite: formatting, lints, unit and integration tests.
 # Installs the server binaries the integration tests start (redis-server, memcached, nutcracker) when missing,
-# and redis-py (Debian's python3-redis), which tests/refusals.rs drives as a real client library.
+# redis-py (Debian's python3-redis for tests/refusals.rs, and redis-py 8 in target/pyenv for the RESP3 tests), and
+# the C++ compiler the fuzz targets' libFuzzer is built with. FUZZ_SECONDS (default 5) is how long each fuzz target
+# runs; 0 only replays the seeds (scripts/fuzz.sh and docs/fuzzing.md have the longer runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +20,7 @@ has_redis_py() {
     return 1
 }
 has_redis_py || need+=(python3-redis)
+command -v c++ >/dev/null || need+=(g++)
 if [ ${#need[@]} -gt 0 ]; then
     echo "test.sh: installing ${need[*]}"
     if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
@@ -36,12 +39,28 @@ if ! target/pyenv/bin/python -c "import redis" 2>/dev/null; then
     fi
 fi
 
+# ioredis for tests/node_client.rs, pinned, into target/node_modules (nothing installed globally).
+IOREDIS_VERSION=5.9.3
+if ! [ -f target/node_modules/ioredis/package.json ] \
+    || ! grep -q "\"version\": \"$IOREDIS_VERSION\"" target/node_modules/ioredis/package.json; then
+    echo "test.sh: installing ioredis@$IOREDIS_VERSION into target/node_modules"
+    if ! { command -v node >/dev/null && npm install --no-audit --no-fund --no-save --prefix target \
+        "ioredis@$IOREDIS_VERSION" >/dev/null; }; then
+        echo "test.sh: could not install ioredis. It needs node 18+ and npm (Debian: apt-get install nodejs npm)," \
+            "then: npm install --no-save --prefix target ioredis@$IOREDIS_VERSION" >&2
+        exit 1
+    fi
+fi
+
 rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy || true
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --workspace -- --test-threads="${TEST_THREADS:-2}"
+echo "== fuzz (${FUZZ_SECONDS:-5}s per target)"
+scripts/fuzz.sh all "${FUZZ_SECONDS:-5}"
 echo "test.sh: all passed"

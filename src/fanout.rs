@@ -16,12 +16,22 @@ pub enum MergeKind {
     RedisSum,
     /// Memcached get/gets/gat/gats: VALUE items re-emitted in request order, then one END.
     McRetrieval,
+    /// A command sent to every server of a pool (SCRIPT LOAD / FLUSH, FUNCTION LOAD / DELETE / FLUSH / LIST): the
+    /// reply they all agree on; an error when they differ.
+    RedisSame,
+    /// SCRIPT EXISTS on every server: per position, 1 only when every server has the script.
+    RedisAndArray,
+    /// SCAN of one server of a pool (one fragment): its reply with the cursor rewritten for the client
+    /// (see `redis::rewrite_scan_reply`); `next` is the next live server, `u32::MAX` for none.
+    RedisScan { server: u32, next: u32, servers: u32 },
 }
 
 /// The bookkeeping of one split request.
 #[derive(Debug)]
 pub struct Fanout {
     pub kind: MergeKind,
+    /// Redis: the client's RESP version, for the replies the merge makes itself (a nil is `_` in RESP3).
+    pub proto: redis::Proto,
     /// For each requested key, in request order, the fragment it was sent in.
     pub key_frag: Vec<u32>,
     /// Memcached only: the requested keys, concatenated, to match VALUE items against.
@@ -44,6 +54,7 @@ impl Fanout {
     pub fn new(kind: MergeKind, fragments: usize) -> Fanout {
         let mut f = Fanout {
             kind,
+            proto: redis::Proto::Resp2,
             key_frag: Vec::new(),
             keys: Vec::new(),
             key_ranges: Vec::new(),
@@ -63,6 +74,7 @@ impl Fanout {
     /// Prepares a used `Fanout` for another request, keeping its buffers (the reply queue recycles them).
     pub fn reset(&mut self, kind: MergeKind, fragments: usize) {
         self.kind = kind;
+        self.proto = redis::Proto::Resp2;
         self.key_frag.clear();
         self.keys.clear();
         self.key_ranges.clear();
@@ -105,6 +117,20 @@ impl Fanout {
             MergeKind::McRetrieval => memcache::is_error_reply(reply) || self.items_fit(frag, reply),
             _ if redis::is_error_reply(reply) => true,
             MergeKind::RedisMset => reply == b"+OK\r\n",
+            MergeKind::RedisSame => true,
+            MergeKind::RedisAndArray => {
+                let mut scratch = std::mem::take(&mut self.one_elems);
+                let fits = redis::array_elements(reply, &mut scratch)
+                    && scratch.iter().all(|r| redis::parse_integer_reply(&reply[r.clone()]).is_some());
+                self.one_elems = scratch;
+                fits
+            }
+            MergeKind::RedisScan { .. } => {
+                let mut scratch = std::mem::take(&mut self.one_elems);
+                let fits = redis::array_elements(reply, &mut scratch) && scratch.len() == 2;
+                self.one_elems = scratch;
+                fits
+            }
             MergeKind::RedisSum => redis::parse_integer_reply(reply).is_some(),
             MergeKind::RedisMget => {
                 let keys = self.key_frag.iter().filter(|&&f| f as usize == frag).count();
@@ -122,6 +148,9 @@ impl Fanout {
             MergeKind::RedisMset => "a split MSET",
             MergeKind::RedisSum => "a split DEL/EXISTS/UNLINK/TOUCH",
             MergeKind::McRetrieval => "a split get",
+            MergeKind::RedisSame => "a command sent to every server",
+            MergeKind::RedisAndArray => "SCRIPT EXISTS",
+            MergeKind::RedisScan { .. } => "SCAN",
         })
     }
 
@@ -188,6 +217,45 @@ impl Fanout {
             }
             MergeKind::RedisMget => self.merge_mget(data, out),
             MergeKind::McRetrieval => self.merge_retrieval(data, out),
+            MergeKind::RedisSame => {
+                let first = self.reply(data, 0);
+                if (1..self.replies.len()).all(|f| self.reply(data, f) == first) {
+                    out.extend_from_slice(first);
+                } else {
+                    redis::write_error(out, b"ERR ferrule: the servers of the pool answered differently");
+                }
+            }
+            MergeKind::RedisAndArray => self.merge_and(data, out),
+            MergeKind::RedisScan { server, next, servers } => {
+                let next = (next != u32::MAX).then_some(next as usize);
+                if !redis::rewrite_scan_reply(self.reply(data, 0), server as usize, next, servers as usize, out) {
+                    redis::write_error(out, b"ERR ferrule: unexpected reply to SCAN");
+                }
+            }
+        }
+    }
+
+    /// SCRIPT EXISTS: every server's array of 0/1, ANDed position by position.
+    fn merge_and(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        let mut and: Vec<bool> = Vec::new();
+        let mut scratch = std::mem::take(&mut self.one_elems);
+        for f in 0..self.replies.len() {
+            let reply = self.reply(data, f);
+            if !redis::array_elements(reply, &mut scratch) || (f > 0 && scratch.len() != and.len()) {
+                self.one_elems = scratch;
+                return redis::write_error(out, b"ERR ferrule: unexpected reply to SCRIPT EXISTS");
+            }
+            if f == 0 {
+                and.resize(scratch.len(), true);
+            }
+            for (slot, r) in and.iter_mut().zip(&scratch) {
+                *slot &= redis::parse_integer_reply(&reply[r.clone()]) == Some(1);
+            }
+        }
+        self.one_elems = scratch;
+        redis::write_array_header(out, and.len());
+        for exists in and {
+            redis::write_integer(out, exists as i64);
         }
     }
 
@@ -231,7 +299,7 @@ impl Fanout {
             let at = one[f] + self.cursor[f];
             match ranges.get(at).filter(|_| at < one[f + 1]) {
                 Some(r) => out.extend_from_slice(&reply[r.clone()]),
-                None => redis::write_null_bulk(out),
+                None => redis::write_null(out, self.proto),
             }
             self.cursor[f] += 1;
         }
@@ -303,6 +371,34 @@ mod tests {
         let mut out = Vec::new();
         f.merge(&data, &mut out);
         out
+    }
+
+    #[test]
+    fn whole_pool_merges() {
+        let mut f = Fanout::new(MergeKind::RedisSame, 3);
+        let sha = b"$40\r\ne0e1f9fabfc9d4800c877a703b823ac0578ff8db\r\n";
+        assert_eq!(collect(&mut f, &[sha, sha, sha]), sha);
+        let mut f = Fanout::new(MergeKind::RedisSame, 2);
+        assert_eq!(collect(&mut f, &[b"+OK\r\n", b"+OK\r\n"]), b"+OK\r\n");
+        let mut f = Fanout::new(MergeKind::RedisSame, 2);
+        assert_eq!(collect(&mut f, &[b"+OK\r\n", b"-ERR busy\r\n"]), b"-ERR busy\r\n", "an error wins");
+        let mut f = Fanout::new(MergeKind::RedisSame, 2);
+        assert!(collect(&mut f, &[b"$1\r\na\r\n", b"$1\r\nb\r\n"]).starts_with(b"-ERR ferrule: the servers"));
+
+        let mut f = Fanout::new(MergeKind::RedisAndArray, 3);
+        assert_eq!(f.fits(0, b"*2\r\n:1\r\n:0\r\n"), Ok(()));
+        assert!(f.fits(0, b"*1\r\n$1\r\na\r\n").is_err());
+        let out =
+            collect(&mut f, &[b"*3\r\n:1\r\n:1\r\n:0\r\n", b"*3\r\n:1\r\n:0\r\n:0\r\n", b"*3\r\n:1\r\n:1\r\n:1\r\n"]);
+        assert_eq!(out, b"*3\r\n:1\r\n:0\r\n:0\r\n");
+        let mut f = Fanout::new(MergeKind::RedisAndArray, 2);
+        assert!(collect(&mut f, &[b"*1\r\n:1\r\n", b"*2\r\n:1\r\n:1\r\n"]).starts_with(b"-ERR ferrule"));
+
+        let mut f = Fanout::new(MergeKind::RedisScan { server: 1, next: 2, servers: 3 }, 1);
+        assert!(f.fits(0, b"*1\r\n:1\r\n").is_err());
+        assert_eq!(collect(&mut f, &[b"*2\r\n$1\r\n0\r\n*1\r\n$1\r\nk\r\n"]), b"*2\r\n$1\r\n2\r\n*1\r\n$1\r\nk\r\n");
+        let mut f = Fanout::new(MergeKind::RedisScan { server: 2, next: u32::MAX, servers: 3 }, 1);
+        assert_eq!(collect(&mut f, &[b"*2\r\n$1\r\n0\r\n*0\r\n"]), b"*2\r\n$1\r\n0\r\n*0\r\n");
     }
 
     #[test]

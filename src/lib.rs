@@ -13,3 +13,4 @@ pub mod protocol;
 pub mod router;
 pub mod routes;
 pub mod stats;
+pub mod tls;

@@ -32,6 +32,101 @@ struct Cli {
 enum Command {
     /// Read .hgrm files or HdrHistogram interval logs, merge, print a percentile table, optionally plot them.
     Hist(HistArgs),
+    /// Convert another proxy's config (twemproxy, mcrouter, Envoy) into a ferrule config.
+    Convert(ConvertArgs),
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SourceProxy {
+    /// twemproxy (nutcracker) YAML.
+    Twemproxy,
+    /// mcrouter JSON (pools, routes, named handles).
+    Mcrouter,
+    /// Envoy YAML (redis_proxy listeners, their prefix routes and clusters).
+    Envoy,
+}
+
+#[derive(clap::Args)]
+struct ConvertArgs {
+    /// The proxy the config is for.
+    #[arg(long = "from", value_enum)]
+    from: SourceProxy,
+    /// The config to convert.
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+    /// Write the ferrule config here instead of to stdout.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// twemproxy: the stats port nutcracker was started with (its -s; default 22222).
+    #[arg(long, value_name = "PORT")]
+    stats_port: Option<u16>,
+    /// twemproxy: the stats address nutcracker was started with (its -a; default: keep stats on 127.0.0.1).
+    #[arg(long, value_name = "ADDR")]
+    stats_addr: Option<String>,
+    /// twemproxy: the stats interval nutcracker was started with (its -i, in ms); noted, ferrule has none.
+    #[arg(long, value_name = "MS")]
+    stats_interval: Option<u64>,
+    /// mcrouter: where ferrule listens (mcrouter took its port on the command line; default 127.0.0.1:5000).
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Option<String>,
+    /// mcrouter: the default routing prefix mcrouter was started with (its -R; default /././).
+    #[arg(long, value_name = "/REGION/CLUSTER/")]
+    route_prefix: Option<String>,
+}
+
+/// `ferrule convert`: the config to stdout or `-o`, warnings and errors to stderr.
+fn convert(args: &ConvertArgs) -> ExitCode {
+    use ferrule::config::import;
+    let text = match std::fs::read_to_string(&args.file) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("ferrule convert: {}: {e}", args.file.display());
+            return ExitCode::from(1);
+        }
+    };
+    let converted = match args.from {
+        SourceProxy::Twemproxy => {
+            let options = import::twemproxy::TwemproxyOptions {
+                stats_port: args.stats_port,
+                stats_addr: args.stats_addr.clone(),
+                stats_interval_ms: args.stats_interval,
+            };
+            import::twemproxy::convert(&text, &options)
+        }
+        SourceProxy::Mcrouter => {
+            let options = import::mcrouter::McrouterOptions {
+                listen: args.listen.clone(),
+                route_prefix: args.route_prefix.clone(),
+            };
+            import::mcrouter::convert(&text, &options)
+        }
+        SourceProxy::Envoy => import::envoy::convert(&text),
+    };
+    let conversion = match converted {
+        Ok(conversion) => conversion,
+        Err(e) => {
+            eprintln!("ferrule convert: {}: {e}", args.file.display());
+            return ExitCode::from(1);
+        }
+    };
+    for warning in &conversion.warnings {
+        eprintln!("ferrule convert: warning: {warning}");
+    }
+    // Server host names are resolved here, so a config converted away from its network may not validate yet.
+    // The model check accepts route kinds this build cannot execute yet (the importers say which in the file).
+    if let Err(e) = Config::parse_model(&conversion.toml) {
+        eprintln!("ferrule convert: warning: the converted config does not validate on this machine: {e}");
+    }
+    match &args.output {
+        None => print!("{}", conversion.toml),
+        Some(out) => {
+            if let Err(e) = std::fs::write(out, &conversion.toml) {
+                eprintln!("ferrule convert: {}: {e}", out.display());
+                return ExitCode::from(1);
+            }
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 #[derive(clap::Args)]
@@ -95,8 +190,10 @@ fn hist(args: &HistArgs) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Hist(args)) = &cli.command {
-        return hist(args);
+    match &cli.command {
+        Some(Command::Hist(args)) => return hist(args),
+        Some(Command::Convert(args)) => return convert(args),
+        None => {}
     }
     let default_level = match cli.verbose {
         0 => "info",

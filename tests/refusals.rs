@@ -1,6 +1,7 @@
-//! What ferrule refuses must be refused whole: a refused MULTI leaves nothing applied, a data block is never
-//! run as a command, and error replies read as the real servers' do. Against real redis-server and memcached,
-//! and redis-py for what a client library makes of it.
+//! What ferrule refuses must be refused whole: a refused MULTI (on a listener whose route is not a pool; pool
+//! listeners run transactions, tests/dedicated.rs) leaves nothing applied, a data block is never run as a command,
+//! and error replies read as the real servers' do. Against real redis-server and memcached, and redis-py for what
+//! a client library makes of it.
 
 mod common;
 use common::*;
@@ -14,6 +15,20 @@ fn redis_setup() -> (Proc, Ferrule, u16) {
     let servers = vec![format!("127.0.0.1:{}:1", backend.port)];
     let body =
         format!("{}{}", listener_toml("cache", port, "redis", "main", ""), redis_pool_toml("main", &servers, ""));
+    (backend, Ferrule::start(&body, port), port)
+}
+
+/// A listener whose route is a route, not a pool: transactions are refused there.
+fn routed_setup() -> (Proc, Ferrule, u16) {
+    let backend = redis_server();
+    let port = free_port();
+    let servers = vec![format!("127.0.0.1:{}:1", backend.port)];
+    let route = "[routes.front]\ntype = \"prefix\"\nprefixes = { \"x:\" = \"main\" }\ndefault = \"main\"\n\n";
+    let body = format!(
+        "{}{route}{}",
+        listener_toml("cache", port, "redis", "front", ""),
+        redis_pool_toml("main", &servers, "")
+    );
     (backend, Ferrule::start(&body, port), port)
 }
 
@@ -32,8 +47,8 @@ fn command(args: &[&str]) -> Vec<u8> {
     out
 }
 
-const MULTI_REFUSED: &str =
-    "-ERR MULTI is not supported by ferrule (transactions): the commands up to EXEC or DISCARD are refused\r\n";
+const MULTI_REFUSED: &str = "-ERR MULTI is not supported by ferrule on this listener (its route is not a pool): the \
+                             commands up to EXEC or DISCARD are refused\r\n";
 const EXECABORT: &str = "-EXECABORT Transaction discarded because of previous errors.\r\n";
 
 fn not_run(name: &str) -> String {
@@ -42,7 +57,7 @@ fn not_run(name: &str) -> String {
 
 #[test]
 fn a_refused_multi_leaves_nothing_applied() {
-    let (backend, _f, port) = redis_setup();
+    let (backend, _f, port) = routed_setup();
     let mut c = Client::connect(port);
     // What every client library's transaction sends, in one pipeline.
     let mut out = Vec::new();
@@ -64,7 +79,7 @@ fn a_refused_multi_leaves_nothing_applied() {
 
 #[test]
 fn discard_nesting_watch_and_quit_in_a_refused_multi() {
-    let (backend, _f, port) = redis_setup();
+    let (backend, _f, port) = routed_setup();
     let mut c = Client::connect(port);
     assert_eq!(c.redis_str(&["MULTI"]), MULTI_REFUSED);
     assert_eq!(c.redis_str(&["MULTI"]), "-ERR MULTI calls can not be nested\r\n");
@@ -75,7 +90,10 @@ fn discard_nesting_watch_and_quit_in_a_refused_multi() {
     assert_eq!(c.redis_str(&["DISCARD"]), "+OK\r\n");
     assert_eq!(c.redis_str(&["PING"]), "+PONG\r\n");
     assert_eq!(c.redis_str(&["UNWATCH"]), "+OK\r\n");
-    assert_eq!(c.redis_str(&["WATCH", "k"]), "-ERR WATCH is not supported by ferrule (transactions)\r\n");
+    assert_eq!(
+        c.redis_str(&["WATCH", "k"]),
+        "-ERR WATCH is not supported by ferrule on this listener (its route is not a pool)\r\n"
+    );
     // QUIT inside a refused MULTI closes, as in redis; a new connection starts outside any transaction.
     assert_eq!(c.redis_str(&["MULTI"]), MULTI_REFUSED);
     assert_eq!(c.redis_str(&["QUIT"]), "+OK\r\n");
@@ -105,7 +123,7 @@ fn python_with_redis() -> String {
 #[test]
 fn redis_py_transaction_raises_and_applies_nothing() {
     let python = python_with_redis();
-    let (backend, _f, port) = redis_setup();
+    let (backend, _f, port) = routed_setup();
     let script = r#"
 import sys, redis
 r = redis.Redis(port=int(sys.argv[1]), socket_timeout=10)
@@ -177,15 +195,17 @@ fn a_meta_set_data_block_is_never_run_as_a_command() {
     let (backend, _f, port) = memcache_setup();
     let mut c = Client::connect(port);
     assert_eq!(c.mc("set victim 0 0 1\r\nx\r\n", Mc::Set), "STORED\r\n");
-    let meta = "SERVER_ERROR meta commands are not supported by ferrule\r\n";
-    assert_eq!(String::from_utf8_lossy(&mc_replies(port, b"ms k 13\r\ndelete victim\r\n")), meta);
+    // A refused ms (key over 250 bytes) still has its value discarded.
+    let long = format!("ms {} 13\r\ndelete victim\r\n", "k".repeat(251));
+    let bad = "CLIENT_ERROR bad command line format\r\n";
+    assert_eq!(String::from_utf8_lossy(&mc_replies(port, long.as_bytes())), bad);
     // A data block arriving in pieces, and one with flags after the length.
     let mut d = Client::connect(port);
-    d.send(b"ms k 13 T0 F5\r\ndel");
+    d.send(format!("ms {} 13 T0 F5\r\ndel", "k".repeat(251)).as_bytes());
     std::thread::sleep(Duration::from_millis(50));
     d.send(b"ete victim\r\n");
     d.send(b"get victim\r\n");
-    assert_eq!(String::from_utf8_lossy(&d.mc_reply(Mc::Set)), meta);
+    assert_eq!(String::from_utf8_lossy(&d.mc_reply(Mc::Set)), bad);
     assert_eq!(d.mc_reply(Mc::Get), b"VALUE victim 0 1\r\nx\r\nEND\r\n");
     // Unreadable lengths: only the line can be dropped, as memcached does.
     for line in ["ms k\r\n", "ms k abc\r\n", "ms k -1\r\n", "ms k 2147483647\r\n"] {
@@ -193,7 +213,7 @@ fn a_meta_set_data_block_is_never_run_as_a_command() {
         assert_eq!(got, b"CLIENT_ERROR bad command line format\r\n", "{line:?}");
     }
     assert_eq!(mc_replies(port, b"ms\r\n"), b"ERROR\r\n");
-    assert_eq!(mc_replies(port, b"mn\r\nmg victim v\r\n"), [meta, meta].concat().as_bytes());
+    assert_eq!(mc_replies(port, b"mn\r\nmg victim v\r\n"), b"MN\r\nVA 1\r\nx\r\n");
     let mut direct = Client::connect(backend.port);
     assert_eq!(direct.mc("get victim k\r\n", Mc::Get), "VALUE victim 0 1\r\nx\r\nEND\r\n", "victim survives");
 }

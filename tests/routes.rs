@@ -50,6 +50,13 @@ fn redis_prefix_routes_send_each_prefix_to_its_cluster() {
     assert!(!holds(&a, "user:1") && !holds(&b, "session:2"));
     // Keys that must share a server are refused when the routes split them.
     assert!(client.redis_str(&["RENAME", "user:x", "session:x"]).starts_with("-CROSSSLOT"));
+    // A RESP3 client gets RESP3 nils from the null route, alone and merged into an MGET.
+    assert_eq!(client.redis_str(&["SET", "user:1", "v-user:1"]), "+OK\r\n");
+    assert!(client.redis(&["HELLO", "3"]).starts_with(b"%7"));
+    assert_eq!(client.redis_str(&["GET", "void:1"]), "_\r\n");
+    assert_eq!(client.redis_str(&["MGET", "void:1", "user:1", "missing"]), "*3\r\n_\r\n$8\r\nv-user:1\r\n_\r\n");
+    // The whole-pool commands need a pool listener.
+    assert_eq!(client.redis_str(&["DBSIZE"]), "-ERR ferrule: DBSIZE needs a listener whose route is a pool\r\n");
 }
 
 #[test]
@@ -175,10 +182,10 @@ fn test_config_prints_the_route_tree_and_refuses_what_cannot_run() {
         "{stdout}"
     );
     assert!(stdout.contains("default -> route gone (error): \"ferrule: error route\""), "{stdout}");
-    let failover = body.replace("type = \"error\"", "type = \"failover\"\nchildren = [\"p/*\"]");
-    std::fs::write(&path, failover).unwrap();
+    let warmup = body.replace("type = \"error\"", "type = \"warmup\"\ncold = \"p\"\nwarm = \"p\"");
+    std::fs::write(&path, warmup).unwrap();
     let out = std::process::Command::new(ferrule_bin()).arg("-t").arg("-c").arg(&path).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains("routes.gone.type: route type \"failover\" is not implemented yet"), "{stderr}");
+    assert!(stderr.contains("routes.gone.type: route type \"warmup\" is not implemented yet"), "{stderr}");
 }

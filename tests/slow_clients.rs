@@ -142,12 +142,15 @@ fn memory_comes_back_after_big_requests_and_replies() {
     let (_redis, f, port) = one_server(5000, "");
     let pid = f.proc.child.id();
     let mut c = Client::connect(port);
+    // 128 MiB through a debug build on a loaded 2-CPU machine can take longer than the helper's 10 s read timeout.
+    c.s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     assert_eq!(c.redis_str(&["SET", "small", "x"]), "+OK\r\n");
     let base = rss_mib(pid);
     let big = "v".repeat(128 << 20);
     for i in 0..2 {
         // A big SET from a client that then closes...
         let mut setter = Client::connect(port);
+        setter.s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
         assert_eq!(setter.redis_str(&["SET", &format!("big{i}"), &big]), "+OK\r\n");
         drop(setter);
     }

@@ -40,7 +40,10 @@ impl ConfigError {
 
     /// Translates a TOML syntax or structure error, whose message already names what is wrong.
     pub(super) fn from_toml(text: &str, err: &toml::de::Error) -> ConfigError {
-        let raw = err.message().trim().replace('\n', "; ");
+        let mut raw = err.message().trim().replace('\n', "; ");
+        if raw.is_empty() {
+            raw = unexplained_toml_error(text, err.span());
+        }
         let (key, message) = if let Some(rest) = raw.strip_prefix("unknown field ") {
             let key = backticked(rest);
             let hint = key.and_then(super::fields::twemproxy_hint).unwrap_or("");
@@ -113,6 +116,18 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// toml leaves some syntax errors without any text (a control character in a comment, for one, found by the config
+/// fuzz target); say what is at the place it points to.
+fn unexplained_toml_error(text: &str, span: Option<Range<usize>>) -> String {
+    match span.and_then(|span| text.get(span.start..)).and_then(|rest| rest.chars().next()) {
+        Some(c) if c.is_control() => {
+            format!("control character {c:?} is not allowed in TOML, not even in a comment or a string")
+        }
+        Some(c) => format!("invalid TOML at {c:?}"),
+        None => "invalid TOML at the end of the file".to_owned(),
+    }
+}
 
 /// 1-based line and column (counted in characters) of byte `offset` in `text`.
 fn line_and_column(text: &str, offset: usize) -> (usize, usize) {

@@ -11,15 +11,20 @@
 mod address;
 mod error;
 mod fields;
+pub mod import;
 mod redact;
 mod routes;
 mod server;
+mod tls;
+mod users;
 mod validate;
 
 #[cfg(test)]
 mod route_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -32,6 +37,8 @@ pub use routes::{
     DEFAULT_ERROR_MESSAGE, DEFAULT_SHADOW_MAX_OUTSTANDING, EXECUTABLE_TYPES, MEMCACHE_OPERATIONS, OPERATION_CLASSES,
     ROUTE_TYPES,
 };
+pub use tls::{Built, ClientAuth, ListenerTls, PoolTls, DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS};
+pub use users::{sha256, Access, AuthRefusal, Permissions, UserConfig, UserPassword};
 
 /// Default admin/stats HTTP endpoint: loopback only, the port twemproxy uses for its stats.
 pub const DEFAULT_ADMIN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 22222);
@@ -64,6 +71,8 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 1000;
 pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 1000;
 /// Default (and twemproxy's) number of connections per server per worker.
 pub const DEFAULT_SERVER_CONNECTIONS: usize = 1;
+/// Dedicated connections per server per worker: enough for a few dozen blocked job-queue workers per core.
+pub const DEFAULT_MAX_DEDICATED_CONNECTIONS: usize = 64;
 /// Default (and twemproxy's) consecutive failures before a server is ejected.
 pub const DEFAULT_SERVER_FAILURE_LIMIT: u32 = 2;
 /// Default (and twemproxy's) time an ejected server stays out of the ring.
@@ -341,8 +350,10 @@ pub struct ListenerConfig {
     pub route: String,
     /// What `route` names.
     pub target: Target,
-    /// Redis only: the password clients must AUTH with before anything else.
+    /// Redis only: the password clients must AUTH with before anything else (the `default` user's).
     pub auth: Option<String>,
+    /// Redis only: named users (`[listeners.X.users.NAME]`), sorted by name.
+    pub users: Vec<UserConfig>,
     pub backlog: u32,
     /// Client connections this listener holds at most (twemproxy's key; 0: no limit of its own). Split over the
     /// workers that accept on it, as `proxy.max_client_connections` is.
@@ -351,6 +362,8 @@ pub struct ListenerConfig {
     pub client_idle_timeout_ms: u64,
     /// TCP keepalive on accepted client connections (twemproxy's key).
     pub tcpkeepalive: bool,
+    /// Clients must speak TLS (`tls_cert`/`tls_key` set).
+    pub tls: Option<ListenerTls>,
 }
 
 impl Config {
@@ -375,6 +388,11 @@ impl Config {
 }
 
 impl ListenerConfig {
+    /// Who may connect, as sessions check it.
+    pub fn access(&self) -> Access {
+        Access::new(self.auth.as_deref(), &self.users)
+    }
+
     /// The pool, when the listener names one directly (no route above it).
     pub fn pool(&self) -> Option<usize> {
         match self.target {
@@ -400,6 +418,9 @@ pub struct PoolConfig {
     pub connect_timeout_ms: u64,
     /// Connections per server per worker, at least 1.
     pub server_connections: usize,
+    /// Redis only: per server per worker, the most connections held by one client each (transactions, blocking
+    /// commands); 0 refuses those commands.
+    pub max_dedicated_connections: usize,
     pub preconnect: bool,
     pub batching: Batching,
     /// Adaptive batching: the longest a request is held behind a batch in flight, in microseconds.
@@ -415,6 +436,8 @@ pub struct PoolConfig {
     pub max_value_bytes: usize,
     /// TCP keepalive on the backend connections (twemproxy's `tcpkeepalive`).
     pub tcpkeepalive: bool,
+    /// TLS to the servers (`tls = true`).
+    pub tls: Option<PoolTls>,
 }
 
 /// One backend server of a pool.

@@ -57,10 +57,30 @@ struct ListenerOut<'a> {
     route: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     auth: Option<&'static str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    users: Vec<UserOut<'a>>,
     backlog: u32,
     client_connections: usize,
     client_idle_timeout_ms: u64,
     tcpkeepalive: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_cert: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_client_ca: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_client_auth: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_handshake_timeout_ms: Option<u64>,
+}
+
+/// Every password is written as `password = "********"`, whichever form it was given in, so the output parses back.
+#[derive(Serialize)]
+struct UserOut<'a> {
+    name: &'a str,
+    password: &'static str,
+    permissions: &'static str,
 }
 
 #[derive(Serialize)]
@@ -74,6 +94,8 @@ struct PoolOut<'a> {
     timeout_ms: u64,
     connect_timeout_ms: u64,
     server_connections: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_dedicated_connections: Option<usize>,
     preconnect: bool,
     batching: &'static str,
     batching_max_hold_us: u64,
@@ -87,6 +109,17 @@ struct PoolOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     max_value_bytes: Option<usize>,
     tcpkeepalive: bool,
+    tls: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_ca: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_server_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_cert: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_insecure_skip_verify: Option<bool>,
 }
 
 pub(super) fn to_redacted_toml(config: &Config) -> String {
@@ -129,15 +162,27 @@ fn proxy_out(proxy: &ProxyConfig) -> ProxyOut {
 }
 
 fn listener_out(listener: &ListenerConfig) -> ListenerOut<'_> {
+    let tls = listener.tls.as_ref();
     ListenerOut {
         listen: listener.listen.to_string(),
         protocol: listener.protocol.name(),
         route: &listener.route,
         auth: listener.auth.as_ref().map(|_| REDACTED),
+        users: listener
+            .users
+            .iter()
+            .map(|u| UserOut { name: &u.name, password: REDACTED, permissions: u.permissions.name() })
+            .collect(),
         backlog: listener.backlog,
         client_connections: listener.client_connections,
         client_idle_timeout_ms: listener.client_idle_timeout_ms,
         tcpkeepalive: listener.tcpkeepalive,
+        // Paths, not secrets: the key file's contents are never shown.
+        tls_cert: tls.map(|t| t.cert.display().to_string()),
+        tls_key: tls.map(|t| t.key.display().to_string()),
+        tls_client_ca: tls.and_then(|t| t.client_ca.as_ref()).map(|p| p.display().to_string()),
+        tls_client_auth: tls.filter(|t| t.client_ca.is_some()).map(|t| t.client_auth.name()),
+        tls_handshake_timeout_ms: tls.map(|t| t.handshake_timeout_ms),
     }
 }
 
@@ -145,6 +190,8 @@ fn listener_out(listener: &ListenerConfig) -> ListenerOut<'_> {
 /// rejects them elsewhere.
 fn pool_out(pool: &PoolConfig) -> PoolOut<'_> {
     let redis = pool.protocol == super::Protocol::Redis;
+    let tls = pool.tls.as_ref();
+    let path = |p: &std::path::PathBuf| p.display().to_string();
     PoolOut {
         protocol: pool.protocol.name(),
         servers: pool.servers.iter().map(|s| s.spec.as_str()).collect(),
@@ -154,6 +201,7 @@ fn pool_out(pool: &PoolConfig) -> PoolOut<'_> {
         timeout_ms: pool.timeout_ms,
         connect_timeout_ms: pool.connect_timeout_ms,
         server_connections: pool.server_connections,
+        max_dedicated_connections: redis.then_some(pool.max_dedicated_connections),
         preconnect: pool.preconnect,
         batching: pool.batching.name(),
         batching_max_hold_us: pool.batching_max_hold_us,
@@ -164,5 +212,11 @@ fn pool_out(pool: &PoolConfig) -> PoolOut<'_> {
         server_retry_timeout_ms: pool.server_retry_timeout_ms,
         max_value_bytes: (!redis).then_some(pool.max_value_bytes),
         tcpkeepalive: pool.tcpkeepalive,
+        tls: tls.is_some(),
+        tls_ca: tls.and_then(|t| t.ca.as_ref()).map(path),
+        tls_server_name: tls.and_then(|t| t.server_name.as_deref()),
+        tls_cert: tls.and_then(|t| t.cert.as_ref()).map(path),
+        tls_key: tls.and_then(|t| t.key.as_ref()).map(path),
+        tls_insecure_skip_verify: tls.map(|t| t.insecure_skip_verify),
     }
 }

@@ -135,7 +135,7 @@ fn every_kind_reads_into_the_model() {
 #[test]
 fn kinds_the_proxy_cannot_execute_yet_are_rejected_at_their_type() {
     let text = format!("{}{POOLS}{EVERY_KIND}", memcache_listener("everything"));
-    let err = Config::parse(&text).expect_err("all_sync is not executable");
+    let err = Config::parse(&text).expect_err("warmup, l1l2 and migrate are not executable");
     let shown = err.to_string();
     assert!(shown.contains("is not implemented yet"), "{shown}");
     assert!(err.key().is_some_and(|k| k.starts_with("routes.") && k.ends_with(".type")), "{shown}");
@@ -197,6 +197,25 @@ fn unknown_keys_types_and_bad_values() {
         redis_listener("r")
     );
     check(&error_of(&text), "routes.r.operations.frobnicate", 17, "unknown operation \"frobnicate\"");
+}
+
+#[test]
+fn multi_destination_kinds_are_executable_but_not_nested() {
+    let text = format!(
+        "{}{POOLS}\n[routes.r]\ntype = \"operation\"\noperations = {{ get = \"reads\", set = \"writes\" }}\n\
+         default = \"pool_a\"\n[routes.writes]\ntype = \"all_fastest\"\nchildren = [\"pool_a/*\"]\n\
+         [routes.reads]\ntype = \"failover\"\nchildren = [\"pool_a/*\"]\nmax_tries = 2\n",
+        memcache_listener("r")
+    );
+    Config::parse(&text).unwrap_or_else(|e| panic!("the replicated-pool idiom is accepted: {e}"));
+    let text = format!(
+        "{}{POOLS}\n[routes.r]\ntype = \"failover\"\nchildren = [\"sel\", \"pool_a\"]\n\
+         [routes.sel]\ntype = \"hash\"\nchildren = [\"both\"]\n[routes.both]\ntype = \"all_sync\"\nchildren = [\"pool_a/*\"]\n",
+        memcache_listener("r")
+    );
+    let err = Config::parse(&text).expect_err("nested fans are refused");
+    check(&err, "routes.both.type", 22, "a multi-destination route below another is not implemented yet");
+    assert!(Config::parse_model(&text).is_ok(), "the model takes it");
 }
 
 #[test]

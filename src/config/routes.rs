@@ -184,7 +184,22 @@ pub const ROUTE_TYPES: &[&str] = &[
 ];
 
 /// The kinds the I/O layer executes today; the others are rejected by validation (never silently accepted).
-pub const EXECUTABLE_TYPES: &[&str] = &["prefix", "operation", "hash", "random", "error", "null"];
+pub const EXECUTABLE_TYPES: &[&str] = &[
+    "prefix",
+    "operation",
+    "hash",
+    "random",
+    "error",
+    "null",
+    "failover",
+    "miss_failover",
+    "all_sync",
+    "all_async",
+    "all_initial",
+    "all_fastest",
+    "all_majority",
+    "shadow",
+];
 
 /// Default bound on outstanding shadow requests per target and worker (mcrouter's).
 pub const DEFAULT_SHADOW_MAX_OUTSTANDING: usize = 1000;
@@ -192,6 +207,20 @@ pub const DEFAULT_SHADOW_MAX_OUTSTANDING: usize = 1000;
 pub const DEFAULT_ERROR_MESSAGE: &str = "ferrule: error route";
 
 impl RouteKind {
+    /// Whether the kind sends one request to several destinations (executed by the I/O layer's fan-out).
+    pub fn is_multi(&self) -> bool {
+        matches!(
+            self,
+            RouteKind::All { .. }
+                | RouteKind::Failover { .. }
+                | RouteKind::MissFailover { .. }
+                | RouteKind::Shadow { .. }
+                | RouteKind::Warmup { .. }
+                | RouteKind::L1l2 { .. }
+                | RouteKind::Migrate { .. }
+        )
+    }
+
     /// The `type` name.
     pub fn type_name(&self) -> &'static str {
         match self {

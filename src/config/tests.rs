@@ -114,6 +114,7 @@ fn defaults_fill_every_unset_key() {
     assert_eq!(pool.timeout_ms, 1000);
     assert_eq!(pool.connect_timeout_ms, 1000);
     assert_eq!(pool.server_connections, 1);
+    assert_eq!(pool.max_dedicated_connections, 64);
     assert!(!pool.preconnect);
     assert_eq!(pool.batching, Batching::Adaptive);
     assert_eq!(pool.batching_max_hold_us, 1000);
@@ -172,6 +173,7 @@ hash_tag = "{}"
 timeout_ms = 250
 connect_timeout_ms = 100
 server_connections = 2
+max_dedicated_connections = 8
 preconnect = true
 batching = "eager"
 batching_max_hold_us = 50
@@ -208,6 +210,7 @@ server_retry_timeout_ms = 10000
     assert_eq!(pool.hash_tag, Some(*b"{}"));
     assert_eq!((pool.timeout_ms, pool.connect_timeout_ms), (250, 100));
     assert_eq!(pool.server_connections, 2);
+    assert_eq!(pool.max_dedicated_connections, 8);
     assert!(pool.preconnect && pool.auto_eject_hosts);
     assert_eq!(pool.batching, Batching::Eager);
     assert_eq!(pool.batching_max_hold_us, 50);
@@ -279,6 +282,17 @@ fn unix_socket_listeners() {
     assert_error(&text, "listeners.cache.listen", 3, "the limit is 107");
 }
 
+/// Found by the config fuzz target: toml reports a control character in a comment with no text at all, which
+/// left the operator with "line 2, column 4: " and nothing after it.
+#[test]
+fn control_characters_are_named_even_in_comments() {
+    for (text, shown) in [("[proxy]\n# a\0b\n", "'\\0'"), ("# tab ok\t but not \x07\n", "'\\u{7}'")] {
+        let err = Config::parse(&format!("{text}{MINIMAL}")).expect_err(text);
+        assert!(err.message().contains("control character") && err.message().contains(shown), "{err}");
+        assert!(err.line().is_some(), "{err}");
+    }
+}
+
 #[test]
 fn unknown_keys_are_named_with_their_line() {
     let text = with_lines("[proxy]", "worker = 2");
@@ -347,13 +361,15 @@ fn duplicate_servers_are_rejected() {
 fn bad_pool_values_are_rejected() {
     let cases = [
         ("hash = \"fnv\"", "hash", "unknown hash \"fnv\"; expected one of: one_at_a_time"),
-        ("distribution = \"ring\"", "distribution", "expected ketama, modula or random"),
+        ("distribution = \"ring\"", "distribution", "expected one of: ketama, modula, random, ch3"),
         ("hash_tag = \"{\"", "hash_tag", "not two printable ASCII characters"),
         ("hash_tag = \"{}}\"", "hash_tag", "not two printable ASCII characters"),
         ("timeout_ms = 0", "timeout_ms", "must be at least 1, got 0"),
         ("timeout_ms = -5", "timeout_ms", "must be at least 1, got -5"),
         ("timeout_ms = \"1s\"", "timeout_ms", "expected an integer, found string \"1s\""),
         ("server_connections = 0", "server_connections", "must be from 1 to 1024"),
+        ("max_dedicated_connections = -1", "max_dedicated_connections", "must be from 0 to 10000"),
+        ("max_dedicated_connections = 10001", "max_dedicated_connections", "must be from 0 to 10000"),
         ("preconnect = 1", "preconnect", "expected true or false, found integer 1"),
         ("batching = \"nagle\"", "batching", "unknown batching \"nagle\"; expected adaptive or eager"),
         ("batching_max_hold_us = 0", "batching_max_hold_us", "must be from 1 to 1000000"),
@@ -478,6 +494,8 @@ fn pool_protocol_comes_from_its_listeners() {
     let memcache = MINIMAL.replace("\"redis\"", "\"memcache\"");
     let text = insert_after(&memcache, "[pools.main]", "redis_db = 1");
     assert_error(&text, "pools.main.redis_db", 8, "only applies to redis pools");
+    let text = insert_after(&memcache, "[pools.main]", "max_dedicated_connections = 1");
+    assert_error(&text, "pools.main.max_dedicated_connections", 8, "only applies to redis pools");
 }
 
 #[test]
@@ -619,4 +637,117 @@ fn client_limits_idle_timeout_and_keepalive() {
     assert_error(&text, "listeners.cache.tcpkeepalive", 6, "");
     let text = format!("[proxy]\nmax_client_connections = \"many\"\n{MINIMAL}");
     assert_error(&text, "proxy.max_client_connections", 2, "");
+}
+
+/// MINIMAL's listener with a `users` line.
+fn with_users(users: &str) -> String {
+    MINIMAL.replace("route = \"main\"", &format!("route = \"main\"\nusers = [{users}]"))
+}
+
+#[test]
+fn listener_users() {
+    let hex = "30c952fab122c3f9759f02a6d95c3758b246b4fee239957b2d4fee46e26170c4";
+    let text = with_users(&format!(
+        "{{ name = \"reporting\", password_sha256 = \"{hex}\", permissions = \"read-only\" }}, \
+         {{ name = \"app\", password = \"app-secret\" }}"
+    ));
+    let config = parse_ok(&text);
+    let users = &config.listeners[0].users;
+    assert_eq!(users.len(), 2);
+    assert_eq!(users[1].name, "app");
+    assert_eq!(users[1].password, UserPassword::Clear("app-secret".into()));
+    assert_eq!(users[1].permissions, Permissions::All);
+    assert_eq!(users[0].name, "reporting");
+    assert_eq!(users[0].password, UserPassword::Sha256(sha256(b"pw")));
+    assert_eq!(users[0].permissions, Permissions::ReadOnly);
+    let access = config.listeners[0].access();
+    assert!(access.required(), "users without `auth` turn the default user off");
+    assert_eq!(access.authenticate(Some(b"reporting"), b"pw"), Ok(Permissions::ReadOnly));
+
+    let shown = config.to_redacted_toml();
+    assert!(!shown.contains("app-secret") && !shown.contains(hex), "{shown}");
+    let reparsed = parse_ok(&shown);
+    assert_eq!(reparsed.listeners[0].users[0].password, UserPassword::Clear(REDACTED.into()));
+    assert_eq!(reparsed.listeners[0].users[0].permissions, Permissions::ReadOnly);
+    assert_eq!(reparsed.listeners[0].users[1].name, "app");
+}
+
+#[test]
+fn listener_user_errors() {
+    let cases = [
+        ("{ name = \"u\" }", "listeners.cache.users[0]", "missing `password` or `password_sha256`"),
+        ("{ name = \"u\", password = \"a\", password_sha256 = \"b\" }", "listeners.cache.users[0]", "not both"),
+        ("{ name = \"u\", password_sha256 = \"abc\" }", "listeners.cache.users[0].password_sha256", "64 hexadecimal"),
+        ("{ name = \"u\", password = \"\" }", "listeners.cache.users[0].password", "must not be empty"),
+        (
+            "{ name = \"u\", password = \"a\", permissions = \"admin\" }",
+            "listeners.cache.users[0].permissions",
+            "\"read-only\"",
+        ),
+        ("{ name = \"u\", password = \"a\", role = \"x\" }", "listeners.cache.users[0].role", "unknown key `role`"),
+        ("{ password = \"a\" }", "listeners.cache.users[0].name", "needs a `name`"),
+        ("{ name = \"a b\", password = \"a\" }", "listeners.cache.users[0].name", "printable"),
+        (
+            "{ name = \"u\", password = \"a\" }, { name = \"u\", password = \"b\" }",
+            "listeners.cache.users[1].name",
+            "twice",
+        ),
+        ("\"u\"", "listeners.cache.users[0]", "expected a table"),
+    ];
+    for (users, key, fragment) in cases {
+        assert_error(&with_users(users), key, 6, fragment);
+    }
+    let text = with_users("{ name = \"default\", password = \"y\" }")
+        .replace("route = \"main\"", "route = \"main\"\nauth = \"x\"");
+    assert_error(&text, "listeners.cache.users[0]", 7, "already given by `auth`");
+    let text =
+        with_users("{ name = \"u\", password = \"y\" }").replace("protocol = \"redis\"", "protocol = \"memcache\"");
+    assert_error(&text, "listeners.cache.users", 6, "only for redis listeners");
+}
+
+#[test]
+fn mcrouter_distributions_and_their_rules() {
+    let pool = |lines: &str| MINIMAL.replace("servers = [\"127.0.0.1:6381:1\"]", lines);
+    let config = parse_ok(&pool("servers = [\"127.0.0.1:6381:1\", \"127.0.0.1:6382:1\"]\ndistribution = \"ch3\""));
+    assert_eq!(config.pools[0].distribution, DistributionKind::Ch3);
+    let config = parse_ok(&pool(
+        "servers = [\"127.0.0.1:6381:1000000\", \"127.0.0.1:6382:700000\"]\ndistribution = \"weighted_ch3\"",
+    ));
+    assert_eq!(config.pools[0].distribution, DistributionKind::WeightedCh3);
+    assert_eq!(config.pools[0].servers[1].weight, 700_000);
+    // A config that names the default hash (as GET /config writes it) still parses back.
+    let config =
+        parse_ok(&pool("servers = [\"127.0.0.1:6381:1\"]\ndistribution = \"mcrouter_crc32\"\nhash = \"fnv1a_64\""));
+    assert_eq!(Config::parse(&config.to_redacted_toml()).unwrap().pools, config.pools);
+
+    assert_error(
+        &pool("servers = [\"127.0.0.1:6381:1\"]\ndistribution = \"ch3\"\nhash = \"md5\""),
+        "pools.main.hash",
+        10,
+        "hashes keys itself",
+    );
+    assert_error(
+        &pool("servers = [\"127.0.0.1:6381:1\"]\ndistribution = \"ch3\"\nauto_eject_hosts = true"),
+        "pools.main.auto_eject_hosts",
+        10,
+        "cannot be used",
+    );
+    assert_error(
+        &pool("servers = [\"127.0.0.1:6381:1\", \"127.0.0.1:6382:2\"]\ndistribution = \"ch3\""),
+        "pools.main.servers",
+        8,
+        "servers[1] has weight 2; ch3 ignores weights",
+    );
+    assert_error(
+        &pool("servers = [\"127.0.0.1:6381:1000001\"]\ndistribution = \"weighted_ch3\""),
+        "pools.main.servers",
+        8,
+        "parts per million",
+    );
+    assert_error(
+        &pool("servers = [\"127.0.0.1:6381:1\"]\ndistribution = \"furc\""),
+        "pools.main.distribution",
+        9,
+        "ch3",
+    );
 }

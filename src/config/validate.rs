@@ -13,6 +13,7 @@ use super::routes::{
     build_route, find_cycle, not_executable_message, operation_fits, reachable, Names, RouteDraft, EXECUTABLE_TYPES,
 };
 use super::server::parse_server;
+use super::tls;
 use super::*;
 
 const PROXY_KEYS: &[&str] = &[
@@ -37,8 +38,17 @@ const PROXY_KEYS: &[&str] = &[
     "max_client_connections",
 ];
 
-const LISTENER_KEYS: &[&str] =
-    &["listen", "protocol", "route", "auth", "backlog", "client_connections", "client_idle_timeout_ms", "tcpkeepalive"];
+const LISTENER_KEYS: &[&str] = &[
+    "listen",
+    "protocol",
+    "route",
+    "auth",
+    "users",
+    "backlog",
+    "client_connections",
+    "client_idle_timeout_ms",
+    "tcpkeepalive",
+];
 
 const POOL_KEYS: &[&str] = &[
     "servers",
@@ -49,6 +59,7 @@ const POOL_KEYS: &[&str] = &[
     "timeout_ms",
     "connect_timeout_ms",
     "server_connections",
+    "max_dedicated_connections",
     "preconnect",
     "batching",
     "batching_max_hold_us",
@@ -63,10 +74,12 @@ const POOL_KEYS: &[&str] = &[
 
 /// Top-level keys of twemproxy's stats JSON; a pool with one of these names would clobber them.
 const RESERVED_POOL_NAMES: &[&str] =
-    &["service", "source", "version", "uptime", "timestamp", "total_connections", "curr_connections"];
+    &["service", "source", "version", "uptime", "timestamp", "total_connections", "curr_connections", "tls"];
 
 /// More connections per server per worker than this is a typo, not a tuning choice.
 const MAX_SERVER_CONNECTIONS: usize = 1024;
+/// Dedicated connections are one TCP connection to the server each, per worker: past this it is a typo.
+const MAX_DEDICATED_CONNECTIONS: usize = 10_000;
 /// The kernel clamps larger backlogs to net.core.somaxconn anyway.
 const MAX_BACKLOG: u32 = 65535;
 
@@ -138,6 +151,9 @@ pub(super) fn build_with(text: &str, require_executable: bool) -> Result<Config,
         if !EXECUTABLE_TYPES.contains(&type_name) {
             return Err(ConfigError::at(text, &route.type_span, &route.type_key, not_executable_message(type_name)));
         }
+    }
+    if require_executable {
+        check_no_nested_fans(text, &routes)?;
     }
     check_bind_conflicts(text, &proxy_section, &proxy, &listeners)?;
 
@@ -307,7 +323,7 @@ fn check_name(s: &Section<'_>, name: &str) -> Result<(), ConfigError> {
 }
 
 fn build_pool(s: &Section<'_>, name: &str) -> Result<PoolDraft, ConfigError> {
-    s.reject_unknown_keys(POOL_KEYS)?;
+    s.reject_unknown_keys(&[POOL_KEYS, tls::POOL_TLS_KEYS].concat())?;
     check_name(s, name)?;
     if RESERVED_POOL_NAMES.contains(&name) {
         return Err(s.error(format!("{name:?} is reserved: it is a top-level key of the twemproxy-compatible stats")));
@@ -317,16 +333,19 @@ fn build_pool(s: &Section<'_>, name: &str) -> Result<PoolDraft, ConfigError> {
         Some(f) => Some((parse_protocol(&f)?, Located::of(&f))),
         None => None,
     };
-    let protocol_bound_keys =
-        [("redis_auth", Protocol::Redis), ("redis_db", Protocol::Redis), ("max_value_bytes", Protocol::Memcache)]
-            .into_iter()
-            .filter_map(|(key, protocol)| s.get(key).map(|f| (protocol, Located::of(&f))))
-            .collect();
+    let protocol_bound_keys = [
+        ("redis_auth", Protocol::Redis),
+        ("redis_db", Protocol::Redis),
+        ("max_dedicated_connections", Protocol::Redis),
+        ("max_value_bytes", Protocol::Memcache),
+    ]
+    .into_iter()
+    .filter_map(|(key, protocol)| s.get(key).map(|f| (protocol, Located::of(&f))))
+    .collect();
     let config = PoolConfig {
         name: name.to_owned(),
         // Provisional: settled by assign_protocols once the listeners are read.
         protocol: Protocol::Redis,
-        servers,
         hash: s.parse_or("hash", DEFAULT_HASH, parse_hash)?,
         distribution: s.parse_or("distribution", DEFAULT_DISTRIBUTION, parse_distribution)?,
         hash_tag: s.parse_or("hash_tag", None, |f| parse_hash_tag(f).map(Some))?,
@@ -335,6 +354,9 @@ fn build_pool(s: &Section<'_>, name: &str) -> Result<PoolDraft, ConfigError> {
             .parse_or("connect_timeout_ms", DEFAULT_CONNECT_TIMEOUT_MS, |f| f.integer_at_least(1u64))?,
         server_connections: s.parse_or("server_connections", DEFAULT_SERVER_CONNECTIONS, |f| {
             f.integer_in(1usize, MAX_SERVER_CONNECTIONS)
+        })?,
+        max_dedicated_connections: s.parse_or("max_dedicated_connections", DEFAULT_MAX_DEDICATED_CONNECTIONS, |f| {
+            f.integer_in(0usize, MAX_DEDICATED_CONNECTIONS)
         })?,
         preconnect: s.parse_or("preconnect", false, Field::boolean)?,
         batching: s.parse_or("batching", DEFAULT_BATCHING, parse_batching)?,
@@ -349,8 +371,58 @@ fn build_pool(s: &Section<'_>, name: &str) -> Result<PoolDraft, ConfigError> {
             .parse_or("server_retry_timeout_ms", DEFAULT_SERVER_RETRY_TIMEOUT_MS, |f| f.integer_at_least(1u64))?,
         max_value_bytes: s.parse_or("max_value_bytes", DEFAULT_MAX_VALUE_BYTES, |f| f.integer_at_least(1usize))?,
         tcpkeepalive: s.parse_or("tcpkeepalive", false, Field::boolean)?,
+        tls: tls::pool(s, &servers)?,
+        servers,
     };
+    check_mcrouter_distribution(s, &config)?;
     Ok(PoolDraft { config, declared_protocol, protocol_bound_keys })
+}
+
+/// mcrouter's distributions hash keys themselves, use weights their own way and never eject.
+fn check_mcrouter_distribution(s: &Section<'_>, pool: &PoolConfig) -> Result<(), ConfigError> {
+    let distribution = pool.distribution;
+    if !distribution.is_mcrouter() {
+        return Ok(());
+    }
+    let name = distribution.name();
+    if let Some(f) = s.get("hash") {
+        if pool.hash != DEFAULT_HASH {
+            return Err(f.error(format!(
+                "distribution {name:?} hashes keys itself, as mcrouter does; remove `hash` (or leave it {:?})",
+                DEFAULT_HASH.name()
+            )));
+        }
+    }
+    if pool.auto_eject_hosts {
+        if let Some(f) = s.get("auto_eject_hosts") {
+            return Err(f.error(format!(
+                "distribution {name:?} keeps keys on their server when it fails, as mcrouter does;                  auto_eject_hosts cannot be used with it"
+            )));
+        }
+    }
+    let servers = s.required("servers")?;
+    for (index, server) in pool.servers.iter().enumerate() {
+        let bad = match distribution {
+            DistributionKind::WeightedCh3 => server.weight > crate::hash::WEIGHT_PARTS_PER_UNIT,
+            _ => server.weight != 1,
+        };
+        if bad {
+            let rule = match distribution {
+                DistributionKind::WeightedCh3 => format!(
+                    "weighted_ch3 weights are parts per million of mcrouter's weight 1.0, at most {}",
+                    crate::hash::WEIGHT_PARTS_PER_UNIT
+                ),
+                _ => format!("{name} ignores weights, as mcrouter does: write weight 1 (or use weighted_ch3)"),
+            };
+            return Err(servers.error(format!("servers[{index}] has weight {}; {rule}", server.weight)));
+        }
+    }
+    if pool.servers.len() > crate::hash::mcrouter::CH3_MAX_SERVERS {
+        return Err(
+            servers.error(format!("{name} addresses at most {} servers", crate::hash::mcrouter::CH3_MAX_SERVERS))
+        );
+    }
+    Ok(())
 }
 
 fn parse_protocol(f: &Field<'_>) -> Result<Protocol, ConfigError> {
@@ -373,8 +445,10 @@ pub(super) fn parse_hash(f: &Field<'_>) -> Result<HashKind, ConfigError> {
 
 fn parse_distribution(f: &Field<'_>) -> Result<DistributionKind, ConfigError> {
     let name = f.string()?;
-    DistributionKind::from_name(name)
-        .ok_or_else(|| f.error(format!("unknown distribution {name:?}; expected ketama, modula or random")))
+    DistributionKind::from_name(name).ok_or_else(|| {
+        let known: Vec<&str> = DistributionKind::ALL.iter().map(|d| d.name()).collect();
+        f.error(format!("unknown distribution {name:?}; expected one of: {}", known.join(", ")))
+    })
 }
 
 fn parse_hash_tag(f: &Field<'_>) -> Result<[u8; 2], ConfigError> {
@@ -438,7 +512,7 @@ pub(super) fn locate_string(text: &str, range: Range<usize>, value: &str) -> Opt
 }
 
 fn build_listener(s: &Section<'_>, name: &str, names: &Names<'_>) -> Result<ListenerDraft, ConfigError> {
-    s.reject_unknown_keys(LISTENER_KEYS)?;
+    s.reject_unknown_keys(&[LISTENER_KEYS, tls::LISTENER_TLS_KEYS].concat())?;
     check_name(s, name)?;
     let listen_field = s.required("listen")?;
     let listen = parse_listen(listen_field.non_empty_string()?).map_err(|why| listen_field.error(why))?;
@@ -453,10 +527,17 @@ fn build_listener(s: &Section<'_>, name: &str, names: &Names<'_>) -> Result<List
         }
         Ok(Some(secret.to_owned()))
     })?;
+    let users = s.parse_or("users", Vec::new(), |f| {
+        if protocol != Protocol::Redis {
+            return Err(f.error("users are only for redis listeners (the memcached ASCII protocol has no AUTH)"));
+        }
+        users::parse_users(f, auth.is_some())
+    })?;
     let backlog = s.parse_or("backlog", DEFAULT_BACKLOG, |f| f.integer_in(1u32, MAX_BACKLOG))?;
     let client_connections = s.parse_or("client_connections", 0, |f| f.integer_at_least(0usize))?;
     let client_idle_timeout_ms = s.parse_or("client_idle_timeout_ms", 0, |f| f.integer_at_least(0u64))?;
     let tcpkeepalive = s.parse_or("tcpkeepalive", false, |f| f.boolean())?;
+    let tls = tls::listener(s)?;
     Ok(ListenerDraft {
         config: ListenerConfig {
             name: name.to_owned(),
@@ -465,10 +546,12 @@ fn build_listener(s: &Section<'_>, name: &str, names: &Names<'_>) -> Result<List
             route: route.to_owned(),
             target,
             auth,
+            users,
             backlog,
             client_connections,
             client_idle_timeout_ms,
             tcpkeepalive,
+            tls,
         },
         listen: Located::of(&listen_field),
         route: Located::of(&route_field),
@@ -626,6 +709,38 @@ fn check_bind_conflicts(
                 Some(located) => located.error(text, message),
                 None => ConfigError::new(Some(key), message),
             });
+        }
+    }
+    Ok(())
+}
+
+/// The proxy executes one multi-destination route per request: a multi-destination route reaching another one
+/// (directly or through selector routes) is refused at the inner one's type.
+fn check_no_nested_fans(text: &str, routes: &[RouteDraft]) -> Result<(), ConfigError> {
+    for (i, outer) in routes.iter().enumerate() {
+        if !outer.config.kind.is_multi() {
+            continue;
+        }
+        let mut seen = vec![false; routes.len()];
+        let mut stack: Vec<Target> = outer.config.kind.targets();
+        while let Some(t) = stack.pop() {
+            let Target::Route(r) = t else { continue };
+            if r == i || std::mem::replace(&mut seen[r], true) {
+                continue;
+            }
+            let inner = &routes[r];
+            if inner.config.kind.is_multi() {
+                let message = format!(
+                    "route {:?} ({}) is reached from route {:?} ({}): a multi-destination route below another is not \
+                     implemented yet",
+                    inner.config.name,
+                    inner.config.kind.type_name(),
+                    outer.config.name,
+                    outer.config.kind.type_name()
+                );
+                return Err(ConfigError::at(text, &inner.type_span, &inner.type_key, message));
+            }
+            stack.extend(inner.config.kind.targets());
         }
     }
     Ok(())

@@ -10,12 +10,13 @@
 //! - [`locate_key`]: all of the above in the order twemproxy applies them.
 
 mod functions;
+pub mod mcrouter;
 mod ring;
 
 #[cfg(test)]
 mod twemproxy_vectors;
 
-pub use ring::{Ring, RingMember};
+pub use ring::{Ring, RingMember, WEIGHT_PARTS_PER_UNIT};
 
 /// A key hash function. Names and results are twemproxy's; `Xxh3` is ferrule's addition.
 // The variant names mirror twemproxy's configuration names (`fnv1a_32` -> `Fnv1a_32`).
@@ -110,17 +111,29 @@ pub enum DistributionKind {
     Modula,
     /// A random live server for every request; the key is not hashed.
     Random,
+    /// mcrouter's Ch3 (furc hash over MurmurHash64A) over the servers in config order; weights must be 1.
+    Ch3,
+    /// mcrouter's WeightedCh3: Ch3 where each server keeps the share weight / 1_000_000 of its keys.
+    WeightedCh3,
+    /// mcrouter's Crc32: `(crc32(key) & 0x7fffffff) % servers`, servers in config order; weights must be 1.
+    McrouterCrc32,
 }
 
 impl DistributionKind {
-    /// The distribution named as in a twemproxy config.
+    /// Every distribution, twemproxy's first.
+    pub const ALL: [DistributionKind; 6] = [
+        DistributionKind::Ketama,
+        DistributionKind::Modula,
+        DistributionKind::Random,
+        DistributionKind::Ch3,
+        DistributionKind::WeightedCh3,
+        DistributionKind::McrouterCrc32,
+    ];
+
+    /// The distribution named as in a twemproxy config, or one of mcrouter's (`ch3`, `weighted_ch3`,
+    /// `mcrouter_crc32`).
     pub fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "ketama" => Some(DistributionKind::Ketama),
-            "modula" => Some(DistributionKind::Modula),
-            "random" => Some(DistributionKind::Random),
-            _ => None,
-        }
+        DistributionKind::ALL.into_iter().find(|kind| kind.name() == name)
     }
 
     /// The config name of this distribution.
@@ -129,7 +142,16 @@ impl DistributionKind {
             DistributionKind::Ketama => "ketama",
             DistributionKind::Modula => "modula",
             DistributionKind::Random => "random",
+            DistributionKind::Ch3 => "ch3",
+            DistributionKind::WeightedCh3 => "weighted_ch3",
+            DistributionKind::McrouterCrc32 => "mcrouter_crc32",
         }
+    }
+
+    /// mcrouter's distributions hash the key themselves (the pool's `hash` is not used), place over the servers in
+    /// config order, and never move keys off a failing server.
+    pub fn is_mcrouter(self) -> bool {
+        matches!(self, DistributionKind::Ch3 | DistributionKind::WeightedCh3 | DistributionKind::McrouterCrc32)
     }
 }
 
@@ -148,6 +170,15 @@ pub fn hash_tagged(key: &[u8], tag: Option<[u8; 2]>) -> &[u8] {
     match after_open.iter().position(|&byte| byte == close) {
         Some(length) if length > 0 => after_open.get(..length).unwrap_or(key),
         _ => key,
+    }
+}
+
+/// mcrouter leaves everything from the first `|#|` out of the hashed key, so that `user:1|#|v2` and `user:1|#|v3`
+/// share a server.
+pub fn before_hash_stop(key: &[u8]) -> &[u8] {
+    match key.windows(3).position(|w| w == b"|#|") {
+        Some(at) => key.get(..at).unwrap_or(key),
+        None => key,
     }
 }
 
@@ -173,9 +204,14 @@ pub fn ketama_ident(host: &str, port: u16, name: Option<&str>) -> String {
 /// server, and when only one server is live every distribution picks it anyway; when that single
 /// server is ejected twemproxy fails the request, here None); random ignores the key; otherwise
 /// the hash tag is applied, the tagged key hashed (an empty key hashes to 0) and the ring looked up.
+///
+/// mcrouter's distributions hash the key themselves: the tagged key, up to mcrouter's hash stop `|#|`.
 pub fn locate_key(ring: &Ring, kind: HashKind, tag: Option<[u8; 2]>, key: &[u8]) -> Option<usize> {
     if ring.live_count() == 0 {
         return None;
+    }
+    if ring.kind().is_mcrouter() {
+        return ring.locate_mcrouter(before_hash_stop(hash_tagged(key, tag)));
     }
     if let Some(only) = ring.sole_live_member() {
         return Some(only);
@@ -232,7 +268,7 @@ mod tests {
         assert_eq!(HashKind::from_name("fnv1a_64"), Some(HashKind::Fnv1a_64));
         assert_eq!(HashKind::from_name("FNV1A_64"), None);
         assert_eq!(HashKind::from_name("sha1"), None);
-        for kind in [DistributionKind::Ketama, DistributionKind::Modula, DistributionKind::Random] {
+        for kind in DistributionKind::ALL {
             assert_eq!(DistributionKind::from_name(kind.name()), Some(kind));
         }
         assert_eq!(DistributionKind::from_name("vnode"), None);
@@ -300,6 +336,34 @@ mod tests {
                 locate_key(&again, HashKind::Murmur, None, &key)
             );
         }
+    }
+
+    #[test]
+    fn mcrouter_distributions_place_as_mcrouter_in_config_order() {
+        // Identities do not matter to mcrouter: only positions do.
+        let members = [live("zz", 1), live("a", 1), live("m", 1)];
+        let ring = Ring::build(DistributionKind::Ch3, &members);
+        let mut counts = [0usize; 3];
+        for i in 0..1000 {
+            counts[locate_key(&ring, HashKind::Fnv1a_64, None, i.to_string().as_bytes()).unwrap()] += 1;
+        }
+        assert_eq!(counts, [307, 342, 351], "the reference's ch3 vector");
+        // 700_000 parts per million is mcrouter's weight 0.7.
+        let weighted = [live("a", 1_000_000), live("b", 1_000_000), live("c", 700_000)];
+        let ring = Ring::build(DistributionKind::WeightedCh3, &weighted);
+        let mut counts = [0usize; 3];
+        for i in 0..1000 {
+            counts[locate_key(&ring, HashKind::Fnv1a_64, None, i.to_string().as_bytes()).unwrap()] += 1;
+        }
+        assert_eq!(counts, [341, 371, 288], "mcrouter's reducedWeight vector");
+        let ring = Ring::build(DistributionKind::McrouterCrc32, &members);
+        assert_eq!(locate_key(&ring, HashKind::Fnv1a_64, None, b"123456789"), Some(0x4bf4_3926 % 3));
+        // The hash stop and the hash tag narrow what is hashed.
+        let ring = Ring::build(DistributionKind::Ch3, &[live("a", 1); 100]);
+        assert_eq!(locate_key(&ring, HashKind::Md5, None, b"sample|#|anything"), Some(97));
+        assert_eq!(locate_key(&ring, HashKind::Md5, Some(*b"{}"), b"x{sample}y"), Some(97));
+        assert_eq!(before_hash_stop(b"|#|"), b"");
+        assert_eq!(before_hash_stop(b"a|#"), b"a|#");
     }
 
     #[test]

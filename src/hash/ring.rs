@@ -1,6 +1,6 @@
 //! Server distributions (ketama, modula, random) built exactly as twemproxy builds them.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 
 use super::functions::{digest_word, md5_digest};
 use super::DistributionKind;
@@ -45,11 +45,21 @@ pub struct Ring {
     member_count: usize,
     /// State of the random distribution's xorshift generator.
     rng_state: Cell<u64>,
+    /// WeightedCh3: each member's weight as mcrouter's fraction (config weight / 1_000_000, at most 1).
+    fractions: Vec<f64>,
+    /// WeightedCh3: the salted key of a retry, reused across lookups.
+    scratch: RefCell<Vec<u8>>,
 }
+
+/// WeightedCh3 weights are written in parts per million of mcrouter's full weight 1.0.
+pub const WEIGHT_PARTS_PER_UNIT: u32 = 1_000_000;
 
 impl Ring {
     /// Builds the distribution from the members in pool order; ejected members are left out.
     pub fn build(kind: DistributionKind, members: &[RingMember<'_>]) -> Ring {
+        if kind.is_mcrouter() {
+            return Ring::build_mcrouter(kind, members);
+        }
         let mut live_members: Vec<u32> =
             members.iter().enumerate().filter(|(_, member)| member.live).map(|(index, _)| index as u32).collect();
         // twemproxy sorts a pool's servers by identity (shorter first, then bytewise: its string_compare) while
@@ -66,13 +76,59 @@ impl Ring {
             live_members,
             member_count: members.len(),
             rng_state: Cell::new(DEFAULT_RANDOM_SEED),
+            fractions: Vec::new(),
+            scratch: RefCell::new(Vec::new()),
         };
         match kind {
             DistributionKind::Ketama => ring.build_ketama(members),
             DistributionKind::Modula => ring.build_modula(members),
-            DistributionKind::Random => {}
+            _ => {}
         }
         ring
+    }
+
+    /// mcrouter's pools: every member in config order, live or not (mcrouter never moves keys off a failing
+    /// server; config validation refuses auto_eject_hosts with these distributions).
+    fn build_mcrouter(kind: DistributionKind, members: &[RingMember<'_>]) -> Ring {
+        let fractions = match kind {
+            DistributionKind::WeightedCh3 => {
+                members.iter().map(|m| (f64::from(m.weight) / f64::from(WEIGHT_PARTS_PER_UNIT)).min(1.0)).collect()
+            }
+            _ => Vec::new(),
+        };
+        Ring {
+            kind,
+            point_values: Vec::new(),
+            point_servers: Vec::new(),
+            weight_ends: Vec::new(),
+            live_members: (0..members.len() as u32).collect(),
+            member_count: members.len(),
+            rng_state: Cell::new(DEFAULT_RANDOM_SEED),
+            fractions,
+            // Room for a typical key and its salt, so that retries do not allocate.
+            scratch: RefCell::new(Vec::with_capacity(256)),
+        }
+    }
+
+    /// mcrouter's distributions: the member for the (already hash-stopped) key; None for other distributions.
+    pub fn locate_mcrouter(&self, key: &[u8]) -> Option<usize> {
+        let n = self.member_count;
+        if n == 0 {
+            return None;
+        }
+        match self.kind {
+            DistributionKind::Ch3 => Some(super::mcrouter::ch3(key, n)),
+            DistributionKind::McrouterCrc32 => Some(super::mcrouter::crc32_index(key, n)),
+            DistributionKind::WeightedCh3 => {
+                // A lookup never re-enters itself, so the borrow is always free; fall back to a fresh buffer if not.
+                let index = match self.scratch.try_borrow_mut() {
+                    Ok(mut scratch) => super::mcrouter::weighted_ch3(key, &self.fractions, &mut scratch),
+                    Err(_) => super::mcrouter::weighted_ch3(key, &self.fractions, &mut Vec::new()),
+                };
+                Some(index)
+            }
+            _ => None,
+        }
     }
 
     fn build_ketama(&mut self, members: &[RingMember<'_>]) {
@@ -153,6 +209,8 @@ impl Ring {
             DistributionKind::Ketama => self.locate_ketama(hash),
             DistributionKind::Modula => self.locate_modula(hash),
             DistributionKind::Random => self.locate_random(),
+            // These hash the key itself: see locate_mcrouter.
+            DistributionKind::Ch3 | DistributionKind::WeightedCh3 | DistributionKind::McrouterCrc32 => None,
         }
     }
 

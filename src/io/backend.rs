@@ -8,7 +8,8 @@
 
 use super::replies::ClientRef;
 use super::stats::{client_key, BackendStats, BatchClock, Fault, Meter};
-use super::uring::{self, Conn};
+use super::tls::{self, Stream};
+use super::uring;
 use crate::config::{Batching, Protocol};
 use crate::protocol::{memcache, redis};
 use std::cell::RefCell;
@@ -26,6 +27,10 @@ pub enum Framer {
     Redis(redis::ReplyShape),
     /// The memcached framer knows which reply lines each command can get, and refuses the others.
     Memcache(memcache::Command),
+    /// A quiet (`q`) meta request, sent without its `q`: framed like [`Framer::Memcache`], and the reply memcached
+    /// would have hidden is dropped on delivery ([`memcache::meta::hides`]), so the client sees what a quiet
+    /// request to memcached shows while every request still gets a reply to be matched by.
+    MemcacheQuiet(memcache::Command),
 }
 
 impl Framer {
@@ -33,7 +38,17 @@ impl Framer {
     fn start(self) -> ReplyFraming {
         match self {
             Framer::Redis(_) => ReplyFraming::Redis(redis::ReplyParser::new()),
-            Framer::Memcache(cmd) => ReplyFraming::Memcache(memcache::ReplyFramer::new(cmd)),
+            Framer::Memcache(cmd) | Framer::MemcacheQuiet(cmd) => {
+                ReplyFraming::Memcache(memcache::ReplyFramer::new(cmd))
+            }
+        }
+    }
+
+    /// What of the framed `reply` its client gets.
+    fn shown(self, reply: &[u8]) -> &[u8] {
+        match self {
+            Framer::MemcacheQuiet(cmd) if memcache::meta::hides(cmd, reply) => &[],
+            _ => reply,
         }
     }
 
@@ -43,7 +58,9 @@ impl Framer {
             Framer::Redis(_) => format!("sent a malformed reply: {error}"),
             // The memcached framer refuses a well-formed line that the command cannot get (STORED to a get) as
             // well as a malformed one: either way the reply cannot answer this command.
-            Framer::Memcache(cmd) => format!("sent a reply that cannot answer {}: {error}", cmd.name()),
+            Framer::Memcache(cmd) | Framer::MemcacheQuiet(cmd) => {
+                format!("sent a reply that cannot answer {}: {error}", cmd.name())
+            }
         }
     }
 }
@@ -106,6 +123,12 @@ pub enum Waiter {
     /// A reply to the connection prelude (AUTH, SELECT, HELLO 3): checked, not forwarded. `hello3`: it answers
     /// `HELLO 3`, so it must show the switch to RESP3 (a map), not merely be no error.
     Prelude { hello3: bool },
+    /// A request the proxy sent for its own reasons on a dedicated connection (the MULTI of a transaction whose
+    /// client was already answered, the DISCARD ending an aborted one): its reply is checked and dropped.
+    Ignored,
+    /// Child `child` of a request fanned out by a multi-destination route (`io::fan`): the reply goes to the route's
+    /// rule, which answers the client or sends the request on.
+    Fan { attempt: Rc<super::fan::Attempt>, child: u32 },
 }
 
 impl Waiter {
@@ -143,6 +166,13 @@ pub struct BackendOptions {
     pub prelude_ends_with_hello3: bool,
     /// `tcpkeepalive`: SO_KEEPALIVE on each new connection.
     pub keepalive: bool,
+    /// A dedicated connection (`io::dedicated`): one TCP connection for this backend's whole life. It never
+    /// reconnects (a transaction or a WATCH must not silently continue on a fresh connection that knows nothing of
+    /// it): once its connection fails or closes, the backend is dead, fails what is queued on it at once, and its
+    /// task ends. It reports no health either: the shared connections to the same server do.
+    pub one_shot: bool,
+    /// TLS to this server (the pool's `tls = true`).
+    pub tls: Option<tls::Connector>,
 }
 
 /// Observations a backend reports upward (to the worker, which forwards them to control).
@@ -157,7 +187,7 @@ struct State {
     outq: Vec<u8>,
     pending: VecDeque<Pending>,
     /// Requests in `pending` that were already written to the current connection.
-    conn: Option<Conn>,
+    conn: Option<Stream>,
     generation: u64,
     connecting: bool,
     /// Fail fast until then: the last connect failed and we are backing off.
@@ -174,6 +204,8 @@ struct State {
     drain_waiters: Vec<Waker>,
     health_events: Vec<Health>,
     retired: bool,
+    /// A one-shot backend whose connection is gone: it fails every request at once.
+    dead: bool,
     stats: BackendStats,
     /// Progress, for timeouts: the connection's count of bytes received and sent at the last deadline check,
     /// which connection that was, and when the count last moved.
@@ -234,9 +266,67 @@ impl Backend {
         self.st.borrow().conn.is_some()
     }
 
+    /// A one-shot backend whose connection failed or was closed: it can serve nothing more.
+    pub fn is_dead(&self) -> bool {
+        self.st.borrow().dead
+    }
+
+    /// Ends a one-shot backend now: its connection is shut down (the server forgets its transaction, its WATCHes,
+    /// and any command it blocks in), whatever is in flight on it fails with `reason`, and its task ends.
+    pub fn close(&self, reason: &str) {
+        let generation = {
+            let mut st = self.st.borrow_mut();
+            st.dead = true;
+            st.retired = true;
+            st.generation
+        };
+        self.fail_connection(generation, reason);
+    }
+
     /// Queues one request. `encode` appends its bytes. Fails the waiter at once while the server is backing off.
+    #[inline]
     pub fn enqueue(&self, encode: impl FnOnce(&mut Vec<u8>), waiter: Option<Waiter>, framer: Framer, now: Instant) {
+        self.enqueue_until(encode, waiter, framer, now, now + self.opts.timeout)
+    }
+
+    /// Queues one request that may take longer than `timeout_ms`: a blocking command waits for its own block time
+    /// plus `timeout_ms`, or without a bound (`None`, a block time of 0).
+    pub fn enqueue_with_timeout(
+        &self,
+        encode: impl FnOnce(&mut Vec<u8>),
+        waiter: Option<Waiter>,
+        framer: Framer,
+        now: Instant,
+        timeout: Option<Duration>,
+    ) {
+        // About a century stands for "forever": an Instant cannot be unbounded.
+        let forever = Duration::from_secs(100 * 365 * 24 * 3600);
+        let deadline = now.checked_add(timeout.unwrap_or(forever)).unwrap_or(now + self.opts.timeout);
+        self.enqueue_until(encode, waiter, framer, now, deadline)
+    }
+
+    /// The timeout in force for an ordinary request on this connection (`timeout_ms`).
+    pub fn timeout(&self) -> Duration {
+        self.opts.timeout
+    }
+
+    fn enqueue_until(
+        &self,
+        encode: impl FnOnce(&mut Vec<u8>),
+        waiter: Option<Waiter>,
+        framer: Framer,
+        now: Instant,
+        deadline: Instant,
+    ) {
         let mut st = self.st.borrow_mut();
+        if st.dead {
+            let reason = format!("connection closed: {}", st.last_error);
+            drop(st);
+            if let Some(w) = waiter {
+                self.deliver_error(w, &reason);
+            }
+            return;
+        }
         if let Some(until) = st.down_until {
             if now < until && st.conn.is_none() && !st.connecting {
                 let reason = format!("server unavailable: {}", st.last_error);
@@ -257,7 +347,7 @@ impl Backend {
         st.stats.queued(bytes, waiter.is_some());
         if let Some(waiter) = waiter {
             let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
-            st.pending.push_back(Pending { waiter, framer, deadline: now + self.opts.timeout, bytes });
+            st.pending.push_back(Pending { waiter, framer, deadline, bytes });
         }
         // The task waits only with nothing to write or with a held batch. Wake it when there is something to write
         // (a held batch that just grew past the hold limit included), and when a batch starts being held, so that
@@ -313,7 +403,7 @@ impl Backend {
     pub fn check_deadline(&self, now: Instant) {
         let expired = {
             let mut st = self.st.borrow_mut();
-            let moved = st.conn.as_ref().map_or(0, |c| c.bytes_moved());
+            let moved = st.conn.as_ref().map_or(0, |c| c.conn().bytes_moved());
             if st.progress_generation != st.generation {
                 // A new connection: what the last one received is no progress of this one.
                 st.progress_generation = st.generation;
@@ -369,16 +459,25 @@ impl Backend {
             clear_shrunk(&mut st.outq);
             st.outq_since = None;
             st.unanswered = 0;
-            let failed = st.pending.iter().filter(|p| matches!(p.waiter, Waiter::Client { .. })).count();
+            let failed =
+                st.pending.iter().filter(|p| matches!(p.waiter, Waiter::Client { .. } | Waiter::Fan { .. })).count();
             st.stats.fault(Fault::from_reason(reason), failed);
             st.last_error = reason.to_string();
+            if self.opts.one_shot {
+                st.dead = true;
+                st.retired = true;
+            }
             st.consecutive_failures += 1;
-            if st.consecutive_failures > 1 {
+            if self.opts.one_shot {
+                // Nothing reconnects, and the shared connections report the server's health.
+            } else if st.consecutive_failures > 1 {
                 // Failed again without answering anything since the last failure (a server that accepts and then
                 // resets, or stalls): back off before reconnecting instead of reconnecting for every request.
                 st.down_until = Some(Instant::now() + backoff_for(st.consecutive_failures, &self.rng));
             }
-            st.health_events.push(Health::Failed(reason.to_string()));
+            if !self.opts.one_shot {
+                st.health_events.push(Health::Failed(reason.to_string()));
+            }
             for w in st.drain_waiters.drain(..) {
                 w.wake();
             }
@@ -501,16 +600,30 @@ impl Backend {
         }
     }
 
-    async fn connect(self: &Rc<Self>) -> Option<Conn> {
+    async fn connect(self: &Rc<Self>) -> Option<Stream> {
         self.st.borrow_mut().connecting = true;
-        let result = uring::connect(self.addr, self.opts.connect_timeout).await;
-        let mut st = self.st.borrow_mut();
-        st.connecting = false;
-        match result {
+        // A failed TLS handshake is a connect failure like a refusal: same back-off, same health report.
+        let result = match uring::connect(self.addr, self.opts.connect_timeout).await {
+            Err(e) if super::exhaustion::is_out_of_descriptors(&e) => {
+                Err(ConnectFailure::OutOfDescriptors(super::exhaustion::connect_failure(&e)))
+            }
+            Err(e) => Err(ConnectFailure::Server(describe_connect_error(&e))),
             Ok(conn) => {
                 if self.opts.keepalive {
                     conn.set_keepalive();
                 }
+                match &self.opts.tls {
+                    None => Ok(Stream::Plain(conn)),
+                    Some(connector) => {
+                        tls::connect(conn, connector, self.opts.connect_timeout).await.map_err(ConnectFailure::Server)
+                    }
+                }
+            }
+        };
+        let mut st = self.st.borrow_mut();
+        st.connecting = false;
+        match result {
+            Ok(conn) => {
                 st.generation += 1;
                 st.conn = Some(conn.clone());
                 st.down_until = None;
@@ -547,15 +660,22 @@ impl Backend {
                 glommio::spawn_local(self.clone().read_loop(conn.clone(), generation)).detach();
                 Some(conn)
             }
-            Err(e) if super::exhaustion::is_out_of_descriptors(&e) => {
+            Err(ConnectFailure::OutOfDescriptors(reason)) => {
                 // The proxy's own shortage, not the server's fault: fail what waits, but count no server failure
                 // (no health event, no back-off, no fault counter), so a healthy server is never ejected for it.
-                let reason = super::exhaustion::connect_failure(&e);
-                st.stats.counters.failed_requests +=
-                    st.pending.iter().filter(|p| matches!(p.waiter, Waiter::Client { .. })).count() as u64;
+                st.stats.counters.failed_requests += st
+                    .pending
+                    .iter()
+                    .filter(|p| matches!(p.waiter, Waiter::Client { .. } | Waiter::Fan { .. }))
+                    .count() as u64;
                 st.outq.clear();
                 st.outq_since = None;
                 st.generation += 1;
+                if self.opts.one_shot {
+                    st.dead = true;
+                    st.retired = true;
+                    st.last_error = reason.clone();
+                }
                 let pending = std::mem::take(&mut st.pending);
                 drop(st);
                 CONNECT_WARN.with(|t| {
@@ -570,13 +690,21 @@ impl Backend {
                 }
                 None
             }
-            Err(e) => {
-                let reason = describe_connect_error(&e);
-                let failed = st.pending.iter().filter(|p| matches!(p.waiter, Waiter::Client { .. })).count();
+            Err(ConnectFailure::Server(reason)) => {
+                let failed = st
+                    .pending
+                    .iter()
+                    .filter(|p| matches!(p.waiter, Waiter::Client { .. } | Waiter::Fan { .. }))
+                    .count();
                 st.stats.fault(Fault::Error, failed);
                 st.last_error = reason.clone();
                 st.consecutive_failures += 1;
-                st.health_events.push(Health::Failed(reason.clone()));
+                if self.opts.one_shot {
+                    st.dead = true;
+                    st.retired = true;
+                } else {
+                    st.health_events.push(Health::Failed(reason.clone()));
+                }
                 drop(st);
                 let pause = self.backoff();
                 let (pending, first) = {
@@ -601,7 +729,7 @@ impl Backend {
         }
     }
 
-    async fn read_loop(self: Rc<Self>, conn: Conn, generation: u64) {
+    async fn read_loop(self: Rc<Self>, conn: Stream, generation: u64) {
         let mut buf = vec![0u8; READ_BUF_LEN];
         let (mut start, mut end) = (0usize, 0usize);
         // The reply at `buf[start..]` being framed, for the oldest pending request.
@@ -684,6 +812,7 @@ impl Backend {
                             (p, latency)
                         };
                         start += len;
+                        let shown = p.as_ref().map_or(reply, |p| p.framer.shown(reply));
                         match p.map(|p| p.waiter) {
                             Some(Waiter::Prelude { hello3 }) => {
                                 let bad =
@@ -704,7 +833,7 @@ impl Backend {
                                 self.fail_connection(generation, reason);
                                 return;
                             }
-                            Some(w) => deliver(w, reply, latency, false),
+                            Some(w) => deliver(w, shown, latency, false),
                             None => {}
                         }
                     }
@@ -779,6 +908,10 @@ fn deliver_failed(waiter: Waiter, reply: &[u8]) {
 
 /// Hands a reply to its request; `latency` (since the request was parsed) is recorded when the request is metered.
 fn deliver(waiter: Waiter, reply: &[u8], latency: Option<Duration>, failed: bool) {
+    if let Waiter::Fan { attempt, child } = waiter {
+        super::fan::arrive(&attempt, child, reply, failed);
+        return;
+    }
     if let Waiter::Client { client, seq, frag, meter } = waiter {
         if let (Some(m), Some(l)) = (&meter, latency) {
             m.finish(client_key(&client), seq, l, failed);
@@ -798,6 +931,13 @@ thread_local! {
 }
 
 /// In the system's words where it has them ("Connection refused", as strerror, twemproxy and alert rules say it).
+/// Why a connect (TCP, then the TLS handshake) failed. The proxy's own descriptor shortage is kept apart: it is no
+/// fault of the server, so it must never count towards ejecting it.
+enum ConnectFailure {
+    OutOfDescriptors(String),
+    Server(String),
+}
+
 fn describe_connect_error(e: &std::io::Error) -> String {
     match e.kind() {
         std::io::ErrorKind::ConnectionRefused => "Connection refused".into(),

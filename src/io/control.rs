@@ -301,9 +301,10 @@ impl Control {
             let protocol = pc.protocol;
             let timeout = Duration::from_millis(pc.timeout_ms).max(MIN_PROBE_TIMEOUT);
             let auth = pc.redis_auth.clone();
+            let tls = pc.tls.as_ref().map(|t| (t.client.config.clone(), t.server_name(sc)));
             let this = self.clone();
             glommio::spawn_local(async move {
-                let result = super::probe::probe(addr, protocol, auth.as_deref(), timeout).await;
+                let result = super::probe::probe(addr, protocol, auth.as_deref(), tls, timeout).await;
                 this.probe_done(pool, server, result).await;
             })
             .detach();

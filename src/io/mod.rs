@@ -7,7 +7,9 @@ mod admin_access;
 mod backend;
 mod bufpool;
 mod control;
+mod dedicated;
 mod exhaustion;
+mod fan;
 mod messages;
 mod metrics;
 mod pool;
@@ -18,6 +20,7 @@ mod stats;
 mod stats_json;
 mod stream;
 pub mod sys;
+mod tls;
 mod uring;
 mod worker;
 

@@ -1,6 +1,7 @@
 //! A worker's runtime view of one pool: its router and its backend connections (per server, `server_connections`).
 
 use super::backend::{Backend, BackendOptions};
+use super::dedicated::{DedicatedRef, DedicatedSet};
 use crate::config::{PoolConfig, Protocol, ProxyConfig, ServerConfig};
 use crate::protocol::redis::Proto;
 use crate::router::PoolRouter;
@@ -16,6 +17,9 @@ pub struct ServerRt {
     /// RESP3 (`HELLO 3` in their prelude) for RESP3 clients, so every client gets replies in the version it chose
     /// without the proxy translating them; those connect on first use, so RESP2-only clients cost nothing more.
     pub conns: Vec<Rc<Backend>>,
+    /// Connections held by one client at a time (transactions, blocking commands), up to
+    /// `max_dedicated_connections`; a reload starts a new set.
+    pub dedicated: DedicatedRef,
 }
 
 /// Hands over a previous generation's connections to a server, if they can serve it unchanged.
@@ -42,34 +46,54 @@ impl PoolRt {
     ) -> PoolRt {
         let opts = backend_options(cfg, proxy, Proto::Resp2);
         let resp3 = (cfg.protocol == Protocol::Redis).then(|| backend_options(cfg, proxy, Proto::Resp3));
-        let servers: Vec<ServerRt> = cfg
-            .servers
-            .iter()
-            .map(|s| {
-                let conns = reuse(cfg, s).unwrap_or_else(|| {
+        // This worker's own copy (its own session cache), shared by the pool's servers on this core.
+        let tls_config = cfg.tls.as_ref().map(|t| crate::tls::for_worker_client(&t.client.config));
+        let mut dedicated_opts = (opts.clone(), backend_options(cfg, proxy, Proto::Resp3));
+        let servers: Vec<ServerRt> =
+            cfg.servers
+                .iter()
+                .map(|s| {
                     let label =
                         format!("{}/{}", cfg.name, s.name.clone().unwrap_or_else(|| format!("{}:{}", s.host, s.port)));
-                    let spawn = |opts: &BackendOptions, preconnect: bool| {
-                        let b = Backend::new(s.addr, label.clone(), opts.clone());
-                        glommio::spawn_local(b.clone().run(preconnect)).detach();
-                        b
-                    };
-                    let mut conns: Vec<Rc<Backend>> =
-                        (0..cfg.server_connections).map(|_| spawn(&opts, cfg.preconnect)).collect();
-                    if let Some(opts3) = &resp3 {
-                        conns.extend((0..cfg.server_connections).map(|_| spawn(opts3, false)));
+                    let tls = cfg.tls.as_ref().zip(tls_config.as_ref()).map(|(t, config)| super::tls::Connector {
+                        config: config.clone(),
+                        server_name: t.server_name(s),
+                    });
+                    // Dedicated connections speak TLS like the shared ones.
+                    dedicated_opts.0.tls = tls.clone();
+                    dedicated_opts.1.tls = tls.clone();
+                    let dedicated = DedicatedSet::new(
+                        s.addr,
+                        label.clone(),
+                        dedicated_opts.0.clone(),
+                        dedicated_opts.1.clone(),
+                        cfg.max_dedicated_connections,
+                    );
+                    let conns = reuse(cfg, s).unwrap_or_else(|| {
+                        let spawn = |opts: &BackendOptions, preconnect: bool| {
+                            let mut opts = opts.clone();
+                            opts.tls = tls.clone();
+                            let b = Backend::new(s.addr, label.clone(), opts);
+                            glommio::spawn_local(b.clone().run(preconnect)).detach();
+                            b
+                        };
+                        let mut conns: Vec<Rc<Backend>> =
+                            (0..cfg.server_connections).map(|_| spawn(&opts, cfg.preconnect)).collect();
+                        if let Some(opts3) = &resp3 {
+                            conns.extend((0..cfg.server_connections).map(|_| spawn(opts3, false)));
+                        }
+                        conns
+                    });
+                    ServerRt {
+                        ident: s.ident.clone(),
+                        spec: s.spec.clone(),
+                        weight: s.weight,
+                        ejected: ejected(&s.spec),
+                        conns,
+                        dedicated,
                     }
-                    conns
-                });
-                ServerRt {
-                    ident: s.ident.clone(),
-                    spec: s.spec.clone(),
-                    weight: s.weight,
-                    ejected: ejected(&s.spec),
-                    conns,
-                }
-            })
-            .collect();
+                })
+                .collect();
         let router = router_for(cfg, &servers);
         let per_proto = cfg.server_connections;
         PoolRt { name: cfg.name.clone(), cfg: cfg.clone(), router, servers, per_proto }
@@ -148,5 +172,7 @@ fn backend_options(cfg: &PoolConfig, proxy: &ProxyConfig, proto: Proto) -> Backe
         prelude_replies,
         prelude_ends_with_hello3: cfg.protocol == Protocol::Redis && proto == Proto::Resp3,
         keepalive: cfg.tcpkeepalive,
+        one_shot: false,
+        tls: None,
     }
 }

@@ -1,6 +1,7 @@
 //! Health probes for ejected servers: PING for redis, `version` for memcache, bounded by a timeout.
 
 use super::stream::Conn;
+use super::tls::TlsStream;
 use crate::config::Protocol;
 use crate::protocol::redis;
 use std::net::SocketAddr;
@@ -11,11 +12,20 @@ pub async fn probe(
     addr: SocketAddr,
     protocol: Protocol,
     redis_auth: Option<&str>,
+    tls: Option<(std::sync::Arc<rustls::ClientConfig>, rustls::pki_types::ServerName<'static>)>,
     timeout: Duration,
 ) -> Result<(), String> {
     let attempt = async {
         let stream = glommio::net::TcpStream::connect_timeout(addr, timeout).await.map_err(|e| describe_connect(&e))?;
-        let conn = Conn::tcp(stream);
+        let conn = match tls {
+            None => Probed::Plain(Conn::tcp(stream)),
+            Some((config, name)) => {
+                let client = rustls::ClientConnection::new(config, name).map_err(|e| format!("TLS: {e}"))?;
+                let tls = TlsStream::new(Conn::tcp(stream), client.into());
+                tls.handshake().await.map_err(|e| format!("TLS handshake failed: {e}"))?;
+                Probed::Tls(Box::new(tls))
+            }
+        };
         let mut req = Vec::new();
         let expect_replies = match protocol {
             Protocol::Redis => {
@@ -30,7 +40,7 @@ pub async fn probe(
                 1
             }
         };
-        conn.write_all(&req).await.map_err(|e| format!("write: {e}"))?;
+        conn.write_all(req).await.map_err(|e| format!("write: {e}"))?;
         let mut buf = vec![0u8; 4096];
         let mut have = 0;
         loop {
@@ -63,6 +73,35 @@ pub async fn probe(
     match glommio::timer::timeout(timeout, async { Ok(attempt.await) }).await {
         Ok(r) => r,
         Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+    }
+}
+
+/// The probe's connection: plain, or TLS for a pool with `tls = true` (a probe checks what the data path will use).
+enum Probed {
+    Plain(Conn),
+    Tls(Box<TlsStream<Conn>>),
+}
+
+impl Probed {
+    async fn write_all(&self, req: Vec<u8>) -> std::io::Result<()> {
+        match self {
+            Probed::Plain(c) => c.write_all(&req).await,
+            Probed::Tls(t) => t.send_all(req).await.0,
+        }
+    }
+
+    async fn read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Probed::Plain(c) => c.read(buf).await,
+            Probed::Tls(t) => t.read(buf).await,
+        }
+    }
+
+    fn shutdown(&self) {
+        match self {
+            Probed::Plain(c) => c.shutdown(),
+            Probed::Tls(t) => t.transport().shutdown(),
+        }
     }
 }
 

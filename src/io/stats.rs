@@ -477,7 +477,7 @@ impl WorkerStats {
                 l.snapshot(pool)
             })
             .collect();
-        WorkerSnapshot { worker, stats_enabled: self.enabled, listeners, servers }
+        WorkerSnapshot { worker, stats_enabled: self.enabled, listeners, servers, tls: super::tls::snapshot() }
     }
 
     /// Counters only (no histograms), split by protocol, for redis INFO and memcache `stats`.

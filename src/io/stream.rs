@@ -25,7 +25,11 @@ impl Conn {
 
     /// Reads what is available (at least one byte, or 0 at end of stream).
     pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        poll_fn(|cx| Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)).await
+        poll_fn(|cx| self.poll_read(cx, buf)).await
+    }
+
+    pub fn poll_read(&self, cx: &mut std::task::Context<'_>, buf: &mut [u8]) -> std::task::Poll<io::Result<usize>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)
     }
 
     /// Writes the whole buffer.

@@ -7,6 +7,7 @@ use super::pool::PoolRt;
 use super::replies::{BufferBudget, ClientLimits};
 use super::session;
 use super::stats::{WorkerSnapshot, WorkerStats};
+use super::tls;
 use super::uring::{self, Conn, Doorbell, Listener};
 use crate::config::{Config, ListenAddr, ListenerConfig, PoolConfig, Protocol, ProxyConfig, ServerConfig, Target};
 use crate::routes::RouteTree;
@@ -31,7 +32,10 @@ pub struct ListenerSlot {
     target: Cell<Target>,
     /// Memcache: the largest value a storage command may carry (the largest of the pools the route reaches).
     max_value_bytes: Cell<usize>,
-    auth: RefCell<Option<String>>,
+    /// Redis: who may connect (the `default` user's `auth` and the named users), shared by the sessions.
+    access: RefCell<Rc<crate::config::Access>>,
+    /// This worker's TLS for the listener: new connections take the one in force when they are accepted.
+    tls: RefCell<Option<tls::Acceptor>>,
     closed: Cell<bool>,
     /// Client connections of this listener open on this worker.
     clients: Cell<usize>,
@@ -58,7 +62,8 @@ impl ListenerSlot {
             route: RefCell::new(lc.route.clone()),
             target: Cell::new(lc.target),
             max_value_bytes: Cell::new(max_value_bytes(cfg, lc.target)),
-            auth: RefCell::new(lc.auth.clone()),
+            access: RefCell::new(Rc::new(lc.access())),
+            tls: RefCell::new(acceptor(lc)),
             closed: Cell::new(false),
         }
     }
@@ -71,8 +76,13 @@ impl ListenerSlot {
     pub fn max_value_bytes(&self) -> usize {
         self.max_value_bytes.get()
     }
-    pub fn auth(&self) -> Option<String> {
-        self.auth.borrow().clone()
+    pub fn access(&self) -> Rc<crate::config::Access> {
+        self.access.borrow().clone()
+    }
+    /// Whether clients must authenticate first; asked on every request of a client that has not (no clone).
+    #[inline]
+    pub fn auth_required(&self) -> bool {
+        self.access.borrow().required()
     }
     /// The listener was removed by a reload, or the worker is shutting down: sessions finish their pipelines and
     /// close.
@@ -88,7 +98,8 @@ impl ListenerSlot {
         *self.route.borrow_mut() = lc.route.clone();
         self.target.set(lc.target);
         self.max_value_bytes.set(max_value_bytes(cfg, lc.target));
-        *self.auth.borrow_mut() = lc.auth.clone();
+        *self.access.borrow_mut() = Rc::new(lc.access());
+        *self.tls.borrow_mut() = acceptor(lc);
     }
 
     /// Marks the listener closed. The target is re-resolved in `cfg` (the sessions still open finish what they have
@@ -162,6 +173,8 @@ pub struct Worker {
     pub pools: RefCell<Vec<PoolRt>>,
     /// The routes of the running config, rebuilt on reload with the pools (indices into both match `config`).
     pub routes: RefCell<Rc<RouteTree>>,
+    /// How this worker executes the multi-destination routes of the running config, with their counters.
+    pub fans: RefCell<Rc<super::fan::Plans>>,
     listeners: RefCell<HashMap<String, ListenerRt>>,
     /// Backend connections removed by a reload that still have requests in flight: their deadlines are still
     /// checked, and they are dropped once they closed.
@@ -224,7 +237,7 @@ impl Worker {
         glommio::spawn_local(async move {
             let (sent, _) = conn.send_all(reply.to_vec()).await;
             if sent.is_ok() {
-                session::linger(&conn).await;
+                session::linger(&tls::Stream::Plain(conn.clone())).await;
             }
             conn.shutdown();
         })
@@ -278,8 +291,12 @@ impl Worker {
         let mut old: HashMap<String, Vec<Vec<Rc<Backend>>>> = HashMap::new();
         let old_proxy = self.config.borrow().proxy.clone();
         let old_pools = std::mem::take(&mut *self.pools.borrow_mut());
+        // Dedicated connections held through the reload finish their transaction or block on the old set (which
+        // then closes them); the tick keeps checking their deadlines meanwhile.
+        let mut held: Vec<Rc<Backend>> = Vec::new();
         for p in old_pools {
             for (sc, s) in p.cfg.servers.iter().zip(p.servers) {
+                held.extend(s.dedicated.borrow().leased().iter().cloned());
                 old.entry(reuse_key(&p.cfg, &old_proxy, sc)).or_default().push(s.conns);
             }
         }
@@ -300,6 +317,7 @@ impl Worker {
             c.retire();
             retired.push(c);
         }
+        retired.extend(held);
         *self.pools.borrow_mut() = pools;
     }
 
@@ -385,9 +403,20 @@ impl Worker {
         slot.clients.set(slot.clients.get() + 1);
         let registered = SessionRegistration { worker: self.clone(), key };
         let (worker, slot) = (self.clone(), slot.clone());
+        let acceptor = slot.tls.borrow().clone();
         glommio::spawn_local(async move {
             let _registered = registered;
-            session::serve(worker, slot, conn).await;
+            let stream = match acceptor {
+                None => tls::Stream::Plain(conn),
+                Some(a) => {
+                    let peer = || conn.peer_addr().map_or_else(|| "a unix socket client".into(), |a| a.to_string());
+                    match tls::accept(conn.clone(), &a, &slot.name, peer).await {
+                        Some(stream) => stream,
+                        None => return,
+                    }
+                }
+            };
+            session::serve(worker, slot, stream).await;
         })
         .detach();
     }
@@ -429,12 +458,20 @@ impl Worker {
     }
 }
 
+/// This worker's own TLS config for a listener (its own session cache: nothing shared with other cores).
+fn acceptor(lc: &ListenerConfig) -> Option<tls::Acceptor> {
+    lc.tls.as_ref().map(|t| tls::Acceptor {
+        config: crate::tls::for_worker_server(&t.server.config),
+        handshake_timeout: Duration::from_millis(t.handshake_timeout_ms),
+    })
+}
+
 /// Connections are reused across a reload when the server (pool, address, name: the name is in the connection's
 /// label) and everything that shapes a connection are unchanged. A new weight, hash or distribution only rebuilds
 /// the ring.
 fn reuse_key(pc: &PoolConfig, proxy: &ProxyConfig, sc: &ServerConfig) -> String {
     format!(
-        "{}|{}|{:?}|{}|{:?}|{}|{}|{}|{}|{}|{}|{}|{}",
+        "{}|{}|{:?}|{}|{:?}|{}|{}|{}|{}|{}|{}|{}|{:?}|{}",
         pc.name,
         sc.addr,
         sc.name,
@@ -447,6 +484,7 @@ fn reuse_key(pc: &PoolConfig, proxy: &ProxyConfig, sc: &ServerConfig) -> String 
         pc.batching.name(),
         pc.batching_max_hold_us,
         proxy.backend_max_queued_bytes,
+        pc.tls,
         pc.tcpkeepalive
     )
 }
@@ -562,6 +600,11 @@ async fn tick(worker: Rc<Worker>, tx: Rc<ConnectedSender<FromWorker>>) {
         let mut events = Vec::new();
         for p in pools.iter() {
             for s in &p.servers {
+                // A blocking command's deadline is its block time plus timeout_ms (or none): see io::dedicated.
+                let leased = s.dedicated.borrow().leased().to_vec();
+                for c in &leased {
+                    c.check_deadline(now);
+                }
                 for c in &s.conns {
                     c.check_deadline(now);
                     for h in c.take_health_events() {
@@ -617,6 +660,7 @@ pub async fn run(
         id,
         pools: RefCell::new(Vec::new()),
         routes: RefCell::new(Rc::new(RouteTree::build(&cfg))),
+        fans: RefCell::new(Rc::new(super::fan::Plans::build(&cfg))),
         listeners: RefCell::new(HashMap::new()),
         retired: RefCell::new(Vec::new()),
         sessions: RefCell::new(HashMap::new()),
@@ -661,6 +705,7 @@ async fn serve_control(worker: Rc<Worker>, mut rx: ConnectedReceiver<ToWorker>, 
                 // on the backends they were queued on, the next ones route with the new rings.
                 worker.install_pools(&config, &ejected);
                 *worker.routes.borrow_mut() = Rc::new(RouteTree::build(&config));
+                *worker.fans.borrow_mut() = Rc::new(super::fan::Plans::build(&config));
                 *worker.config.borrow_mut() = config.clone();
                 worker.stats.borrow_mut().set_enabled(config.proxy.stats);
                 let problems = worker.install_listeners(&config);

@@ -205,7 +205,8 @@ impl RouteTree {
 
 /// The reply for a canned decision of a single-key request (or one whole request): appended to `out`.
 /// `nkeys` is the number of keys the reply answers for (a redis MGET fragment answers with one element per key).
-pub fn canned_reply(cfg: &Config, canned: Canned, op: Op, nkeys: usize, out: &mut Vec<u8>) {
+/// `proto` is the redis client's RESP version (ignored for memcache).
+pub fn canned_reply(cfg: &Config, canned: Canned, op: Op, nkeys: usize, proto: redis::Proto, out: &mut Vec<u8>) {
     let name = |route: usize| cfg.routes.get(route).map_or("?", |r| r.name.as_str());
     match canned {
         Canned::Error { route } => {
@@ -219,7 +220,7 @@ pub fn canned_reply(cfg: &Config, canned: Canned, op: Op, nkeys: usize, out: &mu
             let message = format!("ferrule: route '{}' has no destination for this request", name(route));
             error::write(op.protocol(), &message, out)
         }
-        Canned::Null => null::write(op, nkeys, out),
+        Canned::Null => null::write(op, nkeys, proto, out),
     }
 }
 

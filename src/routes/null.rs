@@ -2,13 +2,14 @@
 //! nothing and stores nothing would give:
 //! - memcache: retrievals `END` (a miss), storage commands `NOT_STORED`, delete/incr/decr/touch `NOT_FOUND`;
 //! - redis: a nil bulk for single-key commands, `:0` for DEL/UNLINK/EXISTS/TOUCH, an array of nils (one per key)
-//!   for MGET, and `+OK` for MSET (which has no "not stored" reply).
+//!   for MGET, and `+OK` for MSET (which has no "not stored" reply). A nil is `_` for a RESP3 client, `$-1` for
+//!   RESP2, as redis would send it.
 
 use super::Op;
 use crate::protocol::memcache::Command;
-use crate::protocol::redis::{self, CommandKind, Split};
+use crate::protocol::redis::{self, CommandKind, Proto, Split};
 
-pub fn write(op: Op, nkeys: usize, out: &mut Vec<u8>) {
+pub fn write(op: Op, nkeys: usize, proto: Proto, out: &mut Vec<u8>) {
     match op {
         Op::Memcache(c) if c.is_retrieval() => out.extend_from_slice(b"END\r\n"),
         Op::Memcache(c) if c.is_storage() => out.extend_from_slice(b"NOT_STORED\r\n"),
@@ -20,12 +21,12 @@ pub fn write(op: Op, nkeys: usize, out: &mut Vec<u8>) {
             CommandKind::Split(Split::Mget) => {
                 redis::write_array_header(out, nkeys);
                 for _ in 0..nkeys {
-                    redis::write_null_bulk(out);
+                    redis::write_null(out, proto);
                 }
             }
             CommandKind::Split(Split::SumIntegers) => redis::write_integer(out, 0),
             CommandKind::Split(Split::Mset) => out.extend_from_slice(b"+OK\r\n"),
-            _ => redis::write_null_bulk(out),
+            _ => redis::write_null(out, proto),
         },
     }
 }
@@ -36,7 +37,7 @@ mod tests {
 
     fn reply(op: Op, nkeys: usize) -> Vec<u8> {
         let mut out = Vec::new();
-        write(op, nkeys, &mut out);
+        write(op, nkeys, Proto::Resp2, &mut out);
         out
     }
 
@@ -55,5 +56,18 @@ mod tests {
         assert_eq!(reply(op("MGET"), 2), b"*2\r\n$-1\r\n$-1\r\n");
         assert_eq!(reply(op("DEL"), 2), b":0\r\n");
         assert_eq!(reply(op("MSET"), 2), b"+OK\r\n");
+    }
+
+    #[test]
+    fn resp3_clients_get_resp3_nils() {
+        let op = |n: &str| Op::Redis(redis::lookup(n.as_bytes()).expect(n));
+        let resp3 = |o: Op, n: usize| {
+            let mut out = Vec::new();
+            write(o, n, Proto::Resp3, &mut out);
+            out
+        };
+        assert_eq!(resp3(op("GET"), 1), b"_\r\n");
+        assert_eq!(resp3(op("MGET"), 2), b"*2\r\n_\r\n_\r\n");
+        assert_eq!(resp3(op("DEL"), 2), b":0\r\n");
     }
 }

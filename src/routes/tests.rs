@@ -82,13 +82,27 @@ fn canned_replies_end_the_walk() {
         Decision::Reply(Canned::NoRoute { route: cfg.route_index("main").unwrap() })
     );
     let mut out = Vec::new();
-    canned_reply(&cfg, Canned::NoRoute { route: cfg.route_index("main").unwrap() }, redis("GET"), 1, &mut out);
+    canned_reply(
+        &cfg,
+        Canned::NoRoute { route: cfg.route_index("main").unwrap() },
+        redis("GET"),
+        1,
+        crate::protocol::redis::Proto::Resp2,
+        &mut out,
+    );
     assert_eq!(out, b"-ERR ferrule: route 'main' has no destination for this request\r\n");
     out.clear();
-    canned_reply(&cfg, Canned::Error { route: cfg.route_index("gone").unwrap() }, redis("GET"), 1, &mut out);
+    canned_reply(
+        &cfg,
+        Canned::Error { route: cfg.route_index("gone").unwrap() },
+        redis("GET"),
+        1,
+        crate::protocol::redis::Proto::Resp2,
+        &mut out,
+    );
     assert_eq!(out, b"-ERR this prefix is retired\r\n");
     out.clear();
-    canned_reply(&cfg, Canned::Null, Op::Memcache(Command::Get), 1, &mut out);
+    canned_reply(&cfg, Canned::Null, Op::Memcache(Command::Get), 1, crate::protocol::redis::Proto::Resp2, &mut out);
     assert_eq!(out, b"END\r\n");
 }
 

@@ -96,6 +96,7 @@ pub struct ProxyStats {
     pub listeners: Vec<ListenerTotals>,
     /// In config order.
     pub pools: Vec<PoolTotals>,
+    pub tls: crate::tls::TlsStats,
 }
 
 impl ProxyStats {
@@ -141,6 +142,7 @@ pub fn merge(snapshots: &[WorkerSnapshot]) -> ProxyStats {
     let mut ordered: Vec<&WorkerSnapshot> = snapshots.iter().collect();
     ordered.sort_by_key(|s| s.worker);
     for snap in ordered {
+        stats.tls.add(&snap.tls);
         let mut worker = WorkerTotals { worker: snap.worker, stats_enabled: snap.stats_enabled, ..Default::default() };
         for l in &snap.listeners {
             worker.clients.add(&l.clients);
@@ -218,6 +220,7 @@ mod tests {
         WorkerSnapshot {
             worker: id,
             stats_enabled: true,
+            tls: Default::default(),
             listeners: vec![ListenerSnapshot {
                 name: "cache".into(),
                 protocol: "redis",

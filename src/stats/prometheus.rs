@@ -128,7 +128,31 @@ pub fn render_prometheus(stats: &ProxyStats, info: &ProcessInfo) -> String {
     render_clients(&mut e, stats);
     render_commands(&mut e, stats);
     render_servers(&mut e, stats);
+    render_tls(&mut e, &stats.tls);
     e.out
+}
+
+/// TLS figures by side: `client` (listeners) and `backend` (pools).
+fn render_tls(e: &mut Exposition, tls: &crate::tls::TlsStats) {
+    let sides = [("client", &tls.clients), ("backend", &tls.backends)];
+    e.family("ferrule_tls_handshakes_total", "counter", "TLS handshakes completed.");
+    for (side, s) in sides {
+        e.sample("ferrule_tls_handshakes_total", &[("side", side)], s.handshakes);
+    }
+    e.family("ferrule_tls_handshake_failures_total", "counter", "TLS handshakes that failed, by cause.");
+    for (side, s) in sides {
+        for f in crate::tls::Failure::ALL {
+            e.sample(
+                "ferrule_tls_handshake_failures_total",
+                &[("side", side), ("cause", f.name())],
+                s.failures[f.index()],
+            );
+        }
+    }
+    e.family("ferrule_tls_connections", "gauge", "TLS connections open now.");
+    for (side, s) in sides {
+        e.sample("ferrule_tls_connections", &[("side", side)], s.connections);
+    }
 }
 
 fn render_clients(e: &mut Exposition, stats: &ProxyStats) {

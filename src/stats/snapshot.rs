@@ -191,4 +191,5 @@ pub struct WorkerSnapshot {
     pub listeners: Vec<ListenerSnapshot>,
     /// In pool order, then server order, as configured.
     pub servers: Vec<ServerSnapshot>,
+    pub tls: crate::tls::TlsStats,
 }

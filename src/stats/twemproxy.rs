@@ -99,8 +99,31 @@ pub fn render_twemproxy(stats: &ProxyStats, info: &ProcessInfo) -> String {
         out.push_str(", ");
         push_pool(&mut out, p);
     }
+    // Only once TLS is in use: tools that read every object of this document as a pool see nothing new otherwise.
+    if stats.tls != crate::tls::TlsStats::default() {
+        push_tls(&mut out, &stats.tls);
+    }
     out.push('}');
     out
+}
+
+/// `"tls": {"client": {...}, "backend": {...}}`, each with handshakes, connections and failures by cause.
+fn push_tls(out: &mut String, tls: &crate::tls::TlsStats) {
+    out.push_str(", \"tls\":{");
+    for (i, (side, s)) in [("client", &tls.clients), ("backend", &tls.backends)].into_iter().enumerate() {
+        let sep = if i == 0 { "" } else { ", " };
+        let _ = write!(
+            out,
+            "{sep}\"{side}\":{{\"handshakes\":{}, \"connections\":{}, \"handshake_failures\":{{",
+            s.handshakes, s.connections
+        );
+        for (j, f) in crate::tls::Failure::ALL.into_iter().enumerate() {
+            let sep = if j == 0 { "" } else { ", " };
+            let _ = write!(out, "{sep}\"{}\":{}", f.name(), s.failures[f.index()]);
+        }
+        out.push_str("}}");
+    }
+    out.push('}');
 }
 
 #[cfg(test)]

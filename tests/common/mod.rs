@@ -160,11 +160,20 @@ impl Ferrule {
         proxy_extra: &str,
         args: &[&str],
     ) -> Ferrule {
-        let dir = tempdir("ferrule");
         let admin_port = free_port();
-        let config_path = dir.join("ferrule.toml");
         let header = format!("[proxy]\nworkers = {workers}\nadmin = \"127.0.0.1:{admin_port}\"\n{proxy_extra}\n");
-        std::fs::write(&config_path, format!("{header}{body}")).unwrap();
+        Self::launch(wrapper, &format!("{header}{body}"), header, port, admin_port, args)
+    }
+
+    /// Starts ferrule on a whole config text (with its own `[proxy]` table, whose admin endpoint is `admin_port`).
+    pub fn start_config(text: &str, port: u16, admin_port: u16) -> Ferrule {
+        Self::launch(&[], text, String::new(), port, admin_port, &[])
+    }
+
+    fn launch(wrapper: &[&str], text: &str, header: String, port: u16, admin_port: u16, args: &[&str]) -> Ferrule {
+        let dir = tempdir("ferrule");
+        let config_path = dir.join("ferrule.toml");
+        std::fs::write(&config_path, text).unwrap();
         let log_path = dir.join("ferrule.log");
         let log = std::fs::File::create(&log_path).unwrap();
         let mut command = match wrapper.split_first() {

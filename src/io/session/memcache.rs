@@ -5,10 +5,11 @@ use super::{InBuf, Next, Session};
 use crate::config::Target;
 use crate::fanout::MergeKind;
 use crate::io::backend::{Backend, Framer, Waiter};
+use crate::io::fan;
 use crate::io::stats::{client_key, CommandId, Meter};
 use crate::protocol::memcache::{self, Command, Parse, Request};
 use crate::router::group_by_server;
-use crate::routes::{canned_reply, Ctx, Op};
+use crate::routes::{canned_reply, Canned, Ctx, Op};
 use std::ops::Range;
 use std::rc::Rc;
 use std::time::Instant;
@@ -126,6 +127,7 @@ fn handle(
             }
             return false;
         }
+        _ if req.command.is_meta() => return handle_meta(s, raw, req, sc, now, blocked_on, command),
         _ => {}
     }
     let target = s.listener.target();
@@ -207,6 +209,104 @@ fn handle(
     false
 }
 
+/// A meta request (mg, ms, md, ma, mn, me): one key, routed by its decoded bytes when it is base64 (`b`), sent as
+/// the client wrote it except for a `q` flag, which is stripped: memcached then answers every request, and the
+/// reply it would have hidden is dropped on delivery ([`Framer::MemcacheQuiet`]). `mn` is answered here, in order
+/// after every earlier reply of this client, which is all memcached promises.
+fn handle_meta(
+    s: &Session,
+    raw: &[u8],
+    req: &Request,
+    sc: &mut Scratch,
+    now: Instant,
+    blocked_on: &mut Option<Rc<Backend>>,
+    command: Option<CommandId>,
+) -> bool {
+    let (Some(meta), Some(key)) = (req.meta.as_ref(), sc.keys.first().cloned()) else {
+        // mn, the only meta request without a key.
+        s.local(memcache::meta::NOOP_REPLY.as_bytes());
+        return false;
+    };
+    let token = &raw[key];
+    let mut decoded = [0u8; memcache::meta::MAX_DECODED_KEY_LEN];
+    let route_key = match meta.base64 {
+        true => memcache::meta::decode_key(token, &mut decoded).map_or(token, |n| &decoded[..n]),
+        false => token,
+    };
+    let quiet = meta.quiet.is_some();
+    let pools = s.worker.pools.borrow();
+    let (pool, server) = match s.listener.target() {
+        Target::Pool(pool_index) => {
+            let Some(pool) = pools.get(pool_index) else {
+                s.local(b"SERVER_ERROR ferrule: listener has no pool\r\n");
+                return false;
+            };
+            let Some(server) = pool.router.server_for(route_key) else {
+                s.meters.borrow_mut().clients.unroutable += 1;
+                let msg =
+                    format!("SERVER_ERROR ferrule: pool '{}' has no server available (all ejected)\r\n", pool.name);
+                s.local(msg.as_bytes());
+                return false;
+            };
+            (pool_index, server)
+        }
+        target => {
+            let tree = s.worker.routes.borrow();
+            let cfg = s.worker.config.borrow();
+            // Routes see the text operation the request acts as (mg: get, ms with ME: add, ...).
+            let op = Op::Memcache(meta.op);
+            let ctx = Ctx { now_unix: 0, random: routed::draw(&s.worker.rng) };
+            let keys = std::iter::once(route_key);
+            if let Err(why) = routed::resolve(&tree, &pools, target, op, keys, &ctx, &mut sc.dests) {
+                if matches!(why, Unroutable::NoServer(_)) {
+                    s.meters.borrow_mut().clients.unroutable += 1;
+                }
+                s.local(format!("SERVER_ERROR {}\r\n", routed::unroutable_message(&cfg, &why)).as_bytes());
+                return false;
+            }
+            match sc.dests.first() {
+                Some(&KeyDest::Server { pool, server, .. }) => (pool, server),
+                Some(&KeyDest::Canned(Canned::Null)) => {
+                    if let Some(reply) = memcache::meta::null_reply(req.command, quiet) {
+                        s.local(reply.as_bytes());
+                    }
+                    return false;
+                }
+                Some(&KeyDest::Canned(c)) => {
+                    sc.reply.clear();
+                    canned_reply(&cfg, c, op, 1, Default::default(), &mut sc.reply);
+                    s.local(&sc.reply);
+                    return false;
+                }
+                Some(&KeyDest::Fan { route, .. }) => {
+                    // The multi-destination executor (io::fan) frames text replies only so far.
+                    let name = cfg.routes.get(route).map_or("?", |r| r.name.as_str());
+                    let msg = format!(
+                        "SERVER_ERROR ferrule: meta commands are not supported through route '{name}' \
+                         (a multi-destination route) yet\r\n"
+                    );
+                    s.local(msg.as_bytes());
+                    return false;
+                }
+                None => {
+                    s.local(memcache::BAD_FORMAT_REPLY.as_bytes());
+                    return false;
+                }
+            }
+        }
+    };
+    let backend = pools[pool].backend(server, s.id);
+    let seq = s.q.borrow_mut().reserve();
+    let meter = command.map(|c| Meter::new(&s.meters, c, now, false));
+    let waiter = Waiter::Client { client: s.q.clone(), seq, frag: None, meter };
+    let framer = if quiet { Framer::MemcacheQuiet(req.command) } else { Framer::Memcache(req.command) };
+    backend.enqueue(|out| memcache::meta::write_forwarded(out, raw, Some(meta)), Some(waiter), framer, now);
+    if backend.over_queue_bound() {
+        *blocked_on = Some(backend.clone());
+    }
+    false
+}
+
 /// The log line for binary-protocol clients, at most once per [`binary_client_log::INTERVAL`] per worker: a
 /// misconfigured client fleet reconnecting in a loop must not flood the log.
 mod binary_client_log {
@@ -269,6 +369,30 @@ fn route_tree(
     }
     routed::group(&sc.dests, &mut sc.route_groups, &mut sc.key_frag);
     let framer = Framer::Memcache(req.command);
+    if sc.route_groups.iter().any(|g| matches!(g, Group::Fan { .. })) {
+        let plans = s.worker.fans.borrow().clone();
+        let plan = match sc.route_groups[..] {
+            [Group::Fan { route }] => plans.get(route),
+            _ => None,
+        };
+        let Some(plan) = plan else {
+            if !req.noreply {
+                s.local(format!("SERVER_ERROR {}\r\n", routed::mixed_fan_message(&cfg, &sc.route_groups)).as_bytes());
+            }
+            return false;
+        };
+        let env = fan::Env { cfg: &cfg, tree: &tree, pools: &pools, client_id: s.id, proto: s.proto, ctx };
+        let keys: Vec<&[u8]> = sc.keys.iter().map(|k| &raw[k.clone()]).collect();
+        let request = fan::Request { op, keys: &keys, bytes: raw.to_vec(), framer, now };
+        let reply = (!req.noreply)
+            .then(|| fan::ReplyTo { q: s.q.clone(), meter: command.map(|c| Meter::new(&s.meters, c, now, false)) });
+        if let Err(fan::Refused(why)) = fan::dispatch(&env, plan, request, reply) {
+            if !req.noreply {
+                s.local(format!("SERVER_ERROR {why}\r\n").as_bytes());
+            }
+        }
+        return false;
+    }
     match sc.route_groups[..] {
         [] => {
             s.local(b"CLIENT_ERROR bad command line format\r\n");
@@ -277,7 +401,7 @@ fn route_tree(
         [Group::Canned(c)] => {
             if !req.noreply {
                 sc.reply.clear();
-                canned_reply(&cfg, c, op, sc.keys.len(), &mut sc.reply);
+                canned_reply(&cfg, c, op, sc.keys.len(), Default::default(), &mut sc.reply);
                 s.local(&sc.reply);
             }
             return false;
@@ -314,9 +438,10 @@ fn route_tree(
     let exptime = req.exptime.clone().map(|r| &raw[r]);
     for (frag, &group) in sc.route_groups.iter().enumerate() {
         match group {
+            Group::Fan { .. } => unreachable!("handled above"),
             Group::Canned(c) => {
                 sc.reply.clear();
-                canned_reply(&cfg, c, op, 0, &mut sc.reply);
+                canned_reply(&cfg, c, op, 0, Default::default(), &mut sc.reply);
                 s.q.borrow_mut().complete_fragment(seq, frag, &sc.reply);
             }
             Group::Server { pool, server } => {

@@ -9,7 +9,8 @@ use super::backend::Backend;
 use super::bufpool;
 use super::replies::{ClientLimits, ClientRef, Overflow, ReplyQueue};
 use super::stats::ListenerStatsRef;
-use super::uring::{self, Conn};
+use super::tls::Stream;
+use super::uring;
 use super::worker::{ListenerSlot, Worker};
 use crate::config::Protocol;
 use std::future::poll_fn;
@@ -20,10 +21,14 @@ use std::task::Poll;
 pub struct Session {
     pub worker: Rc<Worker>,
     pub listener: Rc<ListenerSlot>,
-    pub conn: Conn,
+    pub conn: Stream,
     pub q: ClientRef,
     pub id: u64,
     pub authed: bool,
+    /// Redis: authenticated as a user with `permissions = "read-only"`.
+    pub read_only: bool,
+    /// Redis: the name, library and user CLIENT SETNAME / SETINFO / AUTH gave; `None` until one is set.
+    pub meta: Option<Box<crate::protocol::redis::ClientMeta>>,
     /// The RESP version this redis client chose with `HELLO` (RESP2 until then; memcache sessions ignore it).
     pub proto: crate::protocol::redis::Proto,
     /// This listener's figures on this worker (requests, latencies, connection lifecycle).
@@ -135,8 +140,9 @@ impl Session {
 }
 
 /// Serves one accepted client connection until it closes.
-pub async fn serve(worker: Rc<Worker>, listener: Rc<ListenerSlot>, conn: Conn) {
-    let q = ReplyQueue::new_ref(worker.buffer_budget(), Some(conn.clone()));
+pub async fn serve(worker: Rc<Worker>, listener: Rc<ListenerSlot>, conn: Stream) {
+    // The queue holds the socket (not the TLS layer) to shut it down if the client is closed for holding too much.
+    let q = ReplyQueue::new_ref(worker.buffer_budget(), Some(conn.conn().clone()));
     let id = worker.next_client_id();
     let meters = worker.stats.borrow_mut().listener(&listener.name, listener.protocol);
     meters.borrow_mut().client_opened();
@@ -148,6 +154,8 @@ pub async fn serve(worker: Rc<Worker>, listener: Rc<ListenerSlot>, conn: Conn) {
         q: q.clone(),
         id,
         authed: false,
+        read_only: false,
+        meta: None,
         proto: Default::default(),
         meters: meters.clone(),
     };
@@ -188,12 +196,13 @@ pub async fn serve(worker: Rc<Worker>, listener: Rc<ListenerSlot>, conn: Conn) {
 /// Closes gracefully: FIN after the last reply, then discard what the client still sends (bounded), because
 /// closing a socket with unread input makes the kernel send a reset that can destroy replies the client has not
 /// read yet (after QUIT or a protocol error, for example).
-pub(super) async fn linger(conn: &Conn) {
-    conn.shutdown_write();
+pub(super) async fn linger(conn: &Stream) {
     // A spare buffer, not an array in this future: the future is part of every session's task, held for the
     // connection's life (a 4 KiB array here cost every idle client 4 KiB).
     let mut buf = bufpool::take();
     let drain = async {
+        // Inside the bound: a TLS close_notify is a send, and a client that reads nothing could hold it.
+        conn.finish_writes().await;
         let mut total = 0usize;
         while total < 1 << 20 {
             buf.clear();
@@ -212,7 +221,7 @@ pub(super) async fn linger(conn: &Conn) {
 const WRITE_BUF_KEEP: usize = 256 * 1024;
 
 /// Writes replies as they become ready, all that are ready in one write; closes after the last one when asked.
-async fn write_loop(conn: Conn, q: ClientRef, meters: ListenerStatsRef) {
+async fn write_loop(conn: Stream, q: ClientRef, meters: ListenerStatsRef) {
     // Swapped with the queue's `out` at each batch; both are given back to the worker's spare buffers whenever
     // the client has nothing in flight, so an idle client holds neither.
     let mut buf: Vec<u8> = Vec::new();
@@ -286,9 +295,10 @@ impl InBuf {
     }
 
     /// Reads more bytes; `Ok(0)` at end of stream.
-    pub async fn fill(&mut self, conn: &Conn) -> std::io::Result<usize> {
+    pub async fn fill(&mut self, conn: &Stream) -> std::io::Result<usize> {
         if self.data().is_empty() {
-            // Between requests: wait holding no buffer (one that grew for a big request is freed here).
+            // Between requests: wait holding no buffer (one that grew for a big request is freed here). For TLS
+            // the wait is over at once when rustls holds decrypted bytes not read yet.
             bufpool::give(std::mem::take(&mut self.buf));
             self.start = 0;
             conn.readable().await;

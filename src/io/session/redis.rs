@@ -1,16 +1,20 @@
 //! The Redis side of a client session: parse RESP requests, answer local commands, route the rest.
 
+mod pinned;
+
 use super::routed::{self, Group, KeyDest, Unroutable};
 use super::{InBuf, Next, Session};
 use crate::config::Target;
 use crate::fanout::MergeKind;
 use crate::io::backend::{Framer, Waiter};
+use crate::io::fan;
 use crate::io::pool::PoolRt;
 use crate::io::stats::{client_key, CommandId, Meter};
-use crate::protocol::redis::transaction::{self, Gate, TxnState};
-use crate::protocol::redis::{self, CommandInfo, CommandKind, KeySpec, Local, Split};
+use crate::protocol::redis::transaction::{self, Gate};
+use crate::protocol::redis::{self, CommandInfo, CommandKind, KeySpec, Local, PoolCmd, Split};
 use crate::router::group_by_server;
 use crate::routes::{canned_reply, Ctx, Op};
+use pinned::Pinned;
 use std::ops::Range;
 use std::time::Instant;
 
@@ -37,12 +41,18 @@ enum Flow {
     /// wait until the earlier ones are answered (on one server, a write sent before `HELLO` must not be overtaken
     /// by a read sent after it on another connection).
     DrainFirst,
+    /// The request was not handled: it is parsed again once the client's requests in flight are answered (its
+    /// first request on a dedicated connection must not overtake them).
+    Retry,
+    /// A blocking command was sent: no request is taken until it is answered, but the client is watched for
+    /// leaving.
+    Blocked,
 }
 
 pub async fn read_loop(s: &mut Session) {
     let mut inb = InBuf::new();
     let mut sc = Scratch::default();
-    let mut txn = TxnState::default();
+    let mut pinned = Pinned::default();
     let limits = s.worker.client_limits();
     loop {
         s.wait_until_unsaturated(limits).await;
@@ -52,20 +62,27 @@ pub async fn read_loop(s: &mut Session) {
         let now = Instant::now();
         let mut closing = false;
         let mut draining = false;
+        let mut blocked = false;
         let mut blocked_on = None;
         while !s.q.borrow().saturated(limits) {
             match redis::parse_request(inb.data(), &mut sc.args) {
                 Ok(Some(len)) => {
-                    let flow = handle(s, &inb.data()[..len], &mut sc, &mut txn, now, &mut blocked_on);
-                    inb.consume(len);
+                    let flow = handle(s, &inb.data()[..len], &mut sc, &mut pinned, now, &mut blocked_on);
+                    if !matches!(flow, Flow::Retry) {
+                        inb.consume(len);
+                    }
                     match flow {
                         Flow::Continue => {}
                         Flow::Close => {
                             closing = true;
                             break;
                         }
-                        Flow::DrainFirst => {
+                        Flow::DrainFirst | Flow::Retry => {
                             draining = true;
+                            break;
+                        }
+                        Flow::Blocked => {
+                            blocked = true;
                             break;
                         }
                     }
@@ -85,6 +102,12 @@ pub async fn read_loop(s: &mut Session) {
         if closing {
             return;
         }
+        if blocked {
+            if let Next::Stop = pinned::wait_blocked(s, &mut inb, &mut pinned).await {
+                return;
+            }
+            continue;
+        }
         if draining {
             // What is already buffered is parsed next, without reading more first.
             s.wait_for_replies().await;
@@ -100,7 +123,7 @@ fn handle(
     s: &mut Session,
     req: &[u8],
     sc: &mut Scratch,
-    txn: &mut TxnState,
+    pinned: &mut Pinned,
     now: Instant,
     blocked_on: &mut Option<std::rc::Rc<crate::io::backend::Backend>>,
 ) -> Flow {
@@ -121,21 +144,35 @@ fn handle(
         s.local(&sc.reply);
         return Flow::Continue;
     };
-    sc.command = s.meters.borrow_mut().count_redis(info);
-    if !s.authed
-        && s.listener.auth().is_some()
-        && !matches!(info.kind, CommandKind::Local(Local::Auth | Local::Quit | Local::Hello))
-    {
-        s.local(b"-NOAUTH Authentication required.\r\n");
-        return Flow::Continue;
-    }
-    // A refused MULTI refuses everything up to EXEC/DISCARD, so nothing the client meant as part of the
-    // transaction is applied.
-    if transaction::needs_gate(*txn, info) {
-        sc.reply.clear();
-        if let Gate::Answered = transaction::gate(txn, info, sc.args.len(), &mut sc.reply) {
+    // A request handled again after a Retry was counted the first time.
+    sc.command = match pinned.retried.take() {
+        Some(command) => command,
+        None => s.meters.borrow_mut().count_redis(info),
+    };
+    if !s.authed || s.read_only {
+        if let Some(refusal) = refuse_access(s, info, req, &sc.args) {
+            // As in redis, a malformed command gets its arity error before the access check.
+            sc.reply.clear();
+            if redis::arity_ok(info, sc.args.len()) {
+                sc.reply.extend_from_slice(refusal.as_bytes());
+            } else {
+                redis::write_error(&mut sc.reply, redis::arity_error(info).as_bytes());
+            }
             s.local(&sc.reply);
             return Flow::Continue;
+        }
+    }
+    // Transactions (and a refused MULTI, which refuses everything up to EXEC/DISCARD): see `pinned`.
+    if transaction::needs_gate(pinned.txn, info) {
+        sc.reply.clear();
+        let supported = matches!(s.listener.target(), Target::Pool(_));
+        let gate = transaction::gate(&mut pinned.txn, info, sc.args.len(), supported, &mut sc.reply);
+        if gate != Gate::Run {
+            let flow = pinned::step(s, pinned, gate, info, req, sc, now);
+            if matches!(flow, Flow::Retry) {
+                pinned.retried = Some(sc.command);
+            }
+            return flow;
         }
     }
     if !redis::arity_ok(info, sc.args.len()) {
@@ -152,20 +189,52 @@ fn handle(
             Flow::Continue
         }
         CommandKind::Forward => {
-            route(s, info, None, req, sc, now, blocked_on);
+            route(s, pinned, info, None, req, sc, now, blocked_on);
             Flow::Continue
         }
         CommandKind::Split(kind) => {
-            route(s, info, Some(kind), req, sc, now, blocked_on);
+            route(s, pinned, info, Some(kind), req, sc, now, blocked_on);
             Flow::Continue
         }
+        CommandKind::Pool(cmd) => {
+            whole_pool(s, info, cmd, req, sc, now, blocked_on);
+            Flow::Continue
+        }
+        CommandKind::Blocking(how) => match pinned::blocking(s, pinned, info, how, req, sc, now) {
+            Some(Flow::Retry) => {
+                pinned.retried = Some(sc.command);
+                Flow::Retry
+            }
+            Some(flow) => flow,
+            // It does not block (XREAD without BLOCK): an ordinary request.
+            None => {
+                route(s, pinned, info, None, req, sc, now, blocked_on);
+                Flow::Continue
+            }
+        },
         // Always answered by the gate above.
         CommandKind::Transaction(_) => Flow::Continue,
     }
 }
 
+/// `-NOAUTH` for a client that must authenticate first, `-NOPERM` for a read-only user's write; `None` to go on.
+fn refuse_access(s: &Session, info: &CommandInfo, req: &[u8], args: &[Range<usize>]) -> Option<String> {
+    if !s.authed {
+        let exempt = matches!(info.kind, CommandKind::Local(Local::Auth | Local::Quit | Local::Hello));
+        if !exempt && s.listener.auth_required() {
+            return Some("-NOAUTH Authentication required.\r\n".into());
+        }
+    }
+    if s.read_only && !redis::read_only_may_run(info) {
+        return Some(format!("-{}\r\n", redis::noperm_error(info, req, args)));
+    }
+    None
+}
+
+#[allow(clippy::too_many_arguments)]
 fn route(
     s: &mut Session,
+    pinned: &Pinned,
     info: &'static CommandInfo,
     split: Option<Split>,
     req: &[u8],
@@ -210,7 +279,9 @@ fn route(
     }
     group_by_server(&sc.servers, &mut sc.groups, &mut sc.key_frag);
     if sc.groups.len() == 1 {
-        let backend = pool.backend_for(sc.groups[0], s.id, s.proto);
+        // While keys are WATCHed, requests to their server go on the WATCHing connection.
+        let backend =
+            pinned.watching(pool_index, sc.groups[0]).unwrap_or_else(|| pool.backend_for(sc.groups[0], s.id, s.proto));
         forward_whole(s, backend, info, req, sc, now);
         if backend.over_queue_bound() {
             *blocked_on = Some(backend.clone());
@@ -222,7 +293,120 @@ fn route(
         s.local(b"-CROSSSLOT Keys in request don't hash to the same server\r\n");
         return;
     };
-    split_request(s, pool, info, kind, req, sc, now, blocked_on);
+    split_request(s, pool, pool_index, pinned, info, kind, req, sc, now, blocked_on);
+}
+
+/// SCAN, DBSIZE, SCRIPT, FUNCTION: about the whole pool. SCAN goes to the server its cursor names (see
+/// `redis::split_scan_cursor`); the others go to every server and their replies are merged (`fanout::MergeKind`).
+#[allow(clippy::too_many_arguments)]
+fn whole_pool(
+    s: &mut Session,
+    info: &'static CommandInfo,
+    cmd: PoolCmd,
+    req: &[u8],
+    sc: &mut Scratch,
+    now: Instant,
+    blocked_on: &mut Option<std::rc::Rc<crate::io::backend::Backend>>,
+) {
+    let Target::Pool(pool_index) = s.listener.target() else {
+        let msg = format!("-ERR ferrule: {} needs a listener whose route is a pool\r\n", info.name);
+        return s.local(msg.as_bytes());
+    };
+    let pools = s.worker.pools.borrow();
+    let Some(pool) = pools.get(pool_index) else {
+        return s.local(b"-ERR ferrule: listener has no pool\r\n");
+    };
+    let n = pool.servers.len();
+    let live = |i: usize| pool.servers.get(i).is_some_and(|srv| !srv.ejected);
+    let sub = sc.args.get(1).map(|r| req[r.clone()].to_ascii_uppercase()).unwrap_or_default();
+    let merge = match cmd {
+        PoolCmd::Scan => {
+            let (server, cursor) = match redis::split_scan_cursor(&req[sc.args[1].clone()], n) {
+                Ok(at) => at,
+                Err(e) => {
+                    sc.reply.clear();
+                    redis::write_error(&mut sc.reply, e.as_bytes());
+                    return s.local(&sc.reply);
+                }
+            };
+            // A server ejected since the cursor was made is skipped: the scan goes on at the next live one.
+            let Some(first_live) = (server..n).find(|&i| live(i)) else {
+                return s.local(b"*2\r\n$1\r\n0\r\n*0\r\n");
+            };
+            let cursor = if first_live == server { cursor } else { 0 };
+            let next = (first_live + 1..n).find(|&i| live(i)).map_or(u32::MAX, |i| i as u32);
+            let kind = MergeKind::RedisScan { server: first_live as u32, next, servers: n as u32 };
+            let text = cursor.to_string();
+            let args = sc.args.iter().enumerate().map(|(i, r)| if i == 1 { text.as_bytes() } else { &req[r.clone()] });
+            let shape = redis::ReplyShape::of(info);
+            let backend = pool.backend_for(first_live, s.id, s.proto);
+            let mut fan = s.q.borrow_mut().take_fanout(kind, 1);
+            fan.proto = s.proto;
+            let seq = s.q.borrow_mut().reserve_fanout(fan);
+            s.meters.borrow_mut().begin_split((client_key(&s.q), seq), 1, sc.command.is_some());
+            let meter = sc.command.map(|c| Meter::new(&s.meters, c, now, true));
+            let waiter = Waiter::Client { client: s.q.clone(), seq, frag: Some(0), meter };
+            backend.enqueue(
+                |out| redis::write_command_iter(out, sc.args.len(), args),
+                Some(waiter),
+                Framer::Redis(shape),
+                now,
+            );
+            if backend.over_queue_bound() {
+                *blocked_on = Some(backend.clone());
+            }
+            return;
+        }
+        PoolCmd::Dbsize => MergeKind::RedisSum,
+        PoolCmd::Script if sub == b"EXISTS" => MergeKind::RedisAndArray,
+        PoolCmd::Script if sub == b"LOAD" || sub == b"FLUSH" => MergeKind::RedisSame,
+        PoolCmd::Function if matches!(&sub[..], b"LOAD" | b"DELETE" | b"FLUSH" | b"LIST") => MergeKind::RedisSame,
+        PoolCmd::Script | PoolCmd::Function => {
+            let served =
+                if cmd == PoolCmd::Function { "LOAD, DELETE, FLUSH and LIST" } else { "LOAD, EXISTS and FLUSH" };
+            let msg = format!(
+                "-ERR ferrule: {} {} is not supported ({served} go to every server of the pool)\r\n",
+                info.name,
+                redis::printable(&sub, 32),
+            );
+            return s.local(msg.as_bytes());
+        }
+    };
+    // DBSIZE counts the live servers' keys; scripts and functions go to every server, so that one ejected for now
+    // shows up as an error rather than as a server silently missing a script.
+    sc.servers.clear();
+    sc.servers.extend((0..n).filter(|&i| cmd != PoolCmd::Dbsize || live(i)));
+    if sc.servers.is_empty() {
+        s.meters.borrow_mut().clients.unroutable += 1;
+        let msg = format!("-ERR ferrule: pool '{}' has no server available (all ejected)\r\n", pool.name);
+        return s.local(msg.as_bytes());
+    }
+    let mut fan = s.q.borrow_mut().take_fanout(merge, sc.servers.len());
+    fan.proto = s.proto;
+    let seq = s.q.borrow_mut().reserve_fanout(fan);
+    s.meters.borrow_mut().begin_split((client_key(&s.q), seq), sc.servers.len() as u32, sc.command.is_some());
+    let inline = req.first() != Some(&b'*');
+    let shape = redis::ReplyShape::of(info);
+    for (frag, &server) in sc.servers.iter().enumerate() {
+        let backend = pool.backend_for(server, s.id, s.proto);
+        let meter = sc.command.map(|c| Meter::new(&s.meters, c, now, true));
+        let waiter = Waiter::Client { client: s.q.clone(), seq, frag: Some(frag as u32), meter };
+        backend.enqueue(
+            |out| {
+                if inline {
+                    redis::write_command_iter(out, sc.args.len(), sc.args.iter().map(|a| &req[a.clone()]));
+                } else {
+                    out.extend_from_slice(req)
+                }
+            },
+            Some(waiter),
+            Framer::Redis(shape),
+            now,
+        );
+        if backend.over_queue_bound() {
+            *blocked_on = Some(backend.clone());
+        }
+    }
 }
 
 /// Sends the client's request bytes unchanged (re-encoded as multibulk when the client used inline syntax).
@@ -256,6 +440,8 @@ fn forward_whole(
 fn split_request(
     s: &Session,
     pool: &PoolRt,
+    pool_index: usize,
+    pinned: &Pinned,
     info: &CommandInfo,
     kind: Split,
     req: &[u8],
@@ -269,6 +455,7 @@ fn split_request(
         Split::SumIntegers => MergeKind::RedisSum,
     };
     let mut fan = s.q.borrow_mut().take_fanout(merge, sc.groups.len());
+    fan.proto = s.proto;
     fan.key_frag.extend_from_slice(&sc.key_frag);
     let seq = s.q.borrow_mut().reserve_fanout(fan);
     s.meters.borrow_mut().begin_split((client_key(&s.q), seq), sc.groups.len() as u32, sc.command.is_some());
@@ -277,7 +464,7 @@ fn split_request(
     let name = &req[sc.args[0].clone()];
     let shape = redis::ReplyShape::of(info);
     for (frag, &server) in sc.groups.iter().enumerate() {
-        let backend = pool.backend_for(server, s.id, s.proto);
+        let backend = pinned.watching(pool_index, server).unwrap_or_else(|| pool.backend_for(server, s.id, s.proto));
         let n_keys = sc.key_frag.iter().filter(|&&f| f as usize == frag).count();
         let meter = sc.command.map(|c| Meter::new(&s.meters, c, now, true));
         let waiter = Waiter::Client { client: s.q.clone(), seq, frag: Some(frag as u32), meter };
@@ -330,11 +517,17 @@ fn route_tree(
         return;
     }
     routed::group(&sc.dests, &mut sc.route_groups, &mut sc.key_frag);
+    if sc.route_groups.iter().any(|g| matches!(g, Group::Fan { .. })) {
+        let env = fan::Env { cfg: &cfg, tree: &tree, pools: &pools, client_id: s.id, proto: s.proto, ctx };
+        fan_out(s, &env, info, req, sc, now);
+        return;
+    }
     if let [only] = sc.route_groups[..] {
         match only {
+            Group::Fan { .. } => unreachable!("handled above"),
             Group::Canned(c) => {
                 sc.reply.clear();
-                canned_reply(&cfg, c, op, sc.keys.len(), &mut sc.reply);
+                canned_reply(&cfg, c, op, sc.keys.len(), s.proto, &mut sc.reply);
                 s.local(&sc.reply);
             }
             Group::Server { pool, server } => {
@@ -361,6 +554,7 @@ fn route_tree(
         Split::SumIntegers => MergeKind::RedisSum,
     };
     let mut fan = s.q.borrow_mut().take_fanout(merge, sc.route_groups.len());
+    fan.proto = s.proto;
     fan.key_frag.extend_from_slice(&sc.key_frag);
     let seq = s.q.borrow_mut().reserve_fanout(fan);
     let sent = sc.route_groups.iter().filter(|g| matches!(g, Group::Server { .. })).count() as u32;
@@ -372,9 +566,10 @@ fn route_tree(
     for (frag, &group) in sc.route_groups.iter().enumerate() {
         let n_keys = sc.key_frag.iter().filter(|&&f| f as usize == frag).count();
         match group {
+            Group::Fan { .. } => unreachable!("handled above"),
             Group::Canned(c) => {
                 reply.clear();
-                canned_reply(&cfg, c, op, n_keys, &mut reply);
+                canned_reply(&cfg, c, op, n_keys, s.proto, &mut reply);
                 s.q.borrow_mut().complete_fragment(seq, frag, &reply);
             }
             Group::Server { pool, server } => {
@@ -410,6 +605,50 @@ fn route_tree(
     sc.reply = reply;
 }
 
+/// A request whose keys all reach one multi-destination route: executed by `io::fan` with the request's bytes
+/// (keys stripped as the routes above it say). Keys that also reach other destinations are refused.
+fn fan_out(s: &Session, env: &fan::Env, info: &'static CommandInfo, req: &[u8], sc: &Scratch, now: Instant) {
+    let plans = s.worker.fans.borrow().clone();
+    let plan = match sc.route_groups[..] {
+        [Group::Fan { route }] => plans.get(route),
+        _ => None,
+    };
+    let Some(plan) = plan else {
+        let msg = format!("-ERR {}\r\n", routed::mixed_fan_message(env.cfg, &sc.route_groups));
+        s.local(msg.as_bytes());
+        return;
+    };
+    let keys: Vec<&[u8]> = sc
+        .keys
+        .iter()
+        .zip(&sc.dests)
+        .map(|(&k, d)| {
+            let key = &req[sc.args[k].clone()];
+            &key[d.strip().min(key.len())..]
+        })
+        .collect();
+    let mut bytes = Vec::with_capacity(req.len());
+    if sc.dests.iter().all(|d| d.strip() == 0) && req.first() == Some(&b'*') {
+        bytes.extend_from_slice(req);
+    } else {
+        let args = sc.args.iter().enumerate().map(|(i, a)| {
+            let arg = &req[a.clone()];
+            match sc.keys.iter().position(|&k| k == i) {
+                Some(j) => &arg[sc.dests[j].strip().min(arg.len())..],
+                None => arg,
+            }
+        });
+        redis::write_command_iter(&mut bytes, sc.args.len(), args);
+    }
+    let framer = Framer::Redis(redis::ReplyShape::for_request(info, &sc.args, req));
+    let request = fan::Request { op: Op::Redis(info), keys: &keys, bytes, framer, now };
+    let meter = sc.command.map(|c| Meter::new(&s.meters, c, now, false));
+    let reply = fan::ReplyTo { q: s.q.clone(), meter };
+    if let Err(fan::Refused(why)) = fan::dispatch(env, plan, request, Some(reply)) {
+        s.local(format!("-ERR {why}\r\n").as_bytes());
+    }
+}
+
 /// Sends the request to one server with each key's routing prefix removed (`strip_prefix`): re-encoded.
 fn forward_stripped(
     s: &Session,
@@ -443,6 +682,10 @@ fn local(s: &mut Session, l: Local, req: &[u8], sc: &mut Scratch) -> Flow {
     let arg = |i: usize| sc.args.get(i).map(|r| &req[r.clone()]);
     sc.reply.clear();
     match l {
+        Local::Ping if sc.args.len() > 2 => {
+            redis::write_error(&mut sc.reply, b"ERR wrong number of arguments for 'ping' command");
+            s.local(&sc.reply);
+        }
         Local::Ping => match arg(1) {
             None => s.local(b"+PONG\r\n"),
             Some(m) => {
@@ -458,40 +701,17 @@ fn local(s: &mut Session, l: Local, req: &[u8], sc: &mut Scratch) -> Flow {
             s.local(b"+OK\r\n");
             return Flow::Close;
         }
-        Local::Auth => {
-            // AUTH password | AUTH username password (the username must be "default": there are no ACL users).
-            let (user, pass) = match (arg(1), arg(2)) {
-                (Some(p), None) => (None, p),
-                (Some(u), Some(p)) => (Some(u), p),
-                _ => (None, &b""[..]),
-            };
-            match s.listener.auth() {
-                None => s.local(b"-ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?\r\n"),
-                Some(expected) => {
-                    if expected.as_bytes() == pass && user.is_none_or(|u| u == b"default") {
-                        s.authed = true;
-                        s.local(b"+OK\r\n");
-                    } else {
-                        s.local(b"-WRONGPASS invalid username-password pair or user is disabled.\r\n");
-                    }
-                }
+        Local::Auth => auth(s, req, sc),
+        Local::Select => match arg(1).and_then(redis::strict_integer) {
+            Some(0) => s.local(b"+OK\r\n"),
+            Some(_) => {
+                s.local(b"-ERR ferrule: SELECT is only supported for db 0 (set redis_db on the pool instead)\r\n")
             }
-        }
-        Local::Select => match arg(1) {
-            Some(b"0") => s.local(b"+OK\r\n"),
-            _ => s.local(b"-ERR ferrule: SELECT is only supported for db 0 (set redis_db on the pool instead)\r\n"),
+            None => s.local(b"-ERR value is not an integer or out of range\r\n"),
         },
         Local::Command => {
-            // Client libraries call COMMAND / COMMAND DOCS at connect; an empty answer makes them fall back.
-            match arg(1).map(|a| a.to_ascii_uppercase()) {
-                Some(sub) if sub == b"COUNT" => s.local(b":0\r\n"),
-                // COMMAND DOCS is a map (`%0` in RESP3, `*0` in RESP2).
-                Some(sub) if sub == b"DOCS" => {
-                    redis::write_map_header(&mut sc.reply, 0, s.proto);
-                    s.local(&sc.reply);
-                }
-                _ => s.local(b"*0\r\n"),
-            }
+            redis::write_command_reply(&mut sc.reply, req, &sc.args, s.proto);
+            s.local(&sc.reply);
         }
         Local::Hello => return hello(s, req, sc),
         Local::Info => {
@@ -500,14 +720,98 @@ fn local(s: &mut Session, l: Local, req: &[u8], sc: &mut Scratch) -> Flow {
             redis::write_verbatim(&mut sc.reply, b"txt", text.as_bytes(), s.proto);
             s.local(&sc.reply);
         }
-        Local::ClientSetname => s.local(b"+OK\r\n"),
+        Local::ClientSetname => client(s, req, sc),
     }
     Flow::Continue
 }
 
+/// AUTH password | AUTH username password, checked against the listener's `auth` and users.
+fn auth(s: &mut Session, req: &[u8], sc: &mut Scratch) {
+    let arg = |i: usize| sc.args.get(i).map(|r| &req[r.clone()]);
+    let (user, pass) = match (arg(1), arg(2)) {
+        _ if sc.args.len() > 3 => return s.local(b"-ERR syntax error\r\n"),
+        (Some(p), None) => (None, p),
+        (Some(u), Some(p)) => (Some(u), p),
+        _ => (None, &b""[..]),
+    };
+    match s.listener.access().authenticate(user, pass) {
+        Ok(permissions) => {
+            login(s, user.unwrap_or(b"default"), permissions);
+            s.local(b"+OK\r\n");
+        }
+        Err(crate::config::AuthRefusal::NoPasswordConfigured) => s.local(b"-ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?\r\n"),
+        Err(crate::config::AuthRefusal::WrongPass) => {
+            s.local(b"-WRONGPASS invalid username-password pair or user is disabled.\r\n")
+        }
+    }
+}
+
+/// The client is now `user` with `permissions` (a later AUTH replaces an earlier one, as in redis).
+fn login(s: &mut Session, user: &[u8], permissions: crate::config::Permissions) {
+    s.authed = true;
+    s.read_only = permissions == crate::config::Permissions::ReadOnly;
+    let user = if user == b"default" { &b""[..] } else { user };
+    if !user.is_empty() || s.meta.is_some() {
+        s.meta.get_or_insert_with(Default::default).user = Box::from(user);
+    }
+}
+
+/// CLIENT subcommands, answered for this client (see `redis::parse_client`).
+fn client(s: &mut Session, req: &[u8], sc: &mut Scratch) {
+    let op = match redis::parse_client(req, &sc.args) {
+        Ok(op) => op,
+        Err(msg) => {
+            redis::write_error(&mut sc.reply, msg.as_bytes());
+            return s.local(&sc.reply);
+        }
+    };
+    match op {
+        redis::ClientOp::SetName(name) => {
+            set_name(s, name);
+            s.local(b"+OK\r\n");
+        }
+        redis::ClientOp::GetName => {
+            match s.meta.as_ref().filter(|m| !m.name.is_empty()) {
+                Some(meta) => redis::write_bulk(&mut sc.reply, &meta.name),
+                None => redis::write_null(&mut sc.reply, s.proto),
+            }
+            s.local(&sc.reply);
+        }
+        redis::ClientOp::Id => {
+            redis::write_integer(&mut sc.reply, s.id as i64);
+            s.local(&sc.reply);
+        }
+        redis::ClientOp::Info | redis::ClientOp::List => {
+            let mut line = Vec::new();
+            let facts = redis::ClientFacts { id: s.id, addr: "", laddr: "", resp: s.proto.version() };
+            redis::write_client_line(&mut line, s.meta.as_deref(), &facts);
+            // A verbatim string in RESP3, as redis sends CLIENT INFO and LIST.
+            redis::write_verbatim(&mut sc.reply, b"txt", &line, s.proto);
+            s.local(&sc.reply);
+        }
+        redis::ClientOp::SetInfo(attr, value) => {
+            let meta = s.meta.get_or_insert_with(Default::default);
+            match attr {
+                redis::LibAttr::Name => meta.lib_name = Box::from(value),
+                redis::LibAttr::Version => meta.lib_ver = Box::from(value),
+            }
+            s.local(b"+OK\r\n");
+        }
+        redis::ClientOp::Ok => s.local(b"+OK\r\n"),
+    }
+}
+
+/// CLIENT SETNAME / HELLO SETNAME: an empty name clears it.
+fn set_name(s: &mut Session, name: &[u8]) {
+    if name.is_empty() && s.meta.is_none() {
+        return;
+    }
+    s.meta.get_or_insert_with(Default::default).name = Box::from(name);
+}
+
 /// HELLO [protover [AUTH user pass] [SETNAME name]], answered as redis 7 answers it. The client's later requests
 /// get replies in the version it chose: they go to backend connections of that version, and the proxy's own
-/// replies are written in it. SETNAME is accepted and not kept (as CLIENT SETNAME).
+/// replies are written in it. SETNAME sets the name CLIENT GETNAME reports.
 fn hello(s: &mut Session, req: &[u8], sc: &mut Scratch) -> Flow {
     let hello = match redis::parse_hello(req, &sc.args) {
         Ok(hello) => hello,
@@ -517,18 +821,23 @@ fn hello(s: &mut Session, req: &[u8], sc: &mut Scratch) -> Flow {
             return Flow::Continue;
         }
     };
+    let access = s.listener.access();
     if let Some((user, pass)) = hello.auth {
-        // Only the default user exists; without `auth` it takes any password, as redis' `nopass` default user.
-        let ok = user == b"default" && s.listener.auth().is_none_or(|expected| expected.as_bytes() == pass);
-        if !ok {
-            s.local(b"-WRONGPASS invalid username-password pair or user is disabled.\r\n");
-            return Flow::Continue;
+        // Always with a user name: an open listener's default user takes any password (redis' `nopass`).
+        match access.authenticate(Some(user), pass) {
+            Ok(permissions) => login(s, user, permissions),
+            Err(_) => {
+                s.local(b"-WRONGPASS invalid username-password pair or user is disabled.\r\n");
+                return Flow::Continue;
+            }
         }
-        s.authed = true;
     }
-    if !s.authed && s.listener.auth().is_some() {
+    if !s.authed && access.required() {
         s.local(b"-NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time\r\n");
         return Flow::Continue;
+    }
+    if let Some(name) = hello.setname {
+        set_name(s, name);
     }
     let previous = s.proto;
     s.proto = hello.proto.unwrap_or(s.proto);

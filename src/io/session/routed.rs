@@ -18,13 +18,19 @@ pub enum KeyDest {
         strip: usize,
     },
     Canned(Canned),
+    /// A route that sends to several destinations (`io::fan`), the key's first `strip` bytes removed.
+    Fan {
+        route: usize,
+        strip: usize,
+    },
 }
 
-/// A fragment of a routed request: one server, or one kind of canned reply.
+/// A fragment of a routed request: one server, one kind of canned reply, or one multi-destination route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Group {
     Server { pool: usize, server: usize },
     Canned(Canned),
+    Fan { route: usize },
 }
 
 impl KeyDest {
@@ -32,12 +38,13 @@ impl KeyDest {
         match self {
             KeyDest::Server { pool, server, .. } => Group::Server { pool, server },
             KeyDest::Canned(c) => Group::Canned(c),
+            KeyDest::Fan { route, .. } => Group::Fan { route },
         }
     }
 
     pub fn strip(self) -> usize {
         match self {
-            KeyDest::Server { strip, .. } => strip,
+            KeyDest::Server { strip, .. } | KeyDest::Fan { strip, .. } => strip,
             KeyDest::Canned(_) => 0,
         }
     }
@@ -47,9 +54,6 @@ impl KeyDest {
 pub enum Unroutable {
     /// Every server of this pool is ejected.
     NoServer(usize),
-    /// The route sends to several destinations, which this build does not execute (config validation rejects such
-    /// routes, so this is a safety net).
-    Fan(usize),
 }
 
 /// Decides every key (given as byte slices in request order) into `dests`.
@@ -74,7 +78,7 @@ pub fn resolve<'k>(
             }
             Decision::Send { leaf: Leaf::Server { pool, server }, strip } => KeyDest::Server { pool, server, strip },
             Decision::Reply(c) => KeyDest::Canned(c),
-            Decision::Fan { route, .. } => return Err(Unroutable::Fan(route)),
+            Decision::Fan { route, strip } => KeyDest::Fan { route, strip },
         };
         dests.push(dest);
     }
@@ -105,11 +109,20 @@ pub fn unroutable_message(cfg: &Config, why: &Unroutable) -> String {
             let name = cfg.pools.get(*pool).map_or("?", |p| p.name.as_str());
             format!("ferrule: pool '{name}' has no server available (all ejected)")
         }
-        Unroutable::Fan(route) => {
-            let (name, kind) = cfg.routes.get(*route).map_or(("?", "?"), |r| (r.name.as_str(), r.kind.type_name()));
-            format!("ferrule: route '{name}' ({kind}) is not implemented yet")
-        }
     }
+}
+
+/// The error text for a multi-key request whose keys reach a multi-destination route and other destinations.
+pub fn mixed_fan_message(cfg: &Config, groups: &[Group]) -> String {
+    let route = groups.iter().find_map(|g| match g {
+        Group::Fan { route } => Some(*route),
+        _ => None,
+    });
+    let name = route.and_then(|r| cfg.routes.get(r)).map_or("?", |r| r.name.as_str());
+    format!(
+        "ferrule: the keys of this request reach route '{name}', which sends to several destinations, and other \
+         destinations: send them in separate requests"
+    )
 }
 
 /// The random draw for `random` routes and sampling: a per-worker xorshift, no syscall and no shared state.

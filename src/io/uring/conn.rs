@@ -212,14 +212,13 @@ impl Conn {
 
     /// Reads what is available (at least one byte, or 0 at end of stream).
     pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        let max = buf.len();
-        self.read_with(max, |bytes| buf[..bytes.len()].copy_from_slice(bytes)).await
+        poll_fn(|cx| self.poll_read(cx, buf)).await
     }
 
     /// Appends what is available to `buf`, at most its spare capacity (at least one byte, or 0 at end of stream).
     pub async fn read_append(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
         let max = buf.capacity() - buf.len();
-        self.read_with(max, |bytes| buf.extend_from_slice(bytes)).await
+        poll_fn(|cx| self.poll_take(cx, max, |bytes| buf.extend_from_slice(bytes))).await
     }
 
     /// Waits until a read would not wait: bytes are there, or the end of stream or an error. Lets a reader hold
@@ -239,32 +238,37 @@ impl Conn {
         .await
     }
 
-    async fn read_with(&self, max: usize, sink: impl FnOnce(&[u8])) -> io::Result<usize> {
+    /// [`Conn::read`] as a poll: ready with what the inbox holds, or pending with the task's waker kept (the TLS
+    /// layer hands the inbox straight to rustls this way, without another buffer in between).
+    pub fn poll_read(&self, cx: &mut std::task::Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let max = buf.len();
+        self.poll_take(cx, max, |bytes| buf[..bytes.len()].copy_from_slice(bytes))
+    }
+
+    /// Hands at most `max` unread bytes to `sink` (called only when bytes are there), or reports the end of stream
+    /// or an error, or keeps the task's waker and is pending.
+    fn poll_take(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        max: usize,
+        sink: impl FnOnce(&[u8]),
+    ) -> Poll<io::Result<usize>> {
         let io = &self.0.io;
-        let mut sink = Some(sink);
-        poll_fn(|cx| {
-            // The sink runs at most once: a read that took bytes is ready.
-            let taken = io.take_unread(max, |b| {
-                if let Some(f) = sink.take() {
-                    f(b)
-                }
-            });
-            let reactor = current();
-            io.resume_receiving(&reactor);
-            if let Some(n) = taken {
-                return Poll::Ready(Ok(n));
-            }
-            if let Some(e) = io.error.get() {
-                return Poll::Ready(Err(io::Error::from_raw_os_error(e)));
-            }
-            if io.eof.get() {
-                return Poll::Ready(Ok(0));
-            }
-            reactor.note_activity();
-            io.set_reader(cx.waker());
-            Poll::Pending
-        })
-        .await
+        let taken = io.take_unread(max, sink);
+        let reactor = current();
+        io.resume_receiving(&reactor);
+        if let Some(n) = taken {
+            return Poll::Ready(Ok(n));
+        }
+        if let Some(e) = io.error.get() {
+            return Poll::Ready(Err(io::Error::from_raw_os_error(e)));
+        }
+        if io.eof.get() {
+            return Poll::Ready(Ok(0));
+        }
+        reactor.note_activity();
+        io.set_reader(cx.waker());
+        Poll::Pending
     }
 
     /// Sends the whole buffer and gives it back (cleared by nobody: the caller decides) for reuse.
@@ -292,6 +296,13 @@ impl Conn {
             }
         }
         (Ok(()), buf)
+    }
+
+    /// The peer's address (for logs; `None` for a unix socket or a connection already gone).
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        // SAFETY: the descriptor stays open while we hold a handle; the borrow ends with this call.
+        let fd = unsafe { std::os::unix::io::BorrowedFd::borrow_raw(self.0.io.fd) };
+        socket2::SockRef::from(&fd).peer_addr().ok().and_then(|a| a.as_socket())
     }
 
     /// Sends FIN after what was written; the peer still can send (we drain it before closing).

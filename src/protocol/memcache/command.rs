@@ -1,6 +1,6 @@
 //! The memcached text-protocol commands ferrule understands.
 
-/// A memcached ASCII command. Names are matched case-sensitively (memcached answers `GET` with
+/// A memcached ASCII command, text or meta (mg, ms, md, ma, mn, me: see [`super::meta`]). Names are matched case-sensitively (memcached answers `GET` with
 /// `ERROR`), so only the lowercase spellings in [`Command::name`] are recognised.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {
@@ -23,11 +23,23 @@ pub enum Command {
     Stats,
     FlushAll,
     Verbosity,
+    /// `mg`: meta get.
+    MetaGet,
+    /// `ms`: meta set (its `M` flag picks set, add, append, prepend or replace).
+    MetaSet,
+    /// `md`: meta delete.
+    MetaDelete,
+    /// `ma`: meta arithmetic (incr or decr, by its `M` flag).
+    MetaArithmetic,
+    /// `mn`: meta no-op, answered `MN` by ferrule itself after every earlier reply.
+    MetaNoop,
+    /// `me`: meta debug, forwarded to the key's server.
+    MetaDebug,
 }
 
 impl Command {
     /// Every command, in declaration order (handy for tables and tests).
-    pub const ALL: [Command; 19] = [
+    pub const ALL: [Command; 25] = [
         Command::Get,
         Command::Gets,
         Command::Gat,
@@ -47,6 +59,12 @@ impl Command {
         Command::Stats,
         Command::FlushAll,
         Command::Verbosity,
+        Command::MetaGet,
+        Command::MetaSet,
+        Command::MetaDelete,
+        Command::MetaArithmetic,
+        Command::MetaNoop,
+        Command::MetaDebug,
     ];
 
     /// The command as it is spelled on the wire.
@@ -71,6 +89,12 @@ impl Command {
             Command::Stats => "stats",
             Command::FlushAll => "flush_all",
             Command::Verbosity => "verbosity",
+            Command::MetaGet => "mg",
+            Command::MetaSet => "ms",
+            Command::MetaDelete => "md",
+            Command::MetaArithmetic => "ma",
+            Command::MetaNoop => "mn",
+            Command::MetaDebug => "me",
         }
     }
 
@@ -96,6 +120,12 @@ impl Command {
             b"stats" => Command::Stats,
             b"flush_all" => Command::FlushAll,
             b"verbosity" => Command::Verbosity,
+            b"mg" => Command::MetaGet,
+            b"ms" => Command::MetaSet,
+            b"md" => Command::MetaDelete,
+            b"ma" => Command::MetaArithmetic,
+            b"mn" => Command::MetaNoop,
+            b"me" => Command::MetaDebug,
             _ => return None,
         })
     }
@@ -103,6 +133,19 @@ impl Command {
     /// get, gets, gat, gats: multi-key commands answered with VALUE items and END.
     pub fn is_retrieval(self) -> bool {
         matches!(self, Command::Get | Command::Gets | Command::Gat | Command::Gats)
+    }
+
+    /// mg, ms, md, ma, mn, me: the meta protocol.
+    pub fn is_meta(self) -> bool {
+        matches!(
+            self,
+            Command::MetaGet
+                | Command::MetaSet
+                | Command::MetaDelete
+                | Command::MetaArithmetic
+                | Command::MetaNoop
+                | Command::MetaDebug
+        )
     }
 
     /// set, add, replace, append, prepend, cas: the commands followed by a data block.
@@ -127,7 +170,7 @@ mod tests {
 
     #[test]
     fn names_are_case_sensitive_and_exact() {
-        for name in [&b"GET"[..], b"Get", b"get ", b"", b"mg", b"flush-all", b"getss"] {
+        for name in [&b"GET"[..], b"Get", b"get ", b"", b"MG", b"mgg", b"flush-all", b"getss"] {
             assert_eq!(Command::from_name(name), None, "{name:?}");
         }
     }
@@ -141,5 +184,7 @@ mod tests {
             storage,
             [Command::Set, Command::Add, Command::Replace, Command::Append, Command::Prepend, Command::Cas]
         );
+        let meta: Vec<_> = Command::ALL.into_iter().filter(|c| c.is_meta()).map(Command::name).collect();
+        assert_eq!(meta, ["mg", "ms", "md", "ma", "mn", "me"]);
     }
 }

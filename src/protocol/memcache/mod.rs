@@ -9,18 +9,20 @@
 //! differently from the proxy.
 //!
 //! Commands: get gets gat gats set add replace append prepend cas incr decr delete touch
-//! version quit stats flush_all verbosity. Meta commands (mg, ms, md, ma, mn, me) and the
-//! binary protocol are not supported: the former get [`META_REPLY`] (an `ms` data block is
-//! framed by its length and discarded with it, never read as commands), the latter gets the
-//! binary protocol's own error response ([`write_binary_refusal`]) and the connection ends.
+//! version quit stats flush_all verbosity, and the meta commands mg ms md ma mn me ([`meta`]).
+//! The binary protocol is not supported: it gets the binary protocol's own error response
+//! ([`write_binary_refusal`]) and the connection ends.
 
 mod command;
 mod encode;
 mod lex;
+pub mod meta;
 mod reply;
 mod reply_framer;
 mod request;
 
+#[cfg(test)]
+mod meta_tests;
 #[cfg(test)]
 mod reply_tests;
 #[cfg(test)]
@@ -36,7 +38,7 @@ pub use request::write_binary_refusal;
 pub use request::{
     parse_request, Parse, Request, BAD_DATA_CHUNK_REPLY, BAD_DELTA_REPLY, BAD_EXPTIME_REPLY, BAD_FORMAT_REPLY,
     BAD_KEY_REPLY, BINARY_HEADER_LEN, BINARY_PROTOCOL_MESSAGE, DELETE_USAGE_REPLY, ERROR_REPLY, LINE_TOO_LONG_REPLY,
-    MAX_LINE_LEN, MAX_RETRIEVAL_LINE_LEN, META_REPLY, TOO_LARGE_REPLY,
+    MAX_LINE_LEN, MAX_RETRIEVAL_LINE_LEN, TOO_LARGE_REPLY,
 };
 
 /// The memcached version ferrule answers to `version` (and in `stats`) before its own:

@@ -8,7 +8,7 @@
 use std::ops::Range;
 
 use super::lex::{find_line, parse_unsigned, Line};
-use super::Command;
+use super::{meta, Command};
 
 /// Longest reply line accepted (VALUE lines carry at most a 250-byte key and three numbers;
 /// STAT lines are short).
@@ -34,6 +34,12 @@ pub fn reply_len(buf: &[u8], command: Command) -> Result<Option<usize>, String> 
     if command.is_retrieval() {
         return retrieval_len(buf);
     }
+    if command.is_meta() {
+        return meta::frame(buf, command).map(|f| match f {
+            meta::Frame::Done(len) => Some(len),
+            meta::Frame::Need(_) => None,
+        });
+    }
     let Some(line) = reply_line(buf, 0)? else {
         return Ok(None);
     };
@@ -51,7 +57,7 @@ pub fn reply_len(buf: &[u8], command: Command) -> Result<Option<usize>, String> 
         Command::Touch => matches!(text, b"TOUCHED" | b"NOT_FOUND"),
         Command::Version => text.starts_with(b"VERSION "),
         Command::FlushAll | Command::Verbosity => text == b"OK",
-        Command::Quit | Command::Get | Command::Gets | Command::Gat | Command::Gats => false,
+        _ => false,
     };
     if fits {
         Ok(Some(line.next))
@@ -89,7 +95,7 @@ pub fn is_error_reply(reply: &[u8]) -> bool {
 }
 
 /// An error line's text (without its line ending).
-fn is_error_line(text: &[u8]) -> bool {
+pub(super) fn is_error_line(text: &[u8]) -> bool {
     is_error_reply(text)
 }
 
@@ -199,6 +205,6 @@ pub(super) fn stats_line_ends_reply(text: &[u8]) -> Result<bool, String> {
 }
 
 /// The start of an unexpected line, for error messages.
-fn excerpt(text: &[u8]) -> String {
+pub(super) fn excerpt(text: &[u8]) -> String {
     String::from_utf8_lossy(text.get(..64).unwrap_or(text)).into_owned()
 }

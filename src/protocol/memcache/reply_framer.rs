@@ -5,7 +5,7 @@
 //! remembers where the last complete item or line ended.
 
 use super::reply::{reply_line, retrieval_step, stats_line_ends_reply, Step};
-use super::{reply_len, Command};
+use super::{meta, reply_len, Command};
 
 /// A reply framer that remembers how far it got.
 ///
@@ -65,6 +65,13 @@ impl ReplyFramer {
         loop {
             match self.phase {
                 Phase::Start if self.command.is_retrieval() => self.phase = Phase::Items,
+                // One line, perhaps a data block jumped over by its size: re-reading the line is cheap.
+                Phase::Start if self.command.is_meta() => {
+                    return match meta::frame(buf, self.command)? {
+                        meta::Frame::Done(len) => Ok(Some(len)),
+                        meta::Frame::Need(needed) => Ok(self.wait(needed)),
+                    }
+                }
                 Phase::Start => return self.first_line(buf),
                 Phase::Items => match retrieval_step(buf, self.at)? {
                     Step::Item { end, .. } => self.at = end,

@@ -43,6 +43,12 @@ fn replies(command: Command) -> Vec<&'static [u8]> {
             b"END\r\n",
         ],
         Command::FlushAll | Command::Verbosity => vec![b"OK\r\n"],
+        Command::MetaGet => vec![b"EN\r\n", b"HD\r\n", b"HD f0 O1 kfoo\r\n", b"VA 1 f5\r\nx\r\n", b"VA 0\r\n\r\n"],
+        Command::MetaSet => vec![b"HD\r\n", b"NS\r\n", b"EX O1\r\n", b"NF kfoo\r\n"],
+        Command::MetaDelete => vec![b"HD\r\n", b"NF\r\n", b"EX\r\n"],
+        Command::MetaArithmetic => vec![b"HD\r\n", b"VA 2\r\n15\r\n", b"NF\r\n", b"NS\r\n", b"EX\r\n"],
+        Command::MetaDebug => vec![b"ME foo exp=-1 la=0 cas=2 fetch=no cls=1 size=64\r\n", b"EN\r\n"],
+        Command::MetaNoop => vec![b"MN\r\n"],
         Command::Quit => vec![],
     }
 }
@@ -68,6 +74,22 @@ fn wrong_replies(command: Command) -> Vec<&'static [u8]> {
         Command::Version => wrong.extend([&b"VERSION\r\n"[..], b"OK\r\n"]),
         Command::FlushAll | Command::Verbosity => wrong.extend([&b"END\r\n"[..], b"STORED\r\n"]),
         Command::Quit => wrong.extend([&b"OK\r\n"[..], b"ERROR\r\n"]),
+        Command::MetaGet => wrong.extend([
+            &b"NS\r\n"[..],
+            b"NF\r\n",
+            b"MN\r\n",
+            b"END\r\n",
+            b"ENX\r\n",
+            b"VA x\r\n",
+            b"VA\r\n",
+            b"VA 1\r\nxyz\r\n",
+            b"VALUE a 0 1\r\nx\r\nEND\r\n",
+        ]),
+        Command::MetaSet => wrong.extend([&b"EN\r\n"[..], b"VA 1\r\nx\r\n", b"STORED\r\n", b"MN\r\n"]),
+        Command::MetaDelete => wrong.extend([&b"NS\r\n"[..], b"VA 1\r\nx\r\n", b"EN\r\n", b"DELETED\r\n"]),
+        Command::MetaArithmetic => wrong.extend([&b"EN\r\n"[..], b"15\r\n", b"VA 1\r\n12\r\n"]),
+        Command::MetaDebug => wrong.extend([&b"HD\r\n"[..], b"VA 1\r\nx\r\n"]),
+        Command::MetaNoop => wrong.extend([&b"HD\r\n"[..], b"EN\r\n", b"MNX\r\n"]),
         _ => {}
     }
     wrong

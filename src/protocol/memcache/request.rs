@@ -10,6 +10,7 @@
 use std::ops::Range;
 
 use super::lex::{find_line, is_valid_key, parse_exptime, parse_unsigned, Line, Tokens};
+use super::meta::{self, Meta};
 use super::Command;
 
 /// Longest command line accepted (bytes, including `\r\n`), as in memcached: a longer line
@@ -19,7 +20,7 @@ pub const MAX_LINE_LEN: usize = 2048;
 /// a proxy needs some bound, and this one admits about 4,000 maximal keys or far more short ones.
 pub const MAX_RETRIEVAL_LINE_LEN: usize = 1 << 20;
 /// The largest `<bytes>` memcached reads (it keeps the length in an `i32`).
-const MAX_DATA_LEN: u64 = i32::MAX as u64;
+pub(super) const MAX_DATA_LEN: u64 = i32::MAX as u64;
 /// First byte of every binary-protocol request.
 const BINARY_MAGIC: u8 = 0x80;
 /// The most arguments (after the command name) any non-retrieval command takes:
@@ -44,9 +45,6 @@ pub const DELETE_USAGE_REPLY: &str = "CLIENT_ERROR bad command line format.  Usa
 pub const TOO_LARGE_REPLY: &str = "SERVER_ERROR object too large for cache\r\n";
 /// Sent before closing on a command line longer than the limits above.
 pub const LINE_TOO_LONG_REPLY: &str = "CLIENT_ERROR line too long\r\n";
-/// The reply to a meta command (mg, ms, md, ma, mn, me), which ferrule does not support yet; an `ms` data
-/// block is discarded with it.
-pub const META_REPLY: &str = "SERVER_ERROR meta commands are not supported by ferrule\r\n";
 /// The message of the binary-protocol error response sent before closing (see [`write_binary_refusal`]).
 pub const BINARY_PROTOCOL_MESSAGE: &str = "ferrule speaks the memcached text protocol only";
 /// Length of a binary-protocol request or response header.
@@ -68,6 +66,8 @@ pub struct Request {
     pub exptime: Option<Range<usize>>,
     /// Length of the command line including its line ending; the data block follows it.
     pub line_len: usize,
+    /// A meta command's flags as the proxy needs them (None for text commands).
+    pub meta: Option<Meta>,
 }
 
 /// The outcome of [`parse_request`].
@@ -128,12 +128,11 @@ pub fn parse_request(buf: &[u8], keys: &mut Vec<Range<usize>>, max_value: usize)
     let mut tokens = line.tokens(buf);
     let name = tokens.next().and_then(|name| buf.get(name)).unwrap_or_default();
     let Some(command) = Command::from_name(name) else {
-        return match name {
-            b"ms" => parse_meta_set(buf, line, tokens),
-            b"mg" | b"md" | b"ma" | b"mn" | b"me" => line_error(META_REPLY, line.next),
-            _ => line_error(ERROR_REPLY, line.next),
-        };
+        return line_error(ERROR_REPLY, line.next);
     };
+    if command.is_meta() {
+        return meta::parse(command, buf, line, tokens, keys, max_value);
+    }
     if command.is_retrieval() {
         return parse_retrieval(command, buf, line, tokens, keys);
     }
@@ -263,7 +262,7 @@ fn parse_retrieval(
         // routed, and no client sends one.
         return line_error(ERROR_REPLY, line.next);
     }
-    Parse::Request(Request { command, len: line.next, noreply: false, exptime, line_len: line.next })
+    Parse::Request(Request { command, len: line.next, noreply: false, exptime, line_len: line.next, meta: None })
 }
 
 /// `<command> <key> <flags> <exptime> <bytes> [<cas unique>] [noreply]\r\n<data>\r\n`
@@ -314,7 +313,7 @@ fn parse_storage(
         return discard(quiet(BAD_DATA_CHUNK_REPLY));
     }
     keys.push(args.range(0));
-    Parse::Request(Request { command, len: total, noreply, exptime: None, line_len: line.next })
+    Parse::Request(Request { command, len: total, noreply, exptime: None, line_len: line.next, meta: None })
 }
 
 /// `incr|decr <key> <delta> [noreply]`
@@ -397,31 +396,15 @@ fn parse_verbosity(line: Line, args: &Args<'_>) -> Parse {
     simple_request(Command::Verbosity, line.next, noreply)
 }
 
-/// `ms <key> <datalen> <flag>*\r\n<data>\r\n`: not supported, but its data block must never be read as
-/// commands, so it is framed by its length and discarded with the refusal. memcached's own answers where
-/// the length cannot be read: `ERROR` without a key, `CLIENT_ERROR bad command line format` without a
-/// readable length (a signed 32-bit number from 0 to `i32::MAX - 2`), and then only the line is dropped.
-fn parse_meta_set(buf: &[u8], line: Line, mut tokens: Tokens<'_>) -> Parse {
-    if tokens.next().is_none() {
-        return line_error(ERROR_REPLY, line.next);
-    }
-    let length = tokens.next().and_then(|t| buf.get(t)).unwrap_or_default();
-    let total = data_block_end(line, length).filter(|&(bytes, _)| bytes as u64 <= MAX_DATA_LEN - 2);
-    match total {
-        Some((_, total)) => discard_through(buf, total, META_REPLY),
-        None => line_error(BAD_FORMAT_REPLY, line.next),
-    }
-}
-
 /// The length of the data block announced by `bytes` after `line`, and where the block (with its `\r\n`)
 /// ends; None when `bytes` is not a length memcached reads.
-fn data_block_end(line: Line, bytes: &[u8]) -> Option<(usize, usize)> {
+pub(super) fn data_block_end(line: Line, bytes: &[u8]) -> Option<(usize, usize)> {
     let bytes = usize::try_from(parse_unsigned(bytes).filter(|&n| n <= MAX_DATA_LEN)?).ok()?;
     Some((bytes, line.next.checked_add(bytes)?.checked_add(2)?))
 }
 
 /// Answers `reply` and discards everything up to `total`: what is in `buf` now, the rest as it arrives.
-fn discard_through(buf: &[u8], total: usize, reply: &'static str) -> Parse {
+pub(super) fn discard_through(buf: &[u8], total: usize, reply: &'static str) -> Parse {
     let available = total.min(buf.len());
     Parse::Error { reply, consumed: available, skip: total - available }
 }
@@ -457,9 +440,9 @@ fn keyed_request(command: Command, line: Line, noreply: bool, args: &Args<'_>, k
 }
 
 fn simple_request(command: Command, line_len: usize, noreply: bool) -> Parse {
-    Parse::Request(Request { command, len: line_len, noreply, exptime: None, line_len })
+    Parse::Request(Request { command, len: line_len, noreply, exptime: None, line_len, meta: None })
 }
 
-fn line_error(reply: &'static str, line_len: usize) -> Parse {
+pub(super) fn line_error(reply: &'static str, line_len: usize) -> Parse {
     Parse::Error { reply, consumed: line_len, skip: 0 }
 }

@@ -184,11 +184,11 @@ fn unknown_and_malformed_lines_get_memcached_errors() {
         (b"GET a\r\n".to_vec(), ERROR_REPLY),
         (b"foo bar\r\n".to_vec(), ERROR_REPLY),
         (b"get\ra\r\n".to_vec(), ERROR_REPLY),
-        (b"mg a v\r\n".to_vec(), META_REPLY),
-        (b"mn\r\n".to_vec(), META_REPLY),
-        (b"md a\r\n".to_vec(), META_REPLY),
-        (b"ma a\r\n".to_vec(), META_REPLY),
-        (b"me a\r\n".to_vec(), META_REPLY),
+        (b"mg\r\n".to_vec(), ERROR_REPLY),
+        (b"md\r\n".to_vec(), ERROR_REPLY),
+        (b"ma\r\n".to_vec(), ERROR_REPLY),
+        (b"me\r\n".to_vec(), BAD_FORMAT_REPLY),
+        (b"MG a v\r\n".to_vec(), ERROR_REPLY),
         (b"ms\r\n".to_vec(), ERROR_REPLY),
         (b"ms a\r\n".to_vec(), BAD_FORMAT_REPLY),
         (b"ms a x\r\n".to_vec(), BAD_FORMAT_REPLY),
@@ -397,16 +397,16 @@ fn binary_protocol_is_answered_in_kind() {
 }
 
 #[test]
-fn a_meta_set_data_block_is_discarded_with_the_refusal() {
+fn a_refused_meta_set_discards_its_data_block() {
     // The data block is never read as a command: `delete victim` here is ms's value.
-    assert_eq!(error(b"ms k 13\r\ndelete victim\r\n"), (META_REPLY, 24, 0));
-    assert_eq!(error(b"ms k 13 T0 F5 q\r\ndelete victim\r\nget x\r\n"), (META_REPLY, 32, 0));
+    let long = format!("ms {} 13\r\ndelete victim\r\n", "k".repeat(251));
+    assert_eq!(error(long.as_bytes()), (BAD_FORMAT_REPLY, long.len(), 0));
+    let many = format!("ms k 13{}\r\ndelete victim\r\n", " O1 F1 T1 k c s q b I C1 MS N1 E1 R1 a d e f");
+    assert_eq!(error(many.as_bytes()), ("CLIENT_ERROR options flags too long\r\n", many.len(), 0));
+    assert_eq!(error(b"ms k 13\r\ndelete victim!!\r\n"), (BAD_DATA_CHUNK_REPLY, 24, 0));
     // Before the block has arrived: the rest is skipped as it comes.
-    assert_eq!(error(b"ms k 13\r\ndel"), (META_REPLY, 12, 13 + 2 - 3));
-    assert_eq!(error(b"ms k 0\r\n"), (META_REPLY, 8, 2));
-    assert_eq!(error(b"ms k +2\r\nab\r\n"), (META_REPLY, 13, 0));
-    // The largest length memcached reads, however large: never buffered, only skipped.
-    assert_eq!(error(b"ms k 2147483645\r\n"), (META_REPLY, 17, 2147483645 + 2));
+    let long = format!("ms {} 13\r\ndel", "k".repeat(251));
+    assert_eq!(error(long.as_bytes()), (BAD_FORMAT_REPLY, long.len(), 13 + 2 - 3));
 }
 
 #[test]

@@ -5,7 +5,8 @@
 //! Cross-checked against the `COMMAND` output of redis-server 7.0 and the command JSON files of later
 //! releases: every command redis knows is here, so only truly unknown names get "unknown command".
 
-use super::commands::{CommandInfo, CommandKind, KeySpec, Local, Split, Txn};
+use super::blocking::Block;
+use super::commands::{CommandInfo, CommandKind, KeySpec, Local, PoolCmd, Split, StoreOption, Txn};
 
 /// Forwarded to the server of the key at args[1].
 const fn single(name: &'static str, arity: i32) -> CommandInfo {
@@ -22,6 +23,11 @@ const fn numkeys(name: &'static str, arity: i32, numkeys_pos: usize, dest: Optio
     CommandInfo { name, arity, keys: KeySpec::NumKeys { numkeys_pos, dest }, kind: CommandKind::Forward }
 }
 
+/// Forwarded to the server of args[1]; a destination given by an option must live there too.
+const fn store_option(name: &'static str, arity: i32, kind: StoreOption) -> CommandInfo {
+    CommandInfo { name, arity, keys: KeySpec::StoreOption(kind), kind: CommandKind::Forward }
+}
+
 /// Split per server.
 const fn split(name: &'static str, arity: i32, how: Split, first: usize, step: usize) -> CommandInfo {
     CommandInfo { name, arity, keys: KeySpec::Multi { first, step }, kind: CommandKind::Split(how) }
@@ -32,15 +38,28 @@ const fn local(name: &'static str, arity: i32, what: Local) -> CommandInfo {
     CommandInfo { name, arity, keys: KeySpec::None, kind: CommandKind::Local(what) }
 }
 
+/// About the whole pool: fanned out to its servers, or SCAN's server by server.
+const fn pool(name: &'static str, arity: i32, what: PoolCmd) -> CommandInfo {
+    CommandInfo { name, arity, keys: KeySpec::None, kind: CommandKind::Pool(what) }
+}
+
 /// Refused, with the reason.
 const fn unsupported(name: &'static str, arity: i32, reason: &'static str) -> CommandInfo {
     CommandInfo { name, arity, keys: KeySpec::None, kind: CommandKind::Unsupported(reason) }
 }
 
-/// Decided by the session's transaction state (WATCH's keys do not route it: it is answered by the proxy).
+/// Decided by the session's transaction state.
 const fn txn(name: &'static str, arity: i32, what: Txn) -> CommandInfo {
     CommandInfo { name, arity, keys: KeySpec::None, kind: CommandKind::Transaction(what) }
 }
+
+/// Sent on a connection of the client's own while it blocks; its keys must share a server.
+const fn blocking(name: &'static str, arity: i32, keys: KeySpec, how: Block) -> CommandInfo {
+    CommandInfo { name, arity, keys, kind: CommandKind::Blocking(how) }
+}
+
+/// Keys args[1..] up to the one before the timeout (BLPOP k1 k2 timeout).
+const BEFORE_LAST: KeySpec = KeySpec::SameServer { first: 1, last: -2, step: 1 };
 
 /// Sorted by name (byte order), checked by a test.
 pub(crate) static COMMANDS: [CommandInfo; 255] = [
@@ -55,20 +74,20 @@ pub(crate) static COMMANDS: [CommandInfo; 255] = [
     single("BITFIELD_RO", -2),
     same("BITOP", -4, 2, -1, 1),
     single("BITPOS", -3),
-    unsupported("BLMOVE", 6, "blocking commands"),
-    unsupported("BLMPOP", -5, "blocking commands"),
-    unsupported("BLPOP", -3, "blocking commands"),
-    unsupported("BRPOP", -3, "blocking commands"),
-    unsupported("BRPOPLPUSH", 4, "blocking commands"),
-    unsupported("BZMPOP", -5, "blocking commands"),
-    unsupported("BZPOPMAX", -3, "blocking commands"),
-    unsupported("BZPOPMIN", -3, "blocking commands"),
+    blocking("BLMOVE", 6, KeySpec::SameServer { first: 1, last: 2, step: 1 }, Block::At(5)),
+    blocking("BLMPOP", -5, KeySpec::NumKeys { numkeys_pos: 2, dest: None }, Block::At(1)),
+    blocking("BLPOP", -3, BEFORE_LAST, Block::LastArg),
+    blocking("BRPOP", -3, BEFORE_LAST, Block::LastArg),
+    blocking("BRPOPLPUSH", 4, KeySpec::SameServer { first: 1, last: 2, step: 1 }, Block::At(3)),
+    blocking("BZMPOP", -5, KeySpec::NumKeys { numkeys_pos: 2, dest: None }, Block::At(1)),
+    blocking("BZPOPMAX", -3, BEFORE_LAST, Block::LastArg),
+    blocking("BZPOPMIN", -3, BEFORE_LAST, Block::LastArg),
     local("CLIENT", -2, Local::ClientSetname),
     unsupported("CLUSTER", -2, "cluster commands"),
     local("COMMAND", -1, Local::Command),
     unsupported("CONFIG", -2, "server administration"),
     same("COPY", -3, 1, 2, 1),
-    unsupported("DBSIZE", 1, "keyspace-wide commands"),
+    pool("DBSIZE", 1, PoolCmd::Dbsize),
     unsupported("DEBUG", -2, "server administration"),
     single("DECR", 2),
     single("DECRBY", 3),
@@ -90,13 +109,13 @@ pub(crate) static COMMANDS: [CommandInfo; 255] = [
     numkeys("FCALL_RO", -3, 2, None),
     unsupported("FLUSHALL", -1, "keyspace-wide commands"),
     unsupported("FLUSHDB", -1, "keyspace-wide commands"),
-    unsupported("FUNCTION", -2, "script management"),
+    pool("FUNCTION", -2, PoolCmd::Function),
     single("GEOADD", -5),
     single("GEODIST", -4),
     single("GEOHASH", -2),
     single("GEOPOS", -2),
-    single("GEORADIUS", -6),
-    single("GEORADIUSBYMEMBER", -5),
+    store_option("GEORADIUS", -6, StoreOption::GeoRadius),
+    store_option("GEORADIUSBYMEMBER", -5, StoreOption::GeoRadius),
     single("GEORADIUSBYMEMBER_RO", -5),
     single("GEORADIUS_RO", -6),
     single("GEOSEARCH", -7),
@@ -203,9 +222,9 @@ pub(crate) static COMMANDS: [CommandInfo; 255] = [
     single("RPUSHX", -3),
     single("SADD", -3),
     unsupported("SAVE", 1, "server administration"),
-    unsupported("SCAN", -2, "keyspace scans"),
+    pool("SCAN", -2, PoolCmd::Scan),
     single("SCARD", 2),
-    unsupported("SCRIPT", -2, "script management"),
+    pool("SCRIPT", -2, PoolCmd::Script),
     same("SDIFF", -2, 1, -1, 1),
     same("SDIFFSTORE", -3, 1, -1, 1),
     local("SELECT", 2, Local::Select),
@@ -226,7 +245,7 @@ pub(crate) static COMMANDS: [CommandInfo; 255] = [
     single("SMEMBERS", 2),
     single("SMISMEMBER", -3),
     same("SMOVE", 4, 1, 2, 1),
-    single("SORT", -2),
+    store_option("SORT", -2, StoreOption::Sort),
     single("SORT_RO", -2),
     single("SPOP", -2),
     unsupported("SPUBLISH", 3, "pub/sub"),
@@ -251,7 +270,12 @@ pub(crate) static COMMANDS: [CommandInfo; 255] = [
     txn("UNWATCH", 1, Txn::Unwatch),
     unsupported("WAIT", 3, "replication"),
     unsupported("WAITAOF", 4, "replication"),
-    txn("WATCH", -2, Txn::Watch),
+    CommandInfo {
+        name: "WATCH",
+        arity: -2,
+        keys: KeySpec::SameServer { first: 1, last: -1, step: 1 },
+        kind: CommandKind::Transaction(Txn::Watch),
+    },
     single("XACK", -4),
     single("XADD", -5),
     single("XAUTOCLAIM", -6),
@@ -262,8 +286,8 @@ pub(crate) static COMMANDS: [CommandInfo; 255] = [
     single("XLEN", 2),
     single("XPENDING", -3),
     single("XRANGE", -4),
-    unsupported("XREAD", -4, "streams across keys"),
-    unsupported("XREADGROUP", -7, "streams across keys"),
+    blocking("XREAD", -4, KeySpec::Streams, Block::BlockOption),
+    blocking("XREADGROUP", -7, KeySpec::Streams, Block::BlockOption),
     single("XREVRANGE", -4),
     single("XSETID", -3),
     single("XTRIM", -4),

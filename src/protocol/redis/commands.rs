@@ -26,6 +26,24 @@ pub enum KeySpec {
     /// on one server, as for [`KeySpec::SameServer`]. A command with no key at all (EVAL with numkeys 0)
     /// cannot be routed: [`key_indices`] answers an error.
     NumKeys { numkeys_pos: usize, dest: Option<usize> },
+    /// XREAD / XREADGROUP: the keys are the first half of the arguments after `STREAMS` (the IDs are the other
+    /// half). They must all live on one server.
+    Streams,
+    /// One key at args[1], and a destination key given by an option (SORT ... STORE dst, GEORADIUS ... STORE dst /
+    /// STOREDIST dst). Both must live on one server, as for [`KeySpec::SameServer`]: the destination is written
+    /// on the server the request goes to, which must be the one later reads of it go to.
+    StoreOption(StoreOption),
+}
+
+/// The commands whose destination key is an option's argument, found as redis' own `getkeys` functions find it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreOption {
+    /// SORT key [BY pattern] [LIMIT offset count] [GET pattern ...] [ASC|DESC] [ALPHA] [STORE destination]:
+    /// options are walked with their argument counts, so a pattern spelled `store` is not taken for the option.
+    Sort,
+    /// GEORADIUS / GEORADIUSBYMEMBER: the argument after the last STORE or STOREDIST from args[5] on (redis'
+    /// `georadiusGetKeys`).
+    GeoRadius,
 }
 
 /// How a multi-key command is split per server and its replies merged.
@@ -51,15 +69,28 @@ pub enum Local {
     Auth,
     /// Only the configured database can be selected.
     Select,
-    /// COMMAND (and COUNT/DOCS/INFO, which clients send on connect); an empty answer is acceptable.
+    /// COMMAND, COMMAND COUNT / INFO / DOCS / GETKEYS / LIST, answered from the command table.
     Command,
-    /// HELLO: the proxy speaks RESP2 only, so `HELLO 3` gets -NOPROTO.
+    /// HELLO 2 or 3, answered as redis 7 answers it.
     Hello,
     /// Proxy-level INFO.
     Info,
-    /// The whole CLIENT command: libraries send CLIENT SETNAME / SETINFO on connect and expect +OK; other
-    /// subcommands (LIST, KILL, ID...) are about backend connections the client does not own.
+    /// The whole CLIENT command: SETNAME / GETNAME / ID / INFO / SETINFO... answered for the client's own session;
+    /// subcommands acting on connections (REPLY, KILL, PAUSE, TRACKING...) are refused (see `client`).
     ClientSetname,
+}
+
+/// Commands about the whole pool rather than a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolCmd {
+    /// SCAN cursor [MATCH p] [COUNT n] [TYPE t]: one server at a time, the cursor carrying the server index.
+    Scan,
+    /// DBSIZE: summed over the servers.
+    Dbsize,
+    /// SCRIPT LOAD / EXISTS / FLUSH: on every server, so EVALSHA works wherever its keys land.
+    Script,
+    /// FUNCTION LOAD / DELETE / FLUSH / LIST: on every server, so FCALL works wherever its keys land.
+    Function,
 }
 
 /// What the proxy does with a command.
@@ -73,9 +104,14 @@ pub enum CommandKind {
     Local(Local),
     /// Refused with an error; the text says why, as a plural noun phrase ("blocking commands", "pub/sub").
     Unsupported(&'static str),
+    /// Sent to every server of the pool (or, for SCAN, to the server its cursor names) and the replies merged.
+    Pool(PoolCmd),
     /// MULTI, EXEC, DISCARD, WATCH, UNWATCH: decided by the session's transaction state
-    /// ([`super::transaction::gate`]).
+    /// ([`super::transaction::gate`]). WATCH has keys (they choose the transaction's server).
     Transaction(Txn),
+    /// Sent on a backend connection of the client's own for as long as it blocks ([`super::blocking`]); all its keys
+    /// must live on one server.
+    Blocking(super::blocking::Block),
 }
 
 /// One Redis command.
@@ -197,6 +233,72 @@ pub fn key_indices(info: &CommandInfo, args: &[Range<usize>], buf: &[u8], keys: 
             keys.extend(numkeys_pos + 1..=numkeys_pos + numkeys);
             Ok(())
         }
+        KeySpec::StoreOption(kind) => {
+            if argc < 2 {
+                return Err(arity_error(info));
+            }
+            keys.push(1);
+            let arg = |i: usize| buf.get(args[i].clone()).unwrap_or_default();
+            let dest = match kind {
+                StoreOption::Sort => {
+                    let mut i = 2;
+                    let mut dest = None;
+                    while i < argc {
+                        let option = arg(i);
+                        let skip = if option.eq_ignore_ascii_case(b"LIMIT") {
+                            2
+                        } else if option.eq_ignore_ascii_case(b"BY") || option.eq_ignore_ascii_case(b"GET") {
+                            1
+                        } else if option.eq_ignore_ascii_case(b"STORE") {
+                            if i + 1 < argc {
+                                dest = Some(i + 1);
+                            }
+                            1
+                        } else {
+                            0
+                        };
+                        i += 1 + skip;
+                    }
+                    dest
+                }
+                StoreOption::GeoRadius => {
+                    let mut i = 5;
+                    let mut dest = None;
+                    while i < argc {
+                        let option = arg(i);
+                        if (option.eq_ignore_ascii_case(b"STORE") || option.eq_ignore_ascii_case(b"STOREDIST"))
+                            && i + 1 < argc
+                        {
+                            dest = Some(i + 1);
+                            i += 1;
+                        }
+                        i += 1;
+                    }
+                    dest
+                }
+            };
+            keys.extend(dest);
+            Ok(())
+        }
+        KeySpec::Streams => {
+            let mut i = 1;
+            while i < argc {
+                let word = buf.get(args[i].clone()).unwrap_or_default();
+                if word.eq_ignore_ascii_case(b"STREAMS") {
+                    let rest = argc - i - 1;
+                    if rest == 0 || !rest.is_multiple_of(2) {
+                        return Err(format!(
+                            "ERR Unbalanced '{}' list of streams: for each stream key an ID or '$' must be specified.",
+                            info.name.to_ascii_lowercase()
+                        ));
+                    }
+                    keys.extend(i + 1..=i + rest / 2);
+                    return Ok(());
+                }
+                i += super::blocking::option_width(word);
+            }
+            Err("ERR syntax error".to_string())
+        }
     }
 }
 
@@ -217,6 +319,11 @@ fn parse_numkeys(text: &[u8]) -> Result<usize, String> {
         })
         .ok_or_else(|| "ERR value is not an integer or out of range".to_string())?;
     usize::try_from(value).map_err(|_| "ERR Number of keys can't be negative".to_string())
+}
+
+/// At most `max` bytes of `b` for an error message, non-printable bytes and quotes replaced by `?`.
+pub fn printable(b: &[u8], max: usize) -> String {
+    b.iter().take(max).map(|&c| if (0x20..0x7f).contains(&c) && c != b'\'' { c as char } else { '?' }).collect()
 }
 
 fn no_key_error(info: &CommandInfo) -> String {
@@ -248,8 +355,15 @@ mod tests {
         for info in COMMANDS {
             let keyless = info.keys == KeySpec::None;
             match info.kind {
-                CommandKind::Local(_) | CommandKind::Unsupported(_) | CommandKind::Transaction(_) => {
+                CommandKind::Transaction(Txn::Watch) => assert!(!keyless),
+                CommandKind::Local(_)
+                | CommandKind::Unsupported(_)
+                | CommandKind::Transaction(_)
+                | CommandKind::Pool(_) => {
                     assert!(keyless, "{}", info.name)
+                }
+                CommandKind::Blocking(_) => {
+                    assert!(!keyless && !matches!(info.keys, KeySpec::Multi { .. }), "{}", info.name)
                 }
                 CommandKind::Forward => {
                     assert!(!keyless && !matches!(info.keys, KeySpec::Multi { .. }), "{}", info.name)
@@ -287,8 +401,8 @@ mod tests {
         for name in ["DEL", "UNLINK", "TOUCH", "EXISTS"] {
             assert_eq!(kind(name), CommandKind::Split(Split::SumIntegers), "{name}");
         }
-        assert_eq!(kind("BLPOP"), CommandKind::Unsupported("blocking commands"));
-        assert_eq!(kind("XREAD"), CommandKind::Unsupported("streams across keys"));
+        assert_eq!(kind("BLPOP"), CommandKind::Blocking(super::super::blocking::Block::LastArg));
+        assert_eq!(kind("XREAD"), CommandKind::Blocking(super::super::blocking::Block::BlockOption));
         assert_eq!(kind("SUBSCRIBE"), CommandKind::Unsupported("pub/sub"));
         assert_eq!(kind("MULTI"), CommandKind::Transaction(Txn::Multi));
         assert_eq!(kind("exec"), CommandKind::Transaction(Txn::Exec));
@@ -296,6 +410,10 @@ mod tests {
         assert_eq!(kind("WATCH"), CommandKind::Transaction(Txn::Watch));
         assert_eq!(kind("UNWATCH"), CommandKind::Transaction(Txn::Unwatch));
         assert_eq!(kind("KEYS"), CommandKind::Unsupported("keyspace scans"));
+        assert_eq!(kind("SCAN"), CommandKind::Pool(PoolCmd::Scan));
+        assert_eq!(kind("DBSIZE"), CommandKind::Pool(PoolCmd::Dbsize));
+        assert_eq!(kind("SCRIPT"), CommandKind::Pool(PoolCmd::Script));
+        assert_eq!(kind("FUNCTION"), CommandKind::Pool(PoolCmd::Function));
         assert_eq!(kind("PING"), CommandKind::Local(Local::Ping));
         assert_eq!(kind("client"), CommandKind::Local(Local::ClientSetname));
         assert_eq!(keys("MSETNX"), KeySpec::SameServer { first: 1, last: -2, step: 2 });
@@ -361,6 +479,27 @@ mod tests {
         assert_eq!(keys_of(&["ZUNION", "2", "a", "b", "WITHSCORES"]).unwrap(), [2, 3]);
         assert_eq!(keys_of(&["LMPOP", "1", "l", "LEFT"]).unwrap(), [2]);
         assert_eq!(keys_of(&["SINTERCARD", "2", "a", "b", "LIMIT", "5"]).unwrap(), [2, 3]);
+    }
+
+    #[test]
+    fn destinations_given_by_options_are_keys() {
+        assert_eq!(keys_of(&["SORT", "l"]).unwrap(), [1]);
+        assert_eq!(keys_of(&["SORT", "l", "ALPHA", "store", "d"]).unwrap(), [1, 4]);
+        assert_eq!(
+            keys_of(&["SORT", "l", "BY", "store", "LIMIT", "0", "1", "GET", "#", "STORE", "d"]).unwrap(),
+            [1, 10]
+        );
+        // A pattern spelled like the option is the option's argument, not the option.
+        assert_eq!(keys_of(&["SORT", "l", "GET", "STORE"]).unwrap(), [1]);
+        assert_eq!(keys_of(&["SORT", "l", "STORE"]).unwrap(), [1]);
+        assert_eq!(keys_of(&["SORT_RO", "l", "STORE", "d"]).unwrap(), [1]);
+        assert_eq!(keys_of(&["GEORADIUS", "g", "0", "0", "1", "km", "STORE", "d"]).unwrap(), [1, 7]);
+        assert_eq!(keys_of(&["GEORADIUS", "g", "0", "0", "1", "km", "STOREDIST", "d"]).unwrap(), [1, 7]);
+        assert_eq!(keys_of(&["GEORADIUS", "g", "0", "0", "1", "km", "STORE", "a", "STOREDIST", "b"]).unwrap(), [1, 9]);
+        assert_eq!(keys_of(&["GEORADIUSBYMEMBER", "g", "m", "1", "km", "STORE", "d"]).unwrap(), [1, 6]);
+        assert_eq!(keys_of(&["GEORADIUS", "g", "0", "0", "1", "km", "WITHDIST"]).unwrap(), [1]);
+        assert_eq!(keys_of(&["GEORADIUS_RO", "g", "0", "0", "1", "km", "STORE", "d"]).unwrap(), [1]);
+        assert_eq!(keys_of(&["GEOSEARCHSTORE", "d", "s", "FROMMEMBER", "m", "BYRADIUS", "1", "km"]).unwrap(), [1, 2]);
     }
 
     #[test]

@@ -52,9 +52,10 @@ pub fn is_resp3_hello_reply(reply: &[u8]) -> bool {
 }
 
 /// Redis' `string2ll`: an optional `-`, then digits without a leading zero (but `0` itself), fitting an i64.
-fn strict_integer(text: &[u8]) -> Option<i64> {
+pub fn strict_integer(text: &[u8]) -> Option<i64> {
     let digits = text.strip_prefix(b"-").unwrap_or(text);
-    let leading_zero = digits.len() > 1 && digits[0] == b'0';
+    // redis' string2ll: no leading zero, and no "-0" either.
+    let leading_zero = (digits.len() > 1 || digits.len() < text.len()) && digits.first() == Some(&b'0');
     if digits.is_empty() || leading_zero || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }

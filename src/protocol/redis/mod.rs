@@ -14,6 +14,10 @@
 //! and [`ReplyParser`] go further and continue where the previous attempt stopped, which keeps requests
 //! and replies with a huge number of small elements linear too.
 
+mod acl;
+pub mod blocking;
+mod client;
+mod command_reply;
 mod command_table;
 mod commands;
 mod decimal;
@@ -24,22 +28,27 @@ mod readonly;
 mod reply;
 mod reply_shape;
 mod request;
+mod scan;
 pub mod transaction;
 
+pub use acl::{noperm_error, read_only_may_run};
+pub use client::{parse_client, valid_client_attr, write_client_line, ClientFacts, ClientMeta, ClientOp, LibAttr};
+pub use command_reply::write_command_reply;
 pub use commands::{
-    arity_error, arity_ok, command_index, key_indices, lookup, CommandInfo, CommandKind, KeySpec, Local, Split,
-    COMMAND_COUNT,
+    arity_error, arity_ok, command_index, key_indices, lookup, printable, CommandInfo, CommandKind, KeySpec, Local,
+    PoolCmd, Split, StoreOption, COMMAND_COUNT,
 };
 pub use encode::{
     write_array_header, write_boolean, write_bulk, write_command, write_command_iter, write_double, write_error,
     write_hello, write_integer, write_map_header, write_null, write_null_aggregate, write_null_array, write_null_bulk,
     write_push_header, write_set_header, write_simple, write_unknown_command, write_verbatim, HelloFields, Proto,
 };
-pub use hello::{is_resp3_hello_reply, parse_hello, Hello};
+pub use hello::{is_resp3_hello_reply, parse_hello, strict_integer, Hello};
 pub use readonly::is_readonly;
 pub use reply::{array_elements, is_error_reply, is_push_reply, parse_integer_reply, reply_len, ReplyParser};
 pub use reply_shape::{Mismatch, ReplyShape, ReplyType};
 pub use request::{parse_request, RequestParser};
+pub use scan::{next_scan_cursor, rewrite_scan_reply, split_scan_cursor};
 
 use std::fmt;
 

@@ -61,6 +61,16 @@ const RULES: &[(&str, Kinds)] = &[
     ("BITFIELD_RO", ARRAY),
     ("BITOP", INTEGER),
     ("BITPOS", INTEGER),
+    // A blocking pop that times out answers a nil array, BLMOVE/BRPOPLPUSH included (redis replies to every
+    // timed-out list, zset or stream block with one).
+    ("BLMOVE", BULK | ARRAY),
+    ("BLMPOP", ARRAY),
+    ("BLPOP", ARRAY),
+    ("BRPOP", ARRAY),
+    ("BRPOPLPUSH", BULK | ARRAY),
+    ("BZMPOP", ARRAY),
+    ("BZPOPMAX", ARRAY),
+    ("BZPOPMIN", ARRAY),
     ("COPY", INTEGER),
     ("DECR", INTEGER),
     ("DECRBY", INTEGER),
@@ -177,6 +187,8 @@ const RULES: &[(&str, Kinds)] = &[
     ("XLEN", INTEGER),
     ("XPENDING", ARRAY),
     ("XRANGE", ARRAY),
+    ("XREAD", ARRAY),
+    ("XREADGROUP", ARRAY),
     ("XREVRANGE", ARRAY),
     ("XSETID", SIMPLE),
     ("XTRIM", INTEGER),
@@ -385,6 +397,17 @@ impl ReplyShape {
         ReplyShape { command: PRELUDE, kinds: SIMPLE, array_len: NO_LEN }
     }
 
+    /// The same command where only a status fits: a command queued inside MULTI answers `+QUEUED`, and MULTI,
+    /// WATCH, UNWATCH and DISCARD `+OK`.
+    pub const fn status(self) -> ReplyShape {
+        ReplyShape { kinds: SIMPLE, array_len: NO_LEN, ..self }
+    }
+
+    /// The same command where only an array fits: EXEC answers one (a nil one when a WATCHed key changed).
+    pub const fn array(self) -> ReplyShape {
+        ReplyShape { kinds: ARRAY, array_len: NO_LEN, ..self }
+    }
+
     /// A request whose reply is not checked.
     pub const fn any() -> ReplyShape {
         ReplyShape { command: PRELUDE - 1, kinds: ANY, array_len: NO_LEN }
@@ -452,7 +475,12 @@ mod tests {
         for (i, (name, _)) in RULES.iter().enumerate() {
             let info = lookup(name.as_bytes()).unwrap_or_else(|| panic!("{name} is not in the command table"));
             assert!(
-                matches!(info.kind, super::super::CommandKind::Forward | super::super::CommandKind::Split(_)),
+                matches!(
+                    info.kind,
+                    super::super::CommandKind::Forward
+                        | super::super::CommandKind::Split(_)
+                        | super::super::CommandKind::Blocking(_)
+                ),
                 "{name} is never forwarded"
             );
             assert!(RULES[..i].iter().all(|(n, _)| n != name), "{name} twice");

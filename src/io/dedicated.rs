@@ -1,0 +1,156 @@
+//! Backend connections that are not shared: a small, bounded per-worker set per server, each held by one client at
+//! a time for a transaction (WATCH/MULTI to EXEC/DISCARD) or a blocking command (for as long as it blocks).
+//!
+//! A dedicated connection is an ordinary [`Backend`] (same prelude: AUTH, SELECT, and HELLO 3 for RESP3 clients;
+//! same framing, reply-shape checks and timeouts) built `one_shot`: it never reconnects, so a transaction cannot
+//! silently continue on a fresh connection that has no MULTI. It is taken with [`DedicatedSet::lease`] and given
+//! back with [`Lease::release`]: after a clean end (EXEC, DISCARD, UNWATCH, a blocking command answered) it goes to
+//! the idle set for the next client; a lease dropped without that (the client vanished mid-transaction or
+//! mid-block) closes the connection, so the server discards the transaction and forgets the block. Nothing here
+//! touches the shared connections, which never wait for a dedicated one.
+
+use super::backend::{Backend, BackendOptions};
+use crate::protocol::redis::Proto;
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+/// One server's dedicated connections on one worker.
+pub struct DedicatedSet {
+    addr: SocketAddr,
+    label: String,
+    resp2: BackendOptions,
+    resp3: BackendOptions,
+    /// `max_dedicated_connections`: idle and leased together never exceed it.
+    max: usize,
+    idle: Vec<(Proto, Rc<Backend>)>,
+    /// Leased now, for the worker's deadline tick.
+    leased: Vec<Rc<Backend>>,
+}
+
+pub type DedicatedRef = Rc<RefCell<DedicatedSet>>;
+
+/// Why no dedicated connection could be had.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exhausted {
+    pub label: String,
+    pub max: usize,
+}
+
+impl Exhausted {
+    /// The error reply, without its `-`.
+    pub fn message(&self) -> String {
+        format!(
+            "ERR ferrule: backend {} has no dedicated connection available (max_dedicated_connections = {})",
+            self.label, self.max
+        )
+    }
+}
+
+impl DedicatedSet {
+    /// `resp2` / `resp3`: the options of the shared connections of each version, made one-shot here.
+    pub fn new(
+        addr: SocketAddr,
+        label: String,
+        resp2: BackendOptions,
+        resp3: BackendOptions,
+        max: usize,
+    ) -> DedicatedRef {
+        let one_shot = |o: BackendOptions| BackendOptions { one_shot: true, ..o };
+        Rc::new(RefCell::new(DedicatedSet {
+            addr,
+            label,
+            resp2: one_shot(resp2),
+            resp3: one_shot(resp3),
+            max,
+            idle: Vec::new(),
+            leased: Vec::new(),
+        }))
+    }
+
+    /// A connection of version `proto` for one client: an idle one if there is one (the most recently used, whose
+    /// connection is the likeliest to be alive), else a new one while under `max`.
+    pub fn lease(set: &DedicatedRef, proto: Proto) -> Result<Lease, Exhausted> {
+        let mut me = set.borrow_mut();
+        me.idle.retain(|(_, b)| !b.is_dead());
+        let backend = match me.idle.iter().rposition(|(p, _)| *p == proto) {
+            Some(i) => me.idle.remove(i).1,
+            None => {
+                if me.idle.len() + me.leased.len() >= me.max {
+                    // A connection idle in the other version gives its place up.
+                    match me.idle.first() {
+                        Some(_) => {
+                            let (_, b) = me.idle.remove(0);
+                            b.close("closed to make room for a dedicated connection of the other protocol version");
+                        }
+                        None => return Err(Exhausted { label: me.label.clone(), max: me.max }),
+                    }
+                }
+                let opts = if proto == Proto::Resp3 { me.resp3.clone() } else { me.resp2.clone() };
+                let b = Backend::new(me.addr, format!("{} (dedicated)", me.label), opts);
+                glommio::spawn_local(b.clone().run(false)).detach();
+                b
+            }
+        };
+        me.leased.push(backend.clone());
+        Ok(Lease { set: set.clone(), backend: Some(backend), proto })
+    }
+
+    /// The connections leased now (the worker checks their deadlines).
+    pub fn leased(&self) -> &[Rc<Backend>] {
+        &self.leased
+    }
+
+    fn give_back(&mut self, backend: Rc<Backend>, proto: Proto, clean: bool) {
+        if let Some(i) = self.leased.iter().position(|b| Rc::ptr_eq(b, &backend)) {
+            self.leased.swap_remove(i);
+        }
+        if clean && !backend.is_dead() {
+            self.idle.push((proto, backend));
+        } else {
+            backend.close("closed: its client left it in an unknown state (mid-transaction or blocked)");
+        }
+    }
+}
+
+impl Drop for DedicatedSet {
+    /// The pool was rebuilt by a reload: idle connections close (leased ones close or return when released, to a
+    /// set that is gone, and then close).
+    fn drop(&mut self) {
+        for (_, b) in self.idle.drain(..) {
+            b.close("closed: its pool was reloaded");
+        }
+    }
+}
+
+/// One client's hold on a dedicated connection. Dropped without [`release`](Lease::release) it closes the
+/// connection: whatever the client started there (a transaction, a WATCH, a blocked pop) must not reach the next
+/// client.
+pub struct Lease {
+    set: DedicatedRef,
+    backend: Option<Rc<Backend>>,
+    proto: Proto,
+}
+
+impl Lease {
+    pub fn backend(&self) -> &Rc<Backend> {
+        self.backend.as_ref().expect("a lease holds its backend until released")
+    }
+
+    /// Gives the connection back after a clean end: what was sent on it last (EXEC, DISCARD, UNWATCH, or a blocking
+    /// command whose reply is in) leaves it with no transaction, no WATCH and nothing blocking. Requests still in
+    /// flight on it keep their places in its queue, ahead of the next client's.
+    pub fn release(mut self) {
+        if let Some(b) = self.backend.take() {
+            self.set.borrow_mut().give_back(b, self.proto, true);
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(b) = self.backend.take() {
+            self.set.borrow_mut().give_back(b, self.proto, false);
+        }
+    }
+}

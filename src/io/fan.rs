@@ -1,0 +1,523 @@
+//! Executing the routes that send one request to several destinations (`failover`, `miss_failover`, `all_*`,
+//! `shadow`): the I/O half of `crate::routes`, which decides and combines; this module sends and collects.
+//!
+//! A fanned-out request is one [`Attempt`], shared (`Rc`) by the [`Waiter::Fan`] entries it has on backends. It
+//! keeps the request's bytes until its last reply, so a failover can send them again to the next child. Every
+//! reply (or failure made by the backend: connect error, timeout, server unavailable) comes back through
+//! [`arrive`], which feeds the kind's rule and, once the rule answers, completes the client's reply slot: the client
+//! gets exactly one reply, in its request order. Replies arriving after that are accounted for and dropped.
+//!
+//! Background copies (`all_async`'s children, `shadow`'s copies) never take a client reply slot, so they count
+//! neither against the client's in-flight limit nor its reply order. Their memory is bounded: at most
+//! [`MAX_BACKGROUND`] are outstanding per worker (and `max_outstanding` per shadow target), a copy for a backend
+//! over its queue bound is not queued, and the excess is dropped and counted.
+//!
+//! Plain pool listeners and single-destination routes never come here: their path is unchanged.
+
+use super::backend::{Backend, Framer, Waiter};
+use super::pool::PoolRt;
+use super::replies::ClientRef;
+use super::stats::{client_key, Meter};
+use crate::config::{AllMode, Config, Protocol, RouteKind, Target};
+use crate::protocol::redis::Proto;
+use crate::routes::all::{Answer, Combine};
+use crate::routes::failover::{Failover, Step};
+use crate::routes::severity::{self, Outcome};
+use crate::routes::{canned_reply, null, shadow, Ctx, Decision, Leaf, Op, OpClass, RouteTree};
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::Instant;
+
+/// Background copies outstanding per worker before further ones are dropped.
+pub const MAX_BACKGROUND: usize = 10_000;
+
+thread_local! {
+    /// This worker's background copies in flight (each worker is one thread).
+    static BACKGROUND: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Per route, what executing it needs; built with the route tree on every (re)load.
+pub struct Plans {
+    plans: Vec<Option<Rc<Plan>>>,
+}
+
+/// One multi-destination route of the running config.
+pub struct Plan {
+    pub name: String,
+    rule: Rule,
+    children: Vec<Target>,
+}
+
+enum Rule {
+    Failover(Failover),
+    All(AllMode),
+    Shadow { shadows: Vec<ShadowTarget>, max_outstanding: usize },
+}
+
+struct ShadowTarget {
+    target: Target,
+    key_fraction: (f64, f64),
+    request_fraction: f64,
+    /// Copies in flight to this target on this worker.
+    outstanding: Cell<usize>,
+}
+
+impl Plans {
+    pub fn build(cfg: &Config) -> Plans {
+        let plans = cfg.routes.iter().map(|r| Plan::build(&r.name, &r.kind).map(Rc::new)).collect();
+        Plans { plans }
+    }
+
+    pub fn get(&self, route: usize) -> Option<&Rc<Plan>> {
+        self.plans.get(route).and_then(Option::as_ref)
+    }
+}
+
+impl Plan {
+    fn build(name: &str, kind: &RouteKind) -> Option<Plan> {
+        let (rule, children) = match kind {
+            RouteKind::Failover { children, max_tries, failover_errors } => (
+                Rule::Failover(Failover::new(children.targets.len(), *max_tries, failover_errors)),
+                children.targets.clone(),
+            ),
+            RouteKind::MissFailover { children, max_tries } => {
+                (Rule::Failover(Failover::miss(children.targets.len(), *max_tries)), children.targets.clone())
+            }
+            RouteKind::All { mode, children } => (Rule::All(*mode), children.targets.clone()),
+            RouteKind::Shadow { child, shadows, max_outstanding } => {
+                let shadows = shadows
+                    .iter()
+                    .map(|s| ShadowTarget {
+                        target: s.target.target,
+                        key_fraction: s.key_fraction,
+                        request_fraction: s.request_fraction,
+                        outstanding: Cell::new(0),
+                    })
+                    .collect();
+                (Rule::Shadow { shadows, max_outstanding: *max_outstanding }, vec![child.target])
+            }
+            _ => return None,
+        };
+        Some(Plan { name: name.to_string(), rule, children })
+    }
+}
+
+/// What a session hands over to fan a request out.
+pub struct Env<'a> {
+    pub cfg: &'a Config,
+    pub tree: &'a RouteTree,
+    pub pools: &'a [PoolRt],
+    pub client_id: u64,
+    pub proto: Proto,
+    pub ctx: Ctx,
+}
+
+/// The request: its operation, its keys (after any prefix stripping above the route; children route on them), the
+/// bytes every child gets, and how to frame the reply.
+pub struct Request<'a> {
+    pub op: Op,
+    pub keys: &'a [&'a [u8]],
+    pub bytes: Vec<u8>,
+    pub framer: Framer,
+    pub now: Instant,
+}
+
+/// Where the client's one reply goes; `None` for a memcache `noreply` request.
+pub struct ReplyTo {
+    pub q: ClientRef,
+    pub meter: Option<Meter>,
+}
+
+/// One child, resolved for this request.
+enum Dest {
+    Backend(Rc<Backend>),
+    /// The child answers by itself (an `error` or `null` route below this one).
+    Reply(Vec<u8>),
+    /// The child cannot be reached (ejected, no server): a failure of this class, with this reason.
+    Failed(String),
+}
+
+/// Why a request cannot be fanned out at all: the client gets this error.
+pub struct Refused(pub String);
+
+/// Resolves child `target` for every key: they must all reach one server (or one canned reply).
+fn resolve(env: &Env, plan: &Plan, target: Target, op: Op, keys: &[&[u8]]) -> Result<Dest, Refused> {
+    let mut found: Option<(usize, usize)> = None;
+    for key in keys {
+        let (pool, server) = match env.tree.decide(target, op, key, &env.ctx) {
+            Decision::Send { strip, .. } if strip != 0 => {
+                return Err(Refused(format!(
+                    "ferrule: route '{}': strip_prefix below a multi-destination route is not supported",
+                    plan.name
+                )))
+            }
+            Decision::Send { leaf: Leaf::Pool(pool), .. } => {
+                match env.pools.get(pool).and_then(|p| p.router.server_for(key)) {
+                    Some(server) => (pool, server),
+                    None => {
+                        let name = env.pools.get(pool).map_or("?", |p| p.name.as_str());
+                        return Ok(Dest::Failed(format!("pool '{name}' has no server available (all ejected)")));
+                    }
+                }
+            }
+            Decision::Send { leaf: Leaf::Server { pool, server }, .. } => (pool, server),
+            Decision::Reply(canned) => {
+                let mut out = Vec::new();
+                canned_reply(env.cfg, canned, op, keys.len(), env.proto, &mut out);
+                return Ok(Dest::Reply(out));
+            }
+            Decision::Fan { route, .. } => {
+                let name = env.cfg.routes.get(route).map_or("?", |r| r.name.as_str());
+                return Err(Refused(format!(
+                    "ferrule: route '{name}' below route '{}': a multi-destination route below another is not \
+                     implemented yet",
+                    plan.name
+                )));
+            }
+        };
+        match found {
+            Some(f) if f != (pool, server) => {
+                return Err(Refused(format!(
+                    "ferrule: route '{}': the keys of a multi-key request must reach one server of each child",
+                    plan.name
+                )))
+            }
+            _ => found = Some((pool, server)),
+        }
+    }
+    let Some((pool, server)) = found else {
+        return Err(Refused(format!("ferrule: route '{}' needs a key", plan.name)));
+    };
+    let Some(p) = env.pools.get(pool) else { return Err(Refused("ferrule: no such pool".into())) };
+    if p.servers.get(server).is_some_and(|s| s.ejected) {
+        return Ok(Dest::Failed(format!(
+            "server {} of pool '{}' unavailable (ejected)",
+            p.servers[server].ident, p.name
+        )));
+    }
+    Ok(Dest::Backend(p.backend_for(server, env.client_id, env.proto).clone()))
+}
+
+/// A request fanned out: shared by its waiters on backends until its last reply.
+pub struct Attempt {
+    plan: Rc<Plan>,
+    protocol: Protocol,
+    class: OpClass,
+    bytes: Vec<u8>,
+    framer: Framer,
+    dests: Vec<Dest>,
+    st: RefCell<AttemptState>,
+}
+
+struct AttemptState {
+    /// The client's slot, until it is answered.
+    client: Option<(ClientRef, u64, Option<Meter>)>,
+    started: Instant,
+    mode: Mode,
+}
+
+enum Mode {
+    Failover,
+    All {
+        combine: Box<Combine>,
+        replies: Vec<Option<Vec<u8>>>,
+    },
+    /// Background copies: child `i` is shadow target `i` (shadow) or child `i` (all_async).
+    Copies,
+}
+
+/// Fans `req` out through `plan`; `reply` is the client's (absent for memcache `noreply`).
+pub fn dispatch(env: &Env, plan: &Rc<Plan>, req: Request, reply: Option<ReplyTo>) -> Result<(), Refused> {
+    let Some(reply) = reply else { return dispatch_noreply(env, plan, &req) };
+    let protocol = req.op.protocol();
+    match &plan.rule {
+        Rule::Shadow { shadows, max_outstanding } => {
+            // Copies first resolved and decided, the main child sent first (it answers the client).
+            let main = resolve(env, plan, plan.children[0], req.op, req.keys)?;
+            let key = req.keys.first().copied().unwrap_or_default();
+            let mut copies = Vec::new();
+            for (i, s) in shadows.iter().enumerate() {
+                let draw = mix_draw(env.ctx.random, i);
+                if !shadow::shadowed(key, s.key_fraction, s.request_fraction, draw) {
+                    continue;
+                }
+                // A shadow that cannot be reached is a dropped copy, never the client's problem.
+                if let Ok(Dest::Backend(b)) = resolve(env, plan, s.target, req.op, req.keys) {
+                    copies.push((i, b));
+                }
+            }
+            send_single(main, &req, reply);
+            if copies.is_empty() {
+                return Ok(());
+            }
+            let mut dests: Vec<Dest> = shadows.iter().map(|_| Dest::Failed(String::new())).collect();
+            let mut go = Vec::new();
+            for (i, b) in copies {
+                let s = &shadows[i];
+                if s.outstanding.get() >= *max_outstanding || !take_background(&b) {
+                    continue;
+                }
+                s.outstanding.set(s.outstanding.get() + 1);
+                dests[i] = Dest::Backend(b);
+                go.push(i);
+            }
+            let att =
+                Attempt::new(plan, protocol, req.op.class(), req.bytes, req.framer, dests, None, req.now, Mode::Copies);
+            for i in go {
+                send(&att, i, req.now);
+            }
+        }
+        Rule::Failover(_) => {
+            let dests = plan
+                .children
+                .iter()
+                .map(|&t| resolve(env, plan, t, req.op, req.keys))
+                .collect::<Result<Vec<_>, _>>()?;
+            let client = Some((reply.q.clone(), reply.q.borrow_mut().reserve(), reply.meter));
+            let att = Attempt::new(
+                plan,
+                protocol,
+                req.op.class(),
+                req.bytes,
+                req.framer,
+                dests,
+                client,
+                req.now,
+                Mode::Failover,
+            );
+            send(&att, 0, req.now);
+        }
+        Rule::All(mode) => {
+            let dests = plan
+                .children
+                .iter()
+                .map(|&t| resolve(env, plan, t, req.op, req.keys))
+                .collect::<Result<Vec<_>, _>>()?;
+            let n = dests.len();
+            let (client, mode_state) = if *mode == AllMode::Async {
+                // The default reply now, the children in the background.
+                let mut out = Vec::new();
+                null::write(req.op, req.keys.len(), env.proto, &mut out);
+                reply.q.borrow_mut().push_local(&out);
+                (None, Mode::Copies)
+            } else {
+                let seq = reply.q.borrow_mut().reserve();
+                let combine = Box::new(Combine::new(*mode, n));
+                (Some((reply.q.clone(), seq, reply.meter)), Mode::All { combine, replies: vec![None; n] })
+            };
+            let background = matches!(mode_state, Mode::Copies);
+            let att =
+                Attempt::new(plan, protocol, req.op.class(), req.bytes, req.framer, dests, client, req.now, mode_state);
+            for i in 0..n {
+                if background {
+                    let ok = match &att.dests[i] {
+                        Dest::Backend(b) => take_background(b),
+                        _ => false,
+                    };
+                    if !ok {
+                        continue;
+                    }
+                }
+                send(&att, i, req.now);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A memcache `noreply` request: no server replies to it, so no waiter may be queued for it (the server's next
+/// reply would be taken for its answer). With nothing to fail over on, failover kinds send it to the first child;
+/// the others to every child (shadow: the child and the copies, bounded as copies are).
+fn dispatch_noreply(env: &Env, plan: &Rc<Plan>, req: &Request) -> Result<(), Refused> {
+    let mut targets: Vec<Target> = match &plan.rule {
+        Rule::Failover(_) => plan.children.iter().take(1).copied().collect(),
+        Rule::All(_) => plan.children.clone(),
+        Rule::Shadow { .. } => plan.children.clone(),
+    };
+    if let Rule::Shadow { shadows, .. } = &plan.rule {
+        let key = req.keys.first().copied().unwrap_or_default();
+        for (i, s) in shadows.iter().enumerate() {
+            if shadow::shadowed(key, s.key_fraction, s.request_fraction, mix_draw(env.ctx.random, i)) {
+                targets.push(s.target);
+            }
+        }
+    }
+    let dests = targets.iter().map(|&t| resolve(env, plan, t, req.op, req.keys)).collect::<Result<Vec<_>, _>>()?;
+    for (i, dest) in dests.into_iter().enumerate() {
+        if let Dest::Backend(b) = dest {
+            // Copies (every destination but the first) are not queued on a backend over its bound.
+            if i > 0 && b.over_queue_bound() {
+                continue;
+            }
+            b.enqueue(|out| out.extend_from_slice(&req.bytes), None, req.framer, req.now);
+        }
+    }
+    Ok(())
+}
+
+/// A different draw per shadow target from the request's one draw.
+fn mix_draw(draw: u64, i: usize) -> u64 {
+    crate::routes::mix(draw ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+}
+
+/// Takes a background place for a copy to `b`, unless the worker is at its bound or `b` over its queue bound.
+fn take_background(b: &Backend) -> bool {
+    if b.over_queue_bound() {
+        return false;
+    }
+    BACKGROUND.with(|n| {
+        if n.get() >= MAX_BACKGROUND {
+            false
+        } else {
+            n.set(n.get() + 1);
+            true
+        }
+    })
+}
+
+fn release_background() {
+    BACKGROUND.with(|n| n.set(n.get().saturating_sub(1)));
+}
+
+/// Sends to one destination with the client's own waiter (shadow's main child): the plain path's waiter.
+fn send_single(dest: Dest, req: &Request, reply: ReplyTo) {
+    let seq = reply.q.borrow_mut().reserve();
+    match dest {
+        Dest::Backend(b) => {
+            let waiter = Waiter::Client { client: reply.q, seq, frag: None, meter: reply.meter };
+            b.enqueue(|out| out.extend_from_slice(&req.bytes), Some(waiter), req.framer, req.now);
+        }
+        Dest::Reply(bytes) => reply.q.borrow_mut().complete(seq, &bytes),
+        Dest::Failed(reason) => {
+            let out = failure_reply(req.op.protocol(), &reason);
+            reply.q.borrow_mut().complete(seq, &out);
+        }
+    }
+}
+
+fn failure_reply(protocol: Protocol, reason: &str) -> Vec<u8> {
+    match protocol {
+        Protocol::Redis => format!("-ERR ferrule: {reason}\r\n").into_bytes(),
+        Protocol::Memcache => format!("SERVER_ERROR {reason}\r\n").into_bytes(),
+    }
+}
+
+impl Attempt {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        plan: &Rc<Plan>,
+        protocol: Protocol,
+        class: OpClass,
+        bytes: Vec<u8>,
+        framer: Framer,
+        dests: Vec<Dest>,
+        client: Option<(ClientRef, u64, Option<Meter>)>,
+        started: Instant,
+        mode: Mode,
+    ) -> Rc<Attempt> {
+        Rc::new(Attempt {
+            plan: plan.clone(),
+            protocol,
+            class,
+            bytes,
+            framer,
+            dests,
+            st: RefCell::new(AttemptState { client, started, mode }),
+        })
+    }
+}
+
+/// Sends the request to child `i`. No borrow of the attempt is held while a backend is called: a backend that is
+/// backing off fails the request at once, which comes straight back to [`arrive`].
+fn send(att: &Rc<Attempt>, i: usize, now: Instant) {
+    match &att.dests[i] {
+        Dest::Backend(b) => {
+            let waiter = Waiter::Fan { attempt: att.clone(), child: i as u32 };
+            b.enqueue(|out| out.extend_from_slice(&att.bytes), Some(waiter), att.framer, now);
+        }
+        Dest::Reply(bytes) => arrive(att, i as u32, bytes, false),
+        Dest::Failed(reason) => {
+            let out = failure_reply(att.protocol, reason);
+            arrive(att, i as u32, &out, true);
+        }
+    }
+}
+
+/// Child `child` of `att` replied (`failed`: the reply was made by the backend for a failure).
+pub fn arrive(att: &Rc<Attempt>, child: u32, reply: &[u8], failed: bool) {
+    let child = child as usize;
+    let outcome = if failed {
+        Outcome::Failed(severity::classify_reason(&String::from_utf8_lossy(reply)))
+    } else {
+        Outcome::Reply(reply)
+    };
+    let failure = severity::failure_class(att.protocol, outcome);
+    let next = {
+        let mut st = att.st.borrow_mut();
+        let waiting = st.client.is_some();
+        match &mut st.mode {
+            Mode::Copies => {
+                release_background();
+                if let Rule::Shadow { shadows, .. } = &att.plan.rule {
+                    if let Some(s) = shadows.get(child) {
+                        s.outstanding.set(s.outstanding.get().saturating_sub(1));
+                    }
+                }
+                return;
+            }
+            Mode::Failover => {
+                let Rule::Failover(rule) = &att.plan.rule else { return };
+                let hit = severity::is_hit(att.protocol, outcome);
+                match rule.next(att.class, child, failure, hit) {
+                    Step::Try(n) if n < att.dests.len() => Some(n),
+                    _ => None,
+                }
+            }
+            Mode::All { combine, replies } => {
+                let sev = severity::severity(att.protocol, outcome);
+                match combine.arrive(child, sev, failure.is_some()) {
+                    Some(Answer::Child(c)) if c != child => {
+                        let held = replies.get_mut(c).and_then(Option::take).unwrap_or_default();
+                        let failed = failed_reply(att.protocol, &held);
+                        drop(st);
+                        answer(att, &held, failed);
+                        return;
+                    }
+                    Some(_) => None,
+                    None => {
+                        // all_sync and all_majority may answer with a reply that came earlier: keep it while the
+                        // client waits.
+                        if let Some(slot) = replies.get_mut(child).filter(|_| waiting) {
+                            *slot = Some(reply.to_vec());
+                        }
+                        return;
+                    }
+                }
+            }
+        }
+    };
+    match next {
+        Some(n) => {
+            send(att, n, Instant::now());
+        }
+        None => answer(att, reply, failed),
+    }
+}
+
+/// Whether a held reply is one ferrule made for a failure (for the latency figures' failed count).
+fn failed_reply(protocol: Protocol, reply: &[u8]) -> bool {
+    severity::severity(protocol, Outcome::Reply(reply)) == severity::LOCAL_ERROR
+}
+
+/// Completes the client's slot with `reply`, once.
+fn answer(att: &Attempt, reply: &[u8], failed: bool) {
+    let (client, started) = {
+        let mut st = att.st.borrow_mut();
+        (st.client.take(), st.started)
+    };
+    let Some((q, seq, meter)) = client else { return };
+    if let Some(m) = meter {
+        m.finish(client_key(&q), seq, started.elapsed(), failed);
+    }
+    q.borrow_mut().complete(seq, reply);
+}

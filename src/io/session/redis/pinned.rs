@@ -1,0 +1,393 @@
+//! The session side of transactions and blocking commands: the client's dedicated connections (`io::dedicated`)
+//! and the commands that go on them. What each command does is decided by `protocol::redis::transaction` (pure);
+//! this module takes, uses and gives back the connections.
+//!
+//! Order across connections: a client's requests on a dedicated connection must not overtake its earlier ones on
+//! the shared connections (a WATCH must see the write sent before it), nor the other way round. So before the
+//! first request on a newly taken connection the session waits for the replies of what it has in flight
+//! ([`Flow::Retry`]), and after a transaction ends or while a command blocks it takes no new request until the
+//! replies are in ([`Flow::DrainFirst`], [`Flow::Blocked`]) — a blocked redis connection reads nothing either.
+
+use super::{Flow, Scratch};
+use crate::config::Target;
+use crate::io::backend::{Backend, Framer, Waiter};
+use crate::io::dedicated::{DedicatedSet, Lease};
+use crate::io::pool::PoolRt;
+use crate::io::session::{InBuf, Next, Session};
+use crate::io::stats::{CommandId, Meter};
+use crate::protocol::redis::blocking::{self, Block, BlockTime};
+use crate::protocol::redis::transaction::{self, Gate, Placement, ServerId, TxnState};
+use crate::protocol::redis::{self, CommandInfo, ReplyShape};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// Commands without keys held before a transaction has a server: beyond this the transaction is aborted.
+const MAX_HELD_BYTES: usize = 1 << 20;
+/// While a command blocks, what the client sends meanwhile is read (to notice it leaving) up to this much.
+const MAX_READ_WHILE_BLOCKED: usize = 1 << 20;
+
+/// A session's transaction and dedicated connections.
+#[derive(Default)]
+pub(super) struct Pinned {
+    pub txn: TxnState,
+    /// The connection of the transaction (or of the WATCH before it), for the server the state names.
+    txn_lease: Option<Lease>,
+    /// Commands without keys queued before the transaction had a server, encoded, and how many.
+    held: Vec<u8>,
+    held_count: usize,
+    /// The connection of a blocking command in flight, when it is not the transaction's.
+    block_lease: Option<Lease>,
+    /// The per-command stats id of a request answered [`Flow::Retry`]: it was counted when first handled.
+    pub retried: Option<Option<CommandId>>,
+}
+
+impl Pinned {
+    /// The WATCHing connection, when `server` is the one it watches on: the client's requests to that server go
+    /// there, so none overtakes the WATCH.
+    pub fn watching(&self, pool: usize, server: usize) -> Option<&Rc<Backend>> {
+        match self.txn {
+            TxnState::Watching { server: s } if s == (pool, server) => self.txn_lease.as_ref().map(Lease::backend),
+            _ => None,
+        }
+    }
+
+    fn end_transaction(&mut self) {
+        self.held.clear();
+        self.held_count = 0;
+        if self.held.capacity() > MAX_HELD_BYTES {
+            self.held = Vec::new();
+        }
+        if let Some(lease) = self.txn_lease.take() {
+            lease.release();
+        }
+    }
+}
+
+/// Carries out what the transaction gate decided for a command other than [`Gate::Run`].
+pub(super) fn step(
+    s: &mut Session,
+    p: &mut Pinned,
+    gate: Gate,
+    info: &'static CommandInfo,
+    req: &[u8],
+    sc: &mut Scratch,
+    now: Instant,
+) -> Flow {
+    match gate {
+        Gate::Run => Flow::Continue,
+        Gate::Answered => {
+            s.local(&sc.reply);
+            Flow::Continue
+        }
+        Gate::EndLocally => {
+            s.local(&sc.reply);
+            let had = p.txn_lease.is_some();
+            if let Some(lease) = &p.txn_lease {
+                // The server has a MULTI open (or WATCHes): DISCARD clears both, so the connection is clean.
+                let shape = ReplyShape::of(info).status();
+                lease.backend().enqueue(
+                    |out| redis::write_command(out, &[b"DISCARD"]),
+                    Some(Waiter::Ignored),
+                    Framer::Redis(shape),
+                    now,
+                );
+            }
+            p.end_transaction();
+            if had {
+                Flow::DrainFirst
+            } else {
+                Flow::Continue
+            }
+        }
+        Gate::Send { release } => {
+            let Some(lease) = &p.txn_lease else {
+                s.local(b"-ERR ferrule: the transaction lost its connection\r\n");
+                p.txn = TxnState::Idle;
+                return Flow::Continue;
+            };
+            let shape = if info.name == "EXEC" { ReplyShape::of(info).array() } else { ReplyShape::of(info).status() };
+            send(s, lease.backend(), sc, req, shape, now, None);
+            if release {
+                p.end_transaction();
+                Flow::DrainFirst
+            } else {
+                Flow::Continue
+            }
+        }
+        Gate::QueueKeyless => {
+            if let Some(lease) = &p.txn_lease {
+                send(s, lease.backend(), sc, req, ReplyShape::of(info).status(), now, None);
+            } else if p.held.len() + req.len() > MAX_HELD_BYTES {
+                transaction::abort(&mut p.txn);
+                s.local(b"-ERR ferrule: too many commands without keys before the transaction's first key; the transaction is aborted\r\n");
+            } else {
+                encode_request(&mut p.held, sc, req);
+                p.held_count += 1;
+                s.local(b"+QUEUED\r\n");
+            }
+            Flow::Continue
+        }
+        Gate::ExecKeyless => exec_keyless(s, p, info, req, sc, now),
+        Gate::Watch | Gate::Queue => {
+            let queued = gate == Gate::Queue;
+            let server = match one_server(s, info, req, sc) {
+                Ok(server) => server,
+                Err(why) => {
+                    if queued {
+                        transaction::abort(&mut p.txn);
+                    }
+                    s.local(why.as_bytes());
+                    return Flow::Continue;
+                }
+            };
+            sc.reply.clear();
+            match transaction::place(&mut p.txn, server, &mut sc.reply) {
+                Placement::CrossSlot => {
+                    s.local(&sc.reply);
+                    Flow::Continue
+                }
+                Placement::Same => {
+                    if let Some(lease) = &p.txn_lease {
+                        send(s, lease.backend(), sc, req, ReplyShape::of(info).status(), now, None);
+                    }
+                    Flow::Continue
+                }
+                Placement::Bind => {
+                    if s.q.borrow().inflight() > 0 {
+                        // Nothing was changed yet: the command is handled again once earlier replies are in.
+                        return Flow::Retry;
+                    }
+                    let lease = match take(s, server) {
+                        Ok(lease) => lease,
+                        Err(msg) => {
+                            if queued {
+                                transaction::abort(&mut p.txn);
+                            }
+                            s.local(msg.as_bytes());
+                            return Flow::Continue;
+                        }
+                    };
+                    transaction::bind(&mut p.txn, server);
+                    let backend = lease.backend().clone();
+                    p.txn_lease = Some(lease);
+                    if queued {
+                        // MULTI was answered when it came; the held commands were answered +QUEUED.
+                        open_transaction(&backend, p, now);
+                    }
+                    send(s, &backend, sc, req, ReplyShape::of(info).status(), now, None);
+                    Flow::Continue
+                }
+            }
+        }
+    }
+}
+
+/// Sends MULTI and the held commands on the transaction's new connection; their replies were given already.
+fn open_transaction(backend: &Backend, p: &mut Pinned, now: Instant) {
+    let status = ReplyShape::any().status();
+    backend.enqueue(|out| redis::write_command(out, &[b"MULTI"]), Some(Waiter::Ignored), Framer::Redis(status), now);
+    if p.held_count > 0 {
+        backend.enqueue(|out| out.extend_from_slice(&p.held), None, Framer::Redis(status), now);
+        for _ in 0..p.held_count {
+            backend.enqueue(|_| {}, Some(Waiter::Ignored), Framer::Redis(status), now);
+        }
+    }
+    p.held.clear();
+    p.held_count = 0;
+}
+
+/// EXEC of a transaction whose commands have no keys (PING, ECHO): they run on any server of the pool.
+fn exec_keyless(
+    s: &mut Session,
+    p: &mut Pinned,
+    info: &'static CommandInfo,
+    req: &[u8],
+    sc: &mut Scratch,
+    now: Instant,
+) -> Flow {
+    if p.held_count == 0 {
+        p.end_transaction();
+        s.local(b"*0\r\n");
+        return Flow::Continue;
+    }
+    let server = {
+        let Target::Pool(pool_index) = s.listener.target() else { return Flow::Continue };
+        let pools = s.worker.pools.borrow();
+        pools.get(pool_index).and_then(|pool| pool.router.server_for(b"")).map(|server| (pool_index, server))
+    };
+    let lease = match server.ok_or_else(|| "-ERR ferrule: the pool has no server available\r\n".to_string()) {
+        Ok(server) => take(s, server),
+        Err(e) => Err(e),
+    };
+    match lease {
+        Ok(lease) => {
+            open_transaction(lease.backend(), p, now);
+            send(s, lease.backend(), sc, req, ReplyShape::of(info).array(), now, None);
+            lease.release();
+        }
+        Err(msg) => s.local(msg.as_bytes()),
+    }
+    p.end_transaction();
+    Flow::Continue
+}
+
+/// A blocking command outside MULTI: on a dedicated connection to its keys' server, for as long as it blocks.
+pub(super) fn blocking(
+    s: &mut Session,
+    p: &mut Pinned,
+    info: &'static CommandInfo,
+    how: Block,
+    req: &[u8],
+    sc: &mut Scratch,
+    now: Instant,
+) -> Option<Flow> {
+    let block = match blocking::block_time(how, info, &sc.args, req) {
+        Ok(BlockTime::No) => return None,
+        Ok(block) => block,
+        Err(e) => {
+            sc.reply.clear();
+            redis::write_error(&mut sc.reply, e.as_bytes());
+            s.local(&sc.reply);
+            return Some(Flow::Continue);
+        }
+    };
+    let server = match one_server(s, info, req, sc) {
+        Ok(server) => server,
+        Err(why) => {
+            s.local(why.as_bytes());
+            return Some(Flow::Continue);
+        }
+    };
+    let backend = match p.watching(server.0, server.1) {
+        Some(b) => b.clone(),
+        None => {
+            if s.q.borrow().inflight() > 0 {
+                return Some(Flow::Retry);
+            }
+            match take(s, server) {
+                Ok(lease) => {
+                    let b = lease.backend().clone();
+                    p.block_lease = Some(lease);
+                    b
+                }
+                Err(msg) => {
+                    s.local(msg.as_bytes());
+                    return Some(Flow::Continue);
+                }
+            }
+        }
+    };
+    let timeout = block.request_timeout(backend.timeout());
+    send(s, &backend, sc, req, ReplyShape::for_request(info, &sc.args, req), now, Some(timeout));
+    Some(Flow::Blocked)
+}
+
+/// Waits for the reply of a blocking command (and everything before it), reading what the client sends meanwhile
+/// so that a client that leaves is noticed: its connection is then closed (the server forgets the block) and the
+/// session ends. Otherwise the connection goes back to the idle set.
+pub(super) async fn wait_blocked(s: &Session, inb: &mut InBuf, p: &mut Pinned) -> Next {
+    loop {
+        if s.q.borrow().inflight() == 0 || s.q.borrow().closed {
+            break;
+        }
+        if inb.data().len() >= MAX_READ_WHILE_BLOCKED {
+            s.wait_for_replies().await;
+            break;
+        }
+        let replies = async {
+            s.wait_for_replies().await;
+            None
+        };
+        let read = async { Some(inb.fill(&s.conn).await) };
+        match futures_lite::future::or(replies, read).await {
+            None => break,
+            Some(Ok(0)) => {
+                s.meters.borrow_mut().clients.eof += 1;
+                return Next::Stop;
+            }
+            Some(Err(_)) => {
+                s.meters.borrow_mut().clients.errors += 1;
+                return Next::Stop;
+            }
+            Some(Ok(_)) => {}
+        }
+    }
+    if s.q.borrow().closed {
+        return Next::Stop;
+    }
+    if let Some(lease) = p.block_lease.take() {
+        lease.release();
+    }
+    Next::Parse
+}
+
+/// The one server of the pool that all the command's keys map to (for WATCH, a queued command, a blocking one),
+/// or the error reply.
+fn one_server(s: &Session, info: &CommandInfo, req: &[u8], sc: &mut Scratch) -> Result<ServerId, String> {
+    let Target::Pool(pool_index) = s.listener.target() else {
+        return Err(format!(
+            "-ERR ferrule: {} is not supported on this listener (its route is not a pool)\r\n",
+            info.name
+        ));
+    };
+    sc.keys.clear();
+    if let Err(e) = redis::key_indices(info, &sc.args, req, &mut sc.keys) {
+        return Err(format!("-{e}\r\n"));
+    }
+    if sc.keys.is_empty() {
+        return Err(format!("-ERR ferrule: {} needs at least one key to route by\r\n", info.name));
+    }
+    let pools = s.worker.pools.borrow();
+    let pool = pools.get(pool_index).ok_or_else(|| "-ERR ferrule: listener has no pool\r\n".to_string())?;
+    let mut server = None;
+    for &k in &sc.keys {
+        let Some(this) = pool.router.server_for(&req[sc.args[k].clone()]) else {
+            s.meters.borrow_mut().clients.unroutable += 1;
+            return Err(format!("-ERR ferrule: pool '{}' has no server available (all ejected)\r\n", pool.name));
+        };
+        if server.is_some_and(|s| s != this) {
+            return Err("-CROSSSLOT Keys in request don't hash to the same server\r\n".to_string());
+        }
+        server = Some(this);
+    }
+    Ok((pool_index, server.unwrap_or_default()))
+}
+
+/// A dedicated connection to `server` in the client's protocol version, or the error reply.
+fn take(s: &Session, (pool_index, server): ServerId) -> Result<Lease, String> {
+    let pools = s.worker.pools.borrow();
+    let set = pools
+        .get(pool_index)
+        .and_then(|pool: &PoolRt| pool.servers.get(server))
+        .map(|srv| srv.dedicated.clone())
+        .ok_or_else(|| "-ERR ferrule: listener has no pool\r\n".to_string())?;
+    drop(pools);
+    DedicatedSet::lease(&set, s.proto).map_err(|e| format!("-{}\r\n", e.message()))
+}
+
+/// Sends the client's request on `backend`; its reply answers the client. `timeout`: the request's own (a
+/// blocking command's; `Some(None)` has none), else `timeout_ms`.
+fn send(
+    s: &Session,
+    backend: &Backend,
+    sc: &Scratch,
+    req: &[u8],
+    shape: ReplyShape,
+    now: Instant,
+    timeout: Option<Option<Duration>>,
+) {
+    let seq = s.q.borrow_mut().reserve();
+    let meter = sc.command.map(|c| Meter::new(&s.meters, c, now, false));
+    let waiter = Waiter::Client { client: s.q.clone(), seq, frag: None, meter };
+    let timeout = timeout.unwrap_or(Some(backend.timeout()));
+    backend.enqueue_with_timeout(|out| encode_request(out, sc, req), Some(waiter), Framer::Redis(shape), now, timeout);
+}
+
+/// The request as multibulk (re-encoded when the client used inline syntax).
+fn encode_request(out: &mut Vec<u8>, sc: &Scratch, req: &[u8]) {
+    if req.first() == Some(&b'*') {
+        out.extend_from_slice(req);
+    } else {
+        redis::write_command_iter(out, sc.args.len(), sc.args.iter().map(|a| &req[a.clone()]));
+    }
+}

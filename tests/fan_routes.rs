@@ -1,0 +1,213 @@
+//! Multi-destination routes end to end (failover, miss_failover, all_*, shadow) with real redis-server and
+//! memcached behind ferrule, including children killed or stopped (SIGSTOP) mid-run.
+
+mod common;
+use common::*;
+use ferrule::protocol::memcache::Command;
+use std::time::{Duration, Instant};
+
+/// A pool of these servers (every one a child with "NAME/*"), a short timeout so a stopped server fails quickly.
+fn pool_of(name: &str, servers: &[&Proc]) -> String {
+    let list: Vec<String> = servers.iter().map(|p| format!("127.0.0.1:{}:1", p.port)).collect();
+    redis_pool_toml(name, &list, "timeout_ms = 300\nconnect_timeout_ms = 300")
+}
+
+fn get_direct(p: &Proc, key: &str) -> String {
+    Client::connect(p.port).redis_str(&["GET", key])
+}
+
+fn mc_get_direct(p: &Proc, key: &str) -> String {
+    Client::connect(p.port).mc(&format!("get {key}\r\n"), Command::Get)
+}
+
+/// Polls `f` for up to 5 s: background copies land after the client's reply.
+fn eventually(mut f: impl FnMut() -> bool) -> bool {
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// mcrouter's replicated-pool idiom for redis: writes to every server (all_fastest), reads that fail over; a server
+/// killed mid-run costs neither reads nor writes.
+#[test]
+fn redis_replicated_pool_writes_to_all_and_reads_fail_over() {
+    let (a, b) = (redis_server(), redis_server());
+    let port = free_port();
+    let body = format!(
+        "{}[routes.replicated]\ntype = \"operation\"\noperations = {{ read = \"reads\", write = \"writes\" }}\n\n\
+         [routes.writes]\ntype = \"all_fastest\"\nchildren = [\"pool_a/*\"]\n\n\
+         [routes.reads]\ntype = \"failover\"\nchildren = [\"pool_a/*\"]\n\n{}",
+        listener_toml("cache", port, "redis", "replicated", ""),
+        pool_of("pool_a", &[&a, &b])
+    );
+    let _f = Ferrule::start(&body, port);
+    let mut client = Client::connect(port);
+    assert_eq!(client.redis_str(&["SET", "k1", "v1"]), "+OK\r\n");
+    assert!(eventually(|| get_direct(&a, "k1") == "$2\r\nv1\r\n" && get_direct(&b, "k1") == "$2\r\nv1\r\n"));
+    assert_eq!(client.redis_str(&["GET", "k1"]), "$2\r\nv1\r\n");
+    assert_eq!(client.redis_str(&["GET", "nope"]), "$-1\r\n", "a miss answers, it is no failure");
+    // A multi-key read on one replicated server goes whole to each child.
+    assert_eq!(client.redis_str(&["MGET", "k1", "nope"]), "*2\r\n$2\r\nv1\r\n$-1\r\n");
+    drop(a);
+    // Reads fail over to b; writes are answered by b; pipelined, every reply in request order.
+    let mut pipeline = Vec::new();
+    for i in 0..20 {
+        pipeline
+            .extend_from_slice(format!("*3\r\n$3\r\nSET\r\n$4\r\nk2-{}\r\n$1\r\n{}\r\n", i % 10, i % 10).as_bytes());
+        pipeline.extend_from_slice(b"*2\r\n$3\r\nGET\r\n$2\r\nk1\r\n");
+    }
+    client.send(&pipeline);
+    for _ in 0..20 {
+        assert_eq!(client.redis_reply(), b"+OK\r\n");
+        assert_eq!(client.redis_reply(), b"$2\r\nv1\r\n");
+    }
+    assert_eq!(get_direct(&b, "k2-3"), "$1\r\n3\r\n");
+}
+
+/// failover over a memcached pool with the first server stopped (SIGSTOP): the request times out there and is
+/// answered by the next; exactly one reply per request, in order. miss_failover reads on past a miss.
+#[test]
+fn memcache_failover_past_a_stopped_server_and_miss_failover() {
+    let (a, b) = (memcached(), memcached());
+    let port = free_port();
+    let body = format!(
+        "{}[routes.main]\ntype = \"prefix\"\nprefixes = {{ \"m:\" = \"misses\" }}\ndefault = \"reads\"\n\n\
+         [routes.reads]\ntype = \"failover\"\nchildren = [\"pool_a/*\"]\n\n\
+         [routes.misses]\ntype = \"miss_failover\"\nchildren = [\"pool_a/*\"]\n\n{}",
+        listener_toml("mc", port, "memcache", "main", ""),
+        pool_of("pool_a", &[&a, &b]).replace("servers", "protocol = \"memcache\"\nservers")
+    );
+    let _f = Ferrule::start(&body, port);
+    let mut client = Client::connect(port);
+    // The first child takes writes while it answers.
+    assert_eq!(client.mc("set k 0 0 1\r\nx\r\n", Command::Set), "STORED\r\n");
+    assert!(mc_get_direct(&a, "k").contains("VALUE k"));
+    assert!(!mc_get_direct(&b, "k").contains("VALUE"));
+    // miss_failover: a key only the second server has is found there; failover would stop at the first's miss.
+    Client::connect(b.port).mc("set m:1 0 0 2\r\nhi\r\n", Command::Set);
+    assert_eq!(client.mc("get m:1\r\n", Command::Get), "VALUE m:1 0 2\r\nhi\r\nEND\r\n");
+    Client::connect(b.port).mc("set only_b 0 0 1\r\ny\r\n", Command::Set);
+    assert_eq!(client.mc("get only_b\r\n", Command::Get), "END\r\n", "failover does not go on after a miss");
+    a.signal(libc::SIGSTOP);
+    let started = Instant::now();
+    client.send(b"get only_b\r\nset k2 0 0 1\r\nz\r\nget only_b\r\n");
+    assert_eq!(client.mc_reply(Command::Get), b"VALUE only_b 0 1\r\ny\r\nEND\r\n");
+    assert_eq!(client.mc_reply(Command::Set), b"STORED\r\n");
+    assert_eq!(client.mc_reply(Command::Get), b"VALUE only_b 0 1\r\ny\r\nEND\r\n");
+    assert!(started.elapsed() < Duration::from_secs(5), "failed over after the timeout, not stuck");
+    assert!(mc_get_direct(&b, "k2").contains("VALUE k2"), "the write failed over to the second server");
+    drop(a);
+    drop(b);
+    // Every child gone: the last failure answers.
+    let reply = client.mc("get k\r\n", Command::Get);
+    assert!(reply.starts_with("SERVER_ERROR"), "{reply}");
+}
+
+/// all_sync answers with the worst reply; all_majority with the majority's; all_initial with the first child's.
+#[test]
+fn redis_all_sync_majority_initial_combine_replies() {
+    let (a, b, c) = (redis_server(), redis_server(), redis_server());
+    let port = free_port();
+    let body = format!(
+        "{}[routes.main]\ntype = \"prefix\"\nprefixes = {{ \"s:\" = \"sync\", \"m:\" = \"majority\", \"i:\" = \"initial\" }}\n\
+         default = \"sync\"\n\n[routes.sync]\ntype = \"all_sync\"\nchildren = [\"p/*\"]\n\n\
+         [routes.majority]\ntype = \"all_majority\"\nchildren = [\"p/*\"]\n\n\
+         [routes.initial]\ntype = \"all_initial\"\nchildren = [\"p/*\"]\n\n{}",
+        listener_toml("cache", port, "redis", "main", ""),
+        pool_of("p", &[&a, &b, &c])
+    );
+    let _f = Ferrule::start(&body, port);
+    let mut client = Client::connect(port);
+    for key in ["s:1", "m:1", "i:1"] {
+        Client::connect(a.port).redis_str(&["SET", key, "a"]);
+        Client::connect(b.port).redis_str(&["SET", key, "b"]);
+    }
+    assert_eq!(client.redis_str(&["GET", "s:1"]), "$-1\r\n", "c's nil is the worst");
+    // Two values of three: a value, the first to arrive.
+    let majority = client.redis_str(&["GET", "m:1"]);
+    assert!(majority == "$1\r\na\r\n" || majority == "$1\r\nb\r\n", "{majority}");
+    assert_eq!(client.redis_str(&["GET", "i:1"]), "$1\r\na\r\n", "the first child's");
+    assert_eq!(client.redis_str(&["SET", "s:2", "v"]), "+OK\r\n");
+    for p in [&a, &b, &c] {
+        assert_eq!(get_direct(p, "s:2"), "$1\r\nv\r\n", "all_sync answered after every child");
+    }
+    // A wrong-type error on one server is worse than the others' values.
+    Client::connect(c.port).redis_str(&["RPUSH", "s:3", "x"]);
+    Client::connect(a.port).redis_str(&["SET", "s:3", "a"]);
+    assert!(client.redis_str(&["GET", "s:3"]).starts_with("-WRONGTYPE"));
+    // A child killed: all_sync reports the failure, all_majority still has a majority.
+    drop(c);
+    assert!(client.redis_str(&["GET", "s:1"]).starts_with("-ERR ferrule: backend"));
+    let majority = client.redis_str(&["GET", "m:1"]);
+    assert!(majority == "$1\r\na\r\n" || majority == "$1\r\nb\r\n", "{majority}");
+}
+
+/// all_async answers at once with the default reply and writes every child in the background; a stopped child
+/// never delays the client.
+#[test]
+fn memcache_all_async_and_all_fastest_with_a_stopped_child() {
+    let (a, b) = (memcached(), memcached());
+    let port = free_port();
+    let body = format!(
+        "{}[routes.main]\ntype = \"prefix\"\nprefixes = {{ \"f:\" = \"fastest\" }}\ndefault = \"async\"\n\n\
+         [routes.async]\ntype = \"all_async\"\nchildren = [\"p/*\"]\n\n\
+         [routes.fastest]\ntype = \"all_fastest\"\nchildren = [\"p/*\"]\n\n{}",
+        listener_toml("mc", port, "memcache", "main", ""),
+        pool_of("p", &[&a, &b]).replace("servers", "protocol = \"memcache\"\nservers")
+    );
+    let _f = Ferrule::start(&body, port);
+    let mut client = Client::connect(port);
+    assert_eq!(client.mc("set k 0 0 1\r\nx\r\n", Command::Set), "NOT_STORED\r\n", "the default reply");
+    assert!(eventually(|| mc_get_direct(&a, "k").contains("VALUE") && mc_get_direct(&b, "k").contains("VALUE")));
+    assert_eq!(client.mc("get k\r\n", Command::Get), "END\r\n", "all_async reads answer the default too");
+    assert_eq!(client.mc("set f:1 0 0 1\r\ny\r\n", Command::Set), "STORED\r\n");
+    b.signal(libc::SIGSTOP);
+    let started = Instant::now();
+    for i in 0..20 {
+        assert_eq!(client.mc(&format!("set f:{i} 0 0 1\r\nz\r\n"), Command::Set), "STORED\r\n");
+        assert_eq!(client.mc(&format!("set k{i} 0 0 1\r\nz\r\n"), Command::Set), "NOT_STORED\r\n");
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(250),
+        "answered by a without waiting for b: {:?}",
+        started.elapsed()
+    );
+    assert!(mc_get_direct(&a, "k19").contains("VALUE"));
+    // noreply through all_* queues no waiter: the replies after it still reach their own requests.
+    client.send(b"set nr 0 0 1 noreply\r\nn\r\nset f:nr 0 0 1 noreply\r\nn\r\n");
+    assert_eq!(client.mc("get f:1\r\n", Command::Get), "VALUE f:1 0 1\r\nz\r\nEND\r\n");
+    assert!(mc_get_direct(&a, "nr").contains("VALUE nr") && mc_get_direct(&a, "f:nr").contains("VALUE f:nr"));
+}
+
+/// shadow: the child answers; copies go to the shadow; a stopped shadow delays and fails nothing, its copies are
+/// bounded by max_outstanding.
+#[test]
+fn redis_shadow_copies_writes_and_a_stopped_shadow_costs_nothing() {
+    let (main, mirror) = (redis_server(), redis_server());
+    let port = free_port();
+    let body = format!(
+        "{}[routes.mirrored]\ntype = \"shadow\"\nchild = \"main\"\nmax_outstanding = 4\n\
+         shadows = [{{ target = \"mirror\", key_fraction = [0.0, 1.0], request_fraction = 1.0 }}]\n\n{}{}",
+        listener_toml("cache", port, "redis", "mirrored", ""),
+        pool_of("main", &[&main]),
+        pool_of("mirror", &[&mirror])
+    );
+    let _f = Ferrule::start(&body, port);
+    let mut client = Client::connect(port);
+    assert_eq!(client.redis_str(&["SET", "k", "v"]), "+OK\r\n");
+    assert_eq!(get_direct(&main, "k"), "$1\r\nv\r\n");
+    assert!(eventually(|| get_direct(&mirror, "k") == "$1\r\nv\r\n"));
+    mirror.signal(libc::SIGSTOP);
+    let started = Instant::now();
+    for i in 0..50 {
+        assert_eq!(client.redis_str(&["SET", &format!("s{i}"), "x"]), "+OK\r\n");
+    }
+    assert!(started.elapsed() < Duration::from_millis(250), "a stopped shadow delays nothing: {:?}", started.elapsed());
+    drop(mirror);
+    assert_eq!(client.redis_str(&["GET", "s49"]), "$1\r\nx\r\n", "a dead shadow fails nothing");
+}

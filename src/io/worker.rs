@@ -404,21 +404,30 @@ impl Worker {
         let registered = SessionRegistration { worker: self.clone(), key };
         let (worker, slot) = (self.clone(), slot.clone());
         let acceptor = slot.tls.borrow().clone();
-        glommio::spawn_local(async move {
-            let _registered = registered;
-            let stream = match acceptor {
-                None => tls::Stream::Plain(conn),
-                Some(a) => {
+        // Two tasks, not one with a match: the session's task lives as long as its client, and the handshake's
+        // state inside it would cost every plaintext client its size (about 460 bytes) for nothing.
+        match acceptor {
+            None => {
+                glommio::spawn_local(async move {
+                    let _registered = registered;
+                    session::serve(worker, slot, tls::Stream::Plain(conn)).await;
+                })
+                .detach();
+            }
+            Some(a) => {
+                glommio::spawn_local(async move {
+                    let _registered = registered;
                     let peer = || conn.peer_addr().map_or_else(|| "a unix socket client".into(), |a| a.to_string());
-                    match tls::accept(conn.clone(), &a, &slot.name, peer).await {
-                        Some(stream) => stream,
-                        None => return,
+                    // Boxed: its state is freed when the handshake ends rather than held for the session's life.
+                    let accepted = Box::pin(tls::accept(conn.clone(), &a, &slot.name, peer)).await;
+                    drop(a);
+                    if let Some(stream) = accepted {
+                        session::serve(worker, slot, stream).await;
                     }
-                }
-            };
-            session::serve(worker, slot, stream).await;
-        })
-        .detach();
+                })
+                .detach();
+            }
+        }
     }
 
     fn bind(self: &Rc<Self>, lc: &ListenerConfig) -> Result<Option<ListenerRt>, String> {

@@ -385,24 +385,12 @@ fn whole_pool(
     fan.proto = s.proto;
     let seq = s.q.borrow_mut().reserve_fanout(fan);
     s.meters.borrow_mut().begin_split((client_key(&s.q), seq), sc.servers.len() as u32, sc.command.is_some());
-    let inline = req.first() != Some(&b'*');
     let shape = redis::ReplyShape::of(info);
     for (frag, &server) in sc.servers.iter().enumerate() {
         let backend = pool.backend_for(server, s.id, s.proto);
         let meter = sc.command.map(|c| Meter::new(&s.meters, c, now, true));
         let waiter = Waiter::Client { client: s.q.clone(), seq, frag: Some(frag as u32), meter };
-        backend.enqueue(
-            |out| {
-                if inline {
-                    redis::write_command_iter(out, sc.args.len(), sc.args.iter().map(|a| &req[a.clone()]));
-                } else {
-                    out.extend_from_slice(req)
-                }
-            },
-            Some(waiter),
-            Framer::Redis(shape),
-            now,
-        );
+        backend.enqueue(|out| write_as_sent(out, req, &sc.args), Some(waiter), Framer::Redis(shape), now);
         if backend.over_queue_bound() {
             *blocked_on = Some(backend.clone());
         }
@@ -421,15 +409,8 @@ fn forward_whole(
     let seq = s.q.borrow_mut().reserve();
     let meter = sc.command.map(|c| Meter::new(&s.meters, c, now, false));
     let waiter = Waiter::Client { client: s.q.clone(), seq, frag: None, meter };
-    let inline = req.first() != Some(&b'*');
     backend.enqueue(
-        |out| {
-            if inline {
-                redis::write_command_iter(out, sc.args.len(), sc.args.iter().map(|a| &req[a.clone()]));
-            } else {
-                out.extend_from_slice(req)
-            }
-        },
+        |out| write_as_sent(out, req, &sc.args),
         Some(waiter),
         Framer::Redis(redis::ReplyShape::for_request(info, &sc.args, req)),
         now,
@@ -856,5 +837,14 @@ fn hello(s: &mut Session, req: &[u8], sc: &mut Scratch) -> Flow {
 fn push_printable(out: &mut Vec<u8>, b: &[u8], max: usize) {
     for &c in b.iter().take(max) {
         out.push(if (0x20..0x7f).contains(&c) && c != b'\'' { c } else { b'?' });
+    }
+}
+
+/// Appends the client's request: its bytes unchanged, or re-encoded as multibulk when the client used inline syntax.
+fn write_as_sent(out: &mut Vec<u8>, req: &[u8], args: &[std::ops::Range<usize>]) {
+    if req.first() == Some(&b'*') {
+        out.extend_from_slice(req)
+    } else {
+        redis::write_command_iter(out, args.len(), args.iter().map(|a| &req[a.clone()]));
     }
 }

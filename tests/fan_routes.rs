@@ -172,16 +172,17 @@ fn memcache_all_async_and_all_fastest_with_a_stopped_child() {
         assert_eq!(client.mc(&format!("set f:{i} 0 0 1\r\nz\r\n"), Command::Set), "STORED\r\n");
         assert_eq!(client.mc(&format!("set k{i} 0 0 1\r\nz\r\n"), Command::Set), "NOT_STORED\r\n");
     }
-    assert!(
-        started.elapsed() < Duration::from_millis(250),
-        "answered by a without waiting for b: {:?}",
-        started.elapsed()
-    );
-    assert!(mc_get_direct(&a, "k19").contains("VALUE"));
+    // Waiting on the stopped b costs the pool's 300 ms timeout per request: 40 requests that waited would take 12 s.
+    // The bound is loose on purpose (a loaded CI machine), yet fails if even a sixth of them waited.
+    assert!(started.elapsed() < Duration::from_secs(2), "answered by a without waiting for b: {:?}", started.elapsed());
+    // all_async writes land in the background, after the client's reply.
+    assert!(eventually(|| mc_get_direct(&a, "k19").contains("VALUE")));
     // noreply through all_* queues no waiter: the replies after it still reach their own requests.
     client.send(b"set nr 0 0 1 noreply\r\nn\r\nset f:nr 0 0 1 noreply\r\nn\r\n");
     assert_eq!(client.mc("get f:1\r\n", Command::Get), "VALUE f:1 0 1\r\nz\r\nEND\r\n");
-    assert!(mc_get_direct(&a, "nr").contains("VALUE nr") && mc_get_direct(&a, "f:nr").contains("VALUE f:nr"));
+    assert!(eventually(
+        || mc_get_direct(&a, "nr").contains("VALUE nr") && mc_get_direct(&a, "f:nr").contains("VALUE f:nr")
+    ));
 }
 
 /// shadow: the child answers; copies go to the shadow; a stopped shadow delays and fails nothing, its copies are
@@ -207,7 +208,9 @@ fn redis_shadow_copies_writes_and_a_stopped_shadow_costs_nothing() {
     for i in 0..50 {
         assert_eq!(client.redis_str(&["SET", &format!("s{i}"), "x"]), "+OK\r\n");
     }
-    assert!(started.elapsed() < Duration::from_millis(250), "a stopped shadow delays nothing: {:?}", started.elapsed());
+    // 50 requests that waited on the stopped shadow's 300 ms timeout would take 15 s; the bound is loose for loaded
+    // machines and still fails if a seventh of them waited.
+    assert!(started.elapsed() < Duration::from_secs(2), "a stopped shadow delays nothing: {:?}", started.elapsed());
     drop(mirror);
     assert_eq!(client.redis_str(&["GET", "s49"]), "$1\r\nx\r\n", "a dead shadow fails nothing");
 }

@@ -208,6 +208,9 @@ pub struct ProxyConfig {
     pub shutdown_timeout_ms: u64,
     /// Where latency histograms are dumped; `None` disables dumping.
     pub histogram_dir: Option<PathBuf>,
+    /// Where this process waits for a new ferrule binary to take its sockets over (`ferrule --takeover`, SIGUSR2);
+    /// `None`: no binary upgrade without a restart. A unix socket path (see docs/operations.md, "Binary upgrade").
+    pub upgrade_socket: Option<PathBuf>,
     pub histogram_interval_s: u64,
     /// Per-request stats: per-command counters and latency histograms (connection and server counters are always
     /// kept). Off only to measure their cost.
@@ -246,6 +249,7 @@ impl Default for ProxyConfig {
             admin_timeout_ms: DEFAULT_ADMIN_TIMEOUT_MS,
             shutdown_timeout_ms: DEFAULT_SHUTDOWN_TIMEOUT_MS,
             histogram_dir: None,
+            upgrade_socket: None,
             histogram_interval_s: DEFAULT_HISTOGRAM_INTERVAL_S,
             stats: true,
             client_max_inflight: DEFAULT_CLIENT_MAX_INFLIGHT,

@@ -38,6 +38,8 @@ struct ProxyOut {
     shutdown_timeout_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     histogram_dir: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upgrade_socket: Option<String>,
     histogram_interval_s: u64,
     stats: bool,
     client_max_inflight: usize,
@@ -148,6 +150,7 @@ fn proxy_out(proxy: &ProxyConfig) -> ProxyOut {
         admin_timeout_ms: proxy.admin_timeout_ms,
         shutdown_timeout_ms: proxy.shutdown_timeout_ms,
         histogram_dir: proxy.histogram_dir.as_ref().map(|dir| dir.display().to_string()),
+        upgrade_socket: proxy.upgrade_socket.as_ref().map(|path| path.display().to_string()),
         histogram_interval_s: proxy.histogram_interval_s,
         stats: proxy.stats,
         client_max_inflight: proxy.client_max_inflight,

@@ -26,6 +26,7 @@ const PROXY_KEYS: &[&str] = &[
     "admin_timeout_ms",
     "shutdown_timeout_ms",
     "histogram_dir",
+    "upgrade_socket",
     "histogram_interval_s",
     "stats",
     "client_max_inflight",
@@ -241,6 +242,8 @@ fn build_proxy(s: &Section<'_>) -> Result<ProxyConfig, ConfigError> {
             .parse_or("shutdown_timeout_ms", DEFAULT_SHUTDOWN_TIMEOUT_MS, |f| f.integer_at_least(0u64))?,
         histogram_dir: s
             .parse_or("histogram_dir", None, |f| f.non_empty_string().map(|dir| Some(PathBuf::from(dir))))?,
+        upgrade_socket: s
+            .parse_or("upgrade_socket", None, |f| f.non_empty_string().map(|path| Some(PathBuf::from(path))))?,
         histogram_interval_s: s
             .parse_or("histogram_interval_s", DEFAULT_HISTOGRAM_INTERVAL_S, |f| f.integer_at_least(1u64))?,
         stats: s.parse_or("stats", true, |f| f.boolean())?,

@@ -39,11 +39,15 @@ pub struct SignalFlags {
     pub terminate: Arc<AtomicBool>,
     pub reload: Arc<AtomicBool>,
     pub dump: Arc<AtomicBool>,
+    /// SIGUSR2: start the binary at this executable's path to take over (io::takeover).
+    pub upgrade: Arc<AtomicBool>,
+    /// Set by the upgrade socket's thread once a successor serves the listening sockets: drain and exit.
+    pub handed_over: Arc<AtomicBool>,
 }
 
 impl SignalFlags {
     pub fn register() -> std::io::Result<SignalFlags> {
-        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
         let f = SignalFlags::default();
         for sig in [SIGTERM, SIGINT] {
             // Registered first, so it sees the flag as the previous signal left it: a second SIGTERM/SIGINT exits at
@@ -53,6 +57,7 @@ impl SignalFlags {
         }
         signal_hook::flag::register(SIGHUP, f.reload.clone())?;
         signal_hook::flag::register(SIGUSR1, f.dump.clone())?;
+        signal_hook::flag::register(SIGUSR2, f.upgrade.clone())?;
         Ok(f)
     }
 }
@@ -193,6 +198,7 @@ impl Control {
         new.proxy.admin = running.proxy.admin;
         new.proxy.stats_port = running.proxy.stats_port;
         new.proxy.io_memory_kib = running.proxy.io_memory_kib;
+        new.proxy.upgrade_socket = running.proxy.upgrade_socket.clone();
         Ok(new)
     }
 
@@ -395,10 +401,16 @@ impl Control {
             .collect()
     }
 
-    async fn shutdown(&self) {
+    /// Stops the workers: after a hand-over (`handover`) without closing the listening sockets, which the successor
+    /// serves now.
+    async fn shutdown(&self, handover: bool) {
         let grace = self.config().proxy.shutdown_timeout_ms;
-        log::info!("shutting down: no new connections, waiting up to {grace} ms for in-flight requests");
-        self.broadcast(ToWorker::Shutdown { grace_ms: grace }).await;
+        if handover {
+            log::info!("handed over: no new connections here, waiting up to {grace} ms for in-flight requests");
+        } else {
+            log::info!("shutting down: no new connections, waiting up to {grace} ms for in-flight requests");
+        }
+        self.broadcast(ToWorker::Shutdown { grace_ms: grace, handover }).await;
         // Workers enforce the grace period themselves; the extra second covers their last writes.
         let deadline = Instant::now() + Duration::from_millis(grace) + Duration::from_secs(1);
         while self.stopped.get() < self.workers.len() && Instant::now() < deadline {
@@ -430,6 +442,9 @@ fn restart_only_changes(old: &ProxyConfig, new: &ProxyConfig) -> Vec<&'static st
     }
     if old.busy_poll_us != new.busy_poll_us {
         changed.push("busy_poll_us");
+    }
+    if old.upgrade_socket != new.upgrade_socket {
+        changed.push("upgrade_socket");
     }
     changed
 }
@@ -516,10 +531,16 @@ pub async fn run(
     super::metrics::start_histogram_task(control.clone(), flags.dump.clone());
     let mut stamp = file_stamp(&path);
     let mut last_watch = Instant::now();
-    loop {
+    let handover = loop {
         glommio::timer::sleep(POLL_INTERVAL).await;
         if flags.terminate.load(Ordering::Relaxed) {
-            break;
+            break false;
+        }
+        if flags.handed_over.load(Ordering::Relaxed) {
+            break true;
+        }
+        if flags.upgrade.swap(false, Ordering::Relaxed) {
+            super::takeover::spawn_successor(control.config().proxy.upgrade_socket.as_deref());
         }
         if flags.reload.swap(false, Ordering::Relaxed) {
             stamp = file_stamp(&path);
@@ -536,8 +557,12 @@ pub async fn run(
             }
         }
         control.start_due_probes();
+    };
+    control.shutdown(handover).await;
+    if handover {
+        // The successor serves these sockets: taking them out of LISTEN would close them for it too.
+        return;
     }
-    control.shutdown().await;
     // The executor's io_uring, torn down only after the process has exited, would keep the sockets listening a while.
     for fd in endpoint_fds {
         super::admin::stop_listening(fd);

@@ -22,7 +22,7 @@ pub enum ToWorker {
     /// Send a stats snapshot back.
     Snapshot { id: u64 },
     /// Stop accepting, finish in-flight requests until the deadline, then stop.
-    Shutdown { grace_ms: u64 },
+    Shutdown { grace_ms: u64, handover: bool },
 }
 
 pub enum FromWorker {

@@ -21,7 +21,8 @@ pub enum ToWorker {
     Restore { pool: String, server: String },
     /// Send a stats snapshot back.
     Snapshot { id: u64 },
-    /// Stop accepting, finish in-flight requests until the deadline, then stop.
+    /// Stop accepting, finish in-flight requests until the deadline, then stop. `handover`: a successor serves the
+    /// listening sockets now (a binary upgrade), so they are left open for it instead of being closed.
     Shutdown { grace_ms: u64, handover: bool },
 }
 

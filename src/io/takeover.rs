@@ -103,7 +103,7 @@ impl Inherited {
     /// Sockets passed but not taken (their address left the config) are closed here.
     pub fn confirm_ready(self) -> Result<(), String> {
         for (entry, _) in &self.sockets {
-            log::info!("takeover: {} socket on {} is not in the config any more: closed", entry.encode(), entry.addr);
+            log::info!("takeover: the passed socket `{}` is not in the config any more: closed", entry.encode());
         }
         send(self.conn.as_raw_fd(), &handover::ready_message(std::process::id()), None)
             .map_err(|e| format!("cannot tell the previous process that this one serves: {e}"))?;

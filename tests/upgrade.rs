@@ -199,6 +199,22 @@ fn takeover_under_load_refuses_no_connection_and_fails_no_request() {
     assert!(old.child.try_wait().unwrap().is_none(), "the old process still runs");
     assert!(!log_of(&old_log).contains("handed over"), "{}", log_of(&old_log));
 
+    // A successor whose config has a listener that cannot bind (the port is held by another program): the workers
+    // that did start never accepted (accepts wait until every worker serves), so no client notices.
+    let blocker = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let blocked = s.dir.join("blocked.toml");
+    let port = blocker.local_addr().unwrap().port();
+    let text = log_of(&s.config_path) + &listener_toml("blocked", port, "redis", "main", "");
+    std::fs::write(&blocked, text).unwrap();
+    let (mut failing, failing_log) = start(&s, &blocked, "blocked", &["--takeover"]);
+    let status = wait_exit(&mut failing, Duration::from_secs(15)).expect("the failing successor exits");
+    assert_eq!(status.code(), Some(1), "{}", log_of(&failing_log));
+    assert!(log_of(&failing_log).contains("cannot listen on"), "{}", log_of(&failing_log));
+    assert!(ok_after(&tally, 200, Duration::from_secs(20)), "the old process serves after a failed upgrade");
+    assert!(old.child.try_wait().unwrap().is_none(), "the old process still runs");
+    assert!(log_of(&old_log).contains("takeover aborted"), "{}", log_of(&old_log));
+    drop(blocker);
+
     for (i, workers) in [2usize, 1, 3].into_iter().enumerate() {
         let path = s.dir.join(format!("gen{}.toml", i + 1));
         let text = log_of(&s.config_path).replacen("workers = 2", &format!("workers = {workers}"), 1);
@@ -278,4 +294,13 @@ fn sigusr2_starts_the_successor_and_a_failed_one_leaves_the_old_serving() {
         t.join().unwrap();
     }
     assert_clean(&tally);
+    // The successor answers signals as its predecessor did (none is left blocked by the process that started it).
+    unsafe {
+        libc::kill(successor.0, libc::SIGTERM);
+    }
+    let gone = eventually(Duration::from_secs(10), || {
+        std::fs::read_to_string(format!("/proc/{}/status", successor.0))
+            .map_or(true, |status| status.lines().any(|l| l.starts_with("State:") && l.contains('Z')))
+    });
+    assert!(gone, "the successor did not stop on SIGTERM:\n{}", log_of(&log));
 }

@@ -80,6 +80,9 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), String> {
         }
         (_, false) => None,
     };
+    if inherited.is_some() {
+        takeover::hold_accepts();
+    }
     let mut take = |kind, addr: String| inherited.as_mut().and_then(|i| i.take(kind, &addr));
     // The upgrade socket first: a ferrule already serving it is an error here, before any listener is shared
     // with it by SO_REUSEPORT.
@@ -148,9 +151,10 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), String> {
             Err(_) => return Err("a worker did not start within 10 s".into()),
         }
     }
+    takeover::release_accepts();
     if let Some(inherited) = inherited {
-        // The previous process keeps serving until this confirmation; a failure here leaves both serving the same
-        // sockets, which loses nothing: it still drains once it sees this process's ready.
+        // The previous process keeps serving until this confirmation. Without it (it died in the middle of the
+        // exchange, say), this process serves the sockets all the same.
         match inherited.confirm_ready() {
             Ok(()) => log::info!("takeover: the previous process stops accepting and drains"),
             Err(e) => log::warn!("takeover: {e}"),

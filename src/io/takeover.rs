@@ -55,6 +55,25 @@ pub fn unregister(id: u64) {
     registry.1.retain(|r| r.id != id);
 }
 
+/// Set by a successor until every worker serves: its accept loops wait, so that a successor that fails to start
+/// (a listener that cannot bind on one worker, say) exits without having taken a single connection from the queues
+/// the running process still serves.
+static ACCEPTS_HELD: AtomicBool = AtomicBool::new(false);
+
+/// Holds every accept loop until [`release_accepts`] (a successor, before its workers start).
+pub fn hold_accepts() {
+    ACCEPTS_HELD.store(true, Ordering::Relaxed);
+}
+
+pub fn release_accepts() {
+    ACCEPTS_HELD.store(false, Ordering::Relaxed);
+}
+
+/// Whether accept loops must wait (asked once when an accept loop starts, never per connection).
+pub fn accepts_held() -> bool {
+    ACCEPTS_HELD.load(Ordering::Relaxed)
+}
+
 /// A worker's share of the passed client listener sockets, by address (`ListenAddr`'s `Display`).
 pub type WorkerSockets = HashMap<String, Vec<OwnedFd>>;
 

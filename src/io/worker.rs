@@ -614,6 +614,10 @@ fn adopt_tcp(fd: OwnedFd, backlog: u32) -> (Listener, RawFd) {
 }
 
 async fn accept_loop(worker: Rc<Worker>, slot: Rc<ListenerSlot>, listener: Listener, wrap: fn(OwnedFd) -> Conn) {
+    // A successor accepts only once all its workers serve (see takeover::hold_accepts); bounded by start-up's 10 s.
+    while takeover::accepts_held() {
+        uring::sleep(Duration::from_millis(1)).await;
+    }
     let mut backoff = exhaustion::AcceptBackoff::default();
     let warn = exhaustion::Throttle::new(exhaustion::WARN_INTERVAL);
     loop {

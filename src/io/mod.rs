@@ -6,6 +6,7 @@ mod admin;
 mod admin_access;
 mod backend;
 mod bufpool;
+mod cluster;
 mod control;
 mod dedicated;
 mod exhaustion;
@@ -21,6 +22,7 @@ mod stats_json;
 mod stream;
 pub mod sys;
 mod tls;
+mod topology;
 mod uring;
 mod worker;
 

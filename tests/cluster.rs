@@ -101,6 +101,7 @@ fn the_cluster_is_redis_7_with_cluster_shards() {
 
 #[test]
 fn every_slot_routes_to_its_owner_and_multi_key_commands_work_across_slots() {
+    let _one = serial();
     let cluster = RedisCluster::start(3, 1);
     let (f, port) = ferrule_for(&cluster, "");
     let keys = key_per_slot();
@@ -175,4 +176,85 @@ fn every_slot_routes_to_its_owner_and_multi_key_commands_work_across_slots() {
     assert!(c.redis_str(&["MULTI"]).starts_with("-ERR MULTI is not supported"));
     assert_eq!(c.redis_str(&["EXEC"]), "-EXECABORT Transaction discarded because of previous errors.\r\n");
     drop(f);
+}
+
+/// One cluster test at a time: each runs six redis-servers, and a starved node could miss its timeout.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[test]
+fn a_slot_moved_by_hand_is_followed_through_moved_and_the_map_is_refreshed() {
+    let _one = serial();
+    let cluster = RedisCluster::start(3, 1);
+    let (f, port) = ferrule_for(&cluster, "");
+    let mut c = Client::connect(port);
+    let key = "{moved}.k";
+    let slot = key_slot(key.as_bytes());
+    assert_eq!(c.redis_str(&["SET", key, "before"]), "+OK\r\n");
+    let from = cluster.owner_of(slot);
+    let to = *cluster.primaries().iter().find(|&&p| p != from).unwrap();
+    cluster.move_slot(slot, from, to, &[key], true);
+    // The old owner now redirects; a plain client through ferrule never sees it.
+    assert!(cli(from, &["GET", key]).starts_with("MOVED"), "the old owner answers MOVED");
+    assert_eq!(c.redis_str(&["GET", key]), bulk("before"));
+    assert_eq!(c.redis_str(&["SET", key, "after"]), "+OK\r\n");
+    assert_eq!(cli(to, &["GET", key]), "after", "the write went to the new owner");
+    // The redirect asked for a new map: ferrule logs the move and stops being redirected.
+    let moved_line = format!("1 slots moved from primary 127.0.0.1:{from} to 127.0.0.1:{to}");
+    assert!(f.wait_log(&moved_line, 1, Duration::from_secs(10)), "no refresh; log:\n{}", f.log());
+    let moved_before = cluster_stat(&f, "moved");
+    for _ in 0..20 {
+        assert_eq!(c.redis_str(&["GET", key]), bulk("after"));
+    }
+    assert_eq!(cluster_stat(&f, "moved"), moved_before, "after the refresh, requests go straight to the new owner");
+    assert!(moved_before >= 1);
+}
+
+#[test]
+fn a_half_done_migration_is_followed_through_ask_without_changing_the_map() {
+    let _one = serial();
+    let cluster = RedisCluster::start(3, 1);
+    let (f, port) = ferrule_for(&cluster, "");
+    let mut c = Client::connect(port);
+    let (moved, stays, fresh) = ("{ask}.moved", "{ask}.stays", "{ask}.fresh");
+    let slot = key_slot(moved.as_bytes());
+    assert_eq!(c.redis_str(&["SET", moved, "m"]), "+OK\r\n");
+    assert_eq!(c.redis_str(&["SET", stays, "s"]), "+OK\r\n");
+    let from = cluster.owner_of(slot);
+    let to = *cluster.primaries().iter().find(|&&p| p != from).unwrap();
+    cluster.move_slot(slot, from, to, &[moved], false);
+    assert!(cli(from, &["GET", moved]).starts_with("ASK"), "the source answers ASK for a key it gave away");
+    // The moved key is read from the target (ASKING first), the other from the source; a new key goes to the
+    // target, as the source sends it there.
+    assert_eq!(c.redis_str(&["GET", moved]), bulk("m"));
+    assert_eq!(c.redis_str(&["GET", stays]), bulk("s"));
+    assert_eq!(c.redis_str(&["SET", fresh, "f"]), "+OK\r\n");
+    let mut direct = Client::connect(to);
+    assert_eq!(pipeline(&mut direct, &[vec!["ASKING".into()], vec!["GET".into(), fresh.into()]])[1], bulk("f"));
+    // Pipelined, many times: each ASK is followed once per request.
+    let cmds: Vec<Vec<String>> =
+        (0..50).map(|i| vec!["GET".into(), if i % 2 == 0 { moved } else { stays }.into()]).collect();
+    for (i, r) in pipeline(&mut c, &cmds).iter().enumerate() {
+        assert_eq!(r, &bulk(if i % 2 == 0 { "m" } else { "s" }));
+    }
+    assert!(cluster_stat(&f, "ask") >= 26, "ASKs followed: {}", cluster_stat(&f, "ask"));
+    // ASK changes no map: the periodic refreshes (every second) keep seeing the same owners.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!f.log().contains("slots moved"), "{}", f.log());
+    // Finishing the migration turns it into MOVED, still invisible to the client.
+    assert_eq!(cli(from, &["MIGRATE", "127.0.0.1", &to.to_string(), stays, "0", "5000"]), "OK");
+    cluster.move_slot_finish(slot, to);
+    assert_eq!(c.redis_str(&["GET", stays]), bulk("s"));
+    assert_eq!(c.redis_str(&["GET", moved]), bulk("m"));
+}
+
+/// A figure of the cluster pool from GET /stats (`cluster_<name>` in the pool's object).
+fn cluster_stat(f: &Ferrule, name: &str) -> u64 {
+    let (code, body) = f.admin("GET", "/stats");
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["c"][format!("cluster_{name}")].as_u64().unwrap_or_else(|| panic!("no cluster_{name} in {body}"))
 }

@@ -16,6 +16,7 @@ use crate::cluster::redirect::{too_many_redirects, Decision, RedirectKind};
 use crate::cluster::{decide, ReadFrom, SlotMap, DEFAULT_MAX_REDIRECTS};
 use crate::config::{PoolConfig, ProxyConfig};
 use crate::protocol::redis::{self, Proto, ReplyShape};
+use crate::stats::ClusterCounters;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -27,22 +28,6 @@ use std::time::{Duration, Instant};
 /// (connected on first use), as for a sharded pool's server.
 struct NodeConns {
     conns: Vec<Rc<Backend>>,
-}
-
-/// Counters of one worker's cluster pool, summed over workers in the stats.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct ClusterCounters {
-    /// `-MOVED` replies followed.
-    pub moved: u64,
-    /// `-ASK` replies followed.
-    pub ask: u64,
-    /// Requests that failed because they were redirected more than the bound allows, or to a node ferrule could
-    /// not place.
-    pub redirect_failures: u64,
-    /// Requests answered with an error because no node serves their slot (or no replica, with read_from replica).
-    pub unserved: u64,
-    /// Topology refreshes this worker asked control for (after a redirect or a failed node).
-    pub refresh_requests: u64,
 }
 
 pub struct ClusterRt {
@@ -160,6 +145,11 @@ impl ClusterRt {
     /// Whether a refresh was asked for since the last call.
     pub fn take_refresh_wanted(&self) -> bool {
         self.refresh_wanted.replace(false)
+    }
+
+    /// This worker's counters, with the map version it routes by.
+    pub fn counters(&self) -> ClusterCounters {
+        ClusterCounters { version: self.version.get(), ..self.counters.borrow().clone() }
     }
 
     /// Every connection, for the tick's deadline checks and for stats, with the node's address.

@@ -96,18 +96,6 @@ struct ClusterState {
     last_error: String,
 }
 
-/// Control's figures of one cluster pool, for stats.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ClusterStatus {
-    pub pool: String,
-    pub version: u64,
-    pub refreshes: u64,
-    pub refresh_failures: u64,
-    pub shards: usize,
-    pub nodes: usize,
-    pub slots_served: usize,
-}
-
 /// Replies of the workers to one reload broadcast.
 #[derive(Default)]
 struct ReloadAcks {
@@ -539,23 +527,21 @@ impl Control {
     }
 
     /// Control's figures of every cluster pool, for stats.
-    pub fn cluster_status(&self) -> Vec<ClusterStatus> {
-        let mut out: Vec<ClusterStatus> = self
-            .clusters
+    pub fn cluster_status(&self) -> Vec<crate::stats::ClusterTotals> {
+        self.clusters
             .borrow()
             .iter()
-            .map(|(pool, st)| ClusterStatus {
+            .map(|(pool, st)| crate::stats::ClusterTotals {
                 pool: pool.clone(),
+                counters: Default::default(),
                 version: st.version,
                 refreshes: st.reads,
                 refresh_failures: st.read_failures,
-                shards: st.map.as_ref().map_or(0, |m| m.shards.len()),
-                nodes: st.map.as_ref().map_or(0, |m| m.nodes.len()),
-                slots_served: st.map.as_ref().map_or(0, |m| m.covered()),
+                shards: st.map.as_ref().map_or(0, |m| m.shards.len() as u64),
+                nodes: st.map.as_ref().map_or(0, |m| m.nodes.len() as u64),
+                slots_served: st.map.as_ref().map_or(0, |m| m.covered() as u64),
             })
-            .collect();
-        out.sort_by(|a, b| a.pool.cmp(&b.pool));
-        out
+            .collect()
     }
 
     async fn shutdown(&self) {

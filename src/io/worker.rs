@@ -475,7 +475,15 @@ impl Worker {
 
     fn snapshot(&self) -> WorkerSnapshot {
         let servers = super::metrics::server_snapshots(&self.pools.borrow());
-        self.stats.borrow().snapshot(self.id, &self.config.borrow(), servers)
+        let mut snap = self.stats.borrow().snapshot(self.id, &self.config.borrow(), servers);
+        snap.clusters = self
+            .pools
+            .borrow()
+            .iter()
+            .filter_map(|p| p.cluster.as_ref())
+            .map(|c| (c.pool.clone(), c.counters()))
+            .collect();
+        snap
     }
 }
 

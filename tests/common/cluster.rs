@@ -12,6 +12,9 @@ pub struct RedisCluster {
     pub nodes: Vec<Option<Proc>>,
     pub ports: Vec<u16>,
     pub dir: PathBuf,
+    /// Primaries and replicas a healthy cluster has (a failover keeps the counts once the old primary is gone).
+    pub want_primaries: usize,
+    pub want_replicas: usize,
 }
 
 /// A port whose cluster bus port (+10000) is free as well.
@@ -43,9 +46,15 @@ pub fn cli(port: u16, args: &[&str]) -> String {
 }
 
 impl RedisCluster {
-    /// Starts `primaries` primaries with `replicas` replicas each, `cluster-node-timeout` 1000 ms, and waits until
-    /// every node reports `cluster_state:ok` and knows every other node.
+    /// Starts `primaries` primaries with `replicas` replicas each and waits until every node reports
+    /// `cluster_state:ok` and all agree on the slots. `cluster-node-timeout` is 5 s (a loaded test machine must not
+    /// cause failovers); see [`RedisCluster::start_with_timeout`].
     pub fn start(primaries: usize, replicas: usize) -> RedisCluster {
+        Self::start_with_timeout(primaries, replicas, 5000)
+    }
+
+    /// [`RedisCluster::start`] with `cluster-node-timeout` `node_timeout_ms` (small to fail over fast).
+    pub fn start_with_timeout(primaries: usize, replicas: usize, node_timeout_ms: u64) -> RedisCluster {
         let bin = require_binary("redis-server", "redis-server");
         let dir = tempdir("cluster");
         let n = primaries * (1 + replicas);
@@ -60,7 +69,7 @@ impl RedisCluster {
         for &port in &ports {
             let child = Command::new(&bin)
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
+                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", &node_timeout_ms.to_string()])
                 .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
                 // Slots of a failed primary are refused, the others keep being served.
                 .args(["--cluster-require-full-coverage", "no"])
@@ -82,7 +91,8 @@ impl RedisCluster {
             .output()
             .expect("run redis-cli --cluster create");
         assert!(out.status.success(), "cluster create failed: {}", String::from_utf8_lossy(&out.stdout));
-        let cluster = RedisCluster { nodes, ports, dir };
+        let cluster =
+            RedisCluster { nodes, ports, dir, want_primaries: primaries, want_replicas: primaries * replicas };
         cluster.wait_healthy(Duration::from_secs(30));
         cluster
     }
@@ -93,7 +103,12 @@ impl RedisCluster {
         let deadline = Instant::now() + timeout;
         let running: Vec<u16> = self.running();
         loop {
-            let ok = running.iter().all(|&p| cli(p, &["CLUSTER", "INFO"]).contains("cluster_state:ok"));
+            let ok = running.iter().all(|&p| cli(p, &["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+                && running.iter().all(|&p| self.roles_seen_by(p) == (self.want_primaries, self.want_replicas))
+                && running.iter().all(|&p| {
+                    let info = cli(p, &["INFO", "replication"]);
+                    info.contains("role:master") || info.contains("master_link_status:up")
+                });
             let views: Vec<String> = running.iter().map(|&p| self.slot_owners_seen_by(p)).collect();
             let agree = views.windows(2).all(|w| w[0] == w[1]);
             if ok && agree {
@@ -102,6 +117,23 @@ impl RedisCluster {
             assert!(Instant::now() < deadline, "cluster did not become healthy: {views:?}");
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// (primaries, replicas) that node `port` knows and does not consider failed.
+    fn roles_seen_by(&self, port: u16) -> (usize, usize) {
+        let (mut m, mut r) = (0, 0);
+        for line in cli(port, &["CLUSTER", "NODES"]).lines() {
+            let flags = line.split(' ').nth(2).unwrap_or("");
+            if flags.contains("fail") || flags.contains("handshake") || flags.contains("noaddr") {
+                continue;
+            }
+            if flags.contains("master") {
+                m += 1;
+            } else if flags.contains("slave") {
+                r += 1;
+            }
+        }
+        (m, r)
     }
 
     pub fn running(&self) -> Vec<u16> {
@@ -178,6 +210,37 @@ impl RedisCluster {
             if slot.as_ref().is_some_and(|p| p.port == port) {
                 *slot = None;
             }
+        }
+    }
+
+    /// Moves `slot` from the primary on `from` to the primary on `to` by hand, as the cluster spec describes:
+    /// IMPORTING on the target, MIGRATING on the source, MIGRATE each of `keys` (all of the slot's keys, or only
+    /// some to leave the migration half done), and with `finish`, SETSLOT NODE on every primary.
+    pub fn move_slot(&self, slot: u16, from: u16, to: u16, keys: &[&str], finish: bool) {
+        let (from_id, to_id) = (self.id_of(from), self.id_of(to));
+        let s = slot.to_string();
+        assert_eq!(cli(to, &["CLUSTER", "SETSLOT", &s, "IMPORTING", &from_id]), "OK");
+        assert_eq!(cli(from, &["CLUSTER", "SETSLOT", &s, "MIGRATING", &to_id]), "OK");
+        for k in keys {
+            assert_eq!(cli(from, &["MIGRATE", "127.0.0.1", &to.to_string(), k, "0", "5000"]), "OK", "MIGRATE {k}");
+        }
+        if finish {
+            let mut order = vec![to, from];
+            order.extend(self.primaries().into_iter().filter(|p| *p != to && *p != from));
+            for p in order {
+                assert_eq!(cli(p, &["CLUSTER", "SETSLOT", &s, "NODE", &to_id]), "OK", "SETSLOT NODE on {p}");
+            }
+        }
+    }
+
+    /// Ends a migration of `slot` by giving it to `to` on every primary (keys left on the source are lost to it, as
+    /// with any migration that did not move them).
+    pub fn move_slot_finish(&self, slot: u16, to: u16) {
+        let to_id = self.id_of(to);
+        let mut order = vec![to];
+        order.extend(self.primaries().into_iter().filter(|p| *p != to));
+        for p in order {
+            assert_eq!(cli(p, &["CLUSTER", "SETSLOT", &slot.to_string(), "NODE", &to_id]), "OK", "SETSLOT NODE on {p}");
         }
     }
 

@@ -258,3 +258,226 @@ fn cluster_stat(f: &Ferrule, name: &str) -> u64 {
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     v["c"][format!("cluster_{name}")].as_u64().unwrap_or_else(|| panic!("no cluster_{name} in {body}"))
 }
+
+/// What one load connection saw.
+#[derive(Debug, Default, Clone)]
+struct LoadReport {
+    replies: u64,
+    /// (when, request, reply) of every error reply.
+    errors: Vec<(Instant, String, String)>,
+    /// (request, reply, what was expected) of every reply that was not an error and not what it had to be.
+    wrong: Vec<(String, String, String)>,
+    /// Replies per key slot owner, after `since`: filled by the caller.
+    ended: Option<String>,
+}
+
+/// Connections pipelining SET k v / GET k pairs (50 per batch) over their own share of `keys`, checking every
+/// reply: a SET answers +OK; a GET answers the value just set, or with `lenient` (a failover may lose writes
+/// the old primary acknowledged) any value ever written to that key, or nil.
+struct Load {
+    stop: Arc<AtomicBool>,
+    handles: Vec<std::thread::JoinHandle<LoadReport>>,
+}
+
+impl Load {
+    fn start(port: u16, conns: usize, keys: Arc<Vec<String>>, lenient: bool) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let handles = (0..conns)
+            .map(|t| {
+                let (stop, keys) = (stop.clone(), keys.clone());
+                std::thread::spawn(move || load_thread(port, t, conns, &keys, lenient, &stop))
+            })
+            .collect();
+        Load { stop, handles }
+    }
+
+    fn finish(self) -> Vec<LoadReport> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handles.into_iter().map(|h| h.join().expect("load thread panicked")).collect()
+    }
+}
+
+fn load_thread(port: u16, t: usize, conns: usize, keys: &[String], lenient: bool, stop: &AtomicBool) -> LoadReport {
+    let mine: Vec<&String> = keys.iter().skip(t).step_by(conns).collect();
+    let mut report = LoadReport::default();
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_nodelay(true).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = Vec::new();
+    let mut n = 0u64;
+    // Bounded in time by the caller's stop flag, and in count as a safety net.
+    while !stop.load(Ordering::Relaxed) && n < 50_000_000 {
+        let mut out = Vec::new();
+        let mut reqs = Vec::new();
+        for _ in 0..25 {
+            let key = mine[(n as usize) % mine.len()];
+            let val = format!("{key}:{n}");
+            ferrule::protocol::redis::write_command(&mut out, &[b"SET", key.as_bytes(), val.as_bytes()]);
+            ferrule::protocol::redis::write_command(&mut out, &[b"GET", key.as_bytes()]);
+            reqs.push((format!("SET {key} {val}"), "+OK\r\n".to_string(), key.clone()));
+            reqs.push((format!("GET {key}"), bulk(&val), key.clone()));
+            n += 1;
+        }
+        if let Err(e) = s.write_all(&out) {
+            report.ended = Some(format!("write: {e}"));
+            break;
+        }
+        let mut got = 0;
+        let mut tmp = [0u8; 65536];
+        while got < reqs.len() {
+            match ferrule::protocol::redis::reply_len(&buf) {
+                Ok(Some(len)) => {
+                    let reply = String::from_utf8_lossy(&buf[..len]).into_owned();
+                    buf.drain(..len);
+                    let (req, expected, key) = &reqs[got];
+                    if reply.starts_with('-') {
+                        report.errors.push((Instant::now(), req.clone(), reply));
+                    } else if reply != *expected {
+                        let acceptable = lenient
+                            && req.starts_with("GET")
+                            && (reply == "$-1\r\n"
+                                || reply.split("\r\n").nth(1).is_some_and(|v| v.starts_with(&format!("{key}:"))));
+                        if !acceptable {
+                            report.wrong.push((req.clone(), reply, expected.clone()));
+                        }
+                    }
+                    report.replies += 1;
+                    got += 1;
+                }
+                Ok(None) => match s.read(&mut tmp) {
+                    Ok(0) => {
+                        report.ended = Some("closed by ferrule".into());
+                        return report;
+                    }
+                    Ok(k) => buf.extend_from_slice(&tmp[..k]),
+                    Err(e) => {
+                        report.ended = Some(format!("read: {e}"));
+                        return report;
+                    }
+                },
+                Err(e) => {
+                    report.ended = Some(format!("unparseable reply: {e:?}"));
+                    return report;
+                }
+            }
+        }
+    }
+    report
+}
+
+fn spread_keys(n: usize) -> Arc<Vec<String>> {
+    Arc::new((0..n).map(|i| format!("load:{i}")).collect())
+}
+
+#[test]
+fn a_live_reshard_under_pipelined_load_fails_nothing_and_answers_nothing_wrong() {
+    let _one = serial();
+    let cluster = RedisCluster::start(3, 1);
+    let (f, port) = ferrule_for(&cluster, "");
+    let keys = spread_keys(3000);
+    let load = Load::start(port, 4, keys.clone(), false);
+    std::thread::sleep(Duration::from_millis(500));
+    let primaries = cluster.primaries();
+    let (from, to) = (primaries[0], primaries[1]);
+    let started = Instant::now();
+    let out = std::process::Command::new("timeout")
+        .arg("180")
+        .arg(common::require_binary("redis-cli", "redis-tools"))
+        .args(["--cluster", "reshard", &format!("127.0.0.1:{}", cluster.ports[0])])
+        .args(["--cluster-from", &cluster.id_of(from), "--cluster-to", &cluster.id_of(to)])
+        .args(["--cluster-slots", "1000", "--cluster-yes"])
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    assert!(out.status.success(), "reshard failed: {}", String::from_utf8_lossy(&out.stdout));
+    std::thread::sleep(Duration::from_millis(1500));
+    let reports = load.finish();
+    let replies: u64 = reports.iter().map(|r| r.replies).sum();
+    let errors: Vec<_> = reports.iter().flat_map(|r| r.errors.iter()).collect();
+    let wrong: Vec<_> = reports.iter().flat_map(|r| r.wrong.iter()).collect();
+    let ended: Vec<_> = reports.iter().filter_map(|r| r.ended.as_ref()).collect();
+    eprintln!("reshard of 1000 slots took {took:?}; {replies} replies under load");
+    assert!(ended.is_empty(), "load connections ended: {ended:?}");
+    assert!(errors.is_empty(), "{} failed replies, first: {:?}", errors.len(), errors.first());
+    assert!(wrong.is_empty(), "{} wrong replies, first: {:?}", wrong.len(), wrong.first());
+    assert!(replies > 10_000, "the load ran: {replies} replies");
+    let followed = cluster_stat(&f, "moved") + cluster_stat(&f, "ask");
+    assert!(followed > 0, "the reshard was seen through redirects");
+    assert!(
+        f.wait_log(
+            &format!("1000 slots moved from primary 127.0.0.1:{from} to 127.0.0.1:{to}"),
+            1,
+            Duration::from_secs(5)
+        ) || f.log().contains("slots moved"),
+        "{}",
+        f.log()
+    );
+    // Everything written is where the cluster now says it is.
+    let mut c = Client::connect(port);
+    for k in keys.iter().step_by(97) {
+        assert!(c.redis_str(&["GET", k]).contains(&format!("{k}:")));
+    }
+}
+
+#[test]
+fn a_primary_killed_under_load_fails_only_its_requests_until_the_new_map_arrives() {
+    let _one = serial();
+    let mut cluster = RedisCluster::start_with_timeout(3, 1, 1000);
+    let (f, port) = ferrule_for(&cluster, "");
+    // The replicas are in the map before the failure (their first reads may predate their sync).
+    assert!(f.wait_log("3 shards, 6 nodes (3 replicas)", 1, Duration::from_secs(10)), "{}", f.log());
+    let keys = spread_keys(3000);
+    let load = Load::start(port, 4, keys.clone(), true);
+    std::thread::sleep(Duration::from_millis(700));
+    let victim = cluster.owner_of(0);
+    let killed_at = Instant::now();
+    cluster.kill(victim);
+    cluster.want_replicas -= 1;
+    cluster.wait_healthy(Duration::from_secs(30));
+    let promoted = cluster.owner_of(0);
+    assert_ne!(promoted, victim);
+    let needle = format!("slots moved from primary 127.0.0.1:{victim} to 127.0.0.1:{promoted}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !f.log().contains(&needle) {
+        assert!(Instant::now() < deadline, "ferrule never saw the failover; log:\n{}", f.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let map_seen = Instant::now();
+    std::thread::sleep(Duration::from_millis(2000));
+    let reports = load.finish();
+    let ended: Vec<_> = reports.iter().filter_map(|r| r.ended.as_ref()).collect();
+    assert!(ended.is_empty(), "load connections ended: {ended:?}");
+    let wrong: Vec<_> = reports.iter().flat_map(|r| r.wrong.iter()).collect();
+    assert!(wrong.is_empty(), "{} wrong replies, first: {:?}", wrong.len(), wrong.first());
+    let errors: Vec<_> = reports.iter().flat_map(|r| r.errors.iter()).collect();
+    let victim_slots: Vec<bool> = {
+        let owner = owners(promoted);
+        (0..16384).map(|s| owner[s] == promoted).collect()
+    };
+    eprintln!(
+        "failover: map seen {:?} after the kill; {} errors, the last {:?} after the kill",
+        map_seen - killed_at,
+        errors.len(),
+        errors.iter().map(|e| e.0 - killed_at).max()
+    );
+    for (at, req, reply) in &errors {
+        let key = req.split(' ').nth(1).unwrap();
+        assert!(
+            victim_slots[key_slot(key.as_bytes()) as usize],
+            "an error for a key of a live primary: {req} -> {reply}"
+        );
+        assert!(*at >= killed_at, "an error before the kill: {req} -> {reply}");
+        assert!(*at <= map_seen + Duration::from_millis(500), "an error after the new map was in: {req} -> {reply}");
+        assert!(reply.starts_with("-ERR ferrule: backend c/") || reply.starts_with("-CLUSTERDOWN"), "{reply}");
+    }
+    // After the map arrived, the promoted replica serves the dead primary's keys.
+    let mut c = Client::connect(port);
+    let on_victim: Vec<&String> =
+        keys.iter().filter(|k| victim_slots[key_slot(k.as_bytes()) as usize]).take(50).collect();
+    assert!(!on_victim.is_empty());
+    for k in on_victim {
+        assert_eq!(c.redis_str(&["SET", k, "x"]), "+OK\r\n");
+        assert_eq!(c.redis_str(&["GET", k]), bulk("x"));
+    }
+    assert!(cluster_stat(&f, "topology_version") >= 2);
+}

@@ -481,3 +481,48 @@ fn a_primary_killed_under_load_fails_only_its_requests_until_the_new_map_arrives
     }
     assert!(cluster_stat(&f, "topology_version") >= 2);
 }
+
+/// `cmdstat_get` calls on the node at `port`.
+fn get_calls(port: u16) -> u64 {
+    let info = cli(port, &["INFO", "commandstats"]);
+    info.lines()
+        .find(|l| l.starts_with("cmdstat_get:"))
+        .and_then(|l| l.split("calls=").nth(1))
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn read_from_replica_sends_reads_to_replicas_with_readonly_and_writes_to_primaries() {
+    let _one = serial();
+    let cluster = RedisCluster::start(3, 1);
+    let (f, port) = ferrule_for(&cluster, "read_from = \"replica\"");
+    assert!(f.wait_log("3 shards, 6 nodes (3 replicas)", 1, Duration::from_secs(10)), "{}", f.log());
+    let primaries = cluster.primaries();
+    let replicas: Vec<u16> = cluster.ports.iter().copied().filter(|p| !primaries.contains(p)).collect();
+    let before: Vec<u64> = primaries.iter().map(|&p| get_calls(p)).collect();
+    let mut c = Client::connect(port);
+    let keys: Vec<String> = (0..60).map(|i| format!("ro:{i}")).collect();
+    for k in &keys {
+        assert_eq!(c.redis_str(&["SET", k, k]), "+OK\r\n");
+    }
+    // Replication is asynchronous: a read may come before the write reached the replica (nil), never another value.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for k in &keys {
+        loop {
+            let r = c.redis_str(&["GET", k]);
+            if r == bulk(k) {
+                break;
+            }
+            assert_eq!(r, "$-1\r\n", "{k}");
+            assert!(Instant::now() < deadline, "{k} never reached its replica");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let after: Vec<u64> = primaries.iter().map(|&p| get_calls(p)).collect();
+    assert_eq!(before, after, "no GET reached a primary");
+    assert!(replicas.iter().map(|&p| get_calls(p)).sum::<u64>() >= keys.len() as u64);
+    // The replicas' connections from ferrule are READONLY ones (flag r).
+    assert!(replicas.iter().any(|&p| cli(p, &["CLIENT", "LIST"]).lines().any(|l| l.contains("flags=r "))));
+}

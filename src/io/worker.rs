@@ -314,11 +314,16 @@ impl Worker {
             .iter()
             .map(|pc| {
                 let is_ejected = |spec: &str| ejected.iter().any(|(p, s)| *p == pc.name && s == spec);
-                let cluster = old_clusters
-                    .remove(&pc.name)
-                    .filter(|(old_cfg, _)| old_cfg == pc && old_proxy == cfg.proxy)
-                    .map(|(_, c)| c);
-                PoolRt::build(pc, &cfg.proxy, &mut reuse, &is_ejected, cluster)
+                let same =
+                    old_clusters.get(&pc.name).is_some_and(|(old_cfg, _)| old_cfg == pc && old_proxy == cfg.proxy);
+                let cluster = if same { old_clusters.remove(&pc.name).map(|(_, c)| c) } else { None };
+                let pool = PoolRt::build(pc, &cfg.proxy, &mut reuse, &is_ejected, cluster);
+                // A changed cluster pool gets new connections but routes by the map in force meanwhile, rather
+                // than refusing requests until control broadcasts it again.
+                if let (false, Some(new), Some((_, old))) = (same, &pool.cluster, old_clusters.get(&pc.name)) {
+                    new.install(old.map(), old.version.get());
+                }
+                pool
             })
             .collect();
         let mut retired = self.retired.borrow_mut();

@@ -33,6 +33,8 @@ struct Scratch {
     route_groups: Vec<Group>,
     /// The request being routed, when per-command stats are on: its latency is recorded on completion.
     command: Option<CommandId>,
+    /// Cluster pools: the slot map version this client's requests in flight were routed by.
+    cluster_version: u64,
 }
 
 enum Flow {
@@ -190,14 +192,8 @@ fn handle(
             s.local(msg.as_bytes());
             Flow::Continue
         }
-        CommandKind::Forward => {
-            route(s, pinned, info, None, req, sc, now, blocked_on);
-            Flow::Continue
-        }
-        CommandKind::Split(kind) => {
-            route(s, pinned, info, Some(kind), req, sc, now, blocked_on);
-            Flow::Continue
-        }
+        CommandKind::Forward => routed(route(s, pinned, info, None, req, sc, now, blocked_on), pinned, sc),
+        CommandKind::Split(kind) => routed(route(s, pinned, info, Some(kind), req, sc, now, blocked_on), pinned, sc),
         CommandKind::Pool(_) | CommandKind::Blocking(_) if on_cluster_pool(s) => {
             let msg = format!(
                 "-ERR ferrule: {} is not supported on a redis_cluster pool (whole-pool and blocking commands need \
@@ -218,10 +214,7 @@ fn handle(
             }
             Some(flow) => flow,
             // It does not block (XREAD without BLOCK): an ordinary request.
-            None => {
-                route(s, pinned, info, None, req, sc, now, blocked_on);
-                Flow::Continue
-            }
+            None => routed(route(s, pinned, info, None, req, sc, now, blocked_on), pinned, sc),
         },
         // Always answered by the gate above.
         CommandKind::Transaction(_) => Flow::Continue,
@@ -248,6 +241,16 @@ fn refuse_access(s: &Session, info: &CommandInfo, req: &[u8], args: &[Range<usiz
     None
 }
 
+/// A request [`route`] could not take yet ([`Flow::Retry`]) is parsed again later, counted once.
+fn routed(flow: Flow, pinned: &mut Pinned, sc: &Scratch) -> Flow {
+    if matches!(flow, Flow::Retry) {
+        pinned.retried = Some(sc.command);
+    }
+    flow
+}
+
+/// Sends a keyed request on; [`Flow::Retry`] when it must wait for the client's requests in flight (a cluster
+/// pool's map changed since they were sent), [`Flow::Continue`] otherwise (answered or sent).
 #[allow(clippy::too_many_arguments)]
 fn route(
     s: &mut Session,
@@ -258,29 +261,43 @@ fn route(
     sc: &mut Scratch,
     now: Instant,
     blocked_on: &mut Option<std::rc::Rc<crate::io::backend::Backend>>,
-) {
+) -> Flow {
+    route_keys(s, pinned, info, split, req, sc, now, blocked_on).unwrap_or(Flow::Continue)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn route_keys(
+    s: &mut Session,
+    pinned: &Pinned,
+    info: &'static CommandInfo,
+    split: Option<Split>,
+    req: &[u8],
+    sc: &mut Scratch,
+    now: Instant,
+    blocked_on: &mut Option<std::rc::Rc<crate::io::backend::Backend>>,
+) -> Option<Flow> {
     sc.keys.clear();
     if let Err(e) = redis::key_indices(info, &sc.args, req, &mut sc.keys) {
         // `e` is a whole error text with its code ("ERR ..."): only the '-' is added.
         sc.reply.clear();
         redis::write_error(&mut sc.reply, e.as_bytes());
         s.local(&sc.reply);
-        return;
+        return None;
     }
     if sc.keys.is_empty() {
         let msg = format!("-ERR ferrule: {} needs at least one key to route by\r\n", info.name);
         s.local(msg.as_bytes());
-        return;
+        return None;
     }
     let target = s.listener.target();
     let Target::Pool(pool_index) = target else {
         route_tree(s, info, split, req, sc, now, blocked_on, target);
-        return;
+        return None;
     };
     let pools = s.worker.pools.borrow();
     let Some(pool) = pools.get(pool_index) else {
         s.local(b"-ERR ferrule: listener has no pool\r\n");
-        return;
+        return None;
     };
     if let Some(cl) = &pool.cluster {
         let cl = cl.clone();
@@ -295,7 +312,7 @@ fn route(
                 s.meters.borrow_mut().clients.unroutable += 1;
                 let msg = format!("-ERR ferrule: pool '{}' has no server available (all ejected)\r\n", pool.name);
                 s.local(msg.as_bytes());
-                return;
+                return None;
             }
         }
     }
@@ -308,14 +325,15 @@ fn route(
         if backend.over_queue_bound() {
             *blocked_on = Some(backend.clone());
         }
-        return;
+        return None;
     }
     let Some(kind) = split else {
         let _ = matches!(info.keys, KeySpec::None);
         s.local(b"-CROSSSLOT Keys in request don't hash to the same server\r\n");
-        return;
+        return None;
     };
     split_request(s, pool, pool_index, pinned, info, kind, req, sc, now, blocked_on);
+    None
 }
 
 /// SCAN, DBSIZE, SCRIPT, FUNCTION: about the whole pool. SCAN goes to the server its cursor names (see

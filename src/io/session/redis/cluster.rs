@@ -7,7 +7,7 @@
 //!   `-CROSSSLOT Keys in request don't hash to the same slot`;
 //! - a slot no shard serves, or a map not known yet: `-CLUSTERDOWN` with what is missing.
 
-use super::{write_as_sent, Scratch};
+use super::{write_as_sent, Flow, Scratch};
 use crate::cluster::{key_slot, one_slot, NoNode, SlotMap, CROSSSLOT};
 use crate::fanout::MergeKind;
 use crate::io::backend::Backend;
@@ -29,14 +29,24 @@ pub(super) fn route(
     sc: &mut Scratch,
     now: Instant,
     blocked_on: &mut Option<Rc<Backend>>,
-) {
+) -> Option<Flow> {
+    // A new map while this client has requests in flight under the old one: they may still be redirected (and
+    // resent) to where the new map sends this request directly, so it waits for them, or it could overtake a
+    // write it follows.
+    let version = cl.version.get();
+    if version != sc.cluster_version {
+        if s.q.borrow().inflight() > 0 {
+            return Some(Flow::Retry);
+        }
+        sc.cluster_version = version;
+    }
     let map = cl.map();
     sc.servers.clear();
     sc.servers.extend(sc.keys.iter().map(|&k| key_slot(&req[sc.args[k].clone()]) as usize));
     let read = redis::read_only_may_run(info);
     if one_slot(&sc.servers) {
         let slot = sc.servers[0] as u16;
-        let Some(backend) = node(s, cl, &map, slot, read) else { return };
+        let Some(backend) = node(s, cl, &map, slot, read) else { return None };
         let mut bytes = Vec::with_capacity(req.len());
         write_as_sent(&mut bytes, req, &sc.args);
         let seq = s.q.borrow_mut().reserve();
@@ -58,17 +68,18 @@ pub(super) fn route(
         if backend.over_queue_bound() {
             *blocked_on = Some(backend);
         }
-        return;
+        return None;
     }
     let Some(kind) = split else {
-        return s.local(CROSSSLOT);
+        s.local(CROSSSLOT);
+        return None;
     };
     // One fragment per slot; every fragment's node is found before anything is sent, so a request for a slot
     // nobody serves fails whole.
     group_by_server(&sc.servers, &mut sc.groups, &mut sc.key_frag);
     let mut backends = Vec::with_capacity(sc.groups.len());
     for &slot in &sc.groups {
-        let Some(b) = node(s, cl, &map, slot as u16, read) else { return };
+        let Some(b) = node(s, cl, &map, slot as u16, read) else { return None };
         backends.push(b);
     }
     let merge = match kind {
@@ -114,6 +125,7 @@ pub(super) fn route(
             *blocked_on = Some(backend);
         }
     }
+    None
 }
 
 /// The connection for `slot`, or `None` after answering the client why there is none.

@@ -76,9 +76,7 @@ fn owners(port: u16) -> Vec<u16> {
         if let (Ok(a), Ok(b)) = (a, b) {
             if lines[i + 2].contains('.') {
                 let p: u16 = lines[i + 3].parse().unwrap();
-                for slot in a..=b {
-                    owner[slot] = p;
-                }
+                owner[a..=b].fill(p);
                 i += 4;
                 continue;
             }

@@ -24,7 +24,7 @@ pub fn parse_shards(reply: &Value) -> Result<Topology, String> {
             match key {
                 b"slots" => {
                     let bounds = value.as_array().ok_or("CLUSTER SHARDS: `slots` is not an array")?;
-                    if bounds.len() % 2 != 0 {
+                    if !bounds.len().is_multiple_of(2) {
                         return Err("CLUSTER SHARDS: `slots` has an odd number of bounds".into());
                     }
                     for pair in bounds.chunks(2) {
@@ -117,7 +117,7 @@ pub fn parse_slots(reply: &Value) -> Result<Topology, String> {
 }
 
 fn pairs(fields: &[Value]) -> Result<impl Iterator<Item = (&[u8], &Value)>, String> {
-    if fields.len() % 2 != 0 {
+    if !fields.len().is_multiple_of(2) {
         return Err("a map has an odd number of elements".into());
     }
     Ok(fields.chunks(2).filter_map(|kv| kv[0].as_bytes().map(|k| (k, &kv[1]))))

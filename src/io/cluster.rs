@@ -211,9 +211,8 @@ impl Redirectable {
         backend.enqueue_redirectable(self, framer, now);
     }
 
-    fn into_client(self: Box<Self>) -> Waiter {
-        let r = *self;
-        Waiter::Client { client: r.client, seq: r.seq, frag: r.frag, meter: r.meter }
+    fn into_client(self) -> Waiter {
+        Waiter::Client { client: self.client, seq: self.seq, frag: self.frag, meter: self.meter }
     }
 }
 
@@ -223,15 +222,15 @@ pub fn arrive(mut r: Box<Redirectable>, reply: &[u8], latency: Option<Duration>,
     if failed {
         // The node's connection failed or is backing off: the map may be stale (a failover).
         r.rt.want_refresh();
-        return super::backend::deliver_to(r.into_client(), reply, latency, true);
+        return super::backend::deliver_to((*r).into_client(), reply, latency, true);
     }
     let redirect = match decide(reply, r.followed, DEFAULT_MAX_REDIRECTS) {
-        Decision::Deliver => return super::backend::deliver_to(r.into_client(), reply, latency, false),
+        Decision::Deliver => return super::backend::deliver_to((*r).into_client(), reply, latency, false),
         Decision::TooMany(last) => {
             r.rt.counters.borrow_mut().redirect_failures += 1;
             log::warn!("pool {}: a request was redirected {} times; failing it", r.rt.pool, DEFAULT_MAX_REDIRECTS);
             let msg = too_many_redirects(&r.rt.pool, DEFAULT_MAX_REDIRECTS, &last);
-            return super::backend::deliver_to(r.into_client(), msg.as_bytes(), latency, true);
+            return super::backend::deliver_to((*r).into_client(), msg.as_bytes(), latency, true);
         }
         Decision::Follow(redirect) => redirect,
     };
@@ -257,7 +256,7 @@ pub fn arrive(mut r: Box<Redirectable>, reply: &[u8], latency: Option<Duration>,
             String::from_utf8_lossy(redirect.host),
             redirect.port
         );
-        return super::backend::deliver_to(r.into_client(), msg.as_bytes(), latency, true);
+        return super::backend::deliver_to((*r).into_client(), msg.as_bytes(), latency, true);
     };
     {
         let mut c = r.rt.counters.borrow_mut();

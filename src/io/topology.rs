@@ -36,9 +36,8 @@ async fn read_map(addr: SocketAddr, auth: Option<&str>, timeout: Duration) -> Re
     let stream = TcpStream::connect_timeout(addr, timeout).await.map_err(|e| format!("connect failed: {e}"))?;
     let mut conn = Conn { stream, buf: Vec::new() };
     if let Some(pw) = auth {
-        match conn.call(&[b"AUTH", pw.as_bytes()]).await? {
-            Value::Error(e) => return Err(format!("AUTH refused: {e}")),
-            _ => {}
+        if let Value::Error(e) = conn.call(&[b"AUTH", pw.as_bytes()]).await? {
+            return Err(format!("AUTH refused: {e}"));
         }
     }
     let reply = conn.call(&[b"CLUSTER", b"SHARDS"]).await?;

@@ -46,7 +46,7 @@ pub(super) fn route(
     let read = redis::read_only_may_run(info);
     if one_slot(&sc.servers) {
         let slot = sc.servers[0] as u16;
-        let Some(backend) = node(s, cl, &map, slot, read) else { return None };
+        let backend = node(s, cl, &map, slot, read)?;
         let mut bytes = Vec::with_capacity(req.len());
         write_as_sent(&mut bytes, req, &sc.args);
         let seq = s.q.borrow_mut().reserve();
@@ -79,7 +79,7 @@ pub(super) fn route(
     group_by_server(&sc.servers, &mut sc.groups, &mut sc.key_frag);
     let mut backends = Vec::with_capacity(sc.groups.len());
     for &slot in &sc.groups {
-        let Some(b) = node(s, cl, &map, slot as u16, read) else { return None };
+        let b = node(s, cl, &map, slot as u16, read)?;
         backends.push(b);
     }
     let merge = match kind {

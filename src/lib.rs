@@ -1,9 +1,10 @@
 //! ferrule: a thread-per-core io_uring proxy for Redis and Memcached.
 //!
 //! Layers (see docs/architecture.md):
-//! - pure, I/O-free, unit-tested: [`config`], [`handover`], [`hash`], [`protocol`], [`histogram`], [`router`], [`routes`], [`stats`]
+//! - pure, I/O-free, unit-tested: [`cluster`], [`config`], [`handover`], [`hash`], [`protocol`], [`histogram`], [`router`], [`routes`], [`stats`]
 //! - I/O on glommio: [`io`] (workers, client sessions, backend connections, control)
 
+pub mod cluster;
 pub mod config;
 pub mod fanout;
 pub mod handover;

@@ -20,6 +20,8 @@ mod users;
 mod validate;
 
 #[cfg(test)]
+mod cluster_tests;
+#[cfg(test)]
 mod route_tests;
 #[cfg(test)]
 mod tests;
@@ -442,7 +444,23 @@ pub struct PoolConfig {
     pub tcpkeepalive: bool,
     /// TLS to the servers (`tls = true`).
     pub tls: Option<PoolTls>,
+    /// `kind = "redis_cluster"`: the servers are seed nodes of a Redis Cluster and keys route by its slot map.
+    pub cluster: Option<ClusterOptions>,
 }
+
+/// The settings of a `kind = "redis_cluster"` pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterOptions {
+    /// How often control reads the topology again when nothing asked it to.
+    pub refresh_ms: u64,
+    pub read_from: crate::cluster::ReadFrom,
+}
+
+/// Default period of topology refreshes of a `redis_cluster` pool (redirects and failures refresh at once).
+pub const DEFAULT_CLUSTER_REFRESH_MS: u64 = 5000;
+
+/// What kind of pool a `[pools.<name>]` table is (its `kind` key).
+pub const POOL_KINDS: [&str; 2] = ["sharded", "redis_cluster"];
 
 /// One backend server of a pool.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -864,13 +864,22 @@ pub fn render_tree(config: &super::Config, target: Target, out: &mut String) {
         match target {
             Target::Pool(p) => {
                 let pool = &config.pools[p];
-                out.push_str(&format!(
-                    "{indent}{label}pool {} ({} servers, {} {})\n",
-                    pool.name,
-                    pool.servers.len(),
-                    pool.hash.name(),
-                    pool.distribution.name()
-                ));
+                match &pool.cluster {
+                    Some(c) => out.push_str(&format!(
+                        "{indent}{label}pool {} (redis_cluster, {} seed nodes, read_from {}, refresh every {} ms)\n",
+                        pool.name,
+                        pool.servers.len(),
+                        c.read_from.name(),
+                        c.refresh_ms
+                    )),
+                    None => out.push_str(&format!(
+                        "{indent}{label}pool {} ({} servers, {} {})\n",
+                        pool.name,
+                        pool.servers.len(),
+                        pool.hash.name(),
+                        pool.distribution.name()
+                    )),
+                }
             }
             Target::Server { pool, server } => {
                 let p = &config.pools[pool];

@@ -19,6 +19,9 @@ pub enum ToWorker {
     Eject { pool: String, server: String },
     /// Put an ejected server back after a successful probe.
     Restore { pool: String, server: String },
+    /// A `redis_cluster` pool's slot map, newly read by control (`version` counts the maps control saw change).
+    /// Every worker routes by the same map from the moment it takes this message.
+    ClusterMap { pool: String, version: u64, map: Arc<crate::cluster::SlotMap> },
     /// Send a stats snapshot back.
     Snapshot { id: u64 },
     /// Stop accepting, finish in-flight requests until the deadline, then stop. `handover`: a successor serves the
@@ -47,5 +50,10 @@ pub enum FromWorker {
     },
     Stopped {
         worker: usize,
+    },
+    /// A `redis_cluster` pool's map looks stale (a redirect, a failed node): read the topology again soon. Control
+    /// rate-limits these, so a storm of redirects causes one refresh.
+    ClusterRefresh {
+        pool: String,
     },
 }

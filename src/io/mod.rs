@@ -6,6 +6,7 @@ mod admin;
 mod admin_access;
 mod backend;
 mod bufpool;
+mod cluster;
 mod control;
 mod dedicated;
 mod exhaustion;
@@ -22,6 +23,7 @@ mod stream;
 pub mod sys;
 mod takeover;
 mod tls;
+mod topology;
 mod uring;
 mod worker;
 

@@ -477,7 +477,14 @@ impl WorkerStats {
                 l.snapshot(pool)
             })
             .collect();
-        WorkerSnapshot { worker, stats_enabled: self.enabled, listeners, servers, tls: super::tls::snapshot() }
+        WorkerSnapshot {
+            worker,
+            stats_enabled: self.enabled,
+            listeners,
+            servers,
+            tls: super::tls::snapshot(),
+            clusters: Vec::new(),
+        }
     }
 
     /// Counters only (no histograms), split by protocol, for redis INFO and memcache `stats`.

@@ -302,7 +302,12 @@ impl Worker {
         // Dedicated connections held through the reload finish their transaction or block on the old set (which
         // then closes them); the tick keeps checking their deadlines meanwhile.
         let mut held: Vec<Rc<Backend>> = Vec::new();
+        // A cluster pool whose settings did not change keeps its map and node connections.
+        let mut old_clusters: HashMap<String, (PoolConfig, Rc<super::cluster::ClusterRt>)> = HashMap::new();
         for p in old_pools {
+            if let Some(c) = &p.cluster {
+                old_clusters.insert(p.name.clone(), (p.cfg.clone(), c.clone()));
+            }
             for (sc, s) in p.cfg.servers.iter().zip(p.servers) {
                 held.extend(s.dedicated.borrow().leased().iter().cloned());
                 old.entry(reuse_key(&p.cfg, &old_proxy, sc)).or_default().push(s.conns);
@@ -317,10 +322,22 @@ impl Worker {
             .iter()
             .map(|pc| {
                 let is_ejected = |spec: &str| ejected.iter().any(|(p, s)| *p == pc.name && s == spec);
-                PoolRt::build(pc, &cfg.proxy, &mut reuse, &is_ejected)
+                let same =
+                    old_clusters.get(&pc.name).is_some_and(|(old_cfg, _)| old_cfg == pc && old_proxy == cfg.proxy);
+                let cluster = if same { old_clusters.remove(&pc.name).map(|(_, c)| c) } else { None };
+                let pool = PoolRt::build(pc, &cfg.proxy, &mut reuse, &is_ejected, cluster);
+                // A changed cluster pool gets new connections but routes by the map in force meanwhile, rather
+                // than refusing requests until control broadcasts it again.
+                if let (false, Some(new), Some((_, old))) = (same, &pool.cluster, old_clusters.get(&pc.name)) {
+                    new.install(old.map(), old.version.get());
+                }
+                pool
             })
             .collect();
         let mut retired = self.retired.borrow_mut();
+        for (_, c) in old_clusters.into_values() {
+            retired.extend(c.retire_all());
+        }
         for c in old.into_values().flatten().flatten() {
             c.retire();
             retired.push(c);
@@ -523,7 +540,15 @@ impl Worker {
 
     fn snapshot(&self) -> WorkerSnapshot {
         let servers = super::metrics::server_snapshots(&self.pools.borrow());
-        self.stats.borrow().snapshot(self.id, &self.config.borrow(), servers)
+        let mut snap = self.stats.borrow().snapshot(self.id, &self.config.borrow(), servers);
+        snap.clusters = self
+            .pools
+            .borrow()
+            .iter()
+            .filter_map(|p| p.cluster.as_ref())
+            .map(|c| (c.pool.clone(), c.counters()))
+            .collect();
+        snap
     }
 }
 
@@ -700,6 +725,21 @@ async fn tick(worker: Rc<Worker>, tx: Rc<ConnectedSender<FromWorker>>) {
                 }
             }
         }
+        for c in pools.iter().filter_map(|p| p.cluster.as_ref()) {
+            for (_, conns) in c.connections() {
+                for b in &conns {
+                    b.check_deadline(now);
+                    // A node that fails may be a primary that died: the map is read again (control rate-limits).
+                    if b.take_health_events().iter().any(|h| matches!(h, super::backend::Health::Failed(_))) {
+                        c.want_refresh();
+                    }
+                }
+            }
+            c.check_retired(now);
+            if c.take_refresh_wanted() {
+                events.push(FromWorker::ClusterRefresh { pool: c.pool.clone() });
+            }
+        }
         drop(pools);
         for e in events {
             let _ = tx.try_send(e);
@@ -800,6 +840,14 @@ async fn serve_control(worker: Rc<Worker>, mut rx: ConnectedReceiver<ToWorker>, 
             }
             ToWorker::Eject { pool, server } => set_ejected(&worker, &pool, &server, true),
             ToWorker::Restore { pool, server } => set_ejected(&worker, &pool, &server, false),
+            ToWorker::ClusterMap { pool, version, map } => {
+                let pools = worker.pools.borrow();
+                if let Some(c) = pools.iter().find(|p| p.name == pool).and_then(|p| p.cluster.as_ref()) {
+                    if version > c.version.get() {
+                        c.install(map, version);
+                    }
+                }
+            }
             ToWorker::Snapshot { id: sid } => {
                 let _ = tx.send(FromWorker::Snapshot { worker: id, id: sid, stats: Box::new(worker.snapshot()) }).await;
             }

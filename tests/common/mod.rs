@@ -2,6 +2,8 @@
 //! loopback ports, all stopped when dropped. A missing server binary fails the test with an install hint.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -1,5 +1,6 @@
 //! The Redis side of a client session: parse RESP requests, answer local commands, route the rest.
 
+mod cluster;
 mod pinned;
 
 use super::routed::{self, Group, KeyDest, Unroutable};
@@ -32,6 +33,8 @@ struct Scratch {
     route_groups: Vec<Group>,
     /// The request being routed, when per-command stats are on: its latency is recorded on completion.
     command: Option<CommandId>,
+    /// Cluster pools: the slot map version this client's requests in flight were routed by.
+    cluster_version: u64,
 }
 
 enum Flow {
@@ -165,7 +168,8 @@ fn handle(
     // Transactions (and a refused MULTI, which refuses everything up to EXEC/DISCARD): see `pinned`.
     if transaction::needs_gate(pinned.txn, info) {
         sc.reply.clear();
-        let supported = matches!(s.listener.target(), Target::Pool(_));
+        // Transactions need a dedicated connection to one server: not on cluster pools (yet).
+        let supported = matches!(s.listener.target(), Target::Pool(_)) && !on_cluster_pool(s);
         let gate = transaction::gate(&mut pinned.txn, info, sc.args.len(), supported, &mut sc.reply);
         if gate != Gate::Run {
             let flow = pinned::step(s, pinned, gate, info, req, sc, now);
@@ -188,12 +192,15 @@ fn handle(
             s.local(msg.as_bytes());
             Flow::Continue
         }
-        CommandKind::Forward => {
-            route(s, pinned, info, None, req, sc, now, blocked_on);
-            Flow::Continue
-        }
-        CommandKind::Split(kind) => {
-            route(s, pinned, info, Some(kind), req, sc, now, blocked_on);
+        CommandKind::Forward => routed(route(s, pinned, info, None, req, sc, now, blocked_on), pinned, sc),
+        CommandKind::Split(kind) => routed(route(s, pinned, info, Some(kind), req, sc, now, blocked_on), pinned, sc),
+        CommandKind::Pool(_) | CommandKind::Blocking(_) if on_cluster_pool(s) => {
+            let msg = format!(
+                "-ERR ferrule: {} is not supported on a redis_cluster pool (whole-pool and blocking commands need \
+                 one connection per server, which cluster pools do not keep yet)\r\n",
+                info.name
+            );
+            s.local(msg.as_bytes());
             Flow::Continue
         }
         CommandKind::Pool(cmd) => {
@@ -207,14 +214,17 @@ fn handle(
             }
             Some(flow) => flow,
             // It does not block (XREAD without BLOCK): an ordinary request.
-            None => {
-                route(s, pinned, info, None, req, sc, now, blocked_on);
-                Flow::Continue
-            }
+            None => routed(route(s, pinned, info, None, req, sc, now, blocked_on), pinned, sc),
         },
         // Always answered by the gate above.
         CommandKind::Transaction(_) => Flow::Continue,
     }
+}
+
+/// Whether the listener's pool is a `redis_cluster` pool (asked only by commands a cluster pool refuses).
+fn on_cluster_pool(s: &Session) -> bool {
+    let Target::Pool(p) = s.listener.target() else { return false };
+    s.worker.pools.borrow().get(p).is_some_and(|pool| pool.cluster.is_some())
 }
 
 /// `-NOAUTH` for a client that must authenticate first, `-NOPERM` for a read-only user's write; `None` to go on.
@@ -231,6 +241,16 @@ fn refuse_access(s: &Session, info: &CommandInfo, req: &[u8], args: &[Range<usiz
     None
 }
 
+/// A request [`route`] could not take yet ([`Flow::Retry`]) is parsed again later, counted once.
+fn routed(flow: Flow, pinned: &mut Pinned, sc: &Scratch) -> Flow {
+    if matches!(flow, Flow::Retry) {
+        pinned.retried = Some(sc.command);
+    }
+    flow
+}
+
+/// Sends a keyed request on; [`Flow::Retry`] when it must wait for the client's requests in flight (a cluster
+/// pool's map changed since they were sent), [`Flow::Continue`] otherwise (answered or sent).
 #[allow(clippy::too_many_arguments)]
 fn route(
     s: &mut Session,
@@ -241,30 +261,49 @@ fn route(
     sc: &mut Scratch,
     now: Instant,
     blocked_on: &mut Option<std::rc::Rc<crate::io::backend::Backend>>,
-) {
+) -> Flow {
+    route_keys(s, pinned, info, split, req, sc, now, blocked_on).unwrap_or(Flow::Continue)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn route_keys(
+    s: &mut Session,
+    pinned: &Pinned,
+    info: &'static CommandInfo,
+    split: Option<Split>,
+    req: &[u8],
+    sc: &mut Scratch,
+    now: Instant,
+    blocked_on: &mut Option<std::rc::Rc<crate::io::backend::Backend>>,
+) -> Option<Flow> {
     sc.keys.clear();
     if let Err(e) = redis::key_indices(info, &sc.args, req, &mut sc.keys) {
         // `e` is a whole error text with its code ("ERR ..."): only the '-' is added.
         sc.reply.clear();
         redis::write_error(&mut sc.reply, e.as_bytes());
         s.local(&sc.reply);
-        return;
+        return None;
     }
     if sc.keys.is_empty() {
         let msg = format!("-ERR ferrule: {} needs at least one key to route by\r\n", info.name);
         s.local(msg.as_bytes());
-        return;
+        return None;
     }
     let target = s.listener.target();
     let Target::Pool(pool_index) = target else {
         route_tree(s, info, split, req, sc, now, blocked_on, target);
-        return;
+        return None;
     };
     let pools = s.worker.pools.borrow();
     let Some(pool) = pools.get(pool_index) else {
         s.local(b"-ERR ferrule: listener has no pool\r\n");
-        return;
+        return None;
     };
+    if let Some(cl) = &pool.cluster {
+        let cl = cl.clone();
+        drop(pools);
+        return cluster::route(s, &cl, info, split, req, sc, now, blocked_on);
+    }
     sc.servers.clear();
     for &k in &sc.keys {
         match pool.router.server_for(&req[sc.args[k].clone()]) {
@@ -273,7 +312,7 @@ fn route(
                 s.meters.borrow_mut().clients.unroutable += 1;
                 let msg = format!("-ERR ferrule: pool '{}' has no server available (all ejected)\r\n", pool.name);
                 s.local(msg.as_bytes());
-                return;
+                return None;
             }
         }
     }
@@ -286,14 +325,15 @@ fn route(
         if backend.over_queue_bound() {
             *blocked_on = Some(backend.clone());
         }
-        return;
+        return None;
     }
     let Some(kind) = split else {
         let _ = matches!(info.keys, KeySpec::None);
         s.local(b"-CROSSSLOT Keys in request don't hash to the same server\r\n");
-        return;
+        return None;
     };
     split_request(s, pool, pool_index, pinned, info, kind, req, sc, now, blocked_on);
+    None
 }
 
 /// SCAN, DBSIZE, SCRIPT, FUNCTION: about the whole pool. SCAN goes to the server its cursor names (see

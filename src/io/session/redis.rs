@@ -1,6 +1,7 @@
 //! The Redis side of a client session: parse RESP requests, answer local commands, route the rest.
 
 mod pinned;
+mod pubsub;
 
 use super::routed::{self, Group, KeyDest, Unroutable};
 use super::{InBuf, Next, Session};
@@ -162,6 +163,12 @@ fn handle(
             return Flow::Continue;
         }
     }
+    // A subscribed client: redis' subscribe-mode rules, see `pubsub`.
+    if pinned.pubsub.is_some() {
+        if let Some(flow) = pubsub::gate(s, pinned, info, req, sc) {
+            return flow;
+        }
+    }
     // Transactions (and a refused MULTI, which refuses everything up to EXEC/DISCARD): see `pinned`.
     if transaction::needs_gate(pinned.txn, info) {
         sc.reply.clear();
@@ -212,6 +219,10 @@ fn handle(
                 Flow::Continue
             }
         },
+        CommandKind::PubSub(cmd) => {
+            pubsub::command(s, pinned, info, cmd, req, sc);
+            Flow::Continue
+        }
         // Always answered by the gate above.
         CommandKind::Transaction(_) => Flow::Continue,
     }
@@ -361,6 +372,16 @@ fn whole_pool(
         PoolCmd::Script if sub == b"EXISTS" => MergeKind::RedisAndArray,
         PoolCmd::Script if sub == b"LOAD" || sub == b"FLUSH" => MergeKind::RedisSame,
         PoolCmd::Function if matches!(&sub[..], b"LOAD" | b"DELETE" | b"FLUSH" | b"LIST") => MergeKind::RedisSame,
+        PoolCmd::Pubsub if matches!(&sub[..], b"CHANNELS" | b"SHARDCHANNELS") => MergeKind::RedisChannels,
+        PoolCmd::Pubsub if matches!(&sub[..], b"NUMSUB" | b"SHARDNUMSUB") => MergeKind::RedisNumsub,
+        PoolCmd::Pubsub if sub == b"NUMPAT" => MergeKind::RedisMax,
+        PoolCmd::Pubsub => {
+            let msg = format!(
+                "-ERR ferrule: PUBSUB {} is not supported (CHANNELS, NUMSUB, NUMPAT, SHARDCHANNELS and SHARDNUMSUB are asked of every server of the pool)\r\n",
+                redis::printable(&sub, 32),
+            );
+            return s.local(msg.as_bytes());
+        }
         PoolCmd::Script | PoolCmd::Function => {
             let served =
                 if cmd == PoolCmd::Function { "LOAD, DELETE, FLUSH and LIST" } else { "LOAD, EXISTS and FLUSH" };
@@ -372,10 +393,10 @@ fn whole_pool(
             return s.local(msg.as_bytes());
         }
     };
-    // DBSIZE counts the live servers' keys; scripts and functions go to every server, so that one ejected for now
+    // DBSIZE and PUBSUB ask the live servers; scripts and functions go to every server, so that one ejected for now
     // shows up as an error rather than as a server silently missing a script.
     sc.servers.clear();
-    sc.servers.extend((0..n).filter(|&i| cmd != PoolCmd::Dbsize || live(i)));
+    sc.servers.extend((0..n).filter(|&i| !matches!(cmd, PoolCmd::Dbsize | PoolCmd::Pubsub) || live(i)));
     if sc.servers.is_empty() {
         s.meters.borrow_mut().clients.unroutable += 1;
         let msg = format!("-ERR ferrule: pool '{}' has no server available (all ejected)\r\n", pool.name);

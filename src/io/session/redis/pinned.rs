@@ -39,6 +39,8 @@ pub(super) struct Pinned {
     block_lease: Option<Lease>,
     /// The per-command stats id of a request answered [`Flow::Retry`]: it was counted when first handled.
     pub retried: Option<Option<CommandId>>,
+    /// Subscriptions and their connections, once the client subscribed (`super::pubsub`).
+    pub pubsub: Option<Box<super::pubsub::PubSub>>,
 }
 
 impl Pinned {

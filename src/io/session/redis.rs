@@ -172,8 +172,8 @@ fn handle(
     // Transactions (and a refused MULTI, which refuses everything up to EXEC/DISCARD): see `pinned`.
     if transaction::needs_gate(pinned.txn, info) {
         sc.reply.clear();
-        let supported = matches!(s.listener.target(), Target::Pool(_));
-        let gate = transaction::gate(&mut pinned.txn, info, sc.args.len(), supported, &mut sc.reply);
+        // Every listener runs transactions: on a route, each keyed command must reach one server (see `pinned`).
+        let gate = transaction::gate(&mut pinned.txn, info, sc.args.len(), true, &mut sc.reply);
         if gate != Gate::Run {
             let flow = pinned::step(s, pinned, gate, info, req, sc, now);
             if matches!(flow, Flow::Retry) {
@@ -268,7 +268,7 @@ fn route(
     }
     let target = s.listener.target();
     let Target::Pool(pool_index) = target else {
-        route_tree(s, info, split, req, sc, now, blocked_on, target);
+        route_tree(s, pinned, info, split, req, sc, now, blocked_on, target);
         return;
     };
     let pools = s.worker.pools.borrow();
@@ -496,6 +496,7 @@ fn split_request(
 #[allow(clippy::too_many_arguments)]
 fn route_tree(
     s: &mut Session,
+    pinned: &Pinned,
     info: &'static CommandInfo,
     split: Option<Split>,
     req: &[u8],
@@ -533,7 +534,9 @@ fn route_tree(
                 s.local(&sc.reply);
             }
             Group::Server { pool, server } => {
-                let backend = pools[pool].backend_for(server, s.id, s.proto);
+                // While keys are WATCHed, requests to their server go on the WATCHing connection.
+                let backend =
+                    pinned.watching(pool, server).unwrap_or_else(|| pools[pool].backend_for(server, s.id, s.proto));
                 if sc.dests.iter().all(|d| d.strip() == 0) {
                     forward_whole(s, backend, info, req, sc, now);
                 } else {
@@ -575,7 +578,8 @@ fn route_tree(
                 s.q.borrow_mut().complete_fragment(seq, frag, &reply);
             }
             Group::Server { pool, server } => {
-                let backend = pools[pool].backend_for(server, s.id, s.proto);
+                let backend =
+                    pinned.watching(pool, server).unwrap_or_else(|| pools[pool].backend_for(server, s.id, s.proto));
                 let meter = sc.command.map(|c| Meter::new(&s.meters, c, now, true));
                 let waiter = Waiter::Client { client: s.q.clone(), seq, frag: Some(frag as u32), meter };
                 backend.enqueue(

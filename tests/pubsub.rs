@@ -159,6 +159,33 @@ fn a_message_published_after_the_confirmation_arrives() {
     }
 }
 
+/// The servers are made slow (a busy script) while the SUBSCRIBE is on its way: a confirmation given before the
+/// server subscribed would let the PUBLISH that follows it reach the server first, and the message would be lost.
+#[test]
+fn the_confirmation_waits_for_a_slow_server() {
+    const BUSY: &str = "local t = redis.call('TIME') local start = t[1] * 1000000 + t[2] \
+        while true do local n = redis.call('TIME') if n[1] * 1000000 + n[2] - start > 300000 then break end end \
+        return 1";
+    let (backends, _f, port) = setup("");
+    let ports: Vec<u16> = backends.iter().map(|b| b.port).collect();
+    for i in 0..5 {
+        let sleepers: Vec<_> = ports
+            .iter()
+            .map(|&p| std::thread::spawn(move || Client::connect(p).redis_str(&["EVAL", BUSY, "0"])))
+            .collect();
+        std::thread::sleep(Duration::from_millis(50));
+        let ch = format!("slow:{i}");
+        let mut sub = Client::connect(port);
+        send_read(&mut sub, &["SUBSCRIBE", &ch], 1);
+        let mut publisher = Client::connect(port);
+        assert_eq!(publisher.redis_str(&["PUBLISH", &ch, "m"]), ":1\r\n", "subscribed before the confirmation");
+        assert_eq!(reply(&mut sub), format!("*3\r\n$7\r\nmessage\r\n${}\r\n{ch}\r\n$1\r\nm\r\n", ch.len()));
+        for t in sleepers {
+            assert_eq!(t.join().unwrap(), ":1\r\n");
+        }
+    }
+}
+
 #[test]
 fn resp3_gets_pushes_and_runs_commands_while_subscribed() {
     let (_b, _f, port) = setup("");
@@ -221,4 +248,39 @@ fn a_lost_subscriber_connection_ends_the_client_connection() {
     let err = reply(&mut sub);
     assert!(err.starts_with("-ERR ferrule: subscriber connection to backend main/"), "{err}");
     assert!(sub.closed_by_peer(), "the client is told by its connection ending");
+}
+
+#[test]
+fn what_cannot_be_done_while_subscribed_or_in_a_transaction_is_refused() {
+    let (_b, _f, port) = setup("");
+    let mut c = Client::connect(port);
+    send_read(&mut c, &["HELLO", "3"], 1);
+    send_read(&mut c, &["SUBSCRIBE", "x"], 1);
+    assert_eq!(
+        reply_of(&mut c, &["HELLO", "2"]),
+        "-ERR ferrule: HELLO is not supported while subscribed (unsubscribe from everything first)\r\n"
+    );
+    send_read(&mut c, &["UNSUBSCRIBE"], 1);
+    // Nothing subscribed any more: the version can change, and the client subscribes again in it.
+    assert!(reply_of(&mut c, &["HELLO", "2"]).starts_with("*14\r\n"));
+    assert_eq!(send_read(&mut c, &["SUBSCRIBE", "x"], 1)[0], "*3\r\n$9\r\nsubscribe\r\n$1\r\nx\r\n:1\r\n");
+    let mut p = Client::connect(port);
+    assert_eq!(p.redis_str(&["PUBLISH", "x", "m"]), ":1\r\n");
+    assert_eq!(reply(&mut c), "*3\r\n$7\r\nmessage\r\n$1\r\nx\r\n$1\r\nm\r\n", "RESP2 now");
+    // Subscribe commands cannot be queued in a transaction (it is aborted); PUBLISH can.
+    let mut t = Client::connect(port);
+    assert_eq!(t.redis_str(&["MULTI"]), "+OK\r\n");
+    assert_eq!(
+        t.redis_str(&["SUBSCRIBE", "y"]),
+        "-ERR ferrule: SUBSCRIBE cannot be queued in a transaction; the transaction is aborted\r\n"
+    );
+    assert!(t.redis_str(&["EXEC"]).starts_with("-EXECABORT"));
+    let tx = [&["MULTI"][..], &["PUBLISH", "x", "in-tx"], &["EXEC"]];
+    let replies: Vec<String> = tx.iter().map(|a| t.redis_str(a)).collect();
+    assert_eq!(replies, ["+OK\r\n", "+QUEUED\r\n", "*1\r\n:1\r\n"]);
+    assert_eq!(reply(&mut c), "*3\r\n$7\r\nmessage\r\n$1\r\nx\r\n$5\r\nin-tx\r\n");
+}
+
+fn reply_of(c: &mut Client, args: &[&str]) -> String {
+    send_read(c, args, 1).remove(0)
 }

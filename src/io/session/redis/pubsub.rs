@@ -111,18 +111,21 @@ impl SubConn {
 
 /// What the session asks before anything else while the client has subscriptions: a RESP2 client in subscribe
 /// mode may only run the (un)subscribe commands, PING (answered `*2 pong ...`), QUIT and RESET, as in redis; a
-/// RESP3 client runs everything, its messages arriving as pushes between replies, but cannot switch version.
+/// RESP3 client runs everything, its messages arriving as pushes between replies. Neither can switch version with
+/// HELLO while it has subscriptions or confirmations still to come (the connections speak the version it had).
 pub(super) fn gate(s: &Session, p: &mut Pinned, info: &CommandInfo, req: &[u8], sc: &mut Scratch) -> Option<Flow> {
     let ps = p.pubsub.as_ref()?;
-    if ps.st.borrow().subs.total() == 0 {
-        if ps.st.borrow().waiting.is_empty() {
-            // Unsubscribed from everything and confirmed: the connections go.
-            p.pubsub = None;
-        }
+    let (total, waiting) = {
+        let st = ps.st.borrow();
+        (st.subs.total(), st.waiting.len())
+    };
+    if total == 0 && waiting == 0 {
+        // Unsubscribed from everything and confirmed: the connections go.
+        p.pubsub = None;
         return None;
     }
     sc.reply.clear();
-    if s.proto == Proto::Resp2 {
+    if s.proto == Proto::Resp2 && total > 0 {
         if info.kind == CommandKind::Local(Local::Ping) && sc.args.len() <= 2 {
             pubsub::write_subscribed_pong(&mut sc.reply, sc.args.get(1).map(|a| &req[a.clone()]));
         } else if !pubsub::allowed_while_subscribed(info) {
@@ -297,7 +300,7 @@ fn release_after(st: &Rc<RefCell<State>>, sent: Vec<(ServerId, Vec<&[u8]>)>, wor
     let slot = state.client.borrow_mut().reserve();
     let mut asked = 0;
     for (server, names) in sent {
-        let Some(conn) = state.conns.iter().find(|c| c.server == server).cloned() else { continue };
+        let Some(conn) = state.conns.iter().find(|c| c.server == server && !c.closed.get()).cloned() else { continue };
         let mut args = Vec::with_capacity(names.len() + 1);
         args.push(word);
         args.extend(names);
@@ -316,6 +319,7 @@ fn connection(s: &Session, st: &Rc<RefCell<State>>, server: ServerId) -> Result<
     if st.borrow().conns.iter().any(|c| c.server == server && !c.closed.get()) {
         return Ok(());
     }
+    st.borrow_mut().conns.retain(|c| !c.closed.get());
     let set = {
         let pools = s.worker.pools.borrow();
         pools

@@ -284,3 +284,37 @@ fn what_cannot_be_done_while_subscribed_or_in_a_transaction_is_refused() {
 fn reply_of(c: &mut Client, args: &[&str]) -> String {
     send_read(c, args, 1).remove(0)
 }
+
+#[test]
+fn a_client_that_leaves_before_its_confirmation_leaves_nothing_behind() {
+    let (backends, f, port) = setup("");
+    const BUSY: &str = "local t = redis.call('TIME') local start = t[1] * 1000000 + t[2] \
+        while true do local n = redis.call('TIME') if n[1] * 1000000 + n[2] - start > 300000 then break end end \
+        return 1";
+    let ports: Vec<u16> = backends.iter().map(|b| b.port).collect();
+    let sleepers: Vec<_> =
+        ports.iter().map(|&p| std::thread::spawn(move || Client::connect(p).redis_str(&["EVAL", BUSY, "0"]))).collect();
+    std::thread::sleep(Duration::from_millis(50));
+    {
+        let mut sub = Client::connect(port);
+        sub.send(&command(&["PSUBSCRIBE", "gone:*"]));
+    }
+    for t in sleepers {
+        t.join().unwrap();
+    }
+    // The session ended (its replies still awaited did not hold it open) and its subscriber connections closed:
+    // no client connection is open on ferrule, no subscriber is left on either server.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left: Vec<String> = ports.iter().map(|&p| Client::connect(p).redis_str(&["PUBSUB", "NUMPAT"])).collect();
+        let (_, stats) = f.admin("GET", "/stats");
+        let open = stats.split("\"curr_connections\"").nth(1).map(|rest| {
+            rest.trim_start_matches([':', ' ']).chars().take_while(char::is_ascii_digit).collect::<String>()
+        });
+        if left.iter().all(|n| n == ":0\r\n") && open.as_deref() == Some("0") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{left:?} open {open:?}: {stats}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

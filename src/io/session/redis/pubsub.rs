@@ -48,9 +48,18 @@ struct State {
 }
 
 impl Drop for State {
+    /// The client left (or let go of its last subscription): the connections close, and replies still waiting for
+    /// confirmations are given as they are, so the client's queue drains and its session can end.
     fn drop(&mut self) {
         for c in &self.conns {
             c.close();
+        }
+        let mut waiting: Vec<(u64, Vec<u8>)> = self.waiting.drain().map(|(slot, (_, reply))| (slot, reply)).collect();
+        waiting.sort_unstable_by_key(|(slot, _)| *slot);
+        if let Ok(mut q) = self.client.try_borrow_mut() {
+            for (slot, reply) in waiting {
+                q.complete(slot, &reply);
+            }
         }
     }
 }

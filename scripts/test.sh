@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs ferrule's whole test suite: formatting, lints, unit and integration tests.
 # Installs the server binaries the integration tests start (redis-server, memcached, nutcracker) when missing,
-# redis-py (Debian's python3-redis for tests/refusals.rs, and redis-py 8 in target/pyenv for the RESP3 tests), and
+# redis-py (Debian's python3-redis for tests/refusals.rs, and redis-py 8 in target/pyenv for the RESP3 and workload
+# tests, its asyncio client included), ioredis (target/node_modules), redis-cli (redis-tools, tests/redis_cli.rs), and
 # the C++ compiler the fuzz targets' libFuzzer is built with. FUZZ_SECONDS (default 5) is how long each fuzz target
 # runs; 0 only replays the seeds (scripts/fuzz.sh and docs/fuzzing.md have the longer runs).
 set -euo pipefail

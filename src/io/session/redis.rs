@@ -2,6 +2,7 @@
 
 mod cluster;
 mod pinned;
+mod pubsub;
 
 use super::routed::{self, Group, KeyDest, Unroutable};
 use super::{InBuf, Next, Session};
@@ -165,11 +166,18 @@ fn handle(
             return Flow::Continue;
         }
     }
+    // A subscribed client: redis' subscribe-mode rules, see `pubsub`.
+    if pinned.pubsub.is_some() {
+        if let Some(flow) = pubsub::gate(s, pinned, info, req, sc) {
+            return flow;
+        }
+    }
     // Transactions (and a refused MULTI, which refuses everything up to EXEC/DISCARD): see `pinned`.
     if transaction::needs_gate(pinned.txn, info) {
         sc.reply.clear();
-        // Transactions need a dedicated connection to one server: not on cluster pools (yet).
-        let supported = matches!(s.listener.target(), Target::Pool(_)) && !on_cluster_pool(s);
+        // Every listener runs transactions: on a route, each keyed command must reach one server (see `pinned`);
+        // not on cluster pools (yet).
+        let supported = !on_cluster_pool(s);
         let gate = transaction::gate(&mut pinned.txn, info, sc.args.len(), supported, &mut sc.reply);
         if gate != Gate::Run {
             let flow = pinned::step(s, pinned, gate, info, req, sc, now);
@@ -216,6 +224,10 @@ fn handle(
             // It does not block (XREAD without BLOCK): an ordinary request.
             None => routed(route(s, pinned, info, None, req, sc, now, blocked_on), pinned, sc),
         },
+        CommandKind::PubSub(cmd) => {
+            pubsub::command(s, pinned, info, cmd, req, sc);
+            Flow::Continue
+        }
         // Always answered by the gate above.
         CommandKind::Transaction(_) => Flow::Continue,
     }
@@ -291,7 +303,7 @@ fn route_keys(
     }
     let target = s.listener.target();
     let Target::Pool(pool_index) = target else {
-        route_tree(s, info, split, req, sc, now, blocked_on, target);
+        route_tree(s, pinned, info, split, req, sc, now, blocked_on, target);
         return None;
     };
     let pools = s.worker.pools.borrow();
@@ -401,6 +413,16 @@ fn whole_pool(
         PoolCmd::Script if sub == b"EXISTS" => MergeKind::RedisAndArray,
         PoolCmd::Script if sub == b"LOAD" || sub == b"FLUSH" => MergeKind::RedisSame,
         PoolCmd::Function if matches!(&sub[..], b"LOAD" | b"DELETE" | b"FLUSH" | b"LIST") => MergeKind::RedisSame,
+        PoolCmd::Pubsub if matches!(&sub[..], b"CHANNELS" | b"SHARDCHANNELS") => MergeKind::RedisChannels,
+        PoolCmd::Pubsub if matches!(&sub[..], b"NUMSUB" | b"SHARDNUMSUB") => MergeKind::RedisNumsub,
+        PoolCmd::Pubsub if sub == b"NUMPAT" => MergeKind::RedisMax,
+        PoolCmd::Pubsub => {
+            let msg = format!(
+                "-ERR ferrule: PUBSUB {} is not supported (CHANNELS, NUMSUB, NUMPAT, SHARDCHANNELS and SHARDNUMSUB are asked of every server of the pool)\r\n",
+                redis::printable(&sub, 32),
+            );
+            return s.local(msg.as_bytes());
+        }
         PoolCmd::Script | PoolCmd::Function => {
             let served =
                 if cmd == PoolCmd::Function { "LOAD, DELETE, FLUSH and LIST" } else { "LOAD, EXISTS and FLUSH" };
@@ -412,10 +434,10 @@ fn whole_pool(
             return s.local(msg.as_bytes());
         }
     };
-    // DBSIZE counts the live servers' keys; scripts and functions go to every server, so that one ejected for now
+    // DBSIZE and PUBSUB ask the live servers; scripts and functions go to every server, so that one ejected for now
     // shows up as an error rather than as a server silently missing a script.
     sc.servers.clear();
-    sc.servers.extend((0..n).filter(|&i| cmd != PoolCmd::Dbsize || live(i)));
+    sc.servers.extend((0..n).filter(|&i| !matches!(cmd, PoolCmd::Dbsize | PoolCmd::Pubsub) || live(i)));
     if sc.servers.is_empty() {
         s.meters.borrow_mut().clients.unroutable += 1;
         let msg = format!("-ERR ferrule: pool '{}' has no server available (all ejected)\r\n", pool.name);
@@ -515,6 +537,7 @@ fn split_request(
 #[allow(clippy::too_many_arguments)]
 fn route_tree(
     s: &mut Session,
+    pinned: &Pinned,
     info: &'static CommandInfo,
     split: Option<Split>,
     req: &[u8],
@@ -552,7 +575,9 @@ fn route_tree(
                 s.local(&sc.reply);
             }
             Group::Server { pool, server } => {
-                let backend = pools[pool].backend_for(server, s.id, s.proto);
+                // While keys are WATCHed, requests to their server go on the WATCHing connection.
+                let backend =
+                    pinned.watching(pool, server).unwrap_or_else(|| pools[pool].backend_for(server, s.id, s.proto));
                 if sc.dests.iter().all(|d| d.strip() == 0) {
                     forward_whole(s, backend, info, req, sc, now);
                 } else {
@@ -594,7 +619,8 @@ fn route_tree(
                 s.q.borrow_mut().complete_fragment(seq, frag, &reply);
             }
             Group::Server { pool, server } => {
-                let backend = pools[pool].backend_for(server, s.id, s.proto);
+                let backend =
+                    pinned.watching(pool, server).unwrap_or_else(|| pools[pool].backend_for(server, s.id, s.proto));
                 let meter = sc.command.map(|c| Meter::new(&s.meters, c, now, true));
                 let waiter = Waiter::Client { client: s.q.clone(), seq, frag: Some(frag as u32), meter };
                 backend.enqueue(

@@ -199,6 +199,7 @@ pub const EXECUTABLE_TYPES: &[&str] = &[
     "all_fastest",
     "all_majority",
     "shadow",
+    "migrate",
 ];
 
 /// Default bound on outstanding shadow requests per target and worker (mcrouter's).

@@ -84,6 +84,9 @@ impl Plan {
                 (Rule::Failover(Failover::miss(children.targets.len(), *max_tries)), children.targets.clone())
             }
             RouteKind::All { mode, children } => (Rule::All(*mode), children.targets.clone()),
+            // The tree decides migrate's other requests; only deletes inside the window come here: to both, the
+            // worse reply answers.
+            RouteKind::Migrate { from, to, .. } => (Rule::All(AllMode::Sync), vec![from.target, to.target]),
             RouteKind::Shadow { child, shadows, max_outstanding } => {
                 let shadows = shadows
                     .iter()

@@ -139,6 +139,8 @@ enum Node {
     Random(random::RandomRoute),
     Error,
     Null,
+    /// `migrate`: a selector by key and time, except deletes in the window, which fan out to both.
+    Migrate { from: Target, to: Target, start: u64, interval: u64 },
     /// Kinds that send to several destinations: decided by the executor with the kind's combiner.
     Fan,
 }
@@ -160,6 +162,12 @@ impl RouteTree {
                 RouteKind::Random { children } => Node::Random(random::RandomRoute::new(&children.targets)),
                 RouteKind::Error { .. } => Node::Error,
                 RouteKind::Null => Node::Null,
+                RouteKind::Migrate { from, to, start_time, interval_s } => Node::Migrate {
+                    from: from.target,
+                    to: to.target,
+                    start: *start_time,
+                    interval: *interval_s,
+                },
                 _ => Node::Fan,
             })
             .collect();
@@ -192,6 +200,12 @@ impl RouteTree {
                 Some(Node::Error) => return Decision::Reply(Canned::Error { route }),
                 Some(Node::Null) => return Decision::Reply(Canned::Null),
                 Some(Node::Fan) => return Decision::Fan { route, strip },
+                Some(&Node::Migrate { from, to, start, interval }) => {
+                    match migrate::decide(from, to, start, interval, op.class(), key, ctx.now_unix) {
+                        migrate::Migration::One(t) => Some(t),
+                        migrate::Migration::Both(..) => return Decision::Fan { route, strip },
+                    }
+                }
                 None => None,
             };
             match next {

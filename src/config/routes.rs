@@ -200,6 +200,8 @@ pub const EXECUTABLE_TYPES: &[&str] = &[
     "all_majority",
     "shadow",
     "migrate",
+    "warmup",
+    "l1l2",
 ];
 
 /// Default bound on outstanding shadow requests per target and worker (mcrouter's).

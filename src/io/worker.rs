@@ -674,11 +674,13 @@ pub async fn run(
         }
     };
     let tx = Rc::new(tx.connect().await);
+    let mut stats = WorkerStats::new(cfg.proxy.stats);
+    let fans = super::fan::Plans::build(&cfg, &mut stats);
     let worker = Rc::new(Worker {
         id,
         pools: RefCell::new(Vec::new()),
         routes: RefCell::new(Rc::new(RouteTree::build(&cfg))),
-        fans: RefCell::new(Rc::new(super::fan::Plans::build(&cfg))),
+        fans: RefCell::new(Rc::new(fans)),
         listeners: RefCell::new(HashMap::new()),
         retired: RefCell::new(Vec::new()),
         sessions: RefCell::new(HashMap::new()),
@@ -690,7 +692,7 @@ pub async fn run(
         rng: Cell::new(0x9e37_79b9_7f4a_7c15 ^ ((id as u64 + 1) << 32) ^ u64::from(std::process::id())),
         unix_now: Cell::new(unix_seconds()),
         next_client: Cell::new((id as u64) << 48),
-        stats: RefCell::new(WorkerStats::new(cfg.proxy.stats)),
+        stats: RefCell::new(stats),
         started: Instant::now(),
         client_buffers: Rc::new(Cell::new(0)),
     });
@@ -724,7 +726,7 @@ async fn serve_control(worker: Rc<Worker>, mut rx: ConnectedReceiver<ToWorker>, 
                 // on the backends they were queued on, the next ones route with the new rings.
                 worker.install_pools(&config, &ejected);
                 *worker.routes.borrow_mut() = Rc::new(RouteTree::build(&config));
-                *worker.fans.borrow_mut() = Rc::new(super::fan::Plans::build(&config));
+                *worker.fans.borrow_mut() = Rc::new(super::fan::Plans::build(&config, &mut worker.stats.borrow_mut()));
                 *worker.config.borrow_mut() = config.clone();
                 worker.stats.borrow_mut().set_enabled(config.proxy.stats);
                 let problems = worker.install_listeners(&config);

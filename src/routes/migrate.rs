@@ -78,7 +78,10 @@ mod tests {
         assert_eq!(del(1100), Migration::One(TO));
         // Writes other than deletes follow the key.
         let set = |now| decide(FROM, TO, 1000, 100, OpClass::Update, b"k", now);
-        assert_eq!(set(1050), if 1050 >= switch_time(1000, 100, b"k") { Migration::One(TO) } else { Migration::One(FROM) });
+        assert_eq!(
+            set(1050),
+            if 1050 >= switch_time(1000, 100, b"k") { Migration::One(TO) } else { Migration::One(FROM) }
+        );
     }
 
     #[test]

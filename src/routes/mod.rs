@@ -12,7 +12,9 @@
 pub mod all;
 pub mod error;
 pub mod failover;
+pub mod fill;
 pub mod hash;
+pub mod l1l2;
 pub mod migrate;
 pub mod null;
 pub mod operation;
@@ -21,6 +23,7 @@ pub mod prefix;
 pub mod random;
 pub mod severity;
 pub mod shadow;
+pub mod warmup;
 
 #[cfg(test)]
 pub(crate) mod testing;
@@ -140,7 +143,12 @@ enum Node {
     Error,
     Null,
     /// `migrate`: a selector by key and time, except deletes in the window, which fan out to both.
-    Migrate { from: Target, to: Target, start: u64, interval: u64 },
+    Migrate {
+        from: Target,
+        to: Target,
+        start: u64,
+        interval: u64,
+    },
     /// Kinds that send to several destinations: decided by the executor with the kind's combiner.
     Fan,
 }
@@ -162,12 +170,9 @@ impl RouteTree {
                 RouteKind::Random { children } => Node::Random(random::RandomRoute::new(&children.targets)),
                 RouteKind::Error { .. } => Node::Error,
                 RouteKind::Null => Node::Null,
-                RouteKind::Migrate { from, to, start_time, interval_s } => Node::Migrate {
-                    from: from.target,
-                    to: to.target,
-                    start: *start_time,
-                    interval: *interval_s,
-                },
+                RouteKind::Migrate { from, to, start_time, interval_s } => {
+                    Node::Migrate { from: from.target, to: to.target, start: *start_time, interval: *interval_s }
+                }
                 _ => Node::Fan,
             })
             .collect();

@@ -97,6 +97,8 @@ pub struct ProxyStats {
     /// In config order.
     pub pools: Vec<PoolTotals>,
     pub tls: crate::tls::TlsStats,
+    /// Sorted by name.
+    pub routes: Vec<super::RouteCounts>,
 }
 
 impl ProxyStats {
@@ -143,6 +145,7 @@ pub fn merge(snapshots: &[WorkerSnapshot]) -> ProxyStats {
     ordered.sort_by_key(|s| s.worker);
     for snap in ordered {
         stats.tls.add(&snap.tls);
+        super::merge_routes(&mut stats.routes, &snap.routes);
         let mut worker = WorkerTotals { worker: snap.worker, stats_enabled: snap.stats_enabled, ..Default::default() };
         for l in &snap.listeners {
             worker.clients.add(&l.clients);
@@ -194,6 +197,7 @@ pub fn merge(snapshots: &[WorkerSnapshot]) -> ProxyStats {
         }
     }
     stats.listeners.sort_by(|a, b| a.name.cmp(&b.name));
+    stats.routes.sort_by(|a, b| a.name.cmp(&b.name));
     for l in &mut stats.listeners {
         l.commands.sort_by(|a, b| a.name.cmp(b.name));
         if let Some(&p) = pool_index.get(&l.pool) {
@@ -221,6 +225,7 @@ mod tests {
             worker: id,
             stats_enabled: true,
             tls: Default::default(),
+            routes: Vec::new(),
             listeners: vec![ListenerSnapshot {
                 name: "cache".into(),
                 protocol: "redis",

@@ -192,4 +192,6 @@ pub struct WorkerSnapshot {
     /// In pool order, then server order, as configured.
     pub servers: Vec<ServerSnapshot>,
     pub tls: crate::tls::TlsStats,
+    /// The routes executed by `io::fan`, by name.
+    pub routes: Vec<super::RouteCounts>,
 }

@@ -11,6 +11,7 @@
 use super::{answer, failure_reply, release_background, resolve, send, send_single, take_background};
 use super::{Attempt, Dest, Env, Mode, Plan, Refused, ReplyTo, Request};
 use crate::config::{AllMode, Protocol};
+use crate::fanout::MergeKind;
 use crate::io::backend::{Framer, Waiter};
 use crate::io::stats::RouteCounters;
 use crate::protocol::memcache::Command;
@@ -48,6 +49,8 @@ pub struct State {
     held: Option<(Vec<u8>, bool)>,
     /// Whether a PTTL was sent behind the second read's GET.
     pttl_sent: bool,
+    /// The key's fragment of a memcache multi-get read through key by key.
+    frag: Option<u32>,
 }
 
 const FIRST: u32 = 0;
@@ -57,6 +60,11 @@ const COPY: u32 = 3;
 
 pub(super) fn dispatch(env: &Env, plan: &Rc<Plan>, kind: Kind, req: Request, reply: ReplyTo) -> Result<(), Refused> {
     match kind.action(req.op, req.keys.len()) {
+        // A memcache multi-get: every key read through on its own, the replies merged in request order as a
+        // multi-get split over servers is.
+        Action::Only(0) if matches!(req.op, Op::Memcache(Command::Get)) && req.keys.len() > 1 => {
+            multi_get(env, plan, kind, &req, reply)
+        }
         Action::Only(i) => {
             let dest = resolve(env, plan, plan.children[i], req.op, req.keys)?;
             send_single(dest, &req, reply);
@@ -77,6 +85,7 @@ pub(super) fn dispatch(env: &Env, plan: &Rc<Plan>, kind: Kind, req: Request, rep
                 first_missed: false,
                 held: None,
                 pttl_sent: false,
+                frag: None,
             };
             let client = Some((reply.q.clone(), reply.q.borrow_mut().reserve(), reply.meter));
             let now = req.now;
@@ -94,6 +103,68 @@ pub(super) fn dispatch(env: &Env, plan: &Rc<Plan>, kind: Kind, req: Request, rep
             send(&att, FIRST as usize, now);
             Ok(())
         }
+    }
+}
+
+/// Reads each key of a memcache multi-get through on its own, each answering its fragment of the client's reply.
+/// (The fragments are not metered one by one: the request's latency is not recorded, its count is.)
+fn multi_get(env: &Env, plan: &Rc<Plan>, kind: Kind, req: &Request, reply: ReplyTo) -> Result<(), Refused> {
+    let mut dests = Vec::with_capacity(req.keys.len());
+    for key in req.keys {
+        let one = [*key];
+        let per_key =
+            plan.children.iter().map(|&t| resolve(env, plan, t, req.op, &one)).collect::<Result<Vec<_>, _>>()?;
+        dests.push(per_key);
+    }
+    let n = req.keys.len();
+    let mut fan = reply.q.borrow_mut().take_fanout(MergeKind::McRetrieval, n);
+    fan.key_frag.extend((0..n).map(|i| i as u32));
+    for key in req.keys {
+        let start = fan.keys.len();
+        fan.keys.extend_from_slice(key);
+        fan.key_ranges.push(start..fan.keys.len());
+    }
+    let seq = reply.q.borrow_mut().reserve_fanout(fan);
+    for (i, (key, per_key)) in req.keys.iter().zip(dests).enumerate() {
+        let mut bytes = Vec::new();
+        rules::memcache_get(key, &mut bytes);
+        let state = State {
+            kind,
+            key: key.to_vec(),
+            now_unix: env.ctx.now_unix,
+            first: None,
+            first_missed: false,
+            held: None,
+            pttl_sent: false,
+            frag: Some(i as u32),
+        };
+        let client = Some((reply.q.clone(), seq, None));
+        let att = Attempt::new(
+            plan,
+            req.op.protocol(),
+            req.op.class(),
+            bytes,
+            req.framer,
+            per_key,
+            client,
+            req.now,
+            Mode::Fill(Box::new(state)),
+        );
+        send(&att, FIRST as usize, req.now);
+    }
+    Ok(())
+}
+
+/// Answers the client (or the key's fragment of its reply), once.
+fn reply_to_client(att: &Attempt, reply: &[u8], failed: bool) {
+    let frag = match &att.st.borrow().mode {
+        Mode::Fill(f) => f.frag,
+        _ => None,
+    };
+    let Some(frag) = frag else { return answer(att, reply, failed) };
+    let client = att.st.borrow_mut().client.take();
+    if let Some((q, seq, _)) = client {
+        q.borrow_mut().complete_fragment(seq, frag as usize, reply);
     }
 }
 
@@ -132,7 +203,7 @@ pub(super) fn arrive(att: &Rc<Attempt>, child: usize, reply: &[u8], failed: bool
             };
             if !rules::after_first(severity::is_hit(att.protocol, outcome)) {
                 drop(st);
-                return answer(att, reply, failed);
+                return reply_to_client(att, reply, failed);
             }
             f.first_missed = !failed && severity::severity(att.protocol, outcome) == severity::MISS;
             f.first = Some((reply.to_vec(), failed));
@@ -260,10 +331,10 @@ fn second_done(att: &Rc<Attempt>, reply: &[u8], failed: bool, pttl: Option<i64>)
     };
     let (which, fill) = rules::after_second(first_missed, seen);
     match which {
-        Answer::Second => answer(att, &client_reply, false),
+        Answer::Second => reply_to_client(att, &client_reply, false),
         Answer::First => {
             let (bytes, failed) = first.unwrap_or_default();
-            answer(att, &bytes, failed)
+            reply_to_client(att, &bytes, failed)
         }
     }
     let Some((bytes, framer)) = copy.filter(|_| fill) else { return };

@@ -244,7 +244,11 @@ pub(super) fn arrive(att: &Rc<Attempt>, child: usize, reply: &[u8], failed: bool
             second_done(att, reply, failed, None);
         }
         PTTL => {
-            let Some((held, held_failed)) = f.held.take() else { return };
+            // FIFO on one connection puts the GET's reply first; should it ever not, the GET finishes alone.
+            let Some((held, held_failed)) = f.held.take() else {
+                f.pttl_sent = false;
+                return;
+            };
             let pttl = if failed { None } else { redis::parse_integer_reply(reply) };
             drop(st);
             second_done(att, &held, held_failed, pttl);

@@ -199,6 +199,9 @@ pub const EXECUTABLE_TYPES: &[&str] = &[
     "all_fastest",
     "all_majority",
     "shadow",
+    "migrate",
+    "warmup",
+    "l1l2",
 ];
 
 /// Default bound on outstanding shadow requests per target and worker (mcrouter's).

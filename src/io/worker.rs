@@ -197,6 +197,9 @@ pub struct Worker {
     pub config: RefCell<Arc<Config>>,
     /// The random state of `random` routes (xorshift; never 0).
     pub rng: Cell<u64>,
+    /// Wall-clock unix seconds for routes that switch by time (`migrate`) and TTLs written by routes: read once per
+    /// tick (every 5 ms), never per request.
+    pub unix_now: Cell<u64>,
     next_client: Cell<u64>,
     pub stats: RefCell<WorkerStats>,
     started: Instant,
@@ -685,12 +688,18 @@ async fn accept_loop(worker: Rc<Worker>, slot: Rc<ListenerSlot>, listener: Liste
 /// How often at most a worker hands freed heap memory back to the system, once clients have left.
 const TRIM_EVERY: Duration = Duration::from_secs(1);
 
+/// The wall clock in unix seconds (0 before 1970, which no real clock reads).
+fn unix_seconds() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
 /// Timer work: request deadlines and forwarding health observations to control.
 async fn tick(worker: Rc<Worker>, tx: Rc<ConnectedSender<FromWorker>>) {
     let mut trimmed = (Instant::now(), 0u64, 0u64);
     loop {
         uring::sleep(Duration::from_millis(5)).await;
         let now = Instant::now();
+        worker.unix_now.set(unix_seconds());
         let (ended, freed) = (worker.sessions_ended.get(), super::bufpool::freed());
         if (ended, freed) != (trimmed.1, trimmed.2) && now.duration_since(trimmed.0) >= TRIM_EVERY {
             // Clients came and went, or a burst freed buffers the pool had no room for: that memory goes back to
@@ -778,11 +787,13 @@ pub async fn run(
         }
     };
     let tx = Rc::new(tx.connect().await);
+    let mut stats = WorkerStats::new(cfg.proxy.stats);
+    let fans = super::fan::Plans::build(&cfg, &mut stats);
     let worker = Rc::new(Worker {
         id,
         pools: RefCell::new(Vec::new()),
         routes: RefCell::new(Rc::new(RouteTree::build(&cfg))),
-        fans: RefCell::new(Rc::new(super::fan::Plans::build(&cfg))),
+        fans: RefCell::new(Rc::new(fans)),
         listeners: RefCell::new(HashMap::new()),
         retired: RefCell::new(Vec::new()),
         sessions: RefCell::new(HashMap::new()),
@@ -792,8 +803,9 @@ pub async fn run(
         refusal_warning: exhaustion::Throttle::new(exhaustion::WARN_INTERVAL),
         config: RefCell::new(cfg.clone()),
         rng: Cell::new(0x9e37_79b9_7f4a_7c15 ^ ((id as u64 + 1) << 32) ^ u64::from(std::process::id())),
+        unix_now: Cell::new(unix_seconds()),
         next_client: Cell::new((id as u64) << 48),
-        stats: RefCell::new(WorkerStats::new(cfg.proxy.stats)),
+        stats: RefCell::new(stats),
         started: Instant::now(),
         client_buffers: Rc::new(Cell::new(0)),
         inherited: RefCell::new(inherited),
@@ -832,7 +844,7 @@ async fn serve_control(worker: Rc<Worker>, mut rx: ConnectedReceiver<ToWorker>, 
                 // on the backends they were queued on, the next ones route with the new rings.
                 worker.install_pools(&config, &ejected);
                 *worker.routes.borrow_mut() = Rc::new(RouteTree::build(&config));
-                *worker.fans.borrow_mut() = Rc::new(super::fan::Plans::build(&config));
+                *worker.fans.borrow_mut() = Rc::new(super::fan::Plans::build(&config, &mut worker.stats.borrow_mut()));
                 *worker.config.borrow_mut() = config.clone();
                 worker.stats.borrow_mut().set_enabled(config.proxy.stats);
                 let problems = worker.install_listeners(&config);

@@ -113,6 +113,8 @@ pub struct ProxyStats {
     pub tls: crate::tls::TlsStats,
     /// The `redis_cluster` pools, sorted by name.
     pub clusters: Vec<ClusterTotals>,
+    /// Sorted by name.
+    pub routes: Vec<super::RouteCounts>,
 }
 
 impl ProxyStats {
@@ -175,6 +177,7 @@ pub fn merge(snapshots: &[WorkerSnapshot]) -> ProxyStats {
     ordered.sort_by_key(|s| s.worker);
     for snap in ordered {
         stats.tls.add(&snap.tls);
+        super::merge_routes(&mut stats.routes, &snap.routes);
         let mut worker = WorkerTotals { worker: snap.worker, stats_enabled: snap.stats_enabled, ..Default::default() };
         for l in &snap.listeners {
             worker.clients.add(&l.clients);
@@ -237,6 +240,7 @@ pub fn merge(snapshots: &[WorkerSnapshot]) -> ProxyStats {
     }
     stats.listeners.sort_by(|a, b| a.name.cmp(&b.name));
     stats.clusters.sort_by(|a, b| a.pool.cmp(&b.pool));
+    stats.routes.sort_by(|a, b| a.name.cmp(&b.name));
     for l in &mut stats.listeners {
         l.commands.sort_by(|a, b| a.name.cmp(b.name));
         if let Some(&p) = pool_index.get(&l.pool) {
@@ -265,6 +269,7 @@ mod tests {
             stats_enabled: true,
             tls: Default::default(),
             clusters: Vec::new(),
+            routes: Vec::new(),
             listeners: vec![ListenerSnapshot {
                 name: "cache".into(),
                 protocol: "redis",

@@ -11,6 +11,7 @@ mod merge;
 mod percentiles;
 mod prometheus;
 mod proxy_text;
+mod routes;
 mod snapshot;
 mod twemproxy;
 
@@ -22,6 +23,7 @@ pub use merge::{
 pub use percentiles::{percentiles, render_histograms};
 pub use prometheus::{render_prometheus, CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE, LATENCY_BUCKETS_US};
 pub use proxy_text::{memcache_stats, redis_info, CommandCount, ProcessFigures, ProtocolSummary, Summary};
+pub use routes::{merge_routes, RouteCounts};
 pub use snapshot::{
     ClientCounters, ClusterCounters, CommandSnapshot, ListenerSnapshot, ServerCounters, ServerGauges, ServerSnapshot,
     WorkerSnapshot,

@@ -130,6 +130,7 @@ pub fn render_prometheus(stats: &ProxyStats, info: &ProcessInfo) -> String {
     render_servers(&mut e, stats);
     render_clusters(&mut e, stats);
     render_tls(&mut e, &stats.tls);
+    render_routes(&mut e, &stats.routes);
     e.out
 }
 
@@ -183,6 +184,38 @@ fn render_clusters(e: &mut Exposition, stats: &ProxyStats) {
         e.family(name, "gauge", help);
         for c in &stats.clusters {
             e.sample(name, &[("pool", &c.pool)], field(c));
+        }
+    }
+}
+
+/// The routes executed by `io::fan`, labelled by route name and type (nothing when there are none).
+fn render_routes(e: &mut Exposition, routes: &[super::RouteCounts]) {
+    if routes.is_empty() {
+        return;
+    }
+    type Field = fn(&super::RouteCounts) -> u64;
+    let families: [(&str, &str, Field); 6] = [
+        (
+            "ferrule_route_requests_total",
+            "Requests a multi-destination, warmup, l1l2 or migrate route executed.",
+            |r| r.requests,
+        ),
+        ("ferrule_route_failovers_total", "Requests sent on to a next child by failover / miss_failover.", |r| {
+            r.failovers
+        }),
+        (
+            "ferrule_route_background_sent_total",
+            "Background copies sent (all_async, shadow, warmup/l1l2 fills).",
+            |r| r.copies_sent,
+        ),
+        ("ferrule_route_background_dropped_total", "Background copies dropped over a bound.", |r| r.copies_dropped),
+        ("ferrule_route_background_failed_total", "Background copies whose reply was a failure.", |r| r.copies_failed),
+        ("ferrule_route_fills_total", "warmup / l1l2 copies stored into the first child.", |r| r.fills),
+    ];
+    for (name, help, field) in families {
+        e.family(name, "counter", help);
+        for r in routes {
+            e.sample(name, &[("route", &r.name), ("type", r.kind)], field(r));
         }
     }
 }

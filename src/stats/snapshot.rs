@@ -223,4 +223,6 @@ pub struct WorkerSnapshot {
     pub tls: crate::tls::TlsStats,
     /// Per `redis_cluster` pool: (pool, counters).
     pub clusters: Vec<(String, ClusterCounters)>,
+    /// The routes executed by `io::fan`, by name.
+    pub routes: Vec<super::RouteCounts>,
 }

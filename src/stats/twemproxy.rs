@@ -122,8 +122,34 @@ pub fn render_twemproxy(stats: &ProxyStats, info: &ProcessInfo) -> String {
     if stats.tls != crate::tls::TlsStats::default() {
         push_tls(&mut out, &stats.tls);
     }
+    // Likewise only when routes are executed.
+    if !stats.routes.is_empty() {
+        push_routes(&mut out, &stats.routes);
+    }
     out.push('}');
     out
+}
+
+/// `"routes": {"NAME": {"type": ..., "requests": ..., ...}}`.
+fn push_routes(out: &mut String, routes: &[super::RouteCounts]) {
+    out.push_str(", \"routes\":{");
+    for (i, r) in routes.iter().enumerate() {
+        let sep = if i == 0 { "" } else { ", " };
+        let _ = write!(
+            out,
+            "{sep}{}:{{\"type\":\"{}\", \"requests\":{}, \"failovers\":{}, \"background_sent\":{}, \
+             \"background_dropped\":{}, \"background_failed\":{}, \"fills\":{}}}",
+            json_string(&r.name),
+            r.kind,
+            r.requests,
+            r.failovers,
+            r.copies_sent,
+            r.copies_dropped,
+            r.copies_failed,
+            r.fills
+        );
+    }
+    out.push('}');
 }
 
 /// `"tls": {"client": {...}, "backend": {...}}`, each with handshakes, connections and failures by cause.

@@ -255,7 +255,7 @@ fn handle_meta(
             let cfg = s.worker.config.borrow();
             // Routes see the text operation the request acts as (mg: get, ms with ME: add, ...).
             let op = Op::Memcache(meta.op);
-            let ctx = Ctx { now_unix: 0, random: routed::draw(&s.worker.rng) };
+            let ctx = Ctx { now_unix: s.worker.unix_now.get(), random: routed::draw(&s.worker.rng) };
             let keys = std::iter::once(route_key);
             if let Err(why) = routed::resolve(&tree, &pools, target, op, keys, &ctx, &mut sc.dests) {
                 if matches!(why, Unroutable::NoServer(_)) {
@@ -356,7 +356,7 @@ fn route_tree(
     let tree = s.worker.routes.borrow();
     let cfg = s.worker.config.borrow();
     let op = Op::Memcache(req.command);
-    let ctx = Ctx { now_unix: 0, random: routed::draw(&s.worker.rng) };
+    let ctx = Ctx { now_unix: s.worker.unix_now.get(), random: routed::draw(&s.worker.rng) };
     let keys = sc.keys.iter().map(|k| &raw[k.clone()]);
     if let Err(why) = routed::resolve(&tree, &pools, target, op, keys, &ctx, &mut sc.dests) {
         if matches!(why, Unroutable::NoServer(_)) {

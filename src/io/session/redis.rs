@@ -550,7 +550,7 @@ fn route_tree(
     let tree = s.worker.routes.borrow();
     let cfg = s.worker.config.borrow();
     let op = Op::Redis(info);
-    let ctx = Ctx { now_unix: 0, random: routed::draw(&s.worker.rng) };
+    let ctx = Ctx { now_unix: s.worker.unix_now.get(), random: routed::draw(&s.worker.rng) };
     let keys = sc.keys.iter().map(|&k| &req[sc.args[k].clone()]);
     if let Err(why) = routed::resolve(&tree, &pools, target, op, keys, &ctx, &mut sc.dests) {
         if matches!(why, Unroutable::NoServer(_)) {

@@ -9,7 +9,7 @@ use ferrule::protocol::memcache::Command as Mc;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 // ------------------------------------------------------------------------------------------------ Prometheus parser
@@ -285,7 +285,7 @@ struct RedisSetup {
     f: Ferrule,
     port: u16,
     stats_port: u16,
-    hist_dir: PathBuf,
+    hist_dir: TempDir,
     servers: Vec<String>,
     body: String,
 }

@@ -654,7 +654,7 @@ pub async fn run(
     doorbell: Arc<Doorbell>,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
-    let rx = rx.connect().await;
+    let rx = super::messages::connect_end(rx.connect()).await;
     // The data path's ring, before anything (a preconnecting pool, a listener) uses it.
     let busy_poll = Duration::from_micros(cfg.proxy.busy_poll_us);
     let _driver = match uring::install(Some(doorbell.fd()), busy_poll) {
@@ -664,7 +664,7 @@ pub async fn run(
             return;
         }
     };
-    let tx = Rc::new(tx.connect().await);
+    let tx = Rc::new(super::messages::connect_end(tx.connect()).await);
     let worker = Rc::new(Worker {
         id,
         pools: RefCell::new(Vec::new()),

@@ -504,7 +504,10 @@ pub struct PipelineReport {
     /// Batches whose replies all arrived.
     pub batches: u64,
     pub replies: u64,
-    /// (when, request, error reply) for every error reply, in order.
+    /// (when the request's batch began to be written, request, error reply) for every error reply, in order. The send
+    /// time, not the
+    /// time the reply was read: on a loaded machine this thread may read a reply long after ferrule sent it, and
+    /// what a test asks is whether requests sent after some event (an ejection) still fail.
     pub errors: Vec<(Instant, String, String)>,
     /// Set when the connection ended: how, and when the write of the batch then in flight had completed (if it had),
     /// with the number of its replies that had arrived and how many were expected.
@@ -589,7 +592,7 @@ impl Pipeliner {
                             };
                             if !ok {
                                 let text = String::from_utf8_lossy(&reply).into_owned();
-                                report2.lock().unwrap().errors.push((Instant::now(), req.clone(), text));
+                                report2.lock().unwrap().errors.push((t0, req.clone(), text));
                             }
                             got += 1;
                             continue;

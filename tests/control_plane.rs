@@ -37,10 +37,11 @@ fn redis_body(port: u16, servers: &[u16], pool_extra: &str) -> String {
 ///
 /// `timeout_ms` is what a server that is up must never reach while four pipelining clients load a 2-core machine
 /// that others share (with 300 ms, live servers' requests were seen to time out under such load, and two in a row
-/// eject a live server: its keys move, and the placement checks see the ring change under them). A killed server
+/// eject a live server: its keys move, and the placement checks see the ring change under them; with 1 s, once in
+/// 18 runs under four extra busy loops on a machine at load 17). A killed server
 /// needs no timeout (its connections are reset at once); a stopped one is found by it, so the SIGSTOP test waits
 /// about this long before the ejection.
-const STALL_TIMEOUT_MS: u64 = 1000;
+const STALL_TIMEOUT_MS: u64 = 2000;
 
 fn ejecting() -> String {
     format!(
@@ -150,7 +151,7 @@ fn kill_9_under_load_ejects_then_probe_restores_on_every_core() {
     // Requests already queued on the dead server, or sent before every core had it out, fail; nothing sent after.
     only_errors_of(&reports, vport, everywhere_out, "every core ejected it");
     // Requests on a killed server fail at once (its connections are reset); one that waited for the timeout
-    // would hold its batch for timeout_ms (1 s). The bound is loose for a loaded machine, where a healthy batch of
+    // would hold its batch for timeout_ms (2 s). The bound is loose for a loaded machine, where a healthy batch of
     // 101 pipelined requests was seen to take a few hundred ms, and still fails if a batch waited a whole timeout.
     for r in &reports {
         assert!(r.max_batch < Duration::from_millis(STALL_TIMEOUT_MS), "a batch took {:?}", r.max_batch);

@@ -225,7 +225,7 @@ fn unix_socket_listener_and_ipv6_backend() {
         .spawn()
         .unwrap();
     let _guard = Proc::new(child, port, "ferrule");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + STARTUP_TIMEOUT;
     let mut u = loop {
         if let Ok(s) = std::os::unix::net::UnixStream::connect(&sock) {
             break s;

@@ -37,11 +37,12 @@ fn redis_body(port: u16, servers: &[u16], pool_extra: &str) -> String {
 ///
 /// `timeout_ms` is what a server that is up must never reach while four pipelining clients load a 2-core machine
 /// that others share (with 300 ms, live servers' requests were seen to time out under such load, and two in a row
-/// eject a live server: its keys move, and the placement checks see the ring change under them; with 1 s, once in
-/// 18 runs under four extra busy loops on a machine at load 17). A killed server
+/// eject a live server: its keys move, and the placement checks see the ring change under them; 1 s and 2 s were
+/// still reached, once in 18 and twice in 3 runs, under extra busy loops on a machine at load 20, where a healthy
+/// batch took 2.7 s). A killed server
 /// needs no timeout (its connections are reset at once); a stopped one is found by it, so the SIGSTOP test waits
 /// about this long before the ejection.
-const STALL_TIMEOUT_MS: u64 = 2000;
+const STALL_TIMEOUT_MS: u64 = 5000;
 
 fn ejecting() -> String {
     format!(
@@ -129,7 +130,11 @@ fn kill_9_under_load_ejects_then_probe_restores_on_every_core() {
     victim.signal(libc::SIGKILL);
     drop(victim);
     assert!(
-        f.wait_log(&format!("ejecting server 127.0.0.1:{vport}:1"), 1, Duration::from_secs(5)),
+        f.wait_log(
+            &format!("ejecting server 127.0.0.1:{vport}:1"),
+            1,
+            Duration::from_millis(STALL_TIMEOUT_MS + 10_000)
+        ),
         "not ejected; log:\n{}",
         f.log()
     );
@@ -150,11 +155,11 @@ fn kill_9_under_load_ejects_then_probe_restores_on_every_core() {
     only_ejected(&f, vport);
     // Requests already queued on the dead server, or sent before every core had it out, fail; nothing sent after.
     only_errors_of(&reports, vport, everywhere_out, "every core ejected it");
-    // Requests on a killed server fail at once (its connections are reset); one that waited for the timeout
-    // would hold its batch for timeout_ms (2 s). The bound is loose for a loaded machine, where a healthy batch of
-    // 101 pipelined requests was seen to take a few hundred ms, and still fails if a batch waited a whole timeout.
-    for r in &reports {
-        assert!(r.max_batch < Duration::from_millis(STALL_TIMEOUT_MS), "a batch took {:?}", r.max_batch);
+    // Requests on a killed server fail at once (its connections are reset, reconnects are refused): none waits for
+    // the timeout. (Judged by the error, not by how long a batch took: on a loaded machine a healthy batch of 101
+    // pipelined requests was seen to take 2.7 s.)
+    for (_, req, reply) in reports.iter().flat_map(|r| &r.errors) {
+        assert!(!reply.contains("timed out"), "{req} waited for the timeout on a killed server: {reply}");
     }
 
     // Bring it back (empty): the probe answers, every core restores it, its keys return to it.
@@ -202,7 +207,11 @@ fn sigstop_times_out_then_ejects_and_sigcont_restores() {
     backends[2].signal(libc::SIGSTOP);
     let stopped_at = Instant::now();
     assert!(
-        f.wait_log(&format!("ejecting server 127.0.0.1:{vport}:1"), 1, Duration::from_secs(5)),
+        f.wait_log(
+            &format!("ejecting server 127.0.0.1:{vport}:1"),
+            1,
+            Duration::from_millis(STALL_TIMEOUT_MS + 10_000)
+        ),
         "not ejected; log:\n{}",
         f.log()
     );

@@ -158,21 +158,23 @@ fn a_client_that_leaves_mid_multi_leaves_nothing_applied() {
 
 #[test]
 fn a_blocked_client_never_stalls_the_shared_connection() {
-    let (_backends, _f, port) = setup("timeout_ms = 200");
+    // timeout_ms is one the pipelining client's requests cannot reach on a loaded machine (200 ms was: they timed
+    // out); the BLPOP blocks half as long again, so a block bounded by timeout_ms alone would fail it.
+    let (_backends, _f, port) = setup("timeout_ms = 1000");
     let load = Pipeliner::start(port, "blk", 16);
     let mut blocked = Client::connect(port);
     let started = Instant::now();
     // Blocks for longer than timeout_ms: its request timeout is its block time plus timeout_ms.
     blocked.send(&command(&["BLPOP", "{q}:jobs", "{q}:other", "0"]));
     let producer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(600));
+        std::thread::sleep(Duration::from_millis(1500));
         let mut p = Client::connect(port);
         p.redis_str(&["RPUSH", "{q}:jobs", "job-1"])
     });
     let before = load.peek().replies;
     let reply = String::from_utf8_lossy(&blocked.redis_reply()).into_owned();
     assert_eq!(reply, "*2\r\n$8\r\n{q}:jobs\r\n$5\r\njob-1\r\n");
-    assert!(started.elapsed() >= Duration::from_millis(500), "it waited for the producer");
+    assert!(started.elapsed() >= Duration::from_millis(1400), "it waited for the producer");
     assert_eq!(producer.join().unwrap(), ":1\r\n");
     let report = load.finish();
     assert!(report.errors.is_empty(), "{:?}", report.errors);

@@ -224,8 +224,8 @@ fn unix_socket_listener_and_ipv6_backend() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let _guard = Proc { child, port, name: "ferrule".into() };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let _guard = Proc::new(child, port, "ferrule");
+    let deadline = std::time::Instant::now() + STARTUP_TIMEOUT;
     let mut u = loop {
         if let Ok(s) = std::os::unix::net::UnixStream::connect(&sock) {
             break s;

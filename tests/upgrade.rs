@@ -22,7 +22,7 @@ struct Setup {
     mc_port: u16,
     admin_port: u16,
     config_path: PathBuf,
-    dir: PathBuf,
+    dir: common::TempDir,
 }
 
 fn config(workers: usize, redis_port: u16, mc_port: u16, admin_port: u16, backends: (u16, u16), sock: &Path) -> String {
@@ -61,7 +61,7 @@ fn start(s: &Setup, config: &Path, name: &str, args: &[&str]) -> (Proc, PathBuf)
         .stderr(std::fs::File::create(&log_path).unwrap())
         .spawn()
         .expect("start ferrule");
-    (Proc { child, port: s.redis_port, name: name.to_string() }, log_path)
+    (Proc { child, port: s.redis_port, name: name.to_string(), dir: None }, log_path)
 }
 
 fn log_of(path: &Path) -> String {

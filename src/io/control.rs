@@ -649,7 +649,7 @@ pub async fn run(
 ) {
     let mut senders = Vec::new();
     for (s, doorbell) in to_workers {
-        senders.push((s.connect().await, doorbell));
+        senders.push((super::messages::connect_end(s.connect()).await, doorbell));
     }
     // The file's own [proxy] (before command-line overrides), to compare reloads with.
     let file_proxy = Config::load(&path).map(|c| c.proxy).unwrap_or_else(|_| cfg.proxy.clone());
@@ -673,7 +673,7 @@ pub async fn run(
     for r in from_workers {
         let c = control.clone();
         glommio::spawn_local(async move {
-            let r = r.connect().await;
+            let r = super::messages::connect_end(r.connect()).await;
             while let Some(msg) = r.recv().await {
                 match msg {
                     FromWorker::Health { worker, pool, server, failed } => c.on_health(worker, pool, server, failed),

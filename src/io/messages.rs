@@ -57,3 +57,24 @@ pub enum FromWorker {
         pool: String,
     },
 }
+
+/// Awaits `connect`, the connection of one end of a glommio shared channel, on an executor that may have nothing
+/// else to do.
+///
+/// glommio 0.9 does not wake an executor whose end waits for the other end to connect: the waiting end only sees
+/// the peer when its executor's loop runs again (`Connector` re-checks on every loop). An executor with no timer
+/// and no I/O parks in its ring without a timeout, so when a worker got to its end before control (CPU load makes
+/// that order likely) it slept for good and ferrule failed to start ("a worker did not start within 10 s"). A
+/// timer running meanwhile bounds every park, and each wake re-checks the channel. Startup only: not the request
+/// path.
+pub async fn connect_end<F: std::future::Future>(connect: F) -> F::Output {
+    let ticker = glommio::spawn_local(async {
+        loop {
+            glommio::timer::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    });
+    let connected = connect.await;
+    // Dropping a glommio task cancels it.
+    drop(ticker);
+    connected
+}

@@ -776,7 +776,7 @@ pub async fn run(
     ready: std::sync::mpsc::Sender<Result<(), String>>,
     inherited: takeover::WorkerSockets,
 ) {
-    let rx = rx.connect().await;
+    let rx = super::messages::connect_end(rx.connect()).await;
     // The data path's ring, before anything (a preconnecting pool, a listener) uses it.
     let busy_poll = Duration::from_micros(cfg.proxy.busy_poll_us);
     let _driver = match uring::install(Some(doorbell.fd()), busy_poll) {
@@ -786,7 +786,7 @@ pub async fn run(
             return;
         }
     };
-    let tx = Rc::new(tx.connect().await);
+    let tx = Rc::new(super::messages::connect_end(tx.connect()).await);
     let mut stats = WorkerStats::new(cfg.proxy.stats);
     let fans = super::fan::Plans::build(&cfg, &mut stats);
     let worker = Rc::new(Worker {

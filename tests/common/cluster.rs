@@ -1,9 +1,8 @@
 //! A real Redis Cluster on loopback for tests: redis-server processes with `cluster-enabled`, joined by
 //! `redis-cli --cluster create`, stopped when dropped.
 
-use super::{require_binary, tempdir, wait_for_port, Client, Proc};
+use super::{require_binary, tempdir, wait_for_child_port, Client, Proc, TempDir};
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -11,7 +10,7 @@ pub struct RedisCluster {
     /// In the order given to `redis-cli --cluster create`: the primaries first, then the replicas.
     pub nodes: Vec<Option<Proc>>,
     pub ports: Vec<u16>,
-    pub dir: PathBuf,
+    pub dir: TempDir,
     /// Primaries and replicas a healthy cluster has (a failover keeps the counts once the old primary is gone).
     pub want_primaries: usize,
     pub want_replicas: usize,
@@ -19,16 +18,11 @@ pub struct RedisCluster {
 
 /// A port whose cluster bus port (+10000) is free as well.
 fn cluster_port() -> u16 {
+    // A node also listens on its bus port, port + 10000: both must be free. `free_port` hands out ports below the
+    // ephemeral range and never the same one twice in a test binary.
     for _ in 0..200 {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
+        let port = super::free_port();
         if port < 55000 && TcpListener::bind(("127.0.0.1", port + 10000)).is_ok() {
-            return port;
-        }
-    }
-    // Ephemeral ports are usually above 32768: pick from below instead.
-    for port in (20000..30000).step_by(7) {
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() && TcpListener::bind(("127.0.0.1", port + 10000)).is_ok() {
             return port;
         }
     }
@@ -67,7 +61,7 @@ impl RedisCluster {
         }
         let mut nodes = Vec::new();
         for &port in &ports {
-            let child = Command::new(&bin)
+            let mut child = Command::new(&bin)
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
                 .args(["--cluster-enabled", "yes", "--cluster-node-timeout", &node_timeout_ms.to_string()])
                 .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
@@ -79,8 +73,8 @@ impl RedisCluster {
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("start redis-server");
-            wait_for_port(port, "redis-server (cluster node)");
-            nodes.push(Some(Proc { child, port, name: format!("redis-cluster:{port}") }));
+            wait_for_child_port(&mut child, port, "redis-server (cluster node)");
+            nodes.push(Some(Proc { child, port, name: format!("redis-cluster:{port}"), dir: None }));
         }
         let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let out = Command::new(require_binary("redis-cli", "redis-tools"))

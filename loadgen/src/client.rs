@@ -158,7 +158,7 @@ impl Codec {
         let error_reply = match self.protocol {
             ProtocolName::Redis => redis::is_error_reply(reply),
             ProtocolName::Memcache => memcache::is_error_reply(reply),
-            ProtocolName::MemcacheMeta => meta_replies(reply).any(|r| memcache::is_error_reply(r)),
+            ProtocolName::MemcacheMeta => meta_replies(reply).any(memcache::is_error_reply),
         };
         if error_reply {
             return Verdict { error_reply: true, ..Verdict::default() };

@@ -12,6 +12,11 @@
 //! [`MAX_BACKGROUND`] are outstanding per worker (and `max_outstanding` per shadow target), a copy for a backend
 //! over its queue bound is not queued, and the excess is dropped and counted.
 //!
+//! Meta requests (mg, ms, md, ma, me) come here like text ones, with two differences ([`MetaReq`]): a default
+//! reply ferrule makes (an `all_async` answer, a `null` child) is the meta one, and a quiet (`q`) request is sent
+//! without its `q` so that every child answers; the combined reply is then dropped if memcached would have hidden
+//! it, on the client side, after combining.
+//!
 //! Plain pool listeners and single-destination routes never come here: their path is unchanged.
 
 use super::backend::{Backend, Framer, Waiter};
@@ -19,11 +24,12 @@ use super::pool::PoolRt;
 use super::replies::ClientRef;
 use super::stats::{client_key, Meter, RouteCounters, WorkerStats};
 use crate::config::{AllMode, Config, Protocol, RouteKind, Target};
+use crate::protocol::memcache;
 use crate::protocol::redis::Proto;
 use crate::routes::all::{Answer, Combine};
 use crate::routes::failover::{Failover, Step};
 use crate::routes::severity::{self, Outcome};
-use crate::routes::{canned_reply, null, shadow, Ctx, Decision, Leaf, Op, OpClass, RouteTree};
+use crate::routes::{canned_reply, null, shadow, Canned, Ctx, Decision, Leaf, Op, OpClass, RouteTree};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Instant;
@@ -143,6 +149,26 @@ pub struct Request<'a> {
     pub bytes: Vec<u8>,
     pub framer: Framer,
     pub now: Instant,
+    /// A meta request; `bytes` are then as forwarded (without `q`).
+    pub meta: Option<MetaReq>,
+}
+
+/// What the executor needs of a meta request: its command, for the replies ferrule makes, and whether the client
+/// sent `q`, for the reply shown after combining.
+#[derive(Debug, Clone, Copy)]
+pub struct MetaReq {
+    pub command: memcache::Command,
+    pub quiet: bool,
+}
+
+impl MetaReq {
+    /// What of the combined `reply` the client sees: nothing when memcached would have hidden it.
+    fn shown(meta: Option<MetaReq>, reply: &[u8]) -> &[u8] {
+        match meta {
+            Some(m) if m.quiet && memcache::meta::hides(m.command, reply) => &[],
+            _ => reply,
+        }
+    }
 }
 
 /// Where the client's one reply goes; `None` for a memcache `noreply` request.
@@ -164,7 +190,13 @@ enum Dest {
 pub struct Refused(pub String);
 
 /// Resolves child `target` for every key: they must all reach one server (or one canned reply).
-fn resolve(env: &Env, plan: &Plan, target: Target, op: Op, keys: &[&[u8]]) -> Result<Dest, Refused> {
+fn resolve(env: &Env, plan: &Plan, target: Target, req: &Request) -> Result<Dest, Refused> {
+    resolve_keys(env, plan, target, req, req.keys)
+}
+
+/// [`resolve`] for `keys` of `req` (a read-through resolves each key of a multi-get on its own).
+fn resolve_keys(env: &Env, plan: &Plan, target: Target, req: &Request, keys: &[&[u8]]) -> Result<Dest, Refused> {
+    let op = req.op;
     let mut found: Option<(usize, usize)> = None;
     for key in keys {
         let (pool, server) = match env.tree.decide(target, op, key, &env.ctx) {
@@ -186,7 +218,11 @@ fn resolve(env: &Env, plan: &Plan, target: Target, op: Op, keys: &[&[u8]]) -> Re
             Decision::Send { leaf: Leaf::Server { pool, server }, .. } => (pool, server),
             Decision::Reply(canned) => {
                 let mut out = Vec::new();
-                canned_reply(env.cfg, canned, op, keys.len(), env.proto, &mut out);
+                match (canned, req.meta) {
+                    // Unquiet: what the client sees is decided after combining.
+                    (Canned::Null, Some(m)) => memcache::meta::write_null_reply(&mut out, m.command, false, &req.bytes),
+                    _ => canned_reply(env.cfg, canned, op, keys.len(), env.proto, &mut out),
+                }
                 return Ok(Dest::Reply(out));
             }
             Decision::Fan { route, .. } => {
@@ -228,6 +264,7 @@ pub struct Attempt {
     class: OpClass,
     bytes: Vec<u8>,
     framer: Framer,
+    meta: Option<MetaReq>,
     dests: Vec<Dest>,
     st: RefCell<AttemptState>,
 }
@@ -259,7 +296,7 @@ pub fn dispatch(env: &Env, plan: &Rc<Plan>, req: Request, reply: Option<ReplyTo>
     match &plan.rule {
         Rule::Shadow { shadows, max_outstanding } => {
             // Copies first resolved and decided, the main child sent first (it answers the client).
-            let main = resolve(env, plan, plan.children[0], req.op, req.keys)?;
+            let main = resolve(env, plan, plan.children[0], &req)?;
             let key = req.keys.first().copied().unwrap_or_default();
             let mut copies = Vec::new();
             for (i, s) in shadows.iter().enumerate() {
@@ -268,7 +305,7 @@ pub fn dispatch(env: &Env, plan: &Rc<Plan>, req: Request, reply: Option<ReplyTo>
                     continue;
                 }
                 // A shadow that cannot be reached is a dropped copy, never the client's problem.
-                match resolve(env, plan, s.target, req.op, req.keys) {
+                match resolve(env, plan, s.target, &req) {
                     Ok(Dest::Backend(b)) => copies.push((i, b)),
                     _ => RouteCounters::bump(&plan.counters.copies_dropped),
                 }
@@ -290,18 +327,24 @@ pub fn dispatch(env: &Env, plan: &Rc<Plan>, req: Request, reply: Option<ReplyTo>
                 dests[i] = Dest::Backend(b);
                 go.push(i);
             }
-            let att =
-                Attempt::new(plan, protocol, req.op.class(), req.bytes, req.framer, dests, None, req.now, Mode::Copies);
+            let att = Attempt::new(
+                plan,
+                protocol,
+                req.op.class(),
+                req.bytes,
+                req.framer,
+                req.meta,
+                dests,
+                None,
+                req.now,
+                Mode::Copies,
+            );
             for i in go {
                 send(&att, i, req.now);
             }
         }
         Rule::Failover(_) => {
-            let dests = plan
-                .children
-                .iter()
-                .map(|&t| resolve(env, plan, t, req.op, req.keys))
-                .collect::<Result<Vec<_>, _>>()?;
+            let dests = plan.children.iter().map(|&t| resolve(env, plan, t, &req)).collect::<Result<Vec<_>, _>>()?;
             let client = Some((reply.q.clone(), reply.q.borrow_mut().reserve(), reply.meter));
             let att = Attempt::new(
                 plan,
@@ -309,6 +352,7 @@ pub fn dispatch(env: &Env, plan: &Rc<Plan>, req: Request, reply: Option<ReplyTo>
                 req.op.class(),
                 req.bytes,
                 req.framer,
+                req.meta,
                 dests,
                 client,
                 req.now,
@@ -325,14 +369,18 @@ pub fn dispatch(env: &Env, plan: &Rc<Plan>, req: Request, reply: Option<ReplyTo>
 /// Sends `req` to every child of `plan` and combines the replies by `mode`.
 fn dispatch_all(env: &Env, plan: &Rc<Plan>, mode: AllMode, req: Request, reply: ReplyTo) -> Result<(), Refused> {
     let protocol = req.op.protocol();
-    let dests =
-        plan.children.iter().map(|&t| resolve(env, plan, t, req.op, req.keys)).collect::<Result<Vec<_>, _>>()?;
+    let dests = plan.children.iter().map(|&t| resolve(env, plan, t, &req)).collect::<Result<Vec<_>, _>>()?;
     let n = dests.len();
     let (client, mode_state) = if mode == AllMode::Async {
         // The default reply now, the children in the background.
         let mut out = Vec::new();
-        null::write(req.op, req.keys.len(), env.proto, &mut out);
-        reply.q.borrow_mut().push_local(&out);
+        match req.meta {
+            Some(m) => memcache::meta::write_null_reply(&mut out, m.command, m.quiet, &req.bytes),
+            None => null::write(req.op, req.keys.len(), env.proto, &mut out),
+        }
+        if !out.is_empty() {
+            reply.q.borrow_mut().push_local(&out);
+        }
         (None, Mode::Copies)
     } else {
         let seq = reply.q.borrow_mut().reserve();
@@ -340,7 +388,18 @@ fn dispatch_all(env: &Env, plan: &Rc<Plan>, mode: AllMode, req: Request, reply: 
         (Some((reply.q.clone(), seq, reply.meter)), Mode::All { combine, replies: vec![None; n] })
     };
     let background = matches!(mode_state, Mode::Copies);
-    let att = Attempt::new(plan, protocol, req.op.class(), req.bytes, req.framer, dests, client, req.now, mode_state);
+    let att = Attempt::new(
+        plan,
+        protocol,
+        req.op.class(),
+        req.bytes,
+        req.framer,
+        req.meta,
+        dests,
+        client,
+        req.now,
+        mode_state,
+    );
     for i in 0..n {
         if background {
             let ok = match &att.dests[i] {
@@ -379,7 +438,7 @@ fn dispatch_noreply(env: &Env, plan: &Rc<Plan>, req: &Request) -> Result<(), Ref
             }
         }
     }
-    let dests = targets.iter().map(|&t| resolve(env, plan, t, req.op, req.keys)).collect::<Result<Vec<_>, _>>()?;
+    let dests = targets.iter().map(|&t| resolve(env, plan, t, req)).collect::<Result<Vec<_>, _>>()?;
     for (i, dest) in dests.into_iter().enumerate() {
         if let Dest::Backend(b) = dest {
             // Copies (every destination but the first) are not queued on a backend over its bound.
@@ -422,10 +481,15 @@ fn send_single(dest: Dest, req: &Request, reply: ReplyTo) {
     let seq = reply.q.borrow_mut().reserve();
     match dest {
         Dest::Backend(b) => {
+            // One reply, nothing to combine: a quiet meta request's is dropped on delivery, as on the plain path.
+            let framer = match (req.framer, req.meta) {
+                (Framer::Memcache(cmd), Some(MetaReq { quiet: true, .. })) => Framer::MemcacheQuiet(cmd),
+                (framer, _) => framer,
+            };
             let waiter = Waiter::Client { client: reply.q, seq, frag: None, meter: reply.meter };
-            b.enqueue(|out| out.extend_from_slice(&req.bytes), Some(waiter), req.framer, req.now);
+            b.enqueue(|out| out.extend_from_slice(&req.bytes), Some(waiter), framer, req.now);
         }
-        Dest::Reply(bytes) => reply.q.borrow_mut().complete(seq, &bytes),
+        Dest::Reply(bytes) => reply.q.borrow_mut().complete(seq, MetaReq::shown(req.meta, &bytes)),
         Dest::Failed(reason) => {
             let out = failure_reply(req.op.protocol(), &reason);
             reply.q.borrow_mut().complete(seq, &out);
@@ -448,6 +512,7 @@ impl Attempt {
         class: OpClass,
         bytes: Vec<u8>,
         framer: Framer,
+        meta: Option<MetaReq>,
         dests: Vec<Dest>,
         client: Option<(ClientRef, u64, Option<Meter>)>,
         started: Instant,
@@ -459,6 +524,7 @@ impl Attempt {
             class,
             bytes,
             framer,
+            meta,
             dests,
             st: RefCell::new(AttemptState { client, started, mode }),
         })
@@ -567,5 +633,5 @@ fn answer(att: &Attempt, reply: &[u8], failed: bool) {
     if let Some(m) = meter {
         m.finish(client_key(&q), seq, started.elapsed(), failed);
     }
-    q.borrow_mut().complete(seq, reply);
+    q.borrow_mut().complete(seq, MetaReq::shown(att.meta, reply));
 }

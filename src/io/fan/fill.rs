@@ -8,7 +8,7 @@
 //! `mg <key> v t f`; otherwise `get <key>` / `GET <key>`), 2 redis warmup's `PTTL <key>` (queued right behind the
 //! GET on the same connection, so in the same pipeline), 3 the copy.
 
-use super::{answer, failure_reply, release_background, resolve, send, send_single, take_background};
+use super::{answer, failure_reply, release_background, resolve, resolve_keys, send, send_single, take_background};
 use super::{Attempt, Dest, Env, Mode, Plan, Refused, ReplyTo, Request};
 use crate::config::{AllMode, Protocol};
 use crate::fanout::MergeKind;
@@ -66,17 +66,13 @@ pub(super) fn dispatch(env: &Env, plan: &Rc<Plan>, kind: Kind, req: Request, rep
             multi_get(env, plan, kind, &req, reply)
         }
         Action::Only(i) => {
-            let dest = resolve(env, plan, plan.children[i], req.op, req.keys)?;
+            let dest = resolve(env, plan, plan.children[i], &req)?;
             send_single(dest, &req, reply);
             Ok(())
         }
         Action::Both => super::dispatch_all(env, plan, AllMode::Sync, req, reply),
         Action::ReadThrough => {
-            let dests = plan
-                .children
-                .iter()
-                .map(|&t| resolve(env, plan, t, req.op, req.keys))
-                .collect::<Result<Vec<_>, _>>()?;
+            let dests = plan.children.iter().map(|&t| resolve(env, plan, t, &req)).collect::<Result<Vec<_>, _>>()?;
             let state = State {
                 kind,
                 key: req.keys.first().map(|k| k.to_vec()).unwrap_or_default(),
@@ -95,6 +91,7 @@ pub(super) fn dispatch(env: &Env, plan: &Rc<Plan>, kind: Kind, req: Request, rep
                 req.op.class(),
                 req.bytes,
                 req.framer,
+                req.meta,
                 dests,
                 client,
                 now,
@@ -113,7 +110,7 @@ fn multi_get(env: &Env, plan: &Rc<Plan>, kind: Kind, req: &Request, reply: Reply
     for key in req.keys {
         let one = [*key];
         let per_key =
-            plan.children.iter().map(|&t| resolve(env, plan, t, req.op, &one)).collect::<Result<Vec<_>, _>>()?;
+            plan.children.iter().map(|&t| resolve_keys(env, plan, t, req, &one)).collect::<Result<Vec<_>, _>>()?;
         dests.push(per_key);
     }
     let n = req.keys.len();
@@ -145,6 +142,7 @@ fn multi_get(env: &Env, plan: &Rc<Plan>, kind: Kind, req: &Request, reply: Reply
             req.op.class(),
             bytes,
             req.framer,
+            None,
             per_key,
             client,
             req.now,

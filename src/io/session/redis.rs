@@ -688,7 +688,7 @@ fn fan_out(s: &Session, env: &fan::Env, info: &'static CommandInfo, req: &[u8], 
         redis::write_command_iter(&mut bytes, sc.args.len(), args);
     }
     let framer = Framer::Redis(redis::ReplyShape::for_request(info, &sc.args, req));
-    let request = fan::Request { op: Op::Redis(info), keys: &keys, bytes, framer, now };
+    let request = fan::Request { op: Op::Redis(info), keys: &keys, bytes, framer, now, meta: None };
     let meter = sc.command.map(|c| Meter::new(&s.meters, c, now, false));
     let reply = fan::ReplyTo { q: s.q.clone(), meter };
     if let Err(fan::Refused(why)) = fan::dispatch(env, plan, request, Some(reply)) {

@@ -177,10 +177,17 @@ fn ten_thousand_idle_clients_fit_and_memory_comes_back_after_churn() {
         "{} bytes per idle client",
         figures.per_idle_bytes(idle)
     );
+    // The closes of the last round and the tick's trim (at most once a second) can lag on a loaded machine: memory
+    // must come back, so wait for it a while (a leak or an allocator that keeps freed memory still fails).
+    let mut after_churn = figures.after_churn;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while after_churn > figures.before + CHURN_MAX_KIB && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        after_churn = after_churn.min(rss_kib(pid));
+    }
     assert!(
-        figures.after_churn <= figures.before + CHURN_MAX_KIB,
-        "RSS {} KiB after churn, {} KiB idle",
-        figures.after_churn,
+        after_churn <= figures.before + CHURN_MAX_KIB,
+        "RSS {after_churn} KiB 10 s after churn, {} KiB idle",
         figures.before
     );
     // The proxy still serves after all that.

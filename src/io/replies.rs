@@ -157,10 +157,11 @@ impl ReplyQueue {
         }
     }
 
-    /// `out`, with a spare buffer taken when it holds none (so a reply after an idle spell allocates nothing).
-    fn out_buf(&mut self) -> &mut Vec<u8> {
+    /// `out`, with a spare buffer taken when it holds none (so a reply after an idle spell allocates nothing);
+    /// `len`: the bytes about to be appended.
+    fn out_buf(&mut self, len: usize) -> &mut Vec<u8> {
         if self.out.capacity() == 0 {
-            self.out = super::bufpool::take();
+            self.out = super::bufpool::take_for(len);
         }
         &mut self.out
     }
@@ -259,7 +260,7 @@ impl ReplyQueue {
         }
         if self.slots.is_empty() {
             let before = self.held();
-            self.out_buf().extend_from_slice(reply);
+            self.out_buf(reply.len()).extend_from_slice(reply);
             self.account(before);
             self.wake_writer();
         } else {
@@ -284,7 +285,7 @@ impl ReplyQueue {
         self.observe_reply(reply.len());
         let before = self.held();
         if seq == self.base && self.slots.front().is_some_and(|s| s.fanout.is_none()) {
-            self.out_buf().extend_from_slice(reply);
+            self.out_buf(reply.len()).extend_from_slice(reply);
             if let Some(slot) = self.slots.pop_front() {
                 self.recycle(slot);
             }
@@ -353,7 +354,7 @@ impl ReplyQueue {
     fn drain_ready(&mut self) {
         while self.slots.front().is_some_and(|s| s.done) {
             if let Some(slot) = self.slots.pop_front() {
-                let out = self.out_buf();
+                let out = self.out_buf(slot.data.len());
                 out.extend_from_slice(&slot.data);
                 self.stored -= slot.data.len();
                 self.recycle(slot);
@@ -366,7 +367,9 @@ impl ReplyQueue {
     }
 
     fn recycle(&mut self, mut slot: Slot) {
-        if self.spare.len() < 64 && slot.data.capacity() <= SPARE_KEEP_BYTES {
+        // An empty one (the reply went straight to `out`) costs nothing to make again: keeping it would only give
+        // an idle client a `spare` list to hold.
+        if self.spare.len() < 64 && slot.data.capacity() > 0 && slot.data.capacity() <= SPARE_KEEP_BYTES {
             slot.data.clear();
             self.spare.push(slot.data);
         }

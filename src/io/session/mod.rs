@@ -139,16 +139,17 @@ impl Session {
     }
 }
 
-/// Serves one accepted client connection until it closes.
+/// Serves one accepted client connection until it closes: one task per client, in which the reader (parse,
+/// route, queue on backends) and the writer (replies, in order) are two halves of one future polled together. Two
+/// tasks cost every idle client a second task allocation and a second copy of what both hold.
 pub async fn serve(worker: Rc<Worker>, listener: Rc<ListenerSlot>, conn: Stream) {
     // The queue holds the socket (not the TLS layer) to shut it down if the client is closed for holding too much.
     let q = ReplyQueue::new_ref(worker.buffer_budget(), Some(conn.conn().clone()));
     let id = worker.next_client_id();
     let meters = worker.stats.borrow_mut().listener(&listener.name, listener.protocol);
     meters.borrow_mut().client_opened();
-    let writer = glommio::spawn_local(write_loop(conn.clone(), q.clone(), meters.clone()));
     let mut session = Session {
-        worker: worker.clone(),
+        worker,
         listener: listener.clone(),
         conn: conn.clone(),
         q: q.clone(),
@@ -159,13 +160,16 @@ pub async fn serve(worker: Rc<Worker>, listener: Rc<ListenerSlot>, conn: Stream)
         proto: Default::default(),
         meters: meters.clone(),
     };
-    match listener.protocol {
-        Protocol::Redis => redis::read_loop(&mut session).await,
-        Protocol::Memcache => memcache::read_loop(&mut session).await,
-    }
-    q.borrow_mut().close_after_flush = true;
-    q.borrow_mut().wake_all();
-    writer.await;
+    let read = async {
+        match listener.protocol {
+            Protocol::Redis => redis::read_loop(&mut session).await,
+            Protocol::Memcache => memcache::read_loop(&mut session).await,
+        }
+        q.borrow_mut().close_after_flush = true;
+        q.borrow_mut().wake_all();
+    };
+    futures_lite::future::zip(read, write_loop(&conn, &q, &meters)).await;
+    drop(session);
     let write_failed = q.borrow().closed;
     q.borrow_mut().close();
     let overflow = q.borrow().overflow;
@@ -187,7 +191,8 @@ pub async fn serve(worker: Rc<Worker>, listener: Rc<ListenerSlot>, conn: Stream)
             listener.name
         );
     } else if !write_failed {
-        linger(&conn).await;
+        // Boxed: its state exists only while the connection closes, not in every idle client's future.
+        Box::pin(linger(&conn)).await;
     }
     conn.shutdown();
     meters.borrow_mut().client_closed();
@@ -199,7 +204,8 @@ pub async fn serve(worker: Rc<Worker>, listener: Rc<ListenerSlot>, conn: Stream)
 pub(super) async fn linger(conn: &Stream) {
     // A spare buffer, not an array in this future: the future is part of every session's task, held for the
     // connection's life (a 4 KiB array here cost every idle client 4 KiB).
-    let mut buf = bufpool::take();
+    // Small when the pool is empty: a burst of clients leaving must not take a 16 KiB buffer each.
+    let mut buf = bufpool::take_for(0);
     let drain = async {
         // Inside the bound: a TLS close_notify is a send, and a client that reads nothing could hold it.
         conn.finish_writes().await;
@@ -221,7 +227,7 @@ pub(super) async fn linger(conn: &Stream) {
 const WRITE_BUF_KEEP: usize = 256 * 1024;
 
 /// Writes replies as they become ready, all that are ready in one write; closes after the last one when asked.
-async fn write_loop(conn: Stream, q: ClientRef, meters: ListenerStatsRef) {
+async fn write_loop(conn: &Stream, q: &ClientRef, meters: &ListenerStatsRef) {
     // Swapped with the queue's `out` at each batch; both are given back to the worker's spare buffers whenever
     // the client has nothing in flight, so an idle client holds neither.
     let mut buf: Vec<u8> = Vec::new();
@@ -246,7 +252,7 @@ async fn write_loop(conn: Stream, q: ClientRef, meters: ListenerStatsRef) {
         if done {
             break;
         }
-        let (result, back) = conn.send_all(std::mem::take(&mut buf)).await;
+        let (result, back) = send(conn, std::mem::take(&mut buf)).await;
         buf = back;
         q.borrow_mut().written();
         if result.is_err() {
@@ -266,6 +272,15 @@ async fn write_loop(conn: Stream, q: ClientRef, meters: ListenerStatsRef) {
         }
     }
     bufpool::give(buf);
+}
+
+/// [`Stream::send_all`], with the TLS case's state boxed: it would otherwise be part of every plaintext client's
+/// future for the connection's life (one allocation per batch written, on TLS connections only).
+async fn send(conn: &Stream, buf: Vec<u8>) -> (std::io::Result<()>, Vec<u8>) {
+    match conn {
+        Stream::Plain(c) => c.send_all(buf).await,
+        Stream::Tls(_) => Box::pin(conn.send_all(buf)).await,
+    }
 }
 
 /// A client's input buffer: bytes are parsed in place and consumed from the front. It holds a buffer only while
@@ -302,7 +317,12 @@ impl InBuf {
             bufpool::give(std::mem::take(&mut self.buf));
             self.start = 0;
             conn.readable().await;
-            self.buf = bufpool::take();
+            // Sized for what arrived when the pool is empty (see `bufpool::take_for`); TLS: not known yet.
+            let unread = match conn {
+                Stream::Plain(c) => c.unread(),
+                Stream::Tls(_) => bufpool::BUF_SIZE,
+            };
+            self.buf = bufpool::take_for(unread);
         } else if self.buf.len() == self.buf.capacity() {
             if self.start > 0 {
                 self.buf.drain(..self.start);
@@ -312,12 +332,53 @@ impl InBuf {
                 self.buf.reserve(self.buf.capacity());
             }
         }
-        conn.read_append(&mut self.buf).await
+        match conn {
+            Stream::Plain(c) => c.read_append(&mut self.buf).await,
+            // Boxed, as in `send`: rustls' read state is not carried by every plaintext client's future.
+            Stream::Tls(_) => Box::pin(conn.read_append(&mut self.buf)).await,
+        }
     }
 }
 
 impl Drop for InBuf {
     fn drop(&mut self) {
         bufpool::give(std::mem::take(&mut self.buf));
+    }
+}
+
+#[cfg(test)]
+mod sizes {
+    use super::*;
+    fn out_size<A, B, C, F, G: FnOnce(A, B, C) -> F>(_: &G) -> usize {
+        std::mem::size_of::<F>()
+    }
+    fn out_size1<A, F, G: FnOnce(A) -> F>(_: &G) -> usize {
+        std::mem::size_of::<F>()
+    }
+    #[test]
+    fn print_sizes() {
+        println!("serve {}", out_size(&serve));
+        println!("write_loop {}", out_size(&write_loop));
+        println!("redis read_loop {}", out_size1::<&'static mut Session, _, _>(&redis::read_loop));
+        println!("memcache read_loop {}", out_size1::<&'static mut Session, _, _>(&memcache::read_loop));
+        println!("Session {}", std::mem::size_of::<Session>());
+        println!("ReplyQueue {}", std::mem::size_of::<ReplyQueue>());
+        println!("InBuf {}", std::mem::size_of::<InBuf>());
+        println!("Stream {}", std::mem::size_of::<Stream>());
+        println!(
+            "refill {}",
+            out_size(&|s: &'static Session, i: &'static mut InBuf, l: ClientLimits| s.refill(i, None, l))
+        );
+        println!(
+            "fill_unless_idle {}",
+            out_size(&|s: &'static Session, i: &'static mut InBuf, d: std::time::Duration| s.fill_unless_idle(i, d))
+        );
+        println!("fill {}", out_size(&|s: &'static Stream, i: &'static mut InBuf, _d: ()| i.fill(s)));
+        println!("unsat {}", out_size(&|s: &'static Session, l: ClientLimits, _d: ()| s.wait_until_unsaturated(l)));
+        println!("linger {}", out_size1(&|s: &'static Stream| linger(s)));
+        println!("send_all {}", out_size(&|s: &'static Stream, b: Vec<u8>, _d: ()| s.send_all(b)));
+        println!("readable {}", out_size1(&|s: &'static Stream| s.readable()));
+        println!("read_append {}", out_size(&|s: &'static Stream, b: &'static mut Vec<u8>, _d: ()| s.read_append(b)));
+        redis::print_sizes();
     }
 }

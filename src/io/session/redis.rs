@@ -880,15 +880,3 @@ fn write_as_sent(out: &mut Vec<u8>, req: &[u8], args: &[std::ops::Range<usize>])
         redis::write_command_iter(out, args.len(), args.iter().map(|a| &req[a.clone()]));
     }
 }
-
-#[cfg(test)]
-pub fn print_sizes() {
-    println!("redis Scratch {} Pinned {}", std::mem::size_of::<Scratch>(), std::mem::size_of::<Pinned>());
-    fn out_size<A, B, C, F, G: FnOnce(A, B, C) -> F>(_: &G) -> usize {
-        std::mem::size_of::<F>()
-    }
-    println!(
-        "wait_blocked {}",
-        out_size(&|s: &'static Session, i: &'static mut InBuf, p: &'static mut Pinned| pinned::wait_blocked(s, i, p))
-    );
-}

@@ -1,5 +1,5 @@
-//! Client sessions: one reader task (parse, route, queue on backends) and one writer task (replies, in order) per
-//! client connection.
+//! Client sessions: one task per client connection, whose future has a reader half (parse, route, queue on
+//! backends) and a writer half (replies, in order); see `serve`.
 
 mod memcache;
 mod redis;

@@ -228,6 +228,11 @@ impl ReplyQueue {
 
     /// Reserves the next slot; the reply is delivered later with [`complete`](Self::complete).
     pub fn reserve(&mut self) -> u64 {
+        if self.slots.capacity() == 0 {
+            // One slot first, not the four a `VecDeque` starts with: an unpipelined client never needs more, and
+            // it keeps them for its connection's life. One that pipelines grows it once, by doubling.
+            self.slots.reserve_exact(1);
+        }
         let data = self.spare.pop().unwrap_or_default();
         self.slots.push_back(Slot { done: false, data, fanout: None });
         self.base + self.slots.len() as u64 - 1

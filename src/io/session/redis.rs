@@ -86,7 +86,9 @@ pub async fn read_loop(s: &mut Session) {
             Batch::Stop => return,
             Batch::Blocked => {
                 let p = pinned.get_or_insert_with(Default::default);
-                if let Next::Stop = pinned::wait_blocked(s, &mut inb, p).await {
+                // Boxed: only a client with a blocking command in flight needs this state (one allocation per
+                // blocking command), not every idle client's future.
+                if let Next::Stop = Box::pin(pinned::wait_blocked(s, &mut inb, p)).await {
                     return;
                 }
             }

@@ -115,6 +115,8 @@ mod tests {
             give(b);
         }
         give(take_for(22));
+        assert_eq!(spare(), 0, "a small buffer given back is freed, not kept");
+        give(Vec::with_capacity(BUF_SIZE));
         assert_eq!(take_for(22).capacity(), BUF_SIZE, "a spare buffer is used whatever the need");
     }
 }

@@ -388,12 +388,18 @@ impl ReplyQueue {
 
     /// Writer side: registers interest in `out` becoming non-empty.
     pub fn set_writer_waker(&mut self, w: &Waker) {
-        self.writer = Some(w.clone());
+        // Reader and writer are one task: each wake polls both halves, and a half that is still waiting must not
+        // clone the waker (a reference count update) again.
+        if !self.writer.as_ref().is_some_and(|old| old.will_wake(w)) {
+            self.writer = Some(w.clone());
+        }
     }
 
     /// Reader side: registers interest in in-flight requests draining (backpressure).
     pub fn set_reader_waker(&mut self, w: &Waker) {
-        self.reader = Some(w.clone());
+        if !self.reader.as_ref().is_some_and(|old| old.will_wake(w)) {
+            self.reader = Some(w.clone());
+        }
     }
 
     pub fn wake_all(&mut self) {

@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TARGETS=(redis_request redis_reply memcache_request memcache_reply config)
+TARGETS=(redis_request redis_reply memcache_request memcache_reply config cluster)
 
 if [ $# -lt 1 ] || [ "$1" = "-h" ] || [ "$1" = "--help" ]; then
     sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'

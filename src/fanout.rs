@@ -24,6 +24,13 @@ pub enum MergeKind {
     /// SCAN of one server of a pool (one fragment): its reply with the cursor rewritten for the client
     /// (see `redis::rewrite_scan_reply`); `next` is the next live server, `u32::MAX` for none.
     RedisScan { server: u32, next: u32, servers: u32 },
+    /// PUBSUB CHANNELS / SHARDCHANNELS on every live server: the names, each once.
+    RedisChannels,
+    /// PUBSUB NUMSUB / SHARDNUMSUB on every live server: the counts summed per channel.
+    RedisNumsub,
+    /// PUBSUB NUMPAT on every live server: the largest count. Pattern subscriptions through the proxy are on
+    /// every server, so a sum would count each of them once per server.
+    RedisMax,
 }
 
 /// The bookkeeping of one split request.
@@ -131,7 +138,9 @@ impl Fanout {
                 self.one_elems = scratch;
                 fits
             }
-            MergeKind::RedisSum => redis::parse_integer_reply(reply).is_some(),
+            MergeKind::RedisSum | MergeKind::RedisMax => redis::parse_integer_reply(reply).is_some(),
+            MergeKind::RedisChannels => matches!(reply.first(), Some(b'*' | b'~')),
+            MergeKind::RedisNumsub => matches!(reply.first(), Some(b'*' | b'%')),
             MergeKind::RedisMget => {
                 let keys = self.key_frag.iter().filter(|&&f| f as usize == frag).count();
                 let mut scratch = std::mem::take(&mut self.one_elems);
@@ -151,6 +160,9 @@ impl Fanout {
             MergeKind::RedisSame => "a command sent to every server",
             MergeKind::RedisAndArray => "SCRIPT EXISTS",
             MergeKind::RedisScan { .. } => "SCAN",
+            MergeKind::RedisChannels => "PUBSUB CHANNELS",
+            MergeKind::RedisNumsub => "PUBSUB NUMSUB",
+            MergeKind::RedisMax => "PUBSUB NUMPAT",
         })
     }
 
@@ -226,6 +238,25 @@ impl Fanout {
                 }
             }
             MergeKind::RedisAndArray => self.merge_and(data, out),
+            MergeKind::RedisChannels => {
+                if !redis::pubsub::merge_channels((0..self.replies.len()).map(|f| self.reply(data, f)), out) {
+                    redis::write_error(out, b"ERR ferrule: unexpected reply to PUBSUB");
+                }
+            }
+            MergeKind::RedisNumsub => {
+                if !redis::pubsub::merge_numsub((0..self.replies.len()).map(|f| self.reply(data, f)), out) {
+                    redis::write_error(out, b"ERR ferrule: unexpected reply to PUBSUB");
+                }
+            }
+            MergeKind::RedisMax => {
+                let max = (0..self.replies.len())
+                    .map(|f| redis::parse_integer_reply(self.reply(data, f)))
+                    .try_fold(0i64, |max, n| n.map(|n| max.max(n)));
+                match max {
+                    Some(n) => redis::write_integer(out, n),
+                    None => redis::write_error(out, b"ERR ferrule: unexpected reply to PUBSUB NUMPAT"),
+                }
+            }
             MergeKind::RedisScan { server, next, servers } => {
                 let next = (next != u32::MAX).then_some(next as usize);
                 if !redis::rewrite_scan_reply(self.reply(data, 0), server as usize, next, servers as usize, out) {

@@ -24,6 +24,10 @@ struct Cli {
     /// Do not reload when the config file changes (SIGHUP and POST /reload still work).
     #[arg(long)]
     no_watch: bool,
+    /// Binary upgrade: take the listening sockets over from the ferrule serving proxy.upgrade_socket, which then
+    /// stops accepting and drains (docs/operations.md, "Binary upgrade"). SIGUSR2 to the running one does the same.
+    #[arg(long)]
+    takeover: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -234,7 +238,8 @@ fn main() -> ExitCode {
         print!("{}", cfg.describe_routes());
         return ExitCode::SUCCESS;
     }
-    match ferrule::io::run(cfg, ferrule::io::RunOptions { config_path: cli.config, watch_config: !cli.no_watch }) {
+    let opts = ferrule::io::RunOptions { config_path: cli.config, watch_config: !cli.no_watch, takeover: cli.takeover };
+    match ferrule::io::run(cfg, opts) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e}");

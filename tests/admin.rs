@@ -100,10 +100,9 @@ fn start_raw(config: &str, tag: &str) -> (Proc, std::path::PathBuf) {
         .stderr(std::fs::File::create(&log_path).unwrap())
         .spawn()
         .unwrap();
-    let proc = Proc { child, port: 0, name: tag.into() };
+    let proc = Proc::new(child, 0, tag).with_dir(dir);
     assert!(
-        eventually(Duration::from_secs(10), || std::fs::read_to_string(&log_path)
-            .is_ok_and(|l| l.contains(" ready: "))),
+        eventually(STARTUP_TIMEOUT, || std::fs::read_to_string(&log_path).is_ok_and(|l| l.contains(" ready: "))),
         "ferrule did not start: {}",
         std::fs::read_to_string(&log_path).unwrap_or_default()
     );

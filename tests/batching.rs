@@ -56,7 +56,7 @@ fn commands_in(bytes: &[u8]) -> usize {
 
 /// ferrule in front of the fake server, with one request (from `first`) written and unanswered.
 struct OneInFlight {
-    _ferrule: Ferrule,
+    ferrule: Ferrule,
     port: u16,
     server: FakeServer,
     first: Client,
@@ -82,7 +82,7 @@ fn start_with_one_in_flight(batching: &str, max_hold_us: u64) -> OneInFlight {
     let mut server = FakeServer::accept(&listener);
     let (got, _) = server.receive(Duration::from_secs(5));
     assert_eq!(commands_in(&got), 1, "{:?}", String::from_utf8_lossy(&got));
-    OneInFlight { _ferrule: ferrule, port, server, first }
+    OneInFlight { ferrule, port, server, first }
 }
 
 /// Sends `GET name` on a new client connection without waiting for the reply.
@@ -116,8 +116,23 @@ fn adaptive_batching_holds_requests_behind_a_batch_in_flight_then_sends_them_in_
     // A hold bound far beyond the test's waits: only the reply releases the held requests.
     let mut s = start_with_one_in_flight("adaptive", 1_000_000);
 
-    // While the first is unanswered, five more clients send: ferrule holds them.
+    // While the first is unanswered, five more clients send: ferrule holds them. Waited for until ferrule has all
+    // five queued (on a loaded machine it may take a while to accept and read them; one read after the reply would
+    // go out on its own).
     let mut others: Vec<Client> = (0..5).map(|i| send_get(s.port, &format!("held{i}"))).collect();
+    let in_flight = |f: &Ferrule| {
+        let (_, metrics) = f.admin("GET", "/metrics");
+        metrics
+            .lines()
+            .find(|l| l.starts_with("ferrule_server_in_flight_requests{"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || in_flight(&s.ferrule) == 6),
+        "{} requests in flight",
+        in_flight(&s.ferrule)
+    );
     let (early, _) = s.server.receive(Duration::from_millis(500));
     assert!(early.is_empty(), "sent while a batch was in flight: {:?}", String::from_utf8_lossy(&early));
 

@@ -34,21 +34,47 @@ fn redis_body(port: u16, servers: &[u16], pool_extra: &str) -> String {
 }
 
 /// md5 spreads short similar keys evenly (twemproxy's fnv1a_64, the default, keeps them in clusters on the ring).
-const EJECTING: &str =
-    "timeout_ms = 300\nauto_eject_hosts = true\nserver_failure_limit = 2\nserver_retry_timeout_ms = 500\nhash = \"md5\"\n";
+///
+/// `timeout_ms` is what a server that is up must never reach while four pipelining clients load a 2-core machine
+/// that others share (with 300 ms, live servers' requests were seen to time out under such load, and two in a row
+/// eject a live server: its keys move, and the placement checks see the ring change under them; 1 s and 2 s were
+/// still reached, once in 18 and twice in 3 runs, under extra busy loops on a machine at load 20, where a healthy
+/// batch took 2.7 s). A killed server
+/// needs no timeout (its connections are reset at once); a stopped one is found by it, so the SIGSTOP test waits
+/// about this long before the ejection.
+const STALL_TIMEOUT_MS: u64 = 5000;
+
+fn ejecting() -> String {
+    format!(
+        "timeout_ms = {STALL_TIMEOUT_MS}\nauto_eject_hosts = true\nserver_failure_limit = 2\nserver_retry_timeout_ms = 500\n\
+         hash = \"md5\"\n"
+    )
+}
 
 const MD5: &str = "hash = \"md5\"\n";
 
-/// Asserts that every error a pipeliner saw names `port`, happened before `until`, and that its connection stayed up.
+/// Asserts that every error a pipeliner saw names `port` and was for a request sent before `until`, and that its
+/// connection stayed up. `until` is when every core was seen to route around the server: no request sent after it
+/// may fail (measured by send time, so a client thread starved by the load that reads its replies late does not
+/// matter).
 fn only_errors_of(reports: &[PipelineReport], port: u16, until: Instant, why: &str) {
     for r in reports {
         assert!(r.ended.is_none(), "a client connection ended: {:?}", r.ended);
         assert!(r.batches > 0, "the client made no progress");
-        for (at, req, reply) in &r.errors {
+        for (sent, req, reply) in &r.errors {
             assert!(reply.contains(&format!(":{port}")), "{req} failed though its server is up: {reply}");
             assert!(reply.starts_with("-ERR ferrule: backend"), "{reply}");
-            assert!(*at <= until, "{req} failed {:?} after {why}: {reply}", at.duration_since(until));
+            assert!(*sent <= until, "{req}, sent {:?} after {why}, failed: {reply}", sent.duration_since(until));
         }
+    }
+}
+
+/// Asserts that control ejected no server but `victim` (a live server ejected means its requests timed out: the
+/// load outgrew `timeout_ms`, and every placement check after it is moot).
+fn only_ejected(f: &Ferrule, victim: u16) {
+    let log = f.log();
+    for line in log.lines().filter(|l| l.contains("ejecting server")) {
+        assert!(line.contains(&format!(":{victim}:1 ")), "a server that is up was ejected: {line}\nlog:\n{log}");
     }
 }
 
@@ -58,6 +84,18 @@ fn key_on(config_text: &str, port: u16) -> String {
         .map(|i| format!("key:{i}"))
         .find(|k| expected_placement(config_text, "main", &|_| true, std::slice::from_ref(k))[0] == port)
         .unwrap()
+}
+
+/// A connection closed by a reload or a shutdown at `closed_at` answered everything ferrule had read of it: the batch
+/// in flight got all its replies or none (each batch, ~4 KB, is one write that ferrule reads whole; part of it
+/// answered means replies were dropped), and one written well before `closed_at` had surely been read, so got them
+/// all. "Well before" is 1 s: on a loaded machine ferrule can take hundreds of ms to read what a client wrote.
+fn all_replies_for_what_was_read(end: &PipelineEnd, closed_at: Instant) {
+    let Some(written) = end.batch_written_at else { return };
+    assert!(end.replies_of_batch == 0 || end.replies_of_batch == end.batch_len, "replies missing: {end:?}");
+    if written + Duration::from_secs(1) < closed_at {
+        assert_eq!(end.replies_of_batch, end.batch_len, "replies missing: {end:?}");
+    }
 }
 
 fn start_load(port: u16, tag: &str) -> Vec<Pipeliner> {
@@ -74,7 +112,7 @@ fn kill_9_under_load_ejects_then_probe_restores_on_every_core() {
     let mut backends: Vec<Proc> = (0..3).map(|_| redis_server()).collect();
     let ports: Vec<u16> = backends.iter().map(|b| b.port).collect();
     let port = free_port();
-    let body = redis_body(port, &ports, EJECTING);
+    let body = redis_body(port, &ports, &ejecting());
     let f = Ferrule::start_with(&body, port, WORKERS);
     let text = f.config_text(&body);
     let keys = probe_keys(300);
@@ -92,27 +130,36 @@ fn kill_9_under_load_ejects_then_probe_restores_on_every_core() {
     victim.signal(libc::SIGKILL);
     drop(victim);
     assert!(
-        f.wait_log(&format!("ejecting server 127.0.0.1:{vport}:1"), 1, Duration::from_secs(5)),
+        f.wait_log(
+            &format!("ejecting server 127.0.0.1:{vport}:1"),
+            1,
+            Duration::from_millis(STALL_TIMEOUT_MS + 10_000)
+        ),
         "not ejected; log:\n{}",
         f.log()
     );
-    let ejected_at = Instant::now();
     let without = expected_placement(&text, "main", &|p| p != vport, &keys);
     assert!(without.iter().all(|&p| p != vport && p != 0));
     assert!(
-        eventually(Duration::from_secs(3), || placement_all_workers(port, &keys, WORKERS) == Ok(without.clone())),
+        eventually(Duration::from_secs(10), || placement_all_workers(port, &keys, WORKERS) == Ok(without.clone())),
         "after ejection: {:?}",
         placement_all_workers(port, &keys, WORKERS)
     );
+    let everywhere_out = Instant::now();
     // A reload keeps the ejection: the new rings are built without the server (no moment where it is routed to).
+    // POST /reload answers once every worker applied it, so no wait here.
     assert_eq!(f.admin("POST", "/reload").0, 200);
-    assert_eq!(placement_all_workers(port, &keys, WORKERS), Ok(without.clone()));
+    assert_eq!(placement_all_workers(port, &keys, WORKERS), Ok(without.clone()), "{}", f.log());
     std::thread::sleep(Duration::from_millis(700));
     let reports = finish(load);
-    // Requests already queued on the dead server when it was ejected fail within timeout_ms; nothing after.
-    only_errors_of(&reports, vport, ejected_at + Duration::from_millis(300 + 200), "the ejection");
-    for r in &reports {
-        assert!(r.max_batch < Duration::from_millis(1500), "a batch took {:?}", r.max_batch);
+    only_ejected(&f, vport);
+    // Requests already queued on the dead server, or sent before every core had it out, fail; nothing sent after.
+    only_errors_of(&reports, vport, everywhere_out, "every core ejected it");
+    // Requests on a killed server fail at once (its connections are reset, reconnects are refused): none waits for
+    // the timeout. (Judged by the error, not by how long a batch took: on a loaded machine a healthy batch of 101
+    // pipelined requests was seen to take 2.7 s.)
+    for (_, req, reply) in reports.iter().flat_map(|r| &r.errors) {
+        assert!(!reply.contains("timed out"), "{req} waited for the timeout on a killed server: {reply}");
     }
 
     // Bring it back (empty): the probe answers, every core restores it, its keys return to it.
@@ -125,13 +172,16 @@ fn kill_9_under_load_ejects_then_probe_restores_on_every_core() {
         f.log()
     );
     assert!(
-        eventually(Duration::from_secs(3), || placement_all_workers(port, &keys, WORKERS) == Ok(all_live.clone())),
+        eventually(Duration::from_secs(10), || placement_all_workers(port, &keys, WORKERS) == Ok(all_live.clone())),
         "after restore: {:?}",
         placement_all_workers(port, &keys, WORKERS)
     );
     std::thread::sleep(Duration::from_millis(300));
     let reports = finish(load);
-    only_errors_of(&reports, vport, Instant::now() - Duration::from_secs(3600), "the restore");
+    only_ejected(&f, vport);
+    // Nothing fails while a server comes back.
+    let before_all = Instant::now() - Duration::from_secs(3600);
+    only_errors_of(&reports, vport, before_all, "the restore");
 }
 
 #[test]
@@ -140,7 +190,7 @@ fn sigstop_times_out_then_ejects_and_sigcont_restores() {
     let backends: Vec<Proc> = (0..3).map(|_| redis_server()).collect();
     let ports: Vec<u16> = backends.iter().map(|b| b.port).collect();
     let port = free_port();
-    let body = redis_body(port, &ports, EJECTING);
+    let body = redis_body(port, &ports, &ejecting());
     let f = Ferrule::start_with(&body, port, WORKERS);
     let text = f.config_text(&body);
     let keys = probe_keys(300);
@@ -157,23 +207,31 @@ fn sigstop_times_out_then_ejects_and_sigcont_restores() {
     backends[2].signal(libc::SIGSTOP);
     let stopped_at = Instant::now();
     assert!(
-        f.wait_log(&format!("ejecting server 127.0.0.1:{vport}:1"), 1, Duration::from_secs(5)),
+        f.wait_log(
+            &format!("ejecting server 127.0.0.1:{vport}:1"),
+            1,
+            Duration::from_millis(STALL_TIMEOUT_MS + 10_000)
+        ),
         "not ejected; log:\n{}",
         f.log()
     );
     let ejected_at = Instant::now();
-    assert!(ejected_at - stopped_at >= Duration::from_millis(250), "ejected before any request could time out");
+    // Nothing can time out before timeout_ms after the stop (less the few ms a request sent just before it waited).
+    let earliest = Duration::from_millis(STALL_TIMEOUT_MS - 100);
+    assert!(ejected_at - stopped_at >= earliest, "ejected before any request could time out");
     let without = expected_placement(&text, "main", &|p| p != vport, &keys);
     assert!(
-        eventually(Duration::from_secs(3), || placement_all_workers(port, &keys, WORKERS) == Ok(without.clone())),
+        eventually(Duration::from_secs(10), || placement_all_workers(port, &keys, WORKERS) == Ok(without.clone())),
         "after ejection: {:?}",
         placement_all_workers(port, &keys, WORKERS)
     );
+    let everywhere_out = Instant::now();
     std::thread::sleep(Duration::from_millis(500));
     let reports = finish(load);
-    only_errors_of(&reports, vport, ejected_at + Duration::from_millis(300 + 200), "the ejection");
-    let timeouts =
-        reports.iter().flat_map(|r| &r.errors).filter(|(_, _, e)| e.contains("timed out after 300 ms")).count();
+    only_ejected(&f, vport);
+    only_errors_of(&reports, vport, everywhere_out, "every core ejected it");
+    let timed_out = format!("timed out after {STALL_TIMEOUT_MS} ms");
+    let timeouts = reports.iter().flat_map(|r| &r.errors).filter(|(_, _, e)| e.contains(&timed_out)).count();
     assert!(timeouts > 0, "a stalled server's requests time out");
 
     backends[2].signal(libc::SIGCONT);
@@ -183,7 +241,7 @@ fn sigstop_times_out_then_ejects_and_sigcont_restores() {
         f.log()
     );
     assert!(
-        eventually(Duration::from_secs(3), || placement_all_workers(port, &keys, WORKERS) == Ok(all_live.clone())),
+        eventually(Duration::from_secs(10), || placement_all_workers(port, &keys, WORKERS) == Ok(all_live.clone())),
         "after restore: {:?}",
         placement_all_workers(port, &keys, WORKERS)
     );
@@ -220,7 +278,9 @@ fn down_server_fails_fast_when_not_ejected() {
     }
     assert!(failed > 20, "about half of 300 keys belong to the dead server: {failed}");
     assert!(unavailable > failed / 2, "most failures are short-circuited: {unavailable} of {failed}");
-    assert!(t.elapsed() < Duration::from_secs(3), "300 requests took {:?}", t.elapsed());
+    // A failure that waited for timeout_ms (1 s) would make the ~150 failures take minutes; 10 s leaves room for 300
+    // round trips through a debug build on a loaded machine.
+    assert!(t.elapsed() < Duration::from_secs(10), "300 requests took {:?}", t.elapsed());
 }
 
 /// A server that accepts and hangs up at once: ferrule must back off instead of reconnecting for every request.
@@ -243,15 +303,16 @@ fn flapping_server_does_not_cause_a_reconnect_storm() {
     let mut c = Client::connect(port);
     let t = Instant::now();
     let mut requests = 0;
-    while t.elapsed() < Duration::from_secs(2) {
+    // At least 2 s and 500 requests (a loaded machine may need longer for 500 round trips), at most 30 s.
+    while (t.elapsed() < Duration::from_secs(2) || requests < 500) && t.elapsed() < Duration::from_secs(30) {
         let r = c.redis_str(&["GET", &format!("k{requests}")]);
         assert!(r.starts_with("-ERR ferrule: backend"), "{r}");
         requests += 1;
     }
     let n = accepts.load(std::sync::atomic::Ordering::Relaxed);
-    assert!(requests > 500, "{requests}");
-    // 50 ms doubling with jitter: about 8 attempts in 2 s.
-    assert!(n <= 20, "{n} connections for {requests} requests");
+    assert!(requests >= 500, "{requests} requests in {:?}", t.elapsed());
+    // 50 ms doubling with jitter, up to 5 s: about 6 attempts in 2 s, 12 in 30 s; a storm is one per request.
+    assert!(n <= 20, "{n} connections for {requests} requests in {:?}", t.elapsed());
 }
 
 #[test]
@@ -260,8 +321,10 @@ fn all_servers_ejected_fails_at_once_saying_so() {
     let a = redis_server();
     let b = redis_server();
     let port = free_port();
+    // The servers are killed: their failures are immediate, so a long timeout_ms costs nothing and lets the bound
+    // below tell "answered at once" from "waited on a server".
     let eject =
-        "timeout_ms = 300\nauto_eject_hosts = true\nserver_failure_limit = 1\nserver_retry_timeout_ms = 60000\n";
+        "timeout_ms = 2000\nauto_eject_hosts = true\nserver_failure_limit = 1\nserver_retry_timeout_ms = 60000\n";
     let body = redis_body(port, &[a.port, b.port], eject);
     let f = Ferrule::start_with(&body, port, WORKERS);
     a.signal(libc::SIGKILL);
@@ -278,7 +341,8 @@ fn all_servers_ejected_fails_at_once_saying_so() {
         let mut c = Client::connect(port);
         let t = Instant::now();
         assert_eq!(c.redis_str(&["MGET", "a", "b", "c"]), all_out);
-        assert!(t.elapsed() < Duration::from_millis(100), "{:?}", t.elapsed());
+        // Waiting on any server would take timeout_ms (2 s); 1 s is room for a connect and a round trip under load.
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
     }
 
     // The same for memcache.
@@ -512,16 +576,12 @@ fn listeners_added_and_removed_by_reload() {
         assert!(c.closed_by_peer(), "an idle client of a removed listener stays open");
     }
     // Each pipelining client finishes the batch it has in flight; its next one finds the connection closed.
-    assert!(eventually(Duration::from_secs(3), || load.iter().all(|l| l.peek().ended.is_some())));
+    assert!(eventually(Duration::from_secs(10), || load.iter().all(|l| l.peek().ended.is_some())));
     let reports = finish(load);
     for r in &reports {
         assert!(r.errors.is_empty(), "{:?}", r.errors.first());
         let end = r.ended.as_ref().unwrap_or_else(|| panic!("the connection was not closed: {r:?}\n{}", f.log()));
-        if let Some(written) = end.batch_written_at {
-            if written + Duration::from_millis(50) < reload_at {
-                assert_eq!(end.replies_of_batch, end.batch_len, "replies missing: {end:?}");
-            }
-        }
+        all_replies_for_what_was_read(end, reload_at);
     }
     assert_eq!(placement_all_workers(p2, &keys, WORKERS), Ok(placed));
     assert!(!f.log().contains("accept on"), "closing a listener is not an accept error:\n{}", f.log());
@@ -533,24 +593,40 @@ fn sigterm_finishes_in_flight_requests_then_exits_zero() {
     let backends: Vec<Proc> = (0..3).map(|_| redis_server()).collect();
     let ports: Vec<u16> = backends.iter().map(|b| b.port).collect();
     let port = free_port();
-    let body = redis_body(port, &ports, "timeout_ms = 3000\n");
-    let mut f = Ferrule::start_opts(&body, port, WORKERS, "shutdown_timeout_ms = 3000\n", &[]);
+    // The slow client has a listener and a pool of its own (on the first server), so that the pool's in-flight gauge
+    // tells when its request is queued on the server.
+    let slow_port = free_port();
+    let body = format!(
+        "{}{}",
+        redis_body(port, &ports, "timeout_ms = 10000\n"),
+        listener_toml("slow", slow_port, "redis", "slow", "")
+            + &redis_pool_toml("slow", &specs(&ports[..1]), "timeout_ms = 10000\n")
+    );
+    // A grace far longer than the test needs: exiting well before it shows the exit came when the last request was
+    // answered, not when the grace ran out.
+    let grace = Duration::from_secs(10);
+    let mut f =
+        Ferrule::start_opts(&body, port, WORKERS, &format!("shutdown_timeout_ms = {}\n", grace.as_millis()), &[]);
     let load = start_load(port, "term");
     // One request held in flight by a stopped server, released after the signal.
-    let slow_key = key_on(&f.config_text(&body), ports[0]);
-    let mut slow = Client::connect(port);
-    assert_eq!(slow.redis_str(&["SET", &slow_key, "late"]), "+OK\r\n");
+    let mut slow = Client::connect(slow_port);
+    assert_eq!(slow.redis_str(&["SET", "slow", "late"]), "+OK\r\n");
     std::thread::sleep(Duration::from_millis(300));
     backends[0].signal(libc::SIGSTOP);
     let mut req = Vec::new();
-    ferrule::protocol::redis::write_command(&mut req, &[b"GET", slow_key.as_bytes()]);
+    ferrule::protocol::redis::write_command(&mut req, &[b"GET", b"slow"]);
     slow.send(&req);
-    std::thread::sleep(Duration::from_millis(50));
+    let in_flight = || {
+        let (_, metrics) = f.admin("GET", "/metrics");
+        metrics.lines().any(|l| l.starts_with("ferrule_server_in_flight_requests{pool=\"slow\"") && l.ends_with(" 1"))
+    };
+    assert!(eventually(Duration::from_secs(10), in_flight), "the GET never reached the stopped server");
     f.proc.signal(libc::SIGTERM);
     let signalled = Instant::now();
-    // New connections are refused while the in-flight request waits.
+    // New connections are refused while the in-flight request waits (control sees the signal within 50 ms; the
+    // bound is for a loaded machine, well within the grace).
     assert!(
-        eventually(Duration::from_millis(500), || std::net::TcpStream::connect(("127.0.0.1", port)).is_err()),
+        eventually(Duration::from_secs(3), || std::net::TcpStream::connect(("127.0.0.1", port)).is_err()),
         "still accepting after SIGTERM"
     );
     std::thread::sleep(Duration::from_millis(300));
@@ -560,15 +636,11 @@ fn sigterm_finishes_in_flight_requests_then_exits_zero() {
     assert!(slow.closed_by_peer());
     let status = f.wait_exit(Duration::from_secs(5)).expect("ferrule did not exit");
     assert!(status.success(), "{status:?}; log:\n{}", f.log());
-    assert!(signalled.elapsed() < Duration::from_secs(3));
+    assert!(signalled.elapsed() < grace - Duration::from_secs(2), "exited {:?} after SIGTERM", signalled.elapsed());
     for r in finish(load) {
         assert!(r.errors.is_empty(), "{:?}", r.errors.first());
         let end = r.ended.expect("the connection was closed");
-        if let Some(written) = end.batch_written_at {
-            if written + Duration::from_millis(50) < signalled {
-                assert_eq!(end.replies_of_batch, end.batch_len, "replies missing: {end:?}");
-            }
-        }
+        all_replies_for_what_was_read(&end, signalled);
     }
     assert!(f.log().contains("shutting down"));
 }
@@ -591,8 +663,10 @@ fn second_sigterm_exits_at_once() {
     assert!(f.wait_exit(Duration::from_millis(500)).is_none(), "the first signal waits for the request in flight");
     let t = Instant::now();
     f.proc.signal(libc::SIGTERM);
-    let status = f.wait_exit(Duration::from_secs(2)).expect("the second signal exits at once");
-    assert!(t.elapsed() < Duration::from_millis(500));
+    let status = f.wait_exit(Duration::from_secs(5)).expect("the second signal exits at once");
+    // The request in flight would hold the exit for 20 s (timeout and grace); a loaded machine may take a second
+    // or two to deliver the signal and reap the process.
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     assert!(!status.success());
     b.signal(libc::SIGCONT);
 }
@@ -619,7 +693,9 @@ fn requests_on_a_removed_stalled_server_still_time_out() {
     assert_eq!(f.admin("POST", "/reload").0, 200);
     let r = String::from_utf8(c.redis_reply()).unwrap();
     assert!(r.contains("timed out after 300 ms"), "{r}");
-    assert!(sent.elapsed() < Duration::from_millis(1000), "{:?}", sent.elapsed());
+    // Without its deadline the request would wait for as long as the server is stopped (the read's 10 s); 3 s is
+    // room for a loaded machine.
+    assert!(sent.elapsed() < Duration::from_secs(3), "{:?}", sent.elapsed());
     assert_eq!(c.redis_str(&["GET", &key]), "$-1\r\n");
     b.signal(libc::SIGCONT);
 }

@@ -97,6 +97,25 @@ fn a_client_that_stops_reading_is_paused_not_buffered_without_bound() {
         }
         true
     });
+    // Operators see it: the listener's backpressure counter moves once ferrule pauses the client (waited for: a
+    // loaded machine may take a while to get there).
+    let backpressure = || -> (u64, String) {
+        let (status, metrics) = f.admin("GET", "/metrics");
+        assert_eq!(status, 200);
+        let paused = metrics
+            .lines()
+            .find(|l| l.starts_with("ferrule_client_backpressure_total{listener=\"cache\"}"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        (paused, metrics)
+    };
+    assert!(
+        eventually(Duration::from_secs(30), || backpressure().0 >= 1),
+        "ferrule_client_backpressure_total did not count the paused client:\n{}",
+        backpressure().1
+    );
+    // Paused for two seconds more: buffering the replies instead would grow RSS by some 100 MiB meanwhile.
     std::thread::sleep(Duration::from_secs(2));
     let rss = ferrule_rss_kib(&f);
     assert!(
@@ -104,16 +123,6 @@ fn a_client_that_stops_reading_is_paused_not_buffered_without_bound() {
         "ferrule's RSS grew to {rss} KiB for one client that reads nothing ({} GETs sent so far)",
         written.load(Ordering::Relaxed)
     );
-    // Operators see it: the listener's backpressure counter moved.
-    let (status, metrics) = f.admin("GET", "/metrics");
-    assert_eq!(status, 200);
-    let paused: u64 = metrics
-        .lines()
-        .find(|l| l.starts_with("ferrule_client_backpressure_total{listener=\"cache\"}"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    assert!(paused >= 1, "ferrule_client_backpressure_total did not count the paused client:\n{metrics}");
     // Now read: every request is answered, in order, nothing lost while the client was paused.
     let reply_len = format!("${value_len}\r\n").len() + value_len + 2;
     let mut expected_reply = format!("${value_len}\r\n").into_bytes();
@@ -185,7 +194,12 @@ fn clients_that_vanish_or_are_dismissed_leak_no_descriptors() {
         c.redis_reply();
     }
     drop(c);
-    std::thread::sleep(Duration::from_millis(300));
+    // The baseline once ferrule closed its end of every client (the warm-up one, the start-up readiness probes).
+    let clients_open = || {
+        let (_, metrics) = f.admin("GET", "/metrics");
+        metrics.lines().any(|l| l.starts_with("ferrule_client_connections{") && !l.ends_with(" 0"))
+    };
+    assert!(eventually(Duration::from_secs(10), || !clients_open()), "client connections stay open");
     let baseline = open_fds(&f);
     // Clients that send a pipeline (and half of a large SET) and then reset the connection without reading: the
     // replies arrive for nobody, receives are cancelled, sends may fail; every descriptor must still be closed.

@@ -158,21 +158,23 @@ fn a_client_that_leaves_mid_multi_leaves_nothing_applied() {
 
 #[test]
 fn a_blocked_client_never_stalls_the_shared_connection() {
-    let (_backends, _f, port) = setup("timeout_ms = 200");
+    // timeout_ms is one the pipelining client's requests cannot reach on a loaded machine (200 ms was: they timed
+    // out); the BLPOP blocks half as long again, so a block bounded by timeout_ms alone would fail it.
+    let (_backends, _f, port) = setup("timeout_ms = 1000");
     let load = Pipeliner::start(port, "blk", 16);
     let mut blocked = Client::connect(port);
     let started = Instant::now();
     // Blocks for longer than timeout_ms: its request timeout is its block time plus timeout_ms.
     blocked.send(&command(&["BLPOP", "{q}:jobs", "{q}:other", "0"]));
     let producer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(600));
+        std::thread::sleep(Duration::from_millis(1500));
         let mut p = Client::connect(port);
         p.redis_str(&["RPUSH", "{q}:jobs", "job-1"])
     });
     let before = load.peek().replies;
     let reply = String::from_utf8_lossy(&blocked.redis_reply()).into_owned();
     assert_eq!(reply, "*2\r\n$8\r\n{q}:jobs\r\n$5\r\njob-1\r\n");
-    assert!(started.elapsed() >= Duration::from_millis(500), "it waited for the producer");
+    assert!(started.elapsed() >= Duration::from_millis(1400), "it waited for the producer");
     assert_eq!(producer.join().unwrap(), ":1\r\n");
     let report = load.finish();
     assert!(report.errors.is_empty(), "{:?}", report.errors);
@@ -308,4 +310,45 @@ for proto in (2, 3):
         assert!(stdout.contains(&format!("{proto} blpop: [b'{{q}}', b'job']")), "{stdout}");
         assert!(stdout.contains(&format!("{proto} after: [b'2', b'9']")), "{stdout}");
     }
+}
+
+/// A listener whose route is a prefix route over two pools of one server each: `a:` keys to one, the rest to the
+/// other.
+fn routed_setup() -> ([Proc; 2], Ferrule, u16) {
+    let backends = [redis_server(), redis_server()];
+    let port = free_port();
+    let route = "[routes.front]\ntype = \"prefix\"\nprefixes = { \"a:\" = \"pa\" }\ndefault = \"pb\"\n\n";
+    let body = format!(
+        "{}{route}{}{}",
+        listener_toml("cache", port, "redis", "front", ""),
+        redis_pool_toml("pa", &[format!("127.0.0.1:{}:1", backends[0].port)], ""),
+        redis_pool_toml("pb", &[format!("127.0.0.1:{}:1", backends[1].port)], ""),
+    );
+    (backends, Ferrule::start(&body, port), port)
+}
+
+#[test]
+fn transactions_and_blocking_commands_run_on_a_route_that_reaches_one_server() {
+    let (backends, _f, port) = routed_setup();
+    let mut c = Client::connect(port);
+    let tx: &[&[&str]] = &[&["MULTI"], &["SET", "a:x", "1"], &["INCR", "a:x"], &["EXEC"]];
+    assert_eq!(pipeline(&mut c, tx), ["+OK\r\n", "+QUEUED\r\n", "+QUEUED\r\n", "*2\r\n+OK\r\n:2\r\n"]);
+    assert_eq!(Client::connect(backends[0].port).redis_str(&["GET", "a:x"]), "$1\r\n2\r\n", "on the route's pool");
+    // A queued command that the route sends to the other pool aborts the transaction, with nothing applied.
+    let tx: &[&[&str]] = &[&["MULTI"], &["SET", "a:y", "1"], &["SET", "b:y", "1"], &["EXEC"]];
+    let replies = pipeline(&mut c, tx);
+    assert!(replies[2].starts_with("-CROSSSLOT"), "{replies:?}");
+    assert_eq!(replies[3], "-EXECABORT Transaction discarded because of previous errors.\r\n");
+    assert_eq!(Client::connect(backends[0].port).redis_str(&["EXISTS", "a:y"]), ":0\r\n");
+    // WATCH on the route's server: a write from another client makes EXEC answer nil.
+    assert_eq!(c.redis_str(&["WATCH", "b:w"]), "+OK\r\n");
+    assert_eq!(Client::connect(port).redis_str(&["SET", "b:w", "other"]), "+OK\r\n");
+    assert_eq!(pipeline(&mut c, &[&["MULTI"], &["SET", "b:w", "mine"], &["EXEC"]])[2], "*-1\r\n");
+    // A blocking pop on its own connection, fed by another client through the same route.
+    let mut blocked = Client::connect(port);
+    blocked.send(&command(&["BLPOP", "b:q", "5"]));
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(c.redis_str(&["GET", "b:w"]), "$5\r\nother\r\n", "the shared connection is not stalled");
+    assert_eq!(Client::connect(port).redis_str(&["RPUSH", "b:q", "job"]), ":1\r\n");
+    assert_eq!(String::from_utf8_lossy(&blocked.redis_reply()), "*2\r\n$3\r\nb:q\r\n$3\r\njob\r\n");
 }

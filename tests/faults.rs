@@ -15,7 +15,9 @@ fn start_two(extra: &str) -> (Proc, u16, Ferrule, u16) {
         redis_pool_toml(
             "main",
             &[format!("127.0.0.1:{}:1", good.port), format!("127.0.0.1:{dead_port}:1")],
-            &format!("timeout_ms = 300\nhash = \"md5\"\n{extra}")
+            // Long enough that the live server's requests never time out on a loaded machine; the dead one's fail
+            // at once (refused), so a request that waited for the timeout would break the 2 s bound below.
+            &format!("timeout_ms = 5000\nhash = \"md5\"\n{extra}")
         )
     );
     let f = Ferrule::start(&body, port);
@@ -112,7 +114,9 @@ fn stalled_backend_times_out_within_the_timeout() {
     for i in 0..20 {
         let t = Instant::now();
         let r = c.redis_str(&["GET", &format!("s{i}")]);
-        assert!(t.elapsed() < Duration::from_millis(1500), "took {:?}", t.elapsed());
+        // 300 ms and the 5 ms tick, with room for a loaded machine; without the timeout it would wait for as long
+        // as the server is stopped (the client's 10 s read timeout).
+        assert!(t.elapsed() < Duration::from_secs(3), "took {:?}", t.elapsed());
         if r.starts_with("-ERR") {
             assert!(r.contains("timed out"), "{r}");
             timeouts += 1;
@@ -132,7 +136,7 @@ fn half_reply_then_stall_is_a_timeout_not_a_hang() {
             let mut buf = [0u8; 1024];
             let _ = s.read(&mut buf);
             let _ = s.write_all(b"$10\r\nhal");
-            std::thread::sleep(Duration::from_secs(5));
+            std::thread::sleep(Duration::from_secs(30));
         }
     });
     let port = free_port();
@@ -146,7 +150,9 @@ fn half_reply_then_stall_is_a_timeout_not_a_hang() {
     let t = Instant::now();
     let r = c.redis_str(&["GET", "x"]);
     assert!(r.starts_with("-ERR ferrule: backend") && r.contains("timed out"), "{r}");
-    assert!(t.elapsed() < Duration::from_secs(2));
+    // timeout_ms is 300; the fake server holds the half reply for 30 s, so a hang would show (and take the client's
+    // 10 s read timeout).
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     assert_eq!(c.redis_str(&["PING"]), "+PONG\r\n");
 }
 

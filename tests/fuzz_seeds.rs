@@ -41,6 +41,11 @@ fn memcache_reply_seeds() {
 }
 
 #[test]
+fn cluster_seeds() {
+    replay_seeds("cluster", fuzz::cluster::check);
+}
+
+#[test]
 fn config_seeds() {
     replay_seeds("config", fuzz::config::check);
 }

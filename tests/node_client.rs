@@ -1,4 +1,4 @@
-//! ioredis, the most used Node client, through ferrule against three real redis-servers
+//! ioredis, the most used Node client, through ferrule against three real redis-servers and straight to one redis
 //! (tests/clients/ioredis_workload.js). scripts/test.sh installs it into target/node_modules (pinned version).
 
 mod common;
@@ -27,18 +27,26 @@ fn ioredis_workload() {
     let body = format!(
         "{}{}",
         listener_toml("cache", port, "redis", "main", "users = [{ name = \"app\", password = \"app-pw\" }]"),
-        redis_pool_toml("main", &specs, "hash = \"md5\"")
+        redis_pool_toml("main", &specs, "hash = \"md5\"\nhash_tag = \"{}\"")
     );
     let _f = Ferrule::start(&body, port);
+    run(&modules, port, &["app", "app-pw"]);
+    // The same workload straight to one redis: what it asserts is what redis does.
+    let reference = redis_server();
+    run(&modules, reference.port, &[]);
+}
+
+fn run(modules: &PathBuf, port: u16, auth: &[&str]) {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/ioredis_workload.js");
     let out = Command::new("timeout")
         .args(["60", "node"])
         .arg(&script)
-        .args([&port.to_string(), "app", "app-pw"])
-        .env("NODE_PATH", &modules)
+        .arg(port.to_string())
+        .args(auth)
+        .env("NODE_PATH", modules)
         .output()
         .expect("run node");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && stdout.trim() == "ok", "ioredis failed:\n{stdout}\n{stderr}");
+    assert!(out.status.success() && stdout.trim() == "ok", "ioredis on port {port} failed:\n{stdout}\n{stderr}");
 }

@@ -182,6 +182,14 @@ fn command_answers_from_the_table() {
         };
         assert_eq!(fields(&ours), fields(&theirs), "{name}: {} vs {}", text(&ours), text(&theirs));
     }
+    // Key specifications: where each one begins searching and how it finds keys, as redis 7 describes them (the
+    // flags are coarser: RO access or RW update).
+    for name in ["get", "mget", "mset", "set", "zunionstore", "eval", "sinter", "xread", "lmove", "rename", "hset"] {
+        let ours = key_spec_searches(&proxy.redis(&["COMMAND", "INFO", name]));
+        let theirs = key_spec_searches(&direct.redis(&["COMMAND", "INFO", name]));
+        assert!(!ours.is_empty(), "{name}");
+        assert_eq!(ours, theirs, "{name}");
+    }
     for args in [
         &["COMMAND", "GETKEYS", "get", "a"][..],
         &["COMMAND", "GETKEYS", "mset", "a", "1", "b", "2"],
@@ -352,4 +360,33 @@ fn scripts_are_loaded_on_every_server() {
         c.redis_str(&["FUNCTION", "DUMP"]),
         "-ERR ferrule: FUNCTION DUMP is not supported (LOAD, DELETE, FLUSH and LIST go to every server of the pool)\r\n"
     );
+}
+
+/// The `begin_search` and `find_keys` values of each key specification in a RESP2 `COMMAND INFO` reply of one
+/// command, as raw bytes.
+fn key_spec_searches(reply: &[u8]) -> Vec<(String, String)> {
+    use ferrule::protocol::redis::{array_elements, reply_len};
+    let mut outer = Vec::new();
+    assert!(array_elements(reply, &mut outer) && outer.len() == 1);
+    let entry = &reply[outer[0].clone()];
+    let mut fields = Vec::new();
+    assert!(array_elements(entry, &mut fields) && fields.len() == 10, "{}", text(entry));
+    let specs_reply = &entry[fields[8].clone()];
+    let mut specs = Vec::new();
+    assert!(array_elements(specs_reply, &mut specs));
+    specs
+        .iter()
+        .map(|spec| {
+            let spec = &specs_reply[spec.clone()];
+            let mut kv = Vec::new();
+            assert!(array_elements(spec, &mut kv));
+            let value = |key: &str| {
+                let at = kv.iter().position(|r| spec[r.clone()] == *format!("${}\r\n{key}\r\n", key.len()).as_bytes());
+                let r = kv[at.expect(key) + 1].clone();
+                assert_eq!(reply_len(&spec[r.clone()]).unwrap(), Some(r.len()));
+                text(&spec[r])
+            };
+            (value("begin_search"), value("find_keys"))
+        })
+        .collect()
 }

@@ -1,6 +1,6 @@
-//! What ferrule refuses must be refused whole: a refused MULTI (on a listener whose route is not a pool; pool
-//! listeners run transactions, tests/dedicated.rs) leaves nothing applied, a data block is never run as a command,
-//! and error replies read as the real servers' do. Against real redis-server and memcached, and redis-py for what
+//! What ferrule refuses must be refused whole: a transaction refused (on a listener whose route sends to several
+//! destinations; pools and single-destination routes run them, tests/dedicated.rs) leaves nothing applied, a data
+//! block is never run as a command, and error replies read as the real servers' do. Against real redis-server and memcached, and redis-py for what
 //! a client library makes of it.
 
 mod common;
@@ -18,12 +18,13 @@ fn redis_setup() -> (Proc, Ferrule, u16) {
     (backend, Ferrule::start(&body, port), port)
 }
 
-/// A listener whose route is a route, not a pool: transactions are refused there.
+/// A listener whose route sends every request to several destinations (all_sync over the pool's servers): a
+/// transaction cannot have one connection of its own there, so its keyed commands are refused.
 fn routed_setup() -> (Proc, Ferrule, u16) {
     let backend = redis_server();
     let port = free_port();
     let servers = vec![format!("127.0.0.1:{}:1", backend.port)];
-    let route = "[routes.front]\ntype = \"prefix\"\nprefixes = { \"x:\" = \"main\" }\ndefault = \"main\"\n\n";
+    let route = "[routes.front]\ntype = \"all_sync\"\nchildren = [\"main/*\"]\n\n";
     let body = format!(
         "{}{route}{}",
         listener_toml("cache", port, "redis", "front", ""),
@@ -47,12 +48,13 @@ fn command(args: &[&str]) -> Vec<u8> {
     out
 }
 
-const MULTI_REFUSED: &str = "-ERR MULTI is not supported by ferrule on this listener (its route is not a pool): the \
-                             commands up to EXEC or DISCARD are refused\r\n";
 const EXECABORT: &str = "-EXECABORT Transaction discarded because of previous errors.\r\n";
 
 fn not_run(name: &str) -> String {
-    format!("-ERR {name} not run: it follows a MULTI that ferrule refused; EXEC or DISCARD ends it\r\n")
+    format!(
+        "-ERR ferrule: {name} cannot run on a connection of its own here: route 'front' sends to several \
+         destinations\r\n"
+    )
 }
 
 #[test]
@@ -68,7 +70,7 @@ fn a_refused_multi_leaves_nothing_applied() {
     }
     c.send(&out);
     let replies: Vec<String> = (0..6).map(|_| String::from_utf8_lossy(&c.redis_reply()).into_owned()).collect();
-    assert_eq!(replies, [MULTI_REFUSED, &not_run("INCR"), &not_run("SET"), &not_run("INCR"), EXECABORT, "$-1\r\n"]);
+    assert_eq!(replies, ["+OK\r\n", &not_run("INCR"), &not_run("SET"), &not_run("INCR"), EXECABORT, "$-1\r\n"]);
     let mut direct = Client::connect(backend.port);
     assert_eq!(direct.redis_str(&["EXISTS", "acct", "other"]), ":0\r\n", "nothing reached the server");
     // After EXEC the session is back to normal.
@@ -81,21 +83,18 @@ fn a_refused_multi_leaves_nothing_applied() {
 fn discard_nesting_watch_and_quit_in_a_refused_multi() {
     let (backend, _f, port) = routed_setup();
     let mut c = Client::connect(port);
-    assert_eq!(c.redis_str(&["MULTI"]), MULTI_REFUSED);
+    assert_eq!(c.redis_str(&["MULTI"]), "+OK\r\n");
     assert_eq!(c.redis_str(&["MULTI"]), "-ERR MULTI calls can not be nested\r\n");
     assert_eq!(c.redis_str(&["WATCH", "k"]), "-ERR WATCH inside MULTI is not allowed\r\n");
     assert_eq!(c.redis_str(&["GET"]), "-ERR wrong number of arguments for 'get' command\r\n");
     assert_eq!(c.redis_str(&["SET", "k", "v"]), not_run("SET"));
-    assert_eq!(c.redis_str(&["PING"]), not_run("PING"));
     assert_eq!(c.redis_str(&["DISCARD"]), "+OK\r\n");
     assert_eq!(c.redis_str(&["PING"]), "+PONG\r\n");
     assert_eq!(c.redis_str(&["UNWATCH"]), "+OK\r\n");
-    assert_eq!(
-        c.redis_str(&["WATCH", "k"]),
-        "-ERR WATCH is not supported by ferrule on this listener (its route is not a pool)\r\n"
-    );
-    // QUIT inside a refused MULTI closes, as in redis; a new connection starts outside any transaction.
-    assert_eq!(c.redis_str(&["MULTI"]), MULTI_REFUSED);
+    assert_eq!(c.redis_str(&["WATCH", "k"]), not_run("WATCH"));
+    assert_eq!(c.redis_str(&["BLPOP", "k", "1"]), not_run("BLPOP"));
+    // QUIT inside MULTI closes, as in redis; a new connection starts outside any transaction.
+    assert_eq!(c.redis_str(&["MULTI"]), "+OK\r\n");
     assert_eq!(c.redis_str(&["QUIT"]), "+OK\r\n");
     assert!(c.closed_by_peer());
     let mut d = Client::connect(port);
@@ -143,7 +142,7 @@ print("after:", r.set("after", "1"), r.get("after"))
     assert!(out.status.success(), "python failed: {stdout} {}", String::from_utf8_lossy(&out.stderr));
     let mut direct = Client::connect(backend.port);
     assert_eq!(direct.redis_str(&["EXISTS", "acct"]), ":0\r\n", "acct must stay unset: {stdout}");
-    assert!(stdout.contains("raised: MULTI is not supported by ferrule"), "{stdout}");
+    assert!(stdout.contains("cannot run on a connection of its own here"), "{stdout}");
     assert!(stdout.contains("after: True b'1'"), "{stdout}");
 }
 

@@ -182,10 +182,18 @@ fn test_config_prints_the_route_tree_and_refuses_what_cannot_run() {
         "{stdout}"
     );
     assert!(stdout.contains("default -> route gone (error): \"ferrule: error route\""), "{stdout}");
+    // Every kind runs (warmup prints its children), but not a multi-destination route below another.
     let warmup = body.replace("type = \"error\"", "type = \"warmup\"\ncold = \"p\"\nwarm = \"p\"");
-    std::fs::write(&path, warmup).unwrap();
+    std::fs::write(&path, &warmup).unwrap();
+    let out = std::process::Command::new(ferrule_bin()).arg("-t").arg("-c").arg(&path).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("default -> route gone (warmup)\n      cold -> pool p"), "{stdout}");
+    let nested = format!("{warmup}[routes.outer]\ntype = \"failover\"\nchildren = [\"gone\"]\n")
+        .replace("route = \"main\"", "route = \"outer\"");
+    std::fs::write(&path, nested).unwrap();
     let out = std::process::Command::new(ferrule_bin()).arg("-t").arg("-c").arg(&path).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains("routes.gone.type: route type \"warmup\" is not implemented yet"), "{stderr}");
+    assert!(stderr.contains("a multi-destination route below another is not implemented yet"), "{stderr}");
 }

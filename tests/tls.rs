@@ -8,7 +8,7 @@ use common::*;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,7 +59,7 @@ impl Ca {
 
 /// One test's certificates.
 struct Pki {
-    dir: PathBuf,
+    dir: TempDir,
     ca: String,
     server: Pair,
     client: Pair,
@@ -111,8 +111,9 @@ fn redis_tls(pki: &Pki, auth_clients: bool, extra: &[&str]) -> Proc {
         .stderr(Stdio::null())
         .spawn()
         .expect("start redis-server");
-    wait_for_port(port, "redis-server (TLS)");
-    Proc { child, port, name: format!("redis-tls:{port}") }
+    let mut proc = Proc::new(child, port, format!("redis-tls:{port}")).with_dir(dir);
+    wait_for_child_port(&mut proc.child, port, "redis-server (TLS)");
+    proc
 }
 
 fn memcached_tls(pki: &Pki) -> Proc {
@@ -125,8 +126,9 @@ fn memcached_tls(pki: &Pki) -> Proc {
         .stderr(Stdio::null())
         .spawn()
         .expect("start memcached");
-    wait_for_port(port, "memcached (TLS)");
-    Proc { child, port, name: format!("memcached-tls:{port}") }
+    let mut proc = Proc::new(child, port, format!("memcached-tls:{port}"));
+    wait_for_child_port(&mut proc.child, port, "memcached (TLS)");
+    proc
 }
 
 fn tls_listener_keys(pki: &Pki) -> String {

@@ -5,6 +5,7 @@
 //! Targets that frame a byte stream read their first byte as a [`Reads`] seed, so the fuzzer also chooses how
 //! the stream is split into reads: resumable parsers must agree with their one-shot versions under any split.
 
+pub mod cluster;
 pub mod config;
 pub mod memcache_reply;
 pub mod memcache_request;

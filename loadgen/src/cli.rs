@@ -51,6 +51,10 @@ pub enum ProtocolName {
     Redis,
     /// Memcached text protocol.
     Memcache,
+    /// Memcached meta commands: `mg <key> v` for reads, a multi-key read as quiet `mg <key> k v q` lines ended
+    /// by `mn`, `ms <key> <len>` for writes.
+    #[serde(rename = "memcache-meta")]
+    MemcacheMeta,
 }
 
 /// `--distribution`.

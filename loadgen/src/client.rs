@@ -63,6 +63,22 @@ impl Codec {
             ProtocolName::Memcache => {
                 memcache::write_retrieval(out, memcache::Command::Get, None, key_bytes);
             }
+            ProtocolName::MemcacheMeta if op == OpKind::Mget => {
+                // As meta clients fetch several keys: quiet gets (only hits answer, each naming its key), then mn.
+                for key in key_bytes {
+                    out.extend_from_slice(b"mg ");
+                    out.extend_from_slice(key);
+                    out.extend_from_slice(b" k v q\r\n");
+                }
+                out.extend_from_slice(b"mn\r\n");
+            }
+            ProtocolName::MemcacheMeta => {
+                for key in key_bytes.take(1) {
+                    out.extend_from_slice(b"mg ");
+                    out.extend_from_slice(key);
+                    out.extend_from_slice(b" v\r\n");
+                }
+            }
         }
     }
 
@@ -72,6 +88,15 @@ impl Codec {
             ProtocolName::Redis => redis::write_command(out, &[b"SET", key, value]),
             ProtocolName::Memcache => {
                 memcache::write_storage(out, memcache::Command::Set, key, 0, 0, value, None, false)
+            }
+            ProtocolName::MemcacheMeta => {
+                out.extend_from_slice(b"ms ");
+                out.extend_from_slice(key);
+                out.push(b' ');
+                ferrule::protocol::push_decimal(out, value.len() as u64);
+                out.extend_from_slice(b"\r\n");
+                out.extend_from_slice(value);
+                out.extend_from_slice(b"\r\n");
             }
         }
     }
@@ -91,6 +116,27 @@ impl Codec {
                 };
                 memcache::reply_len(buf, command)
             }
+            ProtocolName::MemcacheMeta => match op {
+                OpKind::Get => memcache::reply_len(buf, memcache::Command::MetaGet),
+                OpKind::Set => memcache::reply_len(buf, memcache::Command::MetaSet),
+                OpKind::Mget => {
+                    // The hits' replies (or error lines), then MN.
+                    let mut at = 0;
+                    loop {
+                        let rest = buf.get(at..).unwrap_or_default();
+                        if rest.starts_with(b"MN\r\n") {
+                            return Ok(Some(at + 4));
+                        }
+                        if rest.len() < 4 && b"MN\r\n".starts_with(rest) {
+                            return Ok(None);
+                        }
+                        match memcache::reply_len(rest, memcache::Command::MetaGet)? {
+                            Some(n) => at += n,
+                            None => return Ok(None),
+                        }
+                    }
+                }
+            },
         }
     }
 
@@ -112,6 +158,7 @@ impl Codec {
         let error_reply = match self.protocol {
             ProtocolName::Redis => redis::is_error_reply(reply),
             ProtocolName::Memcache => memcache::is_error_reply(reply),
+            ProtocolName::MemcacheMeta => meta_replies(reply).any(memcache::is_error_reply),
         };
         if error_reply {
             return Verdict { error_reply: true, ..Verdict::default() };
@@ -126,6 +173,9 @@ impl Codec {
             }
             (ProtocolName::Redis, OpKind::Mget) => self.judge_redis_array(reply, keys, verifier),
             (ProtocolName::Memcache, _) => self.judge_memcache_items(reply, requested, keys, verifier),
+            (ProtocolName::MemcacheMeta, OpKind::Set) => simple(reply == b"HD\r\n"),
+            (ProtocolName::MemcacheMeta, OpKind::Get) => self.judge_meta_gets(reply, 1, keys, verifier, false),
+            (ProtocolName::MemcacheMeta, OpKind::Mget) => self.judge_meta_gets(reply, requested, keys, verifier, true),
         }
     }
 
@@ -203,6 +253,82 @@ impl Codec {
         self.items = items;
         verdict
     }
+}
+
+impl Codec {
+    /// mg replies: `VA <n> [k<key>]` items (with `named`, the hits of a quiet multi-get ended by `MN`, in request
+    /// order), or one `EN` for a single miss.
+    fn judge_meta_gets(
+        &mut self,
+        reply: &[u8],
+        requested: usize,
+        keys: &[u64],
+        verifier: Option<&Verifier<'_>>,
+        named: bool,
+    ) -> Verdict {
+        let mut verdict = Verdict::default();
+        let mut remaining = keys.iter();
+        let mut found = 0usize;
+        for r in meta_replies(reply) {
+            if r == b"MN\r\n" && named {
+                continue;
+            }
+            if r == b"EN\r\n" && !named {
+                verdict.misses += 1;
+                continue;
+            }
+            let Some((header, data)) = meta_value(r) else {
+                verdict.bad_reply = true;
+                return verdict;
+            };
+            found += 1;
+            let Some(verifier) = verifier else { continue };
+            let index = match named {
+                true => header
+                    .split(|&b| b == b' ')
+                    .find_map(|t| t.strip_prefix(b"k"))
+                    .and_then(|name| parse_key(verifier.key_prefix, name))
+                    .filter(|index| remaining.any(|k| k == index)),
+                false => keys.first().copied(),
+            };
+            if !index.is_some_and(|index| verifier.values.matches(index, data, &mut self.scratch)) {
+                verdict.wrong_values += 1;
+            }
+        }
+        if found > requested || (!named && found + verdict.misses as usize != 1) {
+            verdict.bad_reply = true;
+        }
+        verdict.hits = found as u64;
+        if named {
+            verdict.misses = (requested.saturating_sub(found)) as u64;
+        }
+        verdict
+    }
+}
+
+/// The meta replies one after another in `reply` (a multi-get's are several; framed already, so well formed).
+fn meta_replies(reply: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = reply;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let n = match memcache::reply_len(rest, memcache::Command::MetaGet) {
+            Ok(Some(n)) => n,
+            // MN, or anything else: the rest as one reply.
+            _ => rest.len(),
+        };
+        let (one, more) = rest.split_at(n);
+        rest = more;
+        Some(one)
+    })
+}
+
+/// The header line (without `\r\n`) and the data of a `VA <n> <flags>*` reply.
+fn meta_value(reply: &[u8]) -> Option<(&[u8], &[u8])> {
+    let header_end = reply.windows(2).position(|pair| pair == b"\r\n")?;
+    let header = reply.get(..header_end)?.strip_prefix(b"VA ")?;
+    Some((header, reply.get(header_end + 2..reply.len().checked_sub(2)?)?))
 }
 
 fn simple(expected: bool) -> Verdict {
@@ -322,6 +448,55 @@ mod tests {
         assert!(codec.judge(OpKind::Set, b"NOT_STORED\r\n", 1, &[], None).bad_reply);
         assert_eq!(codec.judge(OpKind::Set, b"STORED\r\n", 1, &[], None), Verdict::default());
         assert!(codec.frame(OpKind::Set, b"VALUE x 0 1\r\n").is_err());
+    }
+
+    #[test]
+    fn meta_mode_encodes_mg_and_ms_and_judges_their_replies() {
+        let (buf, ranges) = names(&[1, 22]);
+        let meta = Codec::new(ProtocolName::MemcacheMeta);
+        let mut out = Vec::new();
+        meta.encode_read(OpKind::Get, &buf, &ranges[..1], &mut out);
+        assert_eq!(out, b"mg key:1 v\r\n");
+        out.clear();
+        meta.encode_read(OpKind::Mget, &buf, &ranges, &mut out);
+        assert_eq!(out, b"mg key:1 k v q\r\nmg key:22 k v q\r\nmn\r\n");
+        out.clear();
+        meta.encode_set(b"k", b"vv", &mut out);
+        assert_eq!(out, b"ms k 2\r\nvv\r\n");
+
+        let values = ValueMaker::new(ValueSize::fixed(6));
+        let mut value = Vec::new();
+        values.write_value(22, &mut value);
+        let v = verifier(&values);
+        let mut codec = Codec::new(ProtocolName::MemcacheMeta);
+        let mut hit = format!("VA {}\r\n", value.len()).into_bytes();
+        hit.extend_from_slice(&value);
+        hit.extend_from_slice(b"\r\n");
+        assert_eq!(codec.frame(OpKind::Get, &hit), Ok(Some(hit.len())));
+        assert_eq!(codec.frame(OpKind::Get, &hit[..hit.len() - 1]), Ok(None));
+        let verdict = codec.judge(OpKind::Get, &hit, 1, &[22], Some(&v));
+        assert_eq!((verdict.hits, verdict.misses, verdict.wrong_values), (1, 0, 0));
+        assert_eq!(codec.judge(OpKind::Get, &hit, 1, &[1], Some(&v)).wrong_values, 1);
+        let verdict = codec.judge(OpKind::Get, b"EN\r\n", 1, &[1], Some(&v));
+        assert_eq!((verdict.hits, verdict.misses, verdict.bad_reply), (0, 1, false));
+        assert_eq!(codec.judge(OpKind::Set, b"HD\r\n", 1, &[], None), Verdict::default());
+        assert!(codec.judge(OpKind::Set, b"NS\r\n", 1, &[], None).bad_reply);
+        assert!(codec.judge(OpKind::Get, b"SERVER_ERROR backend down\r\n", 1, &[], None).error_reply);
+
+        // A multi-get: the hits, named by k, then MN.
+        let mut many = format!("VA {} kkey:22\r\n", value.len()).into_bytes();
+        many.extend_from_slice(&value);
+        many.extend_from_slice(b"\r\nMN\r\n");
+        assert_eq!(codec.frame(OpKind::Mget, &many), Ok(Some(many.len())));
+        for cut in 0..many.len() {
+            assert_eq!(codec.frame(OpKind::Mget, &many[..cut]), Ok(None), "cut at {cut}");
+        }
+        let verdict = codec.judge(OpKind::Mget, &many, 3, &[1, 22, 40], Some(&v));
+        assert_eq!((verdict.hits, verdict.misses, verdict.wrong_values), (1, 2, 0));
+        assert_eq!(codec.judge(OpKind::Mget, &many, 2, &[1, 40], Some(&v)).wrong_values, 1, "not asked for");
+        assert_eq!(codec.judge(OpKind::Mget, b"MN\r\n", 2, &[1, 40], Some(&v)).misses, 2);
+        assert!(codec.judge(OpKind::Mget, b"SERVER_ERROR x\r\nMN\r\n", 2, &[], None).error_reply);
+        assert!(codec.frame(OpKind::Mget, b"HX\r\n").is_err());
     }
 
     #[test]

@@ -208,6 +208,7 @@ fn protocol_name(plan: &RunPlan) -> &'static str {
     match plan.protocol {
         crate::cli::ProtocolName::Redis => "redis",
         crate::cli::ProtocolName::Memcache => "memcache",
+        crate::cli::ProtocolName::MemcacheMeta => "memcache-meta",
     }
 }
 

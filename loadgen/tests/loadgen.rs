@@ -221,6 +221,43 @@ fn memcache_counts_match_the_servers_stats() {
     assert_eq!(u64_at(&report, "/totals/errors"), 0, "{report:#}");
 }
 
+/// Meta mode: `mg`/`ms` (and quiet `mg ... q` lines ended by `mn` for multi-key reads), counted by memcached as
+/// gets and sets; in open loop too, where latency is measured from the intended send as for the text protocol.
+#[test]
+fn memcache_meta_counts_match_the_servers_stats() {
+    let memcached = start_memcached();
+    let target = format!("127.0.0.1:{}", memcached.port);
+    let (output, report) = loadgen(&format!(
+        "--protocol memcache-meta --target {target} --duration 2 -c 3 -P 8 --ratio 1:2 --mget 4 --keys 2000 --distribution zipf --verify"
+    ));
+    assert_success(&output);
+    let report = report.expect("a JSON report");
+    assert_eq!(report["parameters"]["protocol"], "memcache-meta", "{report:#}");
+    let stats = memcached_stats(memcached.port);
+    let mgets = u64_at(&report, "/ops/mget/count");
+    let sets = u64_at(&report, "/ops/set/count");
+    let hits = u64_at(&report, "/ops/mget/hits");
+    let misses = u64_at(&report, "/ops/mget/misses");
+    assert!(mgets > 100, "too little traffic: {report:#}");
+    assert_eq!(calls(&stats, "cmd_get"), mgets * 4, "{stats:?}");
+    assert_eq!(calls(&stats, "get_hits"), hits, "{stats:?}");
+    assert_eq!(calls(&stats, "get_misses"), misses, "{stats:?}");
+    assert_eq!(calls(&stats, "cmd_set"), sets, "{stats:?}");
+    assert!(hits > 0 && misses > 0, "no prefill: both hits and misses expected");
+    assert_eq!(u64_at(&report, "/totals/errors"), 0, "{report:#}");
+
+    let (output, report) = loadgen(&format!(
+        "--protocol memcache-meta --target {target} --duration 2 -c 2 --rate 1000 --ratio 1:1 --keys 100 --prefill --verify"
+    ));
+    assert_success(&output);
+    let report = report.expect("a JSON report");
+    assert_eq!(report["parameters"]["mode"], "open");
+    let completed = u64_at(&report, "/totals/count");
+    assert!((1800..=2200).contains(&completed), "offered 2000 in 2 s, got {completed}");
+    assert_eq!(u64_at(&report, "/ops/get/hits"), u64_at(&report, "/ops/get/count"), "prefilled: every read hits");
+    assert_eq!(u64_at(&report, "/totals/errors"), 0, "{report:#}");
+}
+
 #[test]
 fn open_loop_holds_the_rate_and_writes_histograms() {
     let redis = start_redis();

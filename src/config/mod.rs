@@ -20,6 +20,8 @@ mod users;
 mod validate;
 
 #[cfg(test)]
+mod cluster_tests;
+#[cfg(test)]
 mod route_tests;
 #[cfg(test)]
 mod tests;
@@ -208,6 +210,9 @@ pub struct ProxyConfig {
     pub shutdown_timeout_ms: u64,
     /// Where latency histograms are dumped; `None` disables dumping.
     pub histogram_dir: Option<PathBuf>,
+    /// Where this process waits for a new ferrule binary to take its sockets over (`ferrule --takeover`, SIGUSR2);
+    /// `None`: no binary upgrade without a restart. A unix socket path (see docs/operations.md, "Binary upgrade").
+    pub upgrade_socket: Option<PathBuf>,
     pub histogram_interval_s: u64,
     /// Per-request stats: per-command counters and latency histograms (connection and server counters are always
     /// kept). Off only to measure their cost.
@@ -246,6 +251,7 @@ impl Default for ProxyConfig {
             admin_timeout_ms: DEFAULT_ADMIN_TIMEOUT_MS,
             shutdown_timeout_ms: DEFAULT_SHUTDOWN_TIMEOUT_MS,
             histogram_dir: None,
+            upgrade_socket: None,
             histogram_interval_s: DEFAULT_HISTOGRAM_INTERVAL_S,
             stats: true,
             client_max_inflight: DEFAULT_CLIENT_MAX_INFLIGHT,
@@ -438,7 +444,23 @@ pub struct PoolConfig {
     pub tcpkeepalive: bool,
     /// TLS to the servers (`tls = true`).
     pub tls: Option<PoolTls>,
+    /// `kind = "redis_cluster"`: the servers are seed nodes of a Redis Cluster and keys route by its slot map.
+    pub cluster: Option<ClusterOptions>,
 }
+
+/// The settings of a `kind = "redis_cluster"` pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterOptions {
+    /// How often control reads the topology again when nothing asked it to.
+    pub refresh_ms: u64,
+    pub read_from: crate::cluster::ReadFrom,
+}
+
+/// Default period of topology refreshes of a `redis_cluster` pool (redirects and failures refresh at once).
+pub const DEFAULT_CLUSTER_REFRESH_MS: u64 = 5000;
+
+/// What kind of pool a `[pools.<name>]` table is (its `kind` key).
+pub const POOL_KINDS: [&str; 2] = ["sharded", "redis_cluster"];
 
 /// One backend server of a pool.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -38,6 +38,8 @@ struct ProxyOut {
     shutdown_timeout_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     histogram_dir: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upgrade_socket: Option<String>,
     histogram_interval_s: u64,
     stats: bool,
     client_max_inflight: usize,
@@ -86,9 +88,16 @@ struct UserOut<'a> {
 #[derive(Serialize)]
 struct PoolOut<'a> {
     protocol: &'static str,
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster_refresh_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    read_from: Option<&'static str>,
     servers: Vec<&'a str>,
-    hash: &'static str,
-    distribution: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hash: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    distribution: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     hash_tag: Option<String>,
     timeout_ms: u64,
@@ -103,13 +112,17 @@ struct PoolOut<'a> {
     redis_auth: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     redis_db: Option<u32>,
-    auto_eject_hosts: bool,
-    server_failure_limit: u32,
-    server_retry_timeout_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auto_eject_hosts: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server_failure_limit: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server_retry_timeout_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     max_value_bytes: Option<usize>,
     tcpkeepalive: bool,
-    tls: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tls_ca: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -148,6 +161,7 @@ fn proxy_out(proxy: &ProxyConfig) -> ProxyOut {
         admin_timeout_ms: proxy.admin_timeout_ms,
         shutdown_timeout_ms: proxy.shutdown_timeout_ms,
         histogram_dir: proxy.histogram_dir.as_ref().map(|dir| dir.display().to_string()),
+        upgrade_socket: proxy.upgrade_socket.as_ref().map(|path| path.display().to_string()),
         histogram_interval_s: proxy.histogram_interval_s,
         stats: proxy.stats,
         client_max_inflight: proxy.client_max_inflight,
@@ -186,33 +200,37 @@ fn listener_out(listener: &ListenerConfig) -> ListenerOut<'_> {
     }
 }
 
-/// Protocol-specific keys are written only for pools of that protocol, because the parser
-/// rejects them elsewhere.
+/// Protocol-specific keys are written only for pools of that protocol, and sharded-pool keys only for sharded
+/// pools, because the parser rejects them elsewhere.
 fn pool_out(pool: &PoolConfig) -> PoolOut<'_> {
     let redis = pool.protocol == super::Protocol::Redis;
+    let sharded = pool.cluster.is_none();
     let tls = pool.tls.as_ref();
     let path = |p: &std::path::PathBuf| p.display().to_string();
     PoolOut {
         protocol: pool.protocol.name(),
+        kind: if sharded { "sharded" } else { "redis_cluster" },
+        cluster_refresh_ms: pool.cluster.map(|c| c.refresh_ms),
+        read_from: pool.cluster.map(|c| c.read_from.name()),
         servers: pool.servers.iter().map(|s| s.spec.as_str()).collect(),
-        hash: pool.hash.name(),
-        distribution: pool.distribution.name(),
-        hash_tag: pool.hash_tag.map(|tag| String::from_utf8_lossy(&tag).into_owned()),
+        hash: sharded.then_some(pool.hash.name()),
+        distribution: sharded.then_some(pool.distribution.name()),
+        hash_tag: pool.hash_tag.filter(|_| sharded).map(|tag| String::from_utf8_lossy(&tag).into_owned()),
         timeout_ms: pool.timeout_ms,
         connect_timeout_ms: pool.connect_timeout_ms,
         server_connections: pool.server_connections,
-        max_dedicated_connections: redis.then_some(pool.max_dedicated_connections),
+        max_dedicated_connections: (redis && sharded).then_some(pool.max_dedicated_connections),
         preconnect: pool.preconnect,
         batching: pool.batching.name(),
         batching_max_hold_us: pool.batching_max_hold_us,
         redis_auth: pool.redis_auth.as_ref().map(|_| REDACTED),
-        redis_db: redis.then_some(pool.redis_db),
-        auto_eject_hosts: pool.auto_eject_hosts,
-        server_failure_limit: pool.server_failure_limit,
-        server_retry_timeout_ms: pool.server_retry_timeout_ms,
+        redis_db: (redis && sharded).then_some(pool.redis_db),
+        auto_eject_hosts: sharded.then_some(pool.auto_eject_hosts),
+        server_failure_limit: sharded.then_some(pool.server_failure_limit),
+        server_retry_timeout_ms: sharded.then_some(pool.server_retry_timeout_ms),
         max_value_bytes: (!redis).then_some(pool.max_value_bytes),
         tcpkeepalive: pool.tcpkeepalive,
-        tls: tls.is_some(),
+        tls: sharded.then_some(tls.is_some()),
         tls_ca: tls.and_then(|t| t.ca.as_ref()).map(path),
         tls_server_name: tls.and_then(|t| t.server_name.as_deref()),
         tls_cert: tls.and_then(|t| t.cert.as_ref()).map(path),

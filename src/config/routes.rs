@@ -199,6 +199,9 @@ pub const EXECUTABLE_TYPES: &[&str] = &[
     "all_fastest",
     "all_majority",
     "shadow",
+    "migrate",
+    "warmup",
+    "l1l2",
 ];
 
 /// Default bound on outstanding shadow requests per target and worker (mcrouter's).
@@ -864,13 +867,22 @@ pub fn render_tree(config: &super::Config, target: Target, out: &mut String) {
         match target {
             Target::Pool(p) => {
                 let pool = &config.pools[p];
-                out.push_str(&format!(
-                    "{indent}{label}pool {} ({} servers, {} {})\n",
-                    pool.name,
-                    pool.servers.len(),
-                    pool.hash.name(),
-                    pool.distribution.name()
-                ));
+                match &pool.cluster {
+                    Some(c) => out.push_str(&format!(
+                        "{indent}{label}pool {} (redis_cluster, {} seed nodes, read_from {}, refresh every {} ms)\n",
+                        pool.name,
+                        pool.servers.len(),
+                        c.read_from.name(),
+                        c.refresh_ms
+                    )),
+                    None => out.push_str(&format!(
+                        "{indent}{label}pool {} ({} servers, {} {})\n",
+                        pool.name,
+                        pool.servers.len(),
+                        pool.hash.name(),
+                        pool.distribution.name()
+                    )),
+                }
             }
             Target::Server { pool, server } => {
                 let p = &config.pools[pool];

@@ -36,6 +36,28 @@ pub(super) fn parse_server(spec: &str) -> Result<ServerConfig, String> {
     })
 }
 
+/// Parses a seed node of a `redis_cluster` pool: `host:port [name]`, or a server line with weight 1
+/// (`host:port:1`), so that a twemproxy-style list works too. The weight defaults to 1.
+pub(super) fn parse_seed(spec: &str) -> Result<ServerConfig, String> {
+    let mut words = spec.split_whitespace();
+    let address = words.next().unwrap_or("");
+    let after_host = match address.strip_prefix('[') {
+        Some(rest) => rest.split_once(']').map_or("", |(_, after)| after),
+        None => address.split_once(':').map_or("", |(_, after)| after),
+    };
+    let has_weight = after_host.trim_start_matches(':').contains(':');
+    if has_weight || address.is_empty() {
+        return parse_server(spec);
+    }
+    let rest: Vec<&str> = words.collect();
+    let line = if rest.is_empty() { format!("{address}:1") } else { format!("{address}:1 {}", rest.join(" ")) };
+    let mut server = parse_server(&line).map_err(|e| e.replace(EXPECTED_FORM, SEED_FORM))?;
+    server.spec = spec.trim().to_owned();
+    Ok(server)
+}
+
+const SEED_FORM: &str = "expected \"host:port [name]\", e.g. \"10.0.0.1:7000\"";
+
 /// Checks the form of a server line without resolving its host (for the config importers, which do no I/O).
 pub(super) fn check_server_spec(spec: &str) -> Result<(), String> {
     split_spec(spec).map(|_| ())
@@ -172,6 +194,12 @@ mod tests {
 
     #[test]
     fn bracketed_non_ipv6_is_rejected() {
+        let seed = parse_seed("127.0.0.1:7000").unwrap();
+        assert_eq!((seed.port, seed.weight, seed.spec.as_str()), (7000, 1, "127.0.0.1:7000"));
+        let seed = parse_seed("[::1]:7001 a").unwrap();
+        assert_eq!((seed.port, seed.weight, seed.name.as_deref()), (7001, 1, Some("a")));
+        assert_eq!(parse_seed("127.0.0.1:7000:1").unwrap().weight, 1);
+        assert!(parse_seed("127.0.0.1").is_err());
         let err = parse_server("[cache]:6379:1").unwrap_err();
         assert!(err.contains("not an IPv6 address"), "{err}");
     }

@@ -148,6 +148,7 @@ admin_max_connections = 8
 admin_timeout_ms = 250
 shutdown_timeout_ms = 0
 histogram_dir = "/var/lib/ferrule"
+upgrade_socket = "/run/ferrule/upgrade.sock"
 histogram_interval_s = 10
 client_max_inflight = 64
 client_max_unsent_bytes = 65536
@@ -193,6 +194,7 @@ server_retry_timeout_ms = 10000
     assert_eq!((proxy.admin_max_connections, proxy.admin_timeout_ms), (8, 250));
     assert_eq!(proxy.shutdown_timeout_ms, 0);
     assert_eq!(proxy.histogram_dir.as_deref(), Some(std::path::Path::new("/var/lib/ferrule")));
+    assert_eq!(proxy.upgrade_socket.as_deref(), Some(std::path::Path::new("/run/ferrule/upgrade.sock")));
     assert_eq!(proxy.histogram_interval_s, 10);
     assert_eq!(proxy.client_max_inflight, 64);
     assert_eq!(proxy.client_max_unsent_bytes, 65536);
@@ -410,6 +412,7 @@ fn bad_proxy_values_are_rejected() {
         ("client_buffers_max_bytes = 0", "client_buffers_max_bytes", "must be at least 1, got 0"),
         ("client_buffers_max_bytes = 4194303", "client_buffers_max_bytes", "at least client_max_unsent_bytes"),
         ("histogram_dir = \"\"", "histogram_dir", "must not be empty"),
+        ("upgrade_socket = \"\"", "upgrade_socket", "must not be empty"),
         ("busy_poll_us = -1", "busy_poll_us", "must be from 0 to 1000000"),
         ("busy_poll_us = 2000000", "busy_poll_us", "must be from 0 to 1000000"),
     ];

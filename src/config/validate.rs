@@ -12,9 +12,10 @@ use super::fields::{Field, RawDocument, Section, Table};
 use super::routes::{
     build_route, find_cycle, not_executable_message, operation_fits, reachable, Names, RouteDraft, EXECUTABLE_TYPES,
 };
-use super::server::parse_server;
+use super::server::{parse_seed, parse_server};
 use super::tls;
 use super::*;
+use crate::cluster::ReadFrom;
 
 const PROXY_KEYS: &[&str] = &[
     "workers",
@@ -26,6 +27,7 @@ const PROXY_KEYS: &[&str] = &[
     "admin_timeout_ms",
     "shutdown_timeout_ms",
     "histogram_dir",
+    "upgrade_socket",
     "histogram_interval_s",
     "stats",
     "client_max_inflight",
@@ -70,6 +72,23 @@ const POOL_KEYS: &[&str] = &[
     "server_retry_timeout_ms",
     "max_value_bytes",
     "tcpkeepalive",
+    "kind",
+    "cluster_refresh_ms",
+    "read_from",
+];
+
+/// Keys of a sharded pool that mean nothing for a `redis_cluster` pool (the cluster places keys by its slots, fails
+/// over by itself and has one database): set there, they are errors rather than silently ignored.
+const NOT_FOR_CLUSTER: &[(&str, &str)] = &[
+    ("hash", "keys are placed by the cluster's hash slots (CRC16 with {hash tags})"),
+    ("distribution", "keys are placed by the cluster's hash slots"),
+    ("hash_tag", "the cluster's hash tags are always {}"),
+    ("redis_db", "a redis cluster has database 0 only"),
+    ("auto_eject_hosts", "the cluster fails over by itself and ferrule follows its slot map"),
+    ("server_failure_limit", "the cluster fails over by itself and ferrule follows its slot map"),
+    ("server_retry_timeout_ms", "the cluster fails over by itself and ferrule follows its slot map"),
+    ("max_dedicated_connections", "transactions and blocking commands are not supported on cluster pools yet"),
+    ("tls", "TLS to cluster nodes is not supported yet"),
 ];
 
 /// Top-level keys of twemproxy's stats JSON; a pool with one of these names would clobber them.
@@ -146,6 +165,7 @@ pub(super) fn build_with(text: &str, require_executable: bool) -> Result<Config,
 
     assign_protocols(text, &mut pools, &listeners, &route_configs)?;
     check_route_protocols(text, &routes, &listeners, &route_configs)?;
+    check_cluster_pools_direct(text, &pools, &listeners, &route_configs)?;
     for route in routes.iter().filter(|_| require_executable) {
         let type_name = route.config.kind.type_name();
         if !EXECUTABLE_TYPES.contains(&type_name) {
@@ -241,6 +261,8 @@ fn build_proxy(s: &Section<'_>) -> Result<ProxyConfig, ConfigError> {
             .parse_or("shutdown_timeout_ms", DEFAULT_SHUTDOWN_TIMEOUT_MS, |f| f.integer_at_least(0u64))?,
         histogram_dir: s
             .parse_or("histogram_dir", None, |f| f.non_empty_string().map(|dir| Some(PathBuf::from(dir))))?,
+        upgrade_socket: s
+            .parse_or("upgrade_socket", None, |f| f.non_empty_string().map(|path| Some(PathBuf::from(path))))?,
         histogram_interval_s: s
             .parse_or("histogram_interval_s", DEFAULT_HISTOGRAM_INTERVAL_S, |f| f.integer_at_least(1u64))?,
         stats: s.parse_or("stats", true, |f| f.boolean())?,
@@ -328,12 +350,50 @@ fn build_pool(s: &Section<'_>, name: &str) -> Result<PoolDraft, ConfigError> {
     if RESERVED_POOL_NAMES.contains(&name) {
         return Err(s.error(format!("{name:?} is reserved: it is a top-level key of the twemproxy-compatible stats")));
     }
-    let servers = parse_servers(s.text(), &s.required("servers")?)?;
+    let kind = match s.get("kind") {
+        Some(f) => match f.string()? {
+            "sharded" => false,
+            "redis_cluster" => true,
+            other => {
+                return Err(f.error(format!("unknown pool kind {other:?}; expected one of: {}", POOL_KINDS.join(", "))))
+            }
+        },
+        None => false,
+    };
+    let cluster = if kind {
+        for (key, why) in NOT_FOR_CLUSTER {
+            if let Some(f) = s.get(key) {
+                return Err(f.error(format!("does not apply to a pool of kind = \"redis_cluster\": {why}")));
+            }
+        }
+        Some(ClusterOptions {
+            refresh_ms: s
+                .parse_or("cluster_refresh_ms", DEFAULT_CLUSTER_REFRESH_MS, |f| f.integer_in(100u64, 3_600_000))?,
+            read_from: s.parse_or("read_from", ReadFrom::Primary, parse_read_from)?,
+        })
+    } else {
+        for key in ["cluster_refresh_ms", "read_from"] {
+            if let Some(f) = s.get(key) {
+                return Err(f.error("only applies to a pool of kind = \"redis_cluster\""));
+            }
+        }
+        None
+    };
+    let servers = parse_servers(s.text(), &s.required("servers")?, kind)?;
+    if kind {
+        if let Some((index, server)) = servers.iter().enumerate().find(|(_, server)| server.weight != 1) {
+            return Err(s.required("servers")?.error(format!(
+                "servers[{index}] has weight {}; the servers of a redis_cluster pool are seed nodes \
+                 (\"host:port\"), which carry no weight",
+                server.weight
+            )));
+        }
+    }
     let declared_protocol = match s.get("protocol") {
         Some(f) => Some((parse_protocol(&f)?, Located::of(&f))),
         None => None,
     };
-    let protocol_bound_keys = [
+    let mut protocol_bound_keys: Vec<(Protocol, Located)> = [
         ("redis_auth", Protocol::Redis),
         ("redis_db", Protocol::Redis),
         ("max_dedicated_connections", Protocol::Redis),
@@ -342,6 +402,9 @@ fn build_pool(s: &Section<'_>, name: &str) -> Result<PoolDraft, ConfigError> {
     .into_iter()
     .filter_map(|(key, protocol)| s.get(key).map(|f| (protocol, Located::of(&f))))
     .collect();
+    if let Some(f) = s.get("kind").filter(|_| kind) {
+        protocol_bound_keys.push((Protocol::Redis, Located::of(&f)));
+    }
     let config = PoolConfig {
         name: name.to_owned(),
         // Provisional: settled by assign_protocols once the listeners are read.
@@ -373,6 +436,7 @@ fn build_pool(s: &Section<'_>, name: &str) -> Result<PoolDraft, ConfigError> {
         tcpkeepalive: s.parse_or("tcpkeepalive", false, Field::boolean)?,
         tls: tls::pool(s, &servers)?,
         servers,
+        cluster,
     };
     check_mcrouter_distribution(s, &config)?;
     Ok(PoolDraft { config, declared_protocol, protocol_bound_keys })
@@ -430,6 +494,14 @@ fn parse_protocol(f: &Field<'_>) -> Result<Protocol, ConfigError> {
     Protocol::from_name(name).ok_or_else(|| f.error(format!("unknown protocol {name:?}; expected redis or memcache")))
 }
 
+fn parse_read_from(f: &Field<'_>) -> Result<ReadFrom, ConfigError> {
+    let name = f.string()?;
+    ReadFrom::from_name(name).ok_or_else(|| {
+        let known: Vec<&str> = ReadFrom::ALL.iter().map(|r| r.name()).collect();
+        f.error(format!("unknown read_from {name:?}; expected one of: {}", known.join(", ")))
+    })
+}
+
 fn parse_batching(f: &Field<'_>) -> Result<Batching, ConfigError> {
     let name = f.string()?;
     Batching::from_name(name).ok_or_else(|| f.error(format!("unknown batching {name:?}; expected adaptive or eager")))
@@ -460,7 +532,8 @@ fn parse_hash_tag(f: &Field<'_>) -> Result<[u8; 2], ConfigError> {
 }
 
 /// Parses the `servers` array, locating each line for error messages.
-fn parse_servers(text: &str, f: &Field<'_>) -> Result<Vec<ServerConfig>, ConfigError> {
+/// Seed nodes of a cluster pool (`seeds`) may be written "host:port", without a weight.
+fn parse_servers(text: &str, f: &Field<'_>, seeds: bool) -> Result<Vec<ServerConfig>, ConfigError> {
     let items = f.array()?;
     if items.is_empty() {
         return Err(f.error("a pool needs at least one server"));
@@ -476,7 +549,8 @@ fn parse_servers(text: &str, f: &Field<'_>) -> Result<Vec<ServerConfig>, ConfigE
         };
         let span = locate_string(text, search_from..f.span().end, spec).unwrap_or_else(|| f.span());
         search_from = span.end.max(search_from);
-        let server = parse_server(spec).map_err(|why| f.error_at(&span, &key, why))?;
+        let server = if seeds { parse_seed(spec) } else { parse_server(spec) };
+        let server = server.map_err(|why| f.error_at(&span, &key, why))?;
         if let Some(first) = seen_idents.insert(server.ident.clone(), index) {
             return Err(f.error_at(
                 &span,
@@ -629,6 +703,29 @@ fn assign_protocols(
                     ),
                 ));
             }
+        }
+    }
+    Ok(())
+}
+
+/// A `redis_cluster` pool is served by listeners that name it directly: route trees place keys by server, which
+/// a cluster's slot map does not fit.
+fn check_cluster_pools_direct(
+    text: &str,
+    pools: &[PoolDraft],
+    listeners: &[ListenerDraft],
+    routes: &[RouteConfig],
+) -> Result<(), ConfigError> {
+    for listener in listeners.iter().filter(|l| !matches!(l.config.target, Target::Pool(_))) {
+        if let Some(&p) = reach(listener, routes).0.iter().find(|&&p| pools[p].config.cluster.is_some()) {
+            return Err(listener.route.error(
+                text,
+                format!(
+                    "route {:?} reaches pool {:?}, which is a redis_cluster pool; a listener serves a cluster \
+                     pool only when its `route` names that pool itself",
+                    listener.config.route, pools[p].config.name
+                ),
+            ));
         }
     }
     Ok(())

@@ -83,6 +83,11 @@ fn reply_fault(p: &Pending, reply: &[u8], resp3: bool) -> Option<String> {
             let fits = client.borrow_mut().fragment_fits(*seq, *frag as usize, reply);
             fits.err().map(|what| format!("sent a reply that cannot answer {what}"))
         }
+        Waiter::Cluster(r) => {
+            let frag = r.frag?;
+            let fits = r.client.borrow_mut().fragment_fits(r.seq, frag as usize, reply);
+            fits.err().map(|what| format!("sent a reply that cannot answer {what}"))
+        }
         _ => None,
     }
 }
@@ -129,6 +134,9 @@ pub enum Waiter {
     /// Child `child` of a request fanned out by a multi-destination route (`io::fan`): the reply goes to the route's
     /// rule, which answers the client or sends the request on.
     Fan { attempt: Rc<super::fan::Attempt>, child: u32 },
+    /// A request to a `redis_cluster` pool: its reply goes through `io::cluster::arrive`, which follows redirects
+    /// (sending the request again from its own copy) before the client's slot is completed.
+    Cluster(Box<super::cluster::Redirectable>),
 }
 
 impl Waiter {
@@ -136,6 +144,7 @@ impl Waiter {
     fn meter_started(&self) -> Option<Instant> {
         match self {
             Waiter::Client { meter: Some(m), .. } => Some(m.started()),
+            Waiter::Cluster(r) => r.meter_started(),
             _ => None,
         }
     }
@@ -318,6 +327,29 @@ impl Backend {
         now: Instant,
         deadline: Instant,
     ) {
+        self.enqueue_with(|_, out| encode(out), waiter, framer, now, deadline)
+    }
+
+    /// Queues a cluster request, whose bytes it carries with it (to send them again after a redirect).
+    pub fn enqueue_redirectable(&self, r: Box<super::cluster::Redirectable>, framer: Framer, now: Instant) {
+        let encode = |w: Option<&Waiter>, out: &mut Vec<u8>| {
+            if let Some(Waiter::Cluster(r)) = w {
+                out.extend_from_slice(&r.bytes);
+            }
+        };
+        self.enqueue_with(encode, Some(Waiter::Cluster(r)), framer, now, now + self.opts.timeout)
+    }
+
+    /// [`Backend::enqueue_until`] with an encoder that may read the waiter (which carries a cluster request's
+    /// bytes).
+    fn enqueue_with(
+        &self,
+        encode: impl FnOnce(Option<&Waiter>, &mut Vec<u8>),
+        waiter: Option<Waiter>,
+        framer: Framer,
+        now: Instant,
+        deadline: Instant,
+    ) {
         let mut st = self.st.borrow_mut();
         if st.dead {
             let reason = format!("connection closed: {}", st.last_error);
@@ -342,7 +374,7 @@ impl Backend {
         if before == 0 {
             st.outq_since = Some(now);
         }
-        encode(&mut st.outq);
+        encode(waiter.as_ref(), &mut st.outq);
         let bytes = st.outq.len() - before;
         st.stats.queued(bytes, waiter.is_some());
         if let Some(waiter) = waiter {
@@ -459,8 +491,11 @@ impl Backend {
             clear_shrunk(&mut st.outq);
             st.outq_since = None;
             st.unanswered = 0;
-            let failed =
-                st.pending.iter().filter(|p| matches!(p.waiter, Waiter::Client { .. } | Waiter::Fan { .. })).count();
+            let failed = st
+                .pending
+                .iter()
+                .filter(|p| matches!(p.waiter, Waiter::Client { .. } | Waiter::Fan { .. } | Waiter::Cluster(_)))
+                .count();
             st.stats.fault(Fault::from_reason(reason), failed);
             st.last_error = reason.to_string();
             if self.opts.one_shot {
@@ -666,7 +701,7 @@ impl Backend {
                 st.stats.counters.failed_requests += st
                     .pending
                     .iter()
-                    .filter(|p| matches!(p.waiter, Waiter::Client { .. } | Waiter::Fan { .. }))
+                    .filter(|p| matches!(p.waiter, Waiter::Client { .. } | Waiter::Fan { .. } | Waiter::Cluster(_)))
                     .count() as u64;
                 st.outq.clear();
                 st.outq_since = None;
@@ -694,7 +729,7 @@ impl Backend {
                 let failed = st
                     .pending
                     .iter()
-                    .filter(|p| matches!(p.waiter, Waiter::Client { .. } | Waiter::Fan { .. }))
+                    .filter(|p| matches!(p.waiter, Waiter::Client { .. } | Waiter::Fan { .. } | Waiter::Cluster(_)))
                     .count();
                 st.stats.fault(Fault::Error, failed);
                 st.last_error = reason.clone();
@@ -912,6 +947,15 @@ fn deliver(waiter: Waiter, reply: &[u8], latency: Option<Duration>, failed: bool
         super::fan::arrive(&attempt, child, reply, failed);
         return;
     }
+    if let Waiter::Cluster(r) = waiter {
+        super::cluster::arrive(r, reply, latency, failed);
+        return;
+    }
+    deliver_to(waiter, reply, latency, failed)
+}
+
+/// Completes a client's slot (or its fragment) with `reply`: what [`deliver`] does for a `Waiter::Client`.
+pub(super) fn deliver_to(waiter: Waiter, reply: &[u8], latency: Option<Duration>, failed: bool) {
     if let Waiter::Client { client, seq, frag, meter } = waiter {
         if let (Some(m), Some(l)) = (&meter, latency) {
             m.finish(client_key(&client), seq, l, failed);

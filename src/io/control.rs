@@ -14,6 +14,7 @@ use glommio::sync::Semaphore;
 use rand::Rng;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,11 +40,15 @@ pub struct SignalFlags {
     pub terminate: Arc<AtomicBool>,
     pub reload: Arc<AtomicBool>,
     pub dump: Arc<AtomicBool>,
+    /// SIGUSR2: start the binary at this executable's path to take over (io::takeover).
+    pub upgrade: Arc<AtomicBool>,
+    /// Set by the upgrade socket's thread once a successor serves the listening sockets: drain and exit.
+    pub handed_over: Arc<AtomicBool>,
 }
 
 impl SignalFlags {
     pub fn register() -> std::io::Result<SignalFlags> {
-        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
         let f = SignalFlags::default();
         for sig in [SIGTERM, SIGINT] {
             // Registered first, so it sees the flag as the previous signal left it: a second SIGTERM/SIGINT exits at
@@ -53,6 +58,7 @@ impl SignalFlags {
         }
         signal_hook::flag::register(SIGHUP, f.reload.clone())?;
         signal_hook::flag::register(SIGUSR1, f.dump.clone())?;
+        signal_hook::flag::register(SIGUSR2, f.upgrade.clone())?;
         Ok(f)
     }
 }
@@ -73,6 +79,26 @@ struct ServerHealth {
     ejected_at: u64,
     /// Times ejected, for stats (twemproxy's `server_ejects`).
     ejections: u64,
+}
+
+/// The shortest time between two topology reads of one cluster pool that were asked for (by redirects or failed
+/// nodes): a storm of MOVED replies from every core causes one read, and a failover is seen within about this long
+/// of the cluster announcing it.
+const MIN_REFRESH_GAP: Duration = Duration::from_millis(200);
+
+/// What control knows of one `redis_cluster` pool.
+#[derive(Default)]
+struct ClusterState {
+    map: Option<Arc<crate::cluster::SlotMap>>,
+    /// Maps that differed from the one before (the version workers route by).
+    version: u64,
+    last_read: Option<Instant>,
+    reading: bool,
+    /// A worker asked for a read since the last one started.
+    requested: bool,
+    reads: u64,
+    read_failures: u64,
+    last_error: String,
 }
 
 /// Replies of the workers to one reload broadcast.
@@ -100,6 +126,7 @@ pub struct Control {
     broadcasting: Semaphore,
     reload_generation: Cell<u64>,
     reload_acks: RefCell<HashMap<u64, ReloadAcks>>,
+    clusters: RefCell<HashMap<String, ClusterState>>,
 }
 
 impl Control {
@@ -164,6 +191,16 @@ impl Control {
             return Err(msg);
         }
         self.reloads.set(self.reloads.get() + 1);
+        // A cluster pool rebuilt by the reload starts without a map: give it the one in force again.
+        let maps: Vec<(String, u64, Arc<crate::cluster::SlotMap>)> = self
+            .clusters
+            .borrow()
+            .iter()
+            .filter_map(|(pool, st)| st.map.clone().map(|m| (pool.clone(), st.version, m)))
+            .collect();
+        for (pool, version, map) in maps {
+            self.broadcast(ToWorker::ClusterMap { pool, version, map }).await;
+        }
         let cfg = self.config();
         log::info!(
             "reload ({why}): config applied ({} listeners, {} pools, {} servers ejected; reload #{})",
@@ -193,6 +230,7 @@ impl Control {
         new.proxy.admin = running.proxy.admin;
         new.proxy.stats_port = running.proxy.stats_port;
         new.proxy.io_memory_kib = running.proxy.io_memory_kib;
+        new.proxy.upgrade_socket = running.proxy.upgrade_socket.clone();
         Ok(new)
     }
 
@@ -395,10 +433,133 @@ impl Control {
             .collect()
     }
 
-    async fn shutdown(&self) {
+    /// Reads the topology of each cluster pool whose time has come: every `cluster_refresh_ms`, at once when a
+    /// worker asked (at most every [`MIN_REFRESH_GAP`]), and, with `wait`, all of them now (at start). A read runs
+    /// as its own task unless `wait`; one pool is never read twice at once.
+    async fn read_topologies_due(self: &Rc<Self>, wait: bool) {
+        let cfg = self.config();
+        let now = Instant::now();
+        let mut due = Vec::new();
+        {
+            let mut clusters = self.clusters.borrow_mut();
+            clusters.retain(|name, _| cfg.pool(name).is_some_and(|p| p.cluster.is_some()));
+            for pool in cfg.pools.iter().filter(|p| p.cluster.is_some()) {
+                let st = clusters.entry(pool.name.clone()).or_default();
+                let every = Duration::from_millis(pool.cluster.map_or(5000, |c| c.refresh_ms));
+                let since = st.last_read.map(|t| now.duration_since(t));
+                let is_due = wait
+                    || since.is_none_or(|s| s >= every)
+                    || (st.requested && since.is_none_or(|s| s >= MIN_REFRESH_GAP));
+                if is_due && !st.reading {
+                    st.reading = true;
+                    st.requested = false;
+                    st.last_read = Some(now);
+                    let mut candidates: Vec<SocketAddr> =
+                        st.map.as_ref().map(|m| m.nodes.iter().map(|n| n.addr).collect()).unwrap_or_default();
+                    // Start at a different node each time, so that one node with a stale view is not always asked.
+                    if !candidates.is_empty() {
+                        let shift = (st.reads % candidates.len() as u64) as usize;
+                        candidates.rotate_left(shift);
+                    }
+                    for s in &pool.servers {
+                        if !candidates.contains(&s.addr) {
+                            candidates.push(s.addr);
+                        }
+                    }
+                    due.push((pool.name.clone(), candidates, pool.redis_auth.clone(), pool.connect_timeout_ms));
+                }
+            }
+        }
+        let mut tasks = Vec::new();
+        for (pool, candidates, auth, connect_ms) in due {
+            let this = self.clone();
+            let timeout = Duration::from_millis(connect_ms).max(MIN_PROBE_TIMEOUT);
+            let task = glommio::spawn_local(async move {
+                let result = super::topology::fetch(&candidates, auth.as_deref(), timeout).await;
+                this.topology_read(pool, result).await;
+            });
+            if wait {
+                tasks.push(task);
+            } else {
+                task.detach();
+            }
+        }
+        for t in tasks {
+            t.await;
+        }
+    }
+
+    async fn topology_read(&self, pool: String, result: Result<(crate::cluster::SlotMap, SocketAddr), String>) {
+        let changed = {
+            let mut clusters = self.clusters.borrow_mut();
+            let Some(st) = clusters.get_mut(&pool) else { return };
+            st.reading = false;
+            st.reads += 1;
+            match result {
+                Err(e) => {
+                    st.read_failures += 1;
+                    if st.last_error != e {
+                        log::error!("pool {pool}: cannot read the cluster topology: {e}");
+                    }
+                    st.last_error = e;
+                    None
+                }
+                Ok((map, from)) => {
+                    st.last_error.clear();
+                    if st.map.as_deref() == Some(&map) {
+                        None
+                    } else {
+                        st.version += 1;
+                        log::info!(
+                            "pool {pool}: cluster topology version {} (from {from}): {}",
+                            st.version,
+                            map.summary()
+                        );
+                        if let Some(old) = &st.map {
+                            for line in describe_changes(old, &map) {
+                                log::info!("pool {pool}: {line}");
+                            }
+                        }
+                        let map = Arc::new(map);
+                        st.map = Some(map.clone());
+                        Some((st.version, map))
+                    }
+                }
+            }
+        };
+        if let Some((version, map)) = changed {
+            self.broadcast(ToWorker::ClusterMap { pool, version, map }).await;
+        }
+    }
+
+    /// Control's figures of every cluster pool, for stats.
+    pub fn cluster_status(&self) -> Vec<crate::stats::ClusterTotals> {
+        self.clusters
+            .borrow()
+            .iter()
+            .map(|(pool, st)| crate::stats::ClusterTotals {
+                pool: pool.clone(),
+                counters: Default::default(),
+                version: st.version,
+                refreshes: st.reads,
+                refresh_failures: st.read_failures,
+                shards: st.map.as_ref().map_or(0, |m| m.shards.len() as u64),
+                nodes: st.map.as_ref().map_or(0, |m| m.nodes.len() as u64),
+                slots_served: st.map.as_ref().map_or(0, |m| m.covered() as u64),
+            })
+            .collect()
+    }
+
+    /// Stops the workers: after a hand-over (`handover`) without closing the listening sockets, which the successor
+    /// serves now.
+    async fn shutdown(&self, handover: bool) {
         let grace = self.config().proxy.shutdown_timeout_ms;
-        log::info!("shutting down: no new connections, waiting up to {grace} ms for in-flight requests");
-        self.broadcast(ToWorker::Shutdown { grace_ms: grace }).await;
+        if handover {
+            log::info!("handed over: no new connections here, waiting up to {grace} ms for in-flight requests");
+        } else {
+            log::info!("shutting down: no new connections, waiting up to {grace} ms for in-flight requests");
+        }
+        self.broadcast(ToWorker::Shutdown { grace_ms: grace, handover }).await;
         // Workers enforce the grace period themselves; the extra second covers their last writes.
         let deadline = Instant::now() + Duration::from_millis(grace) + Duration::from_secs(1);
         while self.stopped.get() < self.workers.len() && Instant::now() < deadline {
@@ -408,6 +569,28 @@ impl Control {
             log::warn!("{} workers did not stop in time", self.workers.len() - self.stopped.get());
         }
     }
+}
+
+/// What changed between two slot maps, for the log: primaries that changed (a failover) and slots that moved (a
+/// reshard), in a few lines.
+fn describe_changes(old: &crate::cluster::SlotMap, new: &crate::cluster::SlotMap) -> Vec<String> {
+    let mut moved: HashMap<(SocketAddr, SocketAddr), usize> = HashMap::new();
+    let mut unserved = 0;
+    for slot in 0..crate::cluster::SLOTS as u16 {
+        let owner = |m: &crate::cluster::SlotMap| m.shard_of(slot).map(|s| m.nodes[s.primary].addr);
+        match (owner(old), owner(new)) {
+            (Some(a), Some(b)) if a != b => *moved.entry((a, b)).or_default() += 1,
+            (Some(_), None) => unserved += 1,
+            _ => {}
+        }
+    }
+    let mut lines: Vec<String> =
+        moved.into_iter().map(|((a, b), n)| format!("{n} slots moved from primary {a} to {b}")).collect();
+    lines.sort();
+    if unserved > 0 {
+        lines.push(format!("{unserved} slots are no longer served by any node"));
+    }
+    lines
 }
 
 /// `[proxy]` settings that a reload cannot apply, which differ between `old` and `new`.
@@ -430,6 +613,9 @@ fn restart_only_changes(old: &ProxyConfig, new: &ProxyConfig) -> Vec<&'static st
     }
     if old.busy_poll_us != new.busy_poll_us {
         changed.push("busy_poll_us");
+    }
+    if old.upgrade_socket != new.upgrade_socket {
+        changed.push("upgrade_socket");
     }
     changed
 }
@@ -463,7 +649,7 @@ pub async fn run(
 ) {
     let mut senders = Vec::new();
     for (s, doorbell) in to_workers {
-        senders.push((s.connect().await, doorbell));
+        senders.push((super::messages::connect_end(s.connect()).await, doorbell));
     }
     // The file's own [proxy] (before command-line overrides), to compare reloads with.
     let file_proxy = Config::load(&path).map(|c| c.proxy).unwrap_or_else(|_| cfg.proxy.clone());
@@ -482,11 +668,12 @@ pub async fn run(
         broadcasting: Semaphore::new(1),
         reload_generation: Cell::new(0),
         reload_acks: RefCell::new(HashMap::new()),
+        clusters: RefCell::new(HashMap::new()),
     });
     for r in from_workers {
         let c = control.clone();
         glommio::spawn_local(async move {
-            let r = r.connect().await;
+            let r = super::messages::connect_end(r.connect()).await;
             while let Some(msg) = r.recv().await {
                 match msg {
                     FromWorker::Health { worker, pool, server, failed } => c.on_health(worker, pool, server, failed),
@@ -497,6 +684,11 @@ pub async fn run(
                         Some(v) => v.push(*stats),
                         None => log::debug!("worker {worker}: stats snapshot {id} came too late"),
                     },
+                    FromWorker::ClusterRefresh { pool } => {
+                        if let Some(st) = c.clusters.borrow_mut().get_mut(&pool) {
+                            st.requested = true;
+                        }
+                    }
                     FromWorker::Stopped { worker } => {
                         log::debug!("worker {worker} stopped");
                         c.stopped.set(c.stopped.get() + 1);
@@ -516,10 +708,18 @@ pub async fn run(
     super::metrics::start_histogram_task(control.clone(), flags.dump.clone());
     let mut stamp = file_stamp(&path);
     let mut last_watch = Instant::now();
-    loop {
+    // The first topology of every cluster pool, before anything else: until it is known, their requests fail.
+    control.read_topologies_due(true).await;
+    let handover = loop {
         glommio::timer::sleep(POLL_INTERVAL).await;
         if flags.terminate.load(Ordering::Relaxed) {
-            break;
+            break false;
+        }
+        if flags.handed_over.load(Ordering::Relaxed) {
+            break true;
+        }
+        if flags.upgrade.swap(false, Ordering::Relaxed) {
+            super::takeover::spawn_successor(control.config().proxy.upgrade_socket.as_deref());
         }
         if flags.reload.swap(false, Ordering::Relaxed) {
             stamp = file_stamp(&path);
@@ -536,8 +736,13 @@ pub async fn run(
             }
         }
         control.start_due_probes();
+        control.read_topologies_due(false).await;
+    };
+    control.shutdown(handover).await;
+    if handover {
+        // The successor serves these sockets: taking them out of LISTEN would close them for it too.
+        return;
     }
-    control.shutdown().await;
     // The executor's io_uring, torn down only after the process has exited, would keep the sockets listening a while.
     for fd in endpoint_fds {
         super::admin::stop_listening(fd);

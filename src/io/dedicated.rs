@@ -26,6 +26,8 @@ pub struct DedicatedSet {
     idle: Vec<(Proto, Rc<Backend>)>,
     /// Leased now, for the worker's deadline tick.
     leased: Vec<Rc<Backend>>,
+    /// Subscriber connections open now (`io::session::redis::pubsub`): they count against `max` too.
+    subscribers: usize,
 }
 
 pub type DedicatedRef = Rc<RefCell<DedicatedSet>>;
@@ -65,6 +67,7 @@ impl DedicatedSet {
             max,
             idle: Vec::new(),
             leased: Vec::new(),
+            subscribers: 0,
         }))
     }
 
@@ -76,7 +79,7 @@ impl DedicatedSet {
         let backend = match me.idle.iter().rposition(|(p, _)| *p == proto) {
             Some(i) => me.idle.remove(i).1,
             None => {
-                if me.idle.len() + me.leased.len() >= me.max {
+                if me.idle.len() + me.leased.len() + me.subscribers >= me.max {
                     // A connection idle in the other version gives its place up.
                     match me.idle.first() {
                         Some(_) => {
@@ -94,6 +97,24 @@ impl DedicatedSet {
         };
         me.leased.push(backend.clone());
         Ok(Lease { set: set.clone(), backend: Some(backend), proto })
+    }
+
+    /// A place for one subscriber connection of version `proto` (which the caller opens and runs itself: it is
+    /// no request/reply connection), counted against `max` like a leased one until the [`SubscriberSlot`] is
+    /// dropped. An idle connection gives its place up when the set is full.
+    pub fn subscriber(set: &DedicatedRef, proto: Proto) -> Result<SubscriberSlot, Exhausted> {
+        let mut me = set.borrow_mut();
+        me.idle.retain(|(_, b)| !b.is_dead());
+        if me.idle.len() + me.leased.len() + me.subscribers >= me.max {
+            if me.idle.is_empty() {
+                return Err(Exhausted { label: me.label.clone(), max: me.max });
+            }
+            let (_, b) = me.idle.remove(0);
+            b.close("closed to make room for a subscriber connection");
+        }
+        me.subscribers += 1;
+        let opts = if proto == Proto::Resp3 { me.resp3.clone() } else { me.resp2.clone() };
+        Ok(SubscriberSlot { set: set.clone(), addr: me.addr, label: me.label.clone(), opts })
     }
 
     /// The connections leased now (the worker checks their deadlines).
@@ -152,5 +173,21 @@ impl Drop for Lease {
         if let Some(b) = self.backend.take() {
             self.set.borrow_mut().give_back(b, self.proto, false);
         }
+    }
+}
+
+/// One subscriber connection's place in a [`DedicatedSet`], with what it needs to connect: the server's address,
+/// its label and the options (prelude, TLS, timeouts) of the client's protocol version.
+pub struct SubscriberSlot {
+    set: DedicatedRef,
+    pub addr: SocketAddr,
+    pub label: String,
+    pub opts: BackendOptions,
+}
+
+impl Drop for SubscriberSlot {
+    fn drop(&mut self) {
+        let mut set = self.set.borrow_mut();
+        set.subscribers = set.subscribers.saturating_sub(1);
     }
 }

@@ -12,21 +12,29 @@
 //! [`MAX_BACKGROUND`] are outstanding per worker (and `max_outstanding` per shadow target), a copy for a backend
 //! over its queue bound is not queued, and the excess is dropped and counted.
 //!
+//! Meta requests (mg, ms, md, ma, me) come here like text ones, with two differences ([`MetaReq`]): a default
+//! reply ferrule makes (an `all_async` answer, a `null` child) is the meta one, and a quiet (`q`) request is sent
+//! without its `q` so that every child answers; the combined reply is then dropped if memcached would have hidden
+//! it, on the client side, after combining.
+//!
 //! Plain pool listeners and single-destination routes never come here: their path is unchanged.
 
 use super::backend::{Backend, Framer, Waiter};
 use super::pool::PoolRt;
 use super::replies::ClientRef;
-use super::stats::{client_key, Meter};
+use super::stats::{client_key, Meter, RouteCounters, WorkerStats};
 use crate::config::{AllMode, Config, Protocol, RouteKind, Target};
+use crate::protocol::memcache;
 use crate::protocol::redis::Proto;
 use crate::routes::all::{Answer, Combine};
 use crate::routes::failover::{Failover, Step};
 use crate::routes::severity::{self, Outcome};
-use crate::routes::{canned_reply, null, shadow, Ctx, Decision, Leaf, Op, OpClass, RouteTree};
+use crate::routes::{canned_reply, null, shadow, Canned, Ctx, Decision, Leaf, Op, OpClass, RouteTree};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Instant;
+
+mod fill;
 
 /// Background copies outstanding per worker before further ones are dropped.
 pub const MAX_BACKGROUND: usize = 10_000;
@@ -46,12 +54,19 @@ pub struct Plan {
     pub name: String,
     rule: Rule,
     children: Vec<Target>,
+    /// This worker's counters of the route (shared with its `WorkerStats`).
+    counters: Rc<RouteCounters>,
 }
 
 enum Rule {
     Failover(Failover),
     All(AllMode),
-    Shadow { shadows: Vec<ShadowTarget>, max_outstanding: usize },
+    Shadow {
+        shadows: Vec<ShadowTarget>,
+        max_outstanding: usize,
+    },
+    /// `warmup` and `l1l2`: child 0 is cold / l1, child 1 warm / l2 (see `fill`).
+    Fill(fill::Kind),
 }
 
 struct ShadowTarget {
@@ -63,8 +78,13 @@ struct ShadowTarget {
 }
 
 impl Plans {
-    pub fn build(cfg: &Config) -> Plans {
-        let plans = cfg.routes.iter().map(|r| Plan::build(&r.name, &r.kind).map(Rc::new)).collect();
+    /// `stats` keeps each route's counters across reloads.
+    pub fn build(cfg: &Config, stats: &mut WorkerStats) -> Plans {
+        let plans = cfg
+            .routes
+            .iter()
+            .map(|r| Plan::build(&r.name, &r.kind, || stats.route(&r.name, r.kind.type_name())).map(Rc::new))
+            .collect();
         Plans { plans }
     }
 
@@ -74,7 +94,7 @@ impl Plans {
 }
 
 impl Plan {
-    fn build(name: &str, kind: &RouteKind) -> Option<Plan> {
+    fn build(name: &str, kind: &RouteKind, counters: impl FnOnce() -> Rc<RouteCounters>) -> Option<Plan> {
         let (rule, children) = match kind {
             RouteKind::Failover { children, max_tries, failover_errors } => (
                 Rule::Failover(Failover::new(children.targets.len(), *max_tries, failover_errors)),
@@ -84,6 +104,15 @@ impl Plan {
                 (Rule::Failover(Failover::miss(children.targets.len(), *max_tries)), children.targets.clone())
             }
             RouteKind::All { mode, children } => (Rule::All(*mode), children.targets.clone()),
+            // The tree decides migrate's other requests; only deletes inside the window come here: to both, the
+            // worse reply answers.
+            RouteKind::Migrate { from, to, .. } => (Rule::All(AllMode::Sync), vec![from.target, to.target]),
+            RouteKind::Warmup { cold, warm, exptime } => {
+                (Rule::Fill(fill::Kind::Warmup { exptime: *exptime }), vec![cold.target, warm.target])
+            }
+            RouteKind::L1l2 { l1, l2, l1_ttl_s, write_l2 } => {
+                (Rule::Fill(fill::Kind::L1l2 { ttl: *l1_ttl_s, write_l2: *write_l2 }), vec![l1.target, l2.target])
+            }
             RouteKind::Shadow { child, shadows, max_outstanding } => {
                 let shadows = shadows
                     .iter()
@@ -98,7 +127,7 @@ impl Plan {
             }
             _ => return None,
         };
-        Some(Plan { name: name.to_string(), rule, children })
+        Some(Plan { name: name.to_string(), rule, children, counters: counters() })
     }
 }
 
@@ -120,6 +149,26 @@ pub struct Request<'a> {
     pub bytes: Vec<u8>,
     pub framer: Framer,
     pub now: Instant,
+    /// A meta request; `bytes` are then as forwarded (without `q`).
+    pub meta: Option<MetaReq>,
+}
+
+/// What the executor needs of a meta request: its command, for the replies ferrule makes, and whether the client
+/// sent `q`, for the reply shown after combining.
+#[derive(Debug, Clone, Copy)]
+pub struct MetaReq {
+    pub command: memcache::Command,
+    pub quiet: bool,
+}
+
+impl MetaReq {
+    /// What of the combined `reply` the client sees: nothing when memcached would have hidden it.
+    fn shown(meta: Option<MetaReq>, reply: &[u8]) -> &[u8] {
+        match meta {
+            Some(m) if m.quiet && memcache::meta::hides(m.command, reply) => &[],
+            _ => reply,
+        }
+    }
 }
 
 /// Where the client's one reply goes; `None` for a memcache `noreply` request.
@@ -141,7 +190,13 @@ enum Dest {
 pub struct Refused(pub String);
 
 /// Resolves child `target` for every key: they must all reach one server (or one canned reply).
-fn resolve(env: &Env, plan: &Plan, target: Target, op: Op, keys: &[&[u8]]) -> Result<Dest, Refused> {
+fn resolve(env: &Env, plan: &Plan, target: Target, req: &Request) -> Result<Dest, Refused> {
+    resolve_keys(env, plan, target, req, req.keys)
+}
+
+/// [`resolve`] for `keys` of `req` (a read-through resolves each key of a multi-get on its own).
+fn resolve_keys(env: &Env, plan: &Plan, target: Target, req: &Request, keys: &[&[u8]]) -> Result<Dest, Refused> {
+    let op = req.op;
     let mut found: Option<(usize, usize)> = None;
     for key in keys {
         let (pool, server) = match env.tree.decide(target, op, key, &env.ctx) {
@@ -163,7 +218,11 @@ fn resolve(env: &Env, plan: &Plan, target: Target, op: Op, keys: &[&[u8]]) -> Re
             Decision::Send { leaf: Leaf::Server { pool, server }, .. } => (pool, server),
             Decision::Reply(canned) => {
                 let mut out = Vec::new();
-                canned_reply(env.cfg, canned, op, keys.len(), env.proto, &mut out);
+                match (canned, req.meta) {
+                    // Unquiet: what the client sees is decided after combining.
+                    (Canned::Null, Some(m)) => memcache::meta::write_null_reply(&mut out, m.command, false, &req.bytes),
+                    _ => canned_reply(env.cfg, canned, op, keys.len(), env.proto, &mut out),
+                }
                 return Ok(Dest::Reply(out));
             }
             Decision::Fan { route, .. } => {
@@ -205,6 +264,7 @@ pub struct Attempt {
     class: OpClass,
     bytes: Vec<u8>,
     framer: Framer,
+    meta: Option<MetaReq>,
     dests: Vec<Dest>,
     st: RefCell<AttemptState>,
 }
@@ -224,16 +284,19 @@ enum Mode {
     },
     /// Background copies: child `i` is shadow target `i` (shadow) or child `i` (all_async).
     Copies,
+    /// A read through `warmup` / `l1l2`.
+    Fill(Box<fill::State>),
 }
 
 /// Fans `req` out through `plan`; `reply` is the client's (absent for memcache `noreply`).
 pub fn dispatch(env: &Env, plan: &Rc<Plan>, req: Request, reply: Option<ReplyTo>) -> Result<(), Refused> {
+    RouteCounters::bump(&plan.counters.requests);
     let Some(reply) = reply else { return dispatch_noreply(env, plan, &req) };
     let protocol = req.op.protocol();
     match &plan.rule {
         Rule::Shadow { shadows, max_outstanding } => {
             // Copies first resolved and decided, the main child sent first (it answers the client).
-            let main = resolve(env, plan, plan.children[0], req.op, req.keys)?;
+            let main = resolve(env, plan, plan.children[0], &req)?;
             let key = req.keys.first().copied().unwrap_or_default();
             let mut copies = Vec::new();
             for (i, s) in shadows.iter().enumerate() {
@@ -242,8 +305,9 @@ pub fn dispatch(env: &Env, plan: &Rc<Plan>, req: Request, reply: Option<ReplyTo>
                     continue;
                 }
                 // A shadow that cannot be reached is a dropped copy, never the client's problem.
-                if let Ok(Dest::Backend(b)) = resolve(env, plan, s.target, req.op, req.keys) {
-                    copies.push((i, b));
+                match resolve(env, plan, s.target, &req) {
+                    Ok(Dest::Backend(b)) => copies.push((i, b)),
+                    _ => RouteCounters::bump(&plan.counters.copies_dropped),
                 }
             }
             send_single(main, &req, reply);
@@ -255,24 +319,32 @@ pub fn dispatch(env: &Env, plan: &Rc<Plan>, req: Request, reply: Option<ReplyTo>
             for (i, b) in copies {
                 let s = &shadows[i];
                 if s.outstanding.get() >= *max_outstanding || !take_background(&b) {
+                    RouteCounters::bump(&plan.counters.copies_dropped);
                     continue;
                 }
+                RouteCounters::bump(&plan.counters.copies_sent);
                 s.outstanding.set(s.outstanding.get() + 1);
                 dests[i] = Dest::Backend(b);
                 go.push(i);
             }
-            let att =
-                Attempt::new(plan, protocol, req.op.class(), req.bytes, req.framer, dests, None, req.now, Mode::Copies);
+            let att = Attempt::new(
+                plan,
+                protocol,
+                req.op.class(),
+                req.bytes,
+                req.framer,
+                req.meta,
+                dests,
+                None,
+                req.now,
+                Mode::Copies,
+            );
             for i in go {
                 send(&att, i, req.now);
             }
         }
         Rule::Failover(_) => {
-            let dests = plan
-                .children
-                .iter()
-                .map(|&t| resolve(env, plan, t, req.op, req.keys))
-                .collect::<Result<Vec<_>, _>>()?;
+            let dests = plan.children.iter().map(|&t| resolve(env, plan, t, &req)).collect::<Result<Vec<_>, _>>()?;
             let client = Some((reply.q.clone(), reply.q.borrow_mut().reserve(), reply.meter));
             let att = Attempt::new(
                 plan,
@@ -280,6 +352,7 @@ pub fn dispatch(env: &Env, plan: &Rc<Plan>, req: Request, reply: Option<ReplyTo>
                 req.op.class(),
                 req.bytes,
                 req.framer,
+                req.meta,
                 dests,
                 client,
                 req.now,
@@ -287,40 +360,59 @@ pub fn dispatch(env: &Env, plan: &Rc<Plan>, req: Request, reply: Option<ReplyTo>
             );
             send(&att, 0, req.now);
         }
-        Rule::All(mode) => {
-            let dests = plan
-                .children
-                .iter()
-                .map(|&t| resolve(env, plan, t, req.op, req.keys))
-                .collect::<Result<Vec<_>, _>>()?;
-            let n = dests.len();
-            let (client, mode_state) = if *mode == AllMode::Async {
-                // The default reply now, the children in the background.
-                let mut out = Vec::new();
-                null::write(req.op, req.keys.len(), env.proto, &mut out);
-                reply.q.borrow_mut().push_local(&out);
-                (None, Mode::Copies)
-            } else {
-                let seq = reply.q.borrow_mut().reserve();
-                let combine = Box::new(Combine::new(*mode, n));
-                (Some((reply.q.clone(), seq, reply.meter)), Mode::All { combine, replies: vec![None; n] })
-            };
-            let background = matches!(mode_state, Mode::Copies);
-            let att =
-                Attempt::new(plan, protocol, req.op.class(), req.bytes, req.framer, dests, client, req.now, mode_state);
-            for i in 0..n {
-                if background {
-                    let ok = match &att.dests[i] {
-                        Dest::Backend(b) => take_background(b),
-                        _ => false,
-                    };
-                    if !ok {
-                        continue;
-                    }
-                }
-                send(&att, i, req.now);
-            }
+        Rule::All(mode) => dispatch_all(env, plan, *mode, req, reply)?,
+        Rule::Fill(kind) => fill::dispatch(env, plan, *kind, req, reply)?,
+    }
+    Ok(())
+}
+
+/// Sends `req` to every child of `plan` and combines the replies by `mode`.
+fn dispatch_all(env: &Env, plan: &Rc<Plan>, mode: AllMode, req: Request, reply: ReplyTo) -> Result<(), Refused> {
+    let protocol = req.op.protocol();
+    let dests = plan.children.iter().map(|&t| resolve(env, plan, t, &req)).collect::<Result<Vec<_>, _>>()?;
+    let n = dests.len();
+    let (client, mode_state) = if mode == AllMode::Async {
+        // The default reply now, the children in the background.
+        let mut out = Vec::new();
+        match req.meta {
+            Some(m) => memcache::meta::write_null_reply(&mut out, m.command, m.quiet, &req.bytes),
+            None => null::write(req.op, req.keys.len(), env.proto, &mut out),
         }
+        if !out.is_empty() {
+            reply.q.borrow_mut().push_local(&out);
+        }
+        (None, Mode::Copies)
+    } else {
+        let seq = reply.q.borrow_mut().reserve();
+        let combine = Box::new(Combine::new(mode, n));
+        (Some((reply.q.clone(), seq, reply.meter)), Mode::All { combine, replies: vec![None; n] })
+    };
+    let background = matches!(mode_state, Mode::Copies);
+    let att = Attempt::new(
+        plan,
+        protocol,
+        req.op.class(),
+        req.bytes,
+        req.framer,
+        req.meta,
+        dests,
+        client,
+        req.now,
+        mode_state,
+    );
+    for i in 0..n {
+        if background {
+            let ok = match &att.dests[i] {
+                Dest::Backend(b) => take_background(b),
+                _ => false,
+            };
+            if !ok {
+                RouteCounters::bump(&plan.counters.copies_dropped);
+                continue;
+            }
+            RouteCounters::bump(&plan.counters.copies_sent);
+        }
+        send(&att, i, req.now);
     }
     Ok(())
 }
@@ -333,6 +425,10 @@ fn dispatch_noreply(env: &Env, plan: &Rc<Plan>, req: &Request) -> Result<(), Ref
         Rule::Failover(_) => plan.children.iter().take(1).copied().collect(),
         Rule::All(_) => plan.children.clone(),
         Rule::Shadow { .. } => plan.children.clone(),
+        Rule::Fill(kind) => match kind.action(req.op, req.keys.len()) {
+            crate::routes::fill::Action::Only(i) => plan.children.get(i).copied().into_iter().collect(),
+            _ => plan.children.clone(),
+        },
     };
     if let Rule::Shadow { shadows, .. } = &plan.rule {
         let key = req.keys.first().copied().unwrap_or_default();
@@ -342,11 +438,12 @@ fn dispatch_noreply(env: &Env, plan: &Rc<Plan>, req: &Request) -> Result<(), Ref
             }
         }
     }
-    let dests = targets.iter().map(|&t| resolve(env, plan, t, req.op, req.keys)).collect::<Result<Vec<_>, _>>()?;
+    let dests = targets.iter().map(|&t| resolve(env, plan, t, req)).collect::<Result<Vec<_>, _>>()?;
     for (i, dest) in dests.into_iter().enumerate() {
         if let Dest::Backend(b) = dest {
             // Copies (every destination but the first) are not queued on a backend over its bound.
             if i > 0 && b.over_queue_bound() {
+                RouteCounters::bump(&plan.counters.copies_dropped);
                 continue;
             }
             b.enqueue(|out| out.extend_from_slice(&req.bytes), None, req.framer, req.now);
@@ -384,10 +481,15 @@ fn send_single(dest: Dest, req: &Request, reply: ReplyTo) {
     let seq = reply.q.borrow_mut().reserve();
     match dest {
         Dest::Backend(b) => {
+            // One reply, nothing to combine: a quiet meta request's is dropped on delivery, as on the plain path.
+            let framer = match (req.framer, req.meta) {
+                (Framer::Memcache(cmd), Some(MetaReq { quiet: true, .. })) => Framer::MemcacheQuiet(cmd),
+                (framer, _) => framer,
+            };
             let waiter = Waiter::Client { client: reply.q, seq, frag: None, meter: reply.meter };
-            b.enqueue(|out| out.extend_from_slice(&req.bytes), Some(waiter), req.framer, req.now);
+            b.enqueue(|out| out.extend_from_slice(&req.bytes), Some(waiter), framer, req.now);
         }
-        Dest::Reply(bytes) => reply.q.borrow_mut().complete(seq, &bytes),
+        Dest::Reply(bytes) => reply.q.borrow_mut().complete(seq, MetaReq::shown(req.meta, &bytes)),
         Dest::Failed(reason) => {
             let out = failure_reply(req.op.protocol(), &reason);
             reply.q.borrow_mut().complete(seq, &out);
@@ -410,6 +512,7 @@ impl Attempt {
         class: OpClass,
         bytes: Vec<u8>,
         framer: Framer,
+        meta: Option<MetaReq>,
         dests: Vec<Dest>,
         client: Option<(ClientRef, u64, Option<Meter>)>,
         started: Instant,
@@ -421,6 +524,7 @@ impl Attempt {
             class,
             bytes,
             framer,
+            meta,
             dests,
             st: RefCell::new(AttemptState { client, started, mode }),
         })
@@ -446,6 +550,9 @@ fn send(att: &Rc<Attempt>, i: usize, now: Instant) {
 /// Child `child` of `att` replied (`failed`: the reply was made by the backend for a failure).
 pub fn arrive(att: &Rc<Attempt>, child: u32, reply: &[u8], failed: bool) {
     let child = child as usize;
+    if matches!(att.st.borrow().mode, Mode::Fill(_)) {
+        return fill::arrive(att, child, reply, failed);
+    }
     let outcome = if failed {
         Outcome::Failed(severity::classify_reason(&String::from_utf8_lossy(reply)))
     } else {
@@ -456,8 +563,12 @@ pub fn arrive(att: &Rc<Attempt>, child: u32, reply: &[u8], failed: bool) {
         let mut st = att.st.borrow_mut();
         let waiting = st.client.is_some();
         match &mut st.mode {
+            Mode::Fill(_) => return,
             Mode::Copies => {
                 release_background();
+                if failure.is_some() || failed {
+                    RouteCounters::bump(&att.plan.counters.copies_failed);
+                }
                 if let Rule::Shadow { shadows, .. } = &att.plan.rule {
                     if let Some(s) = shadows.get(child) {
                         s.outstanding.set(s.outstanding.get().saturating_sub(1));
@@ -469,7 +580,10 @@ pub fn arrive(att: &Rc<Attempt>, child: u32, reply: &[u8], failed: bool) {
                 let Rule::Failover(rule) = &att.plan.rule else { return };
                 let hit = severity::is_hit(att.protocol, outcome);
                 match rule.next(att.class, child, failure, hit) {
-                    Step::Try(n) if n < att.dests.len() => Some(n),
+                    Step::Try(n) if n < att.dests.len() => {
+                        RouteCounters::bump(&att.plan.counters.failovers);
+                        Some(n)
+                    }
                     _ => None,
                 }
             }
@@ -519,5 +633,5 @@ fn answer(att: &Attempt, reply: &[u8], failed: bool) {
     if let Some(m) = meter {
         m.finish(client_key(&q), seq, started.elapsed(), failed);
     }
-    q.borrow_mut().complete(seq, reply);
+    q.borrow_mut().complete(seq, MetaReq::shown(att.meta, reply));
 }

@@ -19,10 +19,14 @@ pub enum ToWorker {
     Eject { pool: String, server: String },
     /// Put an ejected server back after a successful probe.
     Restore { pool: String, server: String },
+    /// A `redis_cluster` pool's slot map, newly read by control (`version` counts the maps control saw change).
+    /// Every worker routes by the same map from the moment it takes this message.
+    ClusterMap { pool: String, version: u64, map: Arc<crate::cluster::SlotMap> },
     /// Send a stats snapshot back.
     Snapshot { id: u64 },
-    /// Stop accepting, finish in-flight requests until the deadline, then stop.
-    Shutdown { grace_ms: u64 },
+    /// Stop accepting, finish in-flight requests until the deadline, then stop. `handover`: a successor serves the
+    /// listening sockets now (a binary upgrade), so they are left open for it instead of being closed.
+    Shutdown { grace_ms: u64, handover: bool },
 }
 
 pub enum FromWorker {
@@ -47,4 +51,30 @@ pub enum FromWorker {
     Stopped {
         worker: usize,
     },
+    /// A `redis_cluster` pool's map looks stale (a redirect, a failed node): read the topology again soon. Control
+    /// rate-limits these, so a storm of redirects causes one refresh.
+    ClusterRefresh {
+        pool: String,
+    },
+}
+
+/// Awaits `connect`, the connection of one end of a glommio shared channel, on an executor that may have nothing
+/// else to do.
+///
+/// glommio 0.9 does not wake an executor whose end waits for the other end to connect: the waiting end only sees
+/// the peer when its executor's loop runs again (`Connector` re-checks on every loop). An executor with no timer
+/// and no I/O parks in its ring without a timeout, so when a worker got to its end before control (CPU load makes
+/// that order likely) it slept for good and ferrule failed to start ("a worker did not start within 10 s"). A
+/// timer running meanwhile bounds every park, and each wake re-checks the channel. Startup only: not the request
+/// path.
+pub async fn connect_end<F: std::future::Future>(connect: F) -> F::Output {
+    let ticker = glommio::spawn_local(async {
+        loop {
+            glommio::timer::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    });
+    let connected = connect.await;
+    // Dropping a glommio task cancels it.
+    drop(ticker);
+    connected
 }

@@ -103,6 +103,11 @@ pub fn server_snapshots(pools: &[PoolRt]) -> Vec<ServerSnapshot> {
                 .unwrap_or_else(|| s.spec.clone());
             out.push(server_snapshot(&p.name, name, &s.spec, s.conns.iter().map(|b| b.stats_snapshot())));
         }
+        // A cluster pool's servers are the nodes it has connections to, named host:port.
+        for (addr, conns) in p.cluster.iter().flat_map(|c| c.connections()) {
+            let name = addr.to_string();
+            out.push(server_snapshot(&p.name, name.clone(), &name, conns.iter().map(|b| b.stats_snapshot())));
+        }
     }
     out
 }
@@ -112,6 +117,9 @@ pub async fn collect(control: &Control) -> ProxyStats {
     let snapshots = control.snapshot().await;
     let mut stats = merge(&snapshots);
     stats.apply_health(&control.health_stats());
+    for c in control.cluster_status() {
+        stats.apply_cluster(c);
+    }
     stats
 }
 

@@ -6,6 +6,7 @@ mod admin;
 mod admin_access;
 mod backend;
 mod bufpool;
+mod cluster;
 mod control;
 mod dedicated;
 mod exhaustion;
@@ -20,7 +21,9 @@ mod stats;
 mod stats_json;
 mod stream;
 pub mod sys;
+mod takeover;
 mod tls;
+mod topology;
 mod uring;
 mod worker;
 
@@ -35,6 +38,8 @@ pub struct RunOptions {
     pub config_path: PathBuf,
     /// Reload when the config file changes (besides SIGHUP and POST /reload).
     pub watch_config: bool,
+    /// Take the listening sockets over from the ferrule serving `proxy.upgrade_socket` (a binary upgrade).
+    pub takeover: bool,
 }
 
 /// The CPUs the workers are pinned to: `proxy.cpus`, else the allowed CPUs in order, as many as `proxy.workers`.
@@ -68,16 +73,52 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), String> {
     if let Some(warning) = sys::nofile_warning(&cfg, cpus.len(), nofile) {
         log::warn!("{warning}");
     }
+    takeover::remember_exe();
+    // A binary upgrade: the running ferrule's sockets, received before anything is bound (see io::takeover).
+    let mut inherited = match (&cfg.proxy.upgrade_socket, opts.takeover) {
+        (Some(path), true) => Some(takeover::receive(path)?),
+        (None, true) => {
+            return Err("--takeover needs proxy.upgrade_socket: the running ferrule's upgrade socket".into())
+        }
+        (_, false) => None,
+    };
+    if inherited.is_some() {
+        takeover::hold_accepts();
+    }
+    let mut take = |kind, addr: String| inherited.as_mut().and_then(|i| i.take(kind, &addr));
+    // The upgrade socket first: a ferrule already serving it is an error here, before any listener is shared
+    // with it by SO_REUSEPORT.
+    let upgrade_socket = match &cfg.proxy.upgrade_socket {
+        Some(path) => match take(crate::handover::Kind::Upgrade, path.display().to_string()) {
+            Some(fd) => Some((fd, path.clone())),
+            None => Some((takeover::bind(path)?, path.clone())),
+        },
+        None => None,
+    };
     // Bound before anything starts: a port in use is a start-up error, not a proxy running without /health.
-    let admin = cfg.proxy.admin.map(|a| admin::bind("admin endpoint (proxy.admin)", a)).transpose()?;
-    let stats_port = cfg.proxy.stats_port.map(|a| admin::bind("stats port (proxy.stats_port)", a)).transpose()?;
+    let mut endpoint = |kind, what: &str, addr: Option<std::net::SocketAddr>| -> Result<_, String> {
+        let Some(addr) = addr else { return Ok(None) };
+        let listener = match take(kind, addr.to_string()) {
+            Some(fd) => std::net::TcpListener::from(fd),
+            None => admin::bind(what, addr)?,
+        };
+        takeover::register(kind, 0, addr.to_string(), std::os::unix::io::AsFd::as_fd(&listener))
+            .map_err(|e| format!("{what}: {e}"))?;
+        Ok(Some(listener))
+    };
+    let admin = endpoint(crate::handover::Kind::Admin, "admin endpoint (proxy.admin)", cfg.proxy.admin)?;
+    let stats_port = endpoint(crate::handover::Kind::Stats, "stats port (proxy.stats_port)", cfg.proxy.stats_port)?;
+    let mut worker_sockets = inherited.as_mut().map(|i| i.split_listeners(cpus.len())).unwrap_or_default();
+    worker_sockets.resize_with(cpus.len(), takeover::WorkerSockets::new);
     let flags = control::SignalFlags::register().map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let handed_over = flags.handed_over.clone();
+    let cfg_upgrade_socket = cfg.proxy.upgrade_socket.clone();
     let cfg = Arc::new(cfg);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let mut to_workers = Vec::new();
     let mut from_workers = Vec::new();
     let mut handles = Vec::new();
-    for (i, &cpu) in cpus.iter().enumerate() {
+    for ((i, &cpu), sockets) in cpus.iter().enumerate().zip(worker_sockets) {
         let (ctl_tx, w_rx) = shared_channel::new_bounded(64);
         let (w_tx, ctl_rx) = shared_channel::new_bounded(4096);
         let doorbell = Arc::new(uring::Doorbell::new().map_err(|e| format!("cannot create an eventfd: {e}"))?);
@@ -89,7 +130,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), String> {
         let h = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("ferrule-w{i}"))
             .io_memory(io_memory)
-            .spawn(move || worker::run(i, workers, cfg, w_rx, w_tx, doorbell, ready))
+            .spawn(move || worker::run(i, workers, cfg, w_rx, w_tx, doorbell, ready, sockets))
             .map_err(|e| format!("cannot start worker {i} on CPU {cpu}: {e}"))?;
         log::info!("worker {i} pinned to CPU {cpu}");
         handles.push(h);
@@ -112,10 +153,27 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), String> {
             Err(_) => return Err("a worker did not start within 10 s".into()),
         }
     }
+    takeover::release_accepts();
+    if let Some(inherited) = inherited {
+        // The previous process keeps serving until this confirmation. Without it (it died in the middle of the
+        // exchange, say), this process serves the sockets all the same.
+        match inherited.confirm_ready() {
+            Ok(()) => log::info!("takeover: the previous process stops accepting and drains"),
+            Err(e) => log::warn!("takeover: {e}"),
+        }
+    }
+    if let Some((fd, path)) = upgrade_socket {
+        takeover::serve(fd, path, handed_over.clone());
+    }
     log::info!("ferrule {} ready: {} workers", env!("CARGO_PKG_VERSION"), cpus.len());
+    takeover::notify_ready();
     let _ = ctl.join();
     for h in handles {
         let _ = h.join();
+    }
+    if let (Some(path), false) = (&cfg_upgrade_socket, handed_over.load(std::sync::atomic::Ordering::Relaxed)) {
+        // A plain shutdown: nobody serves the upgrade socket any more. After a hand-over the successor does.
+        let _ = std::fs::remove_file(path);
     }
     log::info!("stopped");
     Ok(())

@@ -1,6 +1,7 @@
 //! A worker's runtime view of one pool: its router and its backend connections (per server, `server_connections`).
 
 use super::backend::{Backend, BackendOptions};
+use super::cluster::ClusterRt;
 use super::dedicated::{DedicatedRef, DedicatedSet};
 use crate::config::{PoolConfig, Protocol, ProxyConfig, ServerConfig};
 use crate::protocol::redis::Proto;
@@ -29,7 +30,11 @@ pub struct PoolRt {
     pub name: String,
     pub cfg: PoolConfig,
     pub router: PoolRouter,
+    /// A `redis_cluster` pool has none: its nodes are in `cluster`.
     pub servers: Vec<ServerRt>,
+    /// `kind = "redis_cluster"`: the slot map and the node connections. Checked once per request, before the
+    /// sharded path, which is otherwise untouched.
+    pub cluster: Option<Rc<ClusterRt>>,
     /// Connections per server and protocol version (`server_connections`).
     per_proto: usize,
 }
@@ -43,7 +48,22 @@ impl PoolRt {
         proxy: &ProxyConfig,
         reuse: &mut ReuseConnections<'_>,
         ejected: &dyn Fn(&str) -> bool,
+        cluster: Option<Rc<ClusterRt>>,
     ) -> PoolRt {
+        if cfg.cluster.is_some() {
+            // The seeds are for control's topology reads; requests go to the nodes of the slot map.
+            let cluster = cluster.unwrap_or_else(|| ClusterRt::new(cfg, proxy));
+            let router = router_for(cfg, &[]);
+            let per_proto = cfg.server_connections;
+            return PoolRt {
+                name: cfg.name.clone(),
+                cfg: cfg.clone(),
+                router,
+                servers: Vec::new(),
+                cluster: Some(cluster),
+                per_proto,
+            };
+        }
         let opts = backend_options(cfg, proxy, Proto::Resp2);
         let resp3 = (cfg.protocol == Protocol::Redis).then(|| backend_options(cfg, proxy, Proto::Resp3));
         // This worker's own copy (its own session cache), shared by the pool's servers on this core.
@@ -96,7 +116,7 @@ impl PoolRt {
                 .collect();
         let router = router_for(cfg, &servers);
         let per_proto = cfg.server_connections;
-        PoolRt { name: cfg.name.clone(), cfg: cfg.clone(), router, servers, per_proto }
+        PoolRt { name: cfg.name.clone(), cfg: cfg.clone(), router, servers, cluster: None, per_proto }
     }
 
     /// The connection a client uses for a server: fixed per client, so one client's requests to one server stay in
@@ -143,6 +163,16 @@ fn router_for(cfg: &PoolConfig, servers: &[ServerRt]) -> PoolRouter {
 
 /// How a pool's connections are set up; for redis, `proto` says which protocol version they switch to.
 fn backend_options(cfg: &PoolConfig, proxy: &ProxyConfig, proto: Proto) -> BackendOptions {
+    backend_options_with(cfg, proxy, proto, false)
+}
+
+/// The connections to the nodes of a cluster pool: as a sharded pool's, with `READONLY` in the prelude when reads
+/// may go to replicas (`read_from` other than primary; on a primary it changes nothing).
+pub fn cluster_backend_options(cfg: &PoolConfig, proxy: &ProxyConfig, proto: Proto, readonly: bool) -> BackendOptions {
+    backend_options_with(cfg, proxy, proto, readonly)
+}
+
+fn backend_options_with(cfg: &PoolConfig, proxy: &ProxyConfig, proto: Proto, readonly: bool) -> BackendOptions {
     let mut prelude = Vec::new();
     let mut prelude_replies = 0;
     if cfg.protocol == Protocol::Redis {
@@ -153,6 +183,10 @@ fn backend_options(cfg: &PoolConfig, proxy: &ProxyConfig, proto: Proto) -> Backe
         if cfg.redis_db != 0 {
             let db = cfg.redis_db.to_string();
             crate::protocol::redis::write_command(&mut prelude, &[b"SELECT", db.as_bytes()]);
+            prelude_replies += 1;
+        }
+        if readonly {
+            crate::protocol::redis::write_command(&mut prelude, &[b"READONLY"]);
             prelude_replies += 1;
         }
         if proto == Proto::Resp3 {

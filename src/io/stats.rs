@@ -10,7 +10,7 @@
 //! Commands are found by a small integer ([`CommandId`]), not by hashing names. Histograms are allocated the first
 //! time a command (or server) records a latency, so a listener costs nothing for commands it never sees.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -430,18 +430,53 @@ impl BackendStats {
 pub struct WorkerStats {
     enabled: bool,
     listeners: Vec<ListenerStatsRef>,
+    /// The counters of routes executed by `io::fan`, by name (kept across reloads, as listeners' are).
+    routes: Vec<Rc<RouteCounters>>,
+}
+
+/// One route's counters on this worker: plain integers in cells (the worker is one thread), bumped by `io::fan`
+/// where it decides, never on the plain pool path.
+#[derive(Default)]
+pub struct RouteCounters {
+    pub name: String,
+    pub kind: &'static str,
+    pub requests: Cell<u64>,
+    pub failovers: Cell<u64>,
+    pub copies_sent: Cell<u64>,
+    pub copies_dropped: Cell<u64>,
+    pub copies_failed: Cell<u64>,
+    pub fills: Cell<u64>,
+}
+
+impl RouteCounters {
+    pub fn bump(c: &Cell<u64>) {
+        c.set(c.get() + 1);
+    }
+
+    fn snapshot(&self) -> crate::stats::RouteCounts {
+        crate::stats::RouteCounts {
+            name: self.name.clone(),
+            kind: self.kind,
+            requests: self.requests.get(),
+            failovers: self.failovers.get(),
+            copies_sent: self.copies_sent.get(),
+            copies_dropped: self.copies_dropped.get(),
+            copies_failed: self.copies_failed.get(),
+            fills: self.fills.get(),
+        }
+    }
 }
 
 impl Default for WorkerStats {
     fn default() -> Self {
-        WorkerStats { enabled: true, listeners: Vec::new() }
+        WorkerStats { enabled: true, listeners: Vec::new(), routes: Vec::new() }
     }
 }
 
 impl WorkerStats {
     /// `enabled` is `proxy.stats`.
     pub fn new(enabled: bool) -> WorkerStats {
-        WorkerStats { enabled, listeners: Vec::new() }
+        WorkerStats { enabled, listeners: Vec::new(), routes: Vec::new() }
     }
 
     /// Applies `proxy.stats` (at start and on every reload).
@@ -465,6 +500,17 @@ impl WorkerStats {
         l
     }
 
+    /// The counters of route `name` of type `kind`, created on first use (when the route's plan is built). A
+    /// route whose type changed in a reload starts over.
+    pub fn route(&mut self, name: &str, kind: &'static str) -> Rc<RouteCounters> {
+        if let Some(r) = self.routes.iter().find(|r| r.name == name && r.kind == kind) {
+            return r.clone();
+        }
+        let r = Rc::new(RouteCounters { name: name.to_owned(), kind, ..Default::default() });
+        self.routes.push(r.clone());
+        r
+    }
+
     /// Everything this worker knows, for control. `servers` lists (pool name, server name, spec, figures of each
     /// of its connections).
     pub fn snapshot(&self, worker: usize, cfg: &Config, servers: Vec<ServerSnapshot>) -> WorkerSnapshot {
@@ -477,7 +523,16 @@ impl WorkerStats {
                 l.snapshot(pool)
             })
             .collect();
-        WorkerSnapshot { worker, stats_enabled: self.enabled, listeners, servers, tls: super::tls::snapshot() }
+        let routes = self.routes.iter().map(|r| r.snapshot()).collect();
+        WorkerSnapshot {
+            worker,
+            stats_enabled: self.enabled,
+            listeners,
+            servers,
+            tls: super::tls::snapshot(),
+            clusters: Vec::new(),
+            routes,
+        }
     }
 
     /// Counters only (no histograms), split by protocol, for redis INFO and memcache `stats`.

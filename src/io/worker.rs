@@ -7,6 +7,7 @@ use super::pool::PoolRt;
 use super::replies::{BufferBudget, ClientLimits};
 use super::session;
 use super::stats::{WorkerSnapshot, WorkerStats};
+use super::takeover;
 use super::tls;
 use super::uring::{self, Conn, Doorbell, Listener};
 use crate::config::{Config, ListenAddr, ListenerConfig, PoolConfig, Protocol, ProxyConfig, ServerConfig, Target};
@@ -162,10 +163,14 @@ struct SessionEntry {
 struct ListenerRt {
     slot: Rc<ListenerSlot>,
     listen: ListenAddr,
-    /// The listening TCP socket, owned by the accept loop (for `shutdown`; see [`Worker::close_listener`]).
-    tcp_fd: Option<RawFd>,
-    /// The accept loop; dropping it stops accepting and closes this core's socket.
-    _accept: Task<()>,
+    /// The listening TCP sockets, owned by the accept loops (for `shutdown`; see [`Worker::close_listener`]): one,
+    /// or several after a takeover by a process with fewer workers (see `handover::share`).
+    tcp_fds: Vec<RawFd>,
+    /// The sockets' records for a future hand-over (`takeover::register`).
+    registered: Vec<u64>,
+    /// The accept loops, each with the handle that stops it for a hand-over; dropping a loop stops accepting and
+    /// closes its socket.
+    accepts: Vec<(Task<()>, uring::AcceptStop)>,
 }
 
 pub struct Worker {
@@ -192,11 +197,17 @@ pub struct Worker {
     pub config: RefCell<Arc<Config>>,
     /// The random state of `random` routes (xorshift; never 0).
     pub rng: Cell<u64>,
+    /// Wall-clock unix seconds for routes that switch by time (`migrate`) and TTLs written by routes: read once per
+    /// tick (every 5 ms), never per request.
+    pub unix_now: Cell<u64>,
     next_client: Cell<u64>,
     pub stats: RefCell<WorkerStats>,
     started: Instant,
     /// Reply bytes held for all clients of this worker (see `BufferBudget`).
     client_buffers: Rc<Cell<usize>>,
+    /// The listening sockets passed by the process this one took over from, by address, until the first
+    /// `install_listeners` has taken what the config still has.
+    inherited: RefCell<takeover::WorkerSockets>,
 }
 
 impl Worker {
@@ -294,7 +305,12 @@ impl Worker {
         // Dedicated connections held through the reload finish their transaction or block on the old set (which
         // then closes them); the tick keeps checking their deadlines meanwhile.
         let mut held: Vec<Rc<Backend>> = Vec::new();
+        // A cluster pool whose settings did not change keeps its map and node connections.
+        let mut old_clusters: HashMap<String, (PoolConfig, Rc<super::cluster::ClusterRt>)> = HashMap::new();
         for p in old_pools {
+            if let Some(c) = &p.cluster {
+                old_clusters.insert(p.name.clone(), (p.cfg.clone(), c.clone()));
+            }
             for (sc, s) in p.cfg.servers.iter().zip(p.servers) {
                 held.extend(s.dedicated.borrow().leased().iter().cloned());
                 old.entry(reuse_key(&p.cfg, &old_proxy, sc)).or_default().push(s.conns);
@@ -309,10 +325,22 @@ impl Worker {
             .iter()
             .map(|pc| {
                 let is_ejected = |spec: &str| ejected.iter().any(|(p, s)| *p == pc.name && s == spec);
-                PoolRt::build(pc, &cfg.proxy, &mut reuse, &is_ejected)
+                let same =
+                    old_clusters.get(&pc.name).is_some_and(|(old_cfg, _)| old_cfg == pc && old_proxy == cfg.proxy);
+                let cluster = if same { old_clusters.remove(&pc.name).map(|(_, c)| c) } else { None };
+                let pool = PoolRt::build(pc, &cfg.proxy, &mut reuse, &is_ejected, cluster);
+                // A changed cluster pool gets new connections but routes by the map in force meanwhile, rather
+                // than refusing requests until control broadcasts it again.
+                if let (false, Some(new), Some((_, old))) = (same, &pool.cluster, old_clusters.get(&pc.name)) {
+                    new.install(old.map(), old.version.get());
+                }
+                pool
             })
             .collect();
         let mut retired = self.retired.borrow_mut();
+        for (_, c) in old_clusters.into_values() {
+            retired.extend(c.retire_all());
+        }
         for c in old.into_values().flatten().flatten() {
             c.retire();
             retired.push(c);
@@ -370,7 +398,7 @@ impl Worker {
     /// sessions, which then find the listener closed and end once their replies are written.
     fn close_listener(&self, rt: ListenerRt, cfg: &Config) {
         rt.slot.close(cfg);
-        if let Some(fd) = rt.tcp_fd {
+        for &fd in &rt.tcp_fds {
             // Dropping the accept loop alone is not enough: its io_uring accept, already submitted, keeps the socket
             // listening (and accepting connections nobody serves) until the kernel sees the cancellation. shutdown()
             // takes the socket out of LISTEN (and out of the SO_REUSEPORT group) at once.
@@ -385,6 +413,14 @@ impl Worker {
             if self.id == 0 && !rebound {
                 let _ = std::fs::remove_file(path);
             }
+        }
+        self.release_listener(rt);
+    }
+
+    /// Drops a listener whose slot is closed and wakes its idle sessions.
+    fn release_listener(&self, rt: ListenerRt) {
+        for &id in &rt.registered {
+            takeover::unregister(id);
         }
         let slot = rt.slot.clone();
         drop(rt);
@@ -432,38 +468,90 @@ impl Worker {
 
     fn bind(self: &Rc<Self>, lc: &ListenerConfig) -> Result<Option<ListenerRt>, String> {
         let slot = Rc::new(ListenerSlot::new(lc, &self.config.borrow(), self.share()));
-        let (task, tcp_fd) = match &lc.listen {
+        let key = lc.listen.to_string();
+        // The sockets the previous process served at this address (a binary upgrade), else fresh ones.
+        let inherited = self.inherited.borrow_mut().remove(&key).unwrap_or_default();
+        let taken_over = if inherited.is_empty() { "" } else { " (taken over)" };
+        let mut rt = ListenerRt {
+            slot: slot.clone(),
+            listen: lc.listen.clone(),
+            tcp_fds: Vec::new(),
+            registered: Vec::new(),
+            accepts: Vec::new(),
+        };
+        let sockets: Vec<(Listener, RawFd)> = match &lc.listen {
             ListenAddr::Tcp(addr) => {
-                let (listener, fd) = bind_tcp(*addr, lc.backlog)
-                    .map_err(|e| format!("listener {}: cannot listen on {}: {}", lc.name, addr, e))?;
-                log::info!("worker {}: listener {} ({}) accepting on {}", self.id, lc.name, lc.protocol.name(), addr);
-                (glommio::spawn_local(accept_tcp(self.clone(), slot.clone(), listener)), Some(fd))
+                let sockets = if inherited.is_empty() {
+                    vec![bind_tcp(*addr, lc.backlog)
+                        .map_err(|e| format!("listener {}: cannot listen on {}: {}", lc.name, addr, e))?]
+                } else {
+                    inherited.into_iter().map(|fd| adopt_tcp(fd, lc.backlog)).collect()
+                };
+                log::info!(
+                    "worker {}: listener {} ({}) accepting on {}{taken_over}",
+                    self.id,
+                    lc.name,
+                    lc.protocol.name(),
+                    addr
+                );
+                rt.tcp_fds = sockets.iter().map(|(_, fd)| *fd).collect();
+                sockets
             }
             ListenAddr::Unix(path) => {
                 // A unix socket path can be bound once: the first worker serves it.
                 if self.id != 0 {
                     return Ok(None);
                 }
-                let _ = std::fs::remove_file(path);
-                let listener = bind_unix(path)
-                    .map_err(|e| format!("listener {}: cannot listen on {}: {}", lc.name, path.display(), e))?;
+                let listener = match inherited.into_iter().next() {
+                    Some(fd) => fd,
+                    None => {
+                        let _ = std::fs::remove_file(path);
+                        bind_unix(path)
+                            .map_err(|e| format!("listener {}: cannot listen on {}: {}", lc.name, path.display(), e))?
+                    }
+                };
                 log::info!(
-                    "worker {}: listener {} ({}) accepting on {}",
+                    "worker {}: listener {} ({}) accepting on {}{taken_over}",
                     self.id,
                     lc.name,
                     lc.protocol.name(),
                     path.display()
                 );
                 // Closing removes the path, so nobody can connect to it any more.
-                (glommio::spawn_local(accept_unix(self.clone(), slot.clone(), listener)), None)
+                let fd = listener.as_raw_fd();
+                vec![(Listener::from_fd(listener), fd)]
             }
         };
-        Ok(Some(ListenerRt { slot, listen: lc.listen.clone(), tcp_fd, _accept: task }))
+        let wrap: fn(OwnedFd) -> Conn = match lc.listen {
+            ListenAddr::Tcp(_) => Conn::accepted_tcp,
+            ListenAddr::Unix(_) => Conn::from_fd,
+        };
+        for (listener, fd) in sockets {
+            // SAFETY: the descriptor is open, owned by `listener`, which outlives this call.
+            let borrowed = unsafe { std::os::unix::io::BorrowedFd::borrow_raw(fd) };
+            match takeover::register(crate::handover::Kind::Listener, self.id, key.clone(), borrowed) {
+                Ok(id) => rt.registered.push(id),
+                Err(e) => {
+                    log::warn!("worker {}: listener {}: a binary upgrade could not take it over: {e}", self.id, lc.name)
+                }
+            }
+            let stop = listener.stop_handle();
+            rt.accepts.push((glommio::spawn_local(accept_loop(self.clone(), slot.clone(), listener, wrap)), stop));
+        }
+        Ok(Some(rt))
     }
 
     fn snapshot(&self) -> WorkerSnapshot {
         let servers = super::metrics::server_snapshots(&self.pools.borrow());
-        self.stats.borrow().snapshot(self.id, &self.config.borrow(), servers)
+        let mut snap = self.stats.borrow().snapshot(self.id, &self.config.borrow(), servers);
+        snap.clusters = self
+            .pools
+            .borrow()
+            .iter()
+            .filter_map(|p| p.cluster.as_ref())
+            .map(|c| (c.pool.clone(), c.counters()))
+            .collect();
+        snap
     }
 }
 
@@ -536,21 +624,28 @@ fn bind_tcp(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<(Listen
     Ok((Listener::from_fd(OwnedFd::from(sock)), fd))
 }
 
-fn bind_unix(path: &std::path::Path) -> std::io::Result<Listener> {
+fn bind_unix(path: &std::path::Path) -> std::io::Result<OwnedFd> {
     let listener = std::os::unix::net::UnixListener::bind(path)?;
     listener.set_nonblocking(true)?;
-    Ok(Listener::from_fd(OwnedFd::from(listener)))
+    Ok(OwnedFd::from(listener))
 }
 
-async fn accept_tcp(worker: Rc<Worker>, slot: Rc<ListenerSlot>, listener: Listener) {
-    accept_loop(worker, slot, listener, Conn::accepted_tcp).await
-}
-
-async fn accept_unix(worker: Rc<Worker>, slot: Rc<ListenerSlot>, listener: Listener) {
-    accept_loop(worker, slot, listener, Conn::from_fd).await
+/// A listening TCP socket passed by the previous process: listen(2) again applies this config's backlog (the queue
+/// and the connections in it stay).
+fn adopt_tcp(fd: OwnedFd, backlog: u32) -> (Listener, RawFd) {
+    let raw = fd.as_raw_fd();
+    // SAFETY: listen on a socket we own.
+    unsafe {
+        libc::listen(raw, backlog as i32);
+    }
+    (Listener::from_fd(fd), raw)
 }
 
 async fn accept_loop(worker: Rc<Worker>, slot: Rc<ListenerSlot>, listener: Listener, wrap: fn(OwnedFd) -> Conn) {
+    // A successor accepts only once all its workers serve (see takeover::hold_accepts); bounded by start-up's 10 s.
+    while takeover::accepts_held() {
+        uring::sleep(Duration::from_millis(1)).await;
+    }
     let mut backoff = exhaustion::AcceptBackoff::default();
     let warn = exhaustion::Throttle::new(exhaustion::WARN_INTERVAL);
     loop {
@@ -581,6 +676,8 @@ async fn accept_loop(worker: Rc<Worker>, slot: Rc<ListenerSlot>, listener: Liste
                 // error; the next accept() arms it again.
                 uring::sleep(backoff.failed()).await;
             }
+            // Stopped for a hand-over (AcceptStop), and every connection accepted until then is served.
+            Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => return,
             // A connection that failed before we took it (reset, aborted, a network error): accept(2) says to try
             // again, and the others are fine.
             Err(e) => log::debug!("worker {}: accept on {}: {}", worker.id, slot.name, e),
@@ -591,12 +688,18 @@ async fn accept_loop(worker: Rc<Worker>, slot: Rc<ListenerSlot>, listener: Liste
 /// How often at most a worker hands freed heap memory back to the system, once clients have left.
 const TRIM_EVERY: Duration = Duration::from_secs(1);
 
+/// The wall clock in unix seconds (0 before 1970, which no real clock reads).
+fn unix_seconds() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
 /// Timer work: request deadlines and forwarding health observations to control.
 async fn tick(worker: Rc<Worker>, tx: Rc<ConnectedSender<FromWorker>>) {
     let mut trimmed = (Instant::now(), 0u64, 0u64);
     loop {
         uring::sleep(Duration::from_millis(5)).await;
         let now = Instant::now();
+        worker.unix_now.set(unix_seconds());
         let (ended, freed) = (worker.sessions_ended.get(), super::bufpool::freed());
         if (ended, freed) != (trimmed.1, trimmed.2) && now.duration_since(trimmed.0) >= TRIM_EVERY {
             // Clients came and went, or a burst freed buffers the pool had no room for: that memory goes back to
@@ -631,6 +734,21 @@ async fn tick(worker: Rc<Worker>, tx: Rc<ConnectedSender<FromWorker>>) {
                 }
             }
         }
+        for c in pools.iter().filter_map(|p| p.cluster.as_ref()) {
+            for (_, conns) in c.connections() {
+                for b in &conns {
+                    b.check_deadline(now);
+                    // A node that fails may be a primary that died: the map is read again (control rate-limits).
+                    if b.take_health_events().iter().any(|h| matches!(h, super::backend::Health::Failed(_))) {
+                        c.want_refresh();
+                    }
+                }
+            }
+            c.check_retired(now);
+            if c.take_refresh_wanted() {
+                events.push(FromWorker::ClusterRefresh { pool: c.pool.clone() });
+            }
+        }
         drop(pools);
         for e in events {
             let _ = tx.try_send(e);
@@ -645,6 +763,9 @@ async fn tick(worker: Rc<Worker>, tx: Rc<ConnectedSender<FromWorker>>) {
 }
 
 /// Runs one worker until control tells it to stop.
+// Each argument is one of the worker's own ends (channels, doorbell, start-up report, sockets taken over): a struct
+// would only rename them.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     id: usize,
     workers: usize,
@@ -653,8 +774,9 @@ pub async fn run(
     tx: SharedSender<FromWorker>,
     doorbell: Arc<Doorbell>,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
+    inherited: takeover::WorkerSockets,
 ) {
-    let rx = rx.connect().await;
+    let rx = super::messages::connect_end(rx.connect()).await;
     // The data path's ring, before anything (a preconnecting pool, a listener) uses it.
     let busy_poll = Duration::from_micros(cfg.proxy.busy_poll_us);
     let _driver = match uring::install(Some(doorbell.fd()), busy_poll) {
@@ -664,12 +786,14 @@ pub async fn run(
             return;
         }
     };
-    let tx = Rc::new(tx.connect().await);
+    let tx = Rc::new(super::messages::connect_end(tx.connect()).await);
+    let mut stats = WorkerStats::new(cfg.proxy.stats);
+    let fans = super::fan::Plans::build(&cfg, &mut stats);
     let worker = Rc::new(Worker {
         id,
         pools: RefCell::new(Vec::new()),
         routes: RefCell::new(Rc::new(RouteTree::build(&cfg))),
-        fans: RefCell::new(Rc::new(super::fan::Plans::build(&cfg))),
+        fans: RefCell::new(Rc::new(fans)),
         listeners: RefCell::new(HashMap::new()),
         retired: RefCell::new(Vec::new()),
         sessions: RefCell::new(HashMap::new()),
@@ -679,13 +803,19 @@ pub async fn run(
         refusal_warning: exhaustion::Throttle::new(exhaustion::WARN_INTERVAL),
         config: RefCell::new(cfg.clone()),
         rng: Cell::new(0x9e37_79b9_7f4a_7c15 ^ ((id as u64 + 1) << 32) ^ u64::from(std::process::id())),
+        unix_now: Cell::new(unix_seconds()),
         next_client: Cell::new((id as u64) << 48),
-        stats: RefCell::new(WorkerStats::new(cfg.proxy.stats)),
+        stats: RefCell::new(stats),
         started: Instant::now(),
         client_buffers: Rc::new(Cell::new(0)),
+        inherited: RefCell::new(inherited),
     });
     worker.install_pools(&cfg, &[]);
     let problems = worker.install_listeners(&cfg);
+    for addr in worker.inherited.take().into_keys() {
+        // Dropped here: the previous process closes its copies as it exits, and with them the sockets.
+        log::info!("worker {id}: the socket on {addr} taken over is in no listener of the config: closed");
+    }
     if !problems.is_empty() {
         let _ = ready.send(Err(problems.join("; ")));
         return;
@@ -714,7 +844,7 @@ async fn serve_control(worker: Rc<Worker>, mut rx: ConnectedReceiver<ToWorker>, 
                 // on the backends they were queued on, the next ones route with the new rings.
                 worker.install_pools(&config, &ejected);
                 *worker.routes.borrow_mut() = Rc::new(RouteTree::build(&config));
-                *worker.fans.borrow_mut() = Rc::new(super::fan::Plans::build(&config));
+                *worker.fans.borrow_mut() = Rc::new(super::fan::Plans::build(&config, &mut worker.stats.borrow_mut()));
                 *worker.config.borrow_mut() = config.clone();
                 worker.stats.borrow_mut().set_enabled(config.proxy.stats);
                 let problems = worker.install_listeners(&config);
@@ -722,11 +852,23 @@ async fn serve_control(worker: Rc<Worker>, mut rx: ConnectedReceiver<ToWorker>, 
             }
             ToWorker::Eject { pool, server } => set_ejected(&worker, &pool, &server, true),
             ToWorker::Restore { pool, server } => set_ejected(&worker, &pool, &server, false),
+            ToWorker::ClusterMap { pool, version, map } => {
+                let pools = worker.pools.borrow();
+                if let Some(c) = pools.iter().find(|p| p.name == pool).and_then(|p| p.cluster.as_ref()) {
+                    if version > c.version.get() {
+                        c.install(map, version);
+                    }
+                }
+            }
             ToWorker::Snapshot { id: sid } => {
                 let _ = tx.send(FromWorker::Snapshot { worker: id, id: sid, stats: Box::new(worker.snapshot()) }).await;
             }
-            ToWorker::Shutdown { grace_ms } => {
+            ToWorker::Shutdown { grace_ms, handover: false } => {
                 shutdown(&worker, Duration::from_millis(grace_ms)).await;
+                break;
+            }
+            ToWorker::Shutdown { grace_ms, handover: true } => {
+                hand_over(&worker, Duration::from_millis(grace_ms)).await;
                 break;
             }
         }
@@ -760,7 +902,50 @@ async fn shutdown(worker: &Rc<Worker>, grace: Duration) {
     for rt in listeners {
         worker.close_listener(rt, &cfg);
     }
+    drain(worker, Instant::now() + grace).await;
+}
+
+/// How long, after a hand-over, the sessions of this process are served as before, unless `shutdown_timeout_ms`
+/// is shorter (half of it then): a client that connected just before the successor took over has its first
+/// request answered rather than its connection closed before that request arrived.
+const HANDOVER_SETTLE: Duration = Duration::from_millis(250);
+
+/// Like [`shutdown`], after the successor took the listening sockets over: stops accepting without closing them
+/// (the successor serves them and the connections in their queues), serves every connection accepted until the
+/// accept's cancellation took effect, lets the sessions run a moment ([`HANDOVER_SETTLE`]), then closes them as
+/// shutdown does once their pipelines are answered. A unix socket's path stays: the successor serves it.
+async fn hand_over(worker: &Rc<Worker>, grace: Duration) {
     let deadline = Instant::now() + grace;
+    let cfg = worker.config.borrow().clone();
+    let mut listeners: Vec<ListenerRt> = worker.listeners.borrow_mut().drain().map(|(_, rt)| rt).collect();
+    for rt in &listeners {
+        for (_, stop) in &rt.accepts {
+            stop.stop();
+        }
+    }
+    for rt in &mut listeners {
+        for (task, _) in rt.accepts.drain(..) {
+            if uring::timeout(deadline.saturating_duration_since(Instant::now()), task).await.is_none() {
+                log::warn!(
+                    "worker {}: listener {}: its accept did not end within the grace period",
+                    worker.id,
+                    rt.slot.name
+                );
+            }
+        }
+    }
+    log::info!("worker {}: stopped accepting (the listening sockets are served by the new process)", worker.id);
+    uring::sleep(HANDOVER_SETTLE.min(grace / 2)).await;
+    for rt in listeners {
+        rt.slot.close(&cfg);
+        worker.release_listener(rt);
+    }
+    drain(worker, deadline).await;
+}
+
+/// Waits (until `deadline`) until every client connection has received the replies to what it sent and closed,
+/// and no backend has requests in flight.
+async fn drain(worker: &Rc<Worker>, deadline: Instant) {
     loop {
         let sessions = worker.sessions.borrow().len();
         let busy: usize = worker.all_backends().iter().map(|b| b.inflight()).sum();

@@ -12,7 +12,9 @@
 pub mod all;
 pub mod error;
 pub mod failover;
+pub mod fill;
 pub mod hash;
+pub mod l1l2;
 pub mod migrate;
 pub mod null;
 pub mod operation;
@@ -21,6 +23,7 @@ pub mod prefix;
 pub mod random;
 pub mod severity;
 pub mod shadow;
+pub mod warmup;
 
 #[cfg(test)]
 pub(crate) mod testing;
@@ -139,6 +142,19 @@ enum Node {
     Random(random::RandomRoute),
     Error,
     Null,
+    /// `migrate`: a selector by key and time, except deletes in the window, which fan out to both.
+    Migrate {
+        from: Target,
+        to: Target,
+        start: u64,
+        interval: u64,
+    },
+    /// `warmup` / `l1l2`: requests that only ever reach the first child walk on into it here (so multi-key writes
+    /// split by its servers as through a pool); reads that may fill and requests for both children fan out.
+    Fill {
+        first: Target,
+        writes_to_both: bool,
+    },
     /// Kinds that send to several destinations: decided by the executor with the kind's combiner.
     Fan,
 }
@@ -160,6 +176,11 @@ impl RouteTree {
                 RouteKind::Random { children } => Node::Random(random::RandomRoute::new(&children.targets)),
                 RouteKind::Error { .. } => Node::Error,
                 RouteKind::Null => Node::Null,
+                RouteKind::Warmup { cold, .. } => Node::Fill { first: cold.target, writes_to_both: false },
+                RouteKind::L1l2 { l1, write_l2, .. } => Node::Fill { first: l1.target, writes_to_both: *write_l2 },
+                RouteKind::Migrate { from, to, start_time, interval_s } => {
+                    Node::Migrate { from: from.target, to: to.target, start: *start_time, interval: *interval_s }
+                }
                 _ => Node::Fan,
             })
             .collect();
@@ -192,6 +213,19 @@ impl RouteTree {
                 Some(Node::Error) => return Decision::Reply(Canned::Error { route }),
                 Some(Node::Null) => return Decision::Reply(Canned::Null),
                 Some(Node::Fan) => return Decision::Fan { route, strip },
+                Some(&Node::Fill { first, writes_to_both }) => {
+                    // The executor decides with the number of keys; here only what cannot depend on it.
+                    match fill::action(op, 1, writes_to_both) {
+                        fill::Action::Only(0) => Some(first),
+                        _ => return Decision::Fan { route, strip },
+                    }
+                }
+                Some(&Node::Migrate { from, to, start, interval }) => {
+                    match migrate::decide(from, to, start, interval, op.class(), key, ctx.now_unix) {
+                        migrate::Migration::One(t) => Some(t),
+                        migrate::Migration::Both(..) => return Decision::Fan { route, strip },
+                    }
+                }
                 None => None,
             };
             match next {

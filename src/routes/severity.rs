@@ -5,8 +5,8 @@
 //!
 //! | severity | memcache | redis |
 //! |---|---|---|
-//! | 1 | a hit (`VALUE`), `STORED`, `DELETED`, `TOUCHED`, `EXISTS`, `OK`, a number | any value, `+OK`, an integer |
-//! | 4 | a miss (`END` alone), `NOT_FOUND`, `NOT_STORED` | nil (`$-1`, `*-1`) |
+//! | 1 | a hit (`VALUE`), `STORED`, `DELETED`, `TOUCHED`, `EXISTS`, `OK`, a number; meta `HD`, `VA`, `EX` | any value, `+OK`, an integer |
+//! | 4 | a miss (`END` alone), `NOT_FOUND`, `NOT_STORED`; meta `EN`, `NF`, `NS` | nil (`$-1`, `*-1`) |
 //! | 5 | ferrule could not get a reply: connect error, timeout, server unavailable | same |
 //! | 7 | the server's `SERVER_ERROR` | the server's `-LOADING`, `-BUSY`, `-MASTERDOWN`, `-TRYAGAIN`, `-CLUSTERDOWN`, `-READONLY` |
 //! | 8 | a reply ferrule made for a local failure | same (`-ERR ferrule: ...`) |
@@ -51,6 +51,10 @@ pub fn severity(protocol: Protocol, outcome: Outcome<'_>) -> u8 {
             match first {
                 b"VALUE" | b"STORED" | b"DELETED" | b"TOUCHED" | b"EXISTS" | b"OK" => HIT,
                 b"END" | b"NOT_FOUND" | b"NOT_STORED" => MISS,
+                // Meta replies, as their text counterparts: HD is STORED/DELETED, VA a value, EX EXISTS; EN a
+                // miss, NF NOT_FOUND, NS NOT_STORED.
+                b"HD" | b"VA" | b"EX" | b"MN" | b"ME" => HIT,
+                b"EN" | b"NF" | b"NS" => MISS,
                 b"SERVER_ERROR" => REMOTE_ERROR,
                 b"CLIENT_ERROR" => CLIENT_ERROR,
                 n if !n.is_empty() && n.iter().all(u8::is_ascii_digit) => HIT,
@@ -118,6 +122,13 @@ mod tests {
         assert_eq!(mc(b"SERVER_ERROR out of memory\r\n"), REMOTE_ERROR);
         assert_eq!(mc(b"CLIENT_ERROR bad\r\n"), CLIENT_ERROR);
         assert_eq!(mc(b"ERROR\r\n"), UNKNOWN);
+        assert_eq!(mc(b"VA 1 O5\r\nx\r\n"), HIT);
+        assert_eq!(mc(b"HD\r\n"), HIT);
+        assert_eq!(mc(b"EX O1\r\n"), HIT, "as EXISTS");
+        assert_eq!(mc(b"EN\r\n"), MISS);
+        assert_eq!(mc(b"NF O7 kq\r\n"), MISS);
+        assert_eq!(mc(b"NS\r\n"), MISS);
+        assert!(!is_hit(Protocol::Memcache, Outcome::Reply(b"EN O1\r\n")), "miss_failover goes on past EN");
         assert_eq!(severity(Protocol::Memcache, Outcome::Failed(FailureClass::Timeout)), UNREACHABLE);
         let order = [
             mc(b"STORED\r\n"),

@@ -113,3 +113,69 @@ fn a_pool_target_is_the_pool() {
     let d = tree.decide(Target::Pool(0), Op::Memcache(Command::Get), b"k", &Ctx::default());
     assert_eq!(d, Decision::Send { leaf: Leaf::Pool(0), strip: 0 });
 }
+
+#[test]
+fn migrate_switches_by_the_clock_and_fans_deletes_out_in_the_window() {
+    let text = r#"
+[listeners.m]
+listen = "127.0.0.1:1"
+protocol = "memcache"
+route = "moving"
+
+[routes.moving]
+type = "migrate"
+from = "a"
+to = "b"
+start_time = 1000
+interval_s = 100
+
+[pools.a]
+servers = ["127.0.0.1:11211:1"]
+
+[pools.b]
+servers = ["127.0.0.1:11212:1"]
+"#;
+    let cfg = Config::parse(text).expect("valid");
+    let tree = RouteTree::build(&cfg);
+    let top = cfg.listeners[0].target;
+    let (a, b) = (cfg.pool_index("a").unwrap(), cfg.pool_index("b").unwrap());
+    let at = |now| Ctx { now_unix: now, random: 0 };
+    let get = Op::Memcache(Command::Get);
+    assert_eq!(tree.decide(top, get, b"k", &at(999)), Decision::Send { leaf: Leaf::Pool(a), strip: 0 });
+    assert_eq!(tree.decide(top, get, b"k", &at(1100)), Decision::Send { leaf: Leaf::Pool(b), strip: 0 });
+    let del = Op::Memcache(Command::Delete);
+    assert_eq!(tree.decide(top, del, b"k", &at(999)), Decision::Send { leaf: Leaf::Pool(a), strip: 0 });
+    assert!(matches!(tree.decide(top, del, b"k", &at(1050)), Decision::Fan { .. }), "deletes reach both in the window");
+    assert_eq!(tree.decide(top, del, b"k", &at(1100)), Decision::Send { leaf: Leaf::Pool(b), strip: 0 });
+}
+
+#[test]
+fn fill_routes_send_plain_writes_on_to_the_first_child_and_fan_out_reads_and_deletes() {
+    let text = r#"
+[listeners.m]
+listen = "127.0.0.1:1"
+protocol = "memcache"
+route = "warm"
+
+[routes.warm]
+type = "warmup"
+cold = "a"
+warm = "b"
+
+[pools.a]
+servers = ["127.0.0.1:11211:1"]
+
+[pools.b]
+servers = ["127.0.0.1:11212:1"]
+"#;
+    let cfg = Config::parse(text).expect("valid");
+    let tree = RouteTree::build(&cfg);
+    let top = cfg.listeners[0].target;
+    let a = cfg.pool_index("a").unwrap();
+    let ctx = Ctx::default();
+    let to_cold = Decision::Send { leaf: Leaf::Pool(a), strip: 0 };
+    assert_eq!(tree.decide(top, Op::Memcache(Command::Set), b"k", &ctx), to_cold);
+    assert_eq!(tree.decide(top, Op::Memcache(Command::Gets), b"k", &ctx), to_cold);
+    assert!(matches!(tree.decide(top, Op::Memcache(Command::Get), b"k", &ctx), Decision::Fan { .. }));
+    assert!(matches!(tree.decide(top, Op::Memcache(Command::Delete), b"k", &ctx), Decision::Fan { .. }));
+}

@@ -79,6 +79,20 @@ impl PoolTotals {
     }
 }
 
+/// One `redis_cluster` pool: the workers' counters summed, and control's view of the topology.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterTotals {
+    pub pool: String,
+    pub counters: super::snapshot::ClusterCounters,
+    /// Control's topology version (the maps it saw change), and its reads of the topology.
+    pub version: u64,
+    pub refreshes: u64,
+    pub refresh_failures: u64,
+    pub shards: u64,
+    pub nodes: u64,
+    pub slots_served: u64,
+}
+
 /// A worker's share, for labelling by worker where the balance between cores matters.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WorkerTotals {
@@ -97,6 +111,10 @@ pub struct ProxyStats {
     /// In config order.
     pub pools: Vec<PoolTotals>,
     pub tls: crate::tls::TlsStats,
+    /// The `redis_cluster` pools, sorted by name.
+    pub clusters: Vec<ClusterTotals>,
+    /// Sorted by name.
+    pub routes: Vec<super::RouteCounts>,
 }
 
 impl ProxyStats {
@@ -107,6 +125,22 @@ impl ProxyStats {
             total.add(&l.clients);
         }
         total
+    }
+
+    /// Joins control's figures of a cluster pool.
+    pub fn apply_cluster(&mut self, status: ClusterTotals) {
+        match self.clusters.iter_mut().find(|c| c.pool == status.pool) {
+            Some(c) => *c = ClusterTotals { counters: c.counters.clone(), ..status },
+            None => {
+                self.clusters.push(status);
+                self.clusters.sort_by(|a, b| a.pool.cmp(&b.pool));
+            }
+        }
+    }
+
+    /// The cluster figures of pool `name`, when it is a `redis_cluster` pool.
+    pub fn cluster(&self, name: &str) -> Option<&ClusterTotals> {
+        self.clusters.iter().find(|c| c.pool == name)
     }
 
     /// Joins control's health records (ejections) to the servers they name.
@@ -143,6 +177,7 @@ pub fn merge(snapshots: &[WorkerSnapshot]) -> ProxyStats {
     ordered.sort_by_key(|s| s.worker);
     for snap in ordered {
         stats.tls.add(&snap.tls);
+        super::merge_routes(&mut stats.routes, &snap.routes);
         let mut worker = WorkerTotals { worker: snap.worker, stats_enabled: snap.stats_enabled, ..Default::default() };
         for l in &snap.listeners {
             worker.clients.add(&l.clients);
@@ -175,6 +210,16 @@ pub fn merge(snapshots: &[WorkerSnapshot]) -> ProxyStats {
             }
         }
         stats.workers.push(worker);
+        for (pool, counters) in &snap.clusters {
+            match stats.clusters.iter_mut().find(|c| &c.pool == pool) {
+                Some(c) => c.counters.add(counters),
+                None => stats.clusters.push(ClusterTotals {
+                    pool: pool.clone(),
+                    counters: counters.clone(),
+                    ..Default::default()
+                }),
+            }
+        }
         for s in &snap.servers {
             let (p, j) = *server_index.entry((s.pool.clone(), s.spec.clone())).or_insert_with(|| {
                 let p = *pool_index.entry(s.pool.clone()).or_insert_with(|| {
@@ -194,6 +239,8 @@ pub fn merge(snapshots: &[WorkerSnapshot]) -> ProxyStats {
         }
     }
     stats.listeners.sort_by(|a, b| a.name.cmp(&b.name));
+    stats.clusters.sort_by(|a, b| a.pool.cmp(&b.pool));
+    stats.routes.sort_by(|a, b| a.name.cmp(&b.name));
     for l in &mut stats.listeners {
         l.commands.sort_by(|a, b| a.name.cmp(b.name));
         if let Some(&p) = pool_index.get(&l.pool) {
@@ -221,6 +268,8 @@ mod tests {
             worker: id,
             stats_enabled: true,
             tls: Default::default(),
+            clusters: Vec::new(),
+            routes: Vec::new(),
             listeners: vec![ListenerSnapshot {
                 name: "cache".into(),
                 protocol: "redis",

@@ -11,17 +11,21 @@ mod merge;
 mod percentiles;
 mod prometheus;
 mod proxy_text;
+mod routes;
 mod snapshot;
 mod twemproxy;
 
 pub use dumps::{dump_entries, sanitize, DumpEntry, IntervalTracker};
 pub use merge::{
-    merge, CommandTotals, ListenerTotals, PoolTotals, ProxyStats, ServerHealth, ServerTotals, WorkerTotals,
+    merge, ClusterTotals, CommandTotals, ListenerTotals, PoolTotals, ProxyStats, ServerHealth, ServerTotals,
+    WorkerTotals,
 };
 pub use percentiles::{percentiles, render_histograms};
 pub use prometheus::{render_prometheus, CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE, LATENCY_BUCKETS_US};
 pub use proxy_text::{memcache_stats, redis_info, CommandCount, ProcessFigures, ProtocolSummary, Summary};
+pub use routes::{merge_routes, RouteCounts};
 pub use snapshot::{
-    ClientCounters, CommandSnapshot, ListenerSnapshot, ServerCounters, ServerGauges, ServerSnapshot, WorkerSnapshot,
+    ClientCounters, ClusterCounters, CommandSnapshot, ListenerSnapshot, ServerCounters, ServerGauges, ServerSnapshot,
+    WorkerSnapshot,
 };
 pub use twemproxy::{render_twemproxy, ProcessInfo};

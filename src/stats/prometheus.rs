@@ -128,8 +128,96 @@ pub fn render_prometheus(stats: &ProxyStats, info: &ProcessInfo) -> String {
     render_clients(&mut e, stats);
     render_commands(&mut e, stats);
     render_servers(&mut e, stats);
+    render_clusters(&mut e, stats);
     render_tls(&mut e, &stats.tls);
+    render_routes(&mut e, &stats.routes);
     e.out
+}
+
+/// `redis_cluster` pools: redirects followed, topology reads, the map in force.
+fn render_clusters(e: &mut Exposition, stats: &ProxyStats) {
+    if stats.clusters.is_empty() {
+        return;
+    }
+    e.family("ferrule_cluster_redirects_total", "counter", "MOVED and ASK replies ferrule followed for clients.");
+    for c in &stats.clusters {
+        e.sample("ferrule_cluster_redirects_total", &[("pool", &c.pool), ("kind", "moved")], c.counters.moved);
+        e.sample("ferrule_cluster_redirects_total", &[("pool", &c.pool), ("kind", "ask")], c.counters.ask);
+    }
+    type Field = fn(&super::merge::ClusterTotals) -> u64;
+    let counters: [(&str, &str, Field); 5] = [
+        (
+            "ferrule_cluster_redirect_failures_total",
+            "Requests failed after too many redirects or a redirect to a host not in the slot map.",
+            |c| c.counters.redirect_failures,
+        ),
+        ("ferrule_cluster_unserved_total", "Requests for a slot no node serves (answered -CLUSTERDOWN).", |c| {
+            c.counters.unserved
+        }),
+        (
+            "ferrule_cluster_refresh_requests_total",
+            "Topology refreshes workers asked for after redirects or failures.",
+            |c| c.counters.refresh_requests,
+        ),
+        ("ferrule_cluster_refreshes_total", "Topology reads by control (CLUSTER SHARDS or CLUSTER SLOTS).", |c| {
+            c.refreshes
+        }),
+        ("ferrule_cluster_refresh_failures_total", "Topology reads that no node answered.", |c| c.refresh_failures),
+    ];
+    let gauges: [(&str, &str, Field); 4] = [
+        ("ferrule_cluster_topology_version", "Slot maps control has seen change since start (1: the first).", |c| {
+            c.version
+        }),
+        ("ferrule_cluster_slots_served", "Slots of the map in force that some node serves (16384 when whole).", |c| {
+            c.slots_served
+        }),
+        ("ferrule_cluster_shards", "Shards (primaries serving slots) in the map in force.", |c| c.shards),
+        ("ferrule_cluster_nodes", "Nodes (primaries and healthy replicas) in the map in force.", |c| c.nodes),
+    ];
+    for (name, help, field) in counters {
+        e.family(name, "counter", help);
+        for c in &stats.clusters {
+            e.sample(name, &[("pool", &c.pool)], field(c));
+        }
+    }
+    for (name, help, field) in gauges {
+        e.family(name, "gauge", help);
+        for c in &stats.clusters {
+            e.sample(name, &[("pool", &c.pool)], field(c));
+        }
+    }
+}
+
+/// The routes executed by `io::fan`, labelled by route name and type (nothing when there are none).
+fn render_routes(e: &mut Exposition, routes: &[super::RouteCounts]) {
+    if routes.is_empty() {
+        return;
+    }
+    type Field = fn(&super::RouteCounts) -> u64;
+    let families: [(&str, &str, Field); 6] = [
+        (
+            "ferrule_route_requests_total",
+            "Requests a multi-destination, warmup, l1l2 or migrate route executed.",
+            |r| r.requests,
+        ),
+        ("ferrule_route_failovers_total", "Requests sent on to a next child by failover / miss_failover.", |r| {
+            r.failovers
+        }),
+        (
+            "ferrule_route_background_sent_total",
+            "Background copies sent (all_async, shadow, warmup/l1l2 fills).",
+            |r| r.copies_sent,
+        ),
+        ("ferrule_route_background_dropped_total", "Background copies dropped over a bound.", |r| r.copies_dropped),
+        ("ferrule_route_background_failed_total", "Background copies whose reply was a failure.", |r| r.copies_failed),
+        ("ferrule_route_fills_total", "warmup / l1l2 copies stored into the first child.", |r| r.fills),
+    ];
+    for (name, help, field) in families {
+        e.family(name, "counter", help);
+        for r in routes {
+            e.sample(name, &[("route", &r.name), ("type", r.kind)], field(r));
+        }
+    }
 }
 
 /// TLS figures by side: `client` (listeners) and `backend` (pools).

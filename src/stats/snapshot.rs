@@ -182,6 +182,35 @@ pub struct ServerSnapshot {
     pub latency: Option<Histogram>,
 }
 
+/// One worker's counters of one `redis_cluster` pool.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterCounters {
+    /// `-MOVED` replies followed.
+    pub moved: u64,
+    /// `-ASK` replies followed.
+    pub ask: u64,
+    /// Requests failed because they were redirected more often than allowed, or to a host not in the map.
+    pub redirect_failures: u64,
+    /// Requests answered `-CLUSTERDOWN` because no node serves their slot (or no replica, with read_from replica).
+    pub unserved: u64,
+    /// Topology refreshes asked of control (after redirects and failed nodes; control rate-limits them).
+    pub refresh_requests: u64,
+    /// The slot map version the worker routes by.
+    pub version: u64,
+}
+
+impl ClusterCounters {
+    pub fn add(&mut self, o: &ClusterCounters) {
+        self.moved += o.moved;
+        self.ask += o.ask;
+        self.redirect_failures += o.redirect_failures;
+        self.unserved += o.unserved;
+        self.refresh_requests += o.refresh_requests;
+        // Workers may be a broadcast apart: the oldest map still in use is what matters.
+        self.version = if self.version == 0 { o.version } else { self.version.min(o.version) };
+    }
+}
+
 /// Everything one worker reports.
 #[derive(Clone, Debug, Default)]
 pub struct WorkerSnapshot {
@@ -192,4 +221,8 @@ pub struct WorkerSnapshot {
     /// In pool order, then server order, as configured.
     pub servers: Vec<ServerSnapshot>,
     pub tls: crate::tls::TlsStats,
+    /// Per `redis_cluster` pool: (pool, counters).
+    pub clusters: Vec<(String, ClusterCounters)>,
+    /// The routes executed by `io::fan`, by name.
+    pub routes: Vec<super::RouteCounts>,
 }

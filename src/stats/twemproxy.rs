@@ -60,7 +60,7 @@ fn push_server(out: &mut String, s: &ServerTotals) {
     out.push('}');
 }
 
-fn push_pool(out: &mut String, p: &PoolTotals) {
+fn push_pool(out: &mut String, p: &PoolTotals, cluster: Option<&super::merge::ClusterTotals>) {
     let _ = write!(out, "{}: {{", json_string(&p.name));
     let fields: [(&str, u64); 6] = [
         ("client_eof", p.clients.eof),
@@ -72,6 +72,25 @@ fn push_pool(out: &mut String, p: &PoolTotals) {
     ];
     for (i, (k, v)) in fields.iter().enumerate() {
         push_field(out, k, *v, i == 0);
+    }
+    // A cluster pool's own figures are numbers beside the servers' objects, so tools that read every object of a
+    // pool as a server see only the nodes.
+    if let Some(c) = cluster {
+        let fields: [(&str, u64); 10] = [
+            ("cluster_topology_version", c.version),
+            ("cluster_refreshes", c.refreshes),
+            ("cluster_refresh_failures", c.refresh_failures),
+            ("cluster_refresh_requests", c.counters.refresh_requests),
+            ("cluster_moved", c.counters.moved),
+            ("cluster_ask", c.counters.ask),
+            ("cluster_redirect_failures", c.counters.redirect_failures),
+            ("cluster_unserved", c.counters.unserved),
+            ("cluster_slots_served", c.slots_served),
+            ("cluster_nodes", c.nodes),
+        ];
+        for (k, v) in fields {
+            push_field(out, k, v, false);
+        }
     }
     for s in &p.servers {
         out.push_str(", ");
@@ -97,14 +116,40 @@ pub fn render_twemproxy(stats: &ProxyStats, info: &ProcessInfo) -> String {
     );
     for p in &stats.pools {
         out.push_str(", ");
-        push_pool(&mut out, p);
+        push_pool(&mut out, p, stats.cluster(&p.name));
     }
     // Only once TLS is in use: tools that read every object of this document as a pool see nothing new otherwise.
     if stats.tls != crate::tls::TlsStats::default() {
         push_tls(&mut out, &stats.tls);
     }
+    // Likewise only when routes are executed.
+    if !stats.routes.is_empty() {
+        push_routes(&mut out, &stats.routes);
+    }
     out.push('}');
     out
+}
+
+/// `"routes": {"NAME": {"type": ..., "requests": ..., ...}}`.
+fn push_routes(out: &mut String, routes: &[super::RouteCounts]) {
+    out.push_str(", \"routes\":{");
+    for (i, r) in routes.iter().enumerate() {
+        let sep = if i == 0 { "" } else { ", " };
+        let _ = write!(
+            out,
+            "{sep}{}:{{\"type\":\"{}\", \"requests\":{}, \"failovers\":{}, \"background_sent\":{}, \
+             \"background_dropped\":{}, \"background_failed\":{}, \"fills\":{}}}",
+            json_string(&r.name),
+            r.kind,
+            r.requests,
+            r.failovers,
+            r.copies_sent,
+            r.copies_dropped,
+            r.copies_failed,
+            r.fills
+        );
+    }
+    out.push('}');
 }
 
 /// `"tls": {"client": {...}, "backend": {...}}`, each with handshakes, connections and failures by cause.

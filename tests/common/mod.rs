@@ -2,6 +2,8 @@
 //! loopback ports, all stopped when dropped. A missing server binary fails the test with an install hint.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -19,13 +21,48 @@ pub fn require_binary(name: &str, package: &str) -> PathBuf {
     panic!("{name} is not installed: run `apt-get install -y {package}` (scripts/test.sh does this)");
 }
 
-/// A free loopback port (bound then released; good enough for tests that start the server right away).
+/// A free loopback port for a server the test starts next.
+///
+/// Picked below the kernel's ephemeral range (`net.ipv4.ip_local_port_range`): `connect()` and `bind(:0)` never
+/// hand those out, so neither an outgoing connection (the tests and ferrule open thousands) nor another process's
+/// `bind(:0)` can take the port between this pick and the server's own bind. Within one test binary (whose tests run
+/// in parallel threads) a port is handed out once only; each process starts at an offset of its own (its pid) and
+/// skips ports some other process holds (the bind check), so test binaries run at the same time do not collide
+/// either. Servers started on a picked port are checked to be alive and ours after they listen (see
+/// [`wait_for_child_port`]), so a collision that slips through fails loudly instead of testing the wrong process.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::OnceLock;
+    static RANGE: OnceLock<Option<(u32, u32)>> = OnceLock::new();
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let range = *RANGE.get_or_init(|| {
+        let ephemeral_low: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|r| r.split_whitespace().next().and_then(|p| p.parse().ok()))
+            .unwrap_or(32768);
+        // Below 10000 are the well-known and commonly configured ports; too small a range left: use bind(:0).
+        let low = 10000;
+        (ephemeral_low >= low + 4000).then(|| {
+            let span = ephemeral_low - low;
+            NEXT.store(std::process::id().wrapping_mul(7919) % span, Ordering::Relaxed);
+            (low, span)
+        })
+    });
+    let Some((low, span)) = range else {
+        return TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    };
+    for _ in 0..span {
+        let port = (low + NEXT.fetch_add(1, Ordering::Relaxed) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {low}..{}", low + span);
 }
 
+/// Waits until something listens on `port` (bounded: a loaded machine can take seconds to start a debug build).
 pub fn wait_for_port(port: u16, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
     while Instant::now() < deadline {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return;
@@ -35,11 +72,66 @@ pub fn wait_for_port(port: u16, what: &str) {
     panic!("{what} did not start listening on port {port}");
 }
 
+/// How long a server may take to start listening. Generous: on a loaded 2-core CI machine, starting a process can
+/// take seconds; a server that cannot start at all fails at once instead (its exit is seen, see
+/// [`wait_for_child_port`]).
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Waits until `child` listens on `port`; panics at once if it exited (e.g. the port was taken), naming `what`.
+pub fn wait_for_child_port(child: &mut Child, port: u16, what: &str) {
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited ({status}) instead of listening on port {port}");
+        }
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!("{what} did not start listening on port {port} within {STARTUP_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A temporary directory, removed with everything in it when dropped (set FERRULE_KEEP_TEST_DIRS=1 to keep them,
+/// e.g. to read the logs of a failed test).
+pub struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TempDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for TempDir {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::env::var_os("FERRULE_KEEP_TEST_DIRS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
 /// A child process killed on drop.
 pub struct Proc {
     pub child: Child,
     pub port: u16,
     pub name: String,
+    /// The process's files (config, log, data dir), removed after it is killed.
+    pub dir: Option<TempDir>,
 }
 
 impl Drop for Proc {
@@ -54,6 +146,16 @@ impl Drop for Proc {
 }
 
 impl Proc {
+    pub fn new(child: Child, port: u16, name: impl Into<String>) -> Proc {
+        Proc { child, port, name: name.into(), dir: None }
+    }
+
+    /// Keeps `dir` until the process is gone.
+    pub fn with_dir(mut self, dir: TempDir) -> Proc {
+        self.dir = Some(dir);
+        self
+    }
+
     pub fn signal(&self, sig: i32) {
         unsafe {
             libc::kill(self.child.id() as i32, sig);
@@ -61,10 +163,19 @@ impl Proc {
     }
 }
 
-pub fn tempdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ferrule-test-{tag}-{}-{}", std::process::id(), free_port()));
+/// A fresh directory under the system's temp dir, removed when the returned guard is dropped.
+pub fn tempdir(tag: &str) -> TempDir {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "ferrule-test-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    // A leftover of an earlier process with the same pid: start empty.
+    let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    d
+    TempDir(d)
 }
 
 pub fn redis_server() -> Proc {
@@ -82,8 +193,9 @@ pub fn redis_server_on(port: u16) -> Proc {
         .stderr(Stdio::null())
         .spawn()
         .expect("start redis-server");
-    wait_for_port(port, "redis-server");
-    Proc { child, port, name: format!("redis:{port}") }
+    let mut proc = Proc::new(child, port, format!("redis:{port}")).with_dir(dir);
+    wait_for_child_port(&mut proc.child, port, "redis-server");
+    proc
 }
 
 pub fn memcached() -> Proc {
@@ -98,8 +210,9 @@ pub fn memcached_on(port: u16) -> Proc {
         .stderr(Stdio::null())
         .spawn()
         .expect("start memcached");
-    wait_for_port(port, "memcached");
-    Proc { child, port, name: format!("memcached:{port}") }
+    let mut proc = Proc::new(child, port, format!("memcached:{port}"));
+    wait_for_child_port(&mut proc.child, port, "memcached");
+    proc
 }
 
 /// Starts nutcracker with a YAML config body (the pool's listen address must be 127.0.0.1:`port`).
@@ -118,8 +231,9 @@ pub fn nutcracker(yaml: &str, port: u16) -> Proc {
         .stderr(Stdio::null())
         .spawn()
         .expect("start nutcracker");
-    wait_for_port(port, "nutcracker");
-    Proc { child, port, name: format!("nutcracker:{port}") }
+    let mut proc = Proc::new(child, port, format!("nutcracker:{port}")).with_dir(dir);
+    wait_for_child_port(&mut proc.child, port, "nutcracker");
+    proc
 }
 
 /// The ferrule binary the tests run: cargo's build of this tree, or `FERRULE_BIN` when set (to measure another
@@ -198,14 +312,18 @@ impl Ferrule {
             .stderr(log)
             .spawn()
             .expect("start ferrule");
-        let proc = Proc { child, port, name: format!("ferrule:{port}") };
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut proc = Proc::new(child, port, format!("ferrule:{port}")).with_dir(dir);
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
         // Listening on the port is not enough: with several workers the first may accept before the others have
         // bound theirs. "ready" is logged once every worker has.
         loop {
             let ready = std::fs::read_to_string(&log_path).is_ok_and(|log| log.contains(" ready: "));
             if ready && TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 break;
+            }
+            if let Ok(Some(status)) = proc.child.try_wait() {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                panic!("ferrule exited ({status}) instead of starting; log:\n{log}");
             }
             if Instant::now() > deadline {
                 panic!("ferrule did not start; log:\n{}", std::fs::read_to_string(&log_path).unwrap_or_default());
@@ -393,7 +511,10 @@ pub struct PipelineReport {
     /// Batches whose replies all arrived.
     pub batches: u64,
     pub replies: u64,
-    /// (when, request, error reply) for every error reply, in order.
+    /// (when the request's batch began to be written, request, error reply) for every error reply, in order. The send
+    /// time, not the
+    /// time the reply was read: on a loaded machine this thread may read a reply long after ferrule sent it, and
+    /// what a test asks is whether requests sent after some event (an ejection) still fail.
     pub errors: Vec<(Instant, String, String)>,
     /// Set when the connection ended: how, and when the write of the batch then in flight had completed (if it had),
     /// with the number of its replies that had arrived and how many were expected.
@@ -478,7 +599,7 @@ impl Pipeliner {
                             };
                             if !ok {
                                 let text = String::from_utf8_lossy(&reply).into_owned();
-                                report2.lock().unwrap().errors.push((Instant::now(), req.clone(), text));
+                                report2.lock().unwrap().errors.push((t0, req.clone(), text));
                             }
                             got += 1;
                             continue;

@@ -277,7 +277,7 @@ fn handle_meta(
             let cfg = s.worker.config.borrow();
             // Routes see the text operation the request acts as (mg: get, ms with ME: add, ...).
             let op = Op::Memcache(meta.op);
-            let ctx = Ctx { now_unix: 0, random: routed::draw(&s.worker.rng) };
+            let ctx = Ctx { now_unix: s.worker.unix_now.get(), random: routed::draw(&s.worker.rng) };
             let keys = std::iter::once(route_key);
             if let Err(why) = routed::resolve(&tree, &pools, target, op, keys, &ctx, &mut sc.dests) {
                 if matches!(why, Unroutable::NoServer(_)) {
@@ -289,8 +289,10 @@ fn handle_meta(
             match sc.dests.first() {
                 Some(&KeyDest::Server { pool, server, .. }) => (pool, server),
                 Some(&KeyDest::Canned(Canned::Null)) => {
-                    if let Some(reply) = memcache::meta::null_reply(req.command, quiet) {
-                        s.local(reply.as_bytes());
+                    sc.reply.clear();
+                    memcache::meta::write_null_reply(&mut sc.reply, req.command, quiet, raw);
+                    if !sc.reply.is_empty() {
+                        s.local(&sc.reply);
                     }
                     return false;
                 }
@@ -301,13 +303,28 @@ fn handle_meta(
                     return false;
                 }
                 Some(&KeyDest::Fan { route, .. }) => {
-                    // The multi-destination executor (io::fan) frames text replies only so far.
-                    let name = cfg.routes.get(route).map_or("?", |r| r.name.as_str());
-                    let msg = format!(
-                        "SERVER_ERROR ferrule: meta commands are not supported through route '{name}' \
-                         (a multi-destination route) yet\r\n"
-                    );
-                    s.local(msg.as_bytes());
+                    let plans = s.worker.fans.borrow().clone();
+                    let Some(plan) = plans.get(route) else {
+                        s.local(b"SERVER_ERROR ferrule: no such route\r\n");
+                        return false;
+                    };
+                    let env = fan::Env { cfg: &cfg, tree: &tree, pools: &pools, client_id: s.id, proto: s.proto, ctx };
+                    // Every child is asked without `q`; what the client sees is decided after combining.
+                    let mut bytes = Vec::with_capacity(raw.len());
+                    memcache::meta::write_forwarded(&mut bytes, raw, Some(meta));
+                    let request = fan::Request {
+                        op,
+                        keys: &[route_key],
+                        bytes,
+                        framer: Framer::Memcache(req.command),
+                        now,
+                        meta: Some(fan::MetaReq { command: req.command, quiet }),
+                    };
+                    let meter = command.map(|c| Meter::new(&s.meters, c, now, false));
+                    let reply = fan::ReplyTo { q: s.q.clone(), meter };
+                    if let Err(fan::Refused(why)) = fan::dispatch(&env, plan, request, Some(reply)) {
+                        s.local(format!("SERVER_ERROR {why}\r\n").as_bytes());
+                    }
                     return false;
                 }
                 None => {
@@ -378,7 +395,7 @@ fn route_tree(
     let tree = s.worker.routes.borrow();
     let cfg = s.worker.config.borrow();
     let op = Op::Memcache(req.command);
-    let ctx = Ctx { now_unix: 0, random: routed::draw(&s.worker.rng) };
+    let ctx = Ctx { now_unix: s.worker.unix_now.get(), random: routed::draw(&s.worker.rng) };
     let keys = sc.keys.iter().map(|k| &raw[k.clone()]);
     if let Err(why) = routed::resolve(&tree, &pools, target, op, keys, &ctx, &mut sc.dests) {
         if matches!(why, Unroutable::NoServer(_)) {
@@ -405,7 +422,7 @@ fn route_tree(
         };
         let env = fan::Env { cfg: &cfg, tree: &tree, pools: &pools, client_id: s.id, proto: s.proto, ctx };
         let keys: Vec<&[u8]> = sc.keys.iter().map(|k| &raw[k.clone()]).collect();
-        let request = fan::Request { op, keys: &keys, bytes: raw.to_vec(), framer, now };
+        let request = fan::Request { op, keys: &keys, bytes: raw.to_vec(), framer, now, meta: None };
         let reply = (!req.noreply)
             .then(|| fan::ReplyTo { q: s.q.clone(), meter: command.map(|c| Meter::new(&s.meters, c, now, false)) });
         if let Err(fan::Refused(why)) = fan::dispatch(&env, plan, request, reply) {

@@ -1,6 +1,8 @@
 //! The Redis side of a client session: parse RESP requests, answer local commands, route the rest.
 
+mod cluster;
 mod pinned;
+mod pubsub;
 
 use super::routed::{self, Group, KeyDest, Unroutable};
 use super::{InBuf, Next, Session};
@@ -35,6 +37,8 @@ struct Scratch {
     route_groups: Vec<Group>,
     /// The request being routed, when per-command stats are on: its latency is recorded on completion.
     command: Option<CommandId>,
+    /// Cluster pools: the slot map version this client's requests in flight were routed by.
+    cluster_version: u64,
 }
 
 enum Flow {
@@ -188,10 +192,18 @@ fn handle(
             return Flow::Continue;
         }
     }
+    // A subscribed client: redis' subscribe-mode rules, see `pubsub`.
+    if let Some(p) = pinned.as_deref_mut().filter(|p| p.pubsub.is_some()) {
+        if let Some(flow) = pubsub::gate(s, p, info, req, sc) {
+            return flow;
+        }
+    }
     // Transactions (and a refused MULTI, which refuses everything up to EXEC/DISCARD): see `pinned`.
     if transaction::needs_gate(pinned.as_ref().map_or(TxnState::Idle, |p| p.txn), info) {
         sc.reply.clear();
-        let supported = matches!(s.listener.target(), Target::Pool(_));
+        // Every listener runs transactions: on a route, each keyed command must reach one server (see `pinned`);
+        // not on cluster pools (yet).
+        let supported = !on_cluster_pool(s);
         let p = pinned.get_or_insert_with(Default::default);
         let gate = transaction::gate(&mut p.txn, info, sc.args.len(), supported, &mut sc.reply);
         if gate != Gate::Run {
@@ -216,11 +228,20 @@ fn handle(
             Flow::Continue
         }
         CommandKind::Forward => {
-            route(s, pinned.as_deref(), info, None, req, sc, now, blocked_on);
-            Flow::Continue
+            let flow = route(s, pinned.as_deref(), info, None, req, sc, now, blocked_on);
+            routed(flow, pinned, sc)
         }
         CommandKind::Split(kind) => {
-            route(s, pinned.as_deref(), info, Some(kind), req, sc, now, blocked_on);
+            let flow = route(s, pinned.as_deref(), info, Some(kind), req, sc, now, blocked_on);
+            routed(flow, pinned, sc)
+        }
+        CommandKind::Pool(_) | CommandKind::Blocking(_) if on_cluster_pool(s) => {
+            let msg = format!(
+                "-ERR ferrule: {} is not supported on a redis_cluster pool (whole-pool and blocking commands need \
+                 one connection per server, which cluster pools do not keep yet)\r\n",
+                info.name
+            );
+            s.local(msg.as_bytes());
             Flow::Continue
         }
         CommandKind::Pool(cmd) => {
@@ -229,23 +250,27 @@ fn handle(
         }
         CommandKind::Blocking(how) => {
             match pinned::blocking(s, pinned.get_or_insert_with(Default::default), info, how, req, sc, now) {
-                Some(Flow::Retry) => {
-                    if let Some(p) = pinned {
-                        p.retried = Some(sc.command);
-                    }
-                    Flow::Retry
-                }
-                Some(flow) => flow,
+                Some(flow) => routed(flow, pinned, sc),
                 // It does not block (XREAD without BLOCK): an ordinary request.
                 None => {
-                    route(s, pinned.as_deref(), info, None, req, sc, now, blocked_on);
-                    Flow::Continue
+                    let flow = route(s, pinned.as_deref(), info, None, req, sc, now, blocked_on);
+                    routed(flow, pinned, sc)
                 }
             }
+        }
+        CommandKind::PubSub(cmd) => {
+            pubsub::command(s, pinned.get_or_insert_with(Default::default), info, cmd, req, sc);
+            Flow::Continue
         }
         // Always answered by the gate above.
         CommandKind::Transaction(_) => Flow::Continue,
     }
+}
+
+/// Whether the listener's pool is a `redis_cluster` pool (asked only by commands a cluster pool refuses).
+fn on_cluster_pool(s: &Session) -> bool {
+    let Target::Pool(p) = s.listener.target() else { return false };
+    s.worker.pools.borrow().get(p).is_some_and(|pool| pool.cluster.is_some())
 }
 
 /// `-NOAUTH` for a client that must authenticate first, `-NOPERM` for a read-only user's write; `None` to go on.
@@ -262,6 +287,17 @@ fn refuse_access(s: &Session, info: &CommandInfo, req: &[u8], args: &[Range<usiz
     None
 }
 
+/// A request [`route`] could not take yet ([`Flow::Retry`]) is parsed again later, counted once (the state
+/// that remembers it is made only then: a retry is rare).
+fn routed(flow: Flow, pinned: &mut Option<Box<Pinned>>, sc: &Scratch) -> Flow {
+    if matches!(flow, Flow::Retry) {
+        pinned.get_or_insert_with(Default::default).retried = Some(sc.command);
+    }
+    flow
+}
+
+/// Sends a keyed request on; [`Flow::Retry`] when it must wait for the client's requests in flight (a cluster
+/// pool's map changed since they were sent), [`Flow::Continue`] otherwise (answered or sent).
 #[allow(clippy::too_many_arguments)]
 fn route(
     s: &mut Session,
@@ -272,30 +308,49 @@ fn route(
     sc: &mut Scratch,
     now: Instant,
     blocked_on: &mut Option<std::rc::Rc<crate::io::backend::Backend>>,
-) {
+) -> Flow {
+    route_keys(s, pinned, info, split, req, sc, now, blocked_on).unwrap_or(Flow::Continue)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn route_keys(
+    s: &mut Session,
+    pinned: Option<&Pinned>,
+    info: &'static CommandInfo,
+    split: Option<Split>,
+    req: &[u8],
+    sc: &mut Scratch,
+    now: Instant,
+    blocked_on: &mut Option<std::rc::Rc<crate::io::backend::Backend>>,
+) -> Option<Flow> {
     sc.keys.clear();
     if let Err(e) = redis::key_indices(info, &sc.args, req, &mut sc.keys) {
         // `e` is a whole error text with its code ("ERR ..."): only the '-' is added.
         sc.reply.clear();
         redis::write_error(&mut sc.reply, e.as_bytes());
         s.local(&sc.reply);
-        return;
+        return None;
     }
     if sc.keys.is_empty() {
         let msg = format!("-ERR ferrule: {} needs at least one key to route by\r\n", info.name);
         s.local(msg.as_bytes());
-        return;
+        return None;
     }
     let target = s.listener.target();
     let Target::Pool(pool_index) = target else {
-        route_tree(s, info, split, req, sc, now, blocked_on, target);
-        return;
+        route_tree(s, pinned, info, split, req, sc, now, blocked_on, target);
+        return None;
     };
     let pools = s.worker.pools.borrow();
     let Some(pool) = pools.get(pool_index) else {
         s.local(b"-ERR ferrule: listener has no pool\r\n");
-        return;
+        return None;
     };
+    if let Some(cl) = &pool.cluster {
+        let cl = cl.clone();
+        drop(pools);
+        return cluster::route(s, &cl, info, split, req, sc, now, blocked_on);
+    }
     sc.servers.clear();
     for &k in &sc.keys {
         match pool.router.server_for(&req[sc.args[k].clone()]) {
@@ -304,7 +359,7 @@ fn route(
                 s.meters.borrow_mut().clients.unroutable += 1;
                 let msg = format!("-ERR ferrule: pool '{}' has no server available (all ejected)\r\n", pool.name);
                 s.local(msg.as_bytes());
-                return;
+                return None;
             }
         }
     }
@@ -318,14 +373,15 @@ fn route(
         if backend.over_queue_bound() {
             *blocked_on = Some(backend.clone());
         }
-        return;
+        return None;
     }
     let Some(kind) = split else {
         let _ = matches!(info.keys, KeySpec::None);
         s.local(b"-CROSSSLOT Keys in request don't hash to the same server\r\n");
-        return;
+        return None;
     };
     split_request(s, pool, pool_index, pinned, info, kind, req, sc, now, blocked_on);
+    None
 }
 
 /// SCAN, DBSIZE, SCRIPT, FUNCTION: about the whole pool. SCAN goes to the server its cursor names (see
@@ -393,6 +449,16 @@ fn whole_pool(
         PoolCmd::Script if sub == b"EXISTS" => MergeKind::RedisAndArray,
         PoolCmd::Script if sub == b"LOAD" || sub == b"FLUSH" => MergeKind::RedisSame,
         PoolCmd::Function if matches!(&sub[..], b"LOAD" | b"DELETE" | b"FLUSH" | b"LIST") => MergeKind::RedisSame,
+        PoolCmd::Pubsub if matches!(&sub[..], b"CHANNELS" | b"SHARDCHANNELS") => MergeKind::RedisChannels,
+        PoolCmd::Pubsub if matches!(&sub[..], b"NUMSUB" | b"SHARDNUMSUB") => MergeKind::RedisNumsub,
+        PoolCmd::Pubsub if sub == b"NUMPAT" => MergeKind::RedisMax,
+        PoolCmd::Pubsub => {
+            let msg = format!(
+                "-ERR ferrule: PUBSUB {} is not supported (CHANNELS, NUMSUB, NUMPAT, SHARDCHANNELS and SHARDNUMSUB are asked of every server of the pool)\r\n",
+                redis::printable(&sub, 32),
+            );
+            return s.local(msg.as_bytes());
+        }
         PoolCmd::Script | PoolCmd::Function => {
             let served =
                 if cmd == PoolCmd::Function { "LOAD, DELETE, FLUSH and LIST" } else { "LOAD, EXISTS and FLUSH" };
@@ -404,10 +470,10 @@ fn whole_pool(
             return s.local(msg.as_bytes());
         }
     };
-    // DBSIZE counts the live servers' keys; scripts and functions go to every server, so that one ejected for now
+    // DBSIZE and PUBSUB ask the live servers; scripts and functions go to every server, so that one ejected for now
     // shows up as an error rather than as a server silently missing a script.
     sc.servers.clear();
-    sc.servers.extend((0..n).filter(|&i| cmd != PoolCmd::Dbsize || live(i)));
+    sc.servers.extend((0..n).filter(|&i| !matches!(cmd, PoolCmd::Dbsize | PoolCmd::Pubsub) || live(i)));
     if sc.servers.is_empty() {
         s.meters.borrow_mut().clients.unroutable += 1;
         let msg = format!("-ERR ferrule: pool '{}' has no server available (all ejected)\r\n", pool.name);
@@ -509,6 +575,7 @@ fn split_request(
 #[allow(clippy::too_many_arguments)]
 fn route_tree(
     s: &mut Session,
+    pinned: Option<&Pinned>,
     info: &'static CommandInfo,
     split: Option<Split>,
     req: &[u8],
@@ -521,7 +588,7 @@ fn route_tree(
     let tree = s.worker.routes.borrow();
     let cfg = s.worker.config.borrow();
     let op = Op::Redis(info);
-    let ctx = Ctx { now_unix: 0, random: routed::draw(&s.worker.rng) };
+    let ctx = Ctx { now_unix: s.worker.unix_now.get(), random: routed::draw(&s.worker.rng) };
     let keys = sc.keys.iter().map(|&k| &req[sc.args[k].clone()]);
     if let Err(why) = routed::resolve(&tree, &pools, target, op, keys, &ctx, &mut sc.dests) {
         if matches!(why, Unroutable::NoServer(_)) {
@@ -546,7 +613,10 @@ fn route_tree(
                 s.local(&sc.reply);
             }
             Group::Server { pool, server } => {
-                let backend = pools[pool].backend_for(server, s.id, s.proto);
+                // While keys are WATCHed, requests to their server go on the WATCHing connection.
+                let backend = pinned
+                    .and_then(|p| p.watching(pool, server))
+                    .unwrap_or_else(|| pools[pool].backend_for(server, s.id, s.proto));
                 if sc.dests.iter().all(|d| d.strip() == 0) {
                     forward_whole(s, backend, info, req, sc, now);
                 } else {
@@ -588,7 +658,9 @@ fn route_tree(
                 s.q.borrow_mut().complete_fragment(seq, frag, &reply);
             }
             Group::Server { pool, server } => {
-                let backend = pools[pool].backend_for(server, s.id, s.proto);
+                let backend = pinned
+                    .and_then(|p| p.watching(pool, server))
+                    .unwrap_or_else(|| pools[pool].backend_for(server, s.id, s.proto));
                 let meter = sc.command.map(|c| Meter::new(&s.meters, c, now, true));
                 let waiter = Waiter::Client { client: s.q.clone(), seq, frag: Some(frag as u32), meter };
                 backend.enqueue(
@@ -656,7 +728,7 @@ fn fan_out(s: &Session, env: &fan::Env, info: &'static CommandInfo, req: &[u8], 
         redis::write_command_iter(&mut bytes, sc.args.len(), args);
     }
     let framer = Framer::Redis(redis::ReplyShape::for_request(info, &sc.args, req));
-    let request = fan::Request { op: Op::Redis(info), keys: &keys, bytes, framer, now };
+    let request = fan::Request { op: Op::Redis(info), keys: &keys, bytes, framer, now, meta: None };
     let meter = sc.command.map(|c| Meter::new(&s.meters, c, now, false));
     let reply = fan::ReplyTo { q: s.q.clone(), meter };
     if let Err(fan::Refused(why)) = fan::dispatch(env, plan, request, Some(reply)) {

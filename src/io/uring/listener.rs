@@ -16,6 +16,9 @@ pub(crate) struct ListenerIo {
     waker: Cell<Option<Waker>>,
     pub(super) slot: Cell<Option<usize>>,
     closed: Cell<bool>,
+    /// Handing over (see [`AcceptStop`]): the accept is cancelled and not armed again; what it accepted before the
+    /// cancellation took effect is still served.
+    stopping: Cell<bool>,
 }
 
 impl ListenerIo {
@@ -62,11 +65,18 @@ impl Listener {
                 waker: Cell::new(None),
                 slot: Cell::new(None),
                 closed: Cell::new(false),
+                stopping: Cell::new(false),
             }),
         }
     }
 
-    /// The next accepted connection's descriptor (non-blocking, close-on-exec).
+    /// A handle that stops this listener's accepting without losing a connection (see [`AcceptStop::stop`]).
+    pub fn stop_handle(&self) -> AcceptStop {
+        AcceptStop(self.io.clone())
+    }
+
+    /// The next accepted connection's descriptor (non-blocking, close-on-exec). After [`AcceptStop::stop`], once
+    /// every connection accepted before the cancellation was taken: `ECANCELED`.
     pub async fn accept(&self) -> io::Result<OwnedFd> {
         let io = &self.io;
         poll_fn(|cx| {
@@ -75,6 +85,10 @@ impl Listener {
                 return Poll::Ready(
                     r.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }).map_err(io::Error::from_raw_os_error),
                 );
+            }
+            if io.stopping.get() && io.slot.get().is_none() {
+                // Stopped, and the last completion of the accept (the cancellation) has arrived: nothing more comes.
+                return Poll::Ready(Err(io::Error::from_raw_os_error(libc::ECANCELED)));
             }
             let reactor: Rc<Reactor> = current();
             reactor.note_activity();
@@ -94,6 +108,29 @@ impl Drop for Listener {
         self.io.closed.set(true);
         if let (Some(slot), Some(reactor)) = (self.io.slot.get(), try_current()) {
             reactor.cancel(slot);
+        }
+    }
+}
+
+/// Stops a listener's accepting for a hand-over to another process that serves the same socket: unlike dropping the
+/// [`Listener`] (which closes what its multishot accept still delivers until the kernel sees the cancellation),
+/// every connection accepted before the cancellation took effect is still handed to the accept loop, and the
+/// socket (with the connections still in its queue) stays open for the other process.
+pub struct AcceptStop(Rc<ListenerIo>);
+
+impl AcceptStop {
+    pub fn stop(&self) {
+        let io = &self.0;
+        if io.stopping.replace(true) {
+            return;
+        }
+        match (io.slot.get(), try_current()) {
+            (Some(slot), Some(reactor)) => reactor.cancel(slot),
+            _ => {
+                if let Some(w) = io.waker.take() {
+                    w.wake();
+                }
+            }
         }
     }
 }

@@ -28,7 +28,7 @@ mod timer;
 
 pub use conn::{connect, Conn};
 pub use doorbell::Doorbell;
-pub use listener::Listener;
+pub use listener::{AcceptStop, Listener};
 pub use timer::{sleep, timeout};
 
 use bufring::BufRing;

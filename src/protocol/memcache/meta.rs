@@ -259,15 +259,52 @@ pub fn hides(command: Command, reply: &[u8]) -> bool {
     }
 }
 
-/// The reply a `null` route gives a meta request: what a cache holding nothing answers (mg and me a miss `EN`,
-/// ms `NS`, md and ma `NF`); None for a quiet mg, whose miss is hidden.
-pub fn null_reply(command: Command, quiet: bool) -> Option<&'static str> {
-    Some(match command {
-        Command::MetaGet if quiet => return None,
-        Command::MetaGet | Command::MetaDebug => "EN\r\n",
-        Command::MetaSet => "NS\r\n",
-        _ => "NF\r\n",
-    })
+/// Writes the reply a cache holding nothing gives the meta request `raw` of `command` (the `null` route, and the
+/// default reply of `all_async`): mg and me a miss `EN`, ms `NS`, md and ma `NF`, each with the request's `O` and
+/// `k` flags echoed in request order as memcached echoes them (`k` gives the key as sent, followed by `b` for a
+/// base64 key; me echoes nothing). Nothing for a quiet mg, whose miss is hidden.
+pub fn write_null_reply(out: &mut Vec<u8>, command: Command, quiet: bool, raw: &[u8]) {
+    let code: &[u8] = match command {
+        Command::MetaGet if quiet => return,
+        Command::MetaGet | Command::MetaDebug => b"EN",
+        Command::MetaSet => b"NS",
+        _ => b"NF",
+    };
+    out.extend_from_slice(code);
+    if command != Command::MetaDebug {
+        echo_flags(out, command, raw);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends the `O` and `k` flags of the meta request `raw` as memcached's replies carry them.
+fn echo_flags(out: &mut Vec<u8>, command: Command, raw: &[u8]) {
+    let line_end = raw.iter().position(|&b| b == b'\n').unwrap_or(raw.len());
+    let text_end = if line_end > 0 && raw.get(line_end - 1) == Some(&b'\r') { line_end - 1 } else { line_end };
+    let mut tokens = Tokens::new(raw, 0..text_end);
+    let _command = tokens.next();
+    let Some(key) = tokens.next() else { return };
+    if command == Command::MetaSet {
+        let _datalen = tokens.next();
+    }
+    let flags: Vec<Range<usize>> = tokens.collect();
+    let base64 = flags.iter().any(|t| raw.get(t.start) == Some(&b'b'));
+    for t in flags {
+        match raw.get(t.start) {
+            Some(b'O') => {
+                out.push(b' ');
+                out.extend_from_slice(&raw[t]);
+            }
+            Some(b'k') => {
+                out.extend_from_slice(b" k");
+                out.extend_from_slice(&raw[key.clone()]);
+                if base64 {
+                    out.extend_from_slice(b" b");
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// How far the reply to a meta `command` at the start of `buf` has come.

@@ -1,6 +1,6 @@
 //! Unit and property tests of meta request parsing, quiet mode and reply framing.
 
-use super::meta::{decode_key, hides, write_forwarded, MAX_DECODED_KEY_LEN};
+use super::meta::{decode_key, hides, write_forwarded, write_null_reply, MAX_DECODED_KEY_LEN};
 use super::*;
 use proptest::prelude::*;
 
@@ -133,6 +133,25 @@ fn quiet_mode_hides_what_memcached_hides() {
 }
 
 /// A meta request line with random flags, and a stream of random meta replies.
+/// The replies memcached 1.6.18 gave these requests for a key it does not hold.
+#[test]
+fn null_replies_echo_opaque_and_key_as_memcached_does() {
+    let null = |command: Command, quiet: bool, raw: &[u8]| {
+        let mut out = Vec::new();
+        write_null_reply(&mut out, command, quiet, raw);
+        String::from_utf8(out).unwrap()
+    };
+    assert_eq!(null(Command::MetaGet, false, b"mg nokey v O12 k\r\n"), "EN O12 knokey\r\n");
+    assert_eq!(null(Command::MetaGet, false, b"mg bm9rZXk= b v k O3\r\n"), "EN kbm9rZXk= b O3\r\n");
+    assert_eq!(null(Command::MetaSet, false, b"ms nokey 1 MR O5 k\r\nx\r\n"), "NS O5 knokey\r\n");
+    assert_eq!(null(Command::MetaSet, false, b"ms bm9rZXk= 1 b MR k O8\r\nx\r\n"), "NS kbm9rZXk= b O8\r\n");
+    assert_eq!(null(Command::MetaDelete, true, b"md nokey O6 k\r\n"), "NF O6 knokey\r\n", "NF is never quiet");
+    assert_eq!(null(Command::MetaArithmetic, false, b"ma nokey O7 k\r\n"), "NF O7 knokey\r\n");
+    assert_eq!(null(Command::MetaDebug, false, b"me nokey\r\n"), "EN\r\n");
+    assert_eq!(null(Command::MetaGet, true, b"mg nokey v\r\n"), "", "a quiet miss is hidden");
+    assert_eq!(null(Command::MetaGet, false, b"mg k\n"), "EN\r\n");
+}
+
 fn meta_reply() -> impl Strategy<Value = (Command, Vec<u8>)> {
     let flags = proptest::collection::vec("( f[0-9]{1,3}| O[0-9]{1,5}| k[a-z]{1,5}| t-1| s[0-9])", 0..4)
         .prop_map(|f| f.concat());

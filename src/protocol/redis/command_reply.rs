@@ -5,8 +5,9 @@
 //! Each COMMAND INFO entry has redis 7's ten fields: name, arity, flags, first key, last key, step, ACL categories,
 //! tips, key specifications and subcommands. The table knows where keys are and whether a command only reads, so
 //! flags are `readonly` or `write` (with `movablekeys` when keys are found by scanning arguments), ACL categories
-//! `@read` / `@write` (`@connection` for what the proxy answers itself), and tips, key specs and subcommands are
-//! empty: a client that needs key positions uses first/last/step or `COMMAND GETKEYS`, which knows every key.
+//! `@read` / `@write` (`@connection` for what the proxy answers itself), key specifications are derived from the
+//! table's key positions (see [`write_key_specs`]), and tips and subcommands are empty. `COMMAND GETKEYS` knows
+//! every key.
 //! COMMAND DOCS has no documentation to give: each known command gets an empty map.
 
 use std::ops::Range;
@@ -140,10 +141,114 @@ fn write_entry(out: &mut Vec<u8>, info: &CommandInfo, proto: Proto) {
     };
     write_set_header(out, 1, proto);
     write_simple(out, category);
-    // Tips, key specifications, subcommands.
-    write_array_header(out, 0);
-    write_array_header(out, 0);
-    write_array_header(out, 0);
+    // Tips, key specifications, subcommands: sets in RESP3, as redis 7.0 writes them.
+    write_set_header(out, 0, proto);
+    write_key_specs(out, info.keys, read, proto);
+    write_set_header(out, 0, proto);
+}
+
+/// Where a key specification starts looking for keys (redis 7's `begin_search`).
+enum Begin {
+    Index(i64),
+    Keyword(&'static [u8], i64),
+    Unknown,
+}
+
+/// How it finds them from there (`find_keys`).
+enum Find {
+    Range { lastkey: i64, keystep: i64, limit: i64 },
+    Keynum { keynumidx: i64, firstkey: i64, keystep: i64 },
+    Unknown,
+}
+
+/// The key specifications of COMMAND INFO, derived from the table's key positions: each one redis 7 would give
+/// for the same positions (a range from an index, a key count, the keyword STREAMS, `unknown` for SORT's STORE and
+/// GEORADIUS' STORE, which only a walk of the options finds). The flags are `RO access` for commands that only
+/// read and `RW update` otherwise: the table does not know redis' finer ones (`OW`, `RM`, `delete`, `insert`).
+fn write_key_specs(out: &mut Vec<u8>, keys: KeySpec, read: bool, proto: Proto) {
+    const ONE: Find = Find::Range { lastkey: 0, keystep: 1, limit: 0 };
+    let specs: Vec<(Begin, Find)> = match keys {
+        KeySpec::None => Vec::new(),
+        KeySpec::Single => vec![(Begin::Index(1), ONE)],
+        KeySpec::Multi { first, step } => {
+            vec![(Begin::Index(first as i64), Find::Range { lastkey: -1, keystep: step as i64, limit: 0 })]
+        }
+        KeySpec::SameServer { first, last, step } if last < 0 => {
+            vec![(Begin::Index(first as i64), Find::Range { lastkey: last as i64, keystep: step as i64, limit: 0 })]
+        }
+        // Keys at fixed positions (RENAME, LMOVE, SMOVE): one specification each, as redis gives them.
+        KeySpec::SameServer { first, last, step } => {
+            (first..=last as usize).step_by(step.max(1)).map(|i| (Begin::Index(i as i64), ONE)).collect()
+        }
+        KeySpec::NumKeys { numkeys_pos, dest } => {
+            let mut specs: Vec<(Begin, Find)> = dest.map(|d| (Begin::Index(d as i64), ONE)).into_iter().collect();
+            specs.push((Begin::Index(numkeys_pos as i64), Find::Keynum { keynumidx: 0, firstkey: 1, keystep: 1 }));
+            specs
+        }
+        KeySpec::Streams => {
+            vec![(Begin::Keyword(b"STREAMS", 1), Find::Range { lastkey: -1, keystep: 1, limit: 2 })]
+        }
+        KeySpec::StoreOption(_) => vec![(Begin::Index(1), ONE), (Begin::Unknown, Find::Unknown)],
+    };
+    write_set_header(out, specs.len(), proto);
+    let flags: [&[u8]; 2] = if read { [b"RO", b"access"] } else { [b"RW", b"update"] };
+    for (begin, find) in specs {
+        write_map_header(out, 3, proto);
+        write_bulk(out, b"flags");
+        write_set_header(out, 2, proto);
+        for f in flags {
+            write_simple(out, f);
+        }
+        write_bulk(out, b"begin_search");
+        write_map_header(out, 2, proto);
+        write_bulk(out, b"type");
+        match begin {
+            Begin::Index(index) => {
+                write_bulk(out, b"index");
+                write_bulk(out, b"spec");
+                write_map_header(out, 1, proto);
+                write_bulk(out, b"index");
+                write_integer(out, index);
+            }
+            Begin::Keyword(keyword, startfrom) => {
+                write_bulk(out, b"keyword");
+                write_bulk(out, b"spec");
+                write_map_header(out, 2, proto);
+                write_bulk(out, b"keyword");
+                write_bulk(out, keyword);
+                write_bulk(out, b"startfrom");
+                write_integer(out, startfrom);
+            }
+            Begin::Unknown => {
+                write_bulk(out, b"unknown");
+                write_bulk(out, b"spec");
+                write_map_header(out, 0, proto);
+            }
+        }
+        write_bulk(out, b"find_keys");
+        write_map_header(out, 2, proto);
+        write_bulk(out, b"type");
+        let fields: &[(&[u8], i64)] = match find {
+            Find::Range { lastkey, keystep, limit } => {
+                write_bulk(out, b"range");
+                &[(b"lastkey", lastkey), (b"keystep", keystep), (b"limit", limit)]
+            }
+            Find::Keynum { keynumidx, firstkey, keystep } => {
+                write_bulk(out, b"keynum");
+                &[(b"keynumidx", keynumidx), (b"firstkey", firstkey), (b"keystep", keystep)]
+            }
+            Find::Unknown => {
+                write_bulk(out, b"unknown");
+                &[]
+            }
+        };
+        write_bulk(out, b"spec");
+        write_map_header(out, fields.len(), proto);
+        for (name, value) in fields {
+            write_bulk(out, name);
+            write_integer(out, *value);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -177,14 +282,45 @@ mod tests {
     fn info_entries() {
         // redis 7.0: `*10 get 2 [readonly fast] 1 1 1 [@read @string @fast] [] [key specs] []`; the proxy has
         // no fast/string categories or key specs.
+        // The key specification is byte for byte redis 7.0's.
+        const GET_SPEC: &str = "*1\r\n*6\r\n$5\r\nflags\r\n*2\r\n+RO\r\n+access\r\n$12\r\nbegin_search\r\n*4\r\n$4\r\ntype\r\n\
+            $5\r\nindex\r\n$4\r\nspec\r\n*2\r\n$5\r\nindex\r\n:1\r\n$9\r\nfind_keys\r\n*4\r\n$4\r\ntype\r\n$5\r\nrange\r\n\
+            $4\r\nspec\r\n*6\r\n$7\r\nlastkey\r\n:0\r\n$7\r\nkeystep\r\n:1\r\n$5\r\nlimit\r\n:0\r\n";
         assert_eq!(
             text(&["COMMAND", "INFO", "get"]),
-            "*1\r\n*10\r\n$3\r\nget\r\n:2\r\n*1\r\n+readonly\r\n:1\r\n:1\r\n:1\r\n*1\r\n+@read\r\n*0\r\n*0\r\n*0\r\n"
+            format!(
+                "*1\r\n*10\r\n$3\r\nget\r\n:2\r\n*1\r\n+readonly\r\n:1\r\n:1\r\n:1\r\n*1\r\n+@read\r\n*0\r\n{GET_SPEC}*0\r\n"
+            )
         );
-        assert_eq!(
-            reply(&["COMMAND", "INFO", "mset", "nosuch"], Proto::Resp3),
-            b"*2\r\n*10\r\n$4\r\nmset\r\n:-3\r\n~1\r\n+write\r\n:1\r\n:-1\r\n:2\r\n~1\r\n+@write\r\n*0\r\n*0\r\n*0\r\n_\r\n"
+        // RESP3: maps and sets where redis 7.0 has them.
+        let mset = reply(&["COMMAND", "INFO", "mset", "nosuch"], Proto::Resp3);
+        let mset = String::from_utf8(mset).unwrap();
+        assert!(
+            mset.starts_with(
+                "*2\r\n*10\r\n$4\r\nmset\r\n:-3\r\n~1\r\n+write\r\n:1\r\n:-1\r\n:2\r\n~1\r\n+@write\r\n~0\r\n~1\r\n%3\r\n\
+                 $5\r\nflags\r\n~2\r\n+RW\r\n+update\r\n$12\r\nbegin_search\r\n%2\r\n"
+            ),
+            "{mset}"
         );
+        assert!(
+            mset.ends_with("$7\r\nlastkey\r\n:-1\r\n$7\r\nkeystep\r\n:2\r\n$5\r\nlimit\r\n:0\r\n~0\r\n_\r\n"),
+            "{mset}"
+        );
+        // EVAL's key count, XREAD's STREAMS keyword and ZUNIONSTORE's destination, as redis 7.0 describes them.
+        let eval = text(&["COMMAND", "INFO", "eval"]);
+        assert!(eval.contains(
+            "$12\r\nbegin_search\r\n*4\r\n$4\r\ntype\r\n$5\r\nindex\r\n$4\r\nspec\r\n*2\r\n$5\r\nindex\r\n:2\r\n\
+             $9\r\nfind_keys\r\n*4\r\n$4\r\ntype\r\n$6\r\nkeynum\r\n$4\r\nspec\r\n*6\r\n$9\r\nkeynumidx\r\n:0\r\n\
+             $8\r\nfirstkey\r\n:1\r\n$7\r\nkeystep\r\n:1\r\n*0\r\n"
+        ));
+        assert!(text(&["COMMAND", "INFO", "xread"]).contains(
+            "$4\r\ntype\r\n$7\r\nkeyword\r\n$4\r\nspec\r\n*4\r\n$7\r\nkeyword\r\n$7\r\nSTREAMS\r\n$9\r\nstartfrom\r\n:1\r\n\
+             $9\r\nfind_keys\r\n*4\r\n$4\r\ntype\r\n$5\r\nrange\r\n$4\r\nspec\r\n*6\r\n$7\r\nlastkey\r\n:-1\r\n\
+             $7\r\nkeystep\r\n:1\r\n$5\r\nlimit\r\n:2\r\n"
+        ));
+        assert!(text(&["COMMAND", "INFO", "zunionstore"]).contains("*0\r\n*2\r\n*6\r\n$5\r\nflags\r\n"));
+        assert!(text(&["COMMAND", "INFO", "sort"])
+            .contains("$4\r\ntype\r\n$7\r\nunknown\r\n$4\r\nspec\r\n*0\r\n$9\r\nfind_keys\r\n*4\r\n$4\r\ntype\r\n$7\r\nunknown\r\n"));
         assert!(text(&["COMMAND", "INFO", "nosuch"]).ends_with("$-1\r\n"));
         assert!(
             text(&["COMMAND", "INFO", "eval"]).contains(":-3\r\n*2\r\n+write\r\n+movablekeys\r\n:0\r\n:0\r\n:0\r\n")

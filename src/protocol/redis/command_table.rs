@@ -7,6 +7,7 @@
 
 use super::blocking::Block;
 use super::commands::{CommandInfo, CommandKind, KeySpec, Local, PoolCmd, Split, StoreOption, Txn};
+use super::pubsub::{PubSubCmd, SubKind};
 
 /// Forwarded to the server of the key at args[1].
 const fn single(name: &'static str, arity: i32) -> CommandInfo {
@@ -51,6 +52,11 @@ const fn unsupported(name: &'static str, arity: i32, reason: &'static str) -> Co
 /// Decided by the session's transaction state.
 const fn txn(name: &'static str, arity: i32, what: Txn) -> CommandInfo {
     CommandInfo { name, arity, keys: KeySpec::None, kind: CommandKind::Transaction(what) }
+}
+
+/// Carried out on subscriber connections of the client's own (`io::session::redis::pubsub`).
+const fn pubsub(name: &'static str, arity: i32, what: PubSubCmd) -> CommandInfo {
+    CommandInfo { name, arity, keys: KeySpec::None, kind: CommandKind::PubSub(what) }
 }
 
 /// Sent on a connection of the client's own while it blocks; its keys must share a server.
@@ -198,12 +204,12 @@ pub(crate) static COMMANDS: [CommandInfo; 255] = [
     unsupported("PFSELFTEST", 1, "server administration"),
     local("PING", -1, Local::Ping),
     single("PSETEX", 4),
-    unsupported("PSUBSCRIBE", -2, "pub/sub"),
+    pubsub("PSUBSCRIBE", -2, PubSubCmd::Subscribe(SubKind::Pattern)),
     unsupported("PSYNC", -3, "replication"),
     single("PTTL", 2),
-    unsupported("PUBLISH", 3, "pub/sub"),
-    unsupported("PUBSUB", -2, "pub/sub"),
-    unsupported("PUNSUBSCRIBE", -1, "pub/sub"),
+    single("PUBLISH", 3),
+    pool("PUBSUB", -2, PoolCmd::Pubsub),
+    pubsub("PUNSUBSCRIBE", -1, PubSubCmd::Unsubscribe(SubKind::Pattern)),
     local("QUIT", -1, Local::Quit),
     unsupported("RANDOMKEY", 1, "keyspace scans"),
     unsupported("READONLY", 1, "cluster commands"),
@@ -248,17 +254,17 @@ pub(crate) static COMMANDS: [CommandInfo; 255] = [
     store_option("SORT", -2, StoreOption::Sort),
     single("SORT_RO", -2),
     single("SPOP", -2),
-    unsupported("SPUBLISH", 3, "pub/sub"),
+    single("SPUBLISH", 3),
     single("SRANDMEMBER", -2),
     single("SREM", -3),
     single("SSCAN", -3),
-    unsupported("SSUBSCRIBE", -2, "pub/sub"),
+    pubsub("SSUBSCRIBE", -2, PubSubCmd::Subscribe(SubKind::Shard)),
     single("STRLEN", 2),
-    unsupported("SUBSCRIBE", -2, "pub/sub"),
+    pubsub("SUBSCRIBE", -2, PubSubCmd::Subscribe(SubKind::Channel)),
     single("SUBSTR", 4),
     same("SUNION", -2, 1, -1, 1),
     same("SUNIONSTORE", -3, 1, -1, 1),
-    unsupported("SUNSUBSCRIBE", -1, "pub/sub"),
+    pubsub("SUNSUBSCRIBE", -1, PubSubCmd::Unsubscribe(SubKind::Shard)),
     unsupported("SWAPDB", 3, "multiple databases"),
     unsupported("SYNC", 1, "replication"),
     unsupported("TIME", 1, "server administration"),
@@ -266,7 +272,7 @@ pub(crate) static COMMANDS: [CommandInfo; 255] = [
     single("TTL", 2),
     single("TYPE", 2),
     split("UNLINK", -2, Split::SumIntegers, 1, 1),
-    unsupported("UNSUBSCRIBE", -1, "pub/sub"),
+    pubsub("UNSUBSCRIBE", -1, PubSubCmd::Unsubscribe(SubKind::Channel)),
     txn("UNWATCH", 1, Txn::Unwatch),
     unsupported("WAIT", 3, "replication"),
     unsupported("WAITAOF", 4, "replication"),

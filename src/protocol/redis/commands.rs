@@ -91,6 +91,8 @@ pub enum PoolCmd {
     Script,
     /// FUNCTION LOAD / DELETE / FLUSH / LIST: on every server, so FCALL works wherever its keys land.
     Function,
+    /// PUBSUB CHANNELS / NUMSUB / NUMPAT / SHARDCHANNELS / SHARDNUMSUB: asked of every live server, merged.
+    Pubsub,
 }
 
 /// What the proxy does with a command.
@@ -112,6 +114,9 @@ pub enum CommandKind {
     /// Sent on a backend connection of the client's own for as long as it blocks ([`super::blocking`]); all its keys
     /// must live on one server.
     Blocking(super::blocking::Block),
+    /// (P|S)SUBSCRIBE and (P|S)UNSUBSCRIBE: carried out on subscriber connections of the client's own
+    /// ([`super::pubsub`]). PUBLISH and SPUBLISH are [`CommandKind::Forward`], routed by their channel as a key.
+    PubSub(super::pubsub::PubSubCmd),
 }
 
 /// One Redis command.
@@ -359,7 +364,8 @@ mod tests {
                 CommandKind::Local(_)
                 | CommandKind::Unsupported(_)
                 | CommandKind::Transaction(_)
-                | CommandKind::Pool(_) => {
+                | CommandKind::Pool(_)
+                | CommandKind::PubSub(_) => {
                     assert!(keyless, "{}", info.name)
                 }
                 CommandKind::Blocking(_) => {
@@ -403,7 +409,11 @@ mod tests {
         }
         assert_eq!(kind("BLPOP"), CommandKind::Blocking(super::super::blocking::Block::LastArg));
         assert_eq!(kind("XREAD"), CommandKind::Blocking(super::super::blocking::Block::BlockOption));
-        assert_eq!(kind("SUBSCRIBE"), CommandKind::Unsupported("pub/sub"));
+        assert_eq!(
+            kind("SUBSCRIBE"),
+            CommandKind::PubSub(super::super::pubsub::PubSubCmd::Subscribe(super::super::pubsub::SubKind::Channel))
+        );
+        assert_eq!(kind("PUBLISH"), CommandKind::Forward);
         assert_eq!(kind("MULTI"), CommandKind::Transaction(Txn::Multi));
         assert_eq!(kind("exec"), CommandKind::Transaction(Txn::Exec));
         assert_eq!(kind("DISCARD"), CommandKind::Transaction(Txn::Discard));

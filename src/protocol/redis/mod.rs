@@ -24,6 +24,7 @@ mod decimal;
 mod encode;
 mod hello;
 mod inline;
+pub mod pubsub;
 mod readonly;
 mod reply;
 mod reply_shape;

@@ -242,7 +242,7 @@ fn inside_multi(state: &mut TxnState, info: &CommandInfo, argc: usize, reply: &m
         }
         // Answered by the proxy, or sent to every server of the pool (SCAN, DBSIZE, SCRIPT...): neither can run
         // inside one server's transaction.
-        CommandKind::Local(_) | CommandKind::Pool(_) => {
+        CommandKind::Local(_) | CommandKind::Pool(_) | CommandKind::PubSub(_) => {
             reply.extend_from_slice(b"-ERR ferrule: ");
             reply.extend_from_slice(info.name.as_bytes());
             reply.extend_from_slice(b" cannot be queued in a transaction; the transaction is aborted\r\n");
@@ -489,7 +489,7 @@ mod tests {
                 "HOLD",
                 "-ERR wrong number of arguments for 'get' command\r\n",
                 "-ERR ferrule: AUTH cannot be queued in a transaction; the transaction is aborted\r\n",
-                "-ERR SUBSCRIBE is not supported by ferrule (pub/sub); the transaction is aborted\r\n",
+                "-ERR ferrule: SUBSCRIBE cannot be queued in a transaction; the transaction is aborted\r\n",
                 "BIND",
                 "RUN",
             ]

@@ -676,7 +676,13 @@ impl<'a> Routes<'a> {
                 };
                 table.set("from", from);
                 table.set("to", to);
-                table.set("start_time", start as i64);
+                // mcrouter moves keys over [start_time + interval, start_time + 2 interval); ferrule over
+                // [start_time, start_time + interval_s): the same moments need start_time + interval.
+                table.set_noted(
+                    "start_time",
+                    start.saturating_add(interval) as i64,
+                    Some("mcrouter's start_time + interval: keys move at the same moments."),
+                );
                 table.set_noted("interval_s", interval as i64, Some("mcrouter's interval."));
                 ("migrate", "migrate")
             }

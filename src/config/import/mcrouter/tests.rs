@@ -209,7 +209,7 @@ fn every_route_handle_converts_to_its_ferrule_kind() {
     assert_eq!((children.targets.len(), *max_tries), (3, 2));
     assert_eq!(failover_errors, &[FailureClass::ConnectError, FailureClass::Timeout, FailureClass::Unavailable]);
     let RouteKind::Migrate { start_time, interval_s, .. } = route(&config, "migrate") else { panic!() };
-    assert_eq!((*start_time, *interval_s), (1_700_000_000, 60));
+    assert_eq!((*start_time, *interval_s), (1_700_000_060, 60), "keys move when mcrouter moves them");
     let RouteKind::Shadow { child, shadows, .. } = route(&config, "shadow") else { panic!() };
     assert_eq!((child.name.as_str(), shadows[0].target.name.as_str(), shadows[0].key_fraction), ("A", "C", (0.0, 0.1)));
     let RouteKind::Error { message } = route(&config, "error") else { panic!() };

@@ -13,11 +13,13 @@ use crate::config::Target;
 use crate::io::backend::{Backend, Framer, Waiter};
 use crate::io::dedicated::{DedicatedSet, Lease};
 use crate::io::pool::PoolRt;
+use crate::io::session::routed::{self, KeyDest};
 use crate::io::session::{InBuf, Next, Session};
 use crate::io::stats::{CommandId, Meter};
 use crate::protocol::redis::blocking::{self, Block, BlockTime};
 use crate::protocol::redis::transaction::{self, Gate, Placement, ServerId, TxnState};
 use crate::protocol::redis::{self, CommandInfo, ReplyShape};
+use crate::routes::{Ctx, Op};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -39,6 +41,8 @@ pub(super) struct Pinned {
     block_lease: Option<Lease>,
     /// The per-command stats id of a request answered [`Flow::Retry`]: it was counted when first handled.
     pub retried: Option<Option<CommandId>>,
+    /// Subscriptions and their connections, once the client subscribed (`super::pubsub`).
+    pub pubsub: Option<Box<super::pubsub::PubSub>>,
 }
 
 impl Pinned {
@@ -51,7 +55,8 @@ impl Pinned {
         }
     }
 
-    /// Nothing to remember: no transaction, no WATCH, no connection held, no request to retry. The session then
+    /// Nothing to remember: no transaction, no WATCH, no connection held, no request to retry, no subscription
+    /// or confirmation awaited (dropping `pubsub` would close the subscriber connections). The session then
     /// drops its boxed state (an idle client carries none).
     pub fn is_idle(&self) -> bool {
         self.txn == TxnState::Idle
@@ -59,6 +64,7 @@ impl Pinned {
             && self.block_lease.is_none()
             && self.held_count == 0
             && self.retried.is_none()
+            && self.pubsub.is_none()
     }
 
     fn end_transaction(&mut self) {
@@ -220,15 +226,18 @@ fn exec_keyless(
         s.local(b"*0\r\n");
         return Flow::Continue;
     }
-    let server = {
-        let Target::Pool(pool_index) = s.listener.target() else { return Flow::Continue };
-        let pools = s.worker.pools.borrow();
-        pools.get(pool_index).and_then(|pool| pool.router.server_for(b"")).map(|server| (pool_index, server))
+    let server = match s.listener.target() {
+        Target::Pool(pool_index) => {
+            let pools = s.worker.pools.borrow();
+            pools
+                .get(pool_index)
+                .and_then(|pool| pool.router.server_for(b""))
+                .map(|server| (pool_index, server))
+                .ok_or_else(|| "-ERR ferrule: the pool has no server available\r\n".to_string())
+        }
+        target => routed_server(s, info, target, std::iter::once(&b""[..])),
     };
-    let lease = match server.ok_or_else(|| "-ERR ferrule: the pool has no server available\r\n".to_string()) {
-        Ok(server) => take(s, server),
-        Err(e) => Err(e),
-    };
+    let lease = server.and_then(|server| take(s, server));
     match lease {
         Ok(lease) => {
             open_transaction(lease.backend(), p, now);
@@ -332,14 +341,8 @@ pub(super) async fn wait_blocked(s: &Session, inb: &mut InBuf, p: &mut Pinned) -
 }
 
 /// The one server of the pool that all the command's keys map to (for WATCH, a queued command, a blocking one),
-/// or the error reply.
-fn one_server(s: &Session, info: &CommandInfo, req: &[u8], sc: &mut Scratch) -> Result<ServerId, String> {
-    let Target::Pool(pool_index) = s.listener.target() else {
-        return Err(format!(
-            "-ERR ferrule: {} is not supported on this listener (its route is not a pool)\r\n",
-            info.name
-        ));
-    };
+/// or the error reply. On a listener whose route is a route, the keys go through the worker's route tree.
+fn one_server(s: &Session, info: &'static CommandInfo, req: &[u8], sc: &mut Scratch) -> Result<ServerId, String> {
     sc.keys.clear();
     if let Err(e) = redis::key_indices(info, &sc.args, req, &mut sc.keys) {
         return Err(format!("-{e}\r\n"));
@@ -347,6 +350,10 @@ fn one_server(s: &Session, info: &CommandInfo, req: &[u8], sc: &mut Scratch) -> 
     if sc.keys.is_empty() {
         return Err(format!("-ERR ferrule: {} needs at least one key to route by\r\n", info.name));
     }
+    let pool_index = match s.listener.target() {
+        Target::Pool(pool_index) => pool_index,
+        target => return routed_server(s, info, target, sc.keys.iter().map(|&k| &req[sc.args[k].clone()])),
+    };
     let pools = s.worker.pools.borrow();
     let pool = pools.get(pool_index).ok_or_else(|| "-ERR ferrule: listener has no pool\r\n".to_string())?;
     let mut server = None;
@@ -361,6 +368,45 @@ fn one_server(s: &Session, info: &CommandInfo, req: &[u8], sc: &mut Scratch) -> 
         server = Some(this);
     }
     Ok((pool_index, server.unwrap_or_default()))
+}
+
+/// A listener whose route is a route: every key decided by the route tree must reach one server of one pool,
+/// unchanged, for the command to run on a connection of its own there. A multi-destination route (failover,
+/// all_*, shadow), an `error` or `null` route, or a prefix stripped on the way cannot give that: refused.
+fn routed_server<'k>(
+    s: &Session,
+    info: &'static CommandInfo,
+    target: Target,
+    keys: impl Iterator<Item = &'k [u8]>,
+) -> Result<ServerId, String> {
+    let pools = s.worker.pools.borrow();
+    let tree = s.worker.routes.borrow();
+    let cfg = s.worker.config.borrow();
+    let ctx = Ctx { now_unix: 0, random: routed::draw(&s.worker.rng) };
+    let mut dests = Vec::new();
+    if let Err(why) = routed::resolve(&tree, &pools, target, Op::Redis(info), keys, &ctx, &mut dests) {
+        s.meters.borrow_mut().clients.unroutable += 1;
+        return Err(format!("-ERR {}\r\n", routed::unroutable_message(&cfg, &why)));
+    }
+    let cannot =
+        |why: String| Err(format!("-ERR ferrule: {} cannot run on a connection of its own here: {why}\r\n", info.name));
+    let mut server = None;
+    for d in dests {
+        let this = match d {
+            KeyDest::Server { pool, server, strip: 0 } => (pool, server),
+            KeyDest::Server { .. } => return cannot("its route strips a key prefix".into()),
+            KeyDest::Canned(_) => return cannot("its route answers by itself (an error or null route)".into()),
+            KeyDest::Fan { route, .. } => {
+                let name = cfg.routes.get(route).map_or("?", |r| r.name.as_str());
+                return cannot(format!("route '{name}' sends to several destinations"));
+            }
+        };
+        if server.is_some_and(|s| s != this) {
+            return Err("-CROSSSLOT Keys in request don't hash to the same server\r\n".to_string());
+        }
+        server = Some(this);
+    }
+    server.ok_or_else(|| format!("-ERR ferrule: {} needs at least one key to route by\r\n", info.name))
 }
 
 /// A dedicated connection to `server` in the client's protocol version, or the error reply.

@@ -1,0 +1,148 @@
+//! Redirect replies (`-MOVED slot host:port`, `-ASK slot host:port`) and what to do with them.
+//!
+//! The host may be an IP literal (IPv6 without brackets: the port is after the last colon), a host name, or empty
+//! (`-MOVED 3999 :6380`), which the cluster spec defines as "the host of the node that sent the redirect". MOVED
+//! means the slot has a new owner (resend there and refresh the map); ASK means "this one request, during a
+//! migration" (send ASKING and the request to the named node, map unchanged). A request follows at most
+//! [`DEFAULT_MAX_REDIRECTS`] redirects; the next one is answered with an error that says so, never passed to the
+//! client as a redirect.
+
+/// Redirects one request may follow before it fails: more than any migration needs (an ASK, then a MOVED once it
+/// completes, then one more for a map that was stale), few enough that a loop between two confused nodes ends fast.
+pub const DEFAULT_MAX_REDIRECTS: u8 = 5;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedirectKind {
+    Moved,
+    Ask,
+}
+
+/// A parsed redirect. `host` borrows from the reply and is empty for "same host as the sender".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Redirect<'a> {
+    pub kind: RedirectKind,
+    pub slot: u16,
+    pub host: &'a [u8],
+    pub port: u16,
+}
+
+/// Whether `reply` could be a redirect (two byte compares: cheap enough for every cluster reply).
+#[inline]
+pub fn maybe_redirect(reply: &[u8]) -> bool {
+    reply.len() > 5 && reply[0] == b'-' && (reply[1] == b'M' || reply[1] == b'A')
+}
+
+/// Parses `-MOVED <slot> <host>:<port>\r\n` or `-ASK ...`; `None` for any other reply (including malformed
+/// redirects, which then reach the client as the error they are).
+pub fn parse_redirect(reply: &[u8]) -> Option<Redirect<'_>> {
+    let line = reply.strip_suffix(b"\r\n").unwrap_or(reply);
+    let (kind, rest) = if let Some(rest) = line.strip_prefix(b"-MOVED ") {
+        (RedirectKind::Moved, rest)
+    } else if let Some(rest) = line.strip_prefix(b"-ASK ") {
+        (RedirectKind::Ask, rest)
+    } else {
+        return None;
+    };
+    let space = rest.iter().position(|&b| b == b' ')?;
+    let slot: u16 = std::str::from_utf8(&rest[..space]).ok()?.parse().ok()?;
+    if slot as usize >= super::slot::SLOTS {
+        return None;
+    }
+    let endpoint = &rest[space + 1..];
+    let colon = endpoint.iter().rposition(|&b| b == b':')?;
+    let port: u16 = std::str::from_utf8(&endpoint[colon + 1..]).ok()?.parse().ok()?;
+    let host = &endpoint[..colon];
+    if host.contains(&b' ') || port == 0 {
+        return None;
+    }
+    Some(Redirect { kind, slot, host, port })
+}
+
+/// What to do with a reply to a request that has followed `followed` redirects so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision<'a> {
+    /// Not a redirect: it is the answer.
+    Deliver,
+    /// Send the request where the redirect says.
+    Follow(Redirect<'a>),
+    /// A redirect beyond the budget: answer [`too_many_redirects`].
+    TooMany(Redirect<'a>),
+}
+
+/// Decides what a reply means for its request.
+#[inline]
+pub fn decide(reply: &[u8], followed: u8, max: u8) -> Decision<'_> {
+    if !maybe_redirect(reply) {
+        return Decision::Deliver;
+    }
+    match parse_redirect(reply) {
+        None => Decision::Deliver,
+        Some(r) if followed >= max => Decision::TooMany(r),
+        Some(r) => Decision::Follow(r),
+    }
+}
+
+/// The error a client gets when its request was redirected more often than allowed.
+pub fn too_many_redirects(pool: &str, max: u8, last: &Redirect<'_>) -> String {
+    let kind = match last.kind {
+        RedirectKind::Moved => "MOVED",
+        RedirectKind::Ask => "ASK",
+    };
+    format!(
+        "-ERR ferrule: pool '{pool}': request redirected {max} times without an answer (last: {kind} {} {}:{}); \
+         the cluster's slot map is changing or inconsistent\r\n",
+        last.slot,
+        String::from_utf8_lossy(last.host),
+        last.port
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_moved_and_ask() {
+        let r = parse_redirect(b"-MOVED 3999 127.0.0.1:6381\r\n").unwrap();
+        assert_eq!(r, Redirect { kind: RedirectKind::Moved, slot: 3999, host: b"127.0.0.1", port: 6381 });
+        let r = parse_redirect(b"-ASK 0 :6380\r\n").unwrap();
+        assert_eq!(r, Redirect { kind: RedirectKind::Ask, slot: 0, host: b"", port: 6380 });
+        let r = parse_redirect(b"-MOVED 16383 redis-7.cache.internal:7000\r\n").unwrap();
+        assert_eq!(r.host, b"redis-7.cache.internal");
+        let r = parse_redirect(b"-MOVED 12 ::1:7001\r\n").unwrap();
+        assert_eq!((r.host, r.port), (&b"::1"[..], 7001));
+    }
+
+    #[test]
+    fn other_errors_are_not_redirects() {
+        for reply in [
+            &b"-MOVED\r\n"[..],
+            b"-MOVED 16384 h:1\r\n",
+            b"-MOVED x h:1\r\n",
+            b"-MOVED 1 h\r\n",
+            b"-MOVED 1 h:0\r\n",
+            b"-MOVED 1 h:99999\r\n",
+            b"-ASKING\r\n",
+            b"-MASTERDOWN Link with MASTER is down\r\n",
+            b"-ERR MOVED 1 h:1\r\n",
+            b"$5\r\nMOVED\r\n",
+            b"+OK\r\n",
+        ] {
+            assert_eq!(parse_redirect(reply), None, "{:?}", String::from_utf8_lossy(reply));
+            assert_eq!(decide(reply, 0, 5), Decision::Deliver);
+        }
+    }
+
+    #[test]
+    fn redirects_are_bounded() {
+        let reply = b"-ASK 7 10.0.0.1:7000\r\n";
+        assert!(matches!(decide(reply, 0, 5), Decision::Follow(r) if r.kind == RedirectKind::Ask));
+        assert!(matches!(decide(reply, 4, 5), Decision::Follow(_)));
+        let Decision::TooMany(r) = decide(reply, 5, 5) else { panic!("not bounded") };
+        assert_eq!(
+            too_many_redirects("c", 5, &r),
+            "-ERR ferrule: pool 'c': request redirected 5 times without an answer (last: ASK 7 10.0.0.1:7000); \
+             the cluster's slot map is changing or inconsistent\r\n"
+        );
+    }
+}

@@ -1,0 +1,107 @@
+//! Config tests of `kind = "redis_cluster"` pools.
+
+use super::*;
+use crate::cluster::ReadFrom;
+
+const CLUSTER: &str = r#"
+[listeners.cache]
+listen = "127.0.0.1:22121"
+protocol = "redis"
+route = "c"
+
+[pools.c]
+kind = "redis_cluster"
+servers = ["127.0.0.1:7000", "127.0.0.1:7001"]
+"#;
+
+fn err_of(text: &str) -> ConfigError {
+    Config::parse(text).err().unwrap_or_else(|| panic!("should be rejected:\n{text}"))
+}
+
+fn with(extra: &str) -> String {
+    format!("{CLUSTER}{extra}\n")
+}
+
+#[test]
+fn a_cluster_pool_with_defaults() {
+    let cfg = Config::parse(CLUSTER).unwrap();
+    let pool = cfg.pool("c").unwrap();
+    assert_eq!(
+        pool.cluster,
+        Some(ClusterOptions { refresh_ms: DEFAULT_CLUSTER_REFRESH_MS, read_from: ReadFrom::Primary })
+    );
+    assert_eq!(pool.servers.len(), 2);
+    assert_eq!(pool.servers[1].spec, "127.0.0.1:7001");
+    let sharded = CLUSTER.replace("kind = \"redis_cluster\"", "kind = \"sharded\"").replace("7000\"", "7000:1\"");
+    let sharded = sharded.replace("7001\"", "7001:1\"");
+    assert!(Config::parse(&sharded).unwrap().pool("c").unwrap().cluster.is_none());
+    assert!(cfg
+        .describe_routes()
+        .contains("pool c (redis_cluster, 2 seed nodes, read_from primary, refresh every 5000 ms)"));
+}
+
+#[test]
+fn cluster_keys_are_read_and_validated() {
+    let cfg = Config::parse(&with("cluster_refresh_ms = 250\nread_from = \"prefer_replica\"")).unwrap();
+    assert_eq!(
+        cfg.pool("c").unwrap().cluster,
+        Some(ClusterOptions { refresh_ms: 250, read_from: ReadFrom::PreferReplica })
+    );
+    let e = err_of(&with("read_from = \"master\""));
+    assert_eq!((e.key(), e.line()), (Some("pools.c.read_from"), Some(10)));
+    assert!(e.to_string().contains("expected one of: primary, prefer_replica, replica, any"), "{e}");
+    let e = err_of(&with("cluster_refresh_ms = 5"));
+    assert_eq!(e.key(), Some("pools.c.cluster_refresh_ms"));
+    let e = err_of(&CLUSTER.replace("redis_cluster", "cluster"));
+    assert_eq!((e.key(), e.line()), (Some("pools.c.kind"), Some(8)));
+    assert!(e.to_string().contains("expected one of: sharded, redis_cluster"), "{e}");
+    let e = err_of(&with("cluster_refreshms = 5"));
+    assert!(e.to_string().contains("unknown key `cluster_refreshms`"), "{e}");
+}
+
+#[test]
+fn sharded_keys_are_refused_on_cluster_pools_and_cluster_keys_on_sharded_ones() {
+    for (line, key) in [
+        ("hash = \"md5\"", "hash"),
+        ("distribution = \"modula\"", "distribution"),
+        ("hash_tag = \"{}\"", "hash_tag"),
+        ("redis_db = 1", "redis_db"),
+        ("auto_eject_hosts = true", "auto_eject_hosts"),
+        ("tls = true", "tls"),
+    ] {
+        let e = err_of(&with(line));
+        assert_eq!((e.key(), e.line()), (Some(format!("pools.c.{key}").as_str()), Some(10)), "{e}");
+        assert!(e.to_string().contains("does not apply to a pool of kind = \"redis_cluster\""), "{e}");
+    }
+    let sharded = CLUSTER
+        .replace("kind = \"redis_cluster\"\n", "")
+        .replace(":7000\"", ":7000:1\"")
+        .replace(":7001\"", ":7001:1\"");
+    let e = err_of(&format!("{sharded}read_from = \"replica\"\n"));
+    assert_eq!(e.key(), Some("pools.c.read_from"));
+    assert!(e.to_string().contains("only applies to a pool of kind = \"redis_cluster\""), "{e}");
+    let e = err_of(&CLUSTER.replace("127.0.0.1:7001", "127.0.0.1:7001:2"));
+    assert!(e.to_string().contains("servers[1] has weight 2"), "{e}");
+}
+
+#[test]
+fn cluster_pools_speak_redis_and_are_named_directly() {
+    let e = err_of(&CLUSTER.replace("protocol = \"redis\"", "protocol = \"memcache\""));
+    assert_eq!(e.key(), Some("pools.c.kind"));
+    let routed = format!(
+        "{}\n[routes.r]\ntype = \"prefix\"\nprefixes = {{ \"a:\" = \"c\" }}\ndefault = \"c\"\n",
+        CLUSTER.replace("route = \"c\"", "route = \"r\"")
+    );
+    let e = err_of(&routed);
+    assert_eq!(e.key(), Some("listeners.cache.route"));
+    assert!(e.to_string().contains("which is a redis_cluster pool"), "{e}");
+}
+
+#[test]
+fn the_running_config_round_trips() {
+    let cfg = Config::parse(&with("read_from = \"any\"")).unwrap();
+    let text = cfg.to_redacted_toml();
+    assert!(text.contains("kind = \"redis_cluster\""), "{text}");
+    assert!(!text.contains("distribution"), "{text}");
+    assert_eq!(Config::parse(&text).unwrap().pool("c"), cfg.pool("c"));
+}

@@ -1,0 +1,526 @@
+//! A real Redis Cluster (3 primaries, 3 replicas on loopback) behind ferrule: routing by slot, hash tags, split
+//! and cross-slot commands, MOVED and ASK, a live reshard and a failover under pipelined load.
+
+mod common;
+
+use common::cluster::{cli, RedisCluster};
+use common::{free_port, listener_toml, Client, Ferrule};
+use ferrule::cluster::key_slot;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn ferrule_for(cluster: &RedisCluster, extra: &str) -> (Ferrule, u16) {
+    let port = free_port();
+    let body = format!(
+        "{}[pools.c]\nkind = \"redis_cluster\"\nservers = {}\ncluster_refresh_ms = 1000\ntimeout_ms = 2000\n{extra}\n",
+        listener_toml("l", port, "redis", "c", ""),
+        cluster.seeds_toml()
+    );
+    let f = Ferrule::start_with(&body, port, 2);
+    // The first map is read before the workers route anything; a GET answering (nil or a value) shows it is in.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut c = Client::connect(port);
+    while !c.redis(&["GET", "warmup"]).starts_with(b"$") {
+        assert!(Instant::now() < deadline, "ferrule never routed to the cluster; log:\n{}", f.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (f, port)
+}
+
+/// One key for every slot (found by brute force with ferrule's own slot function, checked against redis below).
+fn key_per_slot() -> Vec<String> {
+    let mut keys: Vec<Option<String>> = vec![None; 16384];
+    let mut left = 16384;
+    let mut n = 0u64;
+    while left > 0 {
+        let k = format!("k{n}");
+        let slot = key_slot(k.as_bytes()) as usize;
+        if keys[slot].is_none() {
+            keys[slot] = Some(k);
+            left -= 1;
+        }
+        n += 1;
+    }
+    keys.into_iter().map(Option::unwrap).collect()
+}
+
+/// Sends `cmds` pipelined on `c` and returns the replies.
+fn pipeline(c: &mut Client, cmds: &[Vec<String>]) -> Vec<String> {
+    let mut out = Vec::new();
+    for cmd in cmds {
+        let args: Vec<&[u8]> = cmd.iter().map(|a| a.as_bytes()).collect();
+        ferrule::protocol::redis::write_command(&mut out, &args);
+    }
+    c.send(&out);
+    cmds.iter().map(|_| String::from_utf8_lossy(&c.redis_reply()).into_owned()).collect()
+}
+
+fn bulk(v: &str) -> String {
+    format!("${}\r\n{v}\r\n", v.len())
+}
+
+/// Slot ranges to primary port, from CLUSTER SLOTS of `port` (via redis-cli's plain output: start, end, ip, port, id
+/// per line group).
+fn owners(port: u16) -> Vec<u16> {
+    let text = cli(port, &["CLUSTER", "SLOTS"]);
+    let lines: Vec<&str> = text.lines().collect();
+    let mut owner = vec![0u16; 16384];
+    // redis-cli prints each entry as: start, end, ip, port, id[, hostname..], then replicas' ip, port, id...
+    let mut i = 0;
+    while i + 3 < lines.len() {
+        let (a, b) = (lines[i].parse::<usize>(), lines[i + 1].parse::<usize>());
+        if let (Ok(a), Ok(b)) = (a, b) {
+            if lines[i + 2].contains('.') {
+                let p: u16 = lines[i + 3].parse().unwrap();
+                owner[a..=b].fill(p);
+                i += 4;
+                continue;
+            }
+        }
+        i += 1;
+    }
+    owner
+}
+
+#[test]
+fn the_cluster_is_redis_7_with_cluster_shards() {
+    let version = std::process::Command::new(common::require_binary("redis-server", "redis-server"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&version.stdout).into_owned();
+    let major: u32 = text.split("v=").nth(1).and_then(|v| v.split('.').next()).and_then(|m| m.parse().ok()).unwrap();
+    assert!(major >= 7, "CLUSTER SHARDS needs redis 7 or newer; installed: {text}");
+}
+
+#[test]
+fn every_slot_routes_to_its_owner_and_multi_key_commands_work_across_slots() {
+    let _one = serial();
+    let cluster = RedisCluster::start(3, 1);
+    let (f, port) = ferrule_for(&cluster, "");
+    let keys = key_per_slot();
+    // Ferrule's slots are redis' slots.
+    for k in keys.iter().step_by(997) {
+        assert_eq!(cli(cluster.ports[0], &["CLUSTER", "KEYSLOT", k]), key_slot(k.as_bytes()).to_string());
+    }
+    let mut c = Client::connect(port);
+    for chunk in keys.chunks(1000) {
+        let cmds: Vec<Vec<String>> = chunk.iter().map(|k| vec!["SET".into(), k.clone(), format!("v-{k}")]).collect();
+        assert!(pipeline(&mut c, &cmds).iter().all(|r| r == "+OK\r\n"));
+    }
+    // Read back from the owning node directly: every slot's key is where redis says the slot lives.
+    let owner = owners(cluster.ports[0]);
+    let mut by_node: HashMap<u16, Vec<&String>> = HashMap::new();
+    for (slot, k) in keys.iter().enumerate() {
+        by_node.entry(owner[slot]).or_default().push(k);
+    }
+    assert_eq!(by_node.len(), 3, "three primaries own the slots");
+    for (node, ks) in &by_node {
+        let mut direct = Client::connect(*node);
+        for chunk in ks.chunks(1000) {
+            let cmds: Vec<Vec<String>> = chunk.iter().map(|k| vec!["GET".into(), (*k).clone()]).collect();
+            let replies = pipeline(&mut direct, &cmds);
+            for (k, r) in chunk.iter().zip(replies) {
+                assert_eq!(r, bulk(&format!("v-{k}")), "key {k} on node {node}");
+            }
+        }
+    }
+    // Split commands across slots: MGET merges in key order, DEL/EXISTS/TOUCH sum, MSET answers +OK.
+    let some: Vec<String> = keys.iter().step_by(163).take(100).cloned().collect();
+    let mut mget = vec!["MGET".to_string()];
+    mget.extend(some.iter().cloned());
+    let reply = pipeline(&mut c, &[mget])[0].clone();
+    let expected: String =
+        format!("*{}\r\n", some.len()) + &some.iter().map(|k| bulk(&format!("v-{k}"))).collect::<String>();
+    assert_eq!(reply, expected);
+    let mut exists = vec!["EXISTS".to_string()];
+    exists.extend(some.iter().cloned());
+    exists.push("no-such-key".into());
+    assert_eq!(pipeline(&mut c, &[exists])[0], format!(":{}\r\n", some.len()));
+    let mut mset = vec!["MSET".to_string()];
+    for k in &some {
+        mset.push(k.clone());
+        mset.push(format!("w-{k}"));
+    }
+    assert_eq!(pipeline(&mut c, &[mset])[0], "+OK\r\n");
+    assert_eq!(c.redis_str(&["GET", &some[57]]), bulk(&format!("w-{}", some[57])));
+    let mut del = vec!["DEL".to_string()];
+    del.extend(some.iter().take(10).cloned());
+    assert_eq!(pipeline(&mut c, &[del.clone()])[0], ":10\r\n");
+    assert_eq!(pipeline(&mut c, &[del])[0], ":0\r\n");
+
+    // Hash tags: keys sharing a tag share a slot, so commands that need one slot work on them.
+    assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"{user1000}.followers"));
+    assert_eq!(c.redis_str(&["SADD", "{user1000}.following", "a", "b"]), ":2\r\n");
+    assert_eq!(c.redis_str(&["SADD", "{user1000}.followers", "b", "c"]), ":2\r\n");
+    assert_eq!(
+        c.redis_str(&["SUNIONSTORE", "{user1000}.all", "{user1000}.following", "{user1000}.followers"]),
+        ":3\r\n"
+    );
+    assert_eq!(c.redis_str(&["RENAME", "{user1000}.all", "{user1000}.everyone"]), "+OK\r\n");
+    // Keys of different slots in a command that cannot split: redis' own CROSSSLOT.
+    let crossslot = "-CROSSSLOT Keys in request don't hash to the same slot\r\n";
+    assert_eq!(c.redis_str(&["RENAME", &keys[1], &keys[2]]), crossslot);
+    assert_eq!(c.redis_str(&["SUNIONSTORE", "dst", "{user1000}.following", "{user2000}.x"]), crossslot);
+    assert_eq!(c.redis_str(&["GET", &keys[1]]), bulk(&format!("v-{}", keys[1])), "nothing was renamed");
+    // Commands a cluster pool does not run are refused with a reason.
+    assert!(c
+        .redis_str(&["BLPOP", "q", "1"])
+        .starts_with("-ERR ferrule: BLPOP is not supported on a redis_cluster pool"));
+    assert!(c.redis_str(&["MULTI"]).starts_with("-ERR MULTI is not supported"));
+    assert_eq!(c.redis_str(&["EXEC"]), "-EXECABORT Transaction discarded because of previous errors.\r\n");
+    drop(f);
+}
+
+/// One cluster test at a time: each runs six redis-servers, and a starved node could miss its timeout.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[test]
+fn a_slot_moved_by_hand_is_followed_through_moved_and_the_map_is_refreshed() {
+    let _one = serial();
+    let cluster = RedisCluster::start(3, 1);
+    let (f, port) = ferrule_for(&cluster, "");
+    let mut c = Client::connect(port);
+    let key = "{moved}.k";
+    let slot = key_slot(key.as_bytes());
+    assert_eq!(c.redis_str(&["SET", key, "before"]), "+OK\r\n");
+    let from = cluster.owner_of(slot);
+    let to = *cluster.primaries().iter().find(|&&p| p != from).unwrap();
+    cluster.move_slot(slot, from, to, &[key], true);
+    // The old owner now redirects; a plain client through ferrule never sees it.
+    assert!(cli(from, &["GET", key]).starts_with("MOVED"), "the old owner answers MOVED");
+    assert_eq!(c.redis_str(&["GET", key]), bulk("before"));
+    assert_eq!(c.redis_str(&["SET", key, "after"]), "+OK\r\n");
+    assert_eq!(cli(to, &["GET", key]), "after", "the write went to the new owner");
+    // The redirect asked for a new map: ferrule logs the move and stops being redirected.
+    let moved_line = format!("1 slots moved from primary 127.0.0.1:{from} to 127.0.0.1:{to}");
+    assert!(f.wait_log(&moved_line, 1, Duration::from_secs(10)), "no refresh; log:\n{}", f.log());
+    let moved_before = cluster_stat(&f, "moved");
+    for _ in 0..20 {
+        assert_eq!(c.redis_str(&["GET", key]), bulk("after"));
+    }
+    assert_eq!(cluster_stat(&f, "moved"), moved_before, "after the refresh, requests go straight to the new owner");
+    assert!(moved_before >= 1);
+}
+
+#[test]
+fn a_half_done_migration_is_followed_through_ask_without_changing_the_map() {
+    let _one = serial();
+    let cluster = RedisCluster::start(3, 1);
+    let (f, port) = ferrule_for(&cluster, "");
+    let mut c = Client::connect(port);
+    let (moved, stays, fresh) = ("{ask}.moved", "{ask}.stays", "{ask}.fresh");
+    let slot = key_slot(moved.as_bytes());
+    assert_eq!(c.redis_str(&["SET", moved, "m"]), "+OK\r\n");
+    assert_eq!(c.redis_str(&["SET", stays, "s"]), "+OK\r\n");
+    let from = cluster.owner_of(slot);
+    let to = *cluster.primaries().iter().find(|&&p| p != from).unwrap();
+    cluster.move_slot(slot, from, to, &[moved], false);
+    assert!(cli(from, &["GET", moved]).starts_with("ASK"), "the source answers ASK for a key it gave away");
+    // The moved key is read from the target (ASKING first), the other from the source; a new key goes to the
+    // target, as the source sends it there.
+    assert_eq!(c.redis_str(&["GET", moved]), bulk("m"));
+    assert_eq!(c.redis_str(&["GET", stays]), bulk("s"));
+    assert_eq!(c.redis_str(&["SET", fresh, "f"]), "+OK\r\n");
+    let mut direct = Client::connect(to);
+    assert_eq!(pipeline(&mut direct, &[vec!["ASKING".into()], vec!["GET".into(), fresh.into()]])[1], bulk("f"));
+    // Pipelined, many times: each ASK is followed once per request.
+    let cmds: Vec<Vec<String>> =
+        (0..50).map(|i| vec!["GET".into(), if i % 2 == 0 { moved } else { stays }.into()]).collect();
+    for (i, r) in pipeline(&mut c, &cmds).iter().enumerate() {
+        assert_eq!(r, &bulk(if i % 2 == 0 { "m" } else { "s" }));
+    }
+    assert!(cluster_stat(&f, "ask") >= 26, "ASKs followed: {}", cluster_stat(&f, "ask"));
+    // ASK changes no map: the periodic refreshes (every second) keep seeing the same owners.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!f.log().contains("slots moved"), "{}", f.log());
+    // Finishing the migration turns it into MOVED, still invisible to the client.
+    assert_eq!(cli(from, &["MIGRATE", "127.0.0.1", &to.to_string(), stays, "0", "5000"]), "OK");
+    cluster.move_slot_finish(slot, to);
+    assert_eq!(c.redis_str(&["GET", stays]), bulk("s"));
+    assert_eq!(c.redis_str(&["GET", moved]), bulk("m"));
+}
+
+/// A figure of the cluster pool from GET /stats (`cluster_<name>` in the pool's object).
+fn cluster_stat(f: &Ferrule, name: &str) -> u64 {
+    let (code, body) = f.admin("GET", "/stats");
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["c"][format!("cluster_{name}")].as_u64().unwrap_or_else(|| panic!("no cluster_{name} in {body}"))
+}
+
+/// What one load connection saw.
+#[derive(Debug, Default, Clone)]
+struct LoadReport {
+    replies: u64,
+    /// (when, request, reply) of every error reply.
+    errors: Vec<(Instant, String, String)>,
+    /// (request, reply, what was expected) of every reply that was not an error and not what it had to be.
+    wrong: Vec<(String, String, String)>,
+    /// Replies per key slot owner, after `since`: filled by the caller.
+    ended: Option<String>,
+}
+
+/// Connections pipelining SET k v / GET k pairs (50 per batch) over their own share of `keys`, checking every
+/// reply: a SET answers +OK; a GET answers the value just set, or with `lenient` (a failover may lose writes
+/// the old primary acknowledged) any value ever written to that key, or nil.
+struct Load {
+    stop: Arc<AtomicBool>,
+    handles: Vec<std::thread::JoinHandle<LoadReport>>,
+}
+
+impl Load {
+    fn start(port: u16, conns: usize, keys: Arc<Vec<String>>, lenient: bool) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let handles = (0..conns)
+            .map(|t| {
+                let (stop, keys) = (stop.clone(), keys.clone());
+                std::thread::spawn(move || load_thread(port, t, conns, &keys, lenient, &stop))
+            })
+            .collect();
+        Load { stop, handles }
+    }
+
+    fn finish(self) -> Vec<LoadReport> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handles.into_iter().map(|h| h.join().expect("load thread panicked")).collect()
+    }
+}
+
+fn load_thread(port: u16, t: usize, conns: usize, keys: &[String], lenient: bool, stop: &AtomicBool) -> LoadReport {
+    let mine: Vec<&String> = keys.iter().skip(t).step_by(conns).collect();
+    let mut report = LoadReport::default();
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_nodelay(true).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = Vec::new();
+    let mut n = 0u64;
+    // Bounded in time by the caller's stop flag, and in count as a safety net.
+    while !stop.load(Ordering::Relaxed) && n < 50_000_000 {
+        let mut out = Vec::new();
+        let mut reqs = Vec::new();
+        for _ in 0..25 {
+            let key = mine[(n as usize) % mine.len()];
+            let val = format!("{key}:{n}");
+            ferrule::protocol::redis::write_command(&mut out, &[b"SET", key.as_bytes(), val.as_bytes()]);
+            ferrule::protocol::redis::write_command(&mut out, &[b"GET", key.as_bytes()]);
+            reqs.push((format!("SET {key} {val}"), "+OK\r\n".to_string(), key.clone()));
+            reqs.push((format!("GET {key}"), bulk(&val), key.clone()));
+            n += 1;
+        }
+        if let Err(e) = s.write_all(&out) {
+            report.ended = Some(format!("write: {e}"));
+            break;
+        }
+        let mut got = 0;
+        let mut tmp = [0u8; 65536];
+        while got < reqs.len() {
+            match ferrule::protocol::redis::reply_len(&buf) {
+                Ok(Some(len)) => {
+                    let reply = String::from_utf8_lossy(&buf[..len]).into_owned();
+                    buf.drain(..len);
+                    let (req, expected, key) = &reqs[got];
+                    if reply.starts_with('-') {
+                        report.errors.push((Instant::now(), req.clone(), reply));
+                    } else if reply != *expected {
+                        let acceptable = lenient
+                            && req.starts_with("GET")
+                            && (reply == "$-1\r\n"
+                                || reply.split("\r\n").nth(1).is_some_and(|v| v.starts_with(&format!("{key}:"))));
+                        if !acceptable {
+                            report.wrong.push((req.clone(), reply, expected.clone()));
+                        }
+                    }
+                    report.replies += 1;
+                    got += 1;
+                }
+                Ok(None) => match s.read(&mut tmp) {
+                    Ok(0) => {
+                        report.ended = Some("closed by ferrule".into());
+                        return report;
+                    }
+                    Ok(k) => buf.extend_from_slice(&tmp[..k]),
+                    Err(e) => {
+                        report.ended = Some(format!("read: {e}"));
+                        return report;
+                    }
+                },
+                Err(e) => {
+                    report.ended = Some(format!("unparseable reply: {e:?}"));
+                    return report;
+                }
+            }
+        }
+    }
+    report
+}
+
+fn spread_keys(n: usize) -> Arc<Vec<String>> {
+    Arc::new((0..n).map(|i| format!("load:{i}")).collect())
+}
+
+#[test]
+fn a_live_reshard_under_pipelined_load_fails_nothing_and_answers_nothing_wrong() {
+    let _one = serial();
+    let cluster = RedisCluster::start(3, 1);
+    let (f, port) = ferrule_for(&cluster, "");
+    let keys = spread_keys(3000);
+    let load = Load::start(port, 4, keys.clone(), false);
+    std::thread::sleep(Duration::from_millis(500));
+    let primaries = cluster.primaries();
+    let (from, to) = (primaries[0], primaries[1]);
+    let started = Instant::now();
+    let out = std::process::Command::new("timeout")
+        .arg("180")
+        .arg(common::require_binary("redis-cli", "redis-tools"))
+        .args(["--cluster", "reshard", &format!("127.0.0.1:{}", cluster.ports[0])])
+        .args(["--cluster-from", &cluster.id_of(from), "--cluster-to", &cluster.id_of(to)])
+        .args(["--cluster-slots", "1000", "--cluster-yes"])
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    assert!(out.status.success(), "reshard failed: {}", String::from_utf8_lossy(&out.stdout));
+    std::thread::sleep(Duration::from_millis(1500));
+    let reports = load.finish();
+    let replies: u64 = reports.iter().map(|r| r.replies).sum();
+    let errors: Vec<_> = reports.iter().flat_map(|r| r.errors.iter()).collect();
+    let wrong: Vec<_> = reports.iter().flat_map(|r| r.wrong.iter()).collect();
+    let ended: Vec<_> = reports.iter().filter_map(|r| r.ended.as_ref()).collect();
+    eprintln!("reshard of 1000 slots took {took:?}; {replies} replies under load");
+    assert!(ended.is_empty(), "load connections ended: {ended:?}");
+    assert!(errors.is_empty(), "{} failed replies, first: {:?}", errors.len(), errors.first());
+    assert!(wrong.is_empty(), "{} wrong replies, first: {:?}", wrong.len(), wrong.first());
+    assert!(replies > 10_000, "the load ran: {replies} replies");
+    let followed = cluster_stat(&f, "moved") + cluster_stat(&f, "ask");
+    assert!(followed > 0, "the reshard was seen through redirects");
+    assert!(
+        f.wait_log(
+            &format!("1000 slots moved from primary 127.0.0.1:{from} to 127.0.0.1:{to}"),
+            1,
+            Duration::from_secs(5)
+        ) || f.log().contains("slots moved"),
+        "{}",
+        f.log()
+    );
+    // Everything written is where the cluster now says it is.
+    let mut c = Client::connect(port);
+    for k in keys.iter().step_by(97) {
+        assert!(c.redis_str(&["GET", k]).contains(&format!("{k}:")));
+    }
+}
+
+#[test]
+fn a_primary_killed_under_load_fails_only_its_requests_until_the_new_map_arrives() {
+    let _one = serial();
+    let mut cluster = RedisCluster::start_with_timeout(3, 1, 1000);
+    let (f, port) = ferrule_for(&cluster, "");
+    // The replicas are in the map before the failure (their first reads may predate their sync).
+    assert!(f.wait_log("3 shards, 6 nodes (3 replicas)", 1, Duration::from_secs(10)), "{}", f.log());
+    let keys = spread_keys(3000);
+    let load = Load::start(port, 4, keys.clone(), true);
+    std::thread::sleep(Duration::from_millis(700));
+    let victim = cluster.owner_of(0);
+    let killed_at = Instant::now();
+    cluster.kill(victim);
+    cluster.want_replicas -= 1;
+    cluster.wait_healthy(Duration::from_secs(30));
+    let promoted = cluster.owner_of(0);
+    assert_ne!(promoted, victim);
+    let needle = format!("slots moved from primary 127.0.0.1:{victim} to 127.0.0.1:{promoted}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !f.log().contains(&needle) {
+        assert!(Instant::now() < deadline, "ferrule never saw the failover; log:\n{}", f.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let map_seen = Instant::now();
+    std::thread::sleep(Duration::from_millis(2000));
+    let reports = load.finish();
+    let ended: Vec<_> = reports.iter().filter_map(|r| r.ended.as_ref()).collect();
+    assert!(ended.is_empty(), "load connections ended: {ended:?}");
+    let wrong: Vec<_> = reports.iter().flat_map(|r| r.wrong.iter()).collect();
+    assert!(wrong.is_empty(), "{} wrong replies, first: {:?}", wrong.len(), wrong.first());
+    let errors: Vec<_> = reports.iter().flat_map(|r| r.errors.iter()).collect();
+    let victim_slots: Vec<bool> = {
+        let owner = owners(promoted);
+        (0..16384).map(|s| owner[s] == promoted).collect()
+    };
+    eprintln!(
+        "failover: map seen {:?} after the kill; {} errors, the last {:?} after the kill",
+        map_seen - killed_at,
+        errors.len(),
+        errors.iter().map(|e| e.0 - killed_at).max()
+    );
+    for (at, req, reply) in &errors {
+        let key = req.split(' ').nth(1).unwrap();
+        assert!(
+            victim_slots[key_slot(key.as_bytes()) as usize],
+            "an error for a key of a live primary: {req} -> {reply}"
+        );
+        assert!(*at >= killed_at, "an error before the kill: {req} -> {reply}");
+        assert!(*at <= map_seen + Duration::from_millis(500), "an error after the new map was in: {req} -> {reply}");
+        assert!(reply.starts_with("-ERR ferrule: backend c/") || reply.starts_with("-CLUSTERDOWN"), "{reply}");
+    }
+    // After the map arrived, the promoted replica serves the dead primary's keys.
+    let mut c = Client::connect(port);
+    let on_victim: Vec<&String> =
+        keys.iter().filter(|k| victim_slots[key_slot(k.as_bytes()) as usize]).take(50).collect();
+    assert!(!on_victim.is_empty());
+    for k in on_victim {
+        assert_eq!(c.redis_str(&["SET", k, "x"]), "+OK\r\n");
+        assert_eq!(c.redis_str(&["GET", k]), bulk("x"));
+    }
+    assert!(cluster_stat(&f, "topology_version") >= 2);
+}
+
+/// `cmdstat_get` calls on the node at `port`.
+fn get_calls(port: u16) -> u64 {
+    let info = cli(port, &["INFO", "commandstats"]);
+    info.lines()
+        .find(|l| l.starts_with("cmdstat_get:"))
+        .and_then(|l| l.split("calls=").nth(1))
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn read_from_replica_sends_reads_to_replicas_with_readonly_and_writes_to_primaries() {
+    let _one = serial();
+    let cluster = RedisCluster::start(3, 1);
+    let (f, port) = ferrule_for(&cluster, "read_from = \"replica\"");
+    assert!(f.wait_log("3 shards, 6 nodes (3 replicas)", 1, Duration::from_secs(10)), "{}", f.log());
+    let primaries = cluster.primaries();
+    let replicas: Vec<u16> = cluster.ports.iter().copied().filter(|p| !primaries.contains(p)).collect();
+    let before: Vec<u64> = primaries.iter().map(|&p| get_calls(p)).collect();
+    let mut c = Client::connect(port);
+    let keys: Vec<String> = (0..60).map(|i| format!("ro:{i}")).collect();
+    for k in &keys {
+        assert_eq!(c.redis_str(&["SET", k, k]), "+OK\r\n");
+    }
+    // Replication is asynchronous: a read may come before the write reached the replica (nil), never another value.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for k in &keys {
+        loop {
+            let r = c.redis_str(&["GET", k]);
+            if r == bulk(k) {
+                break;
+            }
+            assert_eq!(r, "$-1\r\n", "{k}");
+            assert!(Instant::now() < deadline, "{k} never reached its replica");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let after: Vec<u64> = primaries.iter().map(|&p| get_calls(p)).collect();
+    assert_eq!(before, after, "no GET reached a primary");
+    assert!(replicas.iter().map(|&p| get_calls(p)).sum::<u64>() >= keys.len() as u64);
+    // The replicas' connections from ferrule are READONLY ones (flag r).
+    assert!(replicas.iter().any(|&p| cli(p, &["CLIENT", "LIST"]).lines().any(|l| l.contains("flags=r "))));
+}

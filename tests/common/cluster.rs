@@ -1,0 +1,246 @@
+//! A real Redis Cluster on loopback for tests: redis-server processes with `cluster-enabled`, joined by
+//! `redis-cli --cluster create`, stopped when dropped.
+
+use super::{require_binary, tempdir, wait_for_child_port, Client, Proc, TempDir};
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct RedisCluster {
+    /// In the order given to `redis-cli --cluster create`: the primaries first, then the replicas.
+    pub nodes: Vec<Option<Proc>>,
+    pub ports: Vec<u16>,
+    pub dir: TempDir,
+    /// Primaries and replicas a healthy cluster has (a failover keeps the counts once the old primary is gone).
+    pub want_primaries: usize,
+    pub want_replicas: usize,
+}
+
+/// A port whose cluster bus port (+10000) is free as well.
+fn cluster_port() -> u16 {
+    // A node also listens on its bus port, port + 10000: both must be free. `free_port` hands out ports below the
+    // ephemeral range and never the same one twice in a test binary.
+    for _ in 0..200 {
+        let port = super::free_port();
+        if port < 55000 && TcpListener::bind(("127.0.0.1", port + 10000)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port pair for a cluster node");
+}
+
+/// A cluster node's reply to `args`, through redis-cli (raw output, trimmed).
+pub fn cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new(require_binary("redis-cli", "redis-tools"))
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("run redis-cli");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+impl RedisCluster {
+    /// Starts `primaries` primaries with `replicas` replicas each and waits until every node reports
+    /// `cluster_state:ok` and all agree on the slots. `cluster-node-timeout` is 5 s (a loaded test machine must not
+    /// cause failovers); see [`RedisCluster::start_with_timeout`].
+    pub fn start(primaries: usize, replicas: usize) -> RedisCluster {
+        Self::start_with_timeout(primaries, replicas, 5000)
+    }
+
+    /// [`RedisCluster::start`] with `cluster-node-timeout` `node_timeout_ms` (small to fail over fast).
+    pub fn start_with_timeout(primaries: usize, replicas: usize, node_timeout_ms: u64) -> RedisCluster {
+        let bin = require_binary("redis-server", "redis-server");
+        let dir = tempdir("cluster");
+        let n = primaries * (1 + replicas);
+        let mut ports: Vec<u16> = Vec::new();
+        while ports.len() < n {
+            let p = cluster_port();
+            if !ports.contains(&p) && !ports.iter().any(|q| *q + 10000 == p || p + 10000 == *q) {
+                ports.push(p);
+            }
+        }
+        let mut nodes = Vec::new();
+        for &port in &ports {
+            let mut child = Command::new(&bin)
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", &node_timeout_ms.to_string()])
+                .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
+                // Slots of a failed primary are refused, the others keep being served.
+                .args(["--cluster-require-full-coverage", "no"])
+                .arg("--dir")
+                .arg(&dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start redis-server");
+            wait_for_child_port(&mut child, port, "redis-server (cluster node)");
+            nodes.push(Some(Proc { child, port, name: format!("redis-cluster:{port}"), dir: None }));
+        }
+        let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let out = Command::new(require_binary("redis-cli", "redis-tools"))
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+            .output()
+            .expect("run redis-cli --cluster create");
+        assert!(out.status.success(), "cluster create failed: {}", String::from_utf8_lossy(&out.stdout));
+        let cluster =
+            RedisCluster { nodes, ports, dir, want_primaries: primaries, want_replicas: primaries * replicas };
+        cluster.wait_healthy(Duration::from_secs(30));
+        cluster
+    }
+
+    /// Waits until every running node says `cluster_state:ok`, knows every running node and agrees on the owner
+    /// of every slot.
+    pub fn wait_healthy(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let running: Vec<u16> = self.running();
+        loop {
+            let ok = running.iter().all(|&p| cli(p, &["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+                && running.iter().all(|&p| self.roles_seen_by(p) == (self.want_primaries, self.want_replicas))
+                && running.iter().all(|&p| {
+                    let info = cli(p, &["INFO", "replication"]);
+                    info.contains("role:master") || info.contains("master_link_status:up")
+                });
+            let views: Vec<String> = running.iter().map(|&p| self.slot_owners_seen_by(p)).collect();
+            let agree = views.windows(2).all(|w| w[0] == w[1]);
+            if ok && agree {
+                return;
+            }
+            assert!(Instant::now() < deadline, "cluster did not become healthy: {views:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// (primaries, replicas) that node `port` knows and does not consider failed.
+    fn roles_seen_by(&self, port: u16) -> (usize, usize) {
+        let (mut m, mut r) = (0, 0);
+        for line in cli(port, &["CLUSTER", "NODES"]).lines() {
+            let flags = line.split(' ').nth(2).unwrap_or("");
+            if flags.contains("fail") || flags.contains("handshake") || flags.contains("noaddr") {
+                continue;
+            }
+            if flags.contains("master") {
+                m += 1;
+            } else if flags.contains("slave") {
+                r += 1;
+            }
+        }
+        (m, r)
+    }
+
+    pub fn running(&self) -> Vec<u16> {
+        self.nodes.iter().flatten().map(|p| p.port).collect()
+    }
+
+    /// "port:slots" of the primaries, as node `port` sees them (CLUSTER SLOTS), sorted: for comparing views.
+    fn slot_owners_seen_by(&self, port: u16) -> String {
+        let mut c = Client::connect(port);
+        let reply = c.redis(&["CLUSTER", "SLOTS"]);
+        let text = String::from_utf8_lossy(&reply).into_owned();
+        let mut ranges: Vec<(i64, i64, String)> = Vec::new();
+        // Each entry: *N, :start, :end, *k, $ip, ip, :port, ...
+        let lines: Vec<&str> = text.split("\r\n").collect();
+        let mut i = 1;
+        while i + 6 < lines.len() {
+            if lines[i].starts_with('*') && lines[i + 1].starts_with(':') && lines[i + 2].starts_with(':') {
+                let start: i64 = lines[i + 1][1..].parse().unwrap_or(-1);
+                let end: i64 = lines[i + 2][1..].parse().unwrap_or(-1);
+                let port = lines.get(i + 6).unwrap_or(&"").trim_start_matches(':').to_string();
+                ranges.push((start, end, port));
+                i += 7;
+            } else {
+                i += 1;
+            }
+        }
+        ranges.sort();
+        format!("{ranges:?}")
+    }
+
+    /// The primary that owns `slot` as node `ask` sees it (CLUSTER SHARDS parsed the simple way: CLUSTER NODES).
+    pub fn owner_of(&self, slot: u16) -> u16 {
+        for line in cli(self.running()[0], &["CLUSTER", "NODES"]).lines() {
+            let f: Vec<&str> = line.split(' ').collect();
+            if f.len() < 9 || !f[2].contains("master") || f[2].contains("fail") {
+                continue;
+            }
+            let port: u16 = f[1].split(['@', ':']).nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+            for r in &f[8..] {
+                if r.starts_with('[') {
+                    continue;
+                }
+                let (a, b) = r.split_once('-').unwrap_or((r, r));
+                let (a, b): (u16, u16) = (a.parse().unwrap_or(1), b.parse().unwrap_or(0));
+                if (a..=b).contains(&slot) {
+                    return port;
+                }
+            }
+        }
+        panic!("no primary owns slot {slot}")
+    }
+
+    /// The node id of the node on `port`.
+    pub fn id_of(&self, port: u16) -> String {
+        cli(port, &["CLUSTER", "MYID"])
+    }
+
+    /// The ports of the primaries (as the first running node sees them, failed ones excluded).
+    pub fn primaries(&self) -> Vec<u16> {
+        let mut out = Vec::new();
+        for line in cli(self.running()[0], &["CLUSTER", "NODES"]).lines() {
+            let f: Vec<&str> = line.split(' ').collect();
+            if f.len() >= 3 && f[2].contains("master") && !f[2].contains("fail") {
+                out.push(f[1].split(['@', ':']).nth(1).and_then(|p| p.parse().ok()).unwrap_or(0));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Kills the node on `port` (SIGKILL, as a crash).
+    pub fn kill(&mut self, port: u16) {
+        for slot in self.nodes.iter_mut() {
+            if slot.as_ref().is_some_and(|p| p.port == port) {
+                *slot = None;
+            }
+        }
+    }
+
+    /// Moves `slot` from the primary on `from` to the primary on `to` by hand, as the cluster spec describes:
+    /// IMPORTING on the target, MIGRATING on the source, MIGRATE each of `keys` (all of the slot's keys, or only
+    /// some to leave the migration half done), and with `finish`, SETSLOT NODE on every primary.
+    pub fn move_slot(&self, slot: u16, from: u16, to: u16, keys: &[&str], finish: bool) {
+        let (from_id, to_id) = (self.id_of(from), self.id_of(to));
+        let s = slot.to_string();
+        assert_eq!(cli(to, &["CLUSTER", "SETSLOT", &s, "IMPORTING", &from_id]), "OK");
+        assert_eq!(cli(from, &["CLUSTER", "SETSLOT", &s, "MIGRATING", &to_id]), "OK");
+        for k in keys {
+            assert_eq!(cli(from, &["MIGRATE", "127.0.0.1", &to.to_string(), k, "0", "5000"]), "OK", "MIGRATE {k}");
+        }
+        if finish {
+            let mut order = vec![to, from];
+            order.extend(self.primaries().into_iter().filter(|p| *p != to && *p != from));
+            for p in order {
+                assert_eq!(cli(p, &["CLUSTER", "SETSLOT", &s, "NODE", &to_id]), "OK", "SETSLOT NODE on {p}");
+            }
+        }
+    }
+
+    /// Ends a migration of `slot` by giving it to `to` on every primary (keys left on the source are lost to it, as
+    /// with any migration that did not move them).
+    pub fn move_slot_finish(&self, slot: u16, to: u16) {
+        let to_id = self.id_of(to);
+        let mut order = vec![to];
+        order.extend(self.primaries().into_iter().filter(|p| *p != to));
+        for p in order {
+            assert_eq!(cli(p, &["CLUSTER", "SETSLOT", &slot.to_string(), "NODE", &to_id]), "OK", "SETSLOT NODE on {p}");
+        }
+    }
+
+    /// `servers = [...]` seeds for a ferrule pool: every node.
+    pub fn seeds_toml(&self) -> String {
+        let list: Vec<String> = self.ports.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+        format!("[{}]", list.join(", "))
+    }
+}

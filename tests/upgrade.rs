@@ -1,0 +1,306 @@
+//! Binary upgrade (docs/operations.md, "Binary upgrade"): a new ferrule takes the listening sockets over from the
+//! running one while clients connect in a loop and send requests through it to real redis and memcached; no
+//! connection is refused, no request fails, the old process exits within `shutdown_timeout_ms`, the new one
+//! serves. A successor that cannot start leaves the old one serving.
+
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const SHUTDOWN_TIMEOUT_MS: u64 = 3000;
+
+struct Setup {
+    _redis: Proc,
+    _memcached: Proc,
+    redis_port: u16,
+    mc_port: u16,
+    admin_port: u16,
+    config_path: PathBuf,
+    dir: common::TempDir,
+}
+
+fn config(workers: usize, redis_port: u16, mc_port: u16, admin_port: u16, backends: (u16, u16), sock: &Path) -> String {
+    format!(
+        "[proxy]\nworkers = {workers}\nadmin = \"127.0.0.1:{admin_port}\"\nshutdown_timeout_ms = {SHUTDOWN_TIMEOUT_MS}\n\
+         upgrade_socket = \"{}\"\n\n{}{}{}[pools.mc]\nservers = [\"127.0.0.1:{}:1\"]\nprotocol = \"memcache\"\n",
+        sock.display(),
+        listener_toml("cache", redis_port, "redis", "main", ""),
+        listener_toml("mcache", mc_port, "memcache", "mc", ""),
+        redis_pool_toml("main", &[format!("127.0.0.1:{}:1", backends.0)], ""),
+        backends.1
+    )
+}
+
+fn setup(tag: &str, workers: usize) -> Setup {
+    let redis = redis_server();
+    let memcached = memcached();
+    let dir = tempdir(tag);
+    let (redis_port, mc_port, admin_port) = (free_port(), free_port(), free_port());
+    let config_path = dir.join("ferrule.toml");
+    let text =
+        config(workers, redis_port, mc_port, admin_port, (redis.port, memcached.port), &dir.join("upgrade.sock"));
+    std::fs::write(&config_path, text).unwrap();
+    Setup { _redis: redis, _memcached: memcached, redis_port, mc_port, admin_port, config_path, dir }
+}
+
+/// A ferrule process with its own log file (a successor is started the same way, with `--takeover`).
+fn start(s: &Setup, config: &Path, name: &str, args: &[&str]) -> (Proc, PathBuf) {
+    let log_path = s.dir.join(format!("{name}.log"));
+    let child = Command::new(ferrule_bin())
+        .arg("-c")
+        .arg(config)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .expect("start ferrule");
+    (Proc { child, port: s.redis_port, name: name.to_string(), dir: None }, log_path)
+}
+
+fn log_of(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+fn wait_log(path: &Path, needle: &str, timeout: Duration) -> bool {
+    eventually(timeout, || log_of(path).contains(needle))
+}
+
+fn wait_exit(p: &mut Proc, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(status)) = p.child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// What the load threads saw.
+#[derive(Default)]
+struct Tally {
+    ok: AtomicU64,
+    refused: AtomicU64,
+    failed: AtomicU64,
+    errors: Mutex<Vec<String>>,
+}
+
+impl Tally {
+    fn record(&self, what: &AtomicU64, error: String) {
+        what.fetch_add(1, Ordering::Relaxed);
+        let mut errors = self.errors.lock().unwrap();
+        if errors.len() < 10 {
+            errors.push(error);
+        }
+    }
+}
+
+/// One client: connect, a SET and a GET in one write, both replies checked, close.
+fn one_client(port: u16, redis: bool, n: u64, tally: &Tally) {
+    let mut stream = match TcpStream::connect(("127.0.0.1", port)) {
+        Ok(s) => s,
+        Err(e) => return tally.record(&tally.refused, format!("connect to {port}: {e}")),
+    };
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let key = format!("up:{port}:{n}");
+    let value = format!("v{n}");
+    let (request, expected) = if redis {
+        (
+            format!(
+                "*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n${}\r\n{value}\r\n*2\r\n$3\r\nGET\r\n${}\r\n{key}\r\n",
+                key.len(),
+                value.len(),
+                key.len()
+            ),
+            format!("+OK\r\n${}\r\n{value}\r\n", value.len()),
+        )
+    } else {
+        (
+            format!("set {key} 0 0 {}\r\n{value}\r\nget {key}\r\n", value.len()),
+            format!("STORED\r\nVALUE {key} 0 {}\r\n{value}\r\nEND\r\n", value.len()),
+        )
+    };
+    if let Err(e) = stream.write_all(request.as_bytes()) {
+        return tally.record(&tally.failed, format!("write to {port}: {e}"));
+    }
+    let mut got = vec![0u8; expected.len()];
+    match stream.read_exact(&mut got) {
+        Ok(()) if got == expected.as_bytes() => {
+            tally.ok.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(()) => tally.record(&tally.failed, format!("{port}: got {:?}", String::from_utf8_lossy(&got))),
+        Err(e) => tally.record(&tally.failed, format!("read from {port}: {e}")),
+    }
+}
+
+/// Clients connecting in a loop on both listeners until `stop` (bounded in count and time as well).
+fn load(s: &Setup, stop: &Arc<AtomicBool>, tally: &Arc<Tally>) -> Vec<std::thread::JoinHandle<()>> {
+    let mut threads = Vec::new();
+    for (t, (port, redis)) in
+        [(s.redis_port, true), (s.mc_port, false), (s.redis_port, true), (s.mc_port, false)].into_iter().enumerate()
+    {
+        let (stop, tally) = (stop.clone(), tally.clone());
+        threads.push(std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            for n in 0..200_000u64 {
+                if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
+                    break;
+                }
+                one_client(port, redis, n * 4 + t as u64, &tally);
+            }
+        }));
+    }
+    threads
+}
+
+fn ok_after(tally: &Tally, count: u64, timeout: Duration) -> bool {
+    let start = tally.ok.load(Ordering::Relaxed);
+    eventually(timeout, || tally.ok.load(Ordering::Relaxed) >= start + count)
+}
+
+fn assert_clean(tally: &Tally) {
+    let (refused, failed) = (tally.refused.load(Ordering::Relaxed), tally.failed.load(Ordering::Relaxed));
+    assert!(
+        refused == 0 && failed == 0,
+        "{refused} refused connections, {failed} failed requests ({} ok): {:?}",
+        tally.ok.load(Ordering::Relaxed),
+        tally.errors.lock().unwrap()
+    );
+}
+
+/// `--takeover` under load: 2 workers to 2 workers, then to 1 worker (every old per-worker socket is still served),
+/// then to 3; a successor with an invalid config in between changes nothing.
+#[test]
+fn takeover_under_load_refuses_no_connection_and_fails_no_request() {
+    let s = setup("upgrade", 2);
+    let (mut old, mut old_log) = start(&s, &s.config_path, "gen0", &[]);
+    assert!(wait_log(&old_log, " ready: ", Duration::from_secs(10)), "{}", log_of(&old_log));
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Tally::default());
+    let threads = load(&s, &stop, &tally);
+    assert!(ok_after(&tally, 200, Duration::from_secs(20)), "no load before the upgrade");
+
+    // A successor that cannot start (its config is invalid): it exits, the running one is untouched.
+    let bad = s.dir.join("bad.toml");
+    std::fs::write(&bad, log_of(&s.config_path).replace("[pools.mc]\n", "[pools.mc]\nhsah = \"md5\"\n")).unwrap();
+    let (mut failing, failing_log) = start(&s, &bad, "bad", &["--takeover"]);
+    let status = wait_exit(&mut failing, Duration::from_secs(10)).expect("the failing successor exits");
+    assert_eq!(status.code(), Some(1), "{}", log_of(&failing_log));
+    assert!(ok_after(&tally, 200, Duration::from_secs(20)), "the old process serves after a failed upgrade");
+    assert!(old.child.try_wait().unwrap().is_none(), "the old process still runs");
+    assert!(!log_of(&old_log).contains("handed over"), "{}", log_of(&old_log));
+
+    // A successor whose config has a listener that cannot bind (the port is held by another program): the workers
+    // that did start never accepted (accepts wait until every worker serves), so no client notices.
+    let blocker = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let blocked = s.dir.join("blocked.toml");
+    let port = blocker.local_addr().unwrap().port();
+    let text = log_of(&s.config_path) + &listener_toml("blocked", port, "redis", "main", "");
+    std::fs::write(&blocked, text).unwrap();
+    let (mut failing, failing_log) = start(&s, &blocked, "blocked", &["--takeover"]);
+    let status = wait_exit(&mut failing, Duration::from_secs(15)).expect("the failing successor exits");
+    assert_eq!(status.code(), Some(1), "{}", log_of(&failing_log));
+    assert!(log_of(&failing_log).contains("cannot listen on"), "{}", log_of(&failing_log));
+    assert!(ok_after(&tally, 200, Duration::from_secs(20)), "the old process serves after a failed upgrade");
+    assert!(old.child.try_wait().unwrap().is_none(), "the old process still runs");
+    assert!(log_of(&old_log).contains("takeover aborted"), "{}", log_of(&old_log));
+    drop(blocker);
+
+    for (i, workers) in [2usize, 1, 3].into_iter().enumerate() {
+        let path = s.dir.join(format!("gen{}.toml", i + 1));
+        let text = log_of(&s.config_path).replacen("workers = 2", &format!("workers = {workers}"), 1);
+        std::fs::write(&path, text).unwrap();
+        let (new, new_log) = start(&s, &path, &format!("gen{}", i + 1), &["--takeover"]);
+        assert!(wait_log(&new_log, " ready: ", Duration::from_secs(15)), "{}", log_of(&new_log));
+        let handed_over = Instant::now();
+        let status = wait_exit(&mut old, Duration::from_millis(SHUTDOWN_TIMEOUT_MS));
+        assert!(
+            status.is_some(),
+            "the old process is still running {} ms after the hand-over:\n{}",
+            handed_over.elapsed().as_millis(),
+            log_of(&old_log)
+        );
+        assert!(status.unwrap().success(), "{}", log_of(&old_log));
+        assert!(log_of(&old_log).contains("handed over"), "{}", log_of(&old_log));
+        assert!(log_of(&new_log).contains("(taken over)"), "{}", log_of(&new_log));
+        assert!(ok_after(&tally, 200, Duration::from_secs(20)), "the new process serves:\n{}", log_of(&new_log));
+        assert_eq!(http(s.admin_port, "GET", "/health").0, 200, "the admin endpoint was handed over too");
+        (old, old_log) = (new, new_log);
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_clean(&tally);
+    drop(old);
+}
+
+/// Kills a process the test did not start itself (a successor started by SIGUSR2) when dropped.
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        unsafe {
+            libc::kill(self.0, libc::SIGKILL);
+        }
+    }
+}
+
+/// The pid of the last successor `SIGUSR2` started, from the log.
+fn successor_pid(log: &str) -> Option<i32> {
+    let line = log.lines().rev().find(|l| l.contains("SIGUSR2: started"))?;
+    let rest = &line[line.rfind("(process ")? + "(process ".len()..];
+    rest[..rest.find(')')?].parse().ok()
+}
+
+/// SIGUSR2 to the running ferrule starts its own binary with `--takeover`: first with a config that does not
+/// validate (the successor exits, the running one keeps serving), then with a valid one (it takes over under load).
+#[test]
+fn sigusr2_starts_the_successor_and_a_failed_one_leaves_the_old_serving() {
+    let s = setup("upgrade-usr2", 2);
+    let (mut old, log) = start(&s, &s.config_path, "usr2", &[]);
+    assert!(wait_log(&log, " ready: ", Duration::from_secs(10)), "{}", log_of(&log));
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Tally::default());
+    let threads = load(&s, &stop, &tally);
+    assert!(ok_after(&tally, 100, Duration::from_secs(20)), "no load before the upgrade");
+
+    let good = log_of(&s.config_path);
+    std::fs::write(&s.config_path, good.replace("[pools.mc]\n", "[pools.mc]\nhsah = \"md5\"\n")).unwrap();
+    old.signal(libc::SIGUSR2);
+    assert!(wait_log(&log, "this process keeps serving", Duration::from_secs(10)), "{}", log_of(&log));
+    assert!(ok_after(&tally, 100, Duration::from_secs(20)), "the old process serves after a failed upgrade");
+    assert!(old.child.try_wait().unwrap().is_none(), "the old process still runs:\n{}", log_of(&log));
+
+    std::fs::write(&s.config_path, &good).unwrap();
+    old.signal(libc::SIGUSR2);
+    assert!(wait_log(&log, "handed over", Duration::from_secs(15)), "{}", log_of(&log));
+    let successor = KillOnDrop(successor_pid(&log_of(&log)).expect("the successor's pid is logged"));
+    let status = wait_exit(&mut old, Duration::from_millis(SHUTDOWN_TIMEOUT_MS));
+    assert!(status.is_some_and(|s| s.success()), "the old process exits:\n{}", log_of(&log));
+    assert!(unsafe { libc::kill(successor.0, 0) } == 0, "the successor runs:\n{}", log_of(&log));
+    assert!(ok_after(&tally, 100, Duration::from_secs(20)), "the successor serves:\n{}", log_of(&log));
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_clean(&tally);
+    // The successor answers signals as its predecessor did (none is left blocked by the process that started it).
+    unsafe {
+        libc::kill(successor.0, libc::SIGTERM);
+    }
+    let gone = eventually(Duration::from_secs(10), || {
+        std::fs::read_to_string(format!("/proc/{}/status", successor.0))
+            .map_or(true, |status| status.lines().any(|l| l.starts_with("State:") && l.contains('Z')))
+    });
+    assert!(gone, "the successor did not stop on SIGTERM:\n{}", log_of(&log));
+}

@@ -7,7 +7,8 @@
 # Usage: scripts/bench-redis-benchmark.sh [ROUNDS]      (default 8; about 40 s per round)
 # Environment: N (requests per run, default 300000), CLIENTS (default 50), PIPELINES (default "1 16"),
 #   TESTS (default "get set"), LOADGEN_CPU (default 0), PROXY_CPU (default 1), BACKEND_CPUS (default: every CPU, so
-#   the backends float), BUSY_POLL_US (ferrule's proxy.busy_poll_us, default 0), CARGO_TARGET_DIR.
+#   the backends float), BUSY_POLL_US (ferrule's proxy.busy_poll_us, default 0), CARGO_TARGET_DIR, FERRULE (a ferrule
+#   binary to run instead of building this tree's, e.g. the build before a change).
 # Needs redis-server, redis-benchmark (package redis-tools) and nutcracker; builds ferrule in release mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,8 +24,10 @@ export PATH="$PATH:/usr/sbin:/usr/local/sbin"
 for tool in redis-server redis-benchmark nutcracker; do
     command -v "$tool" >/dev/null || { echo "bench-redis-benchmark.sh: $tool not found (apt-get install -y redis-server redis-tools nutcracker)" >&2; exit 1; }
 done
-cargo build --release -q --bin ferrule
-FERRULE="${CARGO_TARGET_DIR:-target}/release/ferrule"
+if [ -z "${FERRULE:-}" ]; then
+    cargo build --release -q --bin ferrule
+    FERRULE="${CARGO_TARGET_DIR:-target}/release/ferrule"
+fi
 
 # shellcheck source=lib/bench-common.sh
 . scripts/lib/bench-common.sh

@@ -157,10 +157,11 @@ impl ReplyQueue {
         }
     }
 
-    /// `out`, with a spare buffer taken when it holds none (so a reply after an idle spell allocates nothing).
-    fn out_buf(&mut self) -> &mut Vec<u8> {
+    /// `out`, with a spare buffer taken when it holds none (so a reply after an idle spell allocates nothing);
+    /// `len`: the bytes about to be appended.
+    fn out_buf(&mut self, len: usize) -> &mut Vec<u8> {
         if self.out.capacity() == 0 {
-            self.out = super::bufpool::take();
+            self.out = super::bufpool::take_for(len);
         }
         &mut self.out
     }
@@ -227,6 +228,11 @@ impl ReplyQueue {
 
     /// Reserves the next slot; the reply is delivered later with [`complete`](Self::complete).
     pub fn reserve(&mut self) -> u64 {
+        if self.slots.capacity() == 0 {
+            // One slot first, not the four a `VecDeque` starts with: an unpipelined client never needs more, and
+            // it keeps them for its connection's life. One that pipelines grows it once, by doubling.
+            self.slots.reserve_exact(1);
+        }
         let data = self.spare.pop().unwrap_or_default();
         self.slots.push_back(Slot { done: false, data, fanout: None });
         self.base + self.slots.len() as u64 - 1
@@ -259,7 +265,7 @@ impl ReplyQueue {
         }
         if self.slots.is_empty() {
             let before = self.held();
-            self.out_buf().extend_from_slice(reply);
+            self.out_buf(reply.len()).extend_from_slice(reply);
             self.account(before);
             self.wake_writer();
         } else {
@@ -284,7 +290,7 @@ impl ReplyQueue {
         self.observe_reply(reply.len());
         let before = self.held();
         if seq == self.base && self.slots.front().is_some_and(|s| s.fanout.is_none()) {
-            self.out_buf().extend_from_slice(reply);
+            self.out_buf(reply.len()).extend_from_slice(reply);
             if let Some(slot) = self.slots.pop_front() {
                 self.recycle(slot);
             }
@@ -353,7 +359,7 @@ impl ReplyQueue {
     fn drain_ready(&mut self) {
         while self.slots.front().is_some_and(|s| s.done) {
             if let Some(slot) = self.slots.pop_front() {
-                let out = self.out_buf();
+                let out = self.out_buf(slot.data.len());
                 out.extend_from_slice(&slot.data);
                 self.stored -= slot.data.len();
                 self.recycle(slot);
@@ -366,7 +372,9 @@ impl ReplyQueue {
     }
 
     fn recycle(&mut self, mut slot: Slot) {
-        if self.spare.len() < 64 && slot.data.capacity() <= SPARE_KEEP_BYTES {
+        // An empty one (the reply went straight to `out`) costs nothing to make again: keeping it would only give
+        // an idle client a `spare` list to hold.
+        if self.spare.len() < 64 && slot.data.capacity() > 0 && slot.data.capacity() <= SPARE_KEEP_BYTES {
             slot.data.clear();
             self.spare.push(slot.data);
         }
@@ -380,12 +388,18 @@ impl ReplyQueue {
 
     /// Writer side: registers interest in `out` becoming non-empty.
     pub fn set_writer_waker(&mut self, w: &Waker) {
-        self.writer = Some(w.clone());
+        // Reader and writer are one task: each wake polls both halves, and a half that is still waiting must not
+        // clone the waker (a reference count update) again.
+        if !self.writer.as_ref().is_some_and(|old| old.will_wake(w)) {
+            self.writer = Some(w.clone());
+        }
     }
 
     /// Reader side: registers interest in in-flight requests draining (backpressure).
     pub fn set_reader_waker(&mut self, w: &Waker) {
-        self.reader = Some(w.clone());
+        if !self.reader.as_ref().is_some_and(|old| old.will_wake(w)) {
+            self.reader = Some(w.clone());
+        }
     }
 
     pub fn wake_all(&mut self) {

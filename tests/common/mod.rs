@@ -236,8 +236,13 @@ pub fn nutcracker(yaml: &str, port: u16) -> Proc {
     proc
 }
 
+/// The ferrule binary the tests run: cargo's build of this tree, or `FERRULE_BIN` when set (to measure another
+/// build with the same test, e.g. `FERRULE_BIN=target/release/ferrule` or the build before a change).
 pub fn ferrule_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_ferrule"))
+    match std::env::var_os("FERRULE_BIN") {
+        Some(path) => PathBuf::from(path),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_ferrule")),
+    }
 }
 
 /// A running ferrule with its config file; the config can be rewritten for reload tests.

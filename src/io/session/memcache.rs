@@ -6,6 +6,7 @@ use crate::config::Target;
 use crate::fanout::MergeKind;
 use crate::io::backend::{Backend, Framer, Waiter};
 use crate::io::fan;
+use crate::io::replies::ClientLimits;
 use crate::io::stats::{client_key, CommandId, Meter};
 use crate::protocol::memcache::{self, Command, Parse, Request};
 use crate::router::group_by_server;
@@ -26,9 +27,14 @@ struct Scratch {
     reply: Vec<u8>,
 }
 
+thread_local! {
+    /// The worker's one `Scratch`, shared by its memcache sessions: a batch of requests is parsed and routed
+    /// without awaiting, so no two sessions use it at once, and an idle client carries no scratch buffers.
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
 pub async fn read_loop(s: &mut Session) {
     let mut inb = InBuf::new();
-    let mut sc = Scratch::default();
     let limits = s.worker.client_limits();
     // Bytes of an oversized or rejected value still to be discarded as they arrive.
     let mut skip: usize = 0;
@@ -37,57 +43,73 @@ pub async fn read_loop(s: &mut Session) {
         if s.q.borrow().closed {
             return;
         }
-        let now = Instant::now();
-        let mut blocked_on: Option<Rc<Backend>> = None;
-        while !s.q.borrow().saturated(limits) {
-            if skip > 0 {
-                let n = skip.min(inb.data().len());
-                inb.consume(n);
-                skip -= n;
-                if skip > 0 {
-                    break;
-                }
-            }
-            let max_value = s.listener.max_value_bytes();
-            match memcache::parse_request(inb.data(), &mut sc.keys, max_value) {
-                Parse::Request(req) => {
-                    let len = req.len;
-                    let close = handle(s, &inb.data()[..len], &req, &mut sc, now, &mut blocked_on);
-                    inb.consume(len);
-                    if close {
-                        return;
-                    }
-                }
-                Parse::Incomplete => break,
-                Parse::Error { reply, consumed, skip: more } => {
-                    s.local(reply.as_bytes());
-                    inb.consume(consumed);
-                    skip = more;
-                }
-                Parse::TooLarge { consumed, skip: more } => {
-                    s.local(b"SERVER_ERROR object too large for cache\r\n");
-                    inb.consume(consumed);
-                    skip = more;
-                }
-                Parse::Fatal { reply } => {
-                    s.local(reply.as_bytes());
-                    s.meters.borrow_mut().clients.protocol_errors += 1;
-                    return;
-                }
-                Parse::Binary { opcode, opaque } => {
-                    let mut reply = Vec::with_capacity(memcache::BINARY_HEADER_LEN + 64);
-                    memcache::write_binary_refusal(&mut reply, opcode, opaque);
-                    s.local(&reply);
-                    s.meters.borrow_mut().clients.protocol_errors += 1;
-                    binary_client_log::report(&s.listener.name);
-                    return;
-                }
-            }
-        }
-        if let Next::Stop = s.refill(&mut inb, blocked_on.take(), limits).await {
+        // `Err`: the session ends; `Ok`: read more, after the backend this client filled has drained (if any).
+        let Ok(blocked_on) = SCRATCH.with_borrow_mut(|sc| parse_batch(s, &mut inb, sc, &mut skip, limits)) else {
+            return;
+        };
+        if let Next::Stop = s.refill(&mut inb, blocked_on, limits).await {
             return;
         }
     }
+}
+
+/// Parses and handles every complete request buffered, up to the client's in-flight bound. `Err` when the
+/// session ends (quit, a fatal protocol error).
+fn parse_batch(
+    s: &mut Session,
+    inb: &mut InBuf,
+    sc: &mut Scratch,
+    skip: &mut usize,
+    limits: ClientLimits,
+) -> Result<Option<Rc<Backend>>, ()> {
+    let now = Instant::now();
+    let mut blocked_on: Option<Rc<Backend>> = None;
+    while !s.q.borrow().saturated(limits) {
+        if *skip > 0 {
+            let n = (*skip).min(inb.data().len());
+            inb.consume(n);
+            *skip -= n;
+            if *skip > 0 {
+                break;
+            }
+        }
+        let max_value = s.listener.max_value_bytes();
+        match memcache::parse_request(inb.data(), &mut sc.keys, max_value) {
+            Parse::Request(req) => {
+                let len = req.len;
+                let close = handle(s, &inb.data()[..len], &req, sc, now, &mut blocked_on);
+                inb.consume(len);
+                if close {
+                    return Err(());
+                }
+            }
+            Parse::Incomplete => break,
+            Parse::Error { reply, consumed, skip: more } => {
+                s.local(reply.as_bytes());
+                inb.consume(consumed);
+                *skip = more;
+            }
+            Parse::TooLarge { consumed, skip: more } => {
+                s.local(b"SERVER_ERROR object too large for cache\r\n");
+                inb.consume(consumed);
+                *skip = more;
+            }
+            Parse::Fatal { reply } => {
+                s.local(reply.as_bytes());
+                s.meters.borrow_mut().clients.protocol_errors += 1;
+                return Err(());
+            }
+            Parse::Binary { opcode, opaque } => {
+                let mut reply = Vec::with_capacity(memcache::BINARY_HEADER_LEN + 64);
+                memcache::write_binary_refusal(&mut reply, opcode, opaque);
+                s.local(&reply);
+                s.meters.borrow_mut().clients.protocol_errors += 1;
+                binary_client_log::report(&s.listener.name);
+                return Err(());
+            }
+        }
+    }
+    Ok(blocked_on)
 }
 
 /// Handles one request; returns true when the connection should close.

@@ -8,16 +8,19 @@ use super::routed::{self, Group, KeyDest, Unroutable};
 use super::{InBuf, Next, Session};
 use crate::config::Target;
 use crate::fanout::MergeKind;
+use crate::io::backend::Backend;
 use crate::io::backend::{Framer, Waiter};
 use crate::io::fan;
 use crate::io::pool::PoolRt;
+use crate::io::replies::ClientLimits;
 use crate::io::stats::{client_key, CommandId, Meter};
-use crate::protocol::redis::transaction::{self, Gate};
+use crate::protocol::redis::transaction::{self, Gate, TxnState};
 use crate::protocol::redis::{self, CommandInfo, CommandKind, KeySpec, Local, PoolCmd, Split};
 use crate::router::group_by_server;
 use crate::routes::{canned_reply, Ctx, Op};
 use pinned::Pinned;
 use std::ops::Range;
+use std::rc::Rc;
 use std::time::Instant;
 
 /// Reused per-session buffers, so routing a request does not allocate.
@@ -53,81 +56,104 @@ enum Flow {
     Blocked,
 }
 
+thread_local! {
+    /// The worker's one `Scratch`, shared by its redis sessions: a batch of requests is parsed and routed without
+    /// awaiting, so no two sessions use it at once, and an idle client carries no scratch buffers of its own.
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
+/// How a batch of parsed requests ended: what the session waits for next.
+enum Batch {
+    /// The session ends (QUIT, a protocol error, the listener closed).
+    Stop,
+    /// Parse what is buffered again once the client's requests in flight are answered.
+    Drain,
+    /// A blocking command was sent (see `pinned::wait_blocked`).
+    Blocked,
+    /// Read more (after the backend this client filled has drained, if any).
+    Refill(Option<Rc<Backend>>),
+}
+
 pub async fn read_loop(s: &mut Session) {
     let mut inb = InBuf::new();
-    let mut sc = Scratch::default();
-    let mut pinned = Pinned::default();
+    // Transactions and blocking commands: boxed while a client uses them, `None` for a client that does not (the
+    // state is freed again when it is back to idle), so that an idle plain client does not carry it.
+    let mut pinned: Option<Box<Pinned>> = None;
     let limits = s.worker.client_limits();
     loop {
         s.wait_until_unsaturated(limits).await;
         if s.q.borrow().closed {
             return;
         }
-        let now = Instant::now();
-        let mut closing = false;
-        let mut draining = false;
-        let mut blocked = false;
-        let mut blocked_on = None;
-        while !s.q.borrow().saturated(limits) {
-            match redis::parse_request(inb.data(), &mut sc.args) {
-                Ok(Some(len)) => {
-                    let flow = handle(s, &inb.data()[..len], &mut sc, &mut pinned, now, &mut blocked_on);
-                    if !matches!(flow, Flow::Retry) {
-                        inb.consume(len);
-                    }
-                    match flow {
-                        Flow::Continue => {}
-                        Flow::Close => {
-                            closing = true;
-                            break;
-                        }
-                        Flow::DrainFirst | Flow::Retry => {
-                            draining = true;
-                            break;
-                        }
-                        Flow::Blocked => {
-                            blocked = true;
-                            break;
-                        }
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    let msg = format!("-ERR Protocol error: {}\r\n", e.0);
-                    s.local(msg.as_bytes());
-                    s.meters.borrow_mut().clients.protocol_errors += 1;
+        let batch = SCRATCH.with_borrow_mut(|sc| parse_batch(s, &mut inb, sc, &mut pinned, limits));
+        match batch {
+            Batch::Stop => return,
+            Batch::Blocked => {
+                let p = pinned.get_or_insert_with(Default::default);
+                // Boxed: only a client with a blocking command in flight needs this state (one allocation per
+                // blocking command), not every idle client's future.
+                if let Next::Stop = Box::pin(pinned::wait_blocked(s, &mut inb, p)).await {
                     return;
                 }
             }
-            if s.listener.is_closed() && inb.data().is_empty() {
-                return;
-            }
-        }
-        if closing {
-            return;
-        }
-        if blocked {
-            if let Next::Stop = pinned::wait_blocked(s, &mut inb, &mut pinned).await {
-                return;
-            }
-            continue;
-        }
-        if draining {
             // What is already buffered is parsed next, without reading more first.
-            s.wait_for_replies().await;
-            continue;
-        }
-        if let Next::Stop = s.refill(&mut inb, blocked_on.take(), limits).await {
-            return;
+            Batch::Drain => s.wait_for_replies().await,
+            Batch::Refill(blocked_on) => {
+                if pinned.as_ref().is_some_and(|p| p.is_idle()) {
+                    pinned = None;
+                }
+                if let Next::Stop = s.refill(&mut inb, blocked_on, limits).await {
+                    return;
+                }
+            }
         }
     }
+}
+
+/// Parses and handles every complete request buffered, up to the client's in-flight bound.
+fn parse_batch(
+    s: &mut Session,
+    inb: &mut InBuf,
+    sc: &mut Scratch,
+    pinned: &mut Option<Box<Pinned>>,
+    limits: ClientLimits,
+) -> Batch {
+    let now = Instant::now();
+    let mut blocked_on = None;
+    while !s.q.borrow().saturated(limits) {
+        match redis::parse_request(inb.data(), &mut sc.args) {
+            Ok(Some(len)) => {
+                let flow = handle(s, &inb.data()[..len], sc, pinned, now, &mut blocked_on);
+                if !matches!(flow, Flow::Retry) {
+                    inb.consume(len);
+                }
+                match flow {
+                    Flow::Continue => {}
+                    Flow::Close => return Batch::Stop,
+                    Flow::DrainFirst | Flow::Retry => return Batch::Drain,
+                    Flow::Blocked => return Batch::Blocked,
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                let msg = format!("-ERR Protocol error: {}\r\n", e.0);
+                s.local(msg.as_bytes());
+                s.meters.borrow_mut().clients.protocol_errors += 1;
+                return Batch::Stop;
+            }
+        }
+        if s.listener.is_closed() && inb.data().is_empty() {
+            return Batch::Stop;
+        }
+    }
+    Batch::Refill(blocked_on)
 }
 
 fn handle(
     s: &mut Session,
     req: &[u8],
     sc: &mut Scratch,
-    pinned: &mut Pinned,
+    pinned: &mut Option<Box<Pinned>>,
     now: Instant,
     blocked_on: &mut Option<std::rc::Rc<crate::io::backend::Backend>>,
 ) -> Flow {
@@ -149,7 +175,7 @@ fn handle(
         return Flow::Continue;
     };
     // A request handled again after a Retry was counted the first time.
-    sc.command = match pinned.retried.take() {
+    sc.command = match pinned.as_mut().and_then(|p| p.retried.take()) {
         Some(command) => command,
         None => s.meters.borrow_mut().count_redis(info),
     };
@@ -167,22 +193,23 @@ fn handle(
         }
     }
     // A subscribed client: redis' subscribe-mode rules, see `pubsub`.
-    if pinned.pubsub.is_some() {
-        if let Some(flow) = pubsub::gate(s, pinned, info, req, sc) {
+    if let Some(p) = pinned.as_deref_mut().filter(|p| p.pubsub.is_some()) {
+        if let Some(flow) = pubsub::gate(s, p, info, req, sc) {
             return flow;
         }
     }
     // Transactions (and a refused MULTI, which refuses everything up to EXEC/DISCARD): see `pinned`.
-    if transaction::needs_gate(pinned.txn, info) {
+    if transaction::needs_gate(pinned.as_ref().map_or(TxnState::Idle, |p| p.txn), info) {
         sc.reply.clear();
         // Every listener runs transactions: on a route, each keyed command must reach one server (see `pinned`);
         // not on cluster pools (yet).
         let supported = !on_cluster_pool(s);
-        let gate = transaction::gate(&mut pinned.txn, info, sc.args.len(), supported, &mut sc.reply);
+        let p = pinned.get_or_insert_with(Default::default);
+        let gate = transaction::gate(&mut p.txn, info, sc.args.len(), supported, &mut sc.reply);
         if gate != Gate::Run {
-            let flow = pinned::step(s, pinned, gate, info, req, sc, now);
+            let flow = pinned::step(s, p, gate, info, req, sc, now);
             if matches!(flow, Flow::Retry) {
-                pinned.retried = Some(sc.command);
+                p.retried = Some(sc.command);
             }
             return flow;
         }
@@ -200,8 +227,14 @@ fn handle(
             s.local(msg.as_bytes());
             Flow::Continue
         }
-        CommandKind::Forward => routed(route(s, pinned, info, None, req, sc, now, blocked_on), pinned, sc),
-        CommandKind::Split(kind) => routed(route(s, pinned, info, Some(kind), req, sc, now, blocked_on), pinned, sc),
+        CommandKind::Forward => {
+            let flow = route(s, pinned.as_deref(), info, None, req, sc, now, blocked_on);
+            routed(flow, pinned, sc)
+        }
+        CommandKind::Split(kind) => {
+            let flow = route(s, pinned.as_deref(), info, Some(kind), req, sc, now, blocked_on);
+            routed(flow, pinned, sc)
+        }
         CommandKind::Pool(_) | CommandKind::Blocking(_) if on_cluster_pool(s) => {
             let msg = format!(
                 "-ERR ferrule: {} is not supported on a redis_cluster pool (whole-pool and blocking commands need \
@@ -215,17 +248,18 @@ fn handle(
             whole_pool(s, info, cmd, req, sc, now, blocked_on);
             Flow::Continue
         }
-        CommandKind::Blocking(how) => match pinned::blocking(s, pinned, info, how, req, sc, now) {
-            Some(Flow::Retry) => {
-                pinned.retried = Some(sc.command);
-                Flow::Retry
+        CommandKind::Blocking(how) => {
+            match pinned::blocking(s, pinned.get_or_insert_with(Default::default), info, how, req, sc, now) {
+                Some(flow) => routed(flow, pinned, sc),
+                // It does not block (XREAD without BLOCK): an ordinary request.
+                None => {
+                    let flow = route(s, pinned.as_deref(), info, None, req, sc, now, blocked_on);
+                    routed(flow, pinned, sc)
+                }
             }
-            Some(flow) => flow,
-            // It does not block (XREAD without BLOCK): an ordinary request.
-            None => routed(route(s, pinned, info, None, req, sc, now, blocked_on), pinned, sc),
-        },
+        }
         CommandKind::PubSub(cmd) => {
-            pubsub::command(s, pinned, info, cmd, req, sc);
+            pubsub::command(s, pinned.get_or_insert_with(Default::default), info, cmd, req, sc);
             Flow::Continue
         }
         // Always answered by the gate above.
@@ -253,10 +287,11 @@ fn refuse_access(s: &Session, info: &CommandInfo, req: &[u8], args: &[Range<usiz
     None
 }
 
-/// A request [`route`] could not take yet ([`Flow::Retry`]) is parsed again later, counted once.
-fn routed(flow: Flow, pinned: &mut Pinned, sc: &Scratch) -> Flow {
+/// A request [`route`] could not take yet ([`Flow::Retry`]) is parsed again later, counted once (the state
+/// that remembers it is made only then: a retry is rare).
+fn routed(flow: Flow, pinned: &mut Option<Box<Pinned>>, sc: &Scratch) -> Flow {
     if matches!(flow, Flow::Retry) {
-        pinned.retried = Some(sc.command);
+        pinned.get_or_insert_with(Default::default).retried = Some(sc.command);
     }
     flow
 }
@@ -266,7 +301,7 @@ fn routed(flow: Flow, pinned: &mut Pinned, sc: &Scratch) -> Flow {
 #[allow(clippy::too_many_arguments)]
 fn route(
     s: &mut Session,
-    pinned: &Pinned,
+    pinned: Option<&Pinned>,
     info: &'static CommandInfo,
     split: Option<Split>,
     req: &[u8],
@@ -280,7 +315,7 @@ fn route(
 #[allow(clippy::too_many_arguments)]
 fn route_keys(
     s: &mut Session,
-    pinned: &Pinned,
+    pinned: Option<&Pinned>,
     info: &'static CommandInfo,
     split: Option<Split>,
     req: &[u8],
@@ -331,8 +366,9 @@ fn route_keys(
     group_by_server(&sc.servers, &mut sc.groups, &mut sc.key_frag);
     if sc.groups.len() == 1 {
         // While keys are WATCHed, requests to their server go on the WATCHing connection.
-        let backend =
-            pinned.watching(pool_index, sc.groups[0]).unwrap_or_else(|| pool.backend_for(sc.groups[0], s.id, s.proto));
+        let backend = pinned
+            .and_then(|p| p.watching(pool_index, sc.groups[0]))
+            .unwrap_or_else(|| pool.backend_for(sc.groups[0], s.id, s.proto));
         forward_whole(s, backend, info, req, sc, now);
         if backend.over_queue_bound() {
             *blocked_on = Some(backend.clone());
@@ -484,7 +520,7 @@ fn split_request(
     s: &Session,
     pool: &PoolRt,
     pool_index: usize,
-    pinned: &Pinned,
+    pinned: Option<&Pinned>,
     info: &CommandInfo,
     kind: Split,
     req: &[u8],
@@ -507,7 +543,9 @@ fn split_request(
     let name = &req[sc.args[0].clone()];
     let shape = redis::ReplyShape::of(info);
     for (frag, &server) in sc.groups.iter().enumerate() {
-        let backend = pinned.watching(pool_index, server).unwrap_or_else(|| pool.backend_for(server, s.id, s.proto));
+        let backend = pinned
+            .and_then(|p| p.watching(pool_index, server))
+            .unwrap_or_else(|| pool.backend_for(server, s.id, s.proto));
         let n_keys = sc.key_frag.iter().filter(|&&f| f as usize == frag).count();
         let meter = sc.command.map(|c| Meter::new(&s.meters, c, now, true));
         let waiter = Waiter::Client { client: s.q.clone(), seq, frag: Some(frag as u32), meter };
@@ -537,7 +575,7 @@ fn split_request(
 #[allow(clippy::too_many_arguments)]
 fn route_tree(
     s: &mut Session,
-    pinned: &Pinned,
+    pinned: Option<&Pinned>,
     info: &'static CommandInfo,
     split: Option<Split>,
     req: &[u8],
@@ -576,8 +614,9 @@ fn route_tree(
             }
             Group::Server { pool, server } => {
                 // While keys are WATCHed, requests to their server go on the WATCHing connection.
-                let backend =
-                    pinned.watching(pool, server).unwrap_or_else(|| pools[pool].backend_for(server, s.id, s.proto));
+                let backend = pinned
+                    .and_then(|p| p.watching(pool, server))
+                    .unwrap_or_else(|| pools[pool].backend_for(server, s.id, s.proto));
                 if sc.dests.iter().all(|d| d.strip() == 0) {
                     forward_whole(s, backend, info, req, sc, now);
                 } else {
@@ -619,8 +658,9 @@ fn route_tree(
                 s.q.borrow_mut().complete_fragment(seq, frag, &reply);
             }
             Group::Server { pool, server } => {
-                let backend =
-                    pinned.watching(pool, server).unwrap_or_else(|| pools[pool].backend_for(server, s.id, s.proto));
+                let backend = pinned
+                    .and_then(|p| p.watching(pool, server))
+                    .unwrap_or_else(|| pools[pool].backend_for(server, s.id, s.proto));
                 let meter = sc.command.map(|c| Meter::new(&s.meters, c, now, true));
                 let waiter = Waiter::Client { client: s.q.clone(), seq, frag: Some(frag as u32), meter };
                 backend.enqueue(

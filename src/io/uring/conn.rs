@@ -66,7 +66,7 @@ impl ConnIo {
         }
         if inbox.capacity() == 0 {
             // Bytes arrived on a connection that holds no buffer (it had read everything): take a spare one.
-            *inbox = bufpool::take();
+            *inbox = bufpool::take_for(data.len());
         }
         inbox.extend_from_slice(data);
         self.moved.set(self.moved.get() + data.len() as u64);
@@ -208,6 +208,11 @@ impl Conn {
                 std::mem::size_of::<libc::c_int>() as libc::socklen_t,
             );
         }
+    }
+
+    /// Bytes received and not read yet.
+    pub fn unread(&self) -> usize {
+        self.0.io.inbox.borrow().len() - self.0.io.head.get()
     }
 
     /// Reads what is available (at least one byte, or 0 at end of stream).

@@ -88,11 +88,33 @@ impl Drop for Sleep {
     }
 }
 
-/// Runs `fut` for at most `duration`: `None` when time ran out (and `fut` was dropped).
-pub async fn timeout<F: Future>(duration: Duration, fut: F) -> Option<F::Output> {
-    futures_lite::future::or(async { Some(fut.await) }, async {
-        sleep(duration).await;
-        None
-    })
-    .await
+/// Runs `fut` for at most `duration`: `None` when time ran out (and `fut` is dropped with the [`Timeout`]).
+pub fn timeout<F: Future>(duration: Duration, fut: F) -> Timeout<F> {
+    Timeout { fut, sleep: sleep(duration) }
+}
+
+/// A future and its deadline, side by side. A plain struct rather than an `async` block around `or`: the async
+/// version stored `fut` twice (the argument and the moved copy inside the block), and a session's idle wait is a
+/// timeout around a read that every idle client holds for as long as it is connected.
+pub struct Timeout<F> {
+    fut: F,
+    sleep: Sleep,
+}
+
+impl<F: Future> Future for Timeout<F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // SAFETY: `fut` is pinned structurally: it is never moved out of `self` (no method hands it out, and
+        // `Timeout` has no `Drop` that could move it); `sleep` is `Unpin` and is not pinned.
+        let this = unsafe { self.get_unchecked_mut() };
+        let fut = unsafe { Pin::new_unchecked(&mut this.fut) };
+        if let Poll::Ready(out) = fut.poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        match Pin::new(&mut this.sleep).poll(cx) {
+            Poll::Ready(()) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }

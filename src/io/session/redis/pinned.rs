@@ -55,6 +55,18 @@ impl Pinned {
         }
     }
 
+    /// Nothing to remember: no transaction, no WATCH, no connection held, no request to retry, no subscription
+    /// or confirmation awaited (dropping `pubsub` would close the subscriber connections). The session then
+    /// drops its boxed state (an idle client carries none).
+    pub fn is_idle(&self) -> bool {
+        self.txn == TxnState::Idle
+            && self.txn_lease.is_none()
+            && self.block_lease.is_none()
+            && self.held_count == 0
+            && self.retried.is_none()
+            && self.pubsub.is_none()
+    }
+
     fn end_transaction(&mut self) {
         self.held.clear();
         self.held_count = 0;

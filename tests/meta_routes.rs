@@ -181,3 +181,24 @@ fn quiet_meta_requests_are_decided_on_the_combined_reply() {
     assert!(!has(&a, "s:q1", "1") && !has(&b, "s:q1", "1"), "the quiet md deleted on both");
     assert!(eventually(|| has(&b, "h:q", "h")), "the shadow copy of a quiet ms lands");
 }
+
+/// Through `warmup`, meta requests take their text operation's path, except that `mg` does not read through: a cold
+/// miss answers `EN` and nothing is copied; `md` reaches both children (so a later text read cannot refill it).
+#[test]
+fn meta_through_warmup_reads_cold_alone_and_deletes_both() {
+    let (cold, warm) = (memcached(), memcached());
+    set_direct(&warm, "w", "old");
+    set_direct(&warm, "d", "x");
+    set_direct(&cold, "d", "x");
+    let port = free_port();
+    let body = format!(
+        "{}[routes.main]\ntype = \"warmup\"\ncold = \"cold\"\nwarm = \"warm\"\n\n{}{}",
+        listener_toml("mc", port, "memcache", "main", ""),
+        mc_pool("cold", &[cold.port]),
+        mc_pool("warm", &[warm.port])
+    );
+    let _f = Ferrule::start(&body, port);
+    assert_eq!(exchange(port, "mg w v\r\nmd d\r\nmn\r\n"), "EN\r\nHD\r\nMN\r\n");
+    assert!(!has(&cold, "w", "old"), "a meta read does not fill");
+    assert!(!has(&cold, "d", "x") && !has(&warm, "d", "x"), "md reaches cold and warm");
+}

@@ -59,7 +59,13 @@ const PTTL: u32 = 2;
 const COPY: u32 = 3;
 
 pub(super) fn dispatch(env: &Env, plan: &Rc<Plan>, kind: Kind, req: Request, reply: ReplyTo) -> Result<(), Refused> {
-    match kind.action(req.op, req.keys.len()) {
+    let action = match kind.action(req.op, req.keys.len()) {
+        // A meta read is classified as a `get`, but the read-through speaks text to the client: an `mg` goes to the
+        // first child alone and its own reply answers it.
+        Action::ReadThrough if req.meta.is_some() => Action::Only(0),
+        action => action,
+    };
+    match action {
         // A memcache multi-get: every key read through on its own, the replies merged in request order as a
         // multi-get split over servers is.
         Action::Only(0) if matches!(req.op, Op::Memcache(Command::Get)) && req.keys.len() > 1 => {

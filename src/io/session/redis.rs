@@ -515,6 +515,22 @@ fn forward_whole(
     );
 }
 
+/// Reserves the client's reply slot for a request split into `sc.groups` fragments (pool servers or cluster slots),
+/// merged by `kind`, and starts its metering; the fragments' replies complete it.
+fn reserve_split(s: &Session, kind: Split, sc: &Scratch) -> u64 {
+    let merge = match kind {
+        Split::Mget => MergeKind::RedisMget,
+        Split::Mset => MergeKind::RedisMset,
+        Split::SumIntegers => MergeKind::RedisSum,
+    };
+    let mut fan = s.q.borrow_mut().take_fanout(merge, sc.groups.len());
+    fan.proto = s.proto;
+    fan.key_frag.extend_from_slice(&sc.key_frag);
+    let seq = s.q.borrow_mut().reserve_fanout(fan);
+    s.meters.borrow_mut().begin_split((client_key(&s.q), seq), sc.groups.len() as u32, sc.command.is_some());
+    seq
+}
+
 #[allow(clippy::too_many_arguments)]
 fn split_request(
     s: &Session,
@@ -528,16 +544,7 @@ fn split_request(
     now: Instant,
     blocked_on: &mut Option<std::rc::Rc<crate::io::backend::Backend>>,
 ) {
-    let merge = match kind {
-        Split::Mget => MergeKind::RedisMget,
-        Split::Mset => MergeKind::RedisMset,
-        Split::SumIntegers => MergeKind::RedisSum,
-    };
-    let mut fan = s.q.borrow_mut().take_fanout(merge, sc.groups.len());
-    fan.proto = s.proto;
-    fan.key_frag.extend_from_slice(&sc.key_frag);
-    let seq = s.q.borrow_mut().reserve_fanout(fan);
-    s.meters.borrow_mut().begin_split((client_key(&s.q), seq), sc.groups.len() as u32, sc.command.is_some());
+    let seq = reserve_split(s, kind, sc);
     // MSET carries a value after each key.
     let per_key = if kind == Split::Mset { 2 } else { 1 };
     let name = &req[sc.args[0].clone()];

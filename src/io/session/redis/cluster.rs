@@ -9,11 +9,10 @@
 
 use super::{write_as_sent, Flow, Scratch};
 use crate::cluster::{key_slot, one_slot, NoNode, SlotMap, CROSSSLOT};
-use crate::fanout::MergeKind;
 use crate::io::backend::Backend;
 use crate::io::cluster::{ClusterRt, Redirectable};
 use crate::io::session::Session;
-use crate::io::stats::{client_key, Meter};
+use crate::io::stats::Meter;
 use crate::protocol::redis::{self, CommandInfo, ReplyShape, Split};
 use crate::router::group_by_server;
 use std::rc::Rc;
@@ -82,16 +81,7 @@ pub(super) fn route(
         let b = node(s, cl, &map, slot as u16, read)?;
         backends.push(b);
     }
-    let merge = match kind {
-        Split::Mget => MergeKind::RedisMget,
-        Split::Mset => MergeKind::RedisMset,
-        Split::SumIntegers => MergeKind::RedisSum,
-    };
-    let mut fan = s.q.borrow_mut().take_fanout(merge, sc.groups.len());
-    fan.proto = s.proto;
-    fan.key_frag.extend_from_slice(&sc.key_frag);
-    let seq = s.q.borrow_mut().reserve_fanout(fan);
-    s.meters.borrow_mut().begin_split((client_key(&s.q), seq), sc.groups.len() as u32, sc.command.is_some());
+    let seq = super::reserve_split(s, kind, sc);
     let per_key = if kind == Split::Mset { 2 } else { 1 };
     let name = &req[sc.args[0].clone()];
     let shape = ReplyShape::of(info);

@@ -193,3 +193,59 @@ fn an_admin_or_stats_port_in_use_is_a_start_up_error() {
     expect_start_failure(&config(&format!("admin = \"{addr}\"")), "admin endpoint (proxy.admin)", &addr);
     assert_eq!(first.admin("GET", "/health").0, 200);
 }
+
+#[test]
+fn a_reload_that_a_worker_does_not_confirm_answers_503_naming_the_worker() {
+    let redis = redis_server();
+    let port = free_port();
+    // The debug build's test hook: worker 1 takes 6.5 s over each reload, past control's 5 s wait for confirmations.
+    let f = Ferrule::start_under(
+        &["env", "FERRULE_TEST_RELOAD_STALL=1:6500"],
+        &body(port, redis.port),
+        port,
+        2,
+        "shutdown_timeout_ms = 1000\n",
+        &[],
+    );
+    let started = Instant::now();
+    let (code, msg) = f.admin("POST", "/reload");
+    assert_eq!(code, 503, "a reload that a worker did not confirm must not answer success: {msg}");
+    assert!(msg.starts_with("reload not confirmed: worker 1 of 2 did not confirm the new config within 5 s"), "{msg}");
+    assert!(started.elapsed() >= Duration::from_secs(5), "answered before the ack timeout: {:?}", started.elapsed());
+    assert!(f.log().contains("reload (POST /reload): worker 1 of 2 did not confirm"), "{}", f.log());
+    // The late worker catches up, and the proxy keeps serving on both workers.
+    let mut c = Client::connect(port);
+    assert_eq!(c.redis_str(&["PING"]), "+PONG\r\n");
+}
+
+/// Connects and sends a request in two pieces, the second after a pause; (status code, body) of what comes back.
+fn request_in_pieces(port: u16, path: &str) -> Result<(u16, String), std::io::Error> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\n").as_bytes())?;
+    std::thread::sleep(Duration::from_millis(300));
+    s.write_all(b"Host: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let code = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    Ok((code, text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()))
+}
+
+#[test]
+fn over_its_connection_bound_the_admin_endpoint_reads_the_request_then_answers_503() {
+    let redis = redis_server();
+    let port = free_port();
+    let f = Ferrule::start_opts(&body(port, redis.port), port, 1, "admin_max_connections = 2\n", &[]);
+    let idle: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(("127.0.0.1", f.admin_port)).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(100));
+    // Answered and closed before the request was read, the client's second piece meets a reset and the 503 is lost.
+    let answer = request_in_pieces(f.admin_port, "/health");
+    let (code, msg) = answer.expect("the client must see the 503, not a reset");
+    assert_eq!(code, 503, "{msg}");
+    assert!(msg.contains("too many admin connections (proxy.admin_max_connections)"), "{msg}");
+    drop(idle);
+    assert!(
+        eventually(Duration::from_secs(5), || f.admin("GET", "/health") == (200, "ok\n".to_string())),
+        "the endpoint does not answer again once connections are free"
+    );
+}

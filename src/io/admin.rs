@@ -16,7 +16,7 @@
 //! `proxy.admin_timeout_ms` for reading its request and for writing the answer.
 
 use super::admin_access::{self, Refusal};
-use super::control::Control;
+use super::control::{Control, ReloadError};
 use super::exhaustion::{self, AcceptBackoff, Throttle, WARN_INTERVAL};
 use super::metrics;
 use super::stream::Conn;
@@ -104,8 +104,8 @@ impl Drop for Open {
     }
 }
 
-/// Accepts connections and serves each in its own task, at most `proxy.admin_max_connections` at once (more are
-/// closed at once, after a 503 when the endpoint speaks `http`). Out of descriptors, the loop pauses (10 ms doubling to 100 ms) instead of
+/// Accepts connections and serves each in its own task, at most `proxy.admin_max_connections` at once (more get a
+/// 503 after their request is read when the endpoint speaks `http`, and are closed). Out of descriptors, the loop pauses (10 ms doubling to 100 ms) instead of
 /// retrying: glommio's accept fails without yielding, so retrying at once would keep control's other tasks (signals,
 /// probes, reloads) from ever running again.
 async fn accept_loop<F, Fut>(control: Rc<Control>, listener: TcpListener, what: &'static str, http: bool, serve: F)
@@ -114,6 +114,9 @@ where
     Fut: Future<Output = ()> + 'static,
 {
     let open = Rc::new(Cell::new(0usize));
+    // Connections over the bound being refused (their request read, then a 503): bounded the same, beyond that
+    // they are closed at once.
+    let refusing = Rc::new(Cell::new(0usize));
     let mut backoff = AcceptBackoff::default();
     let fd_warn = Throttle::new(WARN_INTERVAL);
     let full_warn = Throttle::new(WARN_INTERVAL);
@@ -129,8 +132,17 @@ where
                             exhaustion::suppressed_note(held_back)
                         );
                     }
-                    if http {
-                        refuse_busy(&stream);
+                    if http && refusing.get() < max {
+                        refusing.set(refusing.get() + 1);
+                        let guard = Open(refusing.clone());
+                        let work = refuse_busy(control.clone(), stream);
+                        glommio::spawn_local(async move {
+                            let _refusing = guard;
+                            work.await;
+                        })
+                        .detach();
+                    } else if http {
+                        refuse_busy_now(&stream);
                     }
                 } else {
                     open.set(open.get() + 1);
@@ -170,9 +182,32 @@ where
     }
 }
 
-/// Best effort, without waiting: a 503 that says why, then the connection closes (dropping the stream).
-fn refuse_busy(stream: &TcpStream) {
-    let reply = response(503, "text/plain", "too many admin connections (proxy.admin_max_connections); retry later\n");
+/// How long a connection over the bound may take to send its request before it gets the 503 anyway.
+const REFUSE_READ_TIMEOUT: Duration = Duration::from_secs(1);
+
+fn busy_reply() -> Vec<u8> {
+    response(503, "text/plain", "too many admin connections (proxy.admin_max_connections); retry later\n")
+}
+
+/// Reads the request (bounded in size and time), then answers 503 and closes. Closing with the request unread would
+/// make the kernel answer the client's data with a reset, which discards the 503 before the client reads it.
+async fn refuse_busy(control: Rc<Control>, stream: TcpStream) {
+    let conn = Conn::tcp(stream);
+    let mut buf = vec![0u8; 8192];
+    let limit = Duration::from_millis(control.config().proxy.admin_timeout_ms).min(REFUSE_READ_TIMEOUT);
+    let read = glommio::timer::timeout(limit, async { Ok(read_head(&conn, &mut buf).await) }).await;
+    if !matches!(read, Ok(None)) {
+        // A head read in time, or none within the limit (then the 503 still says why); `Ok(None)`: the client went
+        // away or sent garbage and was answered 400.
+        bounded(&control, async { conn.write_all(&busy_reply()).await.ok() }).await;
+    }
+    conn.shutdown();
+}
+
+/// Best effort, without waiting, when even the refusals are over the bound: a 503 that says why, then the
+/// connection closes (dropping the stream).
+fn refuse_busy_now(stream: &TcpStream) {
+    let reply = busy_reply();
     // SAFETY: a plain non-blocking send on the descriptor `stream` owns, from a buffer that outlives the call.
     unsafe {
         libc::send(stream.as_raw_fd(), reply.as_ptr().cast(), reply.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL);
@@ -287,6 +322,8 @@ async fn route(control: &Rc<Control>, method: &str, path: &str) -> Vec<u8> {
         ("GET", "/health") => response(200, "text/plain", "ok\n"),
         ("POST", "/reload") => match control.reload("POST /reload").await {
             Ok(()) => response(200, "text/plain", "reloaded\n"),
+            // Not a client error: the file was good, a worker did not say it applied it. Retrying is safe.
+            Err(ReloadError::Unconfirmed(e)) => response(503, "text/plain", &format!("reload not confirmed: {e}\n")),
             Err(e) => response(400, "text/plain", &format!("reload rejected: {e}\n")),
         },
         ("GET", "/config") => response(200, "application/toml", &control.config.borrow().to_redacted_toml()),

@@ -104,8 +104,43 @@ struct ClusterState {
 /// Replies of the workers to one reload broadcast.
 #[derive(Default)]
 struct ReloadAcks {
-    workers: usize,
+    /// The workers that confirmed, by id.
+    workers: Vec<usize>,
     problems: Vec<String>,
+}
+
+/// Why a reload did not fully take effect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadError {
+    /// The file is invalid (or control is stopping): nothing changed.
+    Rejected(String),
+    /// Every worker applied the config, and some reported a problem (a listener that could not bind).
+    Partial(String),
+    /// Control broadcast the config, and these workers did not confirm they applied it within the ack timeout:
+    /// what they route with is unknown.
+    Unconfirmed(String),
+}
+
+impl std::fmt::Display for ReloadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReloadError::Rejected(m) | ReloadError::Partial(m) | ReloadError::Unconfirmed(m) => f.write_str(m),
+        }
+    }
+}
+
+/// The workers of `0..count` missing from `confirmed`, or `None` when all confirmed.
+fn unconfirmed(count: usize, confirmed: &[usize]) -> Option<String> {
+    let missing: Vec<String> = (0..count).filter(|w| !confirmed.contains(w)).map(|w| w.to_string()).collect();
+    if missing.is_empty() {
+        return None;
+    }
+    let who = if missing.len() == 1 { "worker" } else { "workers" };
+    Some(format!(
+        "{who} {} of {count} did not confirm the new config within {} s; the reload may be only partly applied",
+        missing.join(", "),
+        RELOAD_ACK_TIMEOUT.as_secs()
+    ))
 }
 
 pub struct Control {
@@ -160,10 +195,12 @@ impl Control {
     }
 
     /// Validates and applies the config file; an invalid file changes nothing. Returns once every worker applied it.
-    pub async fn reload(&self, why: &str) -> Result<(), String> {
+    pub async fn reload(&self, why: &str) -> Result<(), ReloadError> {
         let generation = {
             // Read under the broadcast turn: of two reloads at once, the one that reads the file last applies last.
-            let Ok(_turn) = self.broadcasting.acquire_permit(1).await else { return Err("shutting down".into()) };
+            let Ok(_turn) = self.broadcasting.acquire_permit(1).await else {
+                return Err(ReloadError::Rejected("shutting down".into()));
+            };
             let new = match self.read_config(why) {
                 Ok(c) => Arc::new(c),
                 Err(e) => {
@@ -172,7 +209,7 @@ impl Control {
                         "reload ({why}) rejected, the running config stays: {e} ({} failed reloads so far)",
                         self.reload_failures()
                     );
-                    return Err(e);
+                    return Err(ReloadError::Rejected(e));
                 }
             };
             let ejected = self.keep_health_of(&new);
@@ -183,12 +220,21 @@ impl Control {
             self.send_all(ToWorker::Reload { generation, config: new, ejected }).await;
             generation
         };
-        let acks = self.wait_for_acks(generation, why).await;
+        let acks = self.wait_for_acks(generation).await;
+        if let Some(msg) = unconfirmed(self.workers.len(), &acks.workers) {
+            self.reload_failures.set(self.reload_failures.get() + 1);
+            let mut msg = msg;
+            if !acks.problems.is_empty() {
+                msg = format!("{msg}; and: {}", acks.problems.join("; "));
+            }
+            log::error!("reload ({why}): {msg}");
+            return Err(ReloadError::Unconfirmed(msg));
+        }
         if !acks.problems.is_empty() {
             self.reload_failures.set(self.reload_failures.get() + 1);
             let msg = format!("config applied, but: {}", acks.problems.join("; "));
             log::error!("reload ({why}): {msg}");
-            return Err(msg);
+            return Err(ReloadError::Partial(msg));
         }
         self.reloads.set(self.reloads.get() + 1);
         // A cluster pool rebuilt by the reload starts without a map: give it the one in force again.
@@ -235,21 +281,14 @@ impl Control {
     }
 
     /// Waits (bounded) until every worker confirmed reload `generation`; returns what they reported.
-    async fn wait_for_acks(&self, generation: u64, why: &str) -> ReloadAcks {
+    async fn wait_for_acks(&self, generation: u64) -> ReloadAcks {
         let deadline = Instant::now() + RELOAD_ACK_TIMEOUT;
         loop {
-            let done = self.reload_acks.borrow().get(&generation).is_some_and(|a| a.workers >= self.workers.len());
+            let done =
+                self.reload_acks.borrow().get(&generation).is_some_and(|a| a.workers.len() >= self.workers.len());
             if done || Instant::now() >= deadline {
-                let acks = self.reload_acks.borrow_mut().remove(&generation).unwrap_or_default();
-                if acks.workers < self.workers.len() {
-                    log::warn!(
-                        "reload ({why}): only {} of {} workers confirmed within {} s",
-                        acks.workers,
-                        self.workers.len(),
-                        RELOAD_ACK_TIMEOUT.as_secs()
-                    );
-                }
-                return acks;
+                // A late confirmation finds no entry and is dropped.
+                return self.reload_acks.borrow_mut().remove(&generation).unwrap_or_default();
             }
             glommio::timer::sleep(Duration::from_millis(1)).await;
         }
@@ -387,7 +426,9 @@ impl Control {
 
     fn on_reloaded(&self, worker: usize, generation: u64, problems: Vec<String>) {
         if let Some(acks) = self.reload_acks.borrow_mut().get_mut(&generation) {
-            acks.workers += 1;
+            if !acks.workers.contains(&worker) {
+                acks.workers.push(worker);
+            }
             acks.problems.extend(problems.into_iter().map(|p| format!("worker {worker}: {p}")));
         }
     }
@@ -763,5 +804,16 @@ mod tests {
         new.busy_poll_us = 50;
         new.shutdown_timeout_ms += 1; // applied by a reload
         assert_eq!(restart_only_changes(&old, &new), vec!["workers", "io_memory_kib", "busy_poll_us"]);
+    }
+
+    #[test]
+    fn unconfirmed_names_the_missing_workers() {
+        assert_eq!(unconfirmed(3, &[2, 0, 1]), None);
+        assert_eq!(unconfirmed(0, &[]), None);
+        assert_eq!(
+            unconfirmed(3, &[0, 2]).unwrap(),
+            "worker 1 of 3 did not confirm the new config within 5 s; the reload may be only partly applied"
+        );
+        assert!(unconfirmed(4, &[2]).unwrap().starts_with("workers 0, 1, 3 of 4 did not confirm"));
     }
 }

@@ -826,6 +826,16 @@ pub async fn run(
     glommio::spawn_local(serve_control(worker, rx, tx)).await;
 }
 
+/// Debug builds only (the integration tests' binary): `FERRULE_TEST_RELOAD_STALL=<worker>:<ms>` makes that worker
+/// take `ms` before applying and confirming each reload, so that the tests can see what a reload that a worker
+/// does not confirm in time answers. Release builds have no such hook.
+#[cfg(debug_assertions)]
+fn reload_stall_for_tests(id: usize) -> Option<Duration> {
+    let spec = std::env::var("FERRULE_TEST_RELOAD_STALL").ok()?;
+    let (worker, ms) = spec.split_once(':')?;
+    (worker.parse::<usize>().ok()? == id).then_some(Duration::from_millis(ms.parse().ok()?))
+}
+
 /// Applies control's messages until told to stop.
 async fn serve_control(worker: Rc<Worker>, mut rx: ConnectedReceiver<ToWorker>, tx: Rc<ConnectedSender<FromWorker>>) {
     let id = worker.id;
@@ -840,6 +850,10 @@ async fn serve_control(worker: Rc<Worker>, mut rx: ConnectedReceiver<ToWorker>, 
         let Some(msg) = next.await else { break };
         match msg {
             ToWorker::Reload { generation, config, ejected } => {
+                #[cfg(debug_assertions)]
+                if let Some(stall) = reload_stall_for_tests(id) {
+                    glommio::timer::sleep(stall).await;
+                }
                 // Between two requests of any session (this runs on the same thread): requests already queued stay
                 // on the backends they were queued on, the next ones route with the new rings.
                 worker.install_pools(&config, &ejected);

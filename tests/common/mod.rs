@@ -392,8 +392,7 @@ impl Ferrule {
 pub fn http(port: u16, method: &str, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the admin endpoint");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    // One write (write! would send each piece on its own), and its failure tolerated: a proxy over
-    // proxy.admin_max_connections answers 503 and closes without reading, so a late piece can meet a reset.
+    // One write (write! would send each piece on its own), and its failure tolerated: the peer may be gone.
     let request =
         format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
     let _ = s.write_all(request.as_bytes());

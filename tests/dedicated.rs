@@ -7,27 +7,9 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// Two redis servers behind one pool; `extra` goes into the pool's section.
-fn setup(extra: &str) -> ([Proc; 2], Ferrule, u16) {
-    let backends = [redis_server(), redis_server()];
-    let servers: Vec<String> = backends.iter().map(|b| format!("127.0.0.1:{}:1", b.port)).collect();
-    let port = free_port();
-    let pool = format!("hash = \"md5\"\nhash_tag = \"{{}}\"\n{extra}");
-    let body =
-        format!("{}{}", listener_toml("cache", port, "redis", "main", ""), redis_pool_toml("main", &servers, &pool));
-    (backends, Ferrule::start(&body, port), port)
-}
-
-fn command(args: &[&str]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let a: Vec<&[u8]> = args.iter().map(|s| s.as_bytes()).collect();
-    ferrule::protocol::redis::write_command(&mut out, &a);
-    out
-}
-
 /// Sends all the commands in one write and reads one reply each.
 fn pipeline(c: &mut Client, commands: &[&[&str]]) -> Vec<String> {
-    let out: Vec<u8> = commands.iter().flat_map(|a| command(a)).collect();
+    let out: Vec<u8> = commands.iter().flat_map(|a| resp(a)).collect();
     c.send(&out);
     commands.iter().map(|_| String::from_utf8_lossy(&c.redis_reply()).into_owned()).collect()
 }
@@ -55,7 +37,7 @@ fn keys_on_two_servers(backends: &[Proc; 2], port: u16) -> (String, String) {
 
 #[test]
 fn a_transaction_with_hash_tags_runs_whole_as_on_one_redis() {
-    let (backends, _f, port) = setup("");
+    let (backends, _f, port) = two_redis_behind_ferrule("");
     let mut c = Client::connect(port);
     let tx: &[&[&str]] = &[
         &["MULTI"],
@@ -92,7 +74,7 @@ fn a_transaction_with_hash_tags_runs_whole_as_on_one_redis() {
 
 #[test]
 fn watch_conflict_makes_exec_return_nil() {
-    let (_backends, _f, port) = setup("");
+    let (_backends, _f, port) = two_redis_behind_ferrule("");
     let mut c = Client::connect(port);
     let mut other = Client::connect(port);
     assert_eq!(c.redis_str(&["SET", "{w}:k", "1"]), "+OK\r\n");
@@ -116,7 +98,7 @@ fn watch_conflict_makes_exec_return_nil() {
 
 #[test]
 fn crossslot_inside_multi_aborts_and_applies_nothing() {
-    let (backends, _f, port) = setup("");
+    let (backends, _f, port) = two_redis_behind_ferrule("");
     let (a, b) = keys_on_two_servers(&backends, port);
     let mut c = Client::connect(port);
     let r = pipeline(&mut c, &[&["MULTI"], &["SET", &a, "tx"], &["SET", &b, "tx"], &["INCR", "n"], &["EXEC"]]);
@@ -134,7 +116,7 @@ fn crossslot_inside_multi_aborts_and_applies_nothing() {
 
 #[test]
 fn a_client_that_leaves_mid_multi_leaves_nothing_applied() {
-    let (backends, _f, port) = setup("max_dedicated_connections = 1");
+    let (backends, _f, port) = two_redis_behind_ferrule("max_dedicated_connections = 1");
     {
         let mut c = Client::connect(port);
         let r = pipeline(&mut c, &[&["MULTI"], &["SET", "{gone}:a", "1"], &["INCR", "{gone}:b"]]);
@@ -160,12 +142,12 @@ fn a_client_that_leaves_mid_multi_leaves_nothing_applied() {
 fn a_blocked_client_never_stalls_the_shared_connection() {
     // timeout_ms is one the pipelining client's requests cannot reach on a loaded machine (200 ms was: they timed
     // out); the BLPOP blocks half as long again, so a block bounded by timeout_ms alone would fail it.
-    let (_backends, _f, port) = setup("timeout_ms = 1000");
+    let (_backends, _f, port) = two_redis_behind_ferrule("timeout_ms = 1000");
     let load = Pipeliner::start(port, "blk", 16);
     let mut blocked = Client::connect(port);
     let started = Instant::now();
     // Blocks for longer than timeout_ms: its request timeout is its block time plus timeout_ms.
-    blocked.send(&command(&["BLPOP", "{q}:jobs", "{q}:other", "0"]));
+    blocked.send(&resp(&["BLPOP", "{q}:jobs", "{q}:other", "0"]));
     let producer = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(1500));
         let mut p = Client::connect(port);
@@ -196,7 +178,7 @@ fn a_blocked_client_never_stalls_the_shared_connection() {
 
 #[test]
 fn blocking_keys_must_share_a_server() {
-    let (backends, _f, port) = setup("");
+    let (backends, _f, port) = two_redis_behind_ferrule("");
     let (a, b) = keys_on_two_servers(&backends, port);
     let mut c = Client::connect(port);
     assert!(c.redis_str(&["BLPOP", &a, &b, "0"]).starts_with("-CROSSSLOT "));
@@ -205,9 +187,9 @@ fn blocking_keys_must_share_a_server() {
 
 #[test]
 fn max_dedicated_connections_exhausted_is_a_clear_error() {
-    let (_backends, _f, port) = setup("max_dedicated_connections = 1");
+    let (_backends, _f, port) = two_redis_behind_ferrule("max_dedicated_connections = 1");
     let mut first = Client::connect(port);
-    first.send(&command(&["BLPOP", "{x}:q", "0"]));
+    first.send(&resp(&["BLPOP", "{x}:q", "0"]));
     let mut second = Client::connect(port);
     // The first one's BLPOP holds the only dedicated connection once it reaches the proxy.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -241,7 +223,7 @@ fn max_dedicated_connections_exhausted_is_a_clear_error() {
 
 #[test]
 fn max_dedicated_connections_zero_refuses() {
-    let (_backends, _f, port) = setup("max_dedicated_connections = 0");
+    let (_backends, _f, port) = two_redis_behind_ferrule("max_dedicated_connections = 0");
     let mut c = Client::connect(port);
     let r = c.redis_str(&["BLPOP", "q", "1"]);
     assert!(r.ends_with("no dedicated connection available (max_dedicated_connections = 0)\r\n"), "{r}");
@@ -249,7 +231,7 @@ fn max_dedicated_connections_zero_refuses() {
 
 #[test]
 fn transactions_and_blocking_in_resp3() {
-    let (_backends, _f, port) = setup("");
+    let (_backends, _f, port) = two_redis_behind_ferrule("");
     let mut c = Client::connect(port);
     assert!(c.redis_str(&["HELLO", "3"]).starts_with("%"));
     let r = pipeline(&mut c, &[&["MULTI"], &["SET", "{r3}:a", "1"], &["HGETALL", "{r3}:h"], &["EXEC"]]);
@@ -280,7 +262,7 @@ fn python_with_redis_py() -> PathBuf {
 #[test]
 fn redis_py_transactions_and_blocking_pop() {
     let python = python_with_redis_py();
-    let (_backends, _f, port) = setup("");
+    let (_backends, _f, port) = two_redis_behind_ferrule("");
     let script = r#"
 import sys, threading, time, redis
 for proto in (2, 3):
@@ -346,7 +328,7 @@ fn transactions_and_blocking_commands_run_on_a_route_that_reaches_one_server() {
     assert_eq!(pipeline(&mut c, &[&["MULTI"], &["SET", "b:w", "mine"], &["EXEC"]])[2], "*-1\r\n");
     // A blocking pop on its own connection, fed by another client through the same route.
     let mut blocked = Client::connect(port);
-    blocked.send(&command(&["BLPOP", "b:q", "5"]));
+    blocked.send(&resp(&["BLPOP", "b:q", "5"]));
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(c.redis_str(&["GET", "b:w"]), "$5\r\nother\r\n", "the shared connection is not stalled");
     assert_eq!(Client::connect(port).redis_str(&["RPUSH", "b:q", "job"]), ":1\r\n");

@@ -14,8 +14,7 @@ use common::*;
 use ferrule::protocol::memcache::Command as Mc;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 const ROUNDS: usize = 4;
@@ -23,17 +22,8 @@ const COMMANDS_PER_ROUND: usize = 1500;
 /// The whole test must stay well under this.
 const TIME_BUDGET: Duration = Duration::from_secs(60);
 
-fn seed() -> u64 {
-    match std::env::var("FERRULE_DIFF_SEED") {
-        Ok(s) => s.trim().parse().expect("FERRULE_DIFF_SEED must be an integer"),
-        Err(_) => {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
-        }
-    }
-}
-
-/// Sends `stream` (in random chunks when `rng` is given) from a writer thread and reads `count` replies, each framed
-/// by `frame(i, buf)` (the length of reply i at the start of buf, or None when incomplete).
+/// Sends `stream` (in random chunks when `chunk_seed` is given) and reads `count` replies, each framed by
+/// `frame(i, buf)` (the length of reply i at the start of buf, or None when incomplete).
 fn exchange(
     port: u16,
     stream: Vec<u8>,
@@ -41,42 +31,18 @@ fn exchange(
     chunk_seed: Option<u64>,
     frame: impl Fn(usize, &[u8]) -> Option<usize>,
 ) -> Vec<Vec<u8>> {
-    let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_nodelay(true).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut w = s.try_clone().unwrap();
-    let writer = std::thread::spawn(move || match chunk_seed {
-        None => w.write_all(&stream).unwrap(),
-        Some(seed) => {
-            let mut rng = StdRng::seed_from_u64(seed);
-            let mut rest = &stream[..];
-            while !rest.is_empty() {
-                let n = rng.gen_range(1..=rest.len().min(4096));
-                w.write_all(&rest[..n]).unwrap();
-                rest = &rest[n..];
-                if rng.gen_ratio(1, 20) {
-                    std::thread::sleep(Duration::from_micros(200));
-                }
-            }
-        }
-    });
-    let mut r = s;
-    let mut buf = Vec::new();
     let mut replies = Vec::with_capacity(count);
-    let mut tmp = vec![0u8; 65536];
-    while replies.len() < count {
-        if let Some(n) = frame(replies.len(), &buf) {
+    let took = pipelined::exchange(port, stream, chunk_seed, |buf| {
+        while replies.len() < count {
+            let Some(n) = frame(replies.len(), buf) else { return false };
             replies.push(buf.drain(..n).collect());
-            continue;
         }
-        match r.read(&mut tmp) {
-            Ok(0) => panic!("connection closed after {} of {count} replies", replies.len()),
-            Ok(n) => buf.extend_from_slice(&tmp[..n]),
-            Err(e) => panic!("read failed after {} of {count} replies: {e}", replies.len()),
-        }
+        true
+    });
+    match took {
+        Ok(rest) => assert!(rest.is_empty(), "unexpected extra bytes: {:?}", String::from_utf8_lossy(&rest)),
+        Err((why, _)) => panic!("{why} after {} of {count} replies", replies.len()),
     }
-    writer.join().unwrap();
-    assert!(buf.is_empty(), "unexpected extra bytes: {:?}", String::from_utf8_lossy(&buf));
     replies
 }
 
@@ -226,7 +192,7 @@ fn redis_stream(rng: &mut StdRng, prefix: &str, n: usize) -> (Vec<u8>, Vec<Strin
 
 #[test]
 fn redis_replies_match_a_single_server() {
-    let seed = seed();
+    let seed = pipelined::seed();
     println!("differential seed: {seed} (FERRULE_DIFF_SEED={seed} replays it)");
     let started = Instant::now();
     let shards: Vec<Proc> = (0..3).map(|_| redis_server()).collect();
@@ -329,7 +295,7 @@ fn memcache_command(rng: &mut StdRng, p: &str, out: &mut Vec<u8>) -> (String, Op
 
 #[test]
 fn memcache_replies_match_a_single_server() {
-    let seed = seed();
+    let seed = pipelined::seed();
     println!("differential seed: {seed} (FERRULE_DIFF_SEED={seed} replays it)");
     let started = Instant::now();
     let shards: Vec<Proc> = (0..3).map(|_| memcached()).collect();

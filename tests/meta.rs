@@ -9,22 +9,12 @@ mod common;
 use common::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 const ROUNDS: usize = 3;
 const COMMANDS_PER_ROUND: usize = 1500;
 const TIME_BUDGET: Duration = Duration::from_secs(60);
-
-fn seed() -> u64 {
-    match std::env::var("FERRULE_DIFF_SEED") {
-        Ok(s) => s.trim().parse().expect("FERRULE_DIFF_SEED must be an integer"),
-        Err(_) => {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
-        }
-    }
-}
 
 fn b64(key: &str) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -40,34 +30,10 @@ fn b64(key: &str) -> String {
 
 /// Sends `stream` (in random chunks when `chunk_seed` is given) and reads until the reply stream ends with `end`.
 fn exchange(port: u16, stream: Vec<u8>, chunk_seed: Option<u64>, end: &[u8]) -> Vec<u8> {
-    let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_nodelay(true).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut w = s.try_clone().unwrap();
-    let writer = std::thread::spawn(move || match chunk_seed {
-        None => w.write_all(&stream).unwrap(),
-        Some(seed) => {
-            let mut rng = StdRng::seed_from_u64(seed);
-            let mut rest = &stream[..];
-            while !rest.is_empty() {
-                let n = rng.gen_range(1..=rest.len().min(4096));
-                w.write_all(&rest[..n]).unwrap();
-                rest = &rest[n..];
-            }
-        }
-    });
-    let mut r = s;
-    let mut buf = Vec::new();
-    let mut tmp = vec![0u8; 65536];
-    while !buf.ends_with(end) {
-        match r.read(&mut tmp) {
-            Ok(0) => panic!("connection closed after {} bytes", buf.len()),
-            Ok(n) => buf.extend_from_slice(&tmp[..n]),
-            Err(e) => panic!("read failed after {} bytes: {e}: {:?}", buf.len(), String::from_utf8_lossy(&buf)),
-        }
+    match pipelined::exchange(port, stream, chunk_seed, |buf| buf.ends_with(end)) {
+        Ok(buf) => buf,
+        Err((why, buf)) => panic!("{why} after {} bytes: {:?}", buf.len(), String::from_utf8_lossy(&buf)),
     }
-    writer.join().unwrap();
-    buf
 }
 
 /// Appends one random request to `out`. Keys: `k` keys take any value, `n` keys only plain numbers (the only ones
@@ -166,7 +132,7 @@ fn first_difference(a: &[u8], b: &[u8]) -> usize {
 
 #[test]
 fn meta_and_text_replies_match_a_single_server() {
-    let seed = seed();
+    let seed = pipelined::seed();
     println!("differential seed: {seed} (FERRULE_DIFF_SEED={seed} replays it)");
     let started = Instant::now();
     let shards: Vec<Proc> = (0..2).map(|_| memcached()).collect();

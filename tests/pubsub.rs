@@ -6,31 +6,13 @@ mod common;
 use common::*;
 use std::time::{Duration, Instant};
 
-/// Two redis servers behind one pool; `extra` goes into the pool's section.
-fn setup(extra: &str) -> ([Proc; 2], Ferrule, u16) {
-    let backends = [redis_server(), redis_server()];
-    let servers: Vec<String> = backends.iter().map(|b| format!("127.0.0.1:{}:1", b.port)).collect();
-    let port = free_port();
-    let pool = format!("hash = \"md5\"\nhash_tag = \"{{}}\"\n{extra}");
-    let body =
-        format!("{}{}", listener_toml("cache", port, "redis", "main", ""), redis_pool_toml("main", &servers, &pool));
-    (backends, Ferrule::start(&body, port), port)
-}
-
-fn command(args: &[&str]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let a: Vec<&[u8]> = args.iter().map(|s| s.as_bytes()).collect();
-    ferrule::protocol::redis::write_command(&mut out, &a);
-    out
-}
-
 fn reply(c: &mut Client) -> String {
     String::from_utf8_lossy(&c.redis_reply()).into_owned()
 }
 
 /// Sends one command and reads `n` replies (a SUBSCRIBE of n channels answers n confirmations).
 fn send_read(c: &mut Client, args: &[&str], n: usize) -> Vec<String> {
-    c.send(&command(args));
+    c.send(&resp(args));
     (0..n).map(|_| reply(c)).collect()
 }
 
@@ -79,7 +61,7 @@ fn same_as_redis(port: u16, steps: &[(&[&str], usize)]) -> Vec<String> {
 
 #[test]
 fn confirmations_counts_ping_and_refusals_as_on_one_redis() {
-    let (_b, _f, port) = setup("");
+    let (_b, _f, port) = two_redis_behind_ferrule("");
     let got = same_as_redis(
         port,
         &[
@@ -110,7 +92,7 @@ fn confirmations_counts_ping_and_refusals_as_on_one_redis() {
 
 #[test]
 fn messages_of_both_servers_reach_one_subscriber_and_patterns_hear_every_server() {
-    let (backends, _f, port) = setup("");
+    let (backends, _f, port) = two_redis_behind_ferrule("");
     let (a, b) = channels_on_two_servers(&backends, port);
     let mut sub = Client::connect(port);
     let confirmations = send_read(&mut sub, &["SUBSCRIBE", &a, &b], 2);
@@ -148,7 +130,7 @@ fn messages_of_both_servers_reach_one_subscriber_and_patterns_hear_every_server(
 
 #[test]
 fn a_message_published_after_the_confirmation_arrives() {
-    let (_b, _f, port) = setup("");
+    let (_b, _f, port) = two_redis_behind_ferrule("");
     let mut sub = Client::connect(port);
     let mut publisher = Client::connect(port);
     for i in 0..20 {
@@ -166,7 +148,7 @@ fn the_confirmation_waits_for_a_slow_server() {
     const BUSY: &str = "local t = redis.call('TIME') local start = t[1] * 1000000 + t[2] \
         while true do local n = redis.call('TIME') if n[1] * 1000000 + n[2] - start > 300000 then break end end \
         return 1";
-    let (backends, _f, port) = setup("");
+    let (backends, _f, port) = two_redis_behind_ferrule("");
     let ports: Vec<u16> = backends.iter().map(|b| b.port).collect();
     for i in 0..5 {
         let sleepers: Vec<_> = ports
@@ -188,7 +170,7 @@ fn the_confirmation_waits_for_a_slow_server() {
 
 #[test]
 fn resp3_gets_pushes_and_runs_commands_while_subscribed() {
-    let (_b, _f, port) = setup("");
+    let (_b, _f, port) = two_redis_behind_ferrule("");
     let reference = redis_server();
     let run = |port: u16| {
         let mut c = Client::connect(port);
@@ -212,7 +194,7 @@ fn resp3_gets_pushes_and_runs_commands_while_subscribed() {
 
 #[test]
 fn subscriber_connections_are_bounded_by_max_dedicated_connections() {
-    let (_b, _f, port) = setup("max_dedicated_connections = 1");
+    let (_b, _f, port) = two_redis_behind_ferrule("max_dedicated_connections = 1");
     let mut first = Client::connect(port);
     assert!(send_read(&mut first, &["PSUBSCRIBE", "*"], 1)[0].ends_with(":1\r\n"));
     let mut second = Client::connect(port);
@@ -239,7 +221,7 @@ fn subscriber_connections_are_bounded_by_max_dedicated_connections() {
 
 #[test]
 fn a_lost_subscriber_connection_ends_the_client_connection() {
-    let (backends, _f, port) = setup("");
+    let (backends, _f, port) = two_redis_behind_ferrule("");
     let mut sub = Client::connect(port);
     send_read(&mut sub, &["PSUBSCRIBE", "*"], 1);
     // Kill the server-side connections of the subscriber on one server.
@@ -252,7 +234,7 @@ fn a_lost_subscriber_connection_ends_the_client_connection() {
 
 #[test]
 fn what_cannot_be_done_while_subscribed_or_in_a_transaction_is_refused() {
-    let (_b, _f, port) = setup("");
+    let (_b, _f, port) = two_redis_behind_ferrule("");
     let mut c = Client::connect(port);
     send_read(&mut c, &["HELLO", "3"], 1);
     send_read(&mut c, &["SUBSCRIBE", "x"], 1);
@@ -287,7 +269,7 @@ fn reply_of(c: &mut Client, args: &[&str]) -> String {
 
 #[test]
 fn a_client_that_leaves_before_its_confirmation_leaves_nothing_behind() {
-    let (backends, f, port) = setup("");
+    let (backends, f, port) = two_redis_behind_ferrule("");
     const BUSY: &str = "local t = redis.call('TIME') local start = t[1] * 1000000 + t[2] \
         while true do local n = redis.call('TIME') if n[1] * 1000000 + n[2] - start > 300000 then break end end \
         return 1";
@@ -297,7 +279,7 @@ fn a_client_that_leaves_before_its_confirmation_leaves_nothing_behind() {
     std::thread::sleep(Duration::from_millis(50));
     {
         let mut sub = Client::connect(port);
-        sub.send(&command(&["PSUBSCRIBE", "gone:*"]));
+        sub.send(&resp(&["PSUBSCRIBE", "gone:*"]));
     }
     for t in sleepers {
         t.join().unwrap();

@@ -41,13 +41,6 @@ fn memcache_setup() -> (Proc, Ferrule, u16) {
     (backend, Ferrule::start(&body, port), port)
 }
 
-fn command(args: &[&str]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let a: Vec<&[u8]> = args.iter().map(|s| s.as_bytes()).collect();
-    ferrule::protocol::redis::write_command(&mut out, &a);
-    out
-}
-
 const EXECABORT: &str = "-EXECABORT Transaction discarded because of previous errors.\r\n";
 
 fn not_run(name: &str) -> String {
@@ -66,7 +59,7 @@ fn a_refused_multi_leaves_nothing_applied() {
     for args in
         [&["MULTI"][..], &["INCR", "acct"], &["SET", "other", "1"], &["INCR", "acct"], &["EXEC"], &["GET", "acct"]]
     {
-        out.extend(command(args));
+        out.extend(resp(args));
     }
     c.send(&out);
     let replies: Vec<String> = (0..6).map(|_| String::from_utf8_lossy(&c.redis_reply()).into_owned()).collect();

@@ -9,7 +9,7 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType}
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -86,49 +86,24 @@ fn pki() -> Pki {
 
 /// A redis-server that speaks only TLS (`--port 0 --tls-port`); clients need a certificate when `auth_clients`.
 fn redis_tls(pki: &Pki, auth_clients: bool, extra: &[&str]) -> Proc {
-    let bin = require_binary("redis-server", "redis-server");
-    let port = free_port();
-    let dir = tempdir("redis-tls");
-    let child = Command::new(bin)
-        .args([
-            "--port",
-            "0",
-            "--tls-port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .args(["--tls-cert-file", &pki.server.cert, "--tls-key-file", &pki.server.key, "--tls-ca-cert-file", &pki.ca])
-        .args(["--tls-auth-clients", if auth_clients { "yes" } else { "no" }])
-        .args(extra)
-        .arg("--dir")
-        .arg(&dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start redis-server");
-    let mut proc = Proc::new(child, port, format!("redis-tls:{port}")).with_dir(dir);
-    wait_for_child_port(&mut proc.child, port, "redis-server (TLS)");
-    proc
+    let port = free_port().to_string();
+    let mut args = vec!["--port", "0", "--tls-port", &port];
+    args.extend([
+        "--tls-cert-file",
+        &pki.server.cert,
+        "--tls-key-file",
+        &pki.server.key,
+        "--tls-ca-cert-file",
+        &pki.ca,
+    ]);
+    args.extend(["--tls-auth-clients", if auth_clients { "yes" } else { "no" }]);
+    args.extend(extra);
+    redis_server_with(port.parse().unwrap(), &args, "redis-tls")
 }
 
 fn memcached_tls(pki: &Pki) -> Proc {
-    let bin = require_binary("memcached", "memcached");
-    let port = free_port();
-    let child = Command::new(bin)
-        .args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0", "-u", "root", "-m", "64", "-Z"])
-        .args(["-o", &format!("ssl_chain_cert={},ssl_key={}", pki.server.cert, pki.server.key)])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start memcached");
-    let mut proc = Proc::new(child, port, format!("memcached-tls:{port}"));
-    wait_for_child_port(&mut proc.child, port, "memcached (TLS)");
-    proc
+    let keys = format!("ssl_chain_cert={},ssl_key={}", pki.server.cert, pki.server.key);
+    memcached_with(free_port(), &["-Z", "-o", &keys], "memcached-tls")
 }
 
 fn tls_listener_keys(pki: &Pki) -> String {

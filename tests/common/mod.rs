@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod pipelined;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -183,18 +184,25 @@ pub fn redis_server() -> Proc {
 }
 
 pub fn redis_server_on(port: u16) -> Proc {
+    redis_server_with(port, &["--port", &port.to_string()], "redis")
+}
+
+/// A redis-server on loopback without persistence, started with `args` (its listening ports, TLS settings, ...);
+/// `port` is the one to wait for, `what` names it in messages.
+pub fn redis_server_with(port: u16, args: &[&str], what: &str) -> Proc {
     let bin = require_binary("redis-server", "redis-server");
-    let dir = tempdir("redis");
+    let dir = tempdir(what);
     let child = Command::new(bin)
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args(args)
+        .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
         .arg("--dir")
         .arg(&dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("start redis-server");
-    let mut proc = Proc::new(child, port, format!("redis:{port}")).with_dir(dir);
-    wait_for_child_port(&mut proc.child, port, "redis-server");
+    let mut proc = Proc::new(child, port, format!("{what}:{port}")).with_dir(dir);
+    wait_for_child_port(&mut proc.child, port, what);
     proc
 }
 
@@ -203,15 +211,22 @@ pub fn memcached() -> Proc {
 }
 
 pub fn memcached_on(port: u16) -> Proc {
+    memcached_with(port, &[], "memcached")
+}
+
+/// A memcached on loopback `port` (TCP only, 64 MB) with `extra` arguments (e.g. `-Z` for TLS); `what` names it in
+/// messages.
+pub fn memcached_with(port: u16, extra: &[&str], what: &str) -> Proc {
     let bin = require_binary("memcached", "memcached");
     let child = Command::new(bin)
         .args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0", "-u", "root", "-m", "64"])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("start memcached");
-    let mut proc = Proc::new(child, port, format!("memcached:{port}"));
-    wait_for_child_port(&mut proc.child, port, "memcached");
+    let mut proc = Proc::new(child, port, format!("{what}:{port}"));
+    wait_for_child_port(&mut proc.child, port, what);
     proc
 }
 
@@ -491,6 +506,26 @@ impl Client {
     pub fn pending_bytes(&self) -> &[u8] {
         &self.buf
     }
+}
+
+/// A redis command in RESP.
+pub fn resp(args: &[&str]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let a: Vec<&[u8]> = args.iter().map(|s| s.as_bytes()).collect();
+    ferrule::protocol::redis::write_command(&mut out, &a);
+    out
+}
+
+/// Two redis servers behind one pool (md5, `{}` hash tags; `extra` goes into the pool's section) and a ferrule in
+/// front of them: (the servers, ferrule, its listener's port).
+pub fn two_redis_behind_ferrule(extra: &str) -> ([Proc; 2], Ferrule, u16) {
+    let backends = [redis_server(), redis_server()];
+    let servers: Vec<String> = backends.iter().map(|b| format!("127.0.0.1:{}:1", b.port)).collect();
+    let port = free_port();
+    let pool = format!("hash = \"md5\"\nhash_tag = \"{{}}\"\n{extra}");
+    let body =
+        format!("{}{}", listener_toml("cache", port, "redis", "main", ""), redis_pool_toml("main", &servers, &pool));
+    (backends, Ferrule::start(&body, port), port)
 }
 
 pub fn redis_pool_toml(name: &str, servers: &[String], extra: &str) -> String {

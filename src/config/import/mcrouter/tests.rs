@@ -29,7 +29,7 @@ fn counts(config: &Config, pool: &str) -> Vec<usize> {
 fn a_sharded_pool_places_keys_with_ch3() {
     let (config, conversion) = convert_ok(include_str!("../../../../tests/fixtures/mcrouter/sharded.json"));
     let listener = &config.listeners[0];
-    assert_eq!(listener.listen.to_string(), DEFAULT_LISTEN);
+    assert_eq!(listener.listen.to_string(), "127.0.0.1:5000", "the port the guide's compose file uses");
     assert_eq!(listener.protocol, crate::config::Protocol::Memcache);
     let pool = config.pool("A").unwrap();
     assert_eq!(pool.distribution, DistributionKind::Ch3);
@@ -95,20 +95,10 @@ fn the_guides_replicated_pool_converts_to_an_operation_route() {
     assert_eq!(children.targets.len(), 2);
     let RouteKind::Failover { max_tries, .. } = route(&config, "latest") else { panic!() };
     assert_eq!(*max_tries, 2, "LatestRoute's failover_count 5, capped at the two servers");
-    if EXECUTABLE_TYPES.contains(&"all_sync") && EXECUTABLE_TYPES.contains(&"failover") {
-        // Executable in this build: nothing said about it, and the proxy runs the file as converted.
-        assert!(!conversion.toml.contains("not executable in this build yet"), "{}", conversion.toml);
-        Config::parse(&conversion.toml).expect("the converted file runs");
-    } else {
-        // Not executable yet in this build: said in the file and in the warnings, and Config::parse refuses it.
-        assert!(conversion.toml.contains("not executable in this build yet"), "{}", conversion.toml);
-        assert!(
-            conversion.warnings.iter().any(|w| w.contains("route type(s) all_sync, failover")),
-            "{:?}",
-            conversion.warnings
-        );
-        assert!(Config::parse(&conversion.toml).unwrap_err().to_string().contains("not implemented yet"));
-    }
+    // Both kinds are executable: nothing said about them, and the proxy runs the file as converted.
+    assert!(EXECUTABLE_TYPES.contains(&"all_sync") && EXECUTABLE_TYPES.contains(&"failover"));
+    assert!(!conversion.toml.contains("not executable in this build yet"), "{}", conversion.toml);
+    Config::parse(&conversion.toml).expect("the converted file runs");
 }
 
 #[test]

@@ -320,6 +320,47 @@ fn tls_on_both_sides_with_auth_select_prelude_and_a_client_certificate() {
     assert!(metric(&f, "ferrule_tls_connections{side=\"backend\"}") >= 1.0);
 }
 
+/// TLS 1.2 on both sides: a Python client that offers nothing newer, and a redis-server that speaks only TLS 1.2.
+#[test]
+fn tls_1_2_on_both_sides() {
+    let pki = pki();
+    let backend = redis_tls(&pki, false, &["--tls-protocols", "TLSv1.2"]);
+    let port = free_port();
+    let body = listener_toml("cache", port, "redis", "main", &tls_listener_keys(&pki))
+        + &redis_pool_toml(
+            "main",
+            &[format!("127.0.0.1:{}:1", backend.port)],
+            &format!("tls = true\ntls_ca = {:?}\n", pki.ca),
+        );
+    let _f = Ferrule::start(&body, port);
+    let script = format!(
+        r#"
+import socket, ssl
+ctx = ssl.create_default_context(cafile={ca:?})
+ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+with socket.create_connection(("127.0.0.1", {port})) as raw:
+    with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+        s.sendall(b"*3\r\n$3\r\nSET\r\n$4\r\nt12k\r\n$2\r\nhi\r\n*2\r\n$3\r\nGET\r\n$4\r\nt12k\r\n")
+        got = b""
+        while not got.endswith(b"$2\r\nhi\r\n"):
+            chunk = s.recv(4096)
+            if not chunk: break
+            got += chunk
+        print(got.decode().replace("\r\n", "|"), s.version())
+"#,
+        ca = pki.ca
+    );
+    let out = Command::new("python3").arg("-c").arg(&script).output().expect("python3");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.trim(), "+OK|$2|hi| TLSv1.2", "python: {}", String::from_utf8_lossy(&out.stderr));
+    // The value went through the TLS 1.2 backend: read it there directly.
+    let out = Command::new(require_binary("redis-cli", "redis-tools"))
+        .args(["-p", &backend.port.to_string(), "--tls", "--cacert", &pki.ca, "GET", "t12k"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "hi");
+}
+
 #[test]
 fn a_backend_handshake_failure_is_a_backend_fault_and_probes_use_tls() {
     let pki = pki();

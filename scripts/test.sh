@@ -31,6 +31,9 @@ command -v npm >/dev/null || need+=(npm)
 command -v prlimit >/dev/null || need+=(util-linux)
 command -v ss >/dev/null || need+=(iproute2)
 command -v c++ >/dev/null || need+=(g++)
+# tests/refusals.rs runs libmemcached's memcping/memcstat; tests/deploy.rs runs systemd-analyze verify.
+command -v memcping >/dev/null || need+=(libmemcached-tools)
+command -v systemd-analyze >/dev/null || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then
     echo "test.sh: installing ${need[*]}"
     if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi

@@ -311,3 +311,18 @@ fn a_binary_protocol_client_gets_a_binary_error_and_a_close() {
     assert_eq!(&reply[24..], message);
     assert!(f.wait_log("binary protocol", 1, Duration::from_secs(5)), "log: {}", f.log());
 }
+
+/// libmemcached's own tools through ferrule: `memcping` (which parses the version and reports the server down when
+/// it cannot) and `memcstat --server-version`.
+#[test]
+fn libmemcached_tools_read_the_version() {
+    let (_backend, _f, port) = memcache_setup();
+    let server = format!("127.0.0.1:{port}");
+    let ping = Command::new(require_binary("memcping", "libmemcached-tools")).args(["-s", &server]).output().unwrap();
+    assert!(ping.status.success(), "memcping: {}", String::from_utf8_lossy(&ping.stderr));
+    let stat =
+        Command::new(require_binary("memcstat", "libmemcached-tools")).args(["-S", "-s", &server]).output().unwrap();
+    // memcstat prints the versions on stderr.
+    let text = String::from_utf8_lossy(&stat.stderr);
+    assert!(stat.status.success() && text.starts_with(&format!("{server} 1.6.")), "memcstat: {text}");
+}

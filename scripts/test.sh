@@ -88,7 +88,7 @@ cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
-cargo test --workspace -- --test-threads="${TEST_THREADS:-2}"
+cargo test --workspace --no-fail-fast -- --test-threads="${TEST_THREADS:-2}"
 echo "== fuzz (${FUZZ_SECONDS:-5}s per target)"
 scripts/fuzz.sh all "${FUZZ_SECONDS:-5}"
 echo "test.sh: all passed in $((SECONDS / 60)) min $((SECONDS % 60)) s"

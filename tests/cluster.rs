@@ -171,7 +171,12 @@ fn every_slot_routes_to_its_owner_and_multi_key_commands_work_across_slots() {
     assert!(c
         .redis_str(&["BLPOP", "q", "1"])
         .starts_with("-ERR ferrule: BLPOP is not supported on a redis_cluster pool"));
-    assert!(c.redis_str(&["MULTI"]).starts_with("-ERR MULTI is not supported"));
+    assert_eq!(
+        c.redis_str(&["MULTI"]),
+        "-ERR MULTI is not supported by ferrule on a redis_cluster pool yet: the commands up to EXEC or DISCARD are \
+         refused\r\n"
+    );
+    assert_eq!(c.redis_str(&["SET", "in-multi", "1"]).get(..8), Some("-ERR SET"), "refused inside the MULTI");
     assert_eq!(c.redis_str(&["EXEC"]), "-EXECABORT Transaction discarded because of previous errors.\r\n");
     drop(f);
 }
@@ -247,6 +252,47 @@ fn a_half_done_migration_is_followed_through_ask_without_changing_the_map() {
     cluster.move_slot_finish(slot, to);
     assert_eq!(c.redis_str(&["GET", stays]), bulk("s"));
     assert_eq!(c.redis_str(&["GET", moved]), bulk("m"));
+}
+
+#[test]
+fn a_multi_key_request_answered_tryagain_during_a_migration_is_retried_until_the_keys_have_moved() {
+    let _one = serial();
+    let cluster = RedisCluster::start(3, 1);
+    let (f, port) = ferrule_for(&cluster, "");
+    let mut c = Client::connect(port);
+    let (a, b) = ("{try}.a", "{try}.b");
+    let slot = key_slot(a.as_bytes());
+    assert_eq!(c.redis_str(&["MSET", a, "va", b, "vb"]), "+OK\r\n");
+    let from = cluster.owner_of(slot);
+    let to = *cluster.primaries().iter().find(|&&p| p != from).unwrap();
+    // Half moved: the source has b only, so an MGET of both is neither its to answer nor the target's.
+    cluster.move_slot(slot, from, to, &[a], false);
+    let mget = ["MGET", a, b];
+    assert!(Client::connect(from).redis_str(&mget).starts_with("-TRYAGAIN"), "redis answers TRYAGAIN");
+    // Nothing changes: after its retries (about 300 ms), the client gets redis' answer, not a hang.
+    let started = Instant::now();
+    assert!(c.redis_str(&mget).starts_with("-TRYAGAIN"));
+    assert!(started.elapsed() >= Duration::from_millis(200), "retried with delays: {:?}", started.elapsed());
+    assert_eq!(cluster_stat(&f, "tryagain"), 5, "five retries, then the error");
+    // Again, and this time the rest of the slot's keys move while ferrule retries: the retry is redirected by ASK
+    // to the target, which now has both, and the client gets the values.
+    let mut out = Vec::new();
+    ferrule::protocol::redis::write_command(&mut out, &[b"MGET", a.as_bytes(), b.as_bytes()]);
+    c.send(&out);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while cluster_stat(&f, "tryagain") < 6 {
+        assert!(Instant::now() < deadline, "the MGET was never answered TRYAGAIN");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // Other clients are served meanwhile (the retries wait on a timer, not on the worker).
+    let mut other = Client::connect(port);
+    assert_eq!(other.redis_str(&["SET", "other", "1"]), "+OK\r\n");
+    let mut source = Client::connect(from);
+    assert_eq!(source.redis_str(&["MIGRATE", "127.0.0.1", &to.to_string(), b, "0", "5000"]), "+OK\r\n");
+    assert_eq!(String::from_utf8_lossy(&c.redis_reply()), format!("*2\r\n{}{}", bulk("va"), bulk("vb")));
+    assert!(cluster_stat(&f, "ask") >= 1, "the retry was sent on by ASK");
+    cluster.move_slot_finish(slot, to);
+    assert_eq!(c.redis_str(&["MGET", a, b]), format!("*2\r\n{}{}", bulk("va"), bulk("vb")));
 }
 
 /// A figure of the cluster pool from GET /stats (`cluster_<name>` in the pool's object).

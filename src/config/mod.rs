@@ -454,10 +454,18 @@ pub struct ClusterOptions {
     /// How often control reads the topology again when nothing asked it to.
     pub refresh_ms: u64,
     pub read_from: crate::cluster::ReadFrom,
+    /// Redirects (MOVED/ASK) one request may follow before it fails with an error that says so.
+    pub max_redirects: u8,
+    /// The shortest time between two topology reads that redirects or failures asked for (a storm of MOVED
+    /// replies causes one read per interval, not one per reply).
+    pub refresh_min_interval_ms: u64,
 }
 
 /// Default period of topology refreshes of a `redis_cluster` pool (redirects and failures refresh at once).
 pub const DEFAULT_CLUSTER_REFRESH_MS: u64 = 5000;
+
+/// Default shortest gap between two asked-for topology reads of a `redis_cluster` pool.
+pub const DEFAULT_CLUSTER_REFRESH_MIN_INTERVAL_MS: u64 = 200;
 
 /// What kind of pool a `[pools.<name>]` table is (its `kind` key).
 pub const POOL_KINDS: [&str; 2] = ["sharded", "redis_cluster"];

@@ -97,6 +97,31 @@ fn the_cluster_is_redis_7_with_cluster_shards() {
     assert!(major >= 7, "CLUSTER SHARDS needs redis 7 or newer; installed: {text}");
 }
 
+/// SETs `v-<key>` for every key of `keys` (one per slot) through `c`, then reads each back from the primary that
+/// owns its slot, directly: every slot's key is where redis says the slot lives.
+fn set_every_slot_and_check_owners(cluster: &RedisCluster, c: &mut Client, keys: &[String]) {
+    for chunk in keys.chunks(1000) {
+        let cmds: Vec<Vec<String>> = chunk.iter().map(|k| vec!["SET".into(), k.clone(), format!("v-{k}")]).collect();
+        assert!(pipeline(c, &cmds).iter().all(|r| r == "+OK\r\n"));
+    }
+    let owner = owners(cluster.ports[0]);
+    let mut by_node: HashMap<u16, Vec<&String>> = HashMap::new();
+    for (slot, k) in keys.iter().enumerate() {
+        by_node.entry(owner[slot]).or_default().push(k);
+    }
+    assert_eq!(by_node.len(), cluster.want_primaries, "every primary owns slots");
+    for (node, ks) in &by_node {
+        let mut direct = Client::connect(*node);
+        for chunk in ks.chunks(1000) {
+            let cmds: Vec<Vec<String>> = chunk.iter().map(|k| vec!["GET".into(), (*k).clone()]).collect();
+            let replies = pipeline(&mut direct, &cmds);
+            for (k, r) in chunk.iter().zip(replies) {
+                assert_eq!(r, bulk(&format!("v-{k}")), "key {k} on node {node}");
+            }
+        }
+    }
+}
+
 #[test]
 fn every_slot_routes_to_its_owner_and_multi_key_commands_work_across_slots() {
     let _one = serial();
@@ -108,27 +133,7 @@ fn every_slot_routes_to_its_owner_and_multi_key_commands_work_across_slots() {
         assert_eq!(cli(cluster.ports[0], &["CLUSTER", "KEYSLOT", k]), key_slot(k.as_bytes()).to_string());
     }
     let mut c = Client::connect(port);
-    for chunk in keys.chunks(1000) {
-        let cmds: Vec<Vec<String>> = chunk.iter().map(|k| vec!["SET".into(), k.clone(), format!("v-{k}")]).collect();
-        assert!(pipeline(&mut c, &cmds).iter().all(|r| r == "+OK\r\n"));
-    }
-    // Read back from the owning node directly: every slot's key is where redis says the slot lives.
-    let owner = owners(cluster.ports[0]);
-    let mut by_node: HashMap<u16, Vec<&String>> = HashMap::new();
-    for (slot, k) in keys.iter().enumerate() {
-        by_node.entry(owner[slot]).or_default().push(k);
-    }
-    assert_eq!(by_node.len(), 3, "three primaries own the slots");
-    for (node, ks) in &by_node {
-        let mut direct = Client::connect(*node);
-        for chunk in ks.chunks(1000) {
-            let cmds: Vec<Vec<String>> = chunk.iter().map(|k| vec!["GET".into(), (*k).clone()]).collect();
-            let replies = pipeline(&mut direct, &cmds);
-            for (k, r) in chunk.iter().zip(replies) {
-                assert_eq!(r, bulk(&format!("v-{k}")), "key {k} on node {node}");
-            }
-        }
-    }
+    set_every_slot_and_check_owners(&cluster, &mut c, &keys);
     // Split commands across slots: MGET merges in key order, DEL/EXISTS/TOUCH sum, MSET answers +OK.
     let some: Vec<String> = keys.iter().step_by(163).take(100).cloned().collect();
     let mut mget = vec!["MGET".to_string()];
@@ -179,6 +184,77 @@ fn every_slot_routes_to_its_owner_and_multi_key_commands_work_across_slots() {
     assert_eq!(c.redis_str(&["SET", "in-multi", "1"]).get(..8), Some("-ERR SET"), "refused inside the MULTI");
     assert_eq!(c.redis_str(&["EXEC"]), "-EXECABORT Transaction discarded because of previous errors.\r\n");
     drop(f);
+}
+
+/// A seed that speaks like redis before 7: it forwards every command to the real node on `upstream`, but answers
+/// CLUSTER SHARDS as redis 6 does. Counts (SHARDS refused, SLOTS forwarded).
+fn pre_7_seed(upstream: u16) -> (u16, Arc<Mutex<(usize, usize)>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new((0, 0)));
+    let counts = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let counts = counts.clone();
+            std::thread::spawn(move || {
+                let mut node = Client::connect(upstream);
+                let (mut buf, mut tmp) = (Vec::new(), [0u8; 4096]);
+                loop {
+                    // A request is an array of bulk strings: RESP, so the reply framer frames it too.
+                    while let Ok(Some(n)) = ferrule::protocol::redis::reply_len(&buf) {
+                        let req: Vec<u8> = buf.drain(..n).collect();
+                        let upper = String::from_utf8_lossy(&req).to_ascii_uppercase();
+                        let reply = if upper.contains("\r\nCLUSTER\r\n") && upper.contains("\r\nSHARDS\r\n") {
+                            counts.lock().unwrap().0 += 1;
+                            b"-ERR unknown subcommand 'SHARDS'. Try CLUSTER HELP.\r\n".to_vec()
+                        } else {
+                            if upper.contains("\r\nSLOTS\r\n") {
+                                counts.lock().unwrap().1 += 1;
+                            }
+                            node.send(&req);
+                            node.redis_reply()
+                        };
+                        if conn.write_all(&reply).is_err() {
+                            return;
+                        }
+                    }
+                    match conn.read(&mut tmp) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                    }
+                }
+            });
+        }
+    });
+    (port, seen)
+}
+
+#[test]
+fn a_seed_without_cluster_shards_gives_the_map_through_cluster_slots_and_every_slot_routes_right() {
+    let _one = serial();
+    let cluster = RedisCluster::start(3, 0);
+    let (seed, seen) = pre_7_seed(cluster.ports[0]);
+    let port = free_port();
+    // The fake is the only seed, so the first map can only come from it; no periodic read follows.
+    let body = format!(
+        "{}[pools.c]\nkind = \"redis_cluster\"\nservers = [\"127.0.0.1:{seed}\"]\ncluster_refresh_ms = 3600000\n",
+        listener_toml("l", port, "redis", "c", "")
+    );
+    let f = Ferrule::start_with(&body, port, 2);
+    let mut c = Client::connect(port);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !c.redis(&["GET", "warmup"]).starts_with(b"$") {
+        assert!(Instant::now() < deadline, "ferrule never routed to the cluster; log:\n{}", f.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let first = format!("cluster topology version 1 (from 127.0.0.1:{seed}): 3 shards");
+    assert!(f.log().contains(&first), "the first map came from the pre-7 seed; log:\n{}", f.log());
+    let (shards, slots) = *seen.lock().unwrap();
+    assert!(shards >= 1 && slots >= 1, "CLUSTER SHARDS refused {shards} times, CLUSTER SLOTS asked {slots} times");
+    set_every_slot_and_check_owners(&cluster, &mut c, &key_per_slot());
+    // The map read through CLUSTER SLOTS was right: no request needed a redirect.
+    assert_eq!(cluster_stat(&f, "moved") + cluster_stat(&f, "ask"), 0);
 }
 
 /// One cluster test at a time: each runs six redis-servers, and a starved node could miss its timeout.

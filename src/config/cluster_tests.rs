@@ -143,3 +143,14 @@ fn the_running_config_round_trips() {
     assert!(!text.contains("distribution"), "{text}");
     assert_eq!(Config::parse(&text).unwrap().pool("c"), cfg.pool("c"));
 }
+
+#[test]
+fn a_cluster_pool_counts_as_a_three_plus_three_cluster_in_the_descriptor_estimate() {
+    let limited = CLUSTER.replace("route = \"c\"", "route = \"c\"\nclient_connections = 100");
+    // 100 clients, 6 nodes x 1 connection x 2 (RESP2 and RESP3) x 2 workers, 1 listener x 2 workers, margin.
+    assert_eq!(Config::parse(&limited).unwrap().descriptors_needed(2), Some(100 + 24 + 2 + 64));
+    // More seeds than that: the seeds.
+    let seeds: Vec<String> = (7000..7008).map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+    let many = limited.replace("\"127.0.0.1:7000\", \"127.0.0.1:7001\"", &seeds.join(", "));
+    assert_eq!(Config::parse(&many).unwrap().descriptors_needed(1), Some(100 + 16 + 1 + 64));
+}

@@ -257,6 +257,81 @@ fn a_seed_without_cluster_shards_gives_the_map_through_cluster_slots_and_every_s
     assert_eq!(cluster_stat(&f, "moved") + cluster_stat(&f, "ask"), 0);
 }
 
+/// The elements of a RESP array of bulk strings (one level), as text.
+fn bulks(reply: &str) -> Vec<String> {
+    reply.split("\r\n").collect::<Vec<_>>().windows(2).filter(|w| w[0].starts_with('$')).map(|w| w[1].into()).collect()
+}
+
+#[test]
+fn scan_dbsize_script_and_function_cover_every_primary() {
+    let _one = serial();
+    let cluster = RedisCluster::start(3, 0);
+    let (_f, port) = ferrule_for(&cluster, "");
+    let mut c = Client::connect(port);
+    let keys: Vec<String> = (0..300).map(|i| format!("whole-{i}")).collect();
+    let cmds: Vec<Vec<String>> = keys.iter().map(|k| vec!["SET".into(), k.clone(), "v".into()]).collect();
+    assert!(pipeline(&mut c, &cmds).iter().all(|r| r == "+OK\r\n"));
+    let primaries = cluster.primaries();
+    let per_node: Vec<u64> = primaries.iter().map(|&p| cli(p, &["DBSIZE"]).parse().unwrap()).collect();
+    assert!(per_node.iter().all(|&n| n > 0), "the keys are spread over every primary: {per_node:?}");
+    // DBSIZE: the sum over the primaries (the warm-up GET wrote nothing).
+    assert_eq!(c.redis_str(&["DBSIZE"]), format!(":{}\r\n", per_node.iter().sum::<u64>()));
+    assert_eq!(per_node.iter().sum::<u64>(), 300);
+    // SCAN: one primary after the other, the cursor carrying which; every key once, then cursor 0.
+    let mut seen = Vec::new();
+    let mut cursor = "0".to_string();
+    for round in 0.. {
+        assert!(round < 1000, "SCAN never ended");
+        let reply = c.redis_str(&["SCAN", &cursor, "COUNT", "50"]);
+        let items = bulks(&reply);
+        cursor = items[0].clone();
+        seen.extend(items[1..].iter().cloned());
+        if cursor == "0" {
+            break;
+        }
+    }
+    seen.sort();
+    let mut want = keys.clone();
+    want.sort();
+    assert_eq!(seen, want, "every key exactly once");
+    // SCRIPT LOAD goes to every primary, so EVALSHA runs on whichever node a key lives on.
+    let body = "return redis.call('GET', KEYS[1])";
+    let sha = bulks(&c.redis_str(&["SCRIPT", "LOAD", body]))[0].clone();
+    assert_eq!(sha.len(), 40, "{sha}");
+    for &p in &primaries {
+        assert_eq!(cli(p, &["SCRIPT", "EXISTS", &sha]), "1", "loaded on {p}");
+    }
+    for k in keys.iter().take(30) {
+        assert_eq!(c.redis_str(&["EVALSHA", &sha, "1", k]), bulk("v"), "EVALSHA on {k}");
+    }
+    assert_eq!(
+        c.redis_str(&["SCRIPT", "EXISTS", &sha, "0000000000000000000000000000000000000000"]),
+        "*2\r\n:1\r\n:0\r\n"
+    );
+    assert_eq!(c.redis_str(&["SCRIPT", "FLUSH"]), "+OK\r\n");
+    assert_eq!(c.redis_str(&["SCRIPT", "EXISTS", &sha]), "*1\r\n:0\r\n");
+    for &p in &primaries {
+        assert_eq!(cli(p, &["SCRIPT", "EXISTS", &sha]), "0", "flushed on {p}");
+    }
+    // FUNCTION LOAD / LIST / DELETE likewise; FCALL runs on every node.
+    let lib =
+        "#!lua name=ferrulelib\nredis.register_function('getit', function(keys) return redis.call('GET', keys[1]) end)";
+    assert_eq!(c.redis_str(&["FUNCTION", "LOAD", lib]), bulk("ferrulelib"));
+    for &p in &primaries {
+        assert!(cli(p, &["FUNCTION", "LIST"]).contains("ferrulelib"), "function on {p}");
+    }
+    assert!(c.redis_str(&["FUNCTION", "LIST"]).contains("ferrulelib"));
+    for k in keys.iter().take(30) {
+        assert_eq!(c.redis_str(&["FCALL", "getit", "1", k]), bulk("v"), "FCALL on {k}");
+    }
+    assert_eq!(c.redis_str(&["FUNCTION", "DELETE", "ferrulelib"]), "+OK\r\n");
+    for &p in &primaries {
+        assert!(!cli(p, &["FUNCTION", "LIST"]).contains("ferrulelib"), "deleted on {p}");
+    }
+    // Still refused on a cluster pool, with the reason.
+    assert!(c.redis_str(&["SCRIPT", "KILL"]).starts_with("-ERR ferrule: SCRIPT KILL is not supported"));
+}
+
 /// One cluster test at a time: each runs six redis-servers, and a starved node could miss its timeout.
 static SERIAL: Mutex<()> = Mutex::new(());
 

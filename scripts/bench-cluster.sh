@@ -56,8 +56,9 @@ for i in 0 1 2; do
 done
 timeout 60 redis-cli --cluster create "${NODES[@]/#/127.0.0.1:}" --cluster-replicas 0 --cluster-yes >"$DIR/create.log" 2>&1 ||
     { echo "redis-cli --cluster create failed: $(tail -5 "$DIR/create.log")" >&2; exit 1; }
+all_ok() { local p; for p in "${NODES[@]}"; do redis-cli -p "$p" CLUSTER INFO | grep -q cluster_state:ok || return 1; done; }
 tries=0
-until for p in "${NODES[@]}"; do redis-cli -p "$p" CLUSTER INFO | grep -q cluster_state:ok || exit 1; done; do
+until all_ok; do
     tries=$((tries + 1)); [ "$tries" -gt 300 ] && { echo "the cluster never reported cluster_state:ok" >&2; exit 1; }
     sleep 0.1
 done

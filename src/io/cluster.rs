@@ -246,6 +246,15 @@ pub fn arrive(mut r: Box<Redirectable>, reply: &[u8], latency: Option<Duration>,
             // wait behind this one in its queue, as they would behind a slow reply.
             glommio::spawn_local(async move {
                 glommio::timer::sleep(delay).await;
+                // Nothing goes to a node the map in force does not have (a failover or a reshard meanwhile).
+                if !r.rt.map().nodes.iter().any(|n| n.addr == r.sent_to) {
+                    let msg = format!(
+                        "-TRYAGAIN ferrule: pool '{}': {} answered TRYAGAIN and has left the slot map since\r\n",
+                        r.rt.pool, r.sent_to
+                    );
+                    let latency = r.meter_started().map(|t| t.elapsed());
+                    return super::backend::deliver_to((*r).into_client(), msg.as_bytes(), latency, true);
+                }
                 let backend = r.rt.backend_to(r.sent_to, r.client_id, r.proto);
                 resend(r, &backend);
             })

@@ -99,6 +99,31 @@ fn the_cluster_is_redis_7_with_cluster_shards() {
     assert!(major >= 7, "CLUSTER SHARDS needs redis 7 or newer; installed: {text}");
 }
 
+/// SETs `v-<key>` for every key of `keys` (one per slot) through `c`, then reads each back from the primary that
+/// owns its slot, directly: every slot's key is where redis says the slot lives.
+fn set_every_slot_and_check_owners(cluster: &RedisCluster, c: &mut Client, keys: &[String]) {
+    for chunk in keys.chunks(1000) {
+        let cmds: Vec<Vec<String>> = chunk.iter().map(|k| vec!["SET".into(), k.clone(), format!("v-{k}")]).collect();
+        assert!(pipeline(c, &cmds).iter().all(|r| r == "+OK\r\n"));
+    }
+    let owner = owners(cluster.ports[0]);
+    let mut by_node: HashMap<u16, Vec<&String>> = HashMap::new();
+    for (slot, k) in keys.iter().enumerate() {
+        by_node.entry(owner[slot]).or_default().push(k);
+    }
+    assert_eq!(by_node.len(), cluster.want_primaries, "every primary owns slots");
+    for (node, ks) in &by_node {
+        let mut direct = Client::connect(*node);
+        for chunk in ks.chunks(1000) {
+            let cmds: Vec<Vec<String>> = chunk.iter().map(|k| vec!["GET".into(), (*k).clone()]).collect();
+            let replies = pipeline(&mut direct, &cmds);
+            for (k, r) in chunk.iter().zip(replies) {
+                assert_eq!(r, bulk(&format!("v-{k}")), "key {k} on node {node}");
+            }
+        }
+    }
+}
+
 #[test]
 fn every_slot_routes_to_its_owner_and_multi_key_commands_work_across_slots() {
     let _one = serial();
@@ -110,27 +135,7 @@ fn every_slot_routes_to_its_owner_and_multi_key_commands_work_across_slots() {
         assert_eq!(cli(cluster.ports[0], &["CLUSTER", "KEYSLOT", k]), key_slot(k.as_bytes()).to_string());
     }
     let mut c = Client::connect(port);
-    for chunk in keys.chunks(1000) {
-        let cmds: Vec<Vec<String>> = chunk.iter().map(|k| vec!["SET".into(), k.clone(), format!("v-{k}")]).collect();
-        assert!(pipeline(&mut c, &cmds).iter().all(|r| r == "+OK\r\n"));
-    }
-    // Read back from the owning node directly: every slot's key is where redis says the slot lives.
-    let owner = owners(cluster.ports[0]);
-    let mut by_node: HashMap<u16, Vec<&String>> = HashMap::new();
-    for (slot, k) in keys.iter().enumerate() {
-        by_node.entry(owner[slot]).or_default().push(k);
-    }
-    assert_eq!(by_node.len(), 3, "three primaries own the slots");
-    for (node, ks) in &by_node {
-        let mut direct = Client::connect(*node);
-        for chunk in ks.chunks(1000) {
-            let cmds: Vec<Vec<String>> = chunk.iter().map(|k| vec!["GET".into(), (*k).clone()]).collect();
-            let replies = pipeline(&mut direct, &cmds);
-            for (k, r) in chunk.iter().zip(replies) {
-                assert_eq!(r, bulk(&format!("v-{k}")), "key {k} on node {node}");
-            }
-        }
-    }
+    set_every_slot_and_check_owners(&cluster, &mut c, &keys);
     // Split commands across slots: MGET merges in key order, DEL/EXISTS/TOUCH sum, MSET answers +OK.
     let some: Vec<String> = keys.iter().step_by(163).take(100).cloned().collect();
     let mut mget = vec!["MGET".to_string()];
@@ -173,9 +178,160 @@ fn every_slot_routes_to_its_owner_and_multi_key_commands_work_across_slots() {
     assert!(c
         .redis_str(&["BLPOP", "q", "1"])
         .starts_with("-ERR ferrule: BLPOP is not supported on a redis_cluster pool"));
-    assert!(c.redis_str(&["MULTI"]).starts_with("-ERR MULTI is not supported"));
+    assert_eq!(
+        c.redis_str(&["MULTI"]),
+        "-ERR MULTI is not supported by ferrule on a redis_cluster pool yet: the commands up to EXEC or DISCARD are \
+         refused\r\n"
+    );
+    assert_eq!(c.redis_str(&["SET", "in-multi", "1"]).get(..8), Some("-ERR SET"), "refused inside the MULTI");
     assert_eq!(c.redis_str(&["EXEC"]), "-EXECABORT Transaction discarded because of previous errors.\r\n");
     drop(f);
+}
+
+/// A seed that speaks like redis before 7: it forwards every command to the real node on `upstream`, but answers
+/// CLUSTER SHARDS as redis 6 does. Counts (SHARDS refused, SLOTS forwarded).
+fn pre_7_seed(upstream: u16) -> (u16, Arc<Mutex<(usize, usize)>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new((0, 0)));
+    let counts = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let counts = counts.clone();
+            std::thread::spawn(move || {
+                let mut node = Client::connect(upstream);
+                let (mut buf, mut tmp) = (Vec::new(), [0u8; 4096]);
+                loop {
+                    // A request is an array of bulk strings: RESP, so the reply framer frames it too.
+                    while let Ok(Some(n)) = ferrule::protocol::redis::reply_len(&buf) {
+                        let req: Vec<u8> = buf.drain(..n).collect();
+                        let upper = String::from_utf8_lossy(&req).to_ascii_uppercase();
+                        let reply = if upper.contains("\r\nCLUSTER\r\n") && upper.contains("\r\nSHARDS\r\n") {
+                            counts.lock().unwrap().0 += 1;
+                            b"-ERR unknown subcommand 'SHARDS'. Try CLUSTER HELP.\r\n".to_vec()
+                        } else {
+                            if upper.contains("\r\nSLOTS\r\n") {
+                                counts.lock().unwrap().1 += 1;
+                            }
+                            node.send(&req);
+                            node.redis_reply()
+                        };
+                        if conn.write_all(&reply).is_err() {
+                            return;
+                        }
+                    }
+                    match conn.read(&mut tmp) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                    }
+                }
+            });
+        }
+    });
+    (port, seen)
+}
+
+#[test]
+fn a_seed_without_cluster_shards_gives_the_map_through_cluster_slots_and_every_slot_routes_right() {
+    let _one = serial();
+    let cluster = RedisCluster::start(3, 0);
+    let (seed, seen) = pre_7_seed(cluster.ports[0]);
+    let port = free_port();
+    // The fake is the only seed, so the first map can only come from it; no periodic read follows.
+    let body = format!(
+        "{}[pools.c]\nkind = \"redis_cluster\"\nservers = [\"127.0.0.1:{seed}\"]\ncluster_refresh_ms = 3600000\n",
+        listener_toml("l", port, "redis", "c", "")
+    );
+    let f = Ferrule::start_with(&body, port, 2);
+    let mut c = Client::connect(port);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !c.redis(&["GET", "warmup"]).starts_with(b"$") {
+        assert!(Instant::now() < deadline, "ferrule never routed to the cluster; log:\n{}", f.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let first = format!("cluster topology version 1 (from 127.0.0.1:{seed}): 3 shards");
+    assert!(f.log().contains(&first), "the first map came from the pre-7 seed; log:\n{}", f.log());
+    let (shards, slots) = *seen.lock().unwrap();
+    assert!(shards >= 1 && slots >= 1, "CLUSTER SHARDS refused {shards} times, CLUSTER SLOTS asked {slots} times");
+    set_every_slot_and_check_owners(&cluster, &mut c, &key_per_slot());
+    // The map read through CLUSTER SLOTS was right: no request needed a redirect.
+    assert_eq!(cluster_stat(&f, "moved") + cluster_stat(&f, "ask"), 0);
+}
+
+/// The elements of a RESP array of bulk strings (one level), as text.
+fn bulks(reply: &str) -> Vec<String> {
+    reply.split("\r\n").collect::<Vec<_>>().windows(2).filter(|w| w[0].starts_with('$')).map(|w| w[1].into()).collect()
+}
+
+#[test]
+fn scan_dbsize_script_and_function_cover_every_primary() {
+    let _one = serial();
+    let cluster = RedisCluster::start(3, 0);
+    let (_f, port) = ferrule_for(&cluster, "");
+    let mut c = Client::connect(port);
+    let keys: Vec<String> = (0..300).map(|i| format!("whole-{i}")).collect();
+    let cmds: Vec<Vec<String>> = keys.iter().map(|k| vec!["SET".into(), k.clone(), "v".into()]).collect();
+    assert!(pipeline(&mut c, &cmds).iter().all(|r| r == "+OK\r\n"));
+    let primaries = cluster.primaries();
+    let per_node: Vec<u64> = primaries.iter().map(|&p| cli(p, &["DBSIZE"]).parse().unwrap()).collect();
+    assert!(per_node.iter().all(|&n| n > 0), "the keys are spread over every primary: {per_node:?}");
+    // DBSIZE: the sum over the primaries (the warm-up GET wrote nothing).
+    assert_eq!(c.redis_str(&["DBSIZE"]), format!(":{}\r\n", per_node.iter().sum::<u64>()));
+    assert_eq!(per_node.iter().sum::<u64>(), 300);
+    // SCAN: one primary after the other, the cursor carrying which; every key once, then cursor 0.
+    let mut seen = Vec::new();
+    let mut cursor = "0".to_string();
+    for round in 0.. {
+        assert!(round < 1000, "SCAN never ended");
+        let reply = c.redis_str(&["SCAN", &cursor, "COUNT", "50"]);
+        let items = bulks(&reply);
+        cursor = items[0].clone();
+        seen.extend(items[1..].iter().cloned());
+        if cursor == "0" {
+            break;
+        }
+    }
+    seen.sort();
+    let mut want = keys.clone();
+    want.sort();
+    assert_eq!(seen, want, "every key exactly once");
+    // SCRIPT LOAD goes to every primary, so EVALSHA runs on whichever node a key lives on.
+    let body = "return redis.call('GET', KEYS[1])";
+    let sha = bulks(&c.redis_str(&["SCRIPT", "LOAD", body]))[0].clone();
+    assert_eq!(sha.len(), 40, "{sha}");
+    for &p in &primaries {
+        assert_eq!(cli(p, &["SCRIPT", "EXISTS", &sha]), "1", "loaded on {p}");
+    }
+    for k in keys.iter().take(30) {
+        assert_eq!(c.redis_str(&["EVALSHA", &sha, "1", k]), bulk("v"), "EVALSHA on {k}");
+    }
+    assert_eq!(
+        c.redis_str(&["SCRIPT", "EXISTS", &sha, "0000000000000000000000000000000000000000"]),
+        "*2\r\n:1\r\n:0\r\n"
+    );
+    assert_eq!(c.redis_str(&["SCRIPT", "FLUSH"]), "+OK\r\n");
+    assert_eq!(c.redis_str(&["SCRIPT", "EXISTS", &sha]), "*1\r\n:0\r\n");
+    for &p in &primaries {
+        assert_eq!(cli(p, &["SCRIPT", "EXISTS", &sha]), "0", "flushed on {p}");
+    }
+    // FUNCTION LOAD / LIST / DELETE likewise; FCALL runs on every node.
+    let lib =
+        "#!lua name=ferrulelib\nredis.register_function('getit', function(keys) return redis.call('GET', keys[1]) end)";
+    assert_eq!(c.redis_str(&["FUNCTION", "LOAD", lib]), bulk("ferrulelib"));
+    for &p in &primaries {
+        assert!(cli(p, &["FUNCTION", "LIST"]).contains("ferrulelib"), "function on {p}");
+    }
+    assert!(c.redis_str(&["FUNCTION", "LIST"]).contains("ferrulelib"));
+    for k in keys.iter().take(30) {
+        assert_eq!(c.redis_str(&["FCALL", "getit", "1", k]), bulk("v"), "FCALL on {k}");
+    }
+    assert_eq!(c.redis_str(&["FUNCTION", "DELETE", "ferrulelib"]), "+OK\r\n");
+    for &p in &primaries {
+        assert!(!cli(p, &["FUNCTION", "LIST"]).contains("ferrulelib"), "deleted on {p}");
+    }
+    // Still refused on a cluster pool, with the reason.
+    assert!(c.redis_str(&["SCRIPT", "KILL"]).starts_with("-ERR ferrule: SCRIPT KILL is not supported"));
 }
 
 /// One cluster test at a time: each runs six redis-servers, and a starved node could miss its timeout.
@@ -251,6 +407,47 @@ fn a_half_done_migration_is_followed_through_ask_without_changing_the_map() {
     cluster.move_slot_finish(slot, to);
     assert_eq!(c.redis_str(&["GET", stays]), bulk("s"));
     assert_eq!(c.redis_str(&["GET", moved]), bulk("m"));
+}
+
+#[test]
+fn a_multi_key_request_answered_tryagain_during_a_migration_is_retried_until_the_keys_have_moved() {
+    let _one = serial();
+    let cluster = RedisCluster::start(3, 1);
+    let (f, port) = ferrule_for(&cluster, "");
+    let mut c = Client::connect(port);
+    let (a, b) = ("{try}.a", "{try}.b");
+    let slot = key_slot(a.as_bytes());
+    assert_eq!(c.redis_str(&["MSET", a, "va", b, "vb"]), "+OK\r\n");
+    let from = cluster.owner_of(slot);
+    let to = *cluster.primaries().iter().find(|&&p| p != from).unwrap();
+    // Half moved: the source has b only, so an MGET of both is neither its to answer nor the target's.
+    cluster.move_slot(slot, from, to, &[a], false);
+    let mget = ["MGET", a, b];
+    assert!(Client::connect(from).redis_str(&mget).starts_with("-TRYAGAIN"), "redis answers TRYAGAIN");
+    // Nothing changes: after its retries (about 300 ms), the client gets redis' answer, not a hang.
+    let started = Instant::now();
+    assert!(c.redis_str(&mget).starts_with("-TRYAGAIN"));
+    assert!(started.elapsed() >= Duration::from_millis(200), "retried with delays: {:?}", started.elapsed());
+    assert_eq!(cluster_stat(&f, "tryagain"), 5, "five retries, then the error");
+    // Again, and this time the rest of the slot's keys move while ferrule retries: the retry is redirected by ASK
+    // to the target, which now has both, and the client gets the values.
+    let mut out = Vec::new();
+    ferrule::protocol::redis::write_command(&mut out, &[b"MGET", a.as_bytes(), b.as_bytes()]);
+    c.send(&out);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while cluster_stat(&f, "tryagain") < 6 {
+        assert!(Instant::now() < deadline, "the MGET was never answered TRYAGAIN");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // Other clients are served meanwhile (the retries wait on a timer, not on the worker).
+    let mut other = Client::connect(port);
+    assert_eq!(other.redis_str(&["SET", "other", "1"]), "+OK\r\n");
+    let mut source = Client::connect(from);
+    assert_eq!(source.redis_str(&["MIGRATE", "127.0.0.1", &to.to_string(), b, "0", "5000"]), "+OK\r\n");
+    assert_eq!(String::from_utf8_lossy(&c.redis_reply()), format!("*2\r\n{}{}", bulk("va"), bulk("vb")));
+    assert!(cluster_stat(&f, "ask") >= 1, "the retry was sent on by ASK");
+    cluster.move_slot_finish(slot, to);
+    assert_eq!(c.redis_str(&["MGET", a, b]), format!("*2\r\n{}{}", bulk("va"), bulk("vb")));
 }
 
 /// A figure of the cluster pool from GET /stats (`cluster_<name>` in the pool's object).

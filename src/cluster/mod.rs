@@ -16,7 +16,9 @@ pub mod slot;
 pub mod topology;
 
 pub use map::{NoNode, ReadFrom, SlotMap};
-pub use redirect::{decide, parse_redirect, Decision, Redirect, RedirectKind, DEFAULT_MAX_REDIRECTS};
+pub use redirect::{
+    decide, is_tryagain, parse_redirect, tryagain_delay, Decision, Redirect, RedirectKind, DEFAULT_MAX_REDIRECTS,
+};
 pub use slot::{key_slot, SLOTS};
 
 /// Whether every slot in `slots` is the same (commands that must not span slots).

@@ -82,6 +82,25 @@ pub fn decide(reply: &[u8], followed: u8, max: u8) -> Decision<'_> {
     }
 }
 
+/// Times a request answered `-TRYAGAIN` is sent again before the client gets the error. Redis answers TRYAGAIN to
+/// a multi-key request whose slot is being migrated while only some of its keys have moved; the keys' move is one
+/// MIGRATE each, so the window is short, and a retry later usually lands after it.
+pub const TRYAGAIN_RETRIES: u8 = 5;
+
+/// Whether `reply` is redis' `-TRYAGAIN` (a ferrule-made TRYAGAIN never passes through here: it is answered to the
+/// client directly).
+#[inline]
+pub fn is_tryagain(reply: &[u8]) -> bool {
+    reply.starts_with(b"-TRYAGAIN")
+}
+
+/// How long to wait before retry number `done + 1` of a request answered `-TRYAGAIN`, or `None` when the
+/// retries are spent: 10 ms, doubling (10, 20, 40, 80, 160: about 300 ms in all, longer than migrating a slot's
+/// keys usually takes, short enough that a client's pipeline is not held up for long).
+pub fn tryagain_delay(done: u8) -> Option<std::time::Duration> {
+    (done < TRYAGAIN_RETRIES).then(|| std::time::Duration::from_millis(10 << done))
+}
+
 /// The error a client gets when its request was redirected more often than allowed.
 pub fn too_many_redirects(pool: &str, max: u8, last: &Redirect<'_>) -> String {
     let kind = match last.kind {
@@ -131,6 +150,17 @@ mod tests {
             assert_eq!(parse_redirect(reply), None, "{:?}", String::from_utf8_lossy(reply));
             assert_eq!(decide(reply, 0, 5), Decision::Deliver);
         }
+    }
+
+    #[test]
+    fn tryagain_is_retried_a_bounded_number_of_times_with_growing_delays() {
+        assert!(is_tryagain(b"-TRYAGAIN Multiple keys request during rehashing of slot\r\n"));
+        assert!(!is_tryagain(b"-ERR TRYAGAIN\r\n") && !is_tryagain(b"+TRYAGAIN\r\n"));
+        let delays: Vec<u64> = (0..=TRYAGAIN_RETRIES).map_while(tryagain_delay).map(|d| d.as_millis() as u64).collect();
+        assert_eq!(delays, [10, 20, 40, 80, 160]);
+        assert_eq!(tryagain_delay(TRYAGAIN_RETRIES), None);
+        // A TRYAGAIN is not a redirect: the redirect decision delivers it.
+        assert_eq!(decide(b"-TRYAGAIN Multiple keys\r\n", 0, 5), Decision::Deliver);
     }
 
     #[test]

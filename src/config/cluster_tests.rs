@@ -28,7 +28,12 @@ fn a_cluster_pool_with_defaults() {
     let pool = cfg.pool("c").unwrap();
     assert_eq!(
         pool.cluster,
-        Some(ClusterOptions { refresh_ms: DEFAULT_CLUSTER_REFRESH_MS, read_from: ReadFrom::Primary })
+        Some(ClusterOptions {
+            refresh_ms: DEFAULT_CLUSTER_REFRESH_MS,
+            read_from: ReadFrom::Primary,
+            max_redirects: 5,
+            refresh_min_interval_ms: 200,
+        })
     );
     assert_eq!(pool.servers.len(), 2);
     assert_eq!(pool.servers[1].spec, "127.0.0.1:7001");
@@ -45,7 +50,12 @@ fn cluster_keys_are_read_and_validated() {
     let cfg = Config::parse(&with("cluster_refresh_ms = 250\nread_from = \"prefer_replica\"")).unwrap();
     assert_eq!(
         cfg.pool("c").unwrap().cluster,
-        Some(ClusterOptions { refresh_ms: 250, read_from: ReadFrom::PreferReplica })
+        Some(ClusterOptions {
+            refresh_ms: 250,
+            read_from: ReadFrom::PreferReplica,
+            max_redirects: 5,
+            refresh_min_interval_ms: 200,
+        })
     );
     let e = err_of(&with("read_from = \"master\""));
     assert_eq!((e.key(), e.line()), (Some("pools.c.read_from"), Some(10)));
@@ -57,6 +67,34 @@ fn cluster_keys_are_read_and_validated() {
     assert!(e.to_string().contains("expected one of: sharded, redis_cluster"), "{e}");
     let e = err_of(&with("cluster_refreshms = 5"));
     assert!(e.to_string().contains("unknown key `cluster_refreshms`"), "{e}");
+}
+
+#[test]
+fn the_redirect_bound_and_the_refresh_rate_limit_are_pool_keys() {
+    let cfg = Config::parse(&with("cluster_max_redirects = 2\ncluster_refresh_min_interval_ms = 1000")).unwrap();
+    let c = cfg.pool("c").unwrap().cluster.unwrap();
+    assert_eq!((c.max_redirects, c.refresh_min_interval_ms), (2, 1000));
+    let text = cfg.to_redacted_toml();
+    assert!(text.contains("cluster_max_redirects = 2") && text.contains("cluster_refresh_min_interval_ms = 1000"));
+    for (line, key, why) in [
+        ("cluster_max_redirects = 0", "cluster_max_redirects", "must be from 1 to 50, got 0"),
+        ("cluster_max_redirects = 51", "cluster_max_redirects", "must be from 1 to 50, got 51"),
+        ("cluster_max_redirects = \"5\"", "cluster_max_redirects", "integer"),
+        ("cluster_refresh_min_interval_ms = 5", "cluster_refresh_min_interval_ms", "must be from 10 to 60000, got 5"),
+        ("cluster_refresh_min_interval_ms = 60001", "cluster_refresh_min_interval_ms", "must be from 10 to 60000"),
+    ] {
+        let e = err_of(&with(line));
+        assert_eq!((e.key(), e.line()), (Some(format!("pools.c.{key}").as_str()), Some(10)), "{e}");
+        assert!(e.to_string().contains(why), "{line}: {e}");
+    }
+    let sharded = CLUSTER
+        .replace("kind = \"redis_cluster\"\n", "")
+        .replace(":7000\"", ":7000:1\"")
+        .replace(":7001\"", ":7001:1\"");
+    for line in ["cluster_max_redirects = 3", "cluster_refresh_min_interval_ms = 100"] {
+        let e = err_of(&format!("{sharded}{line}\n"));
+        assert!(e.to_string().contains("only applies to a pool of kind = \"redis_cluster\""), "{e}");
+    }
 }
 
 #[test]
@@ -104,4 +142,15 @@ fn the_running_config_round_trips() {
     assert!(text.contains("kind = \"redis_cluster\""), "{text}");
     assert!(!text.contains("distribution"), "{text}");
     assert_eq!(Config::parse(&text).unwrap().pool("c"), cfg.pool("c"));
+}
+
+#[test]
+fn a_cluster_pool_counts_as_a_three_plus_three_cluster_in_the_descriptor_estimate() {
+    let limited = CLUSTER.replace("route = \"c\"", "route = \"c\"\nclient_connections = 100");
+    // 100 clients, 6 nodes x 1 connection x 2 (RESP2 and RESP3) x 2 workers, 1 listener x 2 workers, margin.
+    assert_eq!(Config::parse(&limited).unwrap().descriptors_needed(2), Some(100 + 24 + 2 + 64));
+    // More seeds than that: the seeds.
+    let seeds: Vec<String> = (7000..7008).map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+    let many = limited.replace("\"127.0.0.1:7000\", \"127.0.0.1:7001\"", &seeds.join(", "));
+    assert_eq!(Config::parse(&many).unwrap().descriptors_needed(1), Some(100 + 16 + 1 + 64));
 }

@@ -377,7 +377,9 @@ impl Config {
     /// limits admit (`proxy.max_client_connections`, else the listeners' `client_connections` summed), every
     /// backend connection (per worker, per server, `server_connections`, twice for RESP3 clients' own ones),
     /// each worker's listening sockets, and a margin for rings, eventfds, the admin endpoint and logs. `None`
-    /// when no client limit is configured (then nothing bounds what is needed).
+    /// when no client limit is configured (then nothing bounds what is needed). A `redis_cluster` pool's nodes are
+    /// not known before its map is read: it counts as its seeds or [`CLUSTER_NODES_ESTIMATE`] nodes, whichever is
+    /// more (every node of the map gets connections, replicas too).
     pub fn descriptors_needed(&self, workers: usize) -> Option<usize> {
         let listeners: Option<usize> =
             self.listeners.iter().map(|l| (l.client_connections > 0).then_some(l.client_connections)).sum();
@@ -387,8 +389,11 @@ impl Config {
             (p, None) => p,
             (p, Some(l)) => p.min(l),
         };
-        let backends: usize =
-            self.pools.iter().map(|p| p.servers.len() * p.server_connections * 2).sum::<usize>() * workers;
+        let nodes = |p: &PoolConfig| match p.cluster {
+            Some(_) => p.servers.len().max(CLUSTER_NODES_ESTIMATE),
+            None => p.servers.len(),
+        };
+        let backends: usize = self.pools.iter().map(|p| nodes(p) * p.server_connections * 2).sum::<usize>() * workers;
         Some(clients + backends + self.listeners.len() * workers + 64)
     }
 }
@@ -454,10 +459,22 @@ pub struct ClusterOptions {
     /// How often control reads the topology again when nothing asked it to.
     pub refresh_ms: u64,
     pub read_from: crate::cluster::ReadFrom,
+    /// Redirects (MOVED/ASK) one request may follow before it fails with an error that says so.
+    pub max_redirects: u8,
+    /// The shortest time between two topology reads that redirects or failures asked for (a storm of MOVED
+    /// replies causes one read per interval, not one per reply).
+    pub refresh_min_interval_ms: u64,
 }
 
 /// Default period of topology refreshes of a `redis_cluster` pool (redirects and failures refresh at once).
 pub const DEFAULT_CLUSTER_REFRESH_MS: u64 = 5000;
+
+/// The nodes a `redis_cluster` pool is assumed to have when estimating descriptors (its map is read at run time):
+/// the smallest cluster redis recommends, 3 primaries with a replica each.
+pub const CLUSTER_NODES_ESTIMATE: usize = 6;
+
+/// Default shortest gap between two asked-for topology reads of a `redis_cluster` pool.
+pub const DEFAULT_CLUSTER_REFRESH_MIN_INTERVAL_MS: u64 = 200;
 
 /// What kind of pool a `[pools.<name>]` table is (its `kind` key).
 pub const POOL_KINDS: [&str; 2] = ["sharded", "redis_cluster"];

@@ -93,6 +93,10 @@ struct PoolOut<'a> {
     cluster_refresh_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     read_from: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster_max_redirects: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster_refresh_min_interval_ms: Option<u64>,
     servers: Vec<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     hash: Option<&'static str>,
@@ -212,6 +216,8 @@ fn pool_out(pool: &PoolConfig) -> PoolOut<'_> {
         kind: if sharded { "sharded" } else { "redis_cluster" },
         cluster_refresh_ms: pool.cluster.map(|c| c.refresh_ms),
         read_from: pool.cluster.map(|c| c.read_from.name()),
+        cluster_max_redirects: pool.cluster.map(|c| c.max_redirects),
+        cluster_refresh_min_interval_ms: pool.cluster.map(|c| c.refresh_min_interval_ms),
         servers: pool.servers.iter().map(|s| s.spec.as_str()).collect(),
         hash: sharded.then_some(pool.hash.name()),
         distribution: sharded.then_some(pool.distribution.name()),

@@ -15,7 +15,7 @@ use super::routes::{
 use super::server::{parse_seed, parse_server};
 use super::tls;
 use super::*;
-use crate::cluster::ReadFrom;
+use crate::cluster::{ReadFrom, DEFAULT_MAX_REDIRECTS};
 
 const PROXY_KEYS: &[&str] = &[
     "workers",
@@ -75,6 +75,8 @@ const POOL_KEYS: &[&str] = &[
     "kind",
     "cluster_refresh_ms",
     "read_from",
+    "cluster_max_redirects",
+    "cluster_refresh_min_interval_ms",
 ];
 
 /// Keys of a sharded pool that mean nothing for a `redis_cluster` pool (the cluster places keys by its slots, fails
@@ -370,9 +372,16 @@ fn build_pool(s: &Section<'_>, name: &str) -> Result<PoolDraft, ConfigError> {
             refresh_ms: s
                 .parse_or("cluster_refresh_ms", DEFAULT_CLUSTER_REFRESH_MS, |f| f.integer_in(100u64, 3_600_000))?,
             read_from: s.parse_or("read_from", ReadFrom::Primary, parse_read_from)?,
+            // At least one (an ASK during a migration), at most a few dozen: a loop between confused nodes must end.
+            max_redirects: s.parse_or("cluster_max_redirects", DEFAULT_MAX_REDIRECTS, |f| f.integer_in(1u8, 50))?,
+            refresh_min_interval_ms: s.parse_or(
+                "cluster_refresh_min_interval_ms",
+                DEFAULT_CLUSTER_REFRESH_MIN_INTERVAL_MS,
+                |f| f.integer_in(10u64, 60_000),
+            )?,
         })
     } else {
-        for key in ["cluster_refresh_ms", "read_from"] {
+        for key in ["cluster_refresh_ms", "read_from", "cluster_max_redirects", "cluster_refresh_min_interval_ms"] {
             if let Some(f) = s.get(key) {
                 return Err(f.error("only applies to a pool of kind = \"redis_cluster\""));
             }

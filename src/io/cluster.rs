@@ -5,15 +5,17 @@
 //! A request to a cluster pool carries its own bytes ([`Redirectable`]), because a `-MOVED` or `-ASK` reply means
 //! sending it again elsewhere, and the backend keeps nothing of a request once written. The reply passes through
 //! [`arrive`]: a redirect ferrule can follow is followed (MOVED: resend to the named node and ask control for a
-//! new map; ASK: `ASKING` and the request to the named node, map unchanged), up to
-//! [`crate::cluster::DEFAULT_MAX_REDIRECTS`] times; anything else completes the client's slot as on a sharded pool.
+//! new map; ASK: `ASKING` and the request to the named node, map unchanged), up to the pool's
+//! `cluster_max_redirects` times; a `-TRYAGAIN` (a multi-key request while its slot migrates) is sent again after
+//! a short timer, a few times ([`crate::cluster::redirect::TRYAGAIN_RETRIES`]); anything else completes the
+//! client's slot as on a sharded pool.
 //! None of this is on a sharded pool's path: its requests carry a plain `Waiter::Client`.
 
 use super::backend::{Backend, BackendOptions, Framer, Waiter};
 use super::replies::ClientRef;
 use super::stats::Meter;
 use crate::cluster::redirect::{too_many_redirects, Decision, RedirectKind};
-use crate::cluster::{decide, ReadFrom, SlotMap, DEFAULT_MAX_REDIRECTS};
+use crate::cluster::{decide, is_tryagain, tryagain_delay, ReadFrom, SlotMap};
 use crate::config::{PoolConfig, ProxyConfig};
 use crate::protocol::redis::{self, Proto, ReplyShape};
 use crate::stats::ClusterCounters;
@@ -33,6 +35,8 @@ struct NodeConns {
 pub struct ClusterRt {
     pub pool: String,
     pub read_from: ReadFrom,
+    /// `cluster_max_redirects`.
+    max_redirects: u8,
     opts: BackendOptions,
     opts3: BackendOptions,
     per_proto: usize,
@@ -59,6 +63,7 @@ impl ClusterRt {
         Rc::new(ClusterRt {
             pool: cfg.name.clone(),
             read_from: cluster.read_from,
+            max_redirects: cluster.max_redirects,
             opts,
             opts3,
             per_proto: cfg.server_connections,
@@ -197,6 +202,10 @@ pub struct Redirectable {
     pub sent_to: SocketAddr,
     /// Redirects followed so far.
     pub followed: u8,
+    /// Whether `sent_to` was reached by an ASK (a retry there must send ASKING again).
+    pub asked: bool,
+    /// `-TRYAGAIN` replies retried so far.
+    pub retried: u8,
     pub rt: Rc<ClusterRt>,
 }
 
@@ -224,12 +233,39 @@ pub fn arrive(mut r: Box<Redirectable>, reply: &[u8], latency: Option<Duration>,
         r.rt.want_refresh();
         return super::backend::deliver_to((*r).into_client(), reply, latency, true);
     }
-    let redirect = match decide(reply, r.followed, DEFAULT_MAX_REDIRECTS) {
+    let max = r.rt.max_redirects;
+    let redirect = match decide(reply, r.followed, max) {
+        Decision::Deliver if is_tryagain(reply) => {
+            let Some(delay) = tryagain_delay(r.retried) else {
+                // Still migrating after every retry: the client gets redis' own answer, which it may retry.
+                return super::backend::deliver_to((*r).into_client(), reply, latency, false);
+            };
+            r.retried += 1;
+            r.rt.counters.borrow_mut().tryagain += 1;
+            // A timer task, so the worker goes on serving everyone else meanwhile; the client's later replies
+            // wait behind this one in its queue, as they would behind a slow reply.
+            glommio::spawn_local(async move {
+                glommio::timer::sleep(delay).await;
+                // Nothing goes to a node the map in force does not have (a failover or a reshard meanwhile).
+                if !r.rt.map().nodes.iter().any(|n| n.addr == r.sent_to) {
+                    let msg = format!(
+                        "-TRYAGAIN ferrule: pool '{}': {} answered TRYAGAIN and has left the slot map since\r\n",
+                        r.rt.pool, r.sent_to
+                    );
+                    let latency = r.meter_started().map(|t| t.elapsed());
+                    return super::backend::deliver_to((*r).into_client(), msg.as_bytes(), latency, true);
+                }
+                let backend = r.rt.backend_to(r.sent_to, r.client_id, r.proto);
+                resend(r, &backend);
+            })
+            .detach();
+            return;
+        }
         Decision::Deliver => return super::backend::deliver_to((*r).into_client(), reply, latency, false),
         Decision::TooMany(last) => {
             r.rt.counters.borrow_mut().redirect_failures += 1;
-            log::warn!("pool {}: a request was redirected {} times; failing it", r.rt.pool, DEFAULT_MAX_REDIRECTS);
-            let msg = too_many_redirects(&r.rt.pool, DEFAULT_MAX_REDIRECTS, &last);
+            log::warn!("pool {}: a request was redirected {max} times; failing it", r.rt.pool);
+            let msg = too_many_redirects(&r.rt.pool, max, &last);
             return super::backend::deliver_to((*r).into_client(), msg.as_bytes(), latency, true);
         }
         Decision::Follow(redirect) => redirect,
@@ -267,9 +303,16 @@ pub fn arrive(mut r: Box<Redirectable>, reply: &[u8], latency: Option<Duration>,
     }
     r.followed += 1;
     r.sent_to = addr;
+    r.asked = kind == RedirectKind::Ask;
     let backend = r.rt.backend_to(addr, r.client_id, r.proto);
+    resend(r, &backend);
+}
+
+/// Sends `r` again to `backend` (where it was redirected, or where it was answered TRYAGAIN), preceded by ASKING
+/// when an ASK led there.
+fn resend(r: Box<Redirectable>, backend: &Backend) {
     let now = Instant::now();
-    if kind == RedirectKind::Ask {
+    if r.asked {
         // ASKING holds for the next command on the connection only; both go in the same queue, in this order.
         backend.enqueue(
             |out| redis::write_command(out, &[b"ASKING"]),
@@ -278,5 +321,5 @@ pub fn arrive(mut r: Box<Redirectable>, reply: &[u8], latency: Option<Duration>,
             now,
         );
     }
-    r.send(&backend, now);
+    r.send(backend, now);
 }

@@ -81,11 +81,6 @@ struct ServerHealth {
     ejections: u64,
 }
 
-/// The shortest time between two topology reads of one cluster pool that were asked for (by redirects or failed
-/// nodes): a storm of MOVED replies from every core causes one read, and a failover is seen within about this long
-/// of the cluster announcing it.
-const MIN_REFRESH_GAP: Duration = Duration::from_millis(200);
-
 /// What control knows of one `redis_cluster` pool.
 #[derive(Default)]
 struct ClusterState {
@@ -475,7 +470,7 @@ impl Control {
     }
 
     /// Reads the topology of each cluster pool whose time has come: every `cluster_refresh_ms`, at once when a
-    /// worker asked (at most every [`MIN_REFRESH_GAP`]), and, with `wait`, all of them now (at start). A read runs
+    /// worker asked (at most every `cluster_refresh_min_interval_ms`), and, with `wait`, all of them now (at start). A read runs
     /// as its own task unless `wait`; one pool is never read twice at once.
     async fn read_topologies_due(self: &Rc<Self>, wait: bool) {
         let cfg = self.config();
@@ -487,10 +482,13 @@ impl Control {
             for pool in cfg.pools.iter().filter(|p| p.cluster.is_some()) {
                 let st = clusters.entry(pool.name.clone()).or_default();
                 let every = Duration::from_millis(pool.cluster.map_or(5000, |c| c.refresh_ms));
+                // Reads asked for (by redirects or failed nodes) are at least this far apart: a storm of MOVED
+                // replies from every core causes one read, and a failover is seen within about this long of the
+                // cluster announcing it.
+                let min_gap = Duration::from_millis(pool.cluster.map_or(200, |c| c.refresh_min_interval_ms));
                 let since = st.last_read.map(|t| now.duration_since(t));
-                let is_due = wait
-                    || since.is_none_or(|s| s >= every)
-                    || (st.requested && since.is_none_or(|s| s >= MIN_REFRESH_GAP));
+                let is_due =
+                    wait || since.is_none_or(|s| s >= every) || (st.requested && since.is_none_or(|s| s >= min_gap));
                 if is_due && !st.reading {
                     st.reading = true;
                     st.requested = false;

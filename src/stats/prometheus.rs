@@ -139,10 +139,15 @@ fn render_clusters(e: &mut Exposition, stats: &ProxyStats) {
     if stats.clusters.is_empty() {
         return;
     }
-    e.family("ferrule_cluster_redirects_total", "counter", "MOVED and ASK replies ferrule followed for clients.");
+    e.family(
+        "ferrule_cluster_redirects_total",
+        "counter",
+        "MOVED and ASK replies ferrule followed, and TRYAGAIN replies it retried, for clients.",
+    );
     for c in &stats.clusters {
         e.sample("ferrule_cluster_redirects_total", &[("pool", &c.pool), ("kind", "moved")], c.counters.moved);
         e.sample("ferrule_cluster_redirects_total", &[("pool", &c.pool), ("kind", "ask")], c.counters.ask);
+        e.sample("ferrule_cluster_redirects_total", &[("pool", &c.pool), ("kind", "tryagain")], c.counters.tryagain);
     }
     type Field = fn(&super::merge::ClusterTotals) -> u64;
     let counters: [(&str, &str, Field); 5] = [

@@ -189,6 +189,8 @@ pub struct ClusterCounters {
     pub moved: u64,
     /// `-ASK` replies followed.
     pub ask: u64,
+    /// `-TRYAGAIN` replies (a multi-key request during a slot's migration) retried after a short delay.
+    pub tryagain: u64,
     /// Requests failed because they were redirected more often than allowed, or to a host not in the map.
     pub redirect_failures: u64,
     /// Requests answered `-CLUSTERDOWN` because no node serves their slot (or no replica, with read_from replica).
@@ -203,6 +205,7 @@ impl ClusterCounters {
     pub fn add(&mut self, o: &ClusterCounters) {
         self.moved += o.moved;
         self.ask += o.ask;
+        self.tryagain += o.tryagain;
         self.redirect_failures += o.redirect_failures;
         self.unserved += o.unserved;
         self.refresh_requests += o.refresh_requests;

@@ -76,13 +76,14 @@ fn push_pool(out: &mut String, p: &PoolTotals, cluster: Option<&super::merge::Cl
     // A cluster pool's own figures are numbers beside the servers' objects, so tools that read every object of a
     // pool as a server see only the nodes.
     if let Some(c) = cluster {
-        let fields: [(&str, u64); 10] = [
+        let fields: [(&str, u64); 11] = [
             ("cluster_topology_version", c.version),
             ("cluster_refreshes", c.refreshes),
             ("cluster_refresh_failures", c.refresh_failures),
             ("cluster_refresh_requests", c.counters.refresh_requests),
             ("cluster_moved", c.counters.moved),
             ("cluster_ask", c.counters.ask),
+            ("cluster_tryagain", c.counters.tryagain),
             ("cluster_redirect_failures", c.counters.redirect_failures),
             ("cluster_unserved", c.counters.unserved),
             ("cluster_slots_served", c.slots_served),

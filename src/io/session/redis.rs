@@ -235,10 +235,10 @@ fn handle(
             let flow = route(s, pinned.as_deref(), info, Some(kind), req, sc, now, blocked_on);
             routed(flow, pinned, sc)
         }
-        CommandKind::Pool(_) | CommandKind::Blocking(_) if on_cluster_pool(s) => {
+        CommandKind::Pool(PoolCmd::Pubsub) | CommandKind::Blocking(_) if on_cluster_pool(s) => {
             let msg = format!(
-                "-ERR ferrule: {} is not supported on a redis_cluster pool (whole-pool and blocking commands need \
-                 one connection per server, which cluster pools do not keep yet)\r\n",
+                "-ERR ferrule: {} is not supported on a redis_cluster pool yet (blocking commands need a connection \
+                 of their own to the key's node, and pub/sub is not routed to a cluster)\r\n",
                 info.name
             );
             s.local(msg.as_bytes());
@@ -404,8 +404,22 @@ fn whole_pool(
     let Some(pool) = pools.get(pool_index) else {
         return s.local(b"-ERR ferrule: listener has no pool\r\n");
     };
-    let n = pool.servers.len();
-    let live = |i: usize| pool.servers.get(i).is_some_and(|srv| !srv.ejected);
+    let servers = match &pool.cluster {
+        None => Whole::Pool(pool),
+        Some(cl) => {
+            let map = cl.map();
+            if map.shards.is_empty() {
+                let msg = format!(
+                    "-CLUSTERDOWN ferrule: pool '{}': {} needs the cluster's slot map, not known yet\r\n",
+                    pool.name, info.name
+                );
+                return s.local(msg.as_bytes());
+            }
+            Whole::Cluster(cl, map)
+        }
+    };
+    let n = servers.len();
+    let live = |i: usize| servers.live(i);
     let sub = sc.args.get(1).map(|r| req[r.clone()].to_ascii_uppercase()).unwrap_or_default();
     let merge = match cmd {
         PoolCmd::Scan => {
@@ -427,7 +441,7 @@ fn whole_pool(
             let text = cursor.to_string();
             let args = sc.args.iter().enumerate().map(|(i, r)| if i == 1 { text.as_bytes() } else { &req[r.clone()] });
             let shape = redis::ReplyShape::of(info);
-            let backend = pool.backend_for(first_live, s.id, s.proto);
+            let Some(backend) = servers.backend(first_live, s.id, s.proto) else { return };
             let mut fan = s.q.borrow_mut().take_fanout(kind, 1);
             fan.proto = s.proto;
             let seq = s.q.borrow_mut().reserve_fanout(fan);
@@ -441,7 +455,7 @@ fn whole_pool(
                 now,
             );
             if backend.over_queue_bound() {
-                *blocked_on = Some(backend.clone());
+                *blocked_on = Some(backend);
             }
             return;
         }
@@ -485,12 +499,45 @@ fn whole_pool(
     s.meters.borrow_mut().begin_split((client_key(&s.q), seq), sc.servers.len() as u32, sc.command.is_some());
     let shape = redis::ReplyShape::of(info);
     for (frag, &server) in sc.servers.iter().enumerate() {
-        let backend = pool.backend_for(server, s.id, s.proto);
+        // Every server in `sc.servers` has a connection (a cluster's are made when its map is installed).
+        let Some(backend) = servers.backend(server, s.id, s.proto) else { continue };
         let meter = sc.command.map(|c| Meter::new(&s.meters, c, now, true));
         let waiter = Waiter::Client { client: s.q.clone(), seq, frag: Some(frag as u32), meter };
         backend.enqueue(|out| write_as_sent(out, req, &sc.args), Some(waiter), Framer::Redis(shape), now);
         if backend.over_queue_bound() {
-            *blocked_on = Some(backend.clone());
+            *blocked_on = Some(backend);
+        }
+    }
+}
+
+/// The servers a whole-pool command (SCAN, DBSIZE, SCRIPT, FUNCTION) goes to: a sharded pool's servers, or the
+/// primaries of a cluster pool's map in force, one per shard, in the map's order (a SCAN cursor carries the index).
+enum Whole<'a> {
+    Pool(&'a PoolRt),
+    Cluster(&'a Rc<crate::io::cluster::ClusterRt>, std::sync::Arc<crate::cluster::SlotMap>),
+}
+
+impl Whole<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Whole::Pool(p) => p.servers.len(),
+            Whole::Cluster(_, map) => map.shards.len(),
+        }
+    }
+
+    /// A sharded pool's server that is not ejected; a cluster's primary that has connections (the cluster fails
+    /// over by itself, so a primary of the map counts as live).
+    fn live(&self, i: usize) -> bool {
+        match self {
+            Whole::Pool(p) => p.servers.get(i).is_some_and(|srv| !srv.ejected),
+            Whole::Cluster(..) => i < self.len(),
+        }
+    }
+
+    fn backend(&self, i: usize, client_id: u64, proto: redis::Proto) -> Option<Rc<Backend>> {
+        match self {
+            Whole::Pool(p) => Some(p.backend_for(i, client_id, proto).clone()),
+            Whole::Cluster(cl, map) => cl.backend_at(map.shards.get(i)?.primary, client_id, proto),
         }
     }
 }

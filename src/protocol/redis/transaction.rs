@@ -21,7 +21,7 @@
 //! MULTI`, `-ERR MULTI calls can not be nested`, `-ERR WATCH inside MULTI is not allowed`, `-EXECABORT Transaction
 //! discarded because of previous errors.`.
 //!
-//! On a listener whose route is not a single pool, transactions are not supported: MULTI is refused and the session
+//! On a listener of a `redis_cluster` pool, transactions are not supported yet: MULTI is refused and the session
 //! enters [`TxnState::Refused`], in which every command up to EXEC or DISCARD is refused too, so a client that
 //! pipelines `MULTI; INCR a; INCR b; EXEC` has nothing applied.
 
@@ -94,10 +94,13 @@ pub enum Placement {
     CrossSlot,
 }
 
-/// The reply to MULTI where transactions are not supported. It names the consequence, since the client's
-/// library usually surfaces only this first error.
-pub const MULTI_REFUSED: &[u8] = b"ERR MULTI is not supported by ferrule on this listener (its route is not a pool): \
-the commands up to EXEC or DISCARD are refused";
+/// The reply to MULTI where transactions are not supported (a listener of a `redis_cluster` pool: every other
+/// listener runs them). It names the consequence, since the client's library usually surfaces only this first
+/// error.
+pub const MULTI_REFUSED: &[u8] = b"ERR MULTI is not supported by ferrule on a redis_cluster pool yet: the commands up \
+to EXEC or DISCARD are refused";
+/// The reply to WATCH where transactions are not supported.
+pub const WATCH_REFUSED: &[u8] = b"ERR WATCH is not supported by ferrule on a redis_cluster pool yet";
 /// EXEC ending an aborted transaction: redis's answer when a queued command was rejected.
 pub const EXEC_ABORTED: &[u8] = b"EXECABORT Transaction discarded because of previous errors.";
 /// A queued command whose keys are on another server than the transaction's.
@@ -110,7 +113,7 @@ pub fn needs_gate(state: TxnState, info: &CommandInfo) -> bool {
 }
 
 /// Decides what happens to a command given the session's transaction state, updating the state. `argc` counts
-/// the command name; `supported`: the listener can run transactions (its route is one pool). When the answer is
+/// the command name; `supported`: the listener can run transactions (all but cluster pools). When the answer is
 /// [`Gate::Answered`] or [`Gate::EndLocally`], the complete reply has been appended to `reply`.
 pub fn gate(state: &mut TxnState, info: &CommandInfo, argc: usize, supported: bool, reply: &mut Vec<u8>) -> Gate {
     match *state {
@@ -162,7 +165,7 @@ fn outside_multi(state: &mut TxnState, info: &CommandInfo, argc: usize, supporte
             Gate::Answered
         }
         Txn::Watch if !supported => {
-            write_error(reply, b"ERR WATCH is not supported by ferrule on this listener (its route is not a pool)");
+            write_error(reply, WATCH_REFUSED);
             Gate::Answered
         }
         Txn::Watch => Gate::Watch,
@@ -513,8 +516,8 @@ mod tests {
         assert_eq!(state, TxnState::Idle);
     }
 
-    const REFUSED: &str = "-ERR MULTI is not supported by ferrule on this listener (its route is not a pool): the \
-                           commands up to EXEC or DISCARD are refused\r\n";
+    const REFUSED: &str = "-ERR MULTI is not supported by ferrule on a redis_cluster pool yet: the commands up to \
+                           EXEC or DISCARD are refused\r\n";
 
     #[test]
     fn where_unsupported_a_refused_multi_refuses_everything_up_to_exec() {
@@ -524,10 +527,7 @@ mod tests {
         assert_eq!(replies, [REFUSED, refused, refused, ABORT, "RUN"]);
         assert_eq!(state, TxnState::Idle);
         let (replies, _) = session(false, &[&["WATCH", "k"], &["MULTI"], &["QUIT"]]);
-        assert_eq!(
-            replies,
-            ["-ERR WATCH is not supported by ferrule on this listener (its route is not a pool)\r\n", REFUSED, "RUN"]
-        );
+        assert_eq!(replies, ["-ERR WATCH is not supported by ferrule on a redis_cluster pool yet\r\n", REFUSED, "RUN"]);
     }
 
     #[test]

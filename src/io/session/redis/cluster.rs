@@ -61,6 +61,8 @@ pub(super) fn route(
             proto: s.proto,
             sent_to: backend.addr,
             followed: 0,
+            asked: false,
+            retried: 0,
             rt: cl.clone(),
         };
         Box::new(r).send(&backend, now);
@@ -108,6 +110,8 @@ pub(super) fn route(
             proto: s.proto,
             sent_to: backend.addr,
             followed: 0,
+            asked: false,
+            retried: 0,
             rt: cl.clone(),
         };
         Box::new(r).send(&backend, now);

@@ -4,6 +4,8 @@ mod cluster;
 mod pinned;
 mod pubsub;
 
+pub(crate) use pubsub::placement_changed as subscriptions_moved;
+
 use super::routed::{self, Group, KeyDest, Unroutable};
 use super::{InBuf, Next, Session};
 use crate::config::Target;

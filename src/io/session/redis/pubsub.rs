@@ -252,7 +252,15 @@ pub(super) fn command(s: &mut Session, p: &mut Pinned, info: &CommandInfo, cmd: 
             confirm_timeout,
             ended: false,
         }));
-        SUBSCRIBED.with(|list| list.borrow_mut().push(Rc::downgrade(&st)));
+        SUBSCRIBED.with(|list| {
+            let mut list = list.borrow_mut();
+            // Clients that left are pruned here too, now and then, so the list stays within twice the subscribed
+            // clients (plus 64) between placement changes.
+            if list.len() >= 64 && list.len().is_power_of_two() {
+                list.retain(|w| w.strong_count() > 0);
+            }
+            list.push(Rc::downgrade(&st));
+        });
         Box::new(PubSub { st })
     });
     ps.st.borrow_mut().proto = s.proto;

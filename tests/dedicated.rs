@@ -334,3 +334,64 @@ fn transactions_and_blocking_commands_run_on_a_route_that_reaches_one_server() {
     assert_eq!(Client::connect(port).redis_str(&["RPUSH", "b:q", "job"]), ":1\r\n");
     assert_eq!(String::from_utf8_lossy(&blocked.redis_reply()), "*2\r\n$3\r\nb:q\r\n$3\r\njob\r\n");
 }
+
+/// The sum over every server of a /metrics family (its samples' values).
+fn metric_sum(f: &Ferrule, name: &str) -> u64 {
+    let (code, body) = f.admin("GET", "/metrics");
+    assert_eq!(code, 200, "{body}");
+    body.lines()
+        .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' ')))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// Waits (up to 5 s) until the family sums to `want`.
+fn await_metric(f: &Ferrule, name: &str, want: u64) {
+    let ok = eventually(Duration::from_secs(5), || metric_sum(f, name) == want);
+    assert!(ok, "{name} is {}, expected {want}", metric_sum(f, name));
+}
+
+#[test]
+fn dedicated_and_subscriber_connections_are_counted_in_metrics_and_stats() {
+    let (_backends, f, port) = setup("max_dedicated_connections = 1");
+    await_metric(&f, "ferrule_server_dedicated_in_use", 0);
+    // A blocked client holds its server's only dedicated connection ...
+    let mut blocked = Client::connect(port);
+    blocked.send(&command(&["BLPOP", "{x}:q", "0"]));
+    await_metric(&f, "ferrule_server_dedicated_in_use", 1);
+    await_metric(&f, "ferrule_server_dedicated_opened_total", 1);
+    // ... so another blocking command there is refused, and counted.
+    let mut other = Client::connect(port);
+    assert!(other.redis_str(&["BLPOP", "{x}:q", "0.01"]).contains("max_dedicated_connections = 1"));
+    await_metric(&f, "ferrule_server_dedicated_refused_total", 1);
+    // Answered, the connection goes back to the idle set.
+    assert_eq!(other.redis_str(&["RPUSH", "{x}:q", "v"]), ":1\r\n");
+    assert_eq!(String::from_utf8_lossy(&blocked.redis_reply()), "*2\r\n$5\r\n{x}:q\r\n$1\r\nv\r\n");
+    await_metric(&f, "ferrule_server_dedicated_in_use", 0);
+    await_metric(&f, "ferrule_server_dedicated_idle", 1);
+    // A subscriber: one subscriber connection (taking the idle one's place if it lands on the same server).
+    let mut sub = Client::connect(port);
+    assert!(sub.redis_str(&["SUBSCRIBE", "news"]).starts_with("*3\r\n$9\r\nsubscribe\r\n"));
+    await_metric(&f, "ferrule_server_subscriber_connections", 1);
+    await_metric(&f, "ferrule_server_subscriber_connections_opened_total", 1);
+    // The same figures per server in /stats (twemproxy's layout, ferrule's fields after its own).
+    let (code, body) = f.admin("GET", "/stats");
+    assert_eq!(code, 200, "{body}");
+    let stats: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let servers: Vec<&serde_json::Value> =
+        stats["main"].as_object().unwrap().values().filter(|v| v.get("dedicated_in_use").is_some()).collect();
+    assert_eq!(servers.len(), 2, "{body}");
+    let total = |k: &str| servers.iter().map(|s| s[k].as_u64().unwrap()).sum::<u64>();
+    assert_eq!(
+        (
+            total("dedicated_opened"),
+            total("dedicated_refused"),
+            total("subscriber_connections"),
+            total("subscribers_opened")
+        ),
+        (1, 1, 1, 1),
+        "{body}"
+    );
+    drop(sub);
+    await_metric(&f, "ferrule_server_subscriber_connections", 0);
+}

@@ -176,6 +176,16 @@ fn json(f: &Ferrule, path: &str) -> serde_json::Value {
 
 const POOL_FIELDS: [&str; 6] =
     ["client_eof", "client_err", "client_connections", "server_ejects", "forward_error", "fragments"];
+/// ferrule's own server fields, after nutcracker's: dedicated and subscriber connections (0 on memcache pools).
+const FERRULE_SERVER_FIELDS: [&str; 6] = [
+    "dedicated_in_use",
+    "dedicated_idle",
+    "subscriber_connections",
+    "dedicated_opened",
+    "subscribers_opened",
+    "dedicated_refused",
+];
+
 const SERVER_FIELDS: [&str; 13] = [
     "server_eof",
     "server_err",
@@ -210,6 +220,7 @@ fn assert_twemproxy_layout(v: &serde_json::Value, pools: &[(&str, &[String])]) {
             let mut keys: Vec<&str> = s.keys().map(String::as_str).collect();
             keys.sort();
             let mut want = SERVER_FIELDS.to_vec();
+            want.extend(FERRULE_SERVER_FIELDS);
             want.sort();
             assert_eq!(keys, want);
         }

@@ -300,3 +300,90 @@ fn a_client_that_leaves_before_its_confirmation_leaves_nothing_behind() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn a_reload_that_changes_the_pool_makes_subscribers_subscribe_again() {
+    let backends = [redis_server(), redis_server()];
+    let third = redis_server();
+    let port = free_port();
+    let body = |servers: &[u16], timeout: u64| {
+        let specs: Vec<String> = servers.iter().map(|p| format!("127.0.0.1:{p}:1")).collect();
+        let pool = format!("hash = \"md5\"\nhash_tag = \"{{}}\"\ntimeout_ms = {timeout}");
+        format!("{}{}", listener_toml("cache", port, "redis", "main", ""), redis_pool_toml("main", &specs, &pool))
+    };
+    let two = [backends[0].port, backends[1].port];
+    let f = Ferrule::start(&body(&two, 1000), port);
+    let mut sub = Client::connect(port);
+    send_read(&mut sub, &["SUBSCRIBE", "news"], 1);
+    let mut pattern = Client::connect(port);
+    send_read(&mut pattern, &["PSUBSCRIBE", "n*"], 1);
+    // A reload that keeps the pool's servers (another timeout) moves nothing: the subscribers stay.
+    f.write_config(&body(&two, 1500));
+    assert!(f.wait_log("config applied", 1, Duration::from_secs(10)), "{}", f.log());
+    let mut publisher = Client::connect(port);
+    assert_eq!(publisher.redis_str(&["PUBLISH", "news", "a"]), ":2\r\n");
+    assert!(reply(&mut sub).ends_with("$1\r\na\r\n"));
+    assert!(reply(&mut pattern).ends_with("$1\r\na\r\n"));
+    // One that adds a server: the placement changes, so each subscriber is told and its connection closed (its
+    // library reconnects and subscribes where publishers now publish), with a warning in the log.
+    f.write_config(&body(&[two[0], two[1], third.port], 1500));
+    for c in [&mut sub, &mut pattern] {
+        let err = reply(c);
+        assert!(err.starts_with("-ERR ferrule: the configuration was reloaded: pool 'main' changed"), "{err}");
+        assert!(c.closed_by_peer());
+    }
+    assert!(f.log().contains("closing its connection so that it subscribes again"), "{}", f.log());
+    // Subscribing again works on the new pool.
+    let mut again = Client::connect(port);
+    send_read(&mut again, &["SUBSCRIBE", "news"], 1);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Client::connect(port).redis_str(&["PUBLISH", "news", "b"]) != ":1\r\n" {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(reply(&mut again).ends_with("$1\r\nb\r\n"));
+}
+
+#[test]
+fn a_server_that_never_confirms_fails_the_subscription_after_timeout_ms() {
+    use std::io::{Read, Write};
+    // A fake server that answers PING (so it stays in the ring) and stalls on everything else.
+    let fake = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let fake_port = fake.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in fake.incoming() {
+            let Ok(mut conn) = conn else { return };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = conn.read(&mut buf) {
+                    if n == 0 {
+                        return;
+                    }
+                    for _ in 0..buf[..n].windows(4).filter(|w| w.eq_ignore_ascii_case(b"PING")).count() {
+                        let _ = conn.write_all(b"+PONG\r\n");
+                    }
+                }
+            });
+        }
+    });
+    let port = free_port();
+    let body = format!(
+        "{}{}",
+        listener_toml("cache", port, "redis", "main", ""),
+        redis_pool_toml("main", &[format!("127.0.0.1:{fake_port}:1")], "timeout_ms = 300")
+    );
+    let f = Ferrule::start(&body, port);
+    let mut sub = Client::connect(port);
+    let started = Instant::now();
+    sub.send(&command(&["SUBSCRIBE", "stalled"]));
+    let err = reply(&mut sub);
+    assert!(
+        err.starts_with("-ERR ferrule: subscriber connection to backend main/")
+            && err.ends_with("did not confirm SUBSCRIBE within timeout_ms (300 ms)\r\n"),
+        "{err}"
+    );
+    // Bounded by the timeout, not forever (loose: the machine may be busy).
+    assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+    assert!(sub.closed_by_peer());
+    assert!(f.log().contains("did not confirm SUBSCRIBE"), "{}", f.log());
+}

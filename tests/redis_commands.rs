@@ -183,7 +183,7 @@ fn command_answers_from_the_table() {
         assert_eq!(fields(&ours), fields(&theirs), "{name}: {} vs {}", text(&ours), text(&theirs));
     }
     // Key specifications: where each one begins searching and how it finds keys, as redis 7 describes them (the
-    // flags are coarser: RO access or RW update).
+    // flags and notes too: see `docs_and_key_specs_are_redis_own`).
     for name in ["get", "mget", "mset", "set", "zunionstore", "eval", "sinter", "xread", "lmove", "rename", "hset"] {
         let ours = key_spec_searches(&proxy.redis(&["COMMAND", "INFO", name]));
         let theirs = key_spec_searches(&direct.redis(&["COMMAND", "INFO", name]));
@@ -364,6 +364,88 @@ fn scripts_are_loaded_on_every_server() {
 
 /// The `begin_search` and `find_keys` values of each key specification in a RESP2 `COMMAND INFO` reply of one
 /// command, as raw bytes.
+/// The key specifications (element 8) of a one-command COMMAND INFO reply, as bytes; RESP2 or RESP3 (the entry is
+/// an array in both).
+fn key_specs(reply: &[u8]) -> String {
+    use ferrule::protocol::redis::array_elements;
+    let mut outer = Vec::new();
+    assert!(array_elements(reply, &mut outer) && outer.len() == 1, "{}", text(reply));
+    let entry = &reply[outer[0].clone()];
+    let mut fields = Vec::new();
+    assert!(array_elements(entry, &mut fields) && fields.len() == 10, "{}", text(entry));
+    text(&entry[fields[8].clone()])
+}
+
+#[test]
+fn docs_and_key_specs_are_redis_own() {
+    let (_backends, _f, port) = setup(2, "");
+    let direct_redis = redis_server();
+    for proto in ["2", "3"] {
+        let mut proxy = Client::connect(port);
+        let mut direct = Client::connect(direct_redis.port);
+        assert_eq!(
+            text(&proxy.redis(&["HELLO", proto])).lines().next(),
+            text(&direct.redis(&["HELLO", proto])).lines().next()
+        );
+        // COMMAND DOCS is forwarded to a server of the pool and comes back as redis wrote it, in the client's
+        // protocol version (maps in RESP3).
+        for args in [
+            &["COMMAND", "DOCS", "get"][..],
+            &["COMMAND", "DOCS", "set", "mget", "georadius"],
+            &["COMMAND", "DOCS", "sort", "nosuch", "lmove"],
+            &["COMMAND", "docs", "nosuch"],
+        ] {
+            let ours = proxy.redis(args);
+            assert_eq!(text(&ours), text(&direct.redis(args)), "RESP{proto} {args:?}");
+        }
+        let get_docs = text(&proxy.redis(&["COMMAND", "DOCS", "get"]));
+        assert!(get_docs.contains("Get the value of a key"), "{get_docs}");
+        assert!(get_docs.starts_with(if proto == "3" { "%1\r\n" } else { "*2\r\n" }), "{get_docs}");
+        // Without names: the documentation of what COMMAND lists, the commands of the table, which has every
+        // command this redis has (and some newer ones it does not know).
+        let all = text(&proxy.redis(&["COMMAND", "DOCS"]));
+        assert!(all.contains("$4\r\nmget\r\n"), "{}", &all[..200]);
+        assert_eq!(all.lines().next(), text(&direct.redis(&["COMMAND", "DOCS"])).lines().next());
+        // Key specifications with redis' flags (OW, RM, access, update, insert, delete, not_key, incomplete,
+        // variable_flags) and notes, byte for byte.
+        for name in [
+            "get",
+            "set",
+            "del",
+            "mset",
+            "msetnx",
+            "lmove",
+            "sort",
+            "sort_ro",
+            "georadius",
+            "georadiusbymember",
+            "geosearchstore",
+            "zunionstore",
+            "sinterstore",
+            "pfcount",
+            "pfmerge",
+            "eval",
+            "xread",
+            "xreadgroup",
+            "xadd",
+            "blmpop",
+            "getex",
+            "getdel",
+            "hset",
+            "lcs",
+            "copy",
+            "rename",
+            "watch",
+            "ssubscribe",
+            "publish",
+            "migrate",
+        ] {
+            let ours = key_specs(&proxy.redis(&["COMMAND", "INFO", name]));
+            assert_eq!(ours, key_specs(&direct.redis(&["COMMAND", "INFO", name])), "RESP{proto} {name}");
+        }
+    }
+}
+
 fn key_spec_searches(reply: &[u8]) -> Vec<(String, String)> {
     use ferrule::protocol::redis::{array_elements, reply_len};
     let mut outer = Vec::new();

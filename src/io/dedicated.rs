@@ -28,6 +28,10 @@ pub struct DedicatedSet {
     leased: Vec<Rc<Backend>>,
     /// Subscriber connections open now (`io::session::redis::pubsub`): they count against `max` too.
     subscribers: usize,
+    /// For the stats: connections opened, and leases and subscriptions refused for want of a place.
+    opened: u64,
+    subscribers_opened: u64,
+    refused: u64,
 }
 
 pub type DedicatedRef = Rc<RefCell<DedicatedSet>>;
@@ -68,6 +72,9 @@ impl DedicatedSet {
             idle: Vec::new(),
             leased: Vec::new(),
             subscribers: 0,
+            opened: 0,
+            subscribers_opened: 0,
+            refused: 0,
         }))
     }
 
@@ -86,12 +93,16 @@ impl DedicatedSet {
                             let (_, b) = me.idle.remove(0);
                             b.close("closed to make room for a dedicated connection of the other protocol version");
                         }
-                        None => return Err(Exhausted { label: me.label.clone(), max: me.max }),
+                        None => {
+                            me.refused += 1;
+                            return Err(Exhausted { label: me.label.clone(), max: me.max });
+                        }
                     }
                 }
                 let opts = if proto == Proto::Resp3 { me.resp3.clone() } else { me.resp2.clone() };
                 let b = Backend::new(me.addr, format!("{} (dedicated)", me.label), opts);
                 glommio::spawn_local(b.clone().run(false)).detach();
+                me.opened += 1;
                 b
             }
         };
@@ -107,14 +118,27 @@ impl DedicatedSet {
         me.idle.retain(|(_, b)| !b.is_dead());
         if me.idle.len() + me.leased.len() + me.subscribers >= me.max {
             if me.idle.is_empty() {
+                me.refused += 1;
                 return Err(Exhausted { label: me.label.clone(), max: me.max });
             }
             let (_, b) = me.idle.remove(0);
             b.close("closed to make room for a subscriber connection");
         }
         me.subscribers += 1;
+        me.subscribers_opened += 1;
         let opts = if proto == Proto::Resp3 { me.resp3.clone() } else { me.resp2.clone() };
         Ok(SubscriberSlot { set: set.clone(), addr: me.addr, label: me.label.clone(), opts })
+    }
+
+    /// Adds this set's figures to its server's snapshot. The counters start again at 0 when a reload rebuilds the
+    /// pool (and with it the set), as a restart does.
+    pub fn add_figures(&self, snap: &mut crate::stats::ServerSnapshot) {
+        snap.counters.dedicated_opened += self.opened;
+        snap.counters.subscribers_opened += self.subscribers_opened;
+        snap.counters.dedicated_refused += self.refused;
+        snap.gauges.dedicated_in_use += self.leased.len() as u64;
+        snap.gauges.dedicated_idle += self.idle.iter().filter(|(_, b)| !b.is_dead()).count() as u64;
+        snap.gauges.subscribers += self.subscribers as u64;
     }
 
     /// The connections leased now (the worker checks their deadlines).

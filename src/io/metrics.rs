@@ -101,7 +101,9 @@ pub fn server_snapshots(pools: &[PoolRt]) -> Vec<ServerSnapshot> {
                 .get(i)
                 .map(|c| c.name.clone().unwrap_or_else(|| format!("{}:{}", c.host, c.port)))
                 .unwrap_or_else(|| s.spec.clone());
-            out.push(server_snapshot(&p.name, name, &s.spec, s.conns.iter().map(|b| b.stats_snapshot())));
+            let mut snap = server_snapshot(&p.name, name, &s.spec, s.conns.iter().map(|b| b.stats_snapshot()));
+            s.dedicated.borrow().add_figures(&mut snap);
+            out.push(snap);
         }
         // A cluster pool's servers are the nodes it has connections to, named host:port.
         for (addr, conns) in p.cluster.iter().flat_map(|c| c.connections()) {

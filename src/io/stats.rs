@@ -421,6 +421,7 @@ impl BackendStats {
             in_queue_bytes: queued_bytes as u64,
             out_queue: (pending as u64).saturating_sub(in_queue),
             out_queue_bytes: self.pending_bytes.saturating_sub(queued_bytes as u64),
+            ..ServerGauges::default()
         };
         (self.counters.clone(), gauges, self.latency.snapshot())
     }

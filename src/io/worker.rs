@@ -857,6 +857,7 @@ async fn serve_control(worker: Rc<Worker>, mut rx: ConnectedReceiver<ToWorker>, 
                 // Between two requests of any session (this runs on the same thread): requests already queued stay
                 // on the backends they were queued on, the next ones route with the new rings.
                 worker.install_pools(&config, &ejected);
+                super::session::subscriptions_moved(&worker.pools.borrow(), "the configuration was reloaded");
                 *worker.routes.borrow_mut() = Rc::new(RouteTree::build(&config));
                 *worker.fans.borrow_mut() = Rc::new(super::fan::Plans::build(&config, &mut worker.stats.borrow_mut()));
                 *worker.config.borrow_mut() = config.clone();
@@ -895,16 +896,16 @@ async fn serve_control(worker: Rc<Worker>, mut rx: ConnectedReceiver<ToWorker>, 
 
 fn set_ejected(worker: &Worker, pool: &str, server: &str, ejected: bool) {
     let mut pools = worker.pools.borrow_mut();
+    let what = if ejected { "ejected" } else { "restored" };
     if let Some(p) = pools.iter_mut().find(|p| p.name == pool) {
         if let Some(i) = p.servers.iter().position(|s| s.spec == server) {
             p.set_ejected(i, ejected);
-            log::debug!(
-                "worker {}: pool {pool}: server {server} {}",
-                worker.id,
-                if ejected { "ejected" } else { "restored" }
-            );
+            log::debug!("worker {}: pool {pool}: server {server} {what}", worker.id);
         }
     }
+    drop(pools);
+    // Subscriptions follow the ring: a client whose channel (or pattern) now belongs on another server resubscribes.
+    super::session::subscriptions_moved(&worker.pools.borrow(), &format!("pool {pool}: server {server} {what}"));
 }
 
 /// Stops accepting on every listener, then waits (at most `grace`) until every client connection has received the

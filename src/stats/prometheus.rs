@@ -354,7 +354,7 @@ fn render_commands(e: &mut Exposition, stats: &ProxyStats) {
 
 fn render_servers(e: &mut Exposition, stats: &ProxyStats) {
     type Field = fn(&super::merge::ServerTotals) -> u64;
-    let counters: [(&str, &str, Field); 11] = [
+    let counters: [(&str, &str, Field); 14] = [
         ("ferrule_server_ejections_total", "Times the server was ejected from its pool's ring.", |s| s.ejections),
         ("ferrule_server_requests_total", "Requests queued to the server.", |s| s.counters.requests),
         ("ferrule_server_request_bytes_total", "Bytes of requests queued to the server.", |s| s.counters.request_bytes),
@@ -376,11 +376,29 @@ fn render_servers(e: &mut Exposition, stats: &ProxyStats) {
         ("ferrule_server_failed_requests_total", "Requests failed because this server failed.", |s| {
             s.counters.failed_requests
         }),
+        (
+            "ferrule_server_dedicated_opened_total",
+            "Dedicated connections (transactions, blocking commands) opened.",
+            |s| s.counters.dedicated_opened,
+        ),
+        ("ferrule_server_subscriber_connections_opened_total", "Subscriber connections (pub/sub) opened.", |s| {
+            s.counters.subscribers_opened
+        }),
+        (
+            "ferrule_server_dedicated_refused_total",
+            "Transactions, blocking commands and subscriptions refused: max_dedicated_connections in use.",
+            |s| s.counters.dedicated_refused,
+        ),
     ];
-    let gauges: [(&str, &str, Field); 5] = [
+    let gauges: [(&str, &str, Field); 8] = [
         ("ferrule_server_connections", "Open connections to the server.", |s| s.gauges.connections),
         ("ferrule_server_in_flight_requests", "Requests queued or awaiting their reply.", |s| s.gauges.in_flight()),
         ("ferrule_server_queued_bytes", "Request bytes queued and not yet written.", |s| s.gauges.in_queue_bytes),
+        ("ferrule_server_dedicated_in_use", "Dedicated connections held by a client now.", |s| {
+            s.gauges.dedicated_in_use
+        }),
+        ("ferrule_server_dedicated_idle", "Dedicated connections open and idle.", |s| s.gauges.dedicated_idle),
+        ("ferrule_server_subscriber_connections", "Subscriber connections open now.", |s| s.gauges.subscribers),
         ("ferrule_server_ejected", "1 while the server is ejected from its pool's ring.", |s| u64::from(s.ejected)),
         ("ferrule_server_ejected_at_seconds", "When the server was last ejected (Unix time), 0 if never.", |s| {
             s.ejected_at_s

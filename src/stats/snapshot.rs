@@ -106,6 +106,13 @@ pub struct ServerCounters {
     pub failed_requests: u64,
     /// Sum of the recorded backend latencies in microseconds.
     pub latency_sum_us: u64,
+    /// Dedicated connections (transactions, blocking commands) opened (`dedicated_opened`).
+    pub dedicated_opened: u64,
+    /// Subscriber connections (pub/sub) opened (`subscribers_opened`).
+    pub subscribers_opened: u64,
+    /// Transactions, blocking commands and subscriptions refused because `max_dedicated_connections` were in use
+    /// (`dedicated_refused`).
+    pub dedicated_refused: u64,
 }
 
 impl ServerCounters {
@@ -122,6 +129,9 @@ impl ServerCounters {
         self.connects += other.connects;
         self.failed_requests += other.failed_requests;
         self.latency_sum_us += other.latency_sum_us;
+        self.dedicated_opened += other.dedicated_opened;
+        self.subscribers_opened += other.subscribers_opened;
+        self.dedicated_refused += other.dedicated_refused;
     }
 }
 
@@ -138,6 +148,12 @@ pub struct ServerGauges {
     pub out_queue: u64,
     /// Bytes of requests written and awaiting their reply (`out_queue_bytes`).
     pub out_queue_bytes: u64,
+    /// Dedicated connections held by a client now, for a transaction or a blocking command (`dedicated_in_use`).
+    pub dedicated_in_use: u64,
+    /// Dedicated connections open and idle, ready for the next client (`dedicated_idle`).
+    pub dedicated_idle: u64,
+    /// Subscriber connections open now (`subscriber_connections`).
+    pub subscribers: u64,
 }
 
 impl ServerGauges {
@@ -148,6 +164,9 @@ impl ServerGauges {
         self.in_queue_bytes += other.in_queue_bytes;
         self.out_queue += other.out_queue;
         self.out_queue_bytes += other.out_queue_bytes;
+        self.dedicated_in_use += other.dedicated_in_use;
+        self.dedicated_idle += other.dedicated_idle;
+        self.subscribers += other.subscribers;
     }
 
     /// Requests in flight: queued or awaiting their reply.

@@ -39,7 +39,7 @@ fn push_field(out: &mut String, key: &str, value: u64, first: bool) {
 fn push_server(out: &mut String, s: &ServerTotals) {
     let _ = write!(out, "{}: {{", json_string(&s.name));
     let ejected_at_us = if s.ejected { s.ejected_at_s.saturating_mul(1_000_000) } else { 0 };
-    let fields: [(&str, u64); 13] = [
+    let fields: [(&str, u64); 19] = [
         ("server_eof", s.counters.eof),
         ("server_err", s.counters.errors),
         ("server_timedout", s.counters.timeouts),
@@ -53,6 +53,13 @@ fn push_server(out: &mut String, s: &ServerTotals) {
         ("in_queue_bytes", s.gauges.in_queue_bytes),
         ("out_queue", s.gauges.out_queue),
         ("out_queue_bytes", s.gauges.out_queue_bytes),
+        // ferrule's own, after twemproxy's: dedicated and subscriber connections.
+        ("dedicated_in_use", s.gauges.dedicated_in_use),
+        ("dedicated_idle", s.gauges.dedicated_idle),
+        ("subscriber_connections", s.gauges.subscribers),
+        ("dedicated_opened", s.counters.dedicated_opened),
+        ("subscribers_opened", s.counters.subscribers_opened),
+        ("dedicated_refused", s.counters.dedicated_refused),
     ];
     for (i, (k, v)) in fields.iter().enumerate() {
         push_field(out, k, *v, i == 0);
@@ -210,7 +217,9 @@ mod tests {
         assert_eq!(pool["fragments"], 7);
         assert_eq!(pool["server_ejects"], 1);
         let server = &pool["127.0.0.1:6379"];
-        assert_eq!(server.as_object().unwrap().len(), 13);
+        // nutcracker's 13, then ferrule's dedicated and subscriber connection figures.
+        assert_eq!(server.as_object().unwrap().len(), 19);
+        assert!(text.find("\"out_queue_bytes\"").unwrap() < text.find("\"dedicated_in_use\"").unwrap());
         assert_eq!(server["requests"], 9);
         assert_eq!(server["server_ejected_at"], 2_000_000);
         // Keys in nutcracker's order.

@@ -5,6 +5,8 @@ mod memcache;
 mod redis;
 mod routed;
 
+pub(crate) use redis::subscriptions_moved;
+
 use super::backend::Backend;
 use super::bufpool;
 use super::replies::{ClientLimits, ClientRef, Overflow, ReplyQueue};

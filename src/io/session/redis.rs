@@ -4,6 +4,8 @@ mod cluster;
 mod pinned;
 mod pubsub;
 
+pub(crate) use pubsub::placement_changed as subscriptions_moved;
+
 use super::routed::{self, Group, KeyDest, Unroutable};
 use super::{InBuf, Next, Session};
 use crate::config::Target;
@@ -850,7 +852,9 @@ fn local(s: &mut Session, l: Local, req: &[u8], sc: &mut Scratch) -> Flow {
             }
             None => s.local(b"-ERR value is not an integer or out of range\r\n"),
         },
+        Local::Command if redis::docs_request(&mut sc.reply, req, &sc.args) && command_docs(s, &*sc) => {}
         Local::Command => {
+            sc.reply.clear();
             redis::write_command_reply(&mut sc.reply, req, &sc.args, s.proto);
             s.local(&sc.reply);
         }
@@ -864,6 +868,30 @@ fn local(s: &mut Session, l: Local, req: &[u8], sc: &mut Scratch) -> Flow {
         Local::ClientSetname => client(s, req, sc),
     }
     Flow::Continue
+}
+
+/// COMMAND DOCS: the documentation is redis' own, so the request in `sc.reply` (see `redis::docs_request`) goes to
+/// the first live server of the listener's pool, on a connection of the client's protocol version, and its reply is
+/// passed through. `false` when there is none to ask (a route or cluster pool listener, every server ejected): the
+/// caller answers from the command table.
+fn command_docs(s: &mut Session, sc: &Scratch) -> bool {
+    let Target::Pool(pool_index) = s.listener.target() else { return false };
+    let pools = s.worker.pools.borrow();
+    let Some(pool) = pools.get(pool_index).filter(|p| p.cluster.is_none()) else { return false };
+    let Some(server) = pool.servers.iter().position(|srv| !srv.ejected) else { return false };
+    let backend = pool.backend_for(server, s.id, s.proto);
+    let now = Instant::now();
+    let seq = s.q.borrow_mut().reserve();
+    let meter = sc.command.map(|c| Meter::new(&s.meters, c, now, false));
+    let waiter = Waiter::Client { client: s.q.clone(), seq, frag: None, meter };
+    let info = redis::lookup(b"COMMAND").expect("COMMAND is in the table");
+    backend.enqueue(
+        |out| out.extend_from_slice(&sc.reply),
+        Some(waiter),
+        Framer::Redis(redis::ReplyShape::of(info)),
+        now,
+    );
+    true
 }
 
 /// AUTH password | AUTH username password, checked against the listener's `auth` and users.

@@ -5,20 +5,47 @@
 //! Each COMMAND INFO entry has redis 7's ten fields: name, arity, flags, first key, last key, step, ACL categories,
 //! tips, key specifications and subcommands. The table knows where keys are and whether a command only reads, so
 //! flags are `readonly` or `write` (with `movablekeys` when keys are found by scanning arguments), ACL categories
-//! `@read` / `@write` (`@connection` for what the proxy answers itself), key specifications are derived from the
-//! table's key positions (see [`write_key_specs`]), and tips and subcommands are empty. `COMMAND GETKEYS` knows
+//! `@read` / `@write` (`@connection` for what the proxy answers itself), key specifications are redis 7's own
+//! (see [`write_key_specs`]), and tips and subcommands are empty. `COMMAND GETKEYS` knows
 //! every key.
-//! COMMAND DOCS has no documentation to give: each known command gets an empty map.
+//! COMMAND DOCS is not answered here when a server can be asked: the session forwards [`docs_request`] to one live
+//! server of the pool and passes its reply through (the documentation is redis' own, in the client's protocol
+//! version). Without one, each known command gets a map with only a `summary` saying why there is nothing more.
 
 use std::ops::Range;
 
 use super::command_table::COMMANDS;
 use super::commands::{arity_ok, key_indices, lookup, printable, CommandInfo, CommandKind, KeySpec};
 use super::encode::{
-    write_array_header, write_bulk, write_error, write_integer, write_map_header, write_null, write_set_header,
-    write_simple, Proto,
+    write_array_header, write_bulk, write_command_iter, write_error, write_integer, write_map_header, write_null,
+    write_set_header, write_simple, Proto,
 };
+use super::key_specs_redis7::KEY_SPECS;
 use super::readonly::is_readonly;
+
+/// The summary of every command in COMMAND DOCS when no server could be asked.
+pub const DOCS_UNAVAILABLE: &[u8] = b"ferrule: no server of the pool reachable to ask for the documentation";
+
+/// For `COMMAND DOCS [name ...]`: writes into `out` the request to forward to a server, asking for the names the
+/// command table knows (all of them when none is given), so the reply lists what `COMMAND` lists. `false` when the
+/// request is not COMMAND DOCS or names no known command (answered locally: an empty map, as redis answers).
+pub fn docs_request(out: &mut Vec<u8>, req: &[u8], args: &[Range<usize>]) -> bool {
+    let arg = |i: usize| args.get(i).and_then(|r| req.get(r.clone())).unwrap_or_default();
+    if args.len() < 2 || !arg(1).eq_ignore_ascii_case(b"DOCS") {
+        return false;
+    }
+    let names: Vec<&[u8]> = if args.len() == 2 {
+        COMMANDS.iter().map(|c| c.name.as_bytes()).collect()
+    } else {
+        (2..args.len()).map(arg).filter(|name| lookup(name).is_some()).collect()
+    };
+    if names.is_empty() {
+        return false;
+    }
+    let words = [&b"COMMAND"[..], b"DOCS"].into_iter().chain(names.iter().copied());
+    write_command_iter(out, names.len() + 2, words);
+    true
+}
 
 /// Answers a COMMAND request (`args[0]` is COMMAND), appending the whole reply to `out`.
 pub fn write_command_reply(out: &mut Vec<u8>, req: &[u8], args: &[Range<usize>], proto: Proto) {
@@ -56,7 +83,9 @@ pub fn write_command_reply(out: &mut Vec<u8>, req: &[u8], args: &[Range<usize>],
             write_map_header(out, known.len(), proto);
             for info in known {
                 write_bulk(out, info.name.to_ascii_lowercase().as_bytes());
-                write_map_header(out, 0, proto);
+                write_map_header(out, 1, proto);
+                write_bulk(out, b"summary");
+                write_bulk(out, DOCS_UNAVAILABLE);
             }
         }
         b"LIST" if args.len() == 2 => {
@@ -143,29 +172,53 @@ fn write_entry(out: &mut Vec<u8>, info: &CommandInfo, proto: Proto) {
     write_simple(out, category);
     // Tips, key specifications, subcommands: sets in RESP3, as redis 7.0 writes them.
     write_set_header(out, 0, proto);
-    write_key_specs(out, info.keys, read, proto);
+    write_key_specs(out, info.name, info.keys, read, proto);
     write_set_header(out, 0, proto);
 }
 
 /// Where a key specification starts looking for keys (redis 7's `begin_search`).
-enum Begin {
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Begin {
     Index(i64),
     Keyword(&'static [u8], i64),
     Unknown,
 }
 
 /// How it finds them from there (`find_keys`).
-enum Find {
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Find {
     Range { lastkey: i64, keystep: i64, limit: i64 },
     Keynum { keynumidx: i64, firstkey: i64, keystep: i64 },
     Unknown,
 }
 
-/// The key specifications of COMMAND INFO, derived from the table's key positions: each one redis 7 would give
-/// for the same positions (a range from an index, a key count, the keyword STREAMS, `unknown` for SORT's STORE and
-/// GEORADIUS' STORE, which only a walk of the options finds). The flags are `RO access` for commands that only
-/// read and `RW update` otherwise: the table does not know redis' finer ones (`OW`, `RM`, `delete`, `insert`).
-fn write_key_specs(out: &mut Vec<u8>, keys: KeySpec, read: bool, proto: Proto) {
+/// One key specification as redis gives it (see `key_specs_redis7`).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RedisSpec {
+    pub notes: Option<&'static str>,
+    pub flags: &'static [&'static str],
+    pub begin: Begin,
+    pub find: Find,
+}
+
+/// redis' own key specifications for `name` (uppercase), when it has them at the top level.
+fn redis_key_specs(name: &str) -> Option<&'static [RedisSpec]> {
+    KEY_SPECS.binary_search_by(|(n, _)| n.cmp(&name)).ok().map(|i| KEY_SPECS[i].1)
+}
+
+/// The key specifications of COMMAND INFO: redis' own, flags and notes included, for every command redis
+/// 7 knows with its specs at the top level (generated from a real server, `scripts/gen-key-specs.py`); for the others
+/// (commands newer than that redis, and OBJECT / MEMORY / XINFO / XGROUP, whose specs redis gives per subcommand,
+/// which the proxy does not list) derived from the table's key positions, with the coarse flags `RO access` for
+/// commands that only read and `RW update` otherwise.
+fn write_key_specs(out: &mut Vec<u8>, name: &str, keys: KeySpec, read: bool, proto: Proto) {
+    if let Some(specs) = redis_key_specs(name) {
+        write_set_header(out, specs.len(), proto);
+        for spec in specs {
+            write_key_spec(out, spec, proto);
+        }
+        return;
+    }
     const ONE: Find = Find::Range { lastkey: 0, keystep: 1, limit: 0 };
     let specs: Vec<(Begin, Find)> = match keys {
         KeySpec::None => Vec::new(),
@@ -191,63 +244,72 @@ fn write_key_specs(out: &mut Vec<u8>, keys: KeySpec, read: bool, proto: Proto) {
         KeySpec::StoreOption(_) => vec![(Begin::Index(1), ONE), (Begin::Unknown, Find::Unknown)],
     };
     write_set_header(out, specs.len(), proto);
-    let flags: [&[u8]; 2] = if read { [b"RO", b"access"] } else { [b"RW", b"update"] };
+    let flags: &[&str] = if read { &["RO", "access"] } else { &["RW", "update"] };
     for (begin, find) in specs {
-        write_map_header(out, 3, proto);
-        write_bulk(out, b"flags");
-        write_set_header(out, 2, proto);
-        for f in flags {
-            write_simple(out, f);
+        write_key_spec(out, &RedisSpec { notes: None, flags, begin, find }, proto);
+    }
+}
+
+/// One key specification: a map of its notes (when it has some), flags, `begin_search` and `find_keys`.
+fn write_key_spec(out: &mut Vec<u8>, spec: &RedisSpec, proto: Proto) {
+    write_map_header(out, if spec.notes.is_some() { 4 } else { 3 }, proto);
+    if let Some(notes) = spec.notes {
+        write_bulk(out, b"notes");
+        write_bulk(out, notes.as_bytes());
+    }
+    write_bulk(out, b"flags");
+    write_set_header(out, spec.flags.len(), proto);
+    for f in spec.flags {
+        write_simple(out, f.as_bytes());
+    }
+    write_bulk(out, b"begin_search");
+    write_map_header(out, 2, proto);
+    write_bulk(out, b"type");
+    match spec.begin {
+        Begin::Index(index) => {
+            write_bulk(out, b"index");
+            write_bulk(out, b"spec");
+            write_map_header(out, 1, proto);
+            write_bulk(out, b"index");
+            write_integer(out, index);
         }
-        write_bulk(out, b"begin_search");
-        write_map_header(out, 2, proto);
-        write_bulk(out, b"type");
-        match begin {
-            Begin::Index(index) => {
-                write_bulk(out, b"index");
-                write_bulk(out, b"spec");
-                write_map_header(out, 1, proto);
-                write_bulk(out, b"index");
-                write_integer(out, index);
-            }
-            Begin::Keyword(keyword, startfrom) => {
-                write_bulk(out, b"keyword");
-                write_bulk(out, b"spec");
-                write_map_header(out, 2, proto);
-                write_bulk(out, b"keyword");
-                write_bulk(out, keyword);
-                write_bulk(out, b"startfrom");
-                write_integer(out, startfrom);
-            }
-            Begin::Unknown => {
-                write_bulk(out, b"unknown");
-                write_bulk(out, b"spec");
-                write_map_header(out, 0, proto);
-            }
+        Begin::Keyword(keyword, startfrom) => {
+            write_bulk(out, b"keyword");
+            write_bulk(out, b"spec");
+            write_map_header(out, 2, proto);
+            write_bulk(out, b"keyword");
+            write_bulk(out, keyword);
+            write_bulk(out, b"startfrom");
+            write_integer(out, startfrom);
         }
-        write_bulk(out, b"find_keys");
-        write_map_header(out, 2, proto);
-        write_bulk(out, b"type");
-        let fields: &[(&[u8], i64)] = match find {
-            Find::Range { lastkey, keystep, limit } => {
-                write_bulk(out, b"range");
-                &[(b"lastkey", lastkey), (b"keystep", keystep), (b"limit", limit)]
-            }
-            Find::Keynum { keynumidx, firstkey, keystep } => {
-                write_bulk(out, b"keynum");
-                &[(b"keynumidx", keynumidx), (b"firstkey", firstkey), (b"keystep", keystep)]
-            }
-            Find::Unknown => {
-                write_bulk(out, b"unknown");
-                &[]
-            }
-        };
-        write_bulk(out, b"spec");
-        write_map_header(out, fields.len(), proto);
-        for (name, value) in fields {
-            write_bulk(out, name);
-            write_integer(out, *value);
+        Begin::Unknown => {
+            write_bulk(out, b"unknown");
+            write_bulk(out, b"spec");
+            write_map_header(out, 0, proto);
         }
+    }
+    write_bulk(out, b"find_keys");
+    write_map_header(out, 2, proto);
+    write_bulk(out, b"type");
+    let fields: &[(&[u8], i64)] = match spec.find {
+        Find::Range { lastkey, keystep, limit } => {
+            write_bulk(out, b"range");
+            &[(b"lastkey", lastkey), (b"keystep", keystep), (b"limit", limit)]
+        }
+        Find::Keynum { keynumidx, firstkey, keystep } => {
+            write_bulk(out, b"keynum");
+            &[(b"keynumidx", keynumidx), (b"firstkey", firstkey), (b"keystep", keystep)]
+        }
+        Find::Unknown => {
+            write_bulk(out, b"unknown");
+            &[]
+        }
+    };
+    write_bulk(out, b"spec");
+    write_map_header(out, fields.len(), proto);
+    for (name, value) in fields {
+        write_bulk(out, name);
+        write_integer(out, *value);
     }
 }
 
@@ -255,13 +317,22 @@ fn write_key_specs(out: &mut Vec<u8>, keys: KeySpec, read: bool, proto: Proto) {
 mod tests {
     use super::*;
 
-    fn reply(words: &[&str], proto: Proto) -> Vec<u8> {
+    fn request(words: &[&str]) -> (Vec<u8>, Vec<Range<usize>>) {
         let mut buf = Vec::new();
         let mut args = Vec::new();
         for w in words {
             args.push(buf.len()..buf.len() + w.len());
             buf.extend_from_slice(w.as_bytes());
         }
+        (buf, args)
+    }
+
+    fn text_of(bytes: &[u8]) -> String {
+        String::from_utf8_lossy(bytes).into_owned()
+    }
+
+    fn reply(words: &[&str], proto: Proto) -> Vec<u8> {
+        let (buf, args) = request(words);
         let mut out = Vec::new();
         write_command_reply(&mut out, &buf, &args, proto);
         out
@@ -298,7 +369,7 @@ mod tests {
         assert!(
             mset.starts_with(
                 "*2\r\n*10\r\n$4\r\nmset\r\n:-3\r\n~1\r\n+write\r\n:1\r\n:-1\r\n:2\r\n~1\r\n+@write\r\n~0\r\n~1\r\n%3\r\n\
-                 $5\r\nflags\r\n~2\r\n+RW\r\n+update\r\n$12\r\nbegin_search\r\n%2\r\n"
+                 $5\r\nflags\r\n~2\r\n+OW\r\n+update\r\n$12\r\nbegin_search\r\n%2\r\n"
             ),
             "{mset}"
         );
@@ -322,10 +393,31 @@ mod tests {
         assert!(text(&["COMMAND", "INFO", "sort"])
             .contains("$4\r\ntype\r\n$7\r\nunknown\r\n$4\r\nspec\r\n*0\r\n$9\r\nfind_keys\r\n*4\r\n$4\r\ntype\r\n$7\r\nunknown\r\n"));
         assert!(text(&["COMMAND", "INFO", "nosuch"]).ends_with("$-1\r\n"));
+        // redis' notes and finer flags (SET may read with GET; SORT's STORE overwrites).
+        assert!(text(&["COMMAND", "INFO", "set"]).contains(
+            "*8\r\n$5\r\nnotes\r\n$48\r\nRW and ACCESS due to the optional `GET` argument\r\n$5\r\nflags\r\n\
+             *4\r\n+RW\r\n+access\r\n+update\r\n+variable_flags\r\n"
+        ));
+        assert!(text(&["COMMAND", "INFO", "sort"]).contains("*3\r\n*6\r\n$5\r\nflags\r\n*2\r\n+RO\r\n+access\r\n"));
+        assert!(text(&["COMMAND", "INFO", "sort"]).contains("$5\r\nflags\r\n*2\r\n+OW\r\n+update\r\n"));
+        // OBJECT: redis gives its key specs per subcommand, which the proxy does not list: derived from the table.
+        assert!(text(&["COMMAND", "INFO", "object"]).contains(
+            "*1\r\n*6\r\n$5\r\nflags\r\n*2\r\n+RO\r\n+access\r\n$12\r\nbegin_search\r\n*4\r\n$4\r\ntype\r\n\
+             $5\r\nindex\r\n$4\r\nspec\r\n*2\r\n$5\r\nindex\r\n:2\r\n"
+        ));
         assert!(
             text(&["COMMAND", "INFO", "eval"]).contains(":-3\r\n*2\r\n+write\r\n+movablekeys\r\n:0\r\n:0\r\n:0\r\n")
         );
         assert!(text(&["COMMAND", "INFO", "ping"]).contains(":-1\r\n*0\r\n:0\r\n:0\r\n:0\r\n*1\r\n+@connection\r\n"));
+    }
+
+    #[test]
+    fn redis_key_specs_are_sorted_and_name_table_commands() {
+        assert!(KEY_SPECS.windows(2).all(|w| w[0].0 < w[1].0));
+        for (name, _) in KEY_SPECS {
+            assert!(lookup(name.as_bytes()).is_some_and(|info| info.name == *name), "{name}");
+        }
+        assert!(redis_key_specs("GET").is_some() && redis_key_specs("OBJECT").is_none());
     }
 
     #[test]
@@ -354,8 +446,27 @@ mod tests {
     #[test]
     fn docs_and_list() {
         assert_eq!(text(&["COMMAND", "DOCS", "nosuch"]), "*0\r\n");
-        assert_eq!(reply(&["COMMAND", "DOCS", "get"], Proto::Resp3), b"%1\r\n$3\r\nget\r\n%0\r\n");
-        assert_eq!(text(&["COMMAND", "DOCS", "get"]), "*2\r\n$3\r\nget\r\n*0\r\n");
+        let summary = format!("$7\r\nsummary\r\n${}\r\n{}\r\n", DOCS_UNAVAILABLE.len(), text_of(DOCS_UNAVAILABLE));
+        assert_eq!(
+            text_of(&reply(&["COMMAND", "DOCS", "get"], Proto::Resp3)),
+            format!("%1\r\n$3\r\nget\r\n%1\r\n{summary}")
+        );
+        assert_eq!(text(&["COMMAND", "DOCS", "get"]), format!("*2\r\n$3\r\nget\r\n*2\r\n{summary}"));
+        // What the session forwards instead, when a server can be asked.
+        let forwarded = |words: &[&str]| {
+            let (buf, args) = request(words);
+            let mut out = Vec::new();
+            docs_request(&mut out, &buf, &args).then(|| text_of(&out))
+        };
+        assert_eq!(
+            forwarded(&["COMMAND", "docs", "GET", "nosuch", "mset"]).unwrap(),
+            "*4\r\n$7\r\nCOMMAND\r\n$4\r\nDOCS\r\n$3\r\nGET\r\n$4\r\nmset\r\n"
+        );
+        assert!(forwarded(&["COMMAND", "DOCS"])
+            .unwrap()
+            .starts_with(&format!("*{}\r\n$7\r\nCOMMAND\r\n$4\r\nDOCS\r\n$3\r\nACL\r\n", COMMANDS.len() + 2)));
+        assert_eq!(forwarded(&["COMMAND", "DOCS", "nosuch"]), None);
+        assert_eq!(forwarded(&["COMMAND", "INFO", "get"]), None);
         assert!(text(&["COMMAND", "LIST"]).starts_with(&format!("*{}\r\n$3\r\nacl\r\n", COMMANDS.len())));
     }
 }

@@ -24,6 +24,7 @@ mod decimal;
 mod encode;
 mod hello;
 mod inline;
+mod key_specs_redis7;
 pub mod pubsub;
 mod readonly;
 mod reply;
@@ -34,7 +35,7 @@ pub mod transaction;
 
 pub use acl::{noperm_error, read_only_may_run};
 pub use client::{parse_client, valid_client_attr, write_client_line, ClientFacts, ClientMeta, ClientOp, LibAttr};
-pub use command_reply::write_command_reply;
+pub use command_reply::{docs_request, write_command_reply};
 pub use commands::{
     arity_error, arity_ok, command_index, key_indices, lookup, printable, CommandInfo, CommandKind, KeySpec, Local,
     PoolCmd, Split, StoreOption, COMMAND_COUNT,

@@ -117,6 +117,13 @@ impl<P> Subscriptions<P> {
         self.map_mut(kind).remove(name)
     }
 
+    /// Every subscription with where it lives: channels, then patterns, then shard channels.
+    pub fn iter(&self) -> impl Iterator<Item = (SubKind, &[u8], &P)> {
+        [SubKind::Channel, SubKind::Pattern, SubKind::Shard]
+            .into_iter()
+            .flat_map(move |kind| self.map(kind).iter().map(move |(n, p)| (kind, &n[..], p)))
+    }
+
     /// The names of `kind`, for an UNSUBSCRIBE without arguments (in name order).
     pub fn names(&self, kind: SubKind) -> Vec<Box<[u8]>> {
         self.map(kind).keys().cloned().collect()

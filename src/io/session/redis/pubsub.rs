@@ -13,11 +13,17 @@
 //! told) they are dropped.
 //!
 //! A subscriber connection that fails ends the client's connection after an error: the client's library then
-//! reconnects and subscribes again, rather than silently missing that server's messages.
+//! reconnects and subscribes again, rather than silently missing that server's messages. So does a server that
+//! does not confirm a (P|S)(UN)SUBSCRIBE within the pool's `timeout_ms` (the connection is out of step), and a
+//! change of placement: when an ejection, a restore or a reload means a subscription would now be placed on a server
+//! it is not subscribed on (a channel's server changed, a pattern's pool gained a live server, the pool's servers
+//! changed), the client's connection is closed with a warning in the log, as a Redis Cluster client's subscription
+//! connection is on a reshard; subscribing again places every subscription where publishers now publish.
 
 use super::{Flow, Pinned, Scratch};
 use crate::config::Target;
 use crate::io::dedicated::{DedicatedSet, SubscriberSlot};
+use crate::io::pool::PoolRt;
 use crate::io::replies::ClientRef;
 use crate::io::session::Session;
 use crate::io::tls::{self, Stream};
@@ -45,6 +51,66 @@ struct State {
     /// The client's socket, whose reading is shut down when a subscriber connection fails (the session then ends).
     client_conn: Conn,
     proto: Proto,
+    /// The pool the subscriptions live in (the listener's), as it was when the client first subscribed: its index,
+    /// name and servers, to tell a reload that changed it.
+    pool: (usize, String, Vec<String>),
+    /// How long a server may take to confirm (the pool's `timeout_ms`; zero: no bound).
+    confirm_timeout: std::time::Duration,
+    /// The client's connection was ended (a failure, a placement change): nothing more is done for it.
+    ended: bool,
+}
+
+thread_local! {
+    /// This worker's subscribed clients, for [`placement_changed`] (pruned as clients go).
+    static SUBSCRIBED: RefCell<Vec<Weak<RefCell<State>>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The worker's rings or pools changed (an ejection, a restore, a reload): every client with a subscription that
+/// would now be placed on a server it is not subscribed on has its connection ended with a log line (see the
+/// module doc), `why` saying what changed.
+pub(crate) fn placement_changed(pools: &[PoolRt], why: &str) {
+    let clients: Vec<Rc<RefCell<State>>> = SUBSCRIBED.with(|list| {
+        let mut list = list.borrow_mut();
+        list.retain(|w| w.strong_count() > 0);
+        list.iter().filter_map(Weak::upgrade).collect()
+    });
+    for st in clients {
+        let Ok(mut state) = st.try_borrow_mut() else { continue };
+        if state.ended {
+            continue;
+        }
+        if let Some(what) = moved(&state, pools) {
+            log::warn!("{why}: a subscribed client's {what}; closing its connection so that it subscribes again");
+            let msg = format!("-ERR ferrule: {why}: {what}; subscribe again\r\n");
+            end_client(&mut state, &msg);
+        }
+    }
+}
+
+/// The first subscription of `state` that `pools` would place elsewhere now, described; `None` when all stay.
+fn moved(state: &State, pools: &[PoolRt]) -> Option<String> {
+    let (index, name, specs) = &state.pool;
+    let Some(pool) =
+        pools.get(*index).filter(|p| p.name == *name && p.servers.iter().map(|s| &s.spec).eq(specs.iter()))
+    else {
+        return Some(format!("pool '{name}' changed"));
+    };
+    let live = |i: usize| pool.servers.get(i).is_some_and(|s| !s.ejected);
+    for (kind, sub, place) in state.subs.iter() {
+        let now: Vec<usize> = match kind {
+            SubKind::Pattern => (0..pool.servers.len()).filter(|&i| live(i)).collect(),
+            SubKind::Channel | SubKind::Shard => pool.router.server_for(sub).into_iter().collect(),
+        };
+        if let Some(&i) = now.iter().find(|&&i| !place.contains(&(*index, i))) {
+            let what = if kind == SubKind::Pattern { "pattern" } else { "channel" };
+            return Some(format!(
+                "{what} '{}' now belongs on server {} too",
+                redis::printable(sub, 64),
+                pool.servers[i].spec
+            ));
+        }
+    }
+    None
 }
 
 impl Drop for State {
@@ -167,16 +233,35 @@ pub(super) fn command(s: &mut Session, p: &mut Pinned, info: &CommandInfo, cmd: 
         return s.local(msg.as_bytes());
     }
     let ps = p.pubsub.get_or_insert_with(|| {
-        Box::new(PubSub {
-            st: Rc::new(RefCell::new(State {
-                subs: Subscriptions::default(),
-                conns: Vec::new(),
-                waiting: HashMap::new(),
-                client: s.q.clone(),
-                client_conn: s.conn.conn().clone(),
-                proto: s.proto,
-            })),
-        })
+        let (pool, confirm_timeout) = {
+            let pools = s.worker.pools.borrow();
+            let pool = pools.get(pool_index);
+            let specs = pool.map(|p| p.servers.iter().map(|s| s.spec.clone()).collect()).unwrap_or_default();
+            let name = pool.map(|p| p.name.clone()).unwrap_or_default();
+            let timeout = pool.map(|p| std::time::Duration::from_millis(p.cfg.timeout_ms)).unwrap_or_default();
+            ((pool_index, name, specs), timeout)
+        };
+        let st = Rc::new(RefCell::new(State {
+            subs: Subscriptions::default(),
+            conns: Vec::new(),
+            waiting: HashMap::new(),
+            client: s.q.clone(),
+            client_conn: s.conn.conn().clone(),
+            proto: s.proto,
+            pool,
+            confirm_timeout,
+            ended: false,
+        }));
+        SUBSCRIBED.with(|list| {
+            let mut list = list.borrow_mut();
+            // Clients that left are pruned here too, now and then, so the list stays within twice the subscribed
+            // clients (plus 64) between placement changes.
+            if list.len() >= 64 && list.len().is_power_of_two() {
+                list.retain(|w| w.strong_count() > 0);
+            }
+            list.push(Rc::downgrade(&st));
+        });
+        Box::new(PubSub { st })
     });
     ps.st.borrow_mut().proto = s.proto;
     let names: Vec<&[u8]> = sc.args[1..].iter().map(|a| &req[a.clone()]).collect();
@@ -323,9 +408,34 @@ fn release_after(st: &Rc<RefCell<State>>, sent: Vec<(ServerId, Vec<&[u8]>)>, wor
     }
     if asked == 0 {
         state.client.borrow_mut().complete(slot, &reply);
-    } else {
-        state.waiting.insert(slot, (asked, reply));
+        return;
     }
+    state.waiting.insert(slot, (asked, reply));
+    let timeout = state.confirm_timeout;
+    if timeout.is_zero() {
+        return;
+    }
+    // A server that never confirms would leave the client waiting forever: after timeout_ms, the connections
+    // still owing this command's confirmations fail (and with them the client's connection).
+    let st = Rc::downgrade(st);
+    let word = String::from_utf8_lossy(word).into_owned();
+    glommio::spawn_local(async move {
+        glommio::timer::sleep(timeout).await;
+        let Some(strong) = st.upgrade() else { return };
+        let late: Vec<Rc<SubConn>> = {
+            let state = strong.borrow();
+            if !state.waiting.contains_key(&slot) {
+                return;
+            }
+            state.conns.iter().filter(|c| c.expect.borrow().iter().any(|(s, _)| *s == slot)).cloned().collect()
+        };
+        drop(strong);
+        let why = format!("did not confirm {word} within timeout_ms ({} ms)", timeout.as_millis());
+        for conn in late {
+            fail(&st, &conn, &why);
+        }
+    })
+    .detach();
 }
 
 /// The client's subscriber connection to `server`, opened when it has none.
@@ -491,10 +601,21 @@ fn fail(st: &Weak<RefCell<State>>, conn: &SubConn, why: &str) {
     conn.close();
     let Some(st) = st.upgrade() else { return };
     let mut state = st.borrow_mut();
+    if state.ended {
+        return;
+    }
     log::warn!("backend {} (subscriber): {why}; closing its client's connection", conn.label);
     let msg = format!("-ERR ferrule: subscriber connection to backend {} failed: {why}\r\n", conn.label);
-    // Replies that wait for confirmations get the error instead (they will never come), so the client's queue
-    // drains and its connection can end.
+    end_client(&mut state, &msg);
+}
+
+/// Ends the client's connection after `msg`: its subscriber connections close, replies that wait for
+/// confirmations get `msg` instead (they will never come), so the client's queue drains and its connection ends.
+fn end_client(state: &mut State, msg: &str) {
+    state.ended = true;
+    for c in &state.conns {
+        c.close();
+    }
     let mut waiting: Vec<u64> = state.waiting.drain().map(|(slot, _)| slot).collect();
     waiting.sort_unstable();
     let mut q = state.client.borrow_mut();

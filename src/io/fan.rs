@@ -175,6 +175,44 @@ impl MetaReq {
 pub struct ReplyTo {
     pub q: ClientRef,
     pub meter: Option<Meter>,
+    /// The request is fragment `.1` of the client's split request `.0` (its slot already reserved, its meter a
+    /// split one): a multi-key request whose keys the session split by destination.
+    pub fragment: Option<(u64, u32)>,
+}
+
+impl ReplyTo {
+    /// The client's reply slot for this request: reserved now, or the fragment already reserved.
+    fn reserve(self) -> ClientSlot {
+        let (seq, frag) = match self.fragment {
+            Some((seq, frag)) => (seq, Some(frag)),
+            None => (self.q.borrow_mut().reserve(), None),
+        };
+        ClientSlot { q: self.q, seq, frag, meter: self.meter }
+    }
+}
+
+/// The client's reply slot (or its fragment of a split request's slot), until it is answered.
+struct ClientSlot {
+    q: ClientRef,
+    seq: u64,
+    frag: Option<u32>,
+    meter: Option<Meter>,
+}
+
+impl ClientSlot {
+    fn deliver(&self, protocol: Protocol, reply: &[u8]) {
+        let mut q = self.q.borrow_mut();
+        let Some(frag) = self.frag else { return q.complete(self.seq, reply) };
+        // Checked as a backend checks a fragment's reply, which the fan-out's waiters skip: a reply that cannot be
+        // this fragment's fails the request as a whole rather than being merged.
+        match q.fragment_fits(self.seq, frag as usize, reply) {
+            Ok(()) => q.complete_fragment(self.seq, frag as usize, reply),
+            Err(what) => {
+                let out = failure_reply(protocol, &format!("a route's reply cannot answer {what}"));
+                q.complete_fragment(self.seq, frag as usize, &out);
+            }
+        }
+    }
 }
 
 /// One child, resolved for this request.
@@ -271,7 +309,7 @@ pub struct Attempt {
 
 struct AttemptState {
     /// The client's slot, until it is answered.
-    client: Option<(ClientRef, u64, Option<Meter>)>,
+    client: Option<ClientSlot>,
     started: Instant,
     mode: Mode,
 }
@@ -345,7 +383,7 @@ pub fn dispatch(env: &Env, plan: &Rc<Plan>, req: Request, reply: Option<ReplyTo>
         }
         Rule::Failover(_) => {
             let dests = plan.children.iter().map(|&t| resolve(env, plan, t, &req)).collect::<Result<Vec<_>, _>>()?;
-            let client = Some((reply.q.clone(), reply.q.borrow_mut().reserve(), reply.meter));
+            let client = Some(reply.reserve());
             let att = Attempt::new(
                 plan,
                 protocol,
@@ -378,14 +416,20 @@ fn dispatch_all(env: &Env, plan: &Rc<Plan>, mode: AllMode, req: Request, reply: 
             Some(m) => memcache::meta::write_null_reply(&mut out, m.command, m.quiet, &req.bytes),
             None => null::write(req.op, req.keys.len(), env.proto, &mut out),
         }
-        if !out.is_empty() {
+        if reply.fragment.is_some() {
+            // A fragment is answered in its slot, and its split meter counted off.
+            let slot = reply.reserve();
+            if let Some(m) = &slot.meter {
+                m.finish(client_key(&slot.q), slot.seq, req.now.elapsed(), false);
+            }
+            slot.deliver(protocol, &out);
+        } else if !out.is_empty() {
             reply.q.borrow_mut().push_local(&out);
         }
         (None, Mode::Copies)
     } else {
-        let seq = reply.q.borrow_mut().reserve();
         let combine = Box::new(Combine::new(mode, n));
-        (Some((reply.q.clone(), seq, reply.meter)), Mode::All { combine, replies: vec![None; n] })
+        (Some(reply.reserve()), Mode::All { combine, replies: vec![None; n] })
     };
     let background = matches!(mode_state, Mode::Copies);
     let att = Attempt::new(
@@ -478,7 +522,7 @@ fn release_background() {
 
 /// Sends to one destination with the client's own waiter (shadow's main child): the plain path's waiter.
 fn send_single(dest: Dest, req: &Request, reply: ReplyTo) {
-    let seq = reply.q.borrow_mut().reserve();
+    let slot = reply.reserve();
     match dest {
         Dest::Backend(b) => {
             // One reply, nothing to combine: a quiet meta request's is dropped on delivery, as on the plain path.
@@ -486,13 +530,16 @@ fn send_single(dest: Dest, req: &Request, reply: ReplyTo) {
                 (Framer::Memcache(cmd), Some(MetaReq { quiet: true, .. })) => Framer::MemcacheQuiet(cmd),
                 (framer, _) => framer,
             };
-            let waiter = Waiter::Client { client: reply.q, seq, frag: None, meter: reply.meter };
+            let waiter = Waiter::Client { client: slot.q, seq: slot.seq, frag: slot.frag, meter: slot.meter };
             b.enqueue(|out| out.extend_from_slice(&req.bytes), Some(waiter), framer, req.now);
         }
-        Dest::Reply(bytes) => reply.q.borrow_mut().complete(seq, MetaReq::shown(req.meta, &bytes)),
+        Dest::Reply(bytes) => {
+            finish_meter(&slot, req.now, false);
+            slot.deliver(req.op.protocol(), MetaReq::shown(req.meta, &bytes))
+        }
         Dest::Failed(reason) => {
-            let out = failure_reply(req.op.protocol(), &reason);
-            reply.q.borrow_mut().complete(seq, &out);
+            finish_meter(&slot, req.now, true);
+            slot.deliver(req.op.protocol(), &failure_reply(req.op.protocol(), &reason));
         }
     }
 }
@@ -514,7 +561,7 @@ impl Attempt {
         framer: Framer,
         meta: Option<MetaReq>,
         dests: Vec<Dest>,
-        client: Option<(ClientRef, u64, Option<Meter>)>,
+        client: Option<ClientSlot>,
         started: Instant,
         mode: Mode,
     ) -> Rc<Attempt> {
@@ -629,9 +676,51 @@ fn answer(att: &Attempt, reply: &[u8], failed: bool) {
         let mut st = att.st.borrow_mut();
         (st.client.take(), st.started)
     };
-    let Some((q, seq, meter)) = client else { return };
-    if let Some(m) = meter {
-        m.finish(client_key(&q), seq, started.elapsed(), failed);
+    let Some(slot) = client else { return };
+    finish_meter(&slot, started, failed);
+    slot.deliver(att.protocol, MetaReq::shown(att.meta, reply));
+}
+
+/// Records the request's latency (a fragment's: counted off its split request).
+fn finish_meter(slot: &ClientSlot, started: Instant, failed: bool) {
+    if let Some(m) = &slot.meter {
+        m.finish(client_key(&slot.q), slot.seq, started.elapsed(), failed);
     }
-    q.borrow_mut().complete(seq, MetaReq::shown(att.meta, reply));
+}
+
+/// Where every child of `plan` (and every shadow target) sends `key`, one entry per child appended to `out`: keys
+/// with equal signatures can go through the route as one request, each child getting them all on one server.
+/// `false` when the route reads each key on its own (a memcache multi-get through `warmup` / `l1l2`): the key then
+/// takes a request of its own. Entries never have the top bit set.
+pub fn signature(env: &Env, plan: &Plan, op: Op, key: &[u8], out: &mut Vec<u64>) -> bool {
+    if matches!(plan.rule, Rule::Fill(_)) && matches!(op, Op::Memcache(memcache::Command::Get)) {
+        return false;
+    }
+    let shadows = match &plan.rule {
+        Rule::Shadow { shadows, .. } => &shadows[..],
+        _ => &[],
+    };
+    const SERVER: u64 = 0;
+    const NO_SERVER: u64 = 1 << 61;
+    const REPLY: u64 = 2 << 61;
+    const FAN: u64 = 3 << 61;
+    for target in plan.children.iter().copied().chain(shadows.iter().map(|s| s.target)) {
+        out.push(match env.tree.decide(target, op, key, &env.ctx) {
+            Decision::Send { leaf, strip } => {
+                let (pool, server) = match leaf {
+                    Leaf::Pool(p) => {
+                        (p, env.pools.get(p).and_then(|x| x.router.server_for(&key[strip.min(key.len())..])))
+                    }
+                    Leaf::Server { pool, server } => (pool, Some(server)),
+                };
+                match server {
+                    Some(s) => SERVER | (pool as u64 & 0xff_ffff) << 32 | (s as u64 & 0xffff_ffff),
+                    None => NO_SERVER | pool as u64 & 0xff_ffff,
+                }
+            }
+            Decision::Reply(_) => REPLY,
+            Decision::Fan { route, .. } => FAN | route as u64 & 0xff_ffff,
+        });
+    }
+    true
 }

@@ -8,10 +8,9 @@
 //! `mg <key> v t f`; otherwise `get <key>` / `GET <key>`), 2 redis warmup's `PTTL <key>` (queued right behind the
 //! GET on the same connection, so in the same pipeline), 3 the copy.
 
-use super::{answer, failure_reply, release_background, resolve, resolve_keys, send, send_single, take_background};
+use super::{answer, failure_reply, release_background, resolve, send, send_single, take_background};
 use super::{Attempt, Dest, Env, Mode, Plan, Refused, ReplyTo, Request};
 use crate::config::{AllMode, Protocol};
-use crate::fanout::MergeKind;
 use crate::io::backend::{Framer, Waiter};
 use crate::io::stats::RouteCounters;
 use crate::protocol::memcache::Command;
@@ -49,8 +48,6 @@ pub struct State {
     held: Option<(Vec<u8>, bool)>,
     /// Whether a PTTL was sent behind the second read's GET.
     pttl_sent: bool,
-    /// The key's fragment of a memcache multi-get read through key by key.
-    frag: Option<u32>,
 }
 
 const FIRST: u32 = 0;
@@ -66,11 +63,8 @@ pub(super) fn dispatch(env: &Env, plan: &Rc<Plan>, kind: Kind, req: Request, rep
         action => action,
     };
     match action {
-        // A memcache multi-get: every key read through on its own, the replies merged in request order as a
-        // multi-get split over servers is.
-        Action::Only(0) if matches!(req.op, Op::Memcache(Command::Get)) && req.keys.len() > 1 => {
-            multi_get(env, plan, kind, &req, reply)
-        }
+        // A memcache multi-get: the session sends every key through on its own (see `super::signature`); should
+        // several keys come anyway, they go to the first child alone.
         Action::Only(i) => {
             let dest = resolve(env, plan, plan.children[i], &req)?;
             send_single(dest, &req, reply);
@@ -87,9 +81,8 @@ pub(super) fn dispatch(env: &Env, plan: &Rc<Plan>, kind: Kind, req: Request, rep
                 first_missed: false,
                 held: None,
                 pttl_sent: false,
-                frag: None,
             };
-            let client = Some((reply.q.clone(), reply.q.borrow_mut().reserve(), reply.meter));
+            let client = Some(reply.reserve());
             let now = req.now;
             let att = Attempt::new(
                 plan,
@@ -109,67 +102,9 @@ pub(super) fn dispatch(env: &Env, plan: &Rc<Plan>, kind: Kind, req: Request, rep
     }
 }
 
-/// Reads each key of a memcache multi-get through on its own, each answering its fragment of the client's reply.
-/// (The fragments are not metered one by one: the request's latency is not recorded, its count is.)
-fn multi_get(env: &Env, plan: &Rc<Plan>, kind: Kind, req: &Request, reply: ReplyTo) -> Result<(), Refused> {
-    let mut dests = Vec::with_capacity(req.keys.len());
-    for key in req.keys {
-        let one = [*key];
-        let per_key =
-            plan.children.iter().map(|&t| resolve_keys(env, plan, t, req, &one)).collect::<Result<Vec<_>, _>>()?;
-        dests.push(per_key);
-    }
-    let n = req.keys.len();
-    let mut fan = reply.q.borrow_mut().take_fanout(MergeKind::McRetrieval, n);
-    fan.key_frag.extend((0..n).map(|i| i as u32));
-    for key in req.keys {
-        let start = fan.keys.len();
-        fan.keys.extend_from_slice(key);
-        fan.key_ranges.push(start..fan.keys.len());
-    }
-    let seq = reply.q.borrow_mut().reserve_fanout(fan);
-    for (i, (key, per_key)) in req.keys.iter().zip(dests).enumerate() {
-        let mut bytes = Vec::new();
-        rules::memcache_get(key, &mut bytes);
-        let state = State {
-            kind,
-            key: key.to_vec(),
-            now_unix: env.ctx.now_unix,
-            first: None,
-            first_missed: false,
-            held: None,
-            pttl_sent: false,
-            frag: Some(i as u32),
-        };
-        let client = Some((reply.q.clone(), seq, None));
-        let att = Attempt::new(
-            plan,
-            req.op.protocol(),
-            req.op.class(),
-            bytes,
-            req.framer,
-            None,
-            per_key,
-            client,
-            req.now,
-            Mode::Fill(Box::new(state)),
-        );
-        send(&att, FIRST as usize, req.now);
-    }
-    Ok(())
-}
-
-/// Answers the client (or the key's fragment of its reply), once.
+/// Answers the client (or the request's fragment of its reply), once.
 fn reply_to_client(att: &Attempt, reply: &[u8], failed: bool) {
-    let frag = match &att.st.borrow().mode {
-        Mode::Fill(f) => f.frag,
-        _ => None,
-    };
-    let Some(frag) = frag else { return answer(att, reply, failed) };
-    let client = att.st.borrow_mut().client.take();
-    if let Some((q, seq, _)) = client {
-        q.borrow_mut().complete_fragment(seq, frag as usize, reply);
-    }
+    answer(att, reply, failed)
 }
 
 /// Sends `bytes` to child `dest` of the attempt as its child `child` (no borrow of the attempt is held).

@@ -379,3 +379,47 @@ fn redis_mget_split_through_all_sync_and_a_failing_group_fails_the_request() {
     assert!(reply.starts_with("-ERR"), "a failed group fails the MGET: {reply}");
     assert_eq!(client.redis_str(&["PING"]), "+PONG\r\n", "the client goes on");
 }
+
+/// The value of a route metric (0 when the route has none yet).
+fn route_metric(f: &Ferrule, family: &str, route: &str) -> u64 {
+    let (_, body) = f.admin("GET", "/metrics");
+    let prefix = format!("{family}{{route=\"{route}\"");
+    body.lines().find(|l| l.starts_with(&prefix)).and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0)
+}
+
+/// all_initial's other children keep running after the client was answered: at most `max_outstanding` of them in
+/// flight per worker; the excess is not sent, and counted. A stopped child holds its places until it answers.
+#[test]
+fn all_initial_leftover_children_are_capped_and_the_excess_dropped() {
+    let (a, b) = (redis_server(), redis_server());
+    let port = free_port();
+    // A long timeout: the stopped server's requests stay in flight for the whole test.
+    let list: Vec<String> = [&a, &b].iter().map(|p| format!("127.0.0.1:{}:1", p.port)).collect();
+    let body = format!(
+        "{}[routes.writes]\ntype = \"all_initial\"\nchildren = [\"p/*\"]\nmax_outstanding = 2\n\n{}",
+        listener_toml("cache", port, "redis", "writes", ""),
+        redis_pool_toml("p", &list, "timeout_ms = 60000"),
+    );
+    let f = Ferrule::start(&body, port);
+    let mut client = Client::connect(port);
+    assert_eq!(client.redis_str(&["SET", "warm", "up"]), "+OK\r\n");
+    assert!(eventually(|| get_direct(&b, "warm") == "$2\r\nup\r\n"), "b gets the write in the background");
+    b.signal(libc::SIGSTOP);
+    for i in 0..5 {
+        // Answered by the first child, never delayed by the stopped one.
+        assert_eq!(client.redis_str(&["SET", &format!("k{i}"), "v"]), "+OK\r\n");
+    }
+    assert!(eventually(|| route_metric(&f, "ferrule_route_background_dropped_total", "writes") == 3));
+    assert_eq!(route_metric(&f, "ferrule_route_background_sent_total", "writes"), 3, "warm-up and k0, k1");
+    b.signal(libc::SIGCONT);
+    // Once b answered, its places are free again.
+    assert!(eventually(|| get_direct(&b, "k1") == "$1\r\nv\r\n"));
+    let keys: Vec<String> = (0..5).map(|i| format!("k{i}")).collect();
+    let on_b: Vec<bool> = keys.iter().map(|k| get_direct(&b, k) != "$-1\r\n").collect();
+    assert_eq!(on_b, [true, true, false, false, false], "the requests over the bound never reached b");
+    assert!(eventually(|| {
+        client.redis_str(&["SET", "later", "v"]);
+        get_direct(&b, "later") == "$1\r\nv\r\n"
+    }));
+    assert_eq!(route_metric(&f, "ferrule_route_background_dropped_total", "writes"), 3);
+}

@@ -56,6 +56,10 @@ pub struct Plan {
     children: Vec<Target>,
     /// This worker's counters of the route (shared with its `WorkerStats`).
     counters: Rc<RouteCounters>,
+    /// `all_*` but `all_sync`: the children's requests this worker may have in flight beyond those needed to
+    /// answer (see [`dispatch_all`]), and how many it has.
+    max_outstanding: usize,
+    outstanding: Cell<usize>,
 }
 
 enum Rule {
@@ -95,6 +99,7 @@ impl Plans {
 
 impl Plan {
     fn build(name: &str, kind: &RouteKind, counters: impl FnOnce() -> Rc<RouteCounters>) -> Option<Plan> {
+        let mut max_outstanding = usize::MAX;
         let (rule, children) = match kind {
             RouteKind::Failover { children, max_tries, failover_errors } => (
                 Rule::Failover(Failover::new(children.targets.len(), *max_tries, failover_errors)),
@@ -103,7 +108,10 @@ impl Plan {
             RouteKind::MissFailover { children, max_tries } => {
                 (Rule::Failover(Failover::miss(children.targets.len(), *max_tries)), children.targets.clone())
             }
-            RouteKind::All { mode, children } => (Rule::All(*mode), children.targets.clone()),
+            RouteKind::All { mode, children, max_outstanding: max } => {
+                max_outstanding = *max;
+                (Rule::All(*mode), children.targets.clone())
+            }
             // The tree decides migrate's other requests; only deletes inside the window come here: to both, the
             // worse reply answers.
             RouteKind::Migrate { from, to, .. } => (Rule::All(AllMode::Sync), vec![from.target, to.target]),
@@ -127,7 +135,14 @@ impl Plan {
             }
             _ => return None,
         };
-        Some(Plan { name: name.to_string(), rule, children, counters: counters() })
+        Some(Plan {
+            name: name.to_string(),
+            rule,
+            children,
+            counters: counters(),
+            max_outstanding,
+            outstanding: Cell::new(0),
+        })
     }
 }
 
@@ -319,6 +334,8 @@ enum Mode {
     All {
         combine: Box<Combine>,
         replies: Vec<Option<Vec<u8>>>,
+        /// The children whose request holds a background place (see [`dispatch_all`]).
+        holds: Vec<bool>,
     },
     /// Background copies: child `i` is shadow target `i` (shadow) or child `i` (all_async).
     Copies,
@@ -405,10 +422,49 @@ pub fn dispatch(env: &Env, plan: &Rc<Plan>, req: Request, reply: Option<ReplyTo>
 }
 
 /// Sends `req` to every child of `plan` and combines the replies by `mode`.
+///
+/// The children beyond those needed to answer (`all_async`: every one; `all_initial` and `all_fastest`: all but the
+/// first; `all_majority`: beyond floor(n/2)+1) are what keeps running once the client was answered, so they are
+/// bounded as background copies are: each takes a place of the worker's [`MAX_BACKGROUND`] and of the route's
+/// `max_outstanding` until its reply, and one over a bound (or for a backend over its queue bound) is not sent:
+/// dropped and counted. The reply is combined over the children sent.
 fn dispatch_all(env: &Env, plan: &Rc<Plan>, mode: AllMode, req: Request, reply: ReplyTo) -> Result<(), Refused> {
     let protocol = req.op.protocol();
     let dests = plan.children.iter().map(|&t| resolve(env, plan, t, &req)).collect::<Result<Vec<_>, _>>()?;
     let n = dests.len();
+    let needed = match mode {
+        AllMode::Sync => n,
+        AllMode::Async => 0,
+        AllMode::Initial | AllMode::Fastest => 1,
+        AllMode::Majority => n / 2 + 1,
+    };
+    // Which children go, and which of them hold a background place.
+    let mut go = vec![false; n];
+    let mut holds = vec![false; n];
+    for (i, dest) in dests.iter().enumerate() {
+        if i < needed {
+            go[i] = true;
+            continue;
+        }
+        match dest {
+            Dest::Backend(b) => {
+                if plan.outstanding.get() >= plan.max_outstanding || !take_background(b) {
+                    RouteCounters::bump(&plan.counters.copies_dropped);
+                    continue;
+                }
+                plan.outstanding.set(plan.outstanding.get() + 1);
+                RouteCounters::bump(&plan.counters.copies_sent);
+                go[i] = true;
+                holds[i] = true;
+            }
+            // all_async has no one to give the answer to.
+            Dest::Reply(_) | Dest::Failed(_) if mode == AllMode::Async => {
+                RouteCounters::bump(&plan.counters.copies_dropped)
+            }
+            // Answered at once: nothing stays in flight.
+            Dest::Reply(_) | Dest::Failed(_) => go[i] = true,
+        }
+    }
     let (client, mode_state) = if mode == AllMode::Async {
         // The default reply now, the children in the background.
         let mut out = Vec::new();
@@ -428,10 +484,10 @@ fn dispatch_all(env: &Env, plan: &Rc<Plan>, mode: AllMode, req: Request, reply: 
         }
         (None, Mode::Copies)
     } else {
-        let combine = Box::new(Combine::new(mode, n));
-        (Some(reply.reserve()), Mode::All { combine, replies: vec![None; n] })
+        let sent = go.iter().filter(|&&g| g).count();
+        let combine = Box::new(Combine::new(mode, sent));
+        (Some(reply.reserve()), Mode::All { combine, replies: vec![None; n], holds })
     };
-    let background = matches!(mode_state, Mode::Copies);
     let att = Attempt::new(
         plan,
         protocol,
@@ -444,18 +500,7 @@ fn dispatch_all(env: &Env, plan: &Rc<Plan>, mode: AllMode, req: Request, reply: 
         req.now,
         mode_state,
     );
-    for i in 0..n {
-        if background {
-            let ok = match &att.dests[i] {
-                Dest::Backend(b) => take_background(b),
-                _ => false,
-            };
-            if !ok {
-                RouteCounters::bump(&plan.counters.copies_dropped);
-                continue;
-            }
-            RouteCounters::bump(&plan.counters.copies_sent);
-        }
+    for (i, _) in go.iter().enumerate().filter(|(_, &g)| g) {
         send(&att, i, req.now);
     }
     Ok(())
@@ -467,8 +512,7 @@ fn dispatch_all(env: &Env, plan: &Rc<Plan>, mode: AllMode, req: Request, reply: 
 fn dispatch_noreply(env: &Env, plan: &Rc<Plan>, req: &Request) -> Result<(), Refused> {
     let mut targets: Vec<Target> = match &plan.rule {
         Rule::Failover(_) => plan.children.iter().take(1).copied().collect(),
-        Rule::All(_) => plan.children.clone(),
-        Rule::Shadow { .. } => plan.children.clone(),
+        Rule::All(_) | Rule::Shadow { .. } => plan.children.clone(),
         Rule::Fill(kind) => match kind.action(req.op, req.keys.len()) {
             crate::routes::fill::Action::Only(i) => plan.children.get(i).copied().into_iter().collect(),
             _ => plan.children.clone(),
@@ -518,6 +562,10 @@ fn take_background(b: &Backend) -> bool {
 
 fn release_background() {
     BACKGROUND.with(|n| n.set(n.get().saturating_sub(1)));
+}
+
+fn release_outstanding(plan: &Plan) {
+    plan.outstanding.set(plan.outstanding.get().saturating_sub(1));
 }
 
 /// Sends to one destination with the client's own waiter (shadow's main child): the plain path's waiter.
@@ -613,6 +661,9 @@ pub fn arrive(att: &Rc<Attempt>, child: u32, reply: &[u8], failed: bool) {
             Mode::Fill(_) => return,
             Mode::Copies => {
                 release_background();
+                if matches!(att.plan.rule, Rule::All(_)) {
+                    release_outstanding(&att.plan);
+                }
                 if failure.is_some() || failed {
                     RouteCounters::bump(&att.plan.counters.copies_failed);
                 }
@@ -634,7 +685,12 @@ pub fn arrive(att: &Rc<Attempt>, child: u32, reply: &[u8], failed: bool) {
                     _ => None,
                 }
             }
-            Mode::All { combine, replies } => {
+            Mode::All { combine, replies, holds } => {
+                if holds.get(child).copied().unwrap_or(false) {
+                    holds[child] = false;
+                    release_background();
+                    release_outstanding(&att.plan);
+                }
                 let sev = severity::severity(att.protocol, outcome);
                 match combine.arrive(child, sev, failure.is_some()) {
                     Some(Answer::Child(c)) if c != child => {

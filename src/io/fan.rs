@@ -60,6 +60,8 @@ pub struct Plan {
     /// answer (see [`dispatch_all`]), and how many it has.
     max_outstanding: usize,
     outstanding: Cell<usize>,
+    /// memcache `l1l2`: an l2 server answered `mg` with `ERROR` (no meta protocol), so l2 is read with `get`.
+    l2_text: Cell<bool>,
 }
 
 enum Rule {
@@ -142,6 +144,7 @@ impl Plan {
             counters: counters(),
             max_outstanding,
             outstanding: Cell::new(0),
+            l2_text: Cell::new(false),
         })
     }
 }

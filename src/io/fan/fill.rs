@@ -4,9 +4,10 @@
 //! slot, counts against the worker's bound on background requests ([`super::MAX_BACKGROUND`]) and is dropped (and
 //! counted) over it or over the backend's queue bound.
 //!
-//! The children of one attempt: 0 the first read (the client's own bytes), 1 the second read (memcache warmup:
-//! `mg <key> v t f`; otherwise `get <key>` / `GET <key>`), 2 redis warmup's `PTTL <key>` (queued right behind the
-//! GET on the same connection, so in the same pipeline), 3 the copy.
+//! The children of one attempt: 0 the first read (the client's own bytes), 1 the second read (memcache:
+//! `mg <key> v t f`, for l1l2 `get <key>` once an l2 server answered mg with `ERROR`; redis `GET <key>`), 2 redis'
+//! `PTTL <key>` (queued right behind the GET on the same connection, so in the same pipeline), 3 the copy. The
+//! remaining TTL learned with the value is what the copy carries (warmup) or caps the copy's at (l1l2).
 
 use super::{answer, failure_reply, release_background, resolve, send, send_single, take_background};
 use super::{Attempt, Dest, Env, Mode, Plan, Refused, ReplyTo, Request};
@@ -48,6 +49,8 @@ pub struct State {
     held: Option<(Vec<u8>, bool)>,
     /// Whether a PTTL was sent behind the second read's GET.
     pttl_sent: bool,
+    /// memcache l1l2: the second read is a text `get` (l2 has no meta protocol).
+    text_second: bool,
 }
 
 const FIRST: u32 = 0;
@@ -81,6 +84,7 @@ pub(super) fn dispatch(env: &Env, plan: &Rc<Plan>, kind: Kind, req: Request, rep
                 first_missed: false,
                 held: None,
                 pttl_sent: false,
+                text_second: false,
             };
             let client = Some(reply.reserve());
             let now = req.now;
@@ -148,24 +152,22 @@ pub(super) fn arrive(att: &Rc<Attempt>, child: usize, reply: &[u8], failed: bool
             f.first = Some((reply.to_vec(), failed));
             let mut bytes = Vec::new();
             let framer = match (att.protocol, f.kind) {
-                (Protocol::Memcache, Kind::Warmup { .. }) => {
-                    rules::memcache_meta_get(&f.key, &mut bytes);
-                    Framer::Memcache(Command::MetaGet)
-                }
-                (Protocol::Memcache, Kind::L1l2 { .. }) => {
+                (Protocol::Memcache, Kind::L1l2 { .. }) if att.plan.l2_text.get() => {
+                    f.text_second = true;
                     rules::memcache_get(&f.key, &mut bytes);
                     Framer::Memcache(Command::Get)
+                }
+                (Protocol::Memcache, _) => {
+                    rules::memcache_meta_get(&f.key, &mut bytes);
+                    Framer::Memcache(Command::MetaGet)
                 }
                 (Protocol::Redis, _) => {
                     rules::redis_get(&f.key, &mut bytes);
                     redis_shape("GET")
                 }
             };
-            // Redis warmup learns the TTL with a PTTL right behind the GET, on the same connection.
-            let pttl = (att.protocol == Protocol::Redis
-                && matches!(f.kind, Kind::Warmup { .. })
-                && matches!(att.dests[1], Dest::Backend(_)))
-            .then(|| {
+            // Redis learns the TTL with a PTTL right behind the GET, on the same connection.
+            let pttl = (att.protocol == Protocol::Redis && matches!(att.dests[1], Dest::Backend(_))).then(|| {
                 let mut p = Vec::new();
                 rules::redis_pttl(&f.key, &mut p);
                 p
@@ -178,6 +180,22 @@ pub(super) fn arrive(att: &Rc<Attempt>, child: usize, reply: &[u8], failed: bool
             }
         }
         SECOND if f.pttl_sent => f.held = Some((reply.to_vec(), failed)),
+        // memcache l1l2 whose l2 has no meta protocol: read it again with a text get, and from now on (this
+        // worker, until a reload) read l2 that way.
+        SECOND
+            if matches!(f.kind, Kind::L1l2 { .. })
+                && att.protocol == Protocol::Memcache
+                && !f.text_second
+                && !failed
+                && reply.starts_with(b"ERROR") =>
+        {
+            att.plan.l2_text.set(true);
+            f.text_second = true;
+            let mut bytes = Vec::new();
+            rules::memcache_get(&f.key, &mut bytes);
+            drop(st);
+            send_to(att, 1, SECOND, &bytes, Framer::Memcache(Command::Get));
+        }
         SECOND => {
             drop(st);
             second_done(att, reply, failed, None);
@@ -206,10 +224,10 @@ pub(super) fn arrive(att: &Rc<Attempt>, child: usize, reply: &[u8], failed: bool
 
 /// The second child's reply (redis warmup: with the PTTL learned behind it).
 fn second_done(att: &Rc<Attempt>, reply: &[u8], failed: bool, pttl: Option<i64>) {
-    let (kind, key, now_unix, first_missed, first) = {
+    let (kind, key, now_unix, first_missed, first, text_second) = {
         let mut st = att.st.borrow_mut();
         let Mode::Fill(f) = &mut st.mode else { return };
-        (f.kind, std::mem::take(&mut f.key), f.now_unix, f.first_missed, f.first.take())
+        (f.kind, std::mem::take(&mut f.key), f.now_unix, f.first_missed, f.first.take(), f.text_second)
     };
     // What the second child said, the client's reply for it, and the copy to write.
     let mut client_reply = Vec::new();
@@ -218,25 +236,8 @@ fn second_done(att: &Rc<Attempt>, reply: &[u8], failed: bool, pttl: Option<i64>)
         Seen::Failed
     } else {
         match (att.protocol, kind) {
-            (Protocol::Memcache, Kind::Warmup { exptime }) => match rules::parse_meta_value(reply) {
-                Some((ttl, flags, data)) => {
-                    rules::memcache_value_reply(&key, flags, &reply[data.clone()], &mut client_reply);
-                    copy = rules::memcache_expiry(ttl, exptime).map(|e| {
-                        let mut out = Vec::new();
-                        let exptime = rules::memcache_exptime(e, now_unix);
-                        rules::memcache_add(&key, flags, exptime, &reply[data], &mut out);
-                        (out, Framer::Memcache(Command::Add))
-                    });
-                    Seen::Hit
-                }
-                None if reply.starts_with(b"EN\r\n") => {
-                    client_reply.extend_from_slice(b"END\r\n");
-                    Seen::Miss
-                }
-                // No meta protocol on the warm server (ERROR), or its SERVER_ERROR.
-                None => Seen::Failed,
-            },
-            (Protocol::Memcache, Kind::L1l2 { ttl, .. }) => match rules::parse_text_value(reply) {
+            // l1l2 over an l2 without meta: its TTL cannot be learned.
+            (Protocol::Memcache, Kind::L1l2 { ttl, .. }) if text_second => match rules::parse_text_value(reply) {
                 Some((flags, data)) => {
                     client_reply.extend_from_slice(reply);
                     let mut out = Vec::new();
@@ -251,13 +252,35 @@ fn second_done(att: &Rc<Attempt>, reply: &[u8], failed: bool, pttl: Option<i64>)
                 }
                 None => Seen::Failed,
             },
+            (Protocol::Memcache, _) => match rules::parse_meta_value(reply) {
+                Some((ttl, flags, data)) => {
+                    rules::memcache_value_reply(&key, flags, &reply[data.clone()], &mut client_reply);
+                    let expiry = match kind {
+                        Kind::Warmup { exptime } => rules::memcache_expiry(ttl, exptime),
+                        Kind::L1l2 { ttl: l1_ttl, .. } => l1l2::l1_expiry(l1_ttl, l1l2::memcache_remaining_ms(ttl)),
+                    };
+                    copy = expiry.map(|e| {
+                        let mut out = Vec::new();
+                        let exptime = rules::memcache_exptime(e, now_unix);
+                        rules::memcache_add(&key, flags, exptime, &reply[data], &mut out);
+                        (out, Framer::Memcache(Command::Add))
+                    });
+                    Seen::Hit
+                }
+                None if reply.starts_with(b"EN\r\n") => {
+                    client_reply.extend_from_slice(b"END\r\n");
+                    Seen::Miss
+                }
+                // No meta protocol on the warm server (ERROR), or its SERVER_ERROR.
+                None => Seen::Failed,
+            },
             (Protocol::Redis, _) => {
                 client_reply.extend_from_slice(reply);
                 match rules::parse_bulk(reply) {
                     Some(data) => {
                         let expiry = match kind {
                             Kind::Warmup { exptime } => rules::redis_expiry(pttl, exptime),
-                            Kind::L1l2 { ttl, .. } => Some(Expiry::Seconds(u64::from(ttl))),
+                            Kind::L1l2 { ttl, .. } => l1l2::l1_expiry(ttl, pttl),
                         };
                         copy = expiry.map(|e| {
                             let mut out = Vec::new();

@@ -47,6 +47,8 @@ thread_local! {
 /// Per route, what executing it needs; built with the route tree on every (re)load.
 pub struct Plans {
     plans: Vec<Option<Rc<Plan>>>,
+    /// Every route's counters on this worker, by route index.
+    counters: Rc<[Rc<RouteCounters>]>,
 }
 
 /// One multi-destination route of the running config.
@@ -56,6 +58,8 @@ pub struct Plan {
     children: Vec<Target>,
     /// This worker's counters of the route (shared with its `WorkerStats`).
     counters: Rc<RouteCounters>,
+    /// Every route's, for the routes below this one that its children's decisions walk through.
+    all_counters: Rc<[Rc<RouteCounters>]>,
     /// `all_*` but `all_sync`: the children's requests this worker may have in flight beyond those needed to
     /// answer (see [`dispatch_all`]), and how many it has.
     max_outstanding: usize,
@@ -86,12 +90,24 @@ struct ShadowTarget {
 impl Plans {
     /// `stats` keeps each route's counters across reloads.
     pub fn build(cfg: &Config, stats: &mut WorkerStats) -> Plans {
+        let counters: Rc<[Rc<RouteCounters>]> =
+            cfg.routes.iter().map(|r| stats.route(&r.name, r.kind.type_name())).collect();
         let plans = cfg
             .routes
             .iter()
-            .map(|r| Plan::build(&r.name, &r.kind, || stats.route(&r.name, r.kind.type_name())).map(Rc::new))
+            .zip(counters.iter())
+            .map(|(r, c)| Plan::build(&r.name, &r.kind, c.clone(), counters.clone()).map(Rc::new))
             .collect();
-        Plans { plans }
+        Plans { plans, counters }
+    }
+
+    /// Counts a request decided by these routes (each once, however many of its keys they decided).
+    pub fn count_requests(&self, routes: &[u32]) {
+        for &r in routes {
+            if let Some(c) = self.counters.get(r as usize) {
+                RouteCounters::bump(&c.requests);
+            }
+        }
     }
 
     pub fn get(&self, route: usize) -> Option<&Rc<Plan>> {
@@ -100,7 +116,12 @@ impl Plans {
 }
 
 impl Plan {
-    fn build(name: &str, kind: &RouteKind, counters: impl FnOnce() -> Rc<RouteCounters>) -> Option<Plan> {
+    fn build(
+        name: &str,
+        kind: &RouteKind,
+        counters: Rc<RouteCounters>,
+        all_counters: Rc<[Rc<RouteCounters>]>,
+    ) -> Option<Plan> {
         let mut max_outstanding = usize::MAX;
         let (rule, children) = match kind {
             RouteKind::Failover { children, max_tries, failover_errors } => (
@@ -141,7 +162,8 @@ impl Plan {
             name: name.to_string(),
             rule,
             children,
-            counters: counters(),
+            counters,
+            all_counters,
             max_outstanding,
             outstanding: Cell::new(0),
             l2_text: Cell::new(false),
@@ -254,8 +276,18 @@ fn resolve(env: &Env, plan: &Plan, target: Target, req: &Request) -> Result<Dest
 fn resolve_keys(env: &Env, plan: &Plan, target: Target, req: &Request, keys: &[&[u8]]) -> Result<Dest, Refused> {
     let op = req.op;
     let mut found: Option<(usize, usize)> = None;
-    for key in keys {
-        let (pool, server) = match env.tree.decide(target, op, key, &env.ctx) {
+    for (i, key) in keys.iter().enumerate() {
+        // The routes below this one count the request once per child it is sent through (the first key's walk).
+        let decision = if i == 0 {
+            env.tree.decide_visiting(target, op, key, &env.ctx, &mut |r| {
+                if let Some(c) = plan.all_counters.get(r) {
+                    RouteCounters::bump(&c.requests);
+                }
+            })
+        } else {
+            env.tree.decide(target, op, key, &env.ctx)
+        };
+        let (pool, server) = match decision {
             Decision::Send { strip, .. } if strip != 0 => {
                 return Err(Refused(format!(
                     "ferrule: route '{}': strip_prefix below a multi-destination route is not supported",
@@ -348,7 +380,6 @@ enum Mode {
 
 /// Fans `req` out through `plan`; `reply` is the client's (absent for memcache `noreply`).
 pub fn dispatch(env: &Env, plan: &Rc<Plan>, req: Request, reply: Option<ReplyTo>) -> Result<(), Refused> {
-    RouteCounters::bump(&plan.counters.requests);
     let Some(reply) = reply else { return dispatch_noreply(env, plan, &req) };
     let protocol = req.op.protocol();
     match &plan.rule {

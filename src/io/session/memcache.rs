@@ -279,7 +279,8 @@ fn handle_meta(
             let op = Op::Memcache(meta.op);
             let ctx = Ctx { now_unix: s.worker.unix_now.get(), random: routed::draw(&s.worker.rng) };
             let keys = std::iter::once(route_key);
-            if let Err(why) = routed::resolve(&tree, &pools, target, op, keys, &ctx, &mut sc.dests) {
+            let plans = s.worker.fans.borrow().clone();
+            if let Err(why) = routed::resolve(&tree, &pools, &plans, target, op, keys, &ctx, &mut sc.dests) {
                 if matches!(why, Unroutable::NoServer(_)) {
                     s.meters.borrow_mut().clients.unroutable += 1;
                 }
@@ -397,7 +398,8 @@ fn route_tree(
     let op = Op::Memcache(req.command);
     let ctx = Ctx { now_unix: s.worker.unix_now.get(), random: routed::draw(&s.worker.rng) };
     let keys = sc.keys.iter().map(|k| &raw[k.clone()]);
-    if let Err(why) = routed::resolve(&tree, &pools, target, op, keys, &ctx, &mut sc.dests) {
+    let plans = s.worker.fans.borrow().clone();
+    if let Err(why) = routed::resolve(&tree, &pools, &plans, target, op, keys, &ctx, &mut sc.dests) {
         if matches!(why, Unroutable::NoServer(_)) {
             s.meters.borrow_mut().clients.unroutable += 1;
         }
@@ -407,7 +409,6 @@ fn route_tree(
         return false;
     }
     let env = fan::Env { cfg: &cfg, tree: &tree, pools: &pools, client_id: s.id, proto: s.proto, ctx };
-    let plans = s.worker.fans.borrow().clone();
     if sc.dests.iter().any(|d| matches!(d, KeyDest::Fan { .. })) {
         let keys = sc.keys.iter().map(|k| &raw[k.clone()]);
         routed::split_fans(&env, &plans, op, keys, &mut sc.dests);

@@ -59,8 +59,34 @@ pub enum Unroutable {
     NoServer(usize),
 }
 
-/// Decides every key (given as byte slices in request order) into `dests`.
+thread_local! {
+    /// The routes one request's keys walked through (a worker is one thread): reused, no allocation per request.
+    static VISITED: std::cell::Cell<Vec<u32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Decides every key (given as byte slices in request order) into `dests`, and counts the request once in the
+/// `requests` counter of every route its keys walked through (`plans`).
+#[allow(clippy::too_many_arguments)]
 pub fn resolve<'k>(
+    tree: &RouteTree,
+    pools: &[PoolRt],
+    plans: &Plans,
+    target: crate::config::Target,
+    op: Op,
+    keys: impl Iterator<Item = &'k [u8]>,
+    ctx: &Ctx,
+    dests: &mut Vec<KeyDest>,
+) -> Result<(), Unroutable> {
+    let mut visited = VISITED.take();
+    visited.clear();
+    let decided = decide_all(tree, pools, target, op, keys, ctx, dests, &mut visited);
+    plans.count_requests(&visited);
+    VISITED.set(visited);
+    decided
+}
+
+#[allow(clippy::too_many_arguments)]
+fn decide_all<'k>(
     tree: &RouteTree,
     pools: &[PoolRt],
     target: crate::config::Target,
@@ -68,10 +94,16 @@ pub fn resolve<'k>(
     keys: impl Iterator<Item = &'k [u8]>,
     ctx: &Ctx,
     dests: &mut Vec<KeyDest>,
+    visited: &mut Vec<u32>,
 ) -> Result<(), Unroutable> {
     dests.clear();
+    let mut visit = |r: usize| {
+        if !visited.contains(&(r as u32)) {
+            visited.push(r as u32);
+        }
+    };
     for key in keys {
-        let dest = match tree.decide(target, op, key, ctx) {
+        let dest = match tree.decide_visiting(target, op, key, ctx, &mut visit) {
             Decision::Send { leaf: Leaf::Pool(pool), strip } => {
                 let server = pools
                     .get(pool)

@@ -409,7 +409,7 @@ fn route_tree(
         return false;
     }
     let env = fan::Env { cfg: &cfg, tree: &tree, pools: &pools, client_id: s.id, proto: s.proto, ctx };
-    if sc.dests.iter().any(|d| matches!(d, KeyDest::Fan { .. })) {
+    if sc.dests.len() > 1 && sc.dests.iter().any(|d| matches!(d, KeyDest::Fan { .. })) {
         let keys = sc.keys.iter().map(|k| &raw[k.clone()]);
         routed::split_fans(&env, &plans, op, keys, &mut sc.dests);
     }

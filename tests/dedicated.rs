@@ -353,11 +353,11 @@ fn await_metric(f: &Ferrule, name: &str, want: u64) {
 
 #[test]
 fn dedicated_and_subscriber_connections_are_counted_in_metrics_and_stats() {
-    let (_backends, f, port) = setup("max_dedicated_connections = 1");
+    let (_backends, f, port) = two_redis_behind_ferrule("max_dedicated_connections = 1");
     await_metric(&f, "ferrule_server_dedicated_in_use", 0);
     // A blocked client holds its server's only dedicated connection ...
     let mut blocked = Client::connect(port);
-    blocked.send(&command(&["BLPOP", "{x}:q", "0"]));
+    blocked.send(&resp(&["BLPOP", "{x}:q", "0"]));
     await_metric(&f, "ferrule_server_dedicated_in_use", 1);
     await_metric(&f, "ferrule_server_dedicated_opened_total", 1);
     // ... so another blocking command there is refused, and counted.

@@ -220,3 +220,206 @@ fn redis_shadow_copies_writes_and_a_stopped_shadow_costs_nothing() {
     drop(mirror);
     assert_eq!(client.redis_str(&["GET", "s49"]), "$1\r\nx\r\n", "a dead shadow fails nothing");
 }
+
+/// The keys of a multi-key request through a failover over two sharded pools are split by where each child sends
+/// them: every group goes through the failover on its own (fails over on its own), and the replies are merged in
+/// request order, with keys of the same request for a plain pool among them. A server killed mid-run sends only its
+/// own keys to the second pool.
+#[test]
+fn redis_multi_key_requests_split_through_failover_over_sharded_pools() {
+    let (a1, a2, b1, b2, c) = (redis_server(), redis_server(), redis_server(), redis_server(), redis_server());
+    let port = free_port();
+    let body = format!(
+        "{}[routes.main]\ntype = \"prefix\"\nprefixes = {{ \"f:\" = \"fo\" }}\ndefault = \"pool_c\"\n\n\
+         [routes.fo]\ntype = \"failover\"\nchildren = [\"pool_a\", \"pool_b\"]\n\n{}{}{}",
+        listener_toml("cache", port, "redis", "main", ""),
+        pool_of("pool_a", &[&a1, &a2]),
+        pool_of("pool_b", &[&b1, &b2]),
+        pool_of("pool_c", &[&c]),
+    );
+    let _f = Ferrule::start(&body, port);
+    let mut client = Client::connect(port);
+    let keys: Vec<String> = (0..12).map(|i| format!("f:{i}:key")).collect();
+    let mut mset = vec!["MSET"];
+    let values: Vec<String> = keys.iter().map(|k| format!("a-{k}")).collect();
+    for (k, v) in keys.iter().zip(&values) {
+        mset.push(k);
+        mset.push(v);
+    }
+    assert_eq!(client.redis_str(&mset), "+OK\r\n", "an MSET over both servers of the first child");
+    // Each key landed on one server of pool_a; the keys are spread over both (what makes the split matter).
+    let on_a1: Vec<bool> = keys.iter().map(|k| get_direct(&a1, k) != "$-1\r\n").collect();
+    for (k, &one) in keys.iter().zip(&on_a1) {
+        assert_eq!(get_direct(if one { &a2 } else { &a1 }, k), "$-1\r\n", "{k} on one server only");
+    }
+    assert!(on_a1.iter().any(|&x| x) && on_a1.iter().any(|&x| !x), "keys on both servers: {on_a1:?}");
+    // pool_b holds every key on both of its servers, with its own values.
+    for p in [&b1, &b2] {
+        for k in &keys {
+            Client::connect(p.port).redis_str(&["SET", k, &format!("b-{k}")]);
+        }
+    }
+    Client::connect(c.port).redis_str(&["SET", "x:1", "c"]);
+    let mget = |client: &mut Client| {
+        let mut args = vec!["MGET", "x:1"];
+        args.extend(keys.iter().map(String::as_str));
+        args.push("f:none");
+        client.redis_str(&args)
+    };
+    let expect = |from_b: &dyn Fn(usize) -> bool| {
+        let mut out = format!("*{}\r\n$1\r\nc\r\n", keys.len() + 2);
+        for (i, k) in keys.iter().enumerate() {
+            let v = if from_b(i) { format!("b-{k}") } else { format!("a-{k}") };
+            out.push_str(&format!("${}\r\n{v}\r\n", v.len()));
+        }
+        out + "$-1\r\n"
+    };
+    assert_eq!(mget(&mut client), expect(&|_| false), "every group answered by pool_a, in request order");
+    drop(a1);
+    // Pipelined, each reply in order: a1's keys fail over to pool_b, a2's are still answered by pool_a.
+    for _ in 0..3 {
+        assert_eq!(mget(&mut client), expect(&|i| on_a1[i]));
+        assert_eq!(client.redis_str(&["GET", "x:1"]), "$1\r\nc\r\n");
+    }
+    // DEL sums its groups: a2's keys deleted on pool_a, a1's on pool_b (the failover's second child).
+    let mut del = vec!["DEL"];
+    del.extend(keys.iter().map(String::as_str));
+    assert_eq!(client.redis_str(&del), format!(":{}\r\n", keys.len()));
+    for (k, &one) in keys.iter().zip(&on_a1) {
+        if one {
+            let gone = [&b1, &b2].iter().filter(|p| get_direct(p, k) == "$-1\r\n").count();
+            assert_eq!(gone, 1, "{k} deleted on its server of pool_b");
+        } else {
+            assert_eq!(get_direct(&a2, k), "$-1\r\n", "{k} deleted on pool_a");
+        }
+    }
+    // A command whose keys must share a server and do not is refused.
+    let reply = client.redis_str(&[
+        "RENAME",
+        &keys[on_a1.iter().position(|&x| x).unwrap()],
+        &keys[on_a1.iter().position(|&x| !x).unwrap()],
+    ]);
+    assert!(reply.starts_with("-CROSSSLOT"), "{reply}");
+}
+
+/// A memcache multi-get through a failover over two sharded pools: split by server of each child, each group failing
+/// over on its own, merged in request order; a key for a plain pool in the same request; a server killed mid-run.
+#[test]
+fn memcache_multi_get_split_through_failover_over_sharded_pools() {
+    let (a1, a2, b1, b2, c) = (memcached(), memcached(), memcached(), memcached(), memcached());
+    let port = free_port();
+    let mc_pool =
+        |name: &str, servers: &[&Proc]| pool_of(name, servers).replace("servers", "protocol = \"memcache\"\nservers");
+    let body = format!(
+        "{}[routes.main]\ntype = \"prefix\"\nprefixes = {{ \"f:\" = \"fo\" }}\ndefault = \"pool_c\"\n\n\
+         [routes.fo]\ntype = \"failover\"\nchildren = [\"pool_a\", \"pool_b\"]\n\n{}{}{}",
+        listener_toml("mc", port, "memcache", "main", ""),
+        mc_pool("pool_a", &[&a1, &a2]),
+        mc_pool("pool_b", &[&b1, &b2]),
+        mc_pool("pool_c", &[&c]),
+    );
+    let _f = Ferrule::start(&body, port);
+    let mut client = Client::connect(port);
+    let keys: Vec<String> = (0..12).map(|i| format!("f:{i}:key")).collect();
+    for k in &keys {
+        assert_eq!(client.mc(&format!("set {k} 0 0 1\r\na\r\n"), Command::Set), "STORED\r\n");
+        for p in [&b1, &b2] {
+            Client::connect(p.port).mc(&format!("set {k} 0 0 1\r\nb\r\n"), Command::Set);
+        }
+    }
+    Client::connect(c.port).mc("set x:1 0 0 1\r\nc\r\n", Command::Set);
+    let on_a1: Vec<bool> = keys.iter().map(|k| mc_get_direct(&a1, k).contains("VALUE")).collect();
+    assert!(on_a1.iter().any(|&x| x) && on_a1.iter().any(|&x| !x), "keys on both servers: {on_a1:?}");
+    let line = format!("get x:1 {} f:none\r\n", keys.join(" "));
+    let expect = |from_b: &dyn Fn(usize) -> bool| {
+        let mut out = "VALUE x:1 0 1\r\nc\r\n".to_string();
+        for (i, k) in keys.iter().enumerate() {
+            out.push_str(&format!("VALUE {k} 0 1\r\n{}\r\n", if from_b(i) { "b" } else { "a" }));
+        }
+        out + "END\r\n"
+    };
+    assert_eq!(client.mc(&line, Command::Get), expect(&|_| false));
+    drop(a1);
+    for _ in 0..3 {
+        assert_eq!(client.mc(&line, Command::Get), expect(&|i| on_a1[i]));
+        assert_eq!(client.mc("get x:1\r\n", Command::Get), "VALUE x:1 0 1\r\nc\r\nEND\r\n");
+    }
+}
+
+/// all_sync over two sharded pools: a redis MGET split by server of each child, each group's worst reply merged;
+/// a server of one child stopped: its keys' group fails, and the MGET with it (nothing partial is merged).
+#[test]
+fn redis_mget_split_through_all_sync_and_a_failing_group_fails_the_request() {
+    let (a1, a2, b1) = (redis_server(), redis_server(), redis_server());
+    let port = free_port();
+    let body = format!(
+        "{}[routes.both]\ntype = \"all_sync\"\nchildren = [\"pool_a\", \"pool_b\"]\n\n{}{}",
+        listener_toml("cache", port, "redis", "both", ""),
+        pool_of("pool_a", &[&a1, &a2]),
+        pool_of("pool_b", &[&b1]),
+    );
+    let _f = Ferrule::start(&body, port);
+    let mut client = Client::connect(port);
+    let keys: Vec<String> = (0..12).map(|i| format!("k{i}:key")).collect();
+    let mut mset = vec!["MSET"];
+    for k in &keys {
+        mset.push(k);
+        mset.push("v");
+    }
+    assert_eq!(client.redis_str(&mset), "+OK\r\n", "written to both children, split over pool_a's servers");
+    for k in &keys {
+        assert_eq!(get_direct(&b1, k), "$1\r\nv\r\n");
+    }
+    let mut mget = vec!["MGET"];
+    mget.extend(keys.iter().map(String::as_str));
+    let all_v = format!("*{}\r\n{}", keys.len(), "$1\r\nv\r\n".repeat(keys.len()));
+    assert_eq!(client.redis_str(&mget), all_v);
+    drop(a1);
+    let reply = client.redis_str(&mget);
+    assert!(reply.starts_with("-ERR"), "a failed group fails the MGET: {reply}");
+    assert_eq!(client.redis_str(&["PING"]), "+PONG\r\n", "the client goes on");
+}
+
+/// The value of a route metric (0 when the route has none yet).
+fn route_metric(f: &Ferrule, family: &str, route: &str) -> u64 {
+    let (_, body) = f.admin("GET", "/metrics");
+    let prefix = format!("{family}{{route=\"{route}\"");
+    body.lines().find(|l| l.starts_with(&prefix)).and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0)
+}
+
+/// all_initial's other children keep running after the client was answered: at most `max_outstanding` of them in
+/// flight per worker; the excess is not sent, and counted. A stopped child holds its places until it answers.
+#[test]
+fn all_initial_leftover_children_are_capped_and_the_excess_dropped() {
+    let (a, b) = (redis_server(), redis_server());
+    let port = free_port();
+    // A long timeout: the stopped server's requests stay in flight for the whole test.
+    let list: Vec<String> = [&a, &b].iter().map(|p| format!("127.0.0.1:{}:1", p.port)).collect();
+    let body = format!(
+        "{}[routes.writes]\ntype = \"all_initial\"\nchildren = [\"p/*\"]\nmax_outstanding = 2\n\n{}",
+        listener_toml("cache", port, "redis", "writes", ""),
+        redis_pool_toml("p", &list, "timeout_ms = 60000"),
+    );
+    let f = Ferrule::start(&body, port);
+    let mut client = Client::connect(port);
+    assert_eq!(client.redis_str(&["SET", "warm", "up"]), "+OK\r\n");
+    assert!(eventually(|| get_direct(&b, "warm") == "$2\r\nup\r\n"), "b gets the write in the background");
+    b.signal(libc::SIGSTOP);
+    for i in 0..5 {
+        // Answered by the first child, never delayed by the stopped one.
+        assert_eq!(client.redis_str(&["SET", &format!("k{i}"), "v"]), "+OK\r\n");
+    }
+    assert!(eventually(|| route_metric(&f, "ferrule_route_background_dropped_total", "writes") == 3));
+    assert_eq!(route_metric(&f, "ferrule_route_background_sent_total", "writes"), 3, "warm-up and k0, k1");
+    b.signal(libc::SIGCONT);
+    // Once b answered, its places are free again.
+    assert!(eventually(|| get_direct(&b, "k1") == "$1\r\nv\r\n"));
+    let keys: Vec<String> = (0..5).map(|i| format!("k{i}")).collect();
+    let on_b: Vec<bool> = keys.iter().map(|k| get_direct(&b, k) != "$-1\r\n").collect();
+    assert_eq!(on_b, [true, true, false, false, false], "the requests over the bound never reached b");
+    assert!(eventually(|| {
+        client.redis_str(&["SET", "later", "v"]);
+        get_direct(&b, "later") == "$1\r\nv\r\n"
+    }));
+    assert_eq!(route_metric(&f, "ferrule_route_background_dropped_total", "writes"), 3);
+}

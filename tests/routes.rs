@@ -91,7 +91,7 @@ fn memcache_prefix_and_operation_routes() {
         pool("new_cluster", &new),
         pool("reads", &reads)
     );
-    let _f = Ferrule::start(&body, port);
+    let f = Ferrule::start(&body, port);
     let mut c = Client::connect(port);
     assert_eq!(c.mc("set new_users:1 0 0 1\r\nn\r\n", Command::Set), "STORED\r\n");
     assert_eq!(c.mc("set u:1 0 0 1\r\no\r\n", Command::Set), "STORED\r\n");
@@ -113,6 +113,18 @@ fn memcache_prefix_and_operation_routes() {
     // delete of sessions: goes to the null route: nothing is deleted anywhere.
     assert_eq!(c.mc("delete sessions:1\r\n", Command::Delete), "NOT_FOUND\r\n");
     assert_eq!(get(&new, "sessions:1"), "VALUE sessions:1 0 1\r\ns\r\nEND\r\n");
+    // Every request a route decided counts once there, forwarded straight to a pool or not, however many of its
+    // keys it decided: main 3 sets, 2 gets, the multi-get, the delete; by_op the requests for sessions: (a set,
+    // 2 gets, the multi-get, the delete); nothing the delete.
+    let counts = || ["main", "by_op", "nothing"].map(|r| route_metric(&f, "ferrule_route_requests_total", r));
+    assert!(eventually(Duration::from_secs(5), || counts() == [7, 5, 1]), "{:?}", counts());
+}
+
+/// A route metric's value (0 when absent).
+fn route_metric(f: &Ferrule, family: &str, route: &str) -> u64 {
+    let (_, body) = f.admin("GET", "/metrics");
+    let prefix = format!("{family}{{route=\"{route}\"");
+    body.lines().find(|l| l.starts_with(&prefix)).and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0)
 }
 
 /// A hash route over every server of a pool (`"POOL/*"`) spreads keys over the servers.

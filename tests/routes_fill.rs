@@ -162,8 +162,8 @@ fn memcache_warmup_fills_cold_carrying_ttl_and_flags() {
     assert_eq!(route_metric(&f, "ferrule_route_fills_total", "warm"), 2);
     assert_eq!(route_metric(&f, "ferrule_route_background_sent_total", "warm"), 2);
     assert_eq!(route_metric(&f, "ferrule_route_background_failed_total", "warm"), 0);
-    // Five gets and the delete; the set went on to cold through the route tree, as through a pool.
-    assert_eq!(route_metric(&f, "ferrule_route_requests_total", "warm"), 6);
+    // Every request the route decided: five gets, the delete, and the set it sent on to cold alone.
+    assert_eq!(route_metric(&f, "ferrule_route_requests_total", "warm"), 7);
     let (_, stats) = f.admin("GET", "/stats");
     assert!(stats.contains("\"routes\":{\"warm\":{\"type\":\"warmup\""), "{stats}");
 }
@@ -290,4 +290,70 @@ fn memcache_warmup_multi_get_reads_each_key_through() {
     };
     assert_eq!(on_cold("w3"), 1, "the fill landed on the key's cold server");
     assert_eq!(c.mc("get w0 w1\r\n", Command::Get), "VALUE w0 0 2\r\nw0\r\nVALUE w1 0 2\r\nw1\r\nEND\r\n");
+}
+
+/// memcache l1l2: the l1 copy never outlives l2's item: l2 is read with `mg v t f`, and a key expiring in l2
+/// before `l1_ttl_s` is copied with l2's remaining TTL; one living longer (or not expiring) with `l1_ttl_s`.
+#[test]
+fn memcache_l1l2_caps_the_l1_copy_at_l2s_remaining_ttl() {
+    let (l1, l2) = (memcached(), memcached());
+    mc_direct(&l2, "set short 3 8 2\r\nab\r\n", Command::Set);
+    mc_direct(&l2, "set long 0 1000 2\r\ncd\r\n", Command::Set);
+    mc_direct(&l2, "set never 0 0 2\r\nef\r\n", Command::Set);
+    let port = free_port();
+    let body = format!(
+        "{}{}{}{}",
+        listener_toml("mc", port, "memcache", "layered", ""),
+        l1l2_toml(""),
+        mc_pool("l1", &l1),
+        mc_pool("l2", &l2)
+    );
+    let _f = Ferrule::start(&body, port);
+    let mut c = Client::connect(port);
+    assert_eq!(c.mc("get short\r\n", Command::Get), "VALUE short 3 2\r\nab\r\nEND\r\n");
+    assert_eq!(c.mc("get long\r\n", Command::Get), "VALUE long 0 2\r\ncd\r\nEND\r\n");
+    assert_eq!(c.mc("get never\r\n", Command::Get), "VALUE never 0 2\r\nef\r\nEND\r\n");
+    for k in ["short", "long", "never"] {
+        assert!(eventually(Duration::from_secs(5), || mc_direct(&l1, &format!("get {k}\r\n"), Command::Get)
+            .contains("VALUE")));
+    }
+    let t = mc_ttl(&l1, "short");
+    assert!((1..=8).contains(&t), "capped at l2's remaining 8 s, not l1_ttl_s (30): {t}");
+    let t = mc_ttl(&l1, "long");
+    assert!((25..=30).contains(&t), "l2's item outlives l1_ttl_s: {t}");
+    let t = mc_ttl(&l1, "never");
+    assert!((25..=30).contains(&t), "no expiry in l2: l1_ttl_s: {t}");
+    assert_eq!(mc_direct(&l1, "get short\r\n", Command::Get), "VALUE short 3 2\r\nab\r\nEND\r\n", "flags kept");
+}
+
+/// redis l1l2: a PTTL behind the GET of l2 caps the l1 copy at l2's remaining TTL.
+#[test]
+fn redis_l1l2_caps_the_l1_copy_at_l2s_remaining_ttl() {
+    let (l1, l2) = (redis_server(), redis_server());
+    redis_direct(&l2, &["SET", "short", "ab", "PX", "8000"]);
+    redis_direct(&l2, &["SET", "long", "cd", "EX", "1000"]);
+    redis_direct(&l2, &["SET", "never", "ef"]);
+    let port = free_port();
+    let body = format!(
+        "{}{}{}{}",
+        listener_toml("r", port, "redis", "layered", ""),
+        l1l2_toml(""),
+        redis_pool("l1", &l1),
+        redis_pool("l2", &l2)
+    );
+    let _f = Ferrule::start(&body, port);
+    let mut c = Client::connect(port);
+    assert_eq!(c.redis_str(&["GET", "short"]), "$2\r\nab\r\n");
+    assert_eq!(c.redis_str(&["GET", "long"]), "$2\r\ncd\r\n");
+    assert_eq!(c.redis_str(&["GET", "never"]), "$2\r\nef\r\n");
+    let pttl = |k: &str| -> i64 { redis_direct(&l1, &["PTTL", k]).trim_start_matches(':').trim().parse().unwrap() };
+    for k in ["short", "long", "never"] {
+        assert!(eventually(Duration::from_secs(5), || pttl(k) != -2), "{k} copied into l1");
+    }
+    let t = pttl("short");
+    assert!((1..=8000).contains(&t), "capped at l2's remaining 8 s, not l1_ttl_s (30): {t} ms");
+    let t = pttl("long");
+    assert!((25_000..=30_000).contains(&t), "l2's key outlives l1_ttl_s: {t} ms");
+    let t = pttl("never");
+    assert!((25_000..=30_000).contains(&t), "no expiry in l2: l1_ttl_s: {t} ms");
 }

@@ -36,8 +36,8 @@ use crate::hash::{DistributionKind, HashKind};
 pub use error::ConfigError;
 pub use routes::{
     operation_fits, render_tree, AllMode, Children, Dest, FailureClass, RouteConfig, RouteKind, Shadow, Target,
-    DEFAULT_ERROR_MESSAGE, DEFAULT_SHADOW_MAX_OUTSTANDING, EXECUTABLE_TYPES, MEMCACHE_OPERATIONS, OPERATION_CLASSES,
-    ROUTE_TYPES,
+    DEFAULT_ALL_MAX_OUTSTANDING, DEFAULT_ERROR_MESSAGE, DEFAULT_SHADOW_MAX_OUTSTANDING, EXECUTABLE_TYPES,
+    MEMCACHE_OPERATIONS, OPERATION_CLASSES, ROUTE_TYPES,
 };
 pub use tls::{Built, ClientAuth, ListenerTls, PoolTls, DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS};
 pub use users::{sha256, Access, AuthRefusal, Permissions, UserConfig, UserPassword};

@@ -113,7 +113,7 @@ fn every_kind_reads_into_the_model() {
     assert_eq!(default.as_ref().map(|d| d.target), Some(pool("old_cluster")));
     assert!(!strip_prefix && !case_insensitive);
     let a = cfg.pool_index("pool_a").unwrap();
-    let RouteKind::All { mode: AllMode::Fastest, children } = route("writes") else { panic!() };
+    let RouteKind::All { mode: AllMode::Fastest, children, max_outstanding: 1000 } = route("writes") else { panic!() };
     assert_eq!(children.written, ["pool_a/*"]);
     assert_eq!(children.targets, (0..3).map(|server| Target::Server { pool: a, server }).collect::<Vec<_>>());
     let RouteKind::Failover { max_tries: 2, failover_errors, .. } = route("reads") else { panic!() };
@@ -193,6 +193,29 @@ fn unknown_keys_types_and_bad_values() {
         redis_listener("r")
     );
     check(&error_of(&text), "routes.r.operations.frobnicate", 17, "unknown operation \"frobnicate\"");
+    // all_sync waits for every child: nothing is left over to bound.
+    let text = format!(
+        "{}{POOLS}\n[routes.r]\ntype = \"all_sync\"\nchildren = [\"pool_a/*\"]\nmax_outstanding = 5\n",
+        redis_listener("r")
+    );
+    check(&error_of(&text), "routes.r.max_outstanding", 18, "unknown key `max_outstanding`");
+    let text = format!(
+        "{}{POOLS}\n[routes.r]\ntype = \"all_fastest\"\nchildren = [\"pool_a/*\"]\nmax_outstanding = 0\n",
+        redis_listener("r")
+    );
+    check(&error_of(&text), "routes.r.max_outstanding", 18, "at least 1");
+}
+
+#[test]
+fn all_kinds_but_all_sync_bound_their_leftover_children() {
+    for kind in ["all_async", "all_initial", "all_fastest", "all_majority"] {
+        let text = format!(
+            "{}{POOLS}\n[routes.r]\ntype = \"{kind}\"\nchildren = [\"pool_a/*\"]\nmax_outstanding = 7\n",
+            redis_listener("r")
+        );
+        let cfg = Config::parse(&text).unwrap_or_else(|e| panic!("{kind}: {e}"));
+        assert!(matches!(cfg.routes[0].kind, RouteKind::All { max_outstanding: 7, .. }), "{kind}");
+    }
 }
 
 #[test]

@@ -114,6 +114,10 @@ pub enum RouteKind {
     All {
         mode: AllMode,
         children: Children,
+        /// Per worker, the requests of this route's children that may be in flight beyond those needed to answer
+        /// (`all_async`: all of them; `all_initial` / `all_fastest`: all but the first; `all_majority`: beyond a
+        /// majority); children over it are not sent. Unused by `all_sync`, which waits for every child.
+        max_outstanding: usize,
     },
     Failover {
         children: Children,
@@ -206,6 +210,8 @@ pub const EXECUTABLE_TYPES: &[&str] = &[
 
 /// Default bound on outstanding shadow requests per target and worker (mcrouter's).
 pub const DEFAULT_SHADOW_MAX_OUTSTANDING: usize = 1000;
+/// Default bound on the in-flight requests of an `all_*` route's children beyond those needed to answer, per worker.
+pub const DEFAULT_ALL_MAX_OUTSTANDING: usize = 1000;
 /// The message of an `error` route without one.
 pub const DEFAULT_ERROR_MESSAGE: &str = "ferrule: error route";
 
@@ -415,7 +421,8 @@ fn allowed_keys(type_name: &str) -> &'static [&'static str] {
     match type_name {
         "prefix" => &["type", "prefixes", "default", "strip_prefix", "case_insensitive"],
         "operation" => &["type", "operations", "default"],
-        "all_sync" | "all_async" | "all_initial" | "all_fastest" | "all_majority" | "random" => &["type", "children"],
+        "all_sync" | "random" => &["type", "children"],
+        "all_async" | "all_initial" | "all_fastest" | "all_majority" => &["type", "children", "max_outstanding"],
         "failover" => &["type", "children", "max_tries", "failover_errors"],
         "miss_failover" => &["type", "children", "max_tries"],
         "shadow" => &["type", "child", "shadows", "max_outstanding"],
@@ -522,7 +529,9 @@ pub(super) fn build_route(s: &Section<'_>, name: &str, names: &Names<'_>) -> Res
                 "all_fastest" => AllMode::Fastest,
                 _ => AllMode::Majority,
             };
-            RouteKind::All { mode, children: children()? }
+            let max_outstanding =
+                s.parse_or("max_outstanding", DEFAULT_ALL_MAX_OUTSTANDING, |f| f.integer_at_least(1usize))?;
+            RouteKind::All { mode, children: children()?, max_outstanding }
         }
         "failover" | "miss_failover" => {
             let children = children()?;
@@ -791,7 +800,13 @@ pub(super) fn route_to_toml(route: &RouteConfig) -> toml::Table {
                 t.insert("default".into(), s(&d.name));
             }
         }
-        RouteKind::All { children, .. } | RouteKind::Random { children } => {
+        RouteKind::All { children, mode, max_outstanding } => {
+            t.insert("children".into(), list(children));
+            if *mode != AllMode::Sync {
+                t.insert("max_outstanding".into(), Value::Integer(*max_outstanding as i64));
+            }
+        }
+        RouteKind::Random { children } => {
             t.insert("children".into(), list(children));
         }
         RouteKind::Failover { children, max_tries, failover_errors } => {

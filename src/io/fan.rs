@@ -47,6 +47,8 @@ thread_local! {
 /// Per route, what executing it needs; built with the route tree on every (re)load.
 pub struct Plans {
     plans: Vec<Option<Rc<Plan>>>,
+    /// Every route's counters on this worker, by route index.
+    counters: Rc<[Rc<RouteCounters>]>,
 }
 
 /// One multi-destination route of the running config.
@@ -56,6 +58,14 @@ pub struct Plan {
     children: Vec<Target>,
     /// This worker's counters of the route (shared with its `WorkerStats`).
     counters: Rc<RouteCounters>,
+    /// Every route's, for the routes below this one that its children's decisions walk through.
+    all_counters: Rc<[Rc<RouteCounters>]>,
+    /// `all_*` but `all_sync`: the children's requests this worker may have in flight beyond those needed to
+    /// answer (see [`dispatch_all`]), and how many it has.
+    max_outstanding: usize,
+    outstanding: Cell<usize>,
+    /// memcache `l1l2`: an l2 server answered `mg` with `ERROR` (no meta protocol), so l2 is read with `get`.
+    l2_text: Cell<bool>,
 }
 
 enum Rule {
@@ -80,12 +90,24 @@ struct ShadowTarget {
 impl Plans {
     /// `stats` keeps each route's counters across reloads.
     pub fn build(cfg: &Config, stats: &mut WorkerStats) -> Plans {
+        let counters: Rc<[Rc<RouteCounters>]> =
+            cfg.routes.iter().map(|r| stats.route(&r.name, r.kind.type_name())).collect();
         let plans = cfg
             .routes
             .iter()
-            .map(|r| Plan::build(&r.name, &r.kind, || stats.route(&r.name, r.kind.type_name())).map(Rc::new))
+            .zip(counters.iter())
+            .map(|(r, c)| Plan::build(&r.name, &r.kind, c.clone(), counters.clone()).map(Rc::new))
             .collect();
-        Plans { plans }
+        Plans { plans, counters }
+    }
+
+    /// Counts a request decided by these routes (each once, however many of its keys they decided).
+    pub fn count_requests(&self, routes: &[u32]) {
+        for &r in routes {
+            if let Some(c) = self.counters.get(r as usize) {
+                RouteCounters::bump(&c.requests);
+            }
+        }
     }
 
     pub fn get(&self, route: usize) -> Option<&Rc<Plan>> {
@@ -94,7 +116,13 @@ impl Plans {
 }
 
 impl Plan {
-    fn build(name: &str, kind: &RouteKind, counters: impl FnOnce() -> Rc<RouteCounters>) -> Option<Plan> {
+    fn build(
+        name: &str,
+        kind: &RouteKind,
+        counters: Rc<RouteCounters>,
+        all_counters: Rc<[Rc<RouteCounters>]>,
+    ) -> Option<Plan> {
+        let mut max_outstanding = usize::MAX;
         let (rule, children) = match kind {
             RouteKind::Failover { children, max_tries, failover_errors } => (
                 Rule::Failover(Failover::new(children.targets.len(), *max_tries, failover_errors)),
@@ -103,7 +131,10 @@ impl Plan {
             RouteKind::MissFailover { children, max_tries } => {
                 (Rule::Failover(Failover::miss(children.targets.len(), *max_tries)), children.targets.clone())
             }
-            RouteKind::All { mode, children } => (Rule::All(*mode), children.targets.clone()),
+            RouteKind::All { mode, children, max_outstanding: max } => {
+                max_outstanding = *max;
+                (Rule::All(*mode), children.targets.clone())
+            }
             // The tree decides migrate's other requests; only deletes inside the window come here: to both, the
             // worse reply answers.
             RouteKind::Migrate { from, to, .. } => (Rule::All(AllMode::Sync), vec![from.target, to.target]),
@@ -127,7 +158,16 @@ impl Plan {
             }
             _ => return None,
         };
-        Some(Plan { name: name.to_string(), rule, children, counters: counters() })
+        Some(Plan {
+            name: name.to_string(),
+            rule,
+            children,
+            counters,
+            all_counters,
+            max_outstanding,
+            outstanding: Cell::new(0),
+            l2_text: Cell::new(false),
+        })
     }
 }
 
@@ -175,6 +215,44 @@ impl MetaReq {
 pub struct ReplyTo {
     pub q: ClientRef,
     pub meter: Option<Meter>,
+    /// The request is fragment `.1` of the client's split request `.0` (its slot already reserved, its meter a
+    /// split one): a multi-key request whose keys the session split by destination.
+    pub fragment: Option<(u64, u32)>,
+}
+
+impl ReplyTo {
+    /// The client's reply slot for this request: reserved now, or the fragment already reserved.
+    fn reserve(self) -> ClientSlot {
+        let (seq, frag) = match self.fragment {
+            Some((seq, frag)) => (seq, Some(frag)),
+            None => (self.q.borrow_mut().reserve(), None),
+        };
+        ClientSlot { q: self.q, seq, frag, meter: self.meter }
+    }
+}
+
+/// The client's reply slot (or its fragment of a split request's slot), until it is answered.
+struct ClientSlot {
+    q: ClientRef,
+    seq: u64,
+    frag: Option<u32>,
+    meter: Option<Meter>,
+}
+
+impl ClientSlot {
+    fn deliver(&self, protocol: Protocol, reply: &[u8]) {
+        let mut q = self.q.borrow_mut();
+        let Some(frag) = self.frag else { return q.complete(self.seq, reply) };
+        // Checked as a backend checks a fragment's reply, which the fan-out's waiters skip: a reply that cannot be
+        // this fragment's fails the request as a whole rather than being merged.
+        match q.fragment_fits(self.seq, frag as usize, reply) {
+            Ok(()) => q.complete_fragment(self.seq, frag as usize, reply),
+            Err(what) => {
+                let out = failure_reply(protocol, &format!("a route's reply cannot answer {what}"));
+                q.complete_fragment(self.seq, frag as usize, &out);
+            }
+        }
+    }
 }
 
 /// One child, resolved for this request.
@@ -198,8 +276,18 @@ fn resolve(env: &Env, plan: &Plan, target: Target, req: &Request) -> Result<Dest
 fn resolve_keys(env: &Env, plan: &Plan, target: Target, req: &Request, keys: &[&[u8]]) -> Result<Dest, Refused> {
     let op = req.op;
     let mut found: Option<(usize, usize)> = None;
-    for key in keys {
-        let (pool, server) = match env.tree.decide(target, op, key, &env.ctx) {
+    for (i, key) in keys.iter().enumerate() {
+        // The routes below this one count the request once per child it is sent through (the first key's walk).
+        let decision = if i == 0 {
+            env.tree.decide_visiting(target, op, key, &env.ctx, &mut |r| {
+                if let Some(c) = plan.all_counters.get(r) {
+                    RouteCounters::bump(&c.requests);
+                }
+            })
+        } else {
+            env.tree.decide(target, op, key, &env.ctx)
+        };
+        let (pool, server) = match decision {
             Decision::Send { strip, .. } if strip != 0 => {
                 return Err(Refused(format!(
                     "ferrule: route '{}': strip_prefix below a multi-destination route is not supported",
@@ -271,7 +359,7 @@ pub struct Attempt {
 
 struct AttemptState {
     /// The client's slot, until it is answered.
-    client: Option<(ClientRef, u64, Option<Meter>)>,
+    client: Option<ClientSlot>,
     started: Instant,
     mode: Mode,
 }
@@ -281,6 +369,8 @@ enum Mode {
     All {
         combine: Box<Combine>,
         replies: Vec<Option<Vec<u8>>>,
+        /// The children whose request holds a background place (see [`dispatch_all`]).
+        holds: Vec<bool>,
     },
     /// Background copies: child `i` is shadow target `i` (shadow) or child `i` (all_async).
     Copies,
@@ -290,7 +380,6 @@ enum Mode {
 
 /// Fans `req` out through `plan`; `reply` is the client's (absent for memcache `noreply`).
 pub fn dispatch(env: &Env, plan: &Rc<Plan>, req: Request, reply: Option<ReplyTo>) -> Result<(), Refused> {
-    RouteCounters::bump(&plan.counters.requests);
     let Some(reply) = reply else { return dispatch_noreply(env, plan, &req) };
     let protocol = req.op.protocol();
     match &plan.rule {
@@ -345,7 +434,7 @@ pub fn dispatch(env: &Env, plan: &Rc<Plan>, req: Request, reply: Option<ReplyTo>
         }
         Rule::Failover(_) => {
             let dests = plan.children.iter().map(|&t| resolve(env, plan, t, &req)).collect::<Result<Vec<_>, _>>()?;
-            let client = Some((reply.q.clone(), reply.q.borrow_mut().reserve(), reply.meter));
+            let client = Some(reply.reserve());
             let att = Attempt::new(
                 plan,
                 protocol,
@@ -367,10 +456,49 @@ pub fn dispatch(env: &Env, plan: &Rc<Plan>, req: Request, reply: Option<ReplyTo>
 }
 
 /// Sends `req` to every child of `plan` and combines the replies by `mode`.
+///
+/// The children beyond those needed to answer (`all_async`: every one; `all_initial` and `all_fastest`: all but the
+/// first; `all_majority`: beyond floor(n/2)+1) are what keeps running once the client was answered, so they are
+/// bounded as background copies are: each takes a place of the worker's [`MAX_BACKGROUND`] and of the route's
+/// `max_outstanding` until its reply, and one over a bound (or for a backend over its queue bound) is not sent:
+/// dropped and counted. The reply is combined over the children sent.
 fn dispatch_all(env: &Env, plan: &Rc<Plan>, mode: AllMode, req: Request, reply: ReplyTo) -> Result<(), Refused> {
     let protocol = req.op.protocol();
     let dests = plan.children.iter().map(|&t| resolve(env, plan, t, &req)).collect::<Result<Vec<_>, _>>()?;
     let n = dests.len();
+    let needed = match mode {
+        AllMode::Sync => n,
+        AllMode::Async => 0,
+        AllMode::Initial | AllMode::Fastest => 1,
+        AllMode::Majority => n / 2 + 1,
+    };
+    // Which children go, and which of them hold a background place.
+    let mut go = vec![false; n];
+    let mut holds = vec![false; n];
+    for (i, dest) in dests.iter().enumerate() {
+        if i < needed {
+            go[i] = true;
+            continue;
+        }
+        match dest {
+            Dest::Backend(b) => {
+                if plan.outstanding.get() >= plan.max_outstanding || !take_background(b) {
+                    RouteCounters::bump(&plan.counters.copies_dropped);
+                    continue;
+                }
+                plan.outstanding.set(plan.outstanding.get() + 1);
+                RouteCounters::bump(&plan.counters.copies_sent);
+                go[i] = true;
+                holds[i] = true;
+            }
+            // all_async has no one to give the answer to.
+            Dest::Reply(_) | Dest::Failed(_) if mode == AllMode::Async => {
+                RouteCounters::bump(&plan.counters.copies_dropped)
+            }
+            // Answered at once: nothing stays in flight.
+            Dest::Reply(_) | Dest::Failed(_) => go[i] = true,
+        }
+    }
     let (client, mode_state) = if mode == AllMode::Async {
         // The default reply now, the children in the background.
         let mut out = Vec::new();
@@ -378,16 +506,22 @@ fn dispatch_all(env: &Env, plan: &Rc<Plan>, mode: AllMode, req: Request, reply: 
             Some(m) => memcache::meta::write_null_reply(&mut out, m.command, m.quiet, &req.bytes),
             None => null::write(req.op, req.keys.len(), env.proto, &mut out),
         }
-        if !out.is_empty() {
+        if reply.fragment.is_some() {
+            // A fragment is answered in its slot, and its split meter counted off.
+            let slot = reply.reserve();
+            if let Some(m) = &slot.meter {
+                m.finish(client_key(&slot.q), slot.seq, req.now.elapsed(), false);
+            }
+            slot.deliver(protocol, &out);
+        } else if !out.is_empty() {
             reply.q.borrow_mut().push_local(&out);
         }
         (None, Mode::Copies)
     } else {
-        let seq = reply.q.borrow_mut().reserve();
-        let combine = Box::new(Combine::new(mode, n));
-        (Some((reply.q.clone(), seq, reply.meter)), Mode::All { combine, replies: vec![None; n] })
+        let sent = go.iter().filter(|&&g| g).count();
+        let combine = Box::new(Combine::new(mode, sent));
+        (Some(reply.reserve()), Mode::All { combine, replies: vec![None; n], holds })
     };
-    let background = matches!(mode_state, Mode::Copies);
     let att = Attempt::new(
         plan,
         protocol,
@@ -400,18 +534,7 @@ fn dispatch_all(env: &Env, plan: &Rc<Plan>, mode: AllMode, req: Request, reply: 
         req.now,
         mode_state,
     );
-    for i in 0..n {
-        if background {
-            let ok = match &att.dests[i] {
-                Dest::Backend(b) => take_background(b),
-                _ => false,
-            };
-            if !ok {
-                RouteCounters::bump(&plan.counters.copies_dropped);
-                continue;
-            }
-            RouteCounters::bump(&plan.counters.copies_sent);
-        }
+    for (i, _) in go.iter().enumerate().filter(|(_, &g)| g) {
         send(&att, i, req.now);
     }
     Ok(())
@@ -423,8 +546,7 @@ fn dispatch_all(env: &Env, plan: &Rc<Plan>, mode: AllMode, req: Request, reply: 
 fn dispatch_noreply(env: &Env, plan: &Rc<Plan>, req: &Request) -> Result<(), Refused> {
     let mut targets: Vec<Target> = match &plan.rule {
         Rule::Failover(_) => plan.children.iter().take(1).copied().collect(),
-        Rule::All(_) => plan.children.clone(),
-        Rule::Shadow { .. } => plan.children.clone(),
+        Rule::All(_) | Rule::Shadow { .. } => plan.children.clone(),
         Rule::Fill(kind) => match kind.action(req.op, req.keys.len()) {
             crate::routes::fill::Action::Only(i) => plan.children.get(i).copied().into_iter().collect(),
             _ => plan.children.clone(),
@@ -476,9 +598,13 @@ fn release_background() {
     BACKGROUND.with(|n| n.set(n.get().saturating_sub(1)));
 }
 
+fn release_outstanding(plan: &Plan) {
+    plan.outstanding.set(plan.outstanding.get().saturating_sub(1));
+}
+
 /// Sends to one destination with the client's own waiter (shadow's main child): the plain path's waiter.
 fn send_single(dest: Dest, req: &Request, reply: ReplyTo) {
-    let seq = reply.q.borrow_mut().reserve();
+    let slot = reply.reserve();
     match dest {
         Dest::Backend(b) => {
             // One reply, nothing to combine: a quiet meta request's is dropped on delivery, as on the plain path.
@@ -486,13 +612,16 @@ fn send_single(dest: Dest, req: &Request, reply: ReplyTo) {
                 (Framer::Memcache(cmd), Some(MetaReq { quiet: true, .. })) => Framer::MemcacheQuiet(cmd),
                 (framer, _) => framer,
             };
-            let waiter = Waiter::Client { client: reply.q, seq, frag: None, meter: reply.meter };
+            let waiter = Waiter::Client { client: slot.q, seq: slot.seq, frag: slot.frag, meter: slot.meter };
             b.enqueue(|out| out.extend_from_slice(&req.bytes), Some(waiter), framer, req.now);
         }
-        Dest::Reply(bytes) => reply.q.borrow_mut().complete(seq, MetaReq::shown(req.meta, &bytes)),
+        Dest::Reply(bytes) => {
+            finish_meter(&slot, req.now, false);
+            slot.deliver(req.op.protocol(), MetaReq::shown(req.meta, &bytes))
+        }
         Dest::Failed(reason) => {
-            let out = failure_reply(req.op.protocol(), &reason);
-            reply.q.borrow_mut().complete(seq, &out);
+            finish_meter(&slot, req.now, true);
+            slot.deliver(req.op.protocol(), &failure_reply(req.op.protocol(), &reason));
         }
     }
 }
@@ -514,7 +643,7 @@ impl Attempt {
         framer: Framer,
         meta: Option<MetaReq>,
         dests: Vec<Dest>,
-        client: Option<(ClientRef, u64, Option<Meter>)>,
+        client: Option<ClientSlot>,
         started: Instant,
         mode: Mode,
     ) -> Rc<Attempt> {
@@ -566,6 +695,9 @@ pub fn arrive(att: &Rc<Attempt>, child: u32, reply: &[u8], failed: bool) {
             Mode::Fill(_) => return,
             Mode::Copies => {
                 release_background();
+                if matches!(att.plan.rule, Rule::All(_)) {
+                    release_outstanding(&att.plan);
+                }
                 if failure.is_some() || failed {
                     RouteCounters::bump(&att.plan.counters.copies_failed);
                 }
@@ -587,7 +719,12 @@ pub fn arrive(att: &Rc<Attempt>, child: u32, reply: &[u8], failed: bool) {
                     _ => None,
                 }
             }
-            Mode::All { combine, replies } => {
+            Mode::All { combine, replies, holds } => {
+                if holds.get(child).copied().unwrap_or(false) {
+                    holds[child] = false;
+                    release_background();
+                    release_outstanding(&att.plan);
+                }
                 let sev = severity::severity(att.protocol, outcome);
                 match combine.arrive(child, sev, failure.is_some()) {
                     Some(Answer::Child(c)) if c != child => {
@@ -629,9 +766,51 @@ fn answer(att: &Attempt, reply: &[u8], failed: bool) {
         let mut st = att.st.borrow_mut();
         (st.client.take(), st.started)
     };
-    let Some((q, seq, meter)) = client else { return };
-    if let Some(m) = meter {
-        m.finish(client_key(&q), seq, started.elapsed(), failed);
+    let Some(slot) = client else { return };
+    finish_meter(&slot, started, failed);
+    slot.deliver(att.protocol, MetaReq::shown(att.meta, reply));
+}
+
+/// Records the request's latency (a fragment's: counted off its split request).
+fn finish_meter(slot: &ClientSlot, started: Instant, failed: bool) {
+    if let Some(m) = &slot.meter {
+        m.finish(client_key(&slot.q), slot.seq, started.elapsed(), failed);
     }
-    q.borrow_mut().complete(seq, MetaReq::shown(att.meta, reply));
+}
+
+/// Where every child of `plan` (and every shadow target) sends `key`, one entry per child appended to `out`: keys
+/// with equal signatures can go through the route as one request, each child getting them all on one server.
+/// `false` when the route reads each key on its own (a memcache multi-get through `warmup` / `l1l2`): the key then
+/// takes a request of its own. Entries never have the top bit set.
+pub fn signature(env: &Env, plan: &Plan, op: Op, key: &[u8], out: &mut Vec<u64>) -> bool {
+    if matches!(plan.rule, Rule::Fill(_)) && matches!(op, Op::Memcache(memcache::Command::Get)) {
+        return false;
+    }
+    let shadows = match &plan.rule {
+        Rule::Shadow { shadows, .. } => &shadows[..],
+        _ => &[],
+    };
+    const SERVER: u64 = 0;
+    const NO_SERVER: u64 = 1 << 61;
+    const REPLY: u64 = 2 << 61;
+    const FAN: u64 = 3 << 61;
+    for target in plan.children.iter().copied().chain(shadows.iter().map(|s| s.target)) {
+        out.push(match env.tree.decide(target, op, key, &env.ctx) {
+            Decision::Send { leaf, strip } => {
+                let (pool, server) = match leaf {
+                    Leaf::Pool(p) => {
+                        (p, env.pools.get(p).and_then(|x| x.router.server_for(&key[strip.min(key.len())..])))
+                    }
+                    Leaf::Server { pool, server } => (pool, Some(server)),
+                };
+                match server {
+                    Some(s) => SERVER | (pool as u64 & 0xff_ffff) << 32 | (s as u64 & 0xffff_ffff),
+                    None => NO_SERVER | pool as u64 & 0xff_ffff,
+                }
+            }
+            Decision::Reply(_) => REPLY,
+            Decision::Fan { route, .. } => FAN | route as u64 & 0xff_ffff,
+        });
+    }
+    true
 }

@@ -190,6 +190,19 @@ impl RouteTree {
     /// Decides where one key of a request goes, starting at `target`, walking selector routes (prefix, operation,
     /// hash, random) down to a leaf, a canned reply, or a route that fans out.
     pub fn decide(&self, target: Target, op: Op, key: &[u8], ctx: &Ctx) -> Decision {
+        self.decide_visiting(target, op, key, ctx, &mut |_| {})
+    }
+
+    /// [`decide`](Self::decide), calling `visit` with every route the walk enters, in order (for the routes'
+    /// request counters).
+    pub fn decide_visiting(
+        &self,
+        target: Target,
+        op: Op,
+        key: &[u8],
+        ctx: &Ctx,
+        visit: &mut impl FnMut(usize),
+    ) -> Decision {
         let mut at = target;
         let mut strip = 0usize;
         // The tree is acyclic (validated), so the walk ends; the bound guards against a bug all the same.
@@ -201,6 +214,7 @@ impl RouteTree {
                 }
                 Target::Route(r) => r,
             };
+            visit(route);
             let key = &key[strip.min(key.len())..];
             let next = match self.nodes.get(route) {
                 Some(Node::Prefix(p)) => p.choose(key).map(|(t, s)| {

@@ -64,6 +64,10 @@ fn selectors_nest_down_to_a_leaf() {
     let expected = [a, b][hash::jump(mix(u64::from(crate::hash::HashKind::Fnv1a_64.hash(b"other"))), 2)];
     assert_eq!(p, expected, "the hash route hashes the stripped key");
     assert_eq!(tree.decide(top, redis("SET"), b"user:1", &ctx), Decision::Send { leaf: Leaf::Pool(b), strip: 5 });
+    // The walk names every route it enters, from the listener's down, for their request counters.
+    let mut visited = Vec::new();
+    tree.decide_visiting(top, redis("GET"), b"strip:other", &ctx, &mut |r| visited.push(cfg.routes[r].name.as_str()));
+    assert_eq!(visited, ["main", "inner", "spread"]);
 }
 
 #[test]

@@ -4,14 +4,14 @@
 //! slot, counts against the worker's bound on background requests ([`super::MAX_BACKGROUND`]) and is dropped (and
 //! counted) over it or over the backend's queue bound.
 //!
-//! The children of one attempt: 0 the first read (the client's own bytes), 1 the second read (memcache warmup:
-//! `mg <key> v t f`; otherwise `get <key>` / `GET <key>`), 2 redis warmup's `PTTL <key>` (queued right behind the
-//! GET on the same connection, so in the same pipeline), 3 the copy.
+//! The children of one attempt: 0 the first read (the client's own bytes), 1 the second read (memcache:
+//! `mg <key> v t f`, for l1l2 `get <key>` once an l2 server answered mg with `ERROR`; redis `GET <key>`), 2 redis'
+//! `PTTL <key>` (queued right behind the GET on the same connection, so in the same pipeline), 3 the copy. The
+//! remaining TTL learned with the value is what the copy carries (warmup) or caps the copy's at (l1l2).
 
-use super::{answer, failure_reply, release_background, resolve, resolve_keys, send, send_single, take_background};
+use super::{answer, failure_reply, release_background, resolve, send, send_single, take_background};
 use super::{Attempt, Dest, Env, Mode, Plan, Refused, ReplyTo, Request};
 use crate::config::{AllMode, Protocol};
-use crate::fanout::MergeKind;
 use crate::io::backend::{Framer, Waiter};
 use crate::io::stats::RouteCounters;
 use crate::protocol::memcache::Command;
@@ -49,8 +49,8 @@ pub struct State {
     held: Option<(Vec<u8>, bool)>,
     /// Whether a PTTL was sent behind the second read's GET.
     pttl_sent: bool,
-    /// The key's fragment of a memcache multi-get read through key by key.
-    frag: Option<u32>,
+    /// memcache l1l2: the second read is a text `get` (l2 has no meta protocol).
+    text_second: bool,
 }
 
 const FIRST: u32 = 0;
@@ -66,11 +66,8 @@ pub(super) fn dispatch(env: &Env, plan: &Rc<Plan>, kind: Kind, req: Request, rep
         action => action,
     };
     match action {
-        // A memcache multi-get: every key read through on its own, the replies merged in request order as a
-        // multi-get split over servers is.
-        Action::Only(0) if matches!(req.op, Op::Memcache(Command::Get)) && req.keys.len() > 1 => {
-            multi_get(env, plan, kind, &req, reply)
-        }
+        // A memcache multi-get: the session sends every key through on its own (see `super::signature`); should
+        // several keys come anyway, they go to the first child alone.
         Action::Only(i) => {
             let dest = resolve(env, plan, plan.children[i], &req)?;
             send_single(dest, &req, reply);
@@ -87,9 +84,9 @@ pub(super) fn dispatch(env: &Env, plan: &Rc<Plan>, kind: Kind, req: Request, rep
                 first_missed: false,
                 held: None,
                 pttl_sent: false,
-                frag: None,
+                text_second: false,
             };
-            let client = Some((reply.q.clone(), reply.q.borrow_mut().reserve(), reply.meter));
+            let client = Some(reply.reserve());
             let now = req.now;
             let att = Attempt::new(
                 plan,
@@ -109,67 +106,9 @@ pub(super) fn dispatch(env: &Env, plan: &Rc<Plan>, kind: Kind, req: Request, rep
     }
 }
 
-/// Reads each key of a memcache multi-get through on its own, each answering its fragment of the client's reply.
-/// (The fragments are not metered one by one: the request's latency is not recorded, its count is.)
-fn multi_get(env: &Env, plan: &Rc<Plan>, kind: Kind, req: &Request, reply: ReplyTo) -> Result<(), Refused> {
-    let mut dests = Vec::with_capacity(req.keys.len());
-    for key in req.keys {
-        let one = [*key];
-        let per_key =
-            plan.children.iter().map(|&t| resolve_keys(env, plan, t, req, &one)).collect::<Result<Vec<_>, _>>()?;
-        dests.push(per_key);
-    }
-    let n = req.keys.len();
-    let mut fan = reply.q.borrow_mut().take_fanout(MergeKind::McRetrieval, n);
-    fan.key_frag.extend((0..n).map(|i| i as u32));
-    for key in req.keys {
-        let start = fan.keys.len();
-        fan.keys.extend_from_slice(key);
-        fan.key_ranges.push(start..fan.keys.len());
-    }
-    let seq = reply.q.borrow_mut().reserve_fanout(fan);
-    for (i, (key, per_key)) in req.keys.iter().zip(dests).enumerate() {
-        let mut bytes = Vec::new();
-        rules::memcache_get(key, &mut bytes);
-        let state = State {
-            kind,
-            key: key.to_vec(),
-            now_unix: env.ctx.now_unix,
-            first: None,
-            first_missed: false,
-            held: None,
-            pttl_sent: false,
-            frag: Some(i as u32),
-        };
-        let client = Some((reply.q.clone(), seq, None));
-        let att = Attempt::new(
-            plan,
-            req.op.protocol(),
-            req.op.class(),
-            bytes,
-            req.framer,
-            None,
-            per_key,
-            client,
-            req.now,
-            Mode::Fill(Box::new(state)),
-        );
-        send(&att, FIRST as usize, req.now);
-    }
-    Ok(())
-}
-
-/// Answers the client (or the key's fragment of its reply), once.
+/// Answers the client (or the request's fragment of its reply), once.
 fn reply_to_client(att: &Attempt, reply: &[u8], failed: bool) {
-    let frag = match &att.st.borrow().mode {
-        Mode::Fill(f) => f.frag,
-        _ => None,
-    };
-    let Some(frag) = frag else { return answer(att, reply, failed) };
-    let client = att.st.borrow_mut().client.take();
-    if let Some((q, seq, _)) = client {
-        q.borrow_mut().complete_fragment(seq, frag as usize, reply);
-    }
+    answer(att, reply, failed)
 }
 
 /// Sends `bytes` to child `dest` of the attempt as its child `child` (no borrow of the attempt is held).
@@ -213,24 +152,22 @@ pub(super) fn arrive(att: &Rc<Attempt>, child: usize, reply: &[u8], failed: bool
             f.first = Some((reply.to_vec(), failed));
             let mut bytes = Vec::new();
             let framer = match (att.protocol, f.kind) {
-                (Protocol::Memcache, Kind::Warmup { .. }) => {
-                    rules::memcache_meta_get(&f.key, &mut bytes);
-                    Framer::Memcache(Command::MetaGet)
-                }
-                (Protocol::Memcache, Kind::L1l2 { .. }) => {
+                (Protocol::Memcache, Kind::L1l2 { .. }) if att.plan.l2_text.get() => {
+                    f.text_second = true;
                     rules::memcache_get(&f.key, &mut bytes);
                     Framer::Memcache(Command::Get)
+                }
+                (Protocol::Memcache, _) => {
+                    rules::memcache_meta_get(&f.key, &mut bytes);
+                    Framer::Memcache(Command::MetaGet)
                 }
                 (Protocol::Redis, _) => {
                     rules::redis_get(&f.key, &mut bytes);
                     redis_shape("GET")
                 }
             };
-            // Redis warmup learns the TTL with a PTTL right behind the GET, on the same connection.
-            let pttl = (att.protocol == Protocol::Redis
-                && matches!(f.kind, Kind::Warmup { .. })
-                && matches!(att.dests[1], Dest::Backend(_)))
-            .then(|| {
+            // Redis learns the TTL with a PTTL right behind the GET, on the same connection.
+            let pttl = (att.protocol == Protocol::Redis && matches!(att.dests[1], Dest::Backend(_))).then(|| {
                 let mut p = Vec::new();
                 rules::redis_pttl(&f.key, &mut p);
                 p
@@ -243,6 +180,22 @@ pub(super) fn arrive(att: &Rc<Attempt>, child: usize, reply: &[u8], failed: bool
             }
         }
         SECOND if f.pttl_sent => f.held = Some((reply.to_vec(), failed)),
+        // memcache l1l2 whose l2 has no meta protocol: read it again with a text get, and from now on (this
+        // worker, until a reload) read l2 that way.
+        SECOND
+            if matches!(f.kind, Kind::L1l2 { .. })
+                && att.protocol == Protocol::Memcache
+                && !f.text_second
+                && !failed
+                && reply.starts_with(b"ERROR") =>
+        {
+            att.plan.l2_text.set(true);
+            f.text_second = true;
+            let mut bytes = Vec::new();
+            rules::memcache_get(&f.key, &mut bytes);
+            drop(st);
+            send_to(att, 1, SECOND, &bytes, Framer::Memcache(Command::Get));
+        }
         SECOND => {
             drop(st);
             second_done(att, reply, failed, None);
@@ -271,10 +224,10 @@ pub(super) fn arrive(att: &Rc<Attempt>, child: usize, reply: &[u8], failed: bool
 
 /// The second child's reply (redis warmup: with the PTTL learned behind it).
 fn second_done(att: &Rc<Attempt>, reply: &[u8], failed: bool, pttl: Option<i64>) {
-    let (kind, key, now_unix, first_missed, first) = {
+    let (kind, key, now_unix, first_missed, first, text_second) = {
         let mut st = att.st.borrow_mut();
         let Mode::Fill(f) = &mut st.mode else { return };
-        (f.kind, std::mem::take(&mut f.key), f.now_unix, f.first_missed, f.first.take())
+        (f.kind, std::mem::take(&mut f.key), f.now_unix, f.first_missed, f.first.take(), f.text_second)
     };
     // What the second child said, the client's reply for it, and the copy to write.
     let mut client_reply = Vec::new();
@@ -283,25 +236,8 @@ fn second_done(att: &Rc<Attempt>, reply: &[u8], failed: bool, pttl: Option<i64>)
         Seen::Failed
     } else {
         match (att.protocol, kind) {
-            (Protocol::Memcache, Kind::Warmup { exptime }) => match rules::parse_meta_value(reply) {
-                Some((ttl, flags, data)) => {
-                    rules::memcache_value_reply(&key, flags, &reply[data.clone()], &mut client_reply);
-                    copy = rules::memcache_expiry(ttl, exptime).map(|e| {
-                        let mut out = Vec::new();
-                        let exptime = rules::memcache_exptime(e, now_unix);
-                        rules::memcache_add(&key, flags, exptime, &reply[data], &mut out);
-                        (out, Framer::Memcache(Command::Add))
-                    });
-                    Seen::Hit
-                }
-                None if reply.starts_with(b"EN\r\n") => {
-                    client_reply.extend_from_slice(b"END\r\n");
-                    Seen::Miss
-                }
-                // No meta protocol on the warm server (ERROR), or its SERVER_ERROR.
-                None => Seen::Failed,
-            },
-            (Protocol::Memcache, Kind::L1l2 { ttl, .. }) => match rules::parse_text_value(reply) {
+            // l1l2 over an l2 without meta: its TTL cannot be learned.
+            (Protocol::Memcache, Kind::L1l2 { ttl, .. }) if text_second => match rules::parse_text_value(reply) {
                 Some((flags, data)) => {
                     client_reply.extend_from_slice(reply);
                     let mut out = Vec::new();
@@ -316,13 +252,35 @@ fn second_done(att: &Rc<Attempt>, reply: &[u8], failed: bool, pttl: Option<i64>)
                 }
                 None => Seen::Failed,
             },
+            (Protocol::Memcache, _) => match rules::parse_meta_value(reply) {
+                Some((ttl, flags, data)) => {
+                    rules::memcache_value_reply(&key, flags, &reply[data.clone()], &mut client_reply);
+                    let expiry = match kind {
+                        Kind::Warmup { exptime } => rules::memcache_expiry(ttl, exptime),
+                        Kind::L1l2 { ttl: l1_ttl, .. } => l1l2::l1_expiry(l1_ttl, l1l2::memcache_remaining_ms(ttl)),
+                    };
+                    copy = expiry.map(|e| {
+                        let mut out = Vec::new();
+                        let exptime = rules::memcache_exptime(e, now_unix);
+                        rules::memcache_add(&key, flags, exptime, &reply[data], &mut out);
+                        (out, Framer::Memcache(Command::Add))
+                    });
+                    Seen::Hit
+                }
+                None if reply.starts_with(b"EN\r\n") => {
+                    client_reply.extend_from_slice(b"END\r\n");
+                    Seen::Miss
+                }
+                // No meta protocol on the warm server (ERROR), or its SERVER_ERROR.
+                None => Seen::Failed,
+            },
             (Protocol::Redis, _) => {
                 client_reply.extend_from_slice(reply);
                 match rules::parse_bulk(reply) {
                     Some(data) => {
                         let expiry = match kind {
                             Kind::Warmup { exptime } => rules::redis_expiry(pttl, exptime),
-                            Kind::L1l2 { ttl, .. } => Some(Expiry::Seconds(u64::from(ttl))),
+                            Kind::L1l2 { ttl, .. } => l1l2::l1_expiry(ttl, pttl),
                         };
                         copy = expiry.map(|e| {
                             let mut out = Vec::new();

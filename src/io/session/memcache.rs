@@ -279,7 +279,8 @@ fn handle_meta(
             let op = Op::Memcache(meta.op);
             let ctx = Ctx { now_unix: s.worker.unix_now.get(), random: routed::draw(&s.worker.rng) };
             let keys = std::iter::once(route_key);
-            if let Err(why) = routed::resolve(&tree, &pools, target, op, keys, &ctx, &mut sc.dests) {
+            let plans = s.worker.fans.borrow().clone();
+            if let Err(why) = routed::resolve(&tree, &pools, &plans, target, op, keys, &ctx, &mut sc.dests) {
                 if matches!(why, Unroutable::NoServer(_)) {
                     s.meters.borrow_mut().clients.unroutable += 1;
                 }
@@ -321,7 +322,7 @@ fn handle_meta(
                         meta: Some(fan::MetaReq { command: req.command, quiet }),
                     };
                     let meter = command.map(|c| Meter::new(&s.meters, c, now, false));
-                    let reply = fan::ReplyTo { q: s.q.clone(), meter };
+                    let reply = fan::ReplyTo { q: s.q.clone(), meter, fragment: None };
                     if let Err(fan::Refused(why)) = fan::dispatch(&env, plan, request, Some(reply)) {
                         s.local(format!("SERVER_ERROR {why}\r\n").as_bytes());
                     }
@@ -397,7 +398,8 @@ fn route_tree(
     let op = Op::Memcache(req.command);
     let ctx = Ctx { now_unix: s.worker.unix_now.get(), random: routed::draw(&s.worker.rng) };
     let keys = sc.keys.iter().map(|k| &raw[k.clone()]);
-    if let Err(why) = routed::resolve(&tree, &pools, target, op, keys, &ctx, &mut sc.dests) {
+    let plans = s.worker.fans.borrow().clone();
+    if let Err(why) = routed::resolve(&tree, &pools, &plans, target, op, keys, &ctx, &mut sc.dests) {
         if matches!(why, Unroutable::NoServer(_)) {
             s.meters.borrow_mut().clients.unroutable += 1;
         }
@@ -406,25 +408,27 @@ fn route_tree(
         }
         return false;
     }
+    let env = fan::Env { cfg: &cfg, tree: &tree, pools: &pools, client_id: s.id, proto: s.proto, ctx };
+    if sc.dests.len() > 1 && sc.dests.iter().any(|d| matches!(d, KeyDest::Fan { .. })) {
+        let keys = sc.keys.iter().map(|k| &raw[k.clone()]);
+        routed::split_fans(&env, &plans, op, keys, &mut sc.dests);
+    }
     routed::group(&sc.dests, &mut sc.route_groups, &mut sc.key_frag);
     let framer = Framer::Memcache(req.command);
-    if sc.route_groups.iter().any(|g| matches!(g, Group::Fan { .. })) {
-        let plans = s.worker.fans.borrow().clone();
-        let plan = match sc.route_groups[..] {
-            [Group::Fan { route }] => plans.get(route),
-            _ => None,
-        };
-        let Some(plan) = plan else {
+    if let [Group::Fan { route, .. }] = sc.route_groups[..] {
+        let Some(plan) = plans.get(route) else {
             if !req.noreply {
-                s.local(format!("SERVER_ERROR {}\r\n", routed::mixed_fan_message(&cfg, &sc.route_groups)).as_bytes());
+                s.local(b"SERVER_ERROR ferrule: no such route\r\n");
             }
             return false;
         };
-        let env = fan::Env { cfg: &cfg, tree: &tree, pools: &pools, client_id: s.id, proto: s.proto, ctx };
         let keys: Vec<&[u8]> = sc.keys.iter().map(|k| &raw[k.clone()]).collect();
         let request = fan::Request { op, keys: &keys, bytes: raw.to_vec(), framer, now, meta: None };
-        let reply = (!req.noreply)
-            .then(|| fan::ReplyTo { q: s.q.clone(), meter: command.map(|c| Meter::new(&s.meters, c, now, false)) });
+        let reply = (!req.noreply).then(|| fan::ReplyTo {
+            q: s.q.clone(),
+            meter: command.map(|c| Meter::new(&s.meters, c, now, false)),
+            fragment: None,
+        });
         if let Err(fan::Refused(why)) = fan::dispatch(&env, plan, request, reply) {
             if !req.noreply {
                 s.local(format!("SERVER_ERROR {why}\r\n").as_bytes());
@@ -472,12 +476,36 @@ fn route_tree(
         fan.key_ranges.push(start..fan.keys.len());
     }
     let seq = s.q.borrow_mut().reserve_fanout(fan);
-    let sent = sc.route_groups.iter().filter(|g| matches!(g, Group::Server { .. })).count() as u32;
+    let sent = sc.route_groups.iter().filter(|g| !matches!(g, Group::Canned(_))).count() as u32;
     s.meters.borrow_mut().begin_split((client_key(&s.q), seq), sent, command.is_some() && sent > 0);
     let exptime = req.exptime.clone().map(|r| &raw[r]);
     for (frag, &group) in sc.route_groups.iter().enumerate() {
         match group {
-            Group::Fan { .. } => unreachable!("handled above"),
+            Group::Fan { route, .. } => {
+                // The group's keys as one retrieval through the route, answering its fragment.
+                let keys: Vec<&[u8]> = sc
+                    .keys
+                    .iter()
+                    .zip(&sc.key_frag)
+                    .filter(|(_, &f)| f as usize == frag)
+                    .map(|(k, _)| &raw[k.clone()])
+                    .collect();
+                let mut bytes = Vec::new();
+                memcache::write_retrieval(&mut bytes, req.command, exptime, keys.iter().copied());
+                let request = fan::Request { op, keys: &keys, bytes, framer, now, meta: None };
+                let meter = command.map(|c| Meter::new(&s.meters, c, now, true));
+                let to = fan::ReplyTo { q: s.q.clone(), meter, fragment: Some((seq, frag as u32)) };
+                let refused = match plans.get(route) {
+                    Some(plan) => fan::dispatch(&env, plan, request, Some(to)).err().map(|fan::Refused(why)| why),
+                    None => Some("ferrule: no such route".to_string()),
+                };
+                if let Some(why) = refused {
+                    if let Some(c) = command {
+                        Meter::new(&s.meters, c, now, true).finish(client_key(&s.q), seq, now.elapsed(), true);
+                    }
+                    s.q.borrow_mut().complete_fragment(seq, frag, format!("SERVER_ERROR {why}\r\n").as_bytes());
+                }
+            }
             Group::Canned(c) => {
                 sc.reply.clear();
                 canned_reply(&cfg, c, op, 0, Default::default(), &mut sc.reply);

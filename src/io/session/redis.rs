@@ -646,7 +646,8 @@ fn route_tree(
     let op = Op::Redis(info);
     let ctx = Ctx { now_unix: s.worker.unix_now.get(), random: routed::draw(&s.worker.rng) };
     let keys = sc.keys.iter().map(|&k| &req[sc.args[k].clone()]);
-    if let Err(why) = routed::resolve(&tree, &pools, target, op, keys, &ctx, &mut sc.dests) {
+    let plans = s.worker.fans.borrow().clone();
+    if let Err(why) = routed::resolve(&tree, &pools, &plans, target, op, keys, &ctx, &mut sc.dests) {
         if matches!(why, Unroutable::NoServer(_)) {
             s.meters.borrow_mut().clients.unroutable += 1;
         }
@@ -654,15 +655,15 @@ fn route_tree(
         s.local(msg.as_bytes());
         return;
     }
-    routed::group(&sc.dests, &mut sc.route_groups, &mut sc.key_frag);
-    if sc.route_groups.iter().any(|g| matches!(g, Group::Fan { .. })) {
-        let env = fan::Env { cfg: &cfg, tree: &tree, pools: &pools, client_id: s.id, proto: s.proto, ctx };
-        fan_out(s, &env, info, req, sc, now);
-        return;
+    let env = fan::Env { cfg: &cfg, tree: &tree, pools: &pools, client_id: s.id, proto: s.proto, ctx };
+    if sc.dests.len() > 1 && sc.dests.iter().any(|d| matches!(d, KeyDest::Fan { .. })) {
+        let keys = sc.keys.iter().map(|&k| &req[sc.args[k].clone()]);
+        routed::split_fans(&env, &plans, op, keys, &mut sc.dests);
     }
+    routed::group(&sc.dests, &mut sc.route_groups, &mut sc.key_frag);
     if let [only] = sc.route_groups[..] {
         match only {
-            Group::Fan { .. } => unreachable!("handled above"),
+            Group::Fan { .. } => fan_out(s, &env, info, req, sc, now),
             Group::Canned(c) => {
                 sc.reply.clear();
                 canned_reply(&cfg, c, op, sc.keys.len(), s.proto, &mut sc.reply);
@@ -698,7 +699,7 @@ fn route_tree(
     fan.proto = s.proto;
     fan.key_frag.extend_from_slice(&sc.key_frag);
     let seq = s.q.borrow_mut().reserve_fanout(fan);
-    let sent = sc.route_groups.iter().filter(|g| matches!(g, Group::Server { .. })).count() as u32;
+    let sent = sc.route_groups.iter().filter(|g| !matches!(g, Group::Canned(_))).count() as u32;
     s.meters.borrow_mut().begin_split((client_key(&s.q), seq), sent, sc.command.is_some() && sent > 0);
     let per_key = if kind == Split::Mset { 2 } else { 1 };
     let name = &req[sc.args[0].clone()];
@@ -707,7 +708,39 @@ fn route_tree(
     for (frag, &group) in sc.route_groups.iter().enumerate() {
         let n_keys = sc.key_frag.iter().filter(|&&f| f as usize == frag).count();
         match group {
-            Group::Fan { .. } => unreachable!("handled above"),
+            Group::Fan { route, .. } => {
+                // The group's keys (stripped as the routes above say) and their values, as one request through
+                // the route, answering its fragment.
+                let mut keys = Vec::with_capacity(n_keys);
+                let mut bytes = Vec::new();
+                let args =
+                    sc.keys.iter().zip(&sc.key_frag).zip(&sc.dests).filter(|((_, &f), _)| f as usize == frag).flat_map(
+                        |((&k, _), d)| {
+                            let key = &req[sc.args[k].clone()];
+                            let key = &key[d.strip().min(key.len())..];
+                            keys.push(key);
+                            let values = (k + 1..k + per_key).map(|i| &req[sc.args[i].clone()]);
+                            std::iter::once(key).chain(values)
+                        },
+                    );
+                redis::write_command_iter(&mut bytes, 1 + n_keys * per_key, std::iter::once(name).chain(args));
+                let framer = Framer::Redis(if kind == Split::Mget { shape.with_array_len(n_keys) } else { shape });
+                let request = fan::Request { op, keys: &keys, bytes, framer, now, meta: None };
+                let meter = sc.command.map(|c| Meter::new(&s.meters, c, now, true));
+                let to = fan::ReplyTo { q: s.q.clone(), meter, fragment: Some((seq, frag as u32)) };
+                let refused = match plans.get(route) {
+                    Some(plan) => fan::dispatch(&env, plan, request, Some(to)).err().map(|fan::Refused(why)| why),
+                    None => Some("ferrule: no such route".to_string()),
+                };
+                if let Some(why) = refused {
+                    if let Some(c) = sc.command {
+                        Meter::new(&s.meters, c, now, true).finish(client_key(&s.q), seq, now.elapsed(), true);
+                    }
+                    reply.clear();
+                    reply.extend_from_slice(format!("-ERR {why}\r\n").as_bytes());
+                    s.q.borrow_mut().complete_fragment(seq, frag, &reply);
+                }
+            }
             Group::Canned(c) => {
                 reply.clear();
                 canned_reply(&cfg, c, op, n_keys, s.proto, &mut reply);
@@ -753,12 +786,11 @@ fn route_tree(
 fn fan_out(s: &Session, env: &fan::Env, info: &'static CommandInfo, req: &[u8], sc: &Scratch, now: Instant) {
     let plans = s.worker.fans.borrow().clone();
     let plan = match sc.route_groups[..] {
-        [Group::Fan { route }] => plans.get(route),
+        [Group::Fan { route, .. }] => plans.get(route),
         _ => None,
     };
     let Some(plan) = plan else {
-        let msg = format!("-ERR {}\r\n", routed::mixed_fan_message(env.cfg, &sc.route_groups));
-        s.local(msg.as_bytes());
+        s.local(b"-ERR ferrule: no such route\r\n");
         return;
     };
     let keys: Vec<&[u8]> = sc
@@ -786,7 +818,7 @@ fn fan_out(s: &Session, env: &fan::Env, info: &'static CommandInfo, req: &[u8], 
     let framer = Framer::Redis(redis::ReplyShape::for_request(info, &sc.args, req));
     let request = fan::Request { op: Op::Redis(info), keys: &keys, bytes, framer, now, meta: None };
     let meter = sc.command.map(|c| Meter::new(&s.meters, c, now, false));
-    let reply = fan::ReplyTo { q: s.q.clone(), meter };
+    let reply = fan::ReplyTo { q: s.q.clone(), meter, fragment: None };
     if let Err(fan::Refused(why)) = fan::dispatch(env, plan, request, Some(reply)) {
         s.local(format!("-ERR {why}\r\n").as_bytes());
     }

@@ -5,6 +5,7 @@
 //! comes here: it keeps the plain path.
 
 use crate::config::Config;
+use crate::io::fan::{self, Env, Plans};
 use crate::io::pool::PoolRt;
 use crate::routes::{Canned, Ctx, Decision, Leaf, Op, RouteTree};
 
@@ -18,10 +19,12 @@ pub enum KeyDest {
         strip: usize,
     },
     Canned(Canned),
-    /// A route that sends to several destinations (`io::fan`), the key's first `strip` bytes removed.
+    /// A route that sends to several destinations (`io::fan`), the key's first `strip` bytes removed. Keys with
+    /// the same `sub` (see [`split_fans`]) reach the same server of every child: they go as one sub-request.
     Fan {
         route: usize,
         strip: usize,
+        sub: u32,
     },
 }
 
@@ -30,7 +33,7 @@ pub enum KeyDest {
 pub enum Group {
     Server { pool: usize, server: usize },
     Canned(Canned),
-    Fan { route: usize },
+    Fan { route: usize, sub: u32 },
 }
 
 impl KeyDest {
@@ -38,7 +41,7 @@ impl KeyDest {
         match self {
             KeyDest::Server { pool, server, .. } => Group::Server { pool, server },
             KeyDest::Canned(c) => Group::Canned(c),
-            KeyDest::Fan { route, .. } => Group::Fan { route },
+            KeyDest::Fan { route, sub, .. } => Group::Fan { route, sub },
         }
     }
 
@@ -56,8 +59,34 @@ pub enum Unroutable {
     NoServer(usize),
 }
 
-/// Decides every key (given as byte slices in request order) into `dests`.
+thread_local! {
+    /// The routes one request's keys walked through (a worker is one thread): reused, no allocation per request.
+    static VISITED: std::cell::Cell<Vec<u32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Decides every key (given as byte slices in request order) into `dests`, and counts the request once in the
+/// `requests` counter of every route its keys walked through (`plans`).
+#[allow(clippy::too_many_arguments)]
 pub fn resolve<'k>(
+    tree: &RouteTree,
+    pools: &[PoolRt],
+    plans: &Plans,
+    target: crate::config::Target,
+    op: Op,
+    keys: impl Iterator<Item = &'k [u8]>,
+    ctx: &Ctx,
+    dests: &mut Vec<KeyDest>,
+) -> Result<(), Unroutable> {
+    let mut visited = VISITED.take();
+    visited.clear();
+    let decided = decide_all(tree, pools, target, op, keys, ctx, dests, &mut visited);
+    plans.count_requests(&visited);
+    VISITED.set(visited);
+    decided
+}
+
+#[allow(clippy::too_many_arguments)]
+fn decide_all<'k>(
     tree: &RouteTree,
     pools: &[PoolRt],
     target: crate::config::Target,
@@ -65,10 +94,16 @@ pub fn resolve<'k>(
     keys: impl Iterator<Item = &'k [u8]>,
     ctx: &Ctx,
     dests: &mut Vec<KeyDest>,
+    visited: &mut Vec<u32>,
 ) -> Result<(), Unroutable> {
     dests.clear();
+    let mut visit = |r: usize| {
+        if !visited.contains(&(r as u32)) {
+            visited.push(r as u32);
+        }
+    };
     for key in keys {
-        let dest = match tree.decide(target, op, key, ctx) {
+        let dest = match tree.decide_visiting(target, op, key, ctx, &mut visit) {
             Decision::Send { leaf: Leaf::Pool(pool), strip } => {
                 let server = pools
                     .get(pool)
@@ -78,7 +113,7 @@ pub fn resolve<'k>(
             }
             Decision::Send { leaf: Leaf::Server { pool, server }, strip } => KeyDest::Server { pool, server, strip },
             Decision::Reply(c) => KeyDest::Canned(c),
-            Decision::Fan { route, strip } => KeyDest::Fan { route, strip },
+            Decision::Fan { route, strip } => KeyDest::Fan { route, strip, sub: 0 },
         };
         dests.push(dest);
     }
@@ -112,17 +147,32 @@ pub fn unroutable_message(cfg: &Config, why: &Unroutable) -> String {
     }
 }
 
-/// The error text for a multi-key request whose keys reach a multi-destination route and other destinations.
-pub fn mixed_fan_message(cfg: &Config, groups: &[Group]) -> String {
-    let route = groups.iter().find_map(|g| match g {
-        Group::Fan { route } => Some(*route),
-        _ => None,
-    });
-    let name = route.and_then(|r| cfg.routes.get(r)).map_or("?", |r| r.name.as_str());
-    format!(
-        "ferrule: the keys of this request reach route '{name}', which sends to several destinations, and other \
-         destinations: send them in separate requests"
-    )
+/// Splits the keys that reach multi-destination routes by their full destination: keys that every child of the
+/// route sends to the same server get the same `sub`, so that each group goes through the route as its own
+/// sub-request (a failover over sharded pools fails over per group). `keys` are the request's keys in order, as
+/// `dests` has them (unstripped). A route that reads each key on its own (a memcache multi-get through a fill
+/// route) gives every key its own group. Only requests with a key reaching such a route come here.
+pub fn split_fans<'k>(env: &Env, plans: &Plans, op: Op, keys: impl Iterator<Item = &'k [u8]>, dests: &mut [KeyDest]) {
+    // (route, where each child sends the key); a sub-request per distinct entry.
+    let mut seen: Vec<(usize, Vec<u64>)> = Vec::new();
+    let mut sig = Vec::new();
+    for (i, (key, dest)) in keys.zip(dests.iter_mut()).enumerate() {
+        let KeyDest::Fan { route, strip, sub } = dest else { continue };
+        let Some(plan) = plans.get(*route) else { continue };
+        sig.clear();
+        if !fan::signature(env, plan, op, &key[(*strip).min(key.len())..], &mut sig) {
+            // Its own group: an entry no other key's can equal (signatures never use the top bit).
+            sig.clear();
+            sig.push(u64::MAX - i as u64);
+        }
+        *sub = match seen.iter().position(|(r, s)| r == route && *s == sig) {
+            Some(at) => at as u32,
+            None => {
+                seen.push((*route, sig.clone()));
+                seen.len() as u32 - 1
+            }
+        };
+    }
 }
 
 /// The random draw for `random` routes and sampling: a per-worker xorshift, no syscall and no shared state.

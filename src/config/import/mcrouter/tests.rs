@@ -90,7 +90,7 @@ fn the_guides_replicated_pool_converts_to_an_operation_route() {
     let ops: Vec<(&str, &str)> = operations.iter().map(|(o, d)| (o.as_str(), d.name.as_str())).collect();
     assert_eq!(ops, [("add", "all_sync"), ("delete", "all_sync"), ("get", "latest"), ("set", "all_sync")]);
     // "Pool|A": every server of A is a child of its own.
-    let RouteKind::All { mode: AllMode::Sync, children } = route(&config, "all_sync") else { panic!() };
+    let RouteKind::All { mode: AllMode::Sync, children, .. } = route(&config, "all_sync") else { panic!() };
     assert_eq!(children.written, ["A/*"]);
     assert_eq!(children.targets.len(), 2);
     let RouteKind::Failover { max_tries, .. } = route(&config, "latest") else { panic!() };

@@ -384,7 +384,8 @@ fn routed_server<'k>(
     let cfg = s.worker.config.borrow();
     let ctx = Ctx { now_unix: 0, random: routed::draw(&s.worker.rng) };
     let mut dests = Vec::new();
-    if let Err(why) = routed::resolve(&tree, &pools, target, Op::Redis(info), keys, &ctx, &mut dests) {
+    let plans = s.worker.fans.borrow().clone();
+    if let Err(why) = routed::resolve(&tree, &pools, &plans, target, Op::Redis(info), keys, &ctx, &mut dests) {
         s.meters.borrow_mut().clients.unroutable += 1;
         return Err(format!("-ERR {}\r\n", routed::unroutable_message(&cfg, &why)));
     }

@@ -375,7 +375,7 @@ fn a_server_that_never_confirms_fails_the_subscription_after_timeout_ms() {
     let f = Ferrule::start(&body, port);
     let mut sub = Client::connect(port);
     let started = Instant::now();
-    sub.send(&command(&["SUBSCRIBE", "stalled"]));
+    sub.send(&resp(&["SUBSCRIBE", "stalled"]));
     let err = reply(&mut sub);
     assert!(
         err.starts_with("-ERR ferrule: subscriber connection to backend main/")

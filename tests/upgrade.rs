@@ -304,3 +304,176 @@ fn sigusr2_starts_the_successor_and_a_failed_one_leaves_the_old_serving() {
     });
     assert!(gone, "the successor did not stop on SIGTERM:\n{}", log_of(&log));
 }
+
+/// How long a draining process lets a client stay quiet before it closes it (`session::DRAIN_QUIET`): a client is
+/// closed only after it has written nothing for at least this long (docs/operations.md, "What happens to connected
+/// clients"). A microsecond-level allowance for the clocks of the two processes.
+const DRAIN_QUIET: Duration = Duration::from_millis(99);
+
+/// What the persistent clients saw.
+#[derive(Default)]
+struct Persistent {
+    /// Batches fully and correctly answered.
+    answered: AtomicU64,
+    /// Connections the proxy closed at a boundary: while the client was quiet, with nothing unanswered.
+    clean_closes: AtomicU64,
+    /// Requests written while the client was not quiet and never answered (or answered wrongly), connections
+    /// refused.
+    failed: AtomicU64,
+    errors: Mutex<Vec<String>>,
+}
+
+impl Persistent {
+    fn fail(&self, error: String) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        let mut errors = self.errors.lock().unwrap();
+        if errors.len() < 10 {
+            errors.push(error);
+        }
+    }
+}
+
+/// A batch of 8 SET/GET pairs on distinct keys, and the replies it must get.
+fn batch(redis: bool, t: usize, n: u64) -> (Vec<u8>, Vec<u8>) {
+    let (mut request, mut expected) = (Vec::new(), Vec::new());
+    for i in 0..8 {
+        let key = format!("pp:{t}:{n}:{i}");
+        let value = format!("v{n}.{i}");
+        if redis {
+            request.extend_from_slice(
+                format!(
+                    "*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n${}\r\n{value}\r\n*2\r\n$3\r\nGET\r\n${}\r\n{key}\r\n",
+                    key.len(),
+                    value.len(),
+                    key.len()
+                )
+                .as_bytes(),
+            );
+            expected.extend_from_slice(format!("+OK\r\n${}\r\n{value}\r\n", value.len()).as_bytes());
+        } else {
+            request.extend_from_slice(format!("set {key} 0 0 {}\r\n{value}\r\nget {key}\r\n", value.len()).as_bytes());
+            expected
+                .extend_from_slice(format!("STORED\r\nVALUE {key} 0 {}\r\n{value}\r\nEND\r\n", value.len()).as_bytes());
+        }
+    }
+    (request, expected)
+}
+
+/// Whether the proxy closed the connection (end of stream or a reset), without waiting.
+fn closed_by_peer(stream: &TcpStream) -> bool {
+    stream.set_nonblocking(true).unwrap();
+    let mut byte = [0u8; 1];
+    let closed = match stream.peek(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    };
+    stream.set_nonblocking(false).unwrap();
+    closed
+}
+
+/// One client that keeps its connection and pipelines over it: a batch written in one write, its replies read
+/// and checked, the next batch at once; every 32 batches it pauses 150 ms (longer than the proxy's quiet time, so
+/// a draining proxy closes it then). A batch that is not fully answered is a failure unless it was written after
+/// the client had been quiet for the quiet time (the proxy may close then; the batch's requests were sent after
+/// the close). After a close the client reconnects (to the successor).
+fn persistent_client(port: u16, redis: bool, t: usize, stop: &AtomicBool, tally: &Persistent) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut n = 0u64;
+    'connect: while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+        let mut stream = match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => s,
+            Err(e) => return tally.fail(format!("connect to {port}: {e}")),
+        };
+        stream.set_nodelay(true).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut quiet_since = Instant::now();
+        for k in 0..100_000u64 {
+            if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
+                break 'connect;
+            }
+            if k > 0 && k % 32 == 0 {
+                std::thread::sleep(Duration::from_millis(150));
+                if closed_by_peer(&stream) {
+                    tally.clean_closes.fetch_add(1, Ordering::Relaxed);
+                    continue 'connect;
+                }
+            }
+            n += 1;
+            let (request, expected) = batch(redis, t, n);
+            let quiet = quiet_since.elapsed();
+            let written = stream.write_all(&request);
+            quiet_since = Instant::now();
+            let mut got = vec![0u8; expected.len()];
+            let answered = written.and_then(|()| stream.read_exact(&mut got));
+            match answered {
+                Ok(()) if got == expected => {
+                    tally.answered.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(()) => {
+                    return tally.fail(format!("{port}: got {:?}", String::from_utf8_lossy(&got)));
+                }
+                Err(_) if quiet >= DRAIN_QUIET => {
+                    tally.clean_closes.fetch_add(1, Ordering::Relaxed);
+                    continue 'connect;
+                }
+                Err(e) => {
+                    return tally.fail(format!(
+                        "{port}: a batch written {} ms after the previous one was not answered: {e}",
+                        quiet.as_millis()
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Clients that keep their connections and pipeline over them across upgrades lose no request: the old process
+/// reads and answers what they send after the hand-over, and closes each connection only at a boundary (the
+/// client quiet, everything it sent answered), after which they reconnect to the successor.
+#[test]
+fn persistent_pipelining_clients_lose_no_request_across_the_upgrade() {
+    let s = setup("upgrade-persistent", 2);
+    let (mut old, mut old_log) = start(&s, &s.config_path, "p0", &[]);
+    assert!(wait_log(&old_log, " ready: ", Duration::from_secs(10)), "{}", log_of(&old_log));
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Persistent::default());
+    let mut threads = Vec::new();
+    for (t, (port, redis)) in
+        [(s.redis_port, true), (s.mc_port, false), (s.redis_port, true), (s.mc_port, false), (s.redis_port, true)]
+            .into_iter()
+            .enumerate()
+    {
+        let (stop, tally) = (stop.clone(), tally.clone());
+        threads.push(std::thread::spawn(move || persistent_client(port, redis, t, &stop, &tally)));
+    }
+    let answered_after = |count: u64| {
+        let start = tally.answered.load(Ordering::Relaxed);
+        eventually(Duration::from_secs(20), || tally.answered.load(Ordering::Relaxed) >= start + count)
+    };
+    assert!(answered_after(200), "no load before the upgrade");
+    for i in 1..=3 {
+        let closes = tally.clean_closes.load(Ordering::Relaxed);
+        let (new, new_log) = start(&s, &s.config_path, &format!("p{i}"), &["--takeover"]);
+        assert!(wait_log(&new_log, " ready: ", Duration::from_secs(15)), "{}", log_of(&new_log));
+        let status = wait_exit(&mut old, Duration::from_millis(SHUTDOWN_TIMEOUT_MS + 1000));
+        assert!(status.is_some_and(|s| s.success()), "the old process exits:\n{}", log_of(&old_log));
+        assert!(log_of(&old_log).contains("all client connections finished"), "{}", log_of(&old_log));
+        assert!(answered_after(200), "the new process serves:\n{}", log_of(&new_log));
+        assert!(tally.clean_closes.load(Ordering::Relaxed) > closes, "the old process closed its clients");
+        (old, old_log) = (new, new_log);
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let failed = tally.failed.load(Ordering::Relaxed);
+    assert!(
+        failed == 0,
+        "{failed} failures ({} batches answered, {} clean closes): {:?}",
+        tally.answered.load(Ordering::Relaxed),
+        tally.clean_closes.load(Ordering::Relaxed),
+        tally.errors.lock().unwrap()
+    );
+    drop(old);
+}

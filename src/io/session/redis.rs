@@ -142,9 +142,6 @@ fn parse_batch(
                 return Batch::Stop;
             }
         }
-        if s.listener.is_closed() && inb.data().is_empty() {
-            return Batch::Stop;
-        }
     }
     Batch::Refill(blocked_on)
 }

@@ -477,3 +477,150 @@ fn persistent_pipelining_clients_lose_no_request_across_the_upgrade() {
     );
     drop(old);
 }
+
+/// A stand-in for a successor, on the upgrade socket: asks for the sockets and takes them (the descriptors are
+/// dropped by the kernel: no control buffer), then holds the exchange open without saying it serves, so the
+/// running process stays in the middle of its hand-over until this is dropped (it then aborts and keeps serving).
+struct FakeSuccessor(libc::c_int);
+
+impl FakeSuccessor {
+    fn connect(path: &Path) -> FakeSuccessor {
+        use std::os::unix::ffi::OsStrExt;
+        unsafe {
+            let fd = libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0);
+            assert!(fd >= 0);
+            let mut addr: libc::sockaddr_un = std::mem::zeroed();
+            addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+            for (dst, &src) in addr.sun_path.iter_mut().zip(path.as_os_str().as_bytes()) {
+                *dst = src as libc::c_char;
+            }
+            let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+            assert_eq!(libc::connect(fd, (&addr as *const libc::sockaddr_un).cast(), len), 0, "connect");
+            let tv = libc::timeval { tv_sec: 10, tv_usec: 0 };
+            let tvp = (&tv as *const libc::timeval).cast();
+            libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, tvp, std::mem::size_of::<libc::timeval>() as _);
+            let hello = b"ferrule-takeover 1";
+            assert_eq!(libc::send(fd, hello.as_ptr().cast(), hello.len(), 0), hello.len() as isize);
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0);
+                assert!(n > 0, "the running process stopped the exchange");
+                if buf[..n as usize].starts_with(b"end ") {
+                    break;
+                }
+            }
+            FakeSuccessor(fd)
+        }
+    }
+}
+
+impl Drop for FakeSuccessor {
+    fn drop(&mut self) {
+        unsafe {
+            libc::close(self.0);
+        }
+    }
+}
+
+/// A reload in the running process once it has started handing its sockets over would close a listener the
+/// successor serves (the sockets are the same kernel objects): it is refused with a log line while the hand-over
+/// is under way, and applies again once a failed hand-over left the process serving. Here the config file has lost
+/// the memcache listener and SIGHUPs reach the process while a successor holds its sockets.
+#[test]
+fn a_reload_while_the_sockets_are_handed_over_is_refused() {
+    let s = setup("upgrade-reload", 2);
+    let (old, old_log) = start(&s, &s.config_path, "r0", &[]);
+    assert!(wait_log(&old_log, " ready: ", Duration::from_secs(10)), "{}", log_of(&old_log));
+    let good = log_of(&s.config_path);
+    let without_mc = good.replace(&listener_toml("mcache", s.mc_port, "memcache", "mc", ""), "");
+    assert_ne!(without_mc, good);
+    let successor = FakeSuccessor::connect(&s.dir.join("upgrade.sock"));
+    assert!(wait_log(&old_log, "takeover: passed", Duration::from_secs(10)), "{}", log_of(&old_log));
+    std::fs::write(&s.config_path, &without_mc).unwrap();
+    for i in 1..=4 {
+        old.signal(libc::SIGHUP);
+        let handled = eventually(Duration::from_secs(5), || log_of(&old_log).matches("reload (SIGHUP)").count() >= i);
+        assert!(handled, "{}", log_of(&old_log));
+    }
+    let text = log_of(&old_log);
+    assert!(!text.contains("stops accepting on"), "a listener was closed during the hand-over:\n{text}");
+    assert!(text.contains("reload (SIGHUP) refused: this process has handed its listening sockets over"), "{text}");
+    let tally = Tally::default();
+    for n in 0..10 {
+        one_client(s.mc_port, false, n, &tally);
+    }
+    assert_clean(&tally);
+
+    // The successor goes away: the hand-over is aborted, and reloads apply again.
+    drop(successor);
+    assert!(wait_log(&old_log, "takeover aborted", Duration::from_secs(10)), "{}", log_of(&old_log));
+    old.signal(libc::SIGHUP);
+    assert!(wait_log(&old_log, "stops accepting on", Duration::from_secs(10)), "{}", log_of(&old_log));
+    drop(old);
+}
+
+/// POST /reload and SIGHUP all through an upgrade: every reload request gets an answer (the old process stops
+/// serving the admin endpoint once it has handed it over; until then it refuses reloads; the successor waits
+/// until its takeover is confirmed, then reloads), and both listeners are served by the successor.
+#[test]
+fn reloads_during_the_upgrade_are_answered_and_close_nothing() {
+    let s = setup("upgrade-reloads", 2);
+    let (mut old, old_log) = start(&s, &s.config_path, "q0", &[]);
+    assert!(wait_log(&old_log, " ready: ", Duration::from_secs(10)), "{}", log_of(&old_log));
+    let stop = Arc::new(AtomicBool::new(false));
+    let answers: Arc<Mutex<Vec<(u16, String)>>> = Arc::default();
+    let reloader = {
+        let (stop, answers, port) = (stop.clone(), answers.clone(), s.admin_port);
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                // A refused connection is recorded, not a panic: the admin endpoint must never refuse one.
+                let answer = match TcpStream::connect(("127.0.0.1", port)) {
+                    Ok(probe) => {
+                        drop(probe);
+                        http(port, "POST", "/reload")
+                    }
+                    Err(e) => (0, format!("connect: {e}")),
+                };
+                answers.lock().unwrap().push(answer);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    assert!(eventually(Duration::from_secs(10), || answers.lock().unwrap().len() >= 5), "no reload answered");
+    let (new, new_log) = start(&s, &s.config_path, "q1", &["--takeover"]);
+    let deadline = Instant::now() + Duration::from_millis(SHUTDOWN_TIMEOUT_MS + 15_000);
+    let status = loop {
+        if let Ok(Some(status)) = old.child.try_wait() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        old.signal(libc::SIGHUP);
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert!(status.is_some_and(|s| s.success()), "the old process exits:\n{}", log_of(&old_log));
+    assert!(wait_log(&new_log, " ready: ", Duration::from_secs(15)), "{}", log_of(&new_log));
+    let count = answers.lock().unwrap().len();
+    assert!(eventually(Duration::from_secs(10), || answers.lock().unwrap().len() >= count + 5), "no reload after");
+    stop.store(true, Ordering::Relaxed);
+    reloader.join().unwrap();
+    for (code, body) in answers.lock().unwrap().iter() {
+        assert!(
+            *code == 200 || (*code == 400 && body.contains("handed its listening sockets over")),
+            "POST /reload answered {code} {body:?}"
+        );
+    }
+    let tally = Tally::default();
+    for n in 0..10 {
+        one_client(s.mc_port, false, n, &tally);
+        one_client(s.redis_port, true, n, &tally);
+    }
+    assert_clean(&tally);
+    for text in [log_of(&old_log), log_of(&new_log)] {
+        assert!(!text.contains("stops accepting on"), "a listener was closed:\n{text}");
+    }
+    drop(new);
+    drop(old);
+}

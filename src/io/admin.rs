@@ -95,6 +95,36 @@ fn into_glommio(listener: std::net::TcpListener) -> TcpListener {
     unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) }
 }
 
+/// Stops the endpoints' accept loops for good (after a hand-over, see `control::run`).
+#[derive(Default)]
+pub struct EndpointStop {
+    stopped: Cell<bool>,
+    wakers: std::cell::RefCell<Vec<std::task::Waker>>,
+}
+
+impl EndpointStop {
+    pub fn stop(&self) {
+        self.stopped.set(true);
+        for w in self.wakers.borrow_mut().drain(..) {
+            w.wake();
+        }
+    }
+
+    async fn stopped(&self) {
+        std::future::poll_fn(|cx| {
+            if self.stopped.get() {
+                return std::task::Poll::Ready(());
+            }
+            let mut wakers = self.wakers.borrow_mut();
+            if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                wakers.push(cx.waker().clone());
+            }
+            std::task::Poll::Pending
+        })
+        .await
+    }
+}
+
 /// Counts a connection as open until dropped.
 struct Open(Rc<Cell<usize>>);
 
@@ -118,7 +148,17 @@ where
     let fd_warn = Throttle::new(WARN_INTERVAL);
     let full_warn = Throttle::new(WARN_INTERVAL);
     loop {
-        match listener.accept().await {
+        // A connection already accepted when the stop comes is served (`or` polls the accept first).
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            control.endpoints_stop.stopped().await;
+            None
+        })
+        .await;
+        let Some(accepted) = accepted else {
+            log::info!("{what}: stopped accepting (the new process serves it)");
+            return;
+        };
+        match accepted {
             Ok(stream) => {
                 backoff.succeeded();
                 let max = control.config().proxy.admin_max_connections;

@@ -919,10 +919,11 @@ async fn shutdown(worker: &Rc<Worker>, grace: Duration) {
     let cfg = worker.config.borrow().clone();
     let start = Instant::now();
     let listeners: Vec<ListenerRt> = worker.listeners.borrow_mut().drain().map(|(_, rt)| rt).collect();
+    let read_until = reading_deadline(start, grace);
     for rt in listeners {
-        worker.close_listener(rt, &cfg, reading_deadline(start, grace));
+        worker.close_listener(rt, &cfg, read_until);
     }
-    drain(worker, start + grace).await;
+    drain(worker, read_until, start + grace).await;
 }
 
 /// How long, after a hand-over, the sessions of this process are served as before, unless `shutdown_timeout_ms`
@@ -957,22 +958,32 @@ async fn hand_over(worker: &Rc<Worker>, grace: Duration) {
     }
     log::info!("worker {}: stopped accepting (the listening sockets are served by the new process)", worker.id);
     uring::sleep(HANDOVER_SETTLE.min(grace / 2)).await;
+    let read_until = reading_deadline(start, grace);
     for rt in listeners {
-        rt.slot.close(&cfg, reading_deadline(start, grace));
+        rt.slot.close(&cfg, read_until);
         worker.release_listener(rt);
     }
-    drain(worker, deadline).await;
+    drain(worker, read_until, deadline).await;
 }
 
 /// Waits (until `deadline`) until every client connection has received the replies to what it sent and closed,
 /// and no backend has requests in flight.
-async fn drain(worker: &Rc<Worker>, deadline: Instant) {
+async fn drain(worker: &Rc<Worker>, read_until: Instant, deadline: Instant) {
+    let mut read_on = true;
     loop {
         let sessions = worker.sessions.borrow().len();
         let busy: usize = worker.all_backends().iter().map(|b| b.inflight()).sum();
         if sessions == 0 && busy == 0 {
             log::info!("worker {}: all client connections finished", worker.id);
             break;
+        }
+        if read_on && Instant::now() >= read_until {
+            read_on = false;
+            log::info!(
+                "worker {}: reading deadline: {sessions} client connections still open read no more and close after \
+                 the replies to what they sent",
+                worker.id
+            );
         }
         if Instant::now() >= deadline {
             log::warn!(

@@ -143,10 +143,14 @@ impl Session {
 /// long enough that a client pipelining over its connection is never closed between writing a request and
 /// reading its reply (docs/operations.md, "What happens to connected clients").
 pub const DRAIN_QUIET: std::time::Duration = std::time::Duration::from_millis(100);
+/// The same for a connection that has not sent a byte yet: a client that has just connected (to the old process,
+/// as the successor took over) is about to send its first request, and may be slow to on a loaded host.
+const DRAIN_QUIET_FIRST: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Session {
     /// A closed listener's read: what arrives from the client, until a boundary where closing loses nothing. The
-    /// session is closed (`None`) when its client has been quiet for [`DRAIN_QUIET`]: nothing received for that
+    /// session is closed (`None`) when its client has been quiet for [`DRAIN_QUIET`] (a connection that never sent
+    /// anything: [`DRAIN_QUIET_FIRST`]): nothing received for that
     /// long, counted from the moment the last request it sent was answered, and no reply waiting to be written
     /// (so the close comes after the reply to its last complete request). Or when the listener's reading
     /// deadline (`ListenerSlot::read_until`, within `shutdown_timeout_ms`) has passed: what was read by then is
@@ -172,14 +176,15 @@ impl Session {
                     Some(None) | None => continue,
                 }
             }
-            match uring::timeout(DRAIN_QUIET.min(left), inb.fill(&self.conn)).await {
+            let quiet = if self.conn.conn().bytes_moved() == 0 { DRAIN_QUIET_FIRST } else { DRAIN_QUIET };
+            match uring::timeout(quiet.min(left), inb.fill(&self.conn)).await {
                 Some(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Some(filled) => return Some(filled),
                 None => {
                     let q = self.q.borrow();
                     // Bytes that arrived as the timer fired were received: they are read, not dropped.
                     let unread = self.conn.conn().unread() > 0;
-                    if q.inflight() == 0 && q.held() == 0 && !unread && left >= DRAIN_QUIET {
+                    if q.inflight() == 0 && q.held() == 0 && !unread && left >= quiet {
                         return None;
                     }
                 }

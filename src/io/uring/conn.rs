@@ -237,8 +237,7 @@ impl Conn {
             let reactor = current();
             io.resume_receiving(&reactor);
             // Nudged: the read that follows returns `Interrupted` (the flag stays set for it).
-            if io.inbox.borrow().len() > io.head.get() || io.error.get().is_some() || io.eof.get() || io.nudged.get()
-            {
+            if io.inbox.borrow().len() > io.head.get() || io.error.get().is_some() || io.eof.get() || io.nudged.get() {
                 return Poll::Ready(());
             }
             reactor.note_activity();

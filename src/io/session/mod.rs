@@ -149,12 +149,12 @@ const DRAIN_QUIET_FIRST: std::time::Duration = std::time::Duration::from_secs(1)
 
 impl Session {
     /// A closed listener's read: what arrives from the client, until a boundary where closing loses nothing. The
-    /// session is closed (`None`) when its client has been quiet for [`DRAIN_QUIET`] (a connection that never sent
-    /// anything: [`DRAIN_QUIET_FIRST`]): nothing received for that
-    /// long, counted from the moment the last request it sent was answered, and no reply waiting to be written
-    /// (so the close comes after the reply to its last complete request). Or when the listener's reading
-    /// deadline (`ListenerSlot::read_until`, within `shutdown_timeout_ms`) has passed: what was read by then is
-    /// still answered. End of stream and errors are returned as by any read.
+    /// session is closed (`None`) when its client has been quiet for [`DRAIN_QUIET`] ([`DRAIN_QUIET_FIRST`] for a
+    /// connection that never sent anything): nothing received for that long, counted from the moment the last
+    /// request it sent was answered, and no reply waiting to be written (so the close comes after the reply to its
+    /// last complete request). Or when the listener's reading deadline (`ListenerSlot::read_until`, within
+    /// `shutdown_timeout_ms`) has passed: what was read by then is still answered. End of stream and errors are
+    /// returned as by any read.
     async fn fill_draining(&self, inb: &mut InBuf) -> Option<std::io::Result<usize>> {
         let until = self.listener.read_until()?;
         loop {

@@ -399,8 +399,8 @@ impl Worker {
             }
             *listeners = keep;
         }
-        // The sessions of a removed listener drain as at shutdown, within `shutdown_timeout_ms`.
-        let read_until = reading_deadline(Instant::now(), Duration::from_millis(cfg.proxy.shutdown_timeout_ms));
+        // The sessions of a removed listener drain as at shutdown.
+        let read_until = Instant::now() + SHUTDOWN_READING.min(Duration::from_millis(cfg.proxy.shutdown_timeout_ms));
         for rt in closed {
             self.close_listener(rt, cfg, read_until);
         }
@@ -906,20 +906,26 @@ fn set_ejected(worker: &Worker, pool: &str, server: &str, ejected: bool) {
     }
 }
 
-/// How much of the grace period is kept, at the end, for the replies to what the sessions read last: they stop
-/// reading at `grace - min(grace / 5, 1 s)`, then answer and close.
+/// At shutdown (and for a listener a reload removed), how long sessions go on reading: what their clients had sent
+/// when the signal came (in the kernel's buffers or on its way) is read and answered, but a client that never
+/// pauses does not hold the shutdown until `shutdown_timeout_ms`: there is no successor to hand it to.
+const SHUTDOWN_READING: Duration = Duration::from_millis(100);
+
+/// After a hand-over, how much of the grace period is kept, at the end, for the replies to what the sessions read
+/// last: they stop reading at `grace - min(grace / 5, 1 s)`, then answer and close.
 fn reading_deadline(start: Instant, grace: Duration) -> Instant {
     start + grace - (grace / 5).min(Duration::from_secs(1))
 }
 
 /// Stops accepting on every listener, then drains (at most `grace`): every session answers what its client sends
-/// until it closes or is quiet (`session::Session::refill`), and closes; no backend has requests in flight.
+/// until it closes or is quiet (`session::Session::refill`), for [`SHUTDOWN_READING`] at most, and closes; no
+/// backend has requests in flight.
 /// Request deadlines keep being checked meanwhile (the ticker still runs).
 async fn shutdown(worker: &Rc<Worker>, grace: Duration) {
     let cfg = worker.config.borrow().clone();
     let start = Instant::now();
     let listeners: Vec<ListenerRt> = worker.listeners.borrow_mut().drain().map(|(_, rt)| rt).collect();
-    let read_until = reading_deadline(start, grace);
+    let read_until = start + SHUTDOWN_READING.min(grace);
     for rt in listeners {
         worker.close_listener(rt, &cfg, read_until);
     }

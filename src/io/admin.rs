@@ -20,11 +20,11 @@ use super::control::{Control, ReloadError};
 use super::exhaustion::{self, AcceptBackoff, Throttle, WARN_INTERVAL};
 use super::metrics;
 use super::stream::Conn;
-use glommio::net::{TcpListener, TcpStream};
+use glommio::net::TcpStream;
 use std::cell::Cell;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::os::unix::io::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
+use std::os::unix::io::{AsRawFd, FromRawFd, RawFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -76,7 +76,7 @@ pub fn start(control: Rc<Control>, listener: std::net::TcpListener) -> RawFd {
     let addr = listener.local_addr().map_or_else(|_| "?".to_string(), |a| a.to_string());
     log::info!("admin endpoint on http://{addr}");
     let fd = listener.as_raw_fd();
-    glommio::spawn_local(accept_loop(control, into_glommio(listener), "admin endpoint", true, serve)).detach();
+    glommio::spawn_local(accept_loop(control, listener, "admin endpoint", true, serve)).detach();
     fd
 }
 
@@ -86,13 +86,88 @@ pub fn start_stats_port(control: Rc<Control>, listener: std::net::TcpListener) -
     let addr = listener.local_addr().map_or_else(|_| "?".to_string(), |a| a.to_string());
     log::info!("twemproxy-style stats on tcp://{addr}");
     let fd = listener.as_raw_fd();
-    glommio::spawn_local(accept_loop(control, into_glommio(listener), "stats port", false, serve_stats)).detach();
+    glommio::spawn_local(accept_loop(control, listener, "stats port", false, serve_stats)).detach();
     fd
 }
 
-fn into_glommio(listener: std::net::TcpListener) -> TcpListener {
-    // SAFETY: a bound, listening socket whose ownership moves to the glommio listener.
-    unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) }
+/// The longest an idle endpoint waits before it looks for a connection again: the most an admin request waits to
+/// be accepted.
+const ACCEPT_POLL_MAX: Duration = Duration::from_millis(20);
+
+/// Bounds a blocking accept on `fd` to 1 ms (SO_RCVTIMEO): [`try_accept`] accepts only after poll(2) said a
+/// connection waits, but the other process of a binary upgrade, serving the same socket, may take it in between.
+/// Not O_NONBLOCK: that flag belongs to the open file, which the two processes share.
+fn bound_accept_wait(fd: RawFd) -> std::io::Result<()> {
+    let tv = libc::timeval { tv_sec: 0, tv_usec: 1000 };
+    // SAFETY: setsockopt on our listening descriptor with a valid timeval.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A connection waiting on the listening socket `fd`, if any, without waiting. Readiness, then accept: unlike an
+/// accept armed in io_uring (glommio's), nothing is left in the kernel that could take a connection after the loop
+/// stops (at a hand-over the successor serves the same socket; a cancelled accept can complete with a connection
+/// nobody serves, and one still armed when the process exits outlives it until the kernel tears the ring down).
+fn try_accept(fd: RawFd) -> Option<std::io::Result<TcpStream>> {
+    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd, no wait.
+    if unsafe { libc::poll(&mut pfd, 1, 0) } <= 0 || pfd.revents & libc::POLLIN == 0 {
+        return None;
+    }
+    // SAFETY: accept4 on our listening descriptor; the result is a new descriptor we own.
+    let conn = unsafe { libc::accept4(fd, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC) };
+    if conn < 0 {
+        let e = std::io::Error::last_os_error();
+        return match e.kind() {
+            // Taken by the other process of an upgrade, or gone before we took it.
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => None,
+            _ => Some(Err(e)),
+        };
+    }
+    // SAFETY: just accepted, owned by nobody else. Blocking, as glommio's own accept leaves it (its io_uring
+    // operations do not wait on an O_NONBLOCK socket).
+    Some(Ok(unsafe { TcpStream::from_raw_fd(conn) }))
+}
+
+/// Stops the endpoints' accept loops for good (after a hand-over, see `control::run`).
+#[derive(Default)]
+pub struct EndpointStop {
+    stopped: Cell<bool>,
+    wakers: std::cell::RefCell<Vec<std::task::Waker>>,
+}
+
+impl EndpointStop {
+    pub fn stop(&self) {
+        self.stopped.set(true);
+        for w in self.wakers.borrow_mut().drain(..) {
+            w.wake();
+        }
+    }
+
+    async fn stopped(&self) {
+        std::future::poll_fn(|cx| {
+            if self.stopped.get() {
+                return std::task::Poll::Ready(());
+            }
+            let mut wakers = self.wakers.borrow_mut();
+            if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                wakers.push(cx.waker().clone());
+            }
+            std::task::Poll::Pending
+        })
+        .await
+    }
 }
 
 /// Counts a connection as open until dropped.
@@ -104,12 +179,17 @@ impl Drop for Open {
     }
 }
 
-/// Accepts connections and serves each in its own task, at most `proxy.admin_max_connections` at once (more get a
-/// 503 after their request is read when the endpoint speaks `http`, and are closed). Out of descriptors, the loop pauses (10 ms doubling to 100 ms) instead of
-/// retrying: glommio's accept fails without yielding, so retrying at once would keep control's other tasks (signals,
-/// probes, reloads) from ever running again.
-async fn accept_loop<F, Fut>(control: Rc<Control>, listener: TcpListener, what: &'static str, http: bool, serve: F)
-where
+/// Accepts connections (see [`try_accept`]) and serves each in its own task, at most
+/// `proxy.admin_max_connections` at once (more get a 503 after their request is read when the endpoint speaks `http`, and are closed).
+/// Out of descriptors, the loop pauses (10 ms doubling to 100 ms) instead of retrying at once, which would keep
+/// control's other tasks (signals, probes, reloads) from running. Ends when `Control::endpoints_stop` is stopped.
+async fn accept_loop<F, Fut>(
+    control: Rc<Control>,
+    listener: std::net::TcpListener,
+    what: &'static str,
+    http: bool,
+    serve: F,
+) where
     F: Fn(Rc<Control>, TcpStream) -> Fut,
     Fut: Future<Output = ()> + 'static,
 {
@@ -120,8 +200,40 @@ where
     let mut backoff = AcceptBackoff::default();
     let fd_warn = Throttle::new(WARN_INTERVAL);
     let full_warn = Throttle::new(WARN_INTERVAL);
+    let fd = listener.as_raw_fd();
+    if let Err(e) = bound_accept_wait(fd) {
+        log::warn!("{what}: cannot bound its accept's wait: {e}");
+    }
+    let mut idle = Duration::ZERO;
     loop {
-        match listener.accept().await {
+        let accepted = match try_accept(fd) {
+            Some(accepted) => {
+                idle = Duration::ZERO;
+                accepted
+            }
+            None => {
+                // Nothing waiting: look again a little later (1 ms, doubling to ACCEPT_POLL_MAX while idle), unless
+                // stopped meanwhile. No accept is ever armed in the kernel, so stopping loses no connection.
+                idle = (idle * 2).clamp(Duration::from_millis(1), ACCEPT_POLL_MAX);
+                let stopped = futures_lite::future::or(
+                    async {
+                        glommio::timer::sleep(idle).await;
+                        false
+                    },
+                    async {
+                        control.endpoints_stop.stopped().await;
+                        true
+                    },
+                )
+                .await;
+                if stopped {
+                    log::info!("{what}: stopped accepting (the new process serves it)");
+                    return;
+                }
+                continue;
+            }
+        };
+        match accepted {
             Ok(stream) => {
                 backoff.succeeded();
                 let max = control.config().proxy.admin_max_connections;
@@ -158,10 +270,6 @@ where
                 glommio::yield_if_needed().await;
             }
             Err(e) => {
-                let e = match e {
-                    glommio::GlommioError::IoError(e) => e,
-                    other => std::io::Error::other(other.to_string()),
-                };
                 if exhaustion::is_out_of_descriptors(&e) {
                     if let Some(held_back) = fd_warn.allow(Instant::now()) {
                         log::warn!(

@@ -29,6 +29,8 @@ const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 const WATCH_SETTLE: Duration = Duration::from_millis(200);
 /// How long a reload waits for every worker to confirm it applied the new config.
 const RELOAD_ACK_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a reload in a successor waits for the takeover to be confirmed (its predecessor answers within 30 s).
+const TAKEOVER_RELOAD_WAIT: Duration = Duration::from_secs(35);
 /// Probes of a server that stays down back off up to this interval.
 const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(60);
 /// Probes never wait for less than this, even with a tiny `timeout_ms`.
@@ -157,6 +159,8 @@ pub struct Control {
     reload_generation: Cell<u64>,
     reload_acks: RefCell<HashMap<u64, ReloadAcks>>,
     clusters: RefCell<HashMap<String, ClusterState>>,
+    /// Stops the admin endpoint's and stats port's accept loops (after a hand-over: the successor serves them).
+    pub endpoints_stop: super::admin::EndpointStop,
 }
 
 impl Control {
@@ -190,7 +194,35 @@ impl Control {
     }
 
     /// Validates and applies the config file; an invalid file changes nothing. Returns once every worker applied it.
+    ///
+    /// Refused (with a log line) in a process that hands its listening sockets over to a successor, or has: they
+    /// are the successor's too, and a reload that closed or replaced a listener would close it for the successor.
+    /// In a successor, waits until its predecessor has confirmed the takeover.
     pub async fn reload(&self, why: &str) -> Result<(), ReloadError> {
+        let mut waited: Option<Instant> = None;
+        let _applying = loop {
+            match super::takeover::begin_reload() {
+                Ok(guard) => break guard,
+                Err(super::takeover::ReloadBlocked::HandingOver) => {
+                    let msg = "this process has handed its listening sockets over to a new ferrule (binary upgrade) \
+                               and is draining; reload the new process";
+                    log::warn!("reload ({why}) refused: {msg}");
+                    return Err(ReloadError::Rejected(msg.into()));
+                }
+                Err(super::takeover::ReloadBlocked::TakingOver) => {
+                    let since = *waited.get_or_insert_with(|| {
+                        log::info!("reload ({why}) waits until the takeover from the previous process is confirmed");
+                        Instant::now()
+                    });
+                    if since.elapsed() > TAKEOVER_RELOAD_WAIT {
+                        let msg = "the takeover from the previous process is not confirmed; retry";
+                        log::warn!("reload ({why}) refused: {msg}");
+                        return Err(ReloadError::Rejected(msg.into()));
+                    }
+                    glommio::timer::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        };
         let generation = {
             // Read under the broadcast turn: of two reloads at once, the one that reads the file last applies last.
             let Ok(_turn) = self.broadcasting.acquire_permit(1).await else {
@@ -591,7 +623,7 @@ impl Control {
 
     /// Stops the workers: after a hand-over (`handover`) without closing the listening sockets, which the successor
     /// serves now.
-    async fn shutdown(&self, handover: bool) {
+    async fn shutdown(&self, handover: bool, flags: &SignalFlags) {
         let grace = self.config().proxy.shutdown_timeout_ms;
         if handover {
             log::info!("handed over: no new connections here, waiting up to {grace} ms for in-flight requests");
@@ -603,6 +635,12 @@ impl Control {
         let deadline = Instant::now() + Duration::from_millis(grace) + Duration::from_secs(1);
         while self.stopped.get() < self.workers.len() && Instant::now() < deadline {
             glommio::timer::sleep(Duration::from_millis(10)).await;
+            if flags.reload.swap(false, Ordering::Relaxed) {
+                log::warn!(
+                    "SIGHUP ignored: this process is {}",
+                    if handover { "draining after a hand-over (reload the new process)" } else { "shutting down" }
+                );
+            }
         }
         if self.stopped.get() < self.workers.len() {
             log::warn!("{} workers did not stop in time", self.workers.len() - self.stopped.get());
@@ -708,6 +746,7 @@ pub async fn run(
         reload_generation: Cell::new(0),
         reload_acks: RefCell::new(HashMap::new()),
         clusters: RefCell::new(HashMap::new()),
+        endpoints_stop: Default::default(),
     });
     for r in from_workers {
         let c = control.clone();
@@ -777,7 +816,13 @@ pub async fn run(
         control.start_due_probes();
         control.read_topologies_due(false).await;
     };
-    control.shutdown(handover).await;
+    if handover {
+        // Only the successor answers the admin endpoint and stats port from now on: a reload or a stats request
+        // must not reach a process that drains. (A connection the kernel completes while the accept is being
+        // cancelled is the only one that can be lost; the accept would otherwise outlive the process.)
+        control.endpoints_stop.stop();
+    }
+    control.shutdown(handover, &flags).await;
     if handover {
         // The successor serves these sockets: taking them out of LISTEN would close them for it too.
         return;

@@ -161,6 +161,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), String> {
             Ok(()) => log::info!("takeover: the previous process stops accepting and drains"),
             Err(e) => log::warn!("takeover: {e}"),
         }
+        takeover::finish_taking_over();
     }
     if let Some((fd, path)) = upgrade_socket {
         takeover::serve(fd, path, handed_over.clone());

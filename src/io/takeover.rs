@@ -74,6 +74,53 @@ pub fn accepts_held() -> bool {
     ACCEPTS_HELD.load(Ordering::Relaxed)
 }
 
+/// Set while this process passes its listening sockets to a successor, and for good once the successor serves
+/// them: the sockets are shared from the first one sent, and a reload that closed or replaced a listener here
+/// would close it for the successor too (a listening socket is one object in the kernel, however many processes
+/// hold it). Reloads are refused meanwhile ([`begin_reload`]). Cleared if the successor fails.
+static HANDING_OVER: AtomicBool = AtomicBool::new(false);
+/// Set while a reload applies a config in this process: the hand-over waits for it before it sends a socket.
+static RELOADING: AtomicBool = AtomicBool::new(false);
+/// Set in a successor until its predecessor confirmed it stops accepting (or the exchange failed): reloads wait.
+static TAKING_OVER: AtomicBool = AtomicBool::new(false);
+
+/// Why a reload cannot run now.
+pub enum ReloadBlocked {
+    /// This process is handing its sockets over, or has: the successor must be reloaded instead.
+    HandingOver,
+    /// This process is taking over and its predecessor has not confirmed yet: retry shortly.
+    TakingOver,
+}
+
+/// Asks to apply a reload; the returned guard is held while it applies. Refused while this process hands its
+/// sockets over (or after it did), or while it takes over. The two flags are SeqCst: of a reload and a hand-over
+/// that start at once, at least one sees the other (the reload is refused, or the hand-over waits for it).
+pub fn begin_reload() -> Result<ReloadGuard, ReloadBlocked> {
+    if TAKING_OVER.load(Ordering::SeqCst) {
+        return Err(ReloadBlocked::TakingOver);
+    }
+    RELOADING.store(true, Ordering::SeqCst);
+    if HANDING_OVER.load(Ordering::SeqCst) {
+        RELOADING.store(false, Ordering::SeqCst);
+        return Err(ReloadBlocked::HandingOver);
+    }
+    Ok(ReloadGuard(()))
+}
+
+/// Held while a reload applies (see [`begin_reload`]).
+pub struct ReloadGuard(());
+
+impl Drop for ReloadGuard {
+    fn drop(&mut self) {
+        RELOADING.store(false, Ordering::SeqCst);
+    }
+}
+
+/// The takeover's exchange has ended (confirmed or failed): reloads run again.
+pub fn finish_taking_over() {
+    TAKING_OVER.store(false, Ordering::SeqCst);
+}
+
 /// A worker's share of the passed client listener sockets, by address (`ListenAddr`'s `Display`).
 pub type WorkerSockets = HashMap<String, Vec<OwnedFd>>;
 
@@ -136,6 +183,7 @@ impl Inherited {
 
 /// The successor's side: connects to the running ferrule's upgrade socket and receives its listening sockets.
 pub fn receive(path: &Path) -> Result<Inherited, String> {
+    TAKING_OVER.store(true, Ordering::SeqCst);
     let fail = |e: io::Error| format!("--takeover: {}: {e}", path.display());
     let conn = connect(path).map_err(|e| {
         format!(
@@ -203,7 +251,10 @@ pub fn serve(listener: OwnedFd, path: PathBuf, handed_over: Arc<AtomicBool>) {
                 handed_over.store(true, Ordering::Relaxed);
                 return;
             }
-            Err(e) => log::error!("takeover aborted, this process keeps serving: {e}"),
+            Err(e) => {
+                HANDING_OVER.store(false, Ordering::SeqCst);
+                log::error!("takeover aborted, this process keeps serving: {e}");
+            }
         }
     });
     if let Err(e) = spawned {
@@ -218,6 +269,16 @@ fn hand_over(conn: &OwnedFd, listener: &OwnedFd, path: &Path) -> Result<u32, Str
     let (hello, _) = recv(fd).map_err(|e| format!("no request from the successor: {e}"))?;
     if hello != handover::HELLO {
         return Err(format!("the successor sent {hello:?}, not {:?} (a different ferrule version?)", handover::HELLO));
+    }
+    // From the first socket sent, a reload here could close one the successor serves: none starts now, and one
+    // that is applying finishes first (within half the successor's patience: it waits for the first socket).
+    HANDING_OVER.store(true, Ordering::SeqCst);
+    let waited = std::time::Instant::now();
+    while RELOADING.load(Ordering::SeqCst) {
+        if waited.elapsed() > EXCHANGE_TIMEOUT / 2 {
+            return Err("a reload of this process did not finish".into());
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
     let sent = {
         let registry = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());

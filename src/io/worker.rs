@@ -38,6 +38,8 @@ pub struct ListenerSlot {
     /// This worker's TLS for the listener: new connections take the one in force when they are accepted.
     tls: RefCell<Option<tls::Acceptor>>,
     closed: Cell<bool>,
+    /// Once closed: until when its sessions still read what their clients send (see `session::Session::refill`).
+    read_until: Cell<Option<Instant>>,
     /// Client connections of this listener open on this worker.
     clients: Cell<usize>,
     /// This worker's share of the listener's `client_connections` (`usize::MAX`: no limit).
@@ -66,6 +68,7 @@ impl ListenerSlot {
             access: RefCell::new(Rc::new(lc.access())),
             tls: RefCell::new(acceptor(lc)),
             closed: Cell::new(false),
+            read_until: Cell::new(None),
         }
     }
 
@@ -85,10 +88,16 @@ impl ListenerSlot {
     pub fn auth_required(&self) -> bool {
         self.access.borrow().required()
     }
-    /// The listener was removed by a reload, or the worker is shutting down: sessions finish their pipelines and
-    /// close.
+    /// The listener was removed by a reload, or the worker is shutting down or handing over: sessions drain (they
+    /// answer what their clients send until each is quiet, see `session::Session::refill`) and close.
     pub fn is_closed(&self) -> bool {
         self.closed.get()
+    }
+
+    /// Once closed: the moment after which its sessions read nothing more (they answer what they have read and
+    /// close).
+    pub fn read_until(&self) -> Option<Instant> {
+        self.read_until.get()
     }
 
     /// Follows a new config: route, target (pools and routes are sorted by name, so indices move) and auth.
@@ -103,14 +112,16 @@ impl ListenerSlot {
         *self.tls.borrow_mut() = acceptor(lc);
     }
 
-    /// Marks the listener closed. The target is re-resolved in `cfg` (the sessions still open finish what they have
-    /// read on the pool or route of the same name, or get "listener has no pool" when it is gone).
-    fn close(&self, cfg: &Config) {
+    /// Marks the listener closed; its sessions read until `read_until`. The target is re-resolved in `cfg` (the
+    /// sessions still open finish on the pool or route of the same name, or get "listener has no pool" when it is
+    /// gone).
+    fn close(&self, cfg: &Config, read_until: Instant) {
         let target = cfg
             .resolve(&self.route.borrow())
             .filter(|&t| cfg.pools_reached(t).iter().all(|&p| cfg.pools[p].protocol == self.protocol))
             .unwrap_or(GONE);
         self.target.set(target);
+        self.read_until.set(Some(read_until));
         self.closed.set(true);
     }
 }
@@ -388,16 +399,18 @@ impl Worker {
             }
             *listeners = keep;
         }
+        // The sessions of a removed listener drain as at shutdown.
+        let read_until = Instant::now() + SHUTDOWN_READING.min(Duration::from_millis(cfg.proxy.shutdown_timeout_ms));
         for rt in closed {
-            self.close_listener(rt, cfg);
+            self.close_listener(rt, cfg, read_until);
         }
         problems
     }
 
     /// Stops accepting on `rt` (dropping it cancels its accept loop and closes this core's socket) and wakes its idle
     /// sessions, which then find the listener closed and end once their replies are written.
-    fn close_listener(&self, rt: ListenerRt, cfg: &Config) {
-        rt.slot.close(cfg);
+    fn close_listener(&self, rt: ListenerRt, cfg: &Config, read_until: Instant) {
+        rt.slot.close(cfg, read_until);
         for &fd in &rt.tcp_fds {
             // Dropping the accept loop alone is not enough: its io_uring accept, already submitted, keeps the socket
             // listening (and accepting connections nobody serves) until the kernel sees the cancellation. shutdown()
@@ -417,7 +430,7 @@ impl Worker {
         self.release_listener(rt);
     }
 
-    /// Drops a listener whose slot is closed and wakes its idle sessions.
+    /// Drops a listener whose slot is closed and nudges its idle sessions, which start draining.
     fn release_listener(&self, rt: ListenerRt) {
         for &id in &rt.registered {
             takeover::unregister(id);
@@ -425,9 +438,9 @@ impl Worker {
         let slot = rt.slot.clone();
         drop(rt);
         for s in self.sessions.borrow().values().filter(|s| Rc::ptr_eq(&s.slot, &slot)) {
-            // A session waiting for its client to send something gets end of stream (after what was already
-            // received) and closes; one that is busy finds the listener closed before its next read.
-            s.conn.shutdown_read();
+            // A session waiting for its client to send something starts its drain (its wait becomes a bounded
+            // one); one that is busy finds the listener closed at its next read. Nothing the client sent is lost.
+            s.conn.nudge_reader();
         }
     }
 
@@ -908,16 +921,30 @@ fn set_ejected(worker: &Worker, pool: &str, server: &str, ejected: bool) {
     super::session::subscriptions_moved(&worker.pools.borrow(), &format!("pool {pool}: server {server} {what}"));
 }
 
-/// Stops accepting on every listener, then waits (at most `grace`) until every client connection has received the
-/// replies to what it sent and closed, and no backend has requests in flight. Request deadlines keep being checked
-/// meanwhile (the ticker still runs).
+/// At shutdown (and for a listener a reload removed), how long sessions go on reading: what their clients had sent
+/// when the signal came (in the kernel's buffers or on its way) is read and answered, but a client that never
+/// pauses does not hold the shutdown until `shutdown_timeout_ms`: there is no successor to hand it to.
+const SHUTDOWN_READING: Duration = Duration::from_millis(100);
+
+/// After a hand-over, how much of the grace period is kept, at the end, for the replies to what the sessions read
+/// last: they stop reading at `grace - min(grace / 5, 1 s)`, then answer and close.
+fn reading_deadline(start: Instant, grace: Duration) -> Instant {
+    start + grace - (grace / 5).min(Duration::from_secs(1))
+}
+
+/// Stops accepting on every listener, then drains (at most `grace`): every session answers what its client sends
+/// until it closes or is quiet (`session::Session::refill`), for [`SHUTDOWN_READING`] at most, and closes; no
+/// backend has requests in flight.
+/// Request deadlines keep being checked meanwhile (the ticker still runs).
 async fn shutdown(worker: &Rc<Worker>, grace: Duration) {
     let cfg = worker.config.borrow().clone();
+    let start = Instant::now();
     let listeners: Vec<ListenerRt> = worker.listeners.borrow_mut().drain().map(|(_, rt)| rt).collect();
+    let read_until = start + SHUTDOWN_READING.min(grace);
     for rt in listeners {
-        worker.close_listener(rt, &cfg);
+        worker.close_listener(rt, &cfg, read_until);
     }
-    drain(worker, Instant::now() + grace).await;
+    drain(worker, read_until, start + grace).await;
 }
 
 /// How long, after a hand-over, the sessions of this process are served as before, unless `shutdown_timeout_ms`
@@ -927,10 +954,11 @@ const HANDOVER_SETTLE: Duration = Duration::from_millis(250);
 
 /// Like [`shutdown`], after the successor took the listening sockets over: stops accepting without closing them
 /// (the successor serves them and the connections in their queues), serves every connection accepted until the
-/// accept's cancellation took effect, lets the sessions run a moment ([`HANDOVER_SETTLE`]), then closes them as
-/// shutdown does once their pipelines are answered. A unix socket's path stays: the successor serves it.
+/// accept's cancellation took effect, lets the sessions run a moment ([`HANDOVER_SETTLE`]), then drains them as
+/// shutdown does. A unix socket's path stays: the successor serves it.
 async fn hand_over(worker: &Rc<Worker>, grace: Duration) {
-    let deadline = Instant::now() + grace;
+    let start = Instant::now();
+    let deadline = start + grace;
     let cfg = worker.config.borrow().clone();
     let mut listeners: Vec<ListenerRt> = worker.listeners.borrow_mut().drain().map(|(_, rt)| rt).collect();
     for rt in &listeners {
@@ -951,22 +979,32 @@ async fn hand_over(worker: &Rc<Worker>, grace: Duration) {
     }
     log::info!("worker {}: stopped accepting (the listening sockets are served by the new process)", worker.id);
     uring::sleep(HANDOVER_SETTLE.min(grace / 2)).await;
+    let read_until = reading_deadline(start, grace);
     for rt in listeners {
-        rt.slot.close(&cfg);
+        rt.slot.close(&cfg, read_until);
         worker.release_listener(rt);
     }
-    drain(worker, deadline).await;
+    drain(worker, read_until, deadline).await;
 }
 
 /// Waits (until `deadline`) until every client connection has received the replies to what it sent and closed,
 /// and no backend has requests in flight.
-async fn drain(worker: &Rc<Worker>, deadline: Instant) {
+async fn drain(worker: &Rc<Worker>, read_until: Instant, deadline: Instant) {
+    let mut read_on = true;
     loop {
         let sessions = worker.sessions.borrow().len();
         let busy: usize = worker.all_backends().iter().map(|b| b.inflight()).sum();
         if sessions == 0 && busy == 0 {
             log::info!("worker {}: all client connections finished", worker.id);
             break;
+        }
+        if read_on && Instant::now() >= read_until {
+            read_on = false;
+            log::info!(
+                "worker {}: reading deadline: {sessions} client connections still open read no more and close after \
+                 the replies to what they sent",
+                worker.id
+            );
         }
         if Instant::now() >= deadline {
             log::warn!(

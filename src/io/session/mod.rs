@@ -86,6 +86,10 @@ impl Session {
 
     /// Waits out backend backpressure, then reads more from the client (unless it is at its in-flight bound, when
     /// the caller's loop waits for replies to drain first). Shared by both protocols' readers.
+    ///
+    /// Once the listener is closed (shutdown, a hand-over to a new process, a reload that removed it), the session
+    /// drains instead ([`Session::fill_draining`]): it goes on reading and answering what its client sends, and
+    /// stops only at a boundary where nothing is lost.
     pub async fn refill(&self, inb: &mut InBuf, blocked_on: Option<Rc<Backend>>, limits: ClientLimits) -> Next {
         if let Some(b) = blocked_on {
             b.drained().await;
@@ -94,7 +98,11 @@ impl Session {
             return Next::Parse;
         }
         if self.listener.is_closed() {
-            return Next::Stop;
+            // Boxed: its timers exist only while the process drains, not in every client's future.
+            return match Box::pin(self.fill_draining(inb)).await {
+                Some(filled) => self.filled(filled),
+                None => Next::Stop,
+            };
         }
         let filled = match self.listener.idle_timeout_ms.get() {
             0 => inb.fill(&self.conn).await,
@@ -108,6 +116,11 @@ impl Session {
                 }
             },
         };
+        self.filled(filled)
+    }
+
+    /// What a read's result means for the reader.
+    fn filled(&self, filled: std::io::Result<usize>) -> Next {
         if self.q.borrow().overflow.is_some() {
             // Closed for holding too many reply bytes (its socket was shut down): counted as that, not as an end.
             return Next::Stop;
@@ -117,6 +130,8 @@ impl Session {
                 self.meters.borrow_mut().clients.eof += 1;
                 Next::Stop
             }
+            // The worker nudged a waiting read (the listener closed): parse, then read on (draining).
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Next::Parse,
             Err(_) => {
                 self.meters.borrow_mut().clients.errors += 1;
                 Next::Stop
@@ -126,7 +141,59 @@ impl Session {
     }
 }
 
+/// While draining, how long a client must stay quiet (nothing received, every request answered) to be closed:
+/// long enough that a client pipelining over its connection is never closed between writing a request and
+/// reading its reply (docs/operations.md, "What happens to connected clients").
+pub const DRAIN_QUIET: std::time::Duration = std::time::Duration::from_millis(100);
+/// The same for a connection that has not sent a byte yet: a client that has just connected (to the old process,
+/// as the successor took over) is about to send its first request, and may be slow to on a loaded host.
+const DRAIN_QUIET_FIRST: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Session {
+    /// A closed listener's read: what arrives from the client, until a boundary where closing loses nothing. The
+    /// session is closed (`None`) when its client has been quiet for [`DRAIN_QUIET`] ([`DRAIN_QUIET_FIRST`] for a
+    /// connection that never sent anything): nothing received for that long, counted from the moment the last
+    /// request it sent was answered, and no reply waiting to be written (so the close comes after the reply to its
+    /// last complete request). Or when the listener's reading deadline (`ListenerSlot::read_until`, within
+    /// `shutdown_timeout_ms`) has passed: what was read by then is still answered. End of stream and errors are
+    /// returned as by any read.
+    async fn fill_draining(&self, inb: &mut InBuf) -> Option<std::io::Result<usize>> {
+        let until = self.listener.read_until()?;
+        loop {
+            let now = std::time::Instant::now();
+            if now >= until || self.q.borrow().closed {
+                return None;
+            }
+            let left = until - now;
+            if self.q.borrow().inflight() > 0 {
+                // Not quiet while a reply is due: read meanwhile, and start the quiet period once it is answered.
+                let replies = async {
+                    self.wait_for_replies().await;
+                    None
+                };
+                let read = async { Some(inb.fill(&self.conn).await) };
+                match uring::timeout(left, futures_lite::future::or(replies, read)).await {
+                    Some(Some(Err(e))) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Some(Some(filled)) => return Some(filled),
+                    Some(None) | None => continue,
+                }
+            }
+            let quiet = if self.conn.conn().bytes_moved() == 0 { DRAIN_QUIET_FIRST } else { DRAIN_QUIET };
+            match uring::timeout(quiet.min(left), inb.fill(&self.conn)).await {
+                Some(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Some(filled) => return Some(filled),
+                None => {
+                    let q = self.q.borrow();
+                    // Bytes that arrived as the timer fired were received: they are read, not dropped.
+                    let unread = self.conn.conn().unread() > 0;
+                    if q.inflight() == 0 && q.held() == 0 && !unread && left >= quiet {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
     /// Reads more, unless the client stays idle for `idle` (`client_idle_timeout_ms`): sent nothing, with no
     /// request in flight and no reply waiting to be written (a client waiting for a slow reply is not idle).
     /// `None` when it was idle that long. Cancelling a fill loses nothing: bytes are taken only when it completes.

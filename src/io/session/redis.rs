@@ -144,9 +144,6 @@ fn parse_batch(
                 return Batch::Stop;
             }
         }
-        if s.listener.is_closed() && inb.data().is_empty() {
-            return Batch::Stop;
-        }
     }
     Batch::Refill(blocked_on)
 }

@@ -33,6 +33,8 @@ pub(crate) struct ConnIo {
     pub(super) recv_slot: Cell<Option<usize>>,
     paused: Cell<bool>,
     closed: Cell<bool>,
+    /// Set by [`Conn::nudge_reader`]: the next read that finds nothing returns `Interrupted` instead of waiting.
+    nudged: Cell<bool>,
     /// Bytes received and sent over the connection's life: progress, for timeouts that must not fire while a big
     /// request or reply is on its way.
     moved: Cell<u64>,
@@ -50,6 +52,7 @@ impl ConnIo {
             recv_slot: Cell::new(None),
             paused: Cell::new(false),
             closed: Cell::new(false),
+            nudged: Cell::new(false),
             moved: Cell::new(0),
         })
     }
@@ -233,7 +236,8 @@ impl Conn {
         poll_fn(|cx| {
             let reactor = current();
             io.resume_receiving(&reactor);
-            if io.inbox.borrow().len() > io.head.get() || io.error.get().is_some() || io.eof.get() {
+            // Nudged: the read that follows returns `Interrupted` (the flag stays set for it).
+            if io.inbox.borrow().len() > io.head.get() || io.error.get().is_some() || io.eof.get() || io.nudged.get() {
                 return Poll::Ready(());
             }
             reactor.note_activity();
@@ -270,6 +274,9 @@ impl Conn {
         }
         if io.eof.get() {
             return Poll::Ready(Ok(0));
+        }
+        if io.nudged.replace(false) {
+            return Poll::Ready(Err(io::ErrorKind::Interrupted.into()));
         }
         reactor.note_activity();
         io.set_reader(cx.waker());
@@ -316,9 +323,21 @@ impl Conn {
     }
 
     /// Shuts the receive side down: a read waiting for the peer returns end of stream (after the bytes already
-    /// received), while writing still works. Used to wake idle client sessions whose listener closed.
+    /// received), while writing still works.
     pub fn shutdown_read(&self) {
         self.shutdown_how(libc::SHUT_RD);
+    }
+
+    /// Wakes a reader waiting for the peer without ending the stream: its read (or the next one that would wait)
+    /// returns `ErrorKind::Interrupted` once, and the connection reads on as before. Used to tell the idle client
+    /// sessions of a listener that closed to start draining (`session::Session::refill`): unlike a shutdown of
+    /// the receive side, nothing the client sent, or sends next, is lost.
+    pub fn nudge_reader(&self) {
+        let io = &self.0.io;
+        io.nudged.set(true);
+        if let Some(w) = io.reader.take() {
+            w.wake();
+        }
     }
 
     /// Shuts both directions down so that the other task's pending read or write fails promptly.

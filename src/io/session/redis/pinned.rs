@@ -324,6 +324,8 @@ pub(super) async fn wait_blocked(s: &Session, inb: &mut InBuf, p: &mut Pinned) -
                 s.meters.borrow_mut().clients.eof += 1;
                 return Next::Stop;
             }
+            // The worker nudged the read (the listener closed): the reply is still awaited.
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Some(Err(_)) => {
                 s.meters.borrow_mut().clients.errors += 1;
                 return Next::Stop;

@@ -561,19 +561,21 @@ fn forward_whole(
     );
 }
 
-/// Reserves the client's reply slot for a request split into `sc.groups` fragments (pool servers or cluster slots),
-/// merged by `kind`, and starts its metering; the fragments' replies complete it.
-fn reserve_split(s: &Session, kind: Split, sc: &Scratch) -> u64 {
+/// Reserves the client's reply slot for a request split into `fragments` fragments (pool servers, cluster slots or
+/// route destinations; `sc.key_frag` maps each key to its fragment), merged by `kind`, and starts its metering over
+/// the `sent` fragments that go to a backend (a route's canned replies are not metered); the fragments' replies
+/// complete it.
+fn reserve_split(s: &Session, kind: Split, sc: &Scratch, fragments: usize, sent: u32) -> u64 {
     let merge = match kind {
         Split::Mget => MergeKind::RedisMget,
         Split::Mset => MergeKind::RedisMset,
         Split::SumIntegers => MergeKind::RedisSum,
     };
-    let mut fan = s.q.borrow_mut().take_fanout(merge, sc.groups.len());
+    let mut fan = s.q.borrow_mut().take_fanout(merge, fragments);
     fan.proto = s.proto;
     fan.key_frag.extend_from_slice(&sc.key_frag);
     let seq = s.q.borrow_mut().reserve_fanout(fan);
-    s.meters.borrow_mut().begin_split((client_key(&s.q), seq), sc.groups.len() as u32, sc.command.is_some());
+    s.meters.borrow_mut().begin_split((client_key(&s.q), seq), sent, sc.command.is_some() && sent > 0);
     seq
 }
 
@@ -590,7 +592,7 @@ fn split_request(
     now: Instant,
     blocked_on: &mut Option<std::rc::Rc<crate::io::backend::Backend>>,
 ) {
-    let seq = reserve_split(s, kind, sc);
+    let seq = reserve_split(s, kind, sc, sc.groups.len(), sc.groups.len() as u32);
     // MSET carries a value after each key.
     let per_key = if kind == Split::Mset { 2 } else { 1 };
     let name = &req[sc.args[0].clone()];
@@ -687,17 +689,8 @@ fn route_tree(
         s.local(b"-CROSSSLOT Keys in request don't hash to the same server\r\n");
         return;
     };
-    let merge = match kind {
-        Split::Mget => MergeKind::RedisMget,
-        Split::Mset => MergeKind::RedisMset,
-        Split::SumIntegers => MergeKind::RedisSum,
-    };
-    let mut fan = s.q.borrow_mut().take_fanout(merge, sc.route_groups.len());
-    fan.proto = s.proto;
-    fan.key_frag.extend_from_slice(&sc.key_frag);
-    let seq = s.q.borrow_mut().reserve_fanout(fan);
     let sent = sc.route_groups.iter().filter(|g| !matches!(g, Group::Canned(_))).count() as u32;
-    s.meters.borrow_mut().begin_split((client_key(&s.q), seq), sent, sc.command.is_some() && sent > 0);
+    let seq = reserve_split(s, kind, sc, sc.route_groups.len(), sent);
     let per_key = if kind == Split::Mset { 2 } else { 1 };
     let name = &req[sc.args[0].clone()];
     let shape = redis::ReplyShape::of(info);

@@ -83,7 +83,7 @@ pub(super) fn route(
         let b = node(s, cl, &map, slot as u16, read)?;
         backends.push(b);
     }
-    let seq = super::reserve_split(s, kind, sc);
+    let seq = super::reserve_split(s, kind, sc, sc.groups.len(), sc.groups.len() as u32);
     let per_key = if kind == Split::Mset { 2 } else { 1 };
     let name = &req[sc.args[0].clone()];
     let shape = ReplyShape::of(info);

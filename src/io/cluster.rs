@@ -56,6 +56,8 @@ pub struct ClusterRt {
     /// Connections of nodes that left the map: they finish what is queued on them, checked by the tick.
     retired: RefCell<Vec<Rc<Backend>>>,
     refresh_wanted: Cell<bool>,
+    /// Why control could not read the topology, while no map is known (empty: nothing failed yet).
+    unreachable: RefCell<String>,
     pub counters: RefCell<ClusterCounters>,
 }
 
@@ -80,6 +82,7 @@ impl ClusterRt {
             by_addr: RefCell::new(HashMap::new()),
             retired: RefCell::new(Vec::new()),
             refresh_wanted: Cell::new(false),
+            unreachable: RefCell::new(String::new()),
             counters: RefCell::new(ClusterCounters::default()),
         })
     }
@@ -167,6 +170,16 @@ impl ClusterRt {
     fn pick(&self, n: &NodeConns, client_id: u64, proto: Proto) -> Rc<Backend> {
         let first = if proto == Proto::Resp3 { self.per_proto } else { 0 };
         n.conns[first + (client_id % self.per_proto as u64) as usize].clone()
+    }
+
+    /// Control's reason for having no map yet (see `ToWorker::ClusterUnreachable`).
+    pub fn set_unreachable(&self, why: String) {
+        *self.unreachable.borrow_mut() = why;
+    }
+
+    /// Why no map is known yet: the last topology read's failure, or empty.
+    pub fn unreachable(&self) -> std::cell::Ref<'_, String> {
+        self.unreachable.borrow()
     }
 
     /// Asks for a topology refresh at the next tick (the tick sends one request however many came in).

@@ -574,6 +574,7 @@ impl Control {
     }
 
     async fn topology_read(&self, pool: String, result: Result<(crate::cluster::SlotMap, SocketAddr), String>) {
+        let mut unreachable = None;
         let changed = {
             let mut clusters = self.clusters.borrow_mut();
             let Some(st) = clusters.get_mut(&pool) else { return };
@@ -584,6 +585,10 @@ impl Control {
                     st.read_failures += 1;
                     if st.last_error != e {
                         log::error!("pool {pool}: cannot read the cluster topology: {e}");
+                    }
+                    if st.map.is_none() {
+                        // Until a map is known every request fails: with this, it says why.
+                        unreachable = Some(e.clone());
                     }
                     st.last_error = e;
                     None
@@ -613,6 +618,8 @@ impl Control {
         };
         if let Some((version, map)) = changed {
             self.broadcast(ToWorker::ClusterMap { pool, version, map }).await;
+        } else if let Some(why) = unreachable {
+            self.broadcast(ToWorker::ClusterUnreachable { pool, why }).await;
         }
     }
 

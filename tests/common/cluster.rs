@@ -2,7 +2,7 @@
 //! `redis-cli --cluster create`, stopped when dropped. Plaintext, or TLS only ([`RedisCluster::start_tls`]: every
 //! node on a TLS port alone, its cluster bus and replication over TLS too).
 
-use super::{require_binary, tempdir, wait_for_child_port, Client, Proc, TempDir};
+use super::{require_binary, tempdir, wait_for_child_port, Proc, TempDir};
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -1,10 +1,12 @@
 //! A real Redis Cluster (3 primaries, 3 replicas on loopback) behind ferrule: routing by slot, hash tags, split
-//! and cross-slot commands, MOVED and ASK, a live reshard and a failover under pipelined load.
+//! and cross-slot commands, MOVED and ASK, a live reshard and a failover under pipelined load; and a TLS-only
+//! cluster reached over TLS.
 
 mod common;
 
-use common::cluster::{cli, RedisCluster};
-use common::{free_port, listener_toml, Client, Ferrule};
+use common::certs::Ca;
+use common::cluster::{cli, ClusterTls, RedisCluster};
+use common::{free_port, listener_toml, tempdir, Client, Ferrule};
 use ferrule::cluster::key_slot;
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -67,8 +69,8 @@ fn bulk(v: &str) -> String {
 
 /// Slot ranges to primary port, from CLUSTER SLOTS of `port` (via redis-cli's plain output: start, end, ip, port, id
 /// per line group).
-fn owners(port: u16) -> Vec<u16> {
-    let text = cli(port, &["CLUSTER", "SLOTS"]);
+fn owners(cluster: &RedisCluster, port: u16) -> Vec<u16> {
+    let text = cluster.cli(port, &["CLUSTER", "SLOTS"]);
     let lines: Vec<&str> = text.lines().collect();
     let mut owner = vec![0u16; 16384];
     // redis-cli prints each entry as: start, end, ip, port, id[, hostname..], then replicas' ip, port, id...
@@ -106,7 +108,7 @@ fn set_every_slot_and_check_owners(cluster: &RedisCluster, c: &mut Client, keys:
         let cmds: Vec<Vec<String>> = chunk.iter().map(|k| vec!["SET".into(), k.clone(), format!("v-{k}")]).collect();
         assert!(pipeline(c, &cmds).iter().all(|r| r == "+OK\r\n"));
     }
-    let owner = owners(cluster.ports[0]);
+    let owner = owners(cluster, cluster.ports[0]);
     let mut by_node: HashMap<u16, Vec<&String>> = HashMap::new();
     for (slot, k) in keys.iter().enumerate() {
         by_node.entry(owner[slot]).or_default().push(k);
@@ -650,7 +652,7 @@ fn a_primary_killed_under_load_fails_only_its_requests_until_the_new_map_arrives
     assert!(wrong.is_empty(), "{} wrong replies, first: {:?}", wrong.len(), wrong.first());
     let errors: Vec<_> = reports.iter().flat_map(|r| r.errors.iter()).collect();
     let victim_slots: Vec<bool> = {
-        let owner = owners(promoted);
+        let owner = owners(&cluster, promoted);
         (0..16384).map(|s| owner[s] == promoted).collect()
     };
     eprintln!(
@@ -682,8 +684,8 @@ fn a_primary_killed_under_load_fails_only_its_requests_until_the_new_map_arrives
 }
 
 /// `cmdstat_get` calls on the node at `port`.
-fn get_calls(port: u16) -> u64 {
-    let info = cli(port, &["INFO", "commandstats"]);
+fn get_calls(cluster: &RedisCluster, port: u16) -> u64 {
+    let info = cluster.cli(port, &["INFO", "commandstats"]);
     info.lines()
         .find(|l| l.starts_with("cmdstat_get:"))
         .and_then(|l| l.split("calls=").nth(1))
@@ -700,7 +702,7 @@ fn read_from_replica_sends_reads_to_replicas_with_readonly_and_writes_to_primari
     assert!(f.wait_log("3 shards, 6 nodes (3 replicas)", 1, Duration::from_secs(10)), "{}", f.log());
     let primaries = cluster.primaries();
     let replicas: Vec<u16> = cluster.ports.iter().copied().filter(|p| !primaries.contains(p)).collect();
-    let before: Vec<u64> = primaries.iter().map(|&p| get_calls(p)).collect();
+    let before: Vec<u64> = primaries.iter().map(|&p| get_calls(&cluster, p)).collect();
     let mut c = Client::connect(port);
     let keys: Vec<String> = (0..60).map(|i| format!("ro:{i}")).collect();
     for k in &keys {
@@ -719,9 +721,150 @@ fn read_from_replica_sends_reads_to_replicas_with_readonly_and_writes_to_primari
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-    let after: Vec<u64> = primaries.iter().map(|&p| get_calls(p)).collect();
+    let after: Vec<u64> = primaries.iter().map(|&p| get_calls(&cluster, p)).collect();
     assert_eq!(before, after, "no GET reached a primary");
-    assert!(replicas.iter().map(|&p| get_calls(p)).sum::<u64>() >= keys.len() as u64);
+    assert!(replicas.iter().map(|&p| get_calls(&cluster, p)).sum::<u64>() >= keys.len() as u64);
     // The replicas' connections from ferrule are READONLY ones (flag r).
     assert!(replicas.iter().any(|&p| cli(p, &["CLIENT", "LIST"]).lines().any(|l| l.contains("flags=r "))));
+}
+
+/// Waits until `port` routes to the cluster (a GET answers nil or a value).
+fn wait_routed(f: &Ferrule, port: u16) -> Client {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut c = Client::connect(port);
+    while !c.redis(&["GET", "warmup"]).starts_with(b"$") {
+        assert!(Instant::now() < deadline, "ferrule never routed to the cluster; log:\n{}", f.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    c
+}
+
+#[test]
+fn a_tls_only_cluster_is_reached_over_tls_for_every_node_and_a_wrong_ca_fails_clearly() {
+    let _one = serial();
+    let dir = tempdir("cluster-tls");
+    let ca = Ca::new("cluster CA");
+    let node = ca.leaf(&dir, "node", false);
+    let tls = ClusterTls { cert: node.cert, key: node.key, ca: ca.write(&dir, "ca") };
+    let stranger = Ca::new("a CA the cluster does not use").write(&dir, "stranger");
+    let cluster = RedisCluster::start_tls(3, 1, tls.clone());
+    let (p, r, bad) = (free_port(), free_port(), free_port());
+    let pool = |name: &str, ca: &str, extra: &str| {
+        format!(
+            "[pools.{name}]\nkind = \"redis_cluster\"\nservers = {}\ntimeout_ms = 2000\ntls = true\ntls_ca = {ca:?}\n\
+             {extra}\n",
+            cluster.seeds_toml()
+        )
+    };
+    let body = listener_toml("p", p, "redis", "c", "")
+        + &listener_toml("r", r, "redis", "r", "")
+        + &listener_toml("bad", bad, "redis", "bad", "")
+        // No periodic refresh on `c`: the MOVED below must meet ferrule's old map.
+        + &pool("c", &tls.ca, "cluster_refresh_ms = 600000")
+        + &pool("r", &tls.ca, "read_from = \"replica\"\ncluster_refresh_ms = 300\ncluster_refresh_min_interval_ms = 50")
+        + &pool("bad", &stranger, "");
+    let f = Ferrule::start_with(&body, p, 2);
+    let mut c = wait_routed(&f, p);
+    // Replicas count once they are in sync (CLUSTER SHARDS says `online`); pool r reads the topology often.
+    assert!(f.wait_log("3 shards, 6 nodes (3 replicas)", 1, Duration::from_secs(10)), "{}", f.log());
+
+    // Every primary is reached over TLS: keys of 256 slots spread over all three, each where redis says its slot is.
+    let keys: Vec<String> = key_per_slot().into_iter().step_by(64).collect();
+    let sets: Vec<Vec<String>> = keys.iter().map(|k| vec!["SET".into(), k.clone(), format!("v-{k}")]).collect();
+    assert!(pipeline(&mut c, &sets).iter().all(|r| r == "+OK\r\n"));
+    let owner = owners(&cluster, cluster.ports[0]);
+    let primaries = cluster.primaries();
+    let mut found = 0;
+    for &node in &primaries {
+        let held: Vec<String> = cluster.cli(node, &["--scan"]).lines().map(String::from).collect();
+        assert!(!held.is_empty(), "primary {node} got no key");
+        for k in &held {
+            assert_eq!(owner[key_slot(k.as_bytes()) as usize], node, "{k} on {node}");
+        }
+        found += held.len();
+    }
+    assert_eq!(found, keys.len());
+    let gets: Vec<Vec<String>> = keys.iter().map(|k| vec!["GET".into(), k.clone()]).collect();
+    for (k, reply) in keys.iter().zip(pipeline(&mut c, &gets)) {
+        assert_eq!(reply, bulk(&format!("v-{k}")));
+    }
+
+    // A slot moved by hand: the old owner answers MOVED (naming the new owner's TLS port), which ferrule follows
+    // over TLS.
+    let key = "{tls-moved}.k";
+    let slot = key_slot(key.as_bytes());
+    assert_eq!(c.redis_str(&["SET", key, "before"]), "+OK\r\n");
+    let from = cluster.owner_of(slot);
+    let to = *primaries.iter().find(|&&n| n != from).unwrap();
+    cluster.move_slot(slot, from, to, &[key], true);
+    assert_eq!(cluster.cli(from, &["GET", key]), format!("MOVED {slot} 127.0.0.1:{to}"));
+    assert_eq!(c.redis_str(&["GET", key]), bulk("before"));
+    assert!(cluster_stat(&f, "moved") >= 1);
+    assert_eq!(c.redis_str(&["SET", key, "after"]), "+OK\r\n");
+    assert_eq!(cluster.cli(to, &["GET", key]), "after");
+
+    // read_from = replica: reads go to the replicas, over TLS, on READONLY connections.
+    let replicas: Vec<u16> = cluster.ports.iter().copied().filter(|n| !primaries.contains(n)).collect();
+    let before: u64 = replicas.iter().map(|&n| get_calls(&cluster, n)).sum();
+    let mut rc = wait_routed(&f, r);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for k in keys.iter().take(30) {
+        loop {
+            let reply = rc.redis_str(&["GET", k]);
+            if reply == bulk(&format!("v-{k}")) {
+                break;
+            }
+            assert_eq!(reply, "$-1\r\n", "{k}");
+            assert!(Instant::now() < deadline, "{k} never reached its replica");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    assert!(replicas.iter().map(|&n| get_calls(&cluster, n)).sum::<u64>() >= before + 30);
+    assert!(replicas.iter().any(|&n| cluster.cli(n, &["CLIENT", "LIST"]).lines().any(|l| l.contains("flags=r "))));
+
+    // A wrong CA: no topology can be read; requests fail at once with a clear error instead of waiting, and the
+    // log says why.
+    let mut b = Client::connect(bad);
+    let asked = Instant::now();
+    let reply = b.redis_str(&["GET", "k"]);
+    assert!(asked.elapsed() < Duration::from_secs(3), "answered after {:?}", asked.elapsed());
+    assert!(reply.starts_with("-CLUSTERDOWN") && reply.contains("pool 'bad'"), "{reply}");
+    assert!(reply.contains("TLS handshake failed: the peer's certificate is not issued by a trusted CA"), "{reply}");
+    assert!(f.log().contains("pool bad: cannot read the cluster topology"), "{}", f.log());
+
+    // A node that announces a host name is checked against it: one its certificate is not for fails that node's
+    // requests with the handshake's reason, and the others go on.
+    let named = "{tls-named}.k";
+    let (named_slot, other) = (
+        key_slot(named.as_bytes()),
+        keys.iter()
+            .find(|k| owner[key_slot(k.as_bytes()) as usize] != cluster.owner_of(key_slot(named.as_bytes())))
+            .unwrap(),
+    );
+    let victim = cluster.owner_of(named_slot);
+    assert_eq!(cluster.cli(victim, &["CONFIG", "SET", "cluster-announce-hostname", "wrong.example"]), "OK");
+    let mut failed = String::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !failed.contains("TLS handshake failed") {
+        assert!(Instant::now() < deadline, "the new name was never used; last reply {failed:?}; log:\n{}", f.log());
+        std::thread::sleep(Duration::from_millis(50));
+        failed = rc.redis_str(&["SET", named, "x"]);
+    }
+    assert!(failed.starts_with("-ERR ferrule: backend r/127.0.0.1:"), "{failed}");
+    assert!(failed.contains("not valid for the expected name"), "{failed}");
+    assert_eq!(rc.redis_str(&["SET", other, "still"]), "+OK\r\n", "the other nodes are still served");
+    let (_, metrics) = f.admin("GET", "/metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("ferrule_tls_handshake_failures_total{side=\"backend\"") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+    // The name announced no more: the node is checked against its IP again, and served.
+    assert_eq!(cluster.cli(victim, &["CONFIG", "SET", "cluster-announce-hostname", ""]), "OK");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while rc.redis_str(&["SET", named, "x"]) != "+OK\r\n" {
+        assert!(Instant::now() < deadline, "never served again; log:\n{}", f.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

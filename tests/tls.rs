@@ -1,61 +1,16 @@
 //! TLS on both sides with real peers: redis-server --tls-port and memcached -Z behind ferrule, redis-cli --tls,
-//! python's ssl module and rustls clients in front; certificates made here (a private CA, server and client
-//! certificates, an expired one, another CA nobody trusts).
+//! python's ssl module and rustls clients in front; certificates made for each test (`common::certs`: a private CA,
+//! server and client certificates, an expired one, another CA nobody trusts).
 
 mod common;
 
+use common::certs::{Ca, Pair};
 use common::*;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
-
-struct Ca {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-}
-
-/// Paths of a certificate and its key.
-struct Pair {
-    cert: String,
-    key: String,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        let key = KeyPair::generate().unwrap();
-        Ca { cert: params.self_signed(&key).unwrap(), key }
-    }
-
-    fn write(&self, dir: &Path, name: &str) -> String {
-        let path = dir.join(format!("{name}.pem"));
-        std::fs::write(&path, self.cert.pem()).unwrap();
-        path.display().to_string()
-    }
-
-    /// A leaf for localhost and 127.0.0.1, written as `<name>.pem` and `<name>.key`.
-    fn leaf(&self, dir: &Path, name: &str, expired: bool) -> Pair {
-        let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-        params.subject_alt_names.push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
-        params.distinguished_name.push(DnType::CommonName, name);
-        if expired {
-            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
-        }
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
-        let (c, k) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
-        std::fs::write(&c, cert.pem()).unwrap();
-        std::fs::write(&k, key.serialize_pem()).unwrap();
-        Pair { cert: c.display().to_string(), key: k.display().to_string() }
-    }
-}
 
 /// One test's certificates.
 struct Pki {

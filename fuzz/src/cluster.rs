@@ -21,7 +21,8 @@ pub fn check(data: &[u8]) {
         let mut resolve = |host: &str, port: u16| {
             host.parse::<std::net::IpAddr>().map(|ip| SocketAddr::new(ip, port)).map_err(|_| "not an IP".to_string())
         };
-        for topo in [parse_shards(&value), parse_slots(&value)].into_iter().flatten() {
+        for topo in [parse_shards(&value, false), parse_shards(&value, true), parse_slots(&value)].into_iter().flatten()
+        {
             if let Ok(map) = SlotMap::build(&topo, "127.0.0.1", &mut resolve) {
                 assert!(map.covered() <= SLOTS);
                 for shard in &map.shards {

@@ -49,6 +49,9 @@ pub struct TopoNode {
     /// As announced (an IP literal or a host name); empty when the node did not know its own address, which means
     /// "the host of the node that answered".
     pub host: String,
+    /// The host name the node announces (`cluster-announce-hostname`, or its host when that is a name); empty when
+    /// it is known by address only. A TLS pool checks the node's certificate against it.
+    pub hostname: String,
     pub port: u16,
     pub primary: bool,
     /// Not marked failed (`health` is not `fail`; CLUSTER SLOTS lists no failed nodes).
@@ -75,6 +78,8 @@ pub struct Node {
     /// As announced (after an empty host was replaced by the answering node's), for matching redirects that name
     /// a host name.
     pub host: String,
+    /// As announced (see [`TopoNode::hostname`]): the name its certificate is checked against, if any.
+    pub hostname: String,
     pub port: u16,
     pub addr: SocketAddr,
 }
@@ -168,7 +173,13 @@ impl SlotMap {
         if let Some(i) = self.nodes.iter().position(|m| m.addr == addr) {
             return Ok(i);
         }
-        self.nodes.push(Node { id: n.id.clone(), host: host.to_owned(), port: n.port, addr });
+        self.nodes.push(Node {
+            id: n.id.clone(),
+            host: host.to_owned(),
+            hostname: n.hostname.clone(),
+            port: n.port,
+            addr,
+        });
         Ok(self.nodes.len() - 1)
     }
 
@@ -238,7 +249,7 @@ mod tests {
     use super::*;
 
     fn node(id: &str, port: u16, primary: bool, healthy: bool) -> TopoNode {
-        TopoNode { id: id.into(), host: "127.0.0.1".into(), port, primary, healthy }
+        TopoNode { id: id.into(), host: "127.0.0.1".into(), hostname: String::new(), port, primary, healthy }
     }
 
     fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {

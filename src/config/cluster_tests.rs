@@ -105,7 +105,6 @@ fn sharded_keys_are_refused_on_cluster_pools_and_cluster_keys_on_sharded_ones() 
         ("hash_tag = \"{}\"", "hash_tag"),
         ("redis_db = 1", "redis_db"),
         ("auto_eject_hosts = true", "auto_eject_hosts"),
-        ("tls = true", "tls"),
     ] {
         let e = err_of(&with(line));
         assert_eq!((e.key(), e.line()), (Some(format!("pools.c.{key}").as_str()), Some(10)), "{e}");

@@ -236,7 +236,7 @@ fn pool_out(pool: &PoolConfig) -> PoolOut<'_> {
         server_retry_timeout_ms: sharded.then_some(pool.server_retry_timeout_ms),
         max_value_bytes: (!redis).then_some(pool.max_value_bytes),
         tcpkeepalive: pool.tcpkeepalive,
-        tls: sharded.then_some(tls.is_some()),
+        tls: Some(tls.is_some()),
         tls_ca: tls.and_then(|t| t.ca.as_ref()).map(path),
         tls_server_name: tls.and_then(|t| t.server_name.as_deref()),
         tls_cert: tls.and_then(|t| t.cert.as_ref()).map(path),

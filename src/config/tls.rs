@@ -68,6 +68,21 @@ impl PoolTls {
         // Checked when the config was built, so this cannot fail; an IP literal is the fallback of last resort.
         tls::server_name(name).unwrap_or_else(|_| rustls::pki_types::ServerName::IpAddress(server.addr.ip().into()))
     }
+
+    /// The name a `redis_cluster` node's certificate is checked against (and sent as SNI). A node known by a host
+    /// name (its `cluster-announce-hostname`, a redirect or a seed naming a host) is checked against that name:
+    /// it is what the node's certificate is issued for, and `tls_server_name` cannot be right for every node of a
+    /// cluster that names its nodes. A node known by its IP only is checked against `tls_server_name` when set
+    /// (one certificate for the whole cluster), else against its IP (the certificate's IP SANs).
+    pub fn node_name(&self, hostname: Option<&str>, ip: std::net::IpAddr) -> rustls::pki_types::ServerName<'static> {
+        use rustls::pki_types::ServerName;
+        let by_host = hostname
+            .filter(|h| !h.is_empty() && h.parse::<std::net::IpAddr>().is_err())
+            .and_then(|h| tls::server_name(h).ok());
+        by_host
+            .or_else(|| self.server_name.as_deref().and_then(|n| tls::server_name(n).ok()))
+            .unwrap_or_else(|| ServerName::IpAddress(ip.into()))
+    }
 }
 
 /// A rustls config built from files, equal to another when the files' contents were equal.

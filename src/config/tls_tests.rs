@@ -199,3 +199,35 @@ fn the_tls_example_config_parses() {
     assert_eq!(cfg.listeners.iter().filter(|l| l.tls.is_some()).count(), 2);
     assert_eq!(Config::parse(&cfg.to_redacted_toml()).unwrap(), cfg);
 }
+
+#[test]
+fn a_cluster_pool_takes_tls_and_names_nodes_by_host_name_then_tls_server_name_then_ip() {
+    let f = files();
+    let text = format!(
+        "[listeners.cache]\nlisten = \"127.0.0.1:22121\"\nprotocol = \"redis\"\nroute = \"c\"\n\n[pools.c]\n\
+         kind = \"redis_cluster\"\nservers = [\"127.0.0.1:7000\"]\ntls = true\ntls_ca = {:?}\n",
+        f.ca
+    );
+    let cfg = Config::parse(&text).unwrap();
+    let tls = cfg.pool("c").unwrap().tls.clone().expect("tls on a cluster pool");
+    // The running config shows it, and parses back to the same config.
+    let shown = cfg.to_redacted_toml();
+    assert!(shown.contains("tls = true"), "{shown}");
+    assert_eq!(Config::parse(&shown).unwrap(), cfg);
+    use rustls::pki_types::ServerName;
+    let ip: std::net::IpAddr = "10.0.0.7".parse().unwrap();
+    let dns = |n: &str| ServerName::try_from(n.to_owned()).unwrap();
+    assert_eq!(tls.node_name(Some("node-1.example"), ip), dns("node-1.example"));
+    assert_eq!(tls.node_name(Some("10.0.0.8"), ip), ServerName::IpAddress(ip.into()));
+    assert_eq!(tls.node_name(None, ip), ServerName::IpAddress(ip.into()));
+    let named = Config::parse(&text.replace("tls = true\n", "tls = true\ntls_server_name = \"cluster.example\"\n"))
+        .unwrap()
+        .pool("c")
+        .unwrap()
+        .tls
+        .clone()
+        .unwrap();
+    assert_eq!(named.node_name(None, ip), dns("cluster.example"));
+    assert_eq!(named.node_name(Some(""), ip), dns("cluster.example"));
+    assert_eq!(named.node_name(Some("node-1.example"), ip), dns("node-1.example"));
+}

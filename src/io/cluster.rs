@@ -30,6 +30,8 @@ use std::time::{Duration, Instant};
 /// (connected on first use), as for a sharded pool's server.
 struct NodeConns {
     conns: Vec<Rc<Backend>>,
+    /// The host name the node was known by when connected (its certificate is checked against it with TLS).
+    hostname: String,
 }
 
 pub struct ClusterRt {
@@ -39,6 +41,9 @@ pub struct ClusterRt {
     max_redirects: u8,
     opts: BackendOptions,
     opts3: BackendOptions,
+    /// The pool's TLS (`tls = true`): this worker's own client config (its own session cache) and the settings that
+    /// name each node's certificate.
+    tls: Option<(Arc<rustls::ClientConfig>, crate::config::PoolTls)>,
     per_proto: usize,
     preconnect: bool,
     map: RefCell<Arc<SlotMap>>,
@@ -51,6 +56,8 @@ pub struct ClusterRt {
     /// Connections of nodes that left the map: they finish what is queued on them, checked by the tick.
     retired: RefCell<Vec<Rc<Backend>>>,
     refresh_wanted: Cell<bool>,
+    /// Why control could not read the topology, while no map is known (empty: nothing failed yet).
+    unreachable: RefCell<String>,
     pub counters: RefCell<ClusterCounters>,
 }
 
@@ -66,6 +73,7 @@ impl ClusterRt {
             max_redirects: cluster.max_redirects,
             opts,
             opts3,
+            tls: cfg.tls.as_ref().map(|t| (crate::tls::for_worker_client(&t.client.config), t.clone())),
             per_proto: cfg.server_connections,
             preconnect: cfg.preconnect,
             map: RefCell::new(Arc::new(SlotMap::empty())),
@@ -74,6 +82,7 @@ impl ClusterRt {
             by_addr: RefCell::new(HashMap::new()),
             retired: RefCell::new(Vec::new()),
             refresh_wanted: Cell::new(false),
+            unreachable: RefCell::new(String::new()),
             counters: RefCell::new(ClusterCounters::default()),
         })
     }
@@ -88,11 +97,20 @@ impl ClusterRt {
     pub fn install(&self, map: Arc<SlotMap>, version: u64) {
         let mut by_addr = self.by_addr.borrow_mut();
         let mut index = Vec::with_capacity(map.nodes.len());
-        for node in &map.nodes {
-            let conns = by_addr.entry(node.addr).or_insert_with(|| self.connect(node.addr)).clone();
-            index.push(conns);
-        }
         let mut retired = self.retired.borrow_mut();
+        for node in &map.nodes {
+            let conns = by_addr.entry(node.addr).or_insert_with(|| self.connect(node.addr, &node.hostname));
+            if self.tls.is_some() && conns.hostname != node.hostname {
+                // Known by another name now (a redirect reached it before the map named it): its certificate is
+                // checked against the name the map gives, so it gets connections made for that name.
+                for c in &conns.conns {
+                    c.retire();
+                    retired.push(c.clone());
+                }
+                *conns = self.connect(node.addr, &node.hostname);
+            }
+            index.push(conns.clone());
+        }
         by_addr.retain(|addr, conns| {
             let keep = map.nodes.iter().any(|n| n.addr == *addr);
             if !keep {
@@ -108,16 +126,29 @@ impl ClusterRt {
         self.version.set(version);
     }
 
-    fn connect(&self, addr: SocketAddr) -> Rc<NodeConns> {
+    /// The options of a connection to the node at `addr`, known by `hostname` (empty: by its address only), for a
+    /// client of `proto`: the pool's, with TLS to that node when the pool has it.
+    pub fn node_options(&self, addr: SocketAddr, hostname: &str, proto: Proto) -> BackendOptions {
+        let mut opts = if proto == Proto::Resp3 { self.opts3.clone() } else { self.opts.clone() };
+        opts.tls = self.tls.as_ref().map(|(config, t)| super::tls::Connector {
+            config: config.clone(),
+            server_name: t.node_name(Some(hostname), addr.ip()),
+        });
+        opts
+    }
+
+    fn connect(&self, addr: SocketAddr, hostname: &str) -> Rc<NodeConns> {
         let label = format!("{}/{addr}", self.pool);
+        let (opts, opts3) =
+            (self.node_options(addr, hostname, Proto::Resp2), self.node_options(addr, hostname, Proto::Resp3));
         let spawn = |opts: &BackendOptions, preconnect: bool| {
             let b = Backend::new(addr, label.clone(), opts.clone());
             glommio::spawn_local(b.clone().run(preconnect)).detach();
             b
         };
-        let mut conns: Vec<Rc<Backend>> = (0..self.per_proto).map(|_| spawn(&self.opts, self.preconnect)).collect();
-        conns.extend((0..self.per_proto).map(|_| spawn(&self.opts3, false)));
-        Rc::new(NodeConns { conns })
+        let mut conns: Vec<Rc<Backend>> = (0..self.per_proto).map(|_| spawn(&opts, self.preconnect)).collect();
+        conns.extend((0..self.per_proto).map(|_| spawn(&opts3, false)));
+        Rc::new(NodeConns { conns, hostname: hostname.to_owned() })
     }
 
     /// The connection of node `index` of the map in force that a client of `proto` uses (fixed per client, so
@@ -129,15 +160,26 @@ impl ClusterRt {
     }
 
     /// The connection to the node at `addr` (connecting to it if it is new: a redirect may name a node before the
-    /// map does).
+    /// map does; it is then known by its address only, its certificate checked as [`crate::config::PoolTls::node_name`]
+    /// says, until a map names it).
     pub fn backend_to(&self, addr: SocketAddr, client_id: u64, proto: Proto) -> Rc<Backend> {
-        let conns = self.by_addr.borrow_mut().entry(addr).or_insert_with(|| self.connect(addr)).clone();
+        let conns = self.by_addr.borrow_mut().entry(addr).or_insert_with(|| self.connect(addr, "")).clone();
         self.pick(&conns, client_id, proto)
     }
 
     fn pick(&self, n: &NodeConns, client_id: u64, proto: Proto) -> Rc<Backend> {
         let first = if proto == Proto::Resp3 { self.per_proto } else { 0 };
         n.conns[first + (client_id % self.per_proto as u64) as usize].clone()
+    }
+
+    /// Control's reason for having no map yet (see `ToWorker::ClusterUnreachable`).
+    pub fn set_unreachable(&self, why: String) {
+        *self.unreachable.borrow_mut() = why;
+    }
+
+    /// Why no map is known yet: the last topology read's failure, or empty.
+    pub fn unreachable(&self) -> std::cell::Ref<'_, String> {
+        self.unreachable.borrow()
     }
 
     /// Asks for a topology refresh at the next tick (the tick sends one request however many came in).

@@ -525,28 +525,41 @@ impl Control {
                     st.reading = true;
                     st.requested = false;
                     st.last_read = Some(now);
-                    let mut candidates: Vec<SocketAddr> =
-                        st.map.as_ref().map(|m| m.nodes.iter().map(|n| n.addr).collect()).unwrap_or_default();
+                    let known = |addr, hostname: &str| super::topology::Candidate {
+                        addr,
+                        hostname: Some(hostname.to_owned()).filter(|h| !h.is_empty()),
+                    };
+                    let mut candidates: Vec<super::topology::Candidate> = st
+                        .map
+                        .as_ref()
+                        .map(|m| m.nodes.iter().map(|n| known(n.addr, &n.hostname)).collect())
+                        .unwrap_or_default();
                     // Start at a different node each time, so that one node with a stale view is not always asked.
                     if !candidates.is_empty() {
                         let shift = (st.reads % candidates.len() as u64) as usize;
                         candidates.rotate_left(shift);
                     }
                     for s in &pool.servers {
-                        if !candidates.contains(&s.addr) {
-                            candidates.push(s.addr);
+                        if !candidates.iter().any(|c| c.addr == s.addr) {
+                            candidates.push(known(s.addr, &s.host));
                         }
                     }
-                    due.push((pool.name.clone(), candidates, pool.redis_auth.clone(), pool.connect_timeout_ms));
+                    due.push((
+                        pool.name.clone(),
+                        candidates,
+                        pool.redis_auth.clone(),
+                        pool.tls.clone(),
+                        pool.connect_timeout_ms,
+                    ));
                 }
             }
         }
         let mut tasks = Vec::new();
-        for (pool, candidates, auth, connect_ms) in due {
+        for (pool, candidates, auth, tls, connect_ms) in due {
             let this = self.clone();
             let timeout = Duration::from_millis(connect_ms).max(MIN_PROBE_TIMEOUT);
             let task = glommio::spawn_local(async move {
-                let result = super::topology::fetch(&candidates, auth.as_deref(), timeout).await;
+                let result = super::topology::fetch(&candidates, auth.as_deref(), tls.as_ref(), timeout).await;
                 this.topology_read(pool, result).await;
             });
             if wait {
@@ -561,6 +574,7 @@ impl Control {
     }
 
     async fn topology_read(&self, pool: String, result: Result<(crate::cluster::SlotMap, SocketAddr), String>) {
+        let mut unreachable = None;
         let changed = {
             let mut clusters = self.clusters.borrow_mut();
             let Some(st) = clusters.get_mut(&pool) else { return };
@@ -571,6 +585,10 @@ impl Control {
                     st.read_failures += 1;
                     if st.last_error != e {
                         log::error!("pool {pool}: cannot read the cluster topology: {e}");
+                    }
+                    if st.map.is_none() {
+                        // Until a map is known every request fails: with this, it says why.
+                        unreachable = Some(e.clone());
                     }
                     st.last_error = e;
                     None
@@ -600,6 +618,8 @@ impl Control {
         };
         if let Some((version, map)) = changed {
             self.broadcast(ToWorker::ClusterMap { pool, version, map }).await;
+        } else if let Some(why) = unreachable {
+            self.broadcast(ToWorker::ClusterUnreachable { pool, why }).await;
         }
     }
 

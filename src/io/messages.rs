@@ -22,6 +22,9 @@ pub enum ToWorker {
     /// A `redis_cluster` pool's slot map, newly read by control (`version` counts the maps control saw change).
     /// Every worker routes by the same map from the moment it takes this message.
     ClusterMap { pool: String, version: u64, map: Arc<crate::cluster::SlotMap> },
+    /// A `redis_cluster` pool without a map yet whose topology read failed: why (each node's failure, e.g. a TLS
+    /// handshake refused), for the error its requests get meanwhile.
+    ClusterUnreachable { pool: String, why: String },
     /// Send a stats snapshot back.
     Snapshot { id: u64 },
     /// Stop accepting, finish in-flight requests until the deadline, then stop. `handover`: a successor serves the

@@ -16,16 +16,7 @@ pub async fn probe(
     timeout: Duration,
 ) -> Result<(), String> {
     let attempt = async {
-        let stream = glommio::net::TcpStream::connect_timeout(addr, timeout).await.map_err(|e| describe_connect(&e))?;
-        let conn = match tls {
-            None => Probed::Plain(Conn::tcp(stream)),
-            Some((config, name)) => {
-                let client = rustls::ClientConnection::new(config, name).map_err(|e| format!("TLS: {e}"))?;
-                let tls = TlsStream::new(Conn::tcp(stream), client.into());
-                tls.handshake().await.map_err(|e| format!("TLS handshake failed: {e}"))?;
-                Probed::Tls(Box::new(tls))
-            }
-        };
+        let conn = connect(addr, tls, timeout).await?;
         let mut req = Vec::new();
         let expect_replies = match protocol {
             Protocol::Redis => {
@@ -76,28 +67,48 @@ pub async fn probe(
     }
 }
 
-/// The probe's connection: plain, or TLS for a pool with `tls = true` (a probe checks what the data path will use).
-enum Probed {
+/// Connects to `addr` from control, through TLS when `tls` is given (completing the handshake, unbounded in time:
+/// the caller bounds the whole exchange).
+pub(super) async fn connect(
+    addr: SocketAddr,
+    tls: Option<(std::sync::Arc<rustls::ClientConfig>, rustls::pki_types::ServerName<'static>)>,
+    timeout: Duration,
+) -> Result<Probed, String> {
+    let stream = glommio::net::TcpStream::connect_timeout(addr, timeout).await.map_err(|e| describe_connect(&e))?;
+    Ok(match tls {
+        None => Probed::Plain(Conn::tcp(stream)),
+        Some((config, name)) => {
+            let client = rustls::ClientConnection::new(config, name).map_err(|e| format!("TLS: {e}"))?;
+            let tls = TlsStream::new(Conn::tcp(stream), client.into());
+            tls.handshake().await.map_err(|e| format!("TLS handshake failed: {e}"))?;
+            Probed::Tls(Box::new(tls))
+        }
+    })
+}
+
+/// A connection of control's (a probe's, or a cluster topology read's): plain, or TLS for a pool with `tls = true`
+/// (it checks what the data path will use).
+pub(super) enum Probed {
     Plain(Conn),
     Tls(Box<TlsStream<Conn>>),
 }
 
 impl Probed {
-    async fn write_all(&self, req: Vec<u8>) -> std::io::Result<()> {
+    pub(super) async fn write_all(&self, req: Vec<u8>) -> std::io::Result<()> {
         match self {
             Probed::Plain(c) => c.write_all(&req).await,
             Probed::Tls(t) => t.send_all(req).await.0,
         }
     }
 
-    async fn read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+    pub(super) async fn read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
         match self {
             Probed::Plain(c) => c.read(buf).await,
             Probed::Tls(t) => t.read(buf).await,
         }
     }
 
-    fn shutdown(&self) {
+    pub(super) fn shutdown(&self) {
         match self {
             Probed::Plain(c) => c.shutdown(),
             Probed::Tls(t) => t.transport().shutdown(),

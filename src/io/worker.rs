@@ -888,6 +888,12 @@ async fn serve_control(worker: Rc<Worker>, mut rx: ConnectedReceiver<ToWorker>, 
                     }
                 }
             }
+            ToWorker::ClusterUnreachable { pool, why } => {
+                let pools = worker.pools.borrow();
+                if let Some(c) = pools.iter().find(|p| p.name == pool).and_then(|p| p.cluster.as_ref()) {
+                    c.set_unreachable(why);
+                }
+            }
             ToWorker::Snapshot { id: sid } => {
                 let _ = tx.send(FromWorker::Snapshot { worker: id, id: sid, stats: Box::new(worker.snapshot()) }).await;
             }

@@ -1,7 +1,8 @@
 //! A real Redis Cluster on loopback for tests: redis-server processes with `cluster-enabled`, joined by
-//! `redis-cli --cluster create`, stopped when dropped.
+//! `redis-cli --cluster create`, stopped when dropped. Plaintext, or TLS only ([`RedisCluster::start_tls`]: every
+//! node on a TLS port alone, its cluster bus and replication over TLS too).
 
-use super::{require_binary, tempdir, wait_for_child_port, Client, Proc, TempDir};
+use super::{require_binary, tempdir, wait_for_child_port, Proc, TempDir};
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,6 +15,25 @@ pub struct RedisCluster {
     /// Primaries and replicas a healthy cluster has (a failover keeps the counts once the old primary is gone).
     pub want_primaries: usize,
     pub want_replicas: usize,
+    /// TLS only: the certificates the nodes serve and redis-cli trusts.
+    pub tls: Option<ClusterTls>,
+}
+
+/// A TLS cluster's certificate, key and CA (PEM paths).
+#[derive(Clone)]
+pub struct ClusterTls {
+    pub cert: String,
+    pub key: String,
+    pub ca: String,
+}
+
+impl ClusterTls {
+    fn cli_args(tls: Option<&ClusterTls>) -> Vec<String> {
+        match tls {
+            None => Vec::new(),
+            Some(t) => vec!["--tls".into(), "--cacert".into(), t.ca.clone()],
+        }
+    }
 }
 
 /// A port whose cluster bus port (+10000) is free as well.
@@ -31,7 +51,12 @@ fn cluster_port() -> u16 {
 
 /// A cluster node's reply to `args`, through redis-cli (raw output, trimmed).
 pub fn cli(port: u16, args: &[&str]) -> String {
+    cli_with(None, port, args)
+}
+
+fn cli_with(tls: Option<&ClusterTls>, port: u16, args: &[&str]) -> String {
     let out = Command::new(require_binary("redis-cli", "redis-tools"))
+        .args(ClusterTls::cli_args(tls))
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
         .args(args)
         .output()
@@ -49,6 +74,16 @@ impl RedisCluster {
 
     /// [`RedisCluster::start`] with `cluster-node-timeout` `node_timeout_ms` (small to fail over fast).
     pub fn start_with_timeout(primaries: usize, replicas: usize, node_timeout_ms: u64) -> RedisCluster {
+        Self::start_with(primaries, replicas, node_timeout_ms, None)
+    }
+
+    /// [`RedisCluster::start`] speaking TLS only: `--port 0 --tls-port P --tls-cluster yes --tls-replication yes`,
+    /// clients not asked for a certificate.
+    pub fn start_tls(primaries: usize, replicas: usize, tls: ClusterTls) -> RedisCluster {
+        Self::start_with(primaries, replicas, 5000, Some(tls))
+    }
+
+    fn start_with(primaries: usize, replicas: usize, node_timeout_ms: u64, tls: Option<ClusterTls>) -> RedisCluster {
         let bin = require_binary("redis-server", "redis-server");
         let dir = tempdir("cluster");
         let n = primaries * (1 + replicas);
@@ -61,8 +96,21 @@ impl RedisCluster {
         }
         let mut nodes = Vec::new();
         for &port in &ports {
+            let listen: Vec<String> = match &tls {
+                None => vec!["--port".into(), port.to_string()],
+                Some(t) => [
+                    ["--port", "0", "--tls-port", &port.to_string(), "--tls-cluster", "yes"].as_slice(),
+                    &["--tls-replication", "yes", "--tls-auth-clients", "no"],
+                    &["--tls-cert-file", &t.cert, "--tls-key-file", &t.key, "--tls-ca-cert-file", &t.ca],
+                ]
+                .concat()
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            };
             let mut child = Command::new(&bin)
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .args(&listen)
+                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
                 .args(["--cluster-enabled", "yes", "--cluster-node-timeout", &node_timeout_ms.to_string()])
                 .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
                 // Slots of a failed primary are refused, the others keep being served.
@@ -78,6 +126,7 @@ impl RedisCluster {
         }
         let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let out = Command::new(require_binary("redis-cli", "redis-tools"))
+            .args(ClusterTls::cli_args(tls.as_ref()))
             .arg("--cluster")
             .arg("create")
             .args(&addrs)
@@ -86,9 +135,14 @@ impl RedisCluster {
             .expect("run redis-cli --cluster create");
         assert!(out.status.success(), "cluster create failed: {}", String::from_utf8_lossy(&out.stdout));
         let cluster =
-            RedisCluster { nodes, ports, dir, want_primaries: primaries, want_replicas: primaries * replicas };
+            RedisCluster { nodes, ports, dir, want_primaries: primaries, want_replicas: primaries * replicas, tls };
         cluster.wait_healthy(Duration::from_secs(30));
         cluster
+    }
+
+    /// Node `port`'s reply to `args`, through redis-cli (over TLS for a TLS cluster).
+    pub fn cli(&self, port: u16, args: &[&str]) -> String {
+        cli_with(self.tls.as_ref(), port, args)
     }
 
     /// Waits until every running node says `cluster_state:ok`, knows every running node and agrees on the owner
@@ -97,10 +151,10 @@ impl RedisCluster {
         let deadline = Instant::now() + timeout;
         let running: Vec<u16> = self.running();
         loop {
-            let ok = running.iter().all(|&p| cli(p, &["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+            let ok = running.iter().all(|&p| self.cli(p, &["CLUSTER", "INFO"]).contains("cluster_state:ok"))
                 && running.iter().all(|&p| self.roles_seen_by(p) == (self.want_primaries, self.want_replicas))
                 && running.iter().all(|&p| {
-                    let info = cli(p, &["INFO", "replication"]);
+                    let info = self.cli(p, &["INFO", "replication"]);
                     info.contains("role:master") || info.contains("master_link_status:up")
                 });
             let views: Vec<String> = running.iter().map(|&p| self.slot_owners_seen_by(p)).collect();
@@ -116,7 +170,7 @@ impl RedisCluster {
     /// (primaries, replicas) that node `port` knows and does not consider failed.
     fn roles_seen_by(&self, port: u16) -> (usize, usize) {
         let (mut m, mut r) = (0, 0);
-        for line in cli(port, &["CLUSTER", "NODES"]).lines() {
+        for line in self.cli(port, &["CLUSTER", "NODES"]).lines() {
             let flags = line.split(' ').nth(2).unwrap_or("");
             if flags.contains("fail") || flags.contains("handshake") || flags.contains("noaddr") {
                 continue;
@@ -136,23 +190,20 @@ impl RedisCluster {
 
     /// "port:slots" of the primaries, as node `port` sees them (CLUSTER SLOTS), sorted: for comparing views.
     fn slot_owners_seen_by(&self, port: u16) -> String {
-        let mut c = Client::connect(port);
-        let reply = c.redis(&["CLUSTER", "SLOTS"]);
-        let text = String::from_utf8_lossy(&reply).into_owned();
+        let text = self.cli(port, &["CLUSTER", "SLOTS"]);
+        let lines: Vec<&str> = text.lines().collect();
         let mut ranges: Vec<(i64, i64, String)> = Vec::new();
-        // Each entry: *N, :start, :end, *k, $ip, ip, :port, ...
-        let lines: Vec<&str> = text.split("\r\n").collect();
-        let mut i = 1;
-        while i + 6 < lines.len() {
-            if lines[i].starts_with('*') && lines[i + 1].starts_with(':') && lines[i + 2].starts_with(':') {
-                let start: i64 = lines[i + 1][1..].parse().unwrap_or(-1);
-                let end: i64 = lines[i + 2][1..].parse().unwrap_or(-1);
-                let port = lines.get(i + 6).unwrap_or(&"").trim_start_matches(':').to_string();
-                ranges.push((start, end, port));
-                i += 7;
-            } else {
-                i += 1;
+        // redis-cli prints each entry as: start, end, ip, port, id[, metadata..], then replicas' ip, port, id...
+        let mut i = 0;
+        while i + 3 < lines.len() {
+            if let (Ok(a), Ok(b)) = (lines[i].parse::<i64>(), lines[i + 1].parse::<i64>()) {
+                if lines[i + 2].contains('.') {
+                    ranges.push((a, b, lines[i + 3].to_string()));
+                    i += 4;
+                    continue;
+                }
             }
+            i += 1;
         }
         ranges.sort();
         format!("{ranges:?}")
@@ -160,7 +211,7 @@ impl RedisCluster {
 
     /// The primary that owns `slot` as node `ask` sees it (CLUSTER SHARDS parsed the simple way: CLUSTER NODES).
     pub fn owner_of(&self, slot: u16) -> u16 {
-        for line in cli(self.running()[0], &["CLUSTER", "NODES"]).lines() {
+        for line in self.cli(self.running()[0], &["CLUSTER", "NODES"]).lines() {
             let f: Vec<&str> = line.split(' ').collect();
             if f.len() < 9 || !f[2].contains("master") || f[2].contains("fail") {
                 continue;
@@ -182,13 +233,13 @@ impl RedisCluster {
 
     /// The node id of the node on `port`.
     pub fn id_of(&self, port: u16) -> String {
-        cli(port, &["CLUSTER", "MYID"])
+        self.cli(port, &["CLUSTER", "MYID"])
     }
 
     /// The ports of the primaries (as the first running node sees them, failed ones excluded).
     pub fn primaries(&self) -> Vec<u16> {
         let mut out = Vec::new();
-        for line in cli(self.running()[0], &["CLUSTER", "NODES"]).lines() {
+        for line in self.cli(self.running()[0], &["CLUSTER", "NODES"]).lines() {
             let f: Vec<&str> = line.split(' ').collect();
             if f.len() >= 3 && f[2].contains("master") && !f[2].contains("fail") {
                 out.push(f[1].split(['@', ':']).nth(1).and_then(|p| p.parse().ok()).unwrap_or(0));
@@ -213,16 +264,16 @@ impl RedisCluster {
     pub fn move_slot(&self, slot: u16, from: u16, to: u16, keys: &[&str], finish: bool) {
         let (from_id, to_id) = (self.id_of(from), self.id_of(to));
         let s = slot.to_string();
-        assert_eq!(cli(to, &["CLUSTER", "SETSLOT", &s, "IMPORTING", &from_id]), "OK");
-        assert_eq!(cli(from, &["CLUSTER", "SETSLOT", &s, "MIGRATING", &to_id]), "OK");
+        assert_eq!(self.cli(to, &["CLUSTER", "SETSLOT", &s, "IMPORTING", &from_id]), "OK");
+        assert_eq!(self.cli(from, &["CLUSTER", "SETSLOT", &s, "MIGRATING", &to_id]), "OK");
         for k in keys {
-            assert_eq!(cli(from, &["MIGRATE", "127.0.0.1", &to.to_string(), k, "0", "5000"]), "OK", "MIGRATE {k}");
+            assert_eq!(self.cli(from, &["MIGRATE", "127.0.0.1", &to.to_string(), k, "0", "5000"]), "OK", "MIGRATE {k}");
         }
         if finish {
             let mut order = vec![to, from];
             order.extend(self.primaries().into_iter().filter(|p| *p != to && *p != from));
             for p in order {
-                assert_eq!(cli(p, &["CLUSTER", "SETSLOT", &s, "NODE", &to_id]), "OK", "SETSLOT NODE on {p}");
+                assert_eq!(self.cli(p, &["CLUSTER", "SETSLOT", &s, "NODE", &to_id]), "OK", "SETSLOT NODE on {p}");
             }
         }
     }
@@ -234,7 +285,11 @@ impl RedisCluster {
         let mut order = vec![to];
         order.extend(self.primaries().into_iter().filter(|p| *p != to));
         for p in order {
-            assert_eq!(cli(p, &["CLUSTER", "SETSLOT", &slot.to_string(), "NODE", &to_id]), "OK", "SETSLOT NODE on {p}");
+            assert_eq!(
+                self.cli(p, &["CLUSTER", "SETSLOT", &slot.to_string(), "NODE", &to_id]),
+                "OK",
+                "SETSLOT NODE on {p}"
+            );
         }
     }
 

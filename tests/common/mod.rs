@@ -2,6 +2,7 @@
 //! loopback ports, all stopped when dropped. A missing server binary fails the test with an install hint.
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod cluster;
 pub mod pipelined;
 

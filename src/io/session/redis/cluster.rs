@@ -128,10 +128,16 @@ fn node(s: &Session, cl: &ClusterRt, map: &SlotMap, slot: u16, read: bool) -> Op
     if found.is_none() {
         cl.counters.borrow_mut().unserved += 1;
         s.meters.borrow_mut().clients.unroutable += 1;
+        let unreachable = cl.unreachable();
         let why = match map.node_for(slot, read, cl.read_from, s.id) {
-            _ if cl.version.get() == 0 => "the cluster's slot map is not known yet (no seed node answered so far)",
-            Err(NoNode::NoReplica) => "its shard has no healthy replica (read_from = \"replica\")",
-            _ => "no node of the cluster serves it",
+            _ if cl.version.get() == 0 && !unreachable.is_empty() => {
+                format!("the cluster's slot map is not known yet: {unreachable}")
+            }
+            _ if cl.version.get() == 0 => {
+                "the cluster's slot map is not known yet (no seed node answered so far)".into()
+            }
+            Err(NoNode::NoReplica) => "its shard has no healthy replica (read_from = \"replica\")".into(),
+            _ => "no node of the cluster serves it".to_string(),
         };
         let msg = format!("-CLUSTERDOWN ferrule: pool '{}': hash slot {slot}: {why}\r\n", cl.pool);
         s.local(msg.as_bytes());

@@ -250,5 +250,22 @@ print("a", r.get("{{py}}.a"))
     assert_eq!(c.redis_str(&["EXEC"]), EXECABORT);
     assert_eq!(cli(to, &["EXISTS", qk]), "0");
     assert_eq!(c.redis_str(&["SET", qk, "plain"]), "+OK\r\n", "plain requests still follow the move");
+
+    // The node under a blocked command and an open transaction dies: both clients get an error for what was in
+    // flight there (never a reply from another node), and the transaction's EXEC cannot run elsewhere.
+    let dying = primaries[0];
+    let dk = format!("{}.dying", tags[0]);
+    assert_eq!(cluster.owner_of(key_slot(dk.as_bytes())), dying);
+    let mut waiting = Client::connect(port);
+    waiting.send(&common::resp(&["BLPOP", &dk, "0"]));
+    let mut txn = Client::connect(port);
+    assert_eq!(pipeline(&mut txn, &[&["MULTI"], &["SET", &dk, "v"]]), ["+OK\r\n", "+QUEUED\r\n"]);
+    std::thread::sleep(Duration::from_millis(200));
+    let mut cluster = cluster;
+    cluster.kill(dying);
+    let r = String::from_utf8_lossy(&waiting.redis_reply()).into_owned();
+    assert!(r.starts_with(&format!("-ERR ferrule: backend c/127.0.0.1:{dying} (dedicated)")), "{r}");
+    let r = txn.redis_str(&["EXEC"]);
+    assert!(r.starts_with(&format!("-ERR ferrule: backend c/127.0.0.1:{dying} (dedicated)")), "{r}");
     drop(f);
 }

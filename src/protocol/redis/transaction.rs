@@ -495,7 +495,10 @@ mod tests {
                 continue;
             }
             let argc = info.arity.unsigned_abs() as usize;
-            for start in [TxnState::Multi { server: Some(ServerId::Server(0, 0)), aborted: false }] {
+            for start in [
+                TxnState::Multi { server: Some(ServerId::Server(0, 0)), aborted: false },
+                TxnState::Multi { server: Some(ServerId::Slot(0, 0)), aborted: true },
+            ] {
                 let mut state = start;
                 let mut reply = Vec::new();
                 match gate(&mut state, info, argc, &mut reply) {

@@ -116,6 +116,29 @@ pub fn too_many_redirects(pool: &str, max: u8, last: &Redirect<'_>) -> String {
     )
 }
 
+/// The error a client gets for a redirect on a transaction's connection, which ferrule does not follow there
+/// (`io::cluster::Follow::Never`). EXEC's says EXECABORT, which client libraries raise as an aborted transaction.
+pub fn in_transaction(pool: &str, command: &str, redirect: &Redirect<'_>) -> String {
+    let kind = match redirect.kind {
+        RedirectKind::Moved => "MOVED",
+        RedirectKind::Ask => "ASK",
+    };
+    let to = format!("{}:{}", String::from_utf8_lossy(redirect.host), redirect.port);
+    let slot = redirect.slot;
+    if command.eq_ignore_ascii_case("EXEC") {
+        format!(
+            "-EXECABORT Transaction discarded: ferrule: pool '{pool}': hash slot {slot} moved to {to} ({kind}) during \
+             the transaction; nothing was applied, and the slot map is being refreshed\r\n"
+        )
+    } else {
+        format!(
+            "-ERR ferrule: pool '{pool}': {command} was redirected ({kind} {slot} {to}) inside a transaction, which \
+             ferrule does not follow; the transaction is aborted (EXEC answers EXECABORT) and the slot map is being \
+             refreshed\r\n"
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,6 +196,22 @@ mod tests {
             too_many_redirects("c", 5, &r),
             "-ERR ferrule: pool 'c': request redirected 5 times without an answer (last: ASK 7 10.0.0.1:7000); \
              the cluster's slot map is changing or inconsistent\r\n"
+        );
+    }
+
+    #[test]
+    fn a_redirect_inside_a_transaction_becomes_an_error_that_names_it() {
+        let r = parse_redirect(b"-MOVED 866 127.0.0.1:7002\r\n").unwrap();
+        assert_eq!(
+            in_transaction("c", "EXEC", &r),
+            "-EXECABORT Transaction discarded: ferrule: pool 'c': hash slot 866 moved to 127.0.0.1:7002 (MOVED) \
+             during the transaction; nothing was applied, and the slot map is being refreshed\r\n"
+        );
+        let r = parse_redirect(b"-ASK 866 :7002\r\n").unwrap();
+        assert_eq!(
+            in_transaction("c", "SET", &r),
+            "-ERR ferrule: pool 'c': SET was redirected (ASK 866 :7002) inside a transaction, which ferrule does not \
+             follow; the transaction is aborted (EXEC answers EXECABORT) and the slot map is being refreshed\r\n"
         );
     }
 }

@@ -98,6 +98,16 @@ fn the_redirect_bound_and_the_refresh_rate_limit_are_pool_keys() {
 }
 
 #[test]
+fn max_dedicated_connections_applies_to_cluster_pools_per_node() {
+    let cfg = Config::parse(&with("max_dedicated_connections = 7")).unwrap();
+    assert_eq!(cfg.pool("c").unwrap().max_dedicated_connections, 7);
+    assert!(cfg.to_redacted_toml().contains("max_dedicated_connections = 7"));
+    assert_eq!(Config::parse(CLUSTER).unwrap().pool("c").unwrap().max_dedicated_connections, 64);
+    let e = err_of(&with("max_dedicated_connections = 10001"));
+    assert_eq!((e.key(), e.line()), (Some("pools.c.max_dedicated_connections"), Some(10)), "{e}");
+}
+
+#[test]
 fn sharded_keys_are_refused_on_cluster_pools_and_cluster_keys_on_sharded_ones() {
     for (line, key) in [
         ("hash = \"md5\"", "hash"),

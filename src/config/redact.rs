@@ -225,7 +225,7 @@ fn pool_out(pool: &PoolConfig) -> PoolOut<'_> {
         timeout_ms: pool.timeout_ms,
         connect_timeout_ms: pool.connect_timeout_ms,
         server_connections: pool.server_connections,
-        max_dedicated_connections: (redis && sharded).then_some(pool.max_dedicated_connections),
+        max_dedicated_connections: redis.then_some(pool.max_dedicated_connections),
         preconnect: pool.preconnect,
         batching: pool.batching.name(),
         batching_max_hold_us: pool.batching_max_hold_us,

@@ -89,7 +89,6 @@ const NOT_FOR_CLUSTER: &[(&str, &str)] = &[
     ("auto_eject_hosts", "the cluster fails over by itself and ferrule follows its slot map"),
     ("server_failure_limit", "the cluster fails over by itself and ferrule follows its slot map"),
     ("server_retry_timeout_ms", "the cluster fails over by itself and ferrule follows its slot map"),
-    ("max_dedicated_connections", "transactions and blocking commands are not supported on cluster pools yet"),
 ];
 
 /// Top-level keys of twemproxy's stats JSON; a pool with one of these names would clobber them.

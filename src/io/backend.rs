@@ -308,10 +308,7 @@ impl Backend {
         now: Instant,
         timeout: Option<Duration>,
     ) {
-        // About a century stands for "forever": an Instant cannot be unbounded.
-        let forever = Duration::from_secs(100 * 365 * 24 * 3600);
-        let deadline = now.checked_add(timeout.unwrap_or(forever)).unwrap_or(now + self.opts.timeout);
-        self.enqueue_until(encode, waiter, framer, now, deadline)
+        self.enqueue_until(encode, waiter, framer, now, deadline_after(now, timeout, self.opts.timeout))
     }
 
     /// The timeout in force for an ordinary request on this connection (`timeout_ms`).
@@ -338,6 +335,29 @@ impl Backend {
             }
         };
         self.enqueue_with(encode, Some(Waiter::Cluster(r)), framer, now, now + self.opts.timeout)
+    }
+
+    /// [`Backend::enqueue_redirectable`] for a blocking command: its deadline is its own (see
+    /// [`Backend::enqueue_with_timeout`]).
+    pub fn enqueue_redirectable_with_timeout(
+        &self,
+        r: Box<super::cluster::Redirectable>,
+        framer: Framer,
+        now: Instant,
+        timeout: Option<Duration>,
+    ) {
+        let encode = |w: Option<&Waiter>, out: &mut Vec<u8>| {
+            if let Some(Waiter::Cluster(r)) = w {
+                out.extend_from_slice(&r.bytes);
+            }
+        };
+        self.enqueue_with(
+            encode,
+            Some(Waiter::Cluster(r)),
+            framer,
+            now,
+            deadline_after(now, timeout, self.opts.timeout),
+        )
     }
 
     /// [`Backend::enqueue_until`] with an encoder that may read the waiter (which carries a cluster request's
@@ -933,6 +953,13 @@ fn clear_shrunk(buf: &mut Vec<u8>) {
     } else {
         buf.clear();
     }
+}
+
+/// The deadline of a request with its own `timeout` (`None`: none), `fallback` if that cannot be represented.
+fn deadline_after(now: Instant, timeout: Option<Duration>, fallback: Duration) -> Instant {
+    // About a century stands for "forever": an Instant cannot be unbounded.
+    let forever = Duration::from_secs(100 * 365 * 24 * 3600);
+    now.checked_add(timeout.unwrap_or(forever)).unwrap_or(now + fallback)
 }
 
 /// Hands a reply made by the proxy for a failure to its request.

@@ -10,11 +10,20 @@
 //! a short timer, a few times ([`crate::cluster::redirect::TRYAGAIN_RETRIES`]); anything else completes the
 //! client's slot as on a sharded pool.
 //! None of this is on a sharded pool's path: its requests carry a plain `Waiter::Client`.
+//!
+//! Transactions and blocking commands (`io::session::redis::pinned`) run on dedicated connections to the node
+//! that serves their slot (each node has its own [`DedicatedSet`], keyed like the shared connections by the
+//! node's address). Their requests are `Redirectable`s too, with a [`Follow`] that says what a redirect may do:
+//! inside a transaction nothing is followed (the rest of it is on this node's connection, behind a MULTI or a
+//! WATCH that the other node never saw): the redirect becomes an error that says so and the map is refreshed; a
+//! blocking command that was redirected has not blocked (nothing ran), so it is followed on a dedicated
+//! connection to the named node, which replaces the client's lease.
 
 use super::backend::{Backend, BackendOptions, Framer, Waiter};
+use super::dedicated::{DedicatedRef, DedicatedSet, Lease};
 use super::replies::ClientRef;
 use super::stats::Meter;
-use crate::cluster::redirect::{too_many_redirects, Decision, RedirectKind};
+use crate::cluster::redirect::{in_transaction, too_many_redirects, Decision, RedirectKind};
 use crate::cluster::{decide, is_tryagain, tryagain_delay, ReadFrom, SlotMap};
 use crate::config::{PoolConfig, ProxyConfig};
 use crate::protocol::redis::{self, Proto, ReplyShape};
@@ -22,7 +31,7 @@ use crate::stats::ClusterCounters;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,6 +41,9 @@ struct NodeConns {
     conns: Vec<Rc<Backend>>,
     /// The host name the node was known by when connected (its certificate is checked against it with TLS).
     hostname: String,
+    /// Transactions and blocking commands on this node: up to `max_dedicated_connections` per node per worker,
+    /// as per server on a sharded pool.
+    dedicated: DedicatedRef,
 }
 
 pub struct ClusterRt {
@@ -46,6 +58,7 @@ pub struct ClusterRt {
     tls: Option<(Arc<rustls::ClientConfig>, crate::config::PoolTls)>,
     per_proto: usize,
     preconnect: bool,
+    max_dedicated: usize,
     map: RefCell<Arc<SlotMap>>,
     /// The topology version of `map` (control's count; 0 before the first map).
     pub version: Cell<u64>,
@@ -76,6 +89,7 @@ impl ClusterRt {
             tls: cfg.tls.as_ref().map(|t| (crate::tls::for_worker_client(&t.client.config), t.clone())),
             per_proto: cfg.server_connections,
             preconnect: cfg.preconnect,
+            max_dedicated: cfg.max_dedicated_connections,
             map: RefCell::new(Arc::new(SlotMap::empty())),
             version: Cell::new(0),
             by_index: RefCell::new(Vec::new()),
@@ -107,6 +121,9 @@ impl ClusterRt {
                     c.retire();
                     retired.push(c.clone());
                 }
+                // Its transactions and blocked commands finish (or fail) on their connections, as for a node that
+                // left the map; new ones lease from the new set.
+                retired.extend(conns.dedicated.borrow().leased().iter().cloned());
                 *conns = self.connect(node.addr, &node.hostname);
             }
             index.push(conns.clone());
@@ -118,6 +135,9 @@ impl ClusterRt {
                     c.retire();
                     retired.push(c.clone());
                 }
+                // A transaction or a blocked command there finishes (or fails) on its connection; the tick keeps
+                // checking its deadline. Nothing new is leased there: the set is gone from the map's nodes.
+                retired.extend(conns.dedicated.borrow().leased().iter().cloned());
             }
             keep
         });
@@ -148,7 +168,23 @@ impl ClusterRt {
         };
         let mut conns: Vec<Rc<Backend>> = (0..self.per_proto).map(|_| spawn(&opts, self.preconnect)).collect();
         conns.extend((0..self.per_proto).map(|_| spawn(&opts3, false)));
-        Rc::new(NodeConns { conns, hostname: hostname.to_owned() })
+        // Dedicated connections speak TLS to the node under the same name as its shared ones.
+        let dedicated = DedicatedSet::new(addr, label.clone(), opts, opts3, self.max_dedicated);
+        Rc::new(NodeConns { conns, hostname: hostname.to_owned(), dedicated })
+    }
+
+    /// The dedicated connections of the node at `addr` (connecting its shared ones too if it is new: a redirect
+    /// may name a node before the map does).
+    pub fn dedicated_to(&self, addr: SocketAddr) -> DedicatedRef {
+        let conns = self.by_addr.borrow_mut().entry(addr).or_insert_with(|| self.connect(addr, "")).clone();
+        conns.dedicated.clone()
+    }
+
+    /// Every node's dedicated connections, with its address, for the tick's deadline checks and for stats.
+    pub fn dedicated_sets(&self) -> Vec<(SocketAddr, DedicatedRef)> {
+        let mut out: Vec<_> = self.by_addr.borrow().iter().map(|(a, n)| (*a, n.dedicated.clone())).collect();
+        out.sort_by_key(|(a, _)| *a);
+        out
     }
 
     /// The connection of node `index` of the map in force that a client of `proto` uses (fixed per client, so
@@ -223,6 +259,7 @@ impl ClusterRt {
                 c.retire();
                 out.push(c.clone());
             }
+            out.extend(n.dedicated.borrow().leased().iter().cloned());
         }
         self.by_index.borrow_mut().clear();
         out
@@ -249,6 +286,27 @@ pub struct Redirectable {
     /// `-TRYAGAIN` replies retried so far.
     pub retried: u8,
     pub rt: Rc<ClusterRt>,
+    /// What a redirect may do with it.
+    pub follow: Follow,
+}
+
+/// What a redirect of a cluster request may do.
+pub enum Follow {
+    /// An ordinary request: followed on the shared connections.
+    Shared,
+    /// A command on the dedicated connection of a transaction or a WATCH (`command`: its name): never followed.
+    /// The transaction's MULTI, queued commands and WATCHes are on this node, which answers EXEC with
+    /// `-EXECABORT` once a queued command was redirected (redis flags the transaction), or answers EXEC itself
+    /// with the redirect when the slot moved after the commands were queued (and discards the transaction).
+    /// So the client gets an error naming the move, the transaction is not applied anywhere, and the map is
+    /// refreshed for the next one. `timeout`: a blocking command's own (on the WATCHing connection), `None` for
+    /// `timeout_ms`.
+    Never { command: &'static str, timeout: Option<Option<Duration>> },
+    /// A blocking command on a dedicated connection of its own, held in `lease` by the client's session (weak:
+    /// a client that left drops its lease, which closes the connection). A redirect means it has not blocked,
+    /// so it is followed on a dedicated connection to the named node, which replaces the lease. `timeout`: the
+    /// command's own (its block time plus `timeout_ms`; `None`: it blocks for ever).
+    Dedicated { lease: Weak<std::cell::RefCell<Option<Lease>>>, timeout: Option<Duration> },
 }
 
 impl Redirectable {
@@ -259,7 +317,15 @@ impl Redirectable {
     /// Queues it on `backend`.
     pub fn send(self: Box<Self>, backend: &Backend, now: Instant) {
         let framer = Framer::Redis(self.shape);
-        backend.enqueue_redirectable(self, framer, now);
+        let timeout = match &self.follow {
+            Follow::Dedicated { timeout, .. } => Some(*timeout),
+            Follow::Never { timeout, .. } => *timeout,
+            Follow::Shared => None,
+        };
+        match timeout {
+            None => backend.enqueue_redirectable(self, framer, now),
+            Some(timeout) => backend.enqueue_redirectable_with_timeout(self, framer, now, timeout),
+        }
     }
 
     fn into_client(self) -> Waiter {
@@ -277,6 +343,11 @@ pub fn arrive(mut r: Box<Redirectable>, reply: &[u8], latency: Option<Duration>,
     }
     let max = r.rt.max_redirects;
     let redirect = match decide(reply, r.followed, max) {
+        // On a dedicated connection a TRYAGAIN is the client's to retry: a timer resending it would hold the
+        // transaction's or the blocked command's place on a node that may have left the map meanwhile.
+        Decision::Deliver if is_tryagain(reply) && !matches!(r.follow, Follow::Shared) => {
+            return super::backend::deliver_to((*r).into_client(), reply, latency, false);
+        }
         Decision::Deliver if is_tryagain(reply) => {
             let Some(delay) = tryagain_delay(r.retried) else {
                 // Still migrating after every retry: the client gets redis' own answer, which it may retry.
@@ -312,6 +383,12 @@ pub fn arrive(mut r: Box<Redirectable>, reply: &[u8], latency: Option<Duration>,
         }
         Decision::Follow(redirect) => redirect,
     };
+    if let Follow::Never { command, .. } = r.follow {
+        r.rt.want_refresh();
+        r.rt.counters.borrow_mut().redirect_failures += 1;
+        let msg = in_transaction(&r.rt.pool, command, &redirect);
+        return super::backend::deliver_to((*r).into_client(), msg.as_bytes(), latency, true);
+    }
     let addr = if redirect.host.is_empty() {
         Some(SocketAddr::new(r.sent_to.ip(), redirect.port))
     } else if let Some(ip) = std::str::from_utf8(redirect.host).ok().and_then(|h| h.parse::<IpAddr>().ok()) {
@@ -346,7 +423,27 @@ pub fn arrive(mut r: Box<Redirectable>, reply: &[u8], latency: Option<Duration>,
     r.followed += 1;
     r.sent_to = addr;
     r.asked = kind == RedirectKind::Ask;
-    let backend = r.rt.backend_to(addr, r.client_id, r.proto);
+    let backend = match &r.follow {
+        Follow::Dedicated { lease, .. } => {
+            // The client left: its lease is gone, and with it the reason to send this anywhere.
+            let Some(held) = lease.upgrade() else { return };
+            match DedicatedSet::lease(&r.rt.dedicated_to(addr), r.proto) {
+                Ok(new) => {
+                    let backend = new.backend().clone();
+                    // The old connection answered the redirect: nothing blocks there, it is clean to reuse.
+                    if let Some(old) = held.borrow_mut().replace(new) {
+                        old.release();
+                    }
+                    backend
+                }
+                Err(e) => {
+                    let msg = format!("-{}\r\n", e.message());
+                    return super::backend::deliver_to((*r).into_client(), msg.as_bytes(), latency, true);
+                }
+            }
+        }
+        Follow::Shared | Follow::Never { .. } => r.rt.backend_to(addr, r.client_id, r.proto),
+    };
     resend(r, &backend);
 }
 

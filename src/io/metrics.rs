@@ -106,9 +106,16 @@ pub fn server_snapshots(pools: &[PoolRt]) -> Vec<ServerSnapshot> {
             out.push(snap);
         }
         // A cluster pool's servers are the nodes it has connections to, named host:port.
-        for (addr, conns) in p.cluster.iter().flat_map(|c| c.connections()) {
-            let name = addr.to_string();
-            out.push(server_snapshot(&p.name, name.clone(), &name, conns.iter().map(|b| b.stats_snapshot())));
+        if let Some(c) = &p.cluster {
+            let sets = c.dedicated_sets();
+            for (addr, conns) in c.connections() {
+                let name = addr.to_string();
+                let mut snap = server_snapshot(&p.name, name.clone(), &name, conns.iter().map(|b| b.stats_snapshot()));
+                if let Some((_, set)) = sets.iter().find(|(a, _)| *a == addr) {
+                    set.borrow().add_figures(&mut snap);
+                }
+                out.push(snap);
+            }
         }
     }
     out

@@ -748,6 +748,16 @@ async fn tick(worker: Rc<Worker>, tx: Rc<ConnectedSender<FromWorker>>) {
             }
         }
         for c in pools.iter().filter_map(|p| p.cluster.as_ref()) {
+            for (_, set) in c.dedicated_sets() {
+                let leased = set.borrow().leased().to_vec();
+                for b in &leased {
+                    b.check_deadline(now);
+                    // A node that fails under a transaction or a blocked command may be a primary that died.
+                    if b.take_health_events().iter().any(|h| matches!(h, super::backend::Health::Failed(_))) {
+                        c.want_refresh();
+                    }
+                }
+            }
             for (_, conns) in c.connections() {
                 for b in &conns {
                     b.check_deadline(now);

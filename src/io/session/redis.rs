@@ -200,11 +200,10 @@ fn handle(
     // Transactions (and a refused MULTI, which refuses everything up to EXEC/DISCARD): see `pinned`.
     if transaction::needs_gate(pinned.as_ref().map_or(TxnState::Idle, |p| p.txn), info) {
         sc.reply.clear();
-        // Every listener runs transactions: on a route, each keyed command must reach one server (see `pinned`);
-        // not on cluster pools (yet).
-        let supported = !on_cluster_pool(s);
+        // Every listener runs transactions: on a route, each keyed command must reach one server; on a cluster
+        // pool, one slot (see `pinned`).
         let p = pinned.get_or_insert_with(Default::default);
-        let gate = transaction::gate(&mut p.txn, info, sc.args.len(), supported, &mut sc.reply);
+        let gate = transaction::gate(&mut p.txn, info, sc.args.len(), &mut sc.reply);
         if gate != Gate::Run {
             let flow = pinned::step(s, p, gate, info, req, sc, now);
             if matches!(flow, Flow::Retry) {
@@ -234,10 +233,10 @@ fn handle(
             let flow = route(s, pinned.as_deref(), info, Some(kind), req, sc, now, blocked_on);
             routed(flow, pinned, sc)
         }
-        CommandKind::Pool(PoolCmd::Pubsub) | CommandKind::Blocking(_) if on_cluster_pool(s) => {
+        CommandKind::Pool(PoolCmd::Pubsub) if on_cluster_pool(s) => {
             let msg = format!(
-                "-ERR ferrule: {} is not supported on a redis_cluster pool yet (blocking commands need a connection \
-                 of their own to the key's node, and pub/sub is not routed to a cluster)\r\n",
+                "-ERR ferrule: {} is not supported on a redis_cluster pool yet (pub/sub is not routed to a \
+                 cluster)\r\n",
                 info.name
             );
             s.local(msg.as_bytes());
@@ -348,7 +347,7 @@ fn route_keys(
     if let Some(cl) = &pool.cluster {
         let cl = cl.clone();
         drop(pools);
-        return cluster::route(s, &cl, info, split, req, sc, now, blocked_on);
+        return cluster::route(s, &cl, pool_index, pinned, info, split, req, sc, now, blocked_on);
     }
     sc.servers.clear();
     for &k in &sc.keys {

@@ -21,9 +21,10 @@
 //! MULTI`, `-ERR MULTI calls can not be nested`, `-ERR WATCH inside MULTI is not allowed`, `-EXECABORT Transaction
 //! discarded because of previous errors.`.
 //!
-//! On a listener of a `redis_cluster` pool, transactions are not supported yet: MULTI is refused and the session
-//! enters [`TxnState::Refused`], in which every command up to EXEC or DISCARD is refused too, so a client that
-//! pipelines `MULTI; INCR a; INCR b; EXEC` has nothing applied.
+//! On a listener of a `redis_cluster` pool a transaction belongs to a hash slot rather than a server
+//! ([`ServerId::Slot`]), as Redis Cluster itself serves a transaction only when all its keys share one slot: a
+//! queued command of another slot gets redis' `-CROSSSLOT Keys in request don't hash to the same slot` and
+//! aborts the transaction the same way.
 
 use super::commands::{arity_error, arity_ok, CommandInfo, CommandKind, Local};
 use super::encode::{write_error, write_simple};
@@ -38,8 +39,18 @@ pub enum Txn {
     Unwatch,
 }
 
-/// A server as the session names it (pool index, server index); opaque here.
-pub type ServerId = (usize, usize);
+/// Where a transaction (or a WATCH, or a blocking command) runs, as the session names it; opaque here apart from
+/// which CROSSSLOT wording a mismatch gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerId {
+    /// A server of a sharded pool: (pool index, server index).
+    Server(usize, usize),
+    /// A hash slot of a `redis_cluster` pool: (pool index, slot). A slot, not a node: the node serving it is
+    /// looked up in the map in force when the dedicated connection is taken, and a later map change (a reshard,
+    /// a failover) must not make two slots of one node look like one place (Redis Cluster refuses a transaction
+    /// across slots even on one node).
+    Slot(usize, u16),
+}
 
 /// Where a session stands with respect to MULTI.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -53,8 +64,6 @@ pub enum TxnState {
     /// After MULTI. `server` is where the transaction runs once known; `aborted`: a command was refused, so EXEC
     /// answers `-EXECABORT`.
     Multi { server: Option<ServerId>, aborted: bool },
-    /// The client sent MULTI where transactions are not supported: every command up to EXEC or DISCARD is refused.
-    Refused,
 }
 
 /// What the session does with a command, as decided by [`gate`].
@@ -94,17 +103,13 @@ pub enum Placement {
     CrossSlot,
 }
 
-/// The reply to MULTI where transactions are not supported (a listener of a `redis_cluster` pool: every other
-/// listener runs them). It names the consequence, since the client's library usually surfaces only this first
-/// error.
-pub const MULTI_REFUSED: &[u8] = b"ERR MULTI is not supported by ferrule on a redis_cluster pool yet: the commands up \
-to EXEC or DISCARD are refused";
-/// The reply to WATCH where transactions are not supported.
-pub const WATCH_REFUSED: &[u8] = b"ERR WATCH is not supported by ferrule on a redis_cluster pool yet";
 /// EXEC ending an aborted transaction: redis's answer when a queued command was rejected.
 pub const EXEC_ABORTED: &[u8] = b"EXECABORT Transaction discarded because of previous errors.";
 /// A queued command whose keys are on another server than the transaction's.
 pub const CROSSSLOT_IN_TXN: &[u8] = b"CROSSSLOT Keys in request don't hash to the same server as the transaction";
+/// A queued command whose keys are in another hash slot than the transaction's (a `redis_cluster` pool): redis'
+/// own words.
+pub const CROSSSLOT_IN_CLUSTER_TXN: &[u8] = b"CROSSSLOT Keys in request don't hash to the same slot";
 
 /// Whether the session must ask [`gate`] about this command: cheap enough for every request.
 #[inline]
@@ -113,18 +118,17 @@ pub fn needs_gate(state: TxnState, info: &CommandInfo) -> bool {
 }
 
 /// Decides what happens to a command given the session's transaction state, updating the state. `argc` counts
-/// the command name; `supported`: the listener can run transactions (all but cluster pools). When the answer is
-/// [`Gate::Answered`] or [`Gate::EndLocally`], the complete reply has been appended to `reply`.
-pub fn gate(state: &mut TxnState, info: &CommandInfo, argc: usize, supported: bool, reply: &mut Vec<u8>) -> Gate {
+/// the command name. When the answer is [`Gate::Answered`] or [`Gate::EndLocally`], the complete reply has been
+/// appended to `reply`.
+pub fn gate(state: &mut TxnState, info: &CommandInfo, argc: usize, reply: &mut Vec<u8>) -> Gate {
     match *state {
-        TxnState::Idle | TxnState::Watching { .. } => outside_multi(state, info, argc, supported, reply),
+        TxnState::Idle | TxnState::Watching { .. } => outside_multi(state, info, argc, reply),
         TxnState::Multi { .. } => inside_multi(state, info, argc, reply),
-        TxnState::Refused => refused(state, info, info.kind, argc, reply),
     }
 }
 
 /// Idle or watching: only the transaction commands (and HELLO while watching) are decided here.
-fn outside_multi(state: &mut TxnState, info: &CommandInfo, argc: usize, supported: bool, reply: &mut Vec<u8>) -> Gate {
+fn outside_multi(state: &mut TxnState, info: &CommandInfo, argc: usize, reply: &mut Vec<u8>) -> Gate {
     let watching = match *state {
         TxnState::Watching { server } => Some(server),
         _ => None,
@@ -142,11 +146,6 @@ fn outside_multi(state: &mut TxnState, info: &CommandInfo, argc: usize, supporte
         return Gate::Answered;
     }
     match txn {
-        Txn::Multi if !supported => {
-            *state = TxnState::Refused;
-            write_error(reply, MULTI_REFUSED);
-            Gate::Answered
-        }
         Txn::Multi => {
             *state = TxnState::Multi { server: watching, aborted: false };
             if watching.is_some() {
@@ -162,10 +161,6 @@ fn outside_multi(state: &mut TxnState, info: &CommandInfo, argc: usize, supporte
         }
         Txn::Discard => {
             write_error(reply, b"ERR DISCARD without MULTI");
-            Gate::Answered
-        }
-        Txn::Watch if !supported => {
-            write_error(reply, WATCH_REFUSED);
             Gate::Answered
         }
         Txn::Watch => Gate::Watch,
@@ -262,13 +257,13 @@ pub fn place(state: &mut TxnState, server: ServerId, reply: &mut Vec<u8>) -> Pla
         TxnState::Watching { server } => Some(server),
         TxnState::Multi { server, .. } => server,
         TxnState::Idle => None,
-        TxnState::Refused => return Placement::CrossSlot,
     };
     match bound {
         None => Placement::Bind,
         Some(s) if s == server => Placement::Same,
         Some(_) => {
-            write_error(reply, CROSSSLOT_IN_TXN);
+            let words = if matches!(server, ServerId::Slot(..)) { CROSSSLOT_IN_CLUSTER_TXN } else { CROSSSLOT_IN_TXN };
+            write_error(reply, words);
             abort(state);
             Placement::CrossSlot
         }
@@ -280,7 +275,7 @@ pub fn bind(state: &mut TxnState, server: ServerId) {
     match state {
         TxnState::Idle => *state = TxnState::Watching { server },
         TxnState::Multi { server: s, .. } => *s = Some(server),
-        TxnState::Watching { .. } | TxnState::Refused => {}
+        TxnState::Watching { .. } => {}
     }
 }
 
@@ -300,40 +295,6 @@ pub fn bound_server(state: TxnState) -> Option<ServerId> {
     }
 }
 
-/// In a refused transaction: every command gets an error, except QUIT (which redis does not queue either:
-/// it answers +OK and closes) and the commands that end the transaction.
-fn refused(state: &mut TxnState, info: &CommandInfo, kind: CommandKind, argc: usize, reply: &mut Vec<u8>) -> Gate {
-    match kind {
-        // The session answers +OK and closes the connection, which ends the transaction.
-        CommandKind::Local(Local::Quit) => return Gate::Run,
-        CommandKind::Transaction(Txn::Exec) => {
-            *state = TxnState::Idle;
-            if arity_ok(info, argc) {
-                write_error(reply, EXEC_ABORTED);
-            } else {
-                let why = arity_error(info);
-                let why = why.strip_prefix("ERR ").unwrap_or(&why);
-                reply.extend_from_slice(b"-EXECABORT Transaction discarded because of: ");
-                reply.extend_from_slice(why.as_bytes());
-                reply.extend_from_slice(b"\r\n");
-            }
-        }
-        _ if !arity_ok(info, argc) => write_error(reply, arity_error(info).as_bytes()),
-        CommandKind::Transaction(Txn::Discard) => {
-            *state = TxnState::Idle;
-            write_simple(reply, b"OK");
-        }
-        CommandKind::Transaction(Txn::Multi) => write_error(reply, b"ERR MULTI calls can not be nested"),
-        CommandKind::Transaction(Txn::Watch) => write_error(reply, b"ERR WATCH inside MULTI is not allowed"),
-        _ => {
-            reply.extend_from_slice(b"-ERR ");
-            reply.extend_from_slice(info.name.as_bytes());
-            reply.extend_from_slice(b" not run: it follows a MULTI that ferrule refused; EXEC or DISCARD ends it\r\n");
-        }
-    }
-    Gate::Answered
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,7 +304,7 @@ mod tests {
     /// is its first letter (`a1` and `a2` share server `a`) and a dedicated connection is always available. Returns
     /// what happened to each command (`RUN`, `SEND`, `SEND+RELEASE`, `QUEUE`, `HOLD`, `BIND`, `EXEC-KEYLESS`, or the
     /// reply, with `END ` before a reply that ended the transaction) and the final state.
-    fn session(supported: bool, commands: &[&[&str]]) -> (Vec<String>, TxnState) {
+    fn session(commands: &[&[&str]]) -> (Vec<String>, TxnState) {
         let mut state = TxnState::default();
         let replies = commands
             .iter()
@@ -354,8 +315,8 @@ mod tests {
                 }
                 let mut reply = Vec::new();
                 let text = |r: &[u8]| String::from_utf8(r.to_vec()).unwrap();
-                let server = || (0usize, words.get(1).map_or(0, |k| k.as_bytes()[0] as usize));
-                match gate(&mut state, info, words.len(), supported, &mut reply) {
+                let server = || ServerId::Server(0, words.get(1).map_or(0, |k| k.as_bytes()[0] as usize));
+                match gate(&mut state, info, words.len(), &mut reply) {
                     Gate::Run => "RUN".to_string(),
                     Gate::Answered => text(&reply),
                     Gate::EndLocally => format!("END {}", text(&reply)),
@@ -388,10 +349,10 @@ mod tests {
 
     #[test]
     fn outside_a_transaction_only_transaction_commands_are_answered() {
-        let (replies, state) = session(true, &[&["GET", "k"], &["EXEC"], &["DISCARD"], &["UNWATCH"]]);
+        let (replies, state) = session(&[&["GET", "k"], &["EXEC"], &["DISCARD"], &["UNWATCH"]]);
         assert_eq!(replies, ["RUN", "-ERR EXEC without MULTI\r\n", "-ERR DISCARD without MULTI\r\n", "+OK\r\n"]);
         assert_eq!(state, TxnState::Idle);
-        let (replies, _) = session(true, &[&["EXEC", "x"], &["WATCH"], &["MULTI", "x"], &["GET", "k"]]);
+        let (replies, _) = session(&[&["EXEC", "x"], &["WATCH"], &["MULTI", "x"], &["GET", "k"]]);
         assert_eq!(
             replies,
             [
@@ -407,10 +368,8 @@ mod tests {
     #[test]
     fn a_transaction_belongs_to_the_server_of_its_first_key() {
         // redis-py's pipeline(transaction=True): MULTI is answered at once, the first key binds the server.
-        let (replies, state) = session(
-            true,
-            &[&["MULTI"], &["PING"], &["INCR", "a1"], &["INCR", "a2"], &["PING"], &["EXEC"], &["GET", "b"]],
-        );
+        let (replies, state) =
+            session(&[&["MULTI"], &["PING"], &["INCR", "a1"], &["INCR", "a2"], &["PING"], &["EXEC"], &["GET", "b"]]);
         assert_eq!(replies, ["+OK\r\n", "HOLD", "BIND", "QUEUE", "QUEUE", "SEND+RELEASE", "RUN"]);
         assert_eq!(state, TxnState::Idle);
     }
@@ -418,34 +377,31 @@ mod tests {
     #[test]
     fn a_queued_command_for_another_server_aborts_the_transaction() {
         let (replies, state) =
-            session(true, &[&["MULTI"], &["SET", "a1", "v"], &["SET", "b1", "v"], &["SET", "a2", "v"], &["EXEC"]]);
+            session(&[&["MULTI"], &["SET", "a1", "v"], &["SET", "b1", "v"], &["SET", "a2", "v"], &["EXEC"]]);
         assert_eq!(replies, ["+OK\r\n", "BIND", CROSSSLOT, "QUEUE", &format!("END {ABORT}")]);
         assert_eq!(state, TxnState::Idle);
     }
 
     #[test]
     fn watch_binds_the_server_and_multi_goes_to_it() {
-        let (replies, state) = session(
-            true,
-            &[
-                &["WATCH", "a1"],
-                &["WATCH", "a2"],
-                &["WATCH", "b1"],
-                &["GET", "a1"],
-                &["MULTI"],
-                &["SET", "a1", "v"],
-                &["EXEC"],
-            ],
-        );
+        let (replies, state) = session(&[
+            &["WATCH", "a1"],
+            &["WATCH", "a2"],
+            &["WATCH", "b1"],
+            &["GET", "a1"],
+            &["MULTI"],
+            &["SET", "a1", "v"],
+            &["EXEC"],
+        ]);
         assert_eq!(replies, ["BIND", "QUEUE", CROSSSLOT, "RUN", "SEND", "QUEUE", "SEND+RELEASE"]);
         assert_eq!(state, TxnState::Idle);
         // A WATCH on another server outside MULTI is refused, and aborts nothing.
-        let (_, state) = session(true, &[&["WATCH", "a1"], &["WATCH", "b1"]]);
-        assert_eq!(state, TxnState::Watching { server: (0, b'a' as usize) });
-        let (replies, state) = session(true, &[&["WATCH", "a1"], &["UNWATCH"], &["UNWATCH"], &["HELLO", "3"]]);
+        let (_, state) = session(&[&["WATCH", "a1"], &["WATCH", "b1"]]);
+        assert_eq!(state, TxnState::Watching { server: ServerId::Server(0, b'a' as usize) });
+        let (replies, state) = session(&[&["WATCH", "a1"], &["UNWATCH"], &["UNWATCH"], &["HELLO", "3"]]);
         assert_eq!(replies, ["BIND", "SEND+RELEASE", "+OK\r\n", "RUN"]);
         assert_eq!(state, TxnState::Idle);
-        let (replies, _) = session(true, &[&["WATCH", "a1"], &["HELLO", "3"], &["EXEC"], &["DISCARD"]]);
+        let (replies, _) = session(&[&["WATCH", "a1"], &["HELLO", "3"], &["EXEC"], &["DISCARD"]]);
         assert_eq!(
             replies[1..],
             [
@@ -458,31 +414,28 @@ mod tests {
 
     #[test]
     fn discard_and_transactions_without_keys() {
-        let (replies, state) = session(true, &[&["MULTI"], &["SET", "a", "v"], &["DISCARD"], &["SET", "a", "v"]]);
+        let (replies, state) = session(&[&["MULTI"], &["SET", "a", "v"], &["DISCARD"], &["SET", "a", "v"]]);
         assert_eq!(replies, ["+OK\r\n", "BIND", "SEND+RELEASE", "RUN"]);
         assert_eq!(state, TxnState::Idle);
-        let (replies, _) = session(true, &[&["MULTI"], &["PING"], &["DISCARD"]]);
+        let (replies, _) = session(&[&["MULTI"], &["PING"], &["DISCARD"]]);
         assert_eq!(replies, ["+OK\r\n", "HOLD", "END +OK\r\n"]);
-        let (replies, _) = session(true, &[&["MULTI"], &["PING"], &["ECHO", "x"], &["EXEC"]]);
+        let (replies, _) = session(&[&["MULTI"], &["PING"], &["ECHO", "x"], &["EXEC"]]);
         assert_eq!(replies, ["+OK\r\n", "HOLD", "HOLD", "EXEC-KEYLESS"]);
     }
 
     #[test]
     fn inside_multi_refused_commands_abort_and_others_get_redis_errors() {
-        let (replies, state) = session(
-            true,
-            &[
-                &["MULTI"],
-                &["MULTI"],
-                &["WATCH", "k"],
-                &["UNWATCH"],
-                &["GET"],
-                &["AUTH", "pw"],
-                &["SUBSCRIBE", "ch"],
-                &["BLPOP", "a", "0"],
-                &["QUIT"],
-            ],
-        );
+        let (replies, state) = session(&[
+            &["MULTI"],
+            &["MULTI"],
+            &["WATCH", "k"],
+            &["UNWATCH"],
+            &["GET"],
+            &["AUTH", "pw"],
+            &["SUBSCRIBE", "ch"],
+            &["BLPOP", "a", "0"],
+            &["QUIT"],
+        ]);
         assert_eq!(
             replies,
             [
@@ -497,15 +450,34 @@ mod tests {
                 "RUN",
             ]
         );
-        assert_eq!(state, TxnState::Multi { server: Some((0, b'a' as usize)), aborted: true });
+        assert_eq!(state, TxnState::Multi { server: Some(ServerId::Server(0, b'a' as usize)), aborted: true });
         // Nested MULTI and WATCH do not abort.
-        let (replies, _) = session(true, &[&["MULTI"], &["MULTI"], &["WATCH", "a"], &["SET", "a", "v"], &["EXEC"]]);
+        let (replies, _) = session(&[&["MULTI"], &["MULTI"], &["WATCH", "a"], &["SET", "a", "v"], &["EXEC"]]);
         assert_eq!(replies[3..], ["BIND", "SEND+RELEASE"]);
     }
 
     #[test]
+    fn on_a_cluster_pool_a_transaction_belongs_to_a_slot_and_another_slot_gets_redis_crossslot() {
+        let mut state = TxnState::default();
+        let mut reply = Vec::new();
+        let multi = lookup(b"MULTI").unwrap();
+        assert_eq!(gate(&mut state, multi, 1, &mut reply), Gate::Answered);
+        assert_eq!(place(&mut state, ServerId::Slot(0, 7), &mut reply), Placement::Bind);
+        bind(&mut state, ServerId::Slot(0, 7));
+        assert_eq!(place(&mut state, ServerId::Slot(0, 7), &mut reply), Placement::Same);
+        reply.clear();
+        assert_eq!(place(&mut state, ServerId::Slot(0, 8), &mut reply), Placement::CrossSlot);
+        assert_eq!(reply, b"-CROSSSLOT Keys in request don't hash to the same slot\r\n");
+        assert_eq!(state, TxnState::Multi { server: Some(ServerId::Slot(0, 7)), aborted: true });
+        reply.clear();
+        let exec = lookup(b"EXEC").unwrap();
+        assert_eq!(gate(&mut state, exec, 1, &mut reply), Gate::EndLocally);
+        assert_eq!(reply, ABORT.as_bytes());
+    }
+
+    #[test]
     fn exec_with_bad_arity_still_ends_the_transaction() {
-        let (replies, state) = session(true, &[&["MULTI"], &["SET", "a", "v"], &["EXEC", "x"], &["EXEC"]]);
+        let (replies, state) = session(&[&["MULTI"], &["SET", "a", "v"], &["EXEC", "x"], &["EXEC"]]);
         assert_eq!(
             replies[2..],
             [
@@ -516,20 +488,6 @@ mod tests {
         assert_eq!(state, TxnState::Idle);
     }
 
-    const REFUSED: &str = "-ERR MULTI is not supported by ferrule on a redis_cluster pool yet: the commands up to \
-                           EXEC or DISCARD are refused\r\n";
-
-    #[test]
-    fn where_unsupported_a_refused_multi_refuses_everything_up_to_exec() {
-        let (replies, state) =
-            session(false, &[&["MULTI"], &["INCR", "acct"], &["INCR", "acct"], &["EXEC"], &["GET", "acct"]]);
-        let refused = "-ERR INCR not run: it follows a MULTI that ferrule refused; EXEC or DISCARD ends it\r\n";
-        assert_eq!(replies, [REFUSED, refused, refused, ABORT, "RUN"]);
-        assert_eq!(state, TxnState::Idle);
-        let (replies, _) = session(false, &[&["WATCH", "k"], &["MULTI"], &["QUIT"]]);
-        assert_eq!(replies, ["-ERR WATCH is not supported by ferrule on a redis_cluster pool yet\r\n", REFUSED, "RUN"]);
-    }
-
     #[test]
     fn every_refusal_is_one_error_line() {
         for info in super::super::command_table::COMMANDS.iter() {
@@ -537,10 +495,13 @@ mod tests {
                 continue;
             }
             let argc = info.arity.unsigned_abs() as usize;
-            for start in [TxnState::Refused, TxnState::Multi { server: Some((0, 0)), aborted: false }] {
+            for start in [
+                TxnState::Multi { server: Some(ServerId::Server(0, 0)), aborted: false },
+                TxnState::Multi { server: Some(ServerId::Slot(0, 0)), aborted: true },
+            ] {
                 let mut state = start;
                 let mut reply = Vec::new();
-                match gate(&mut state, info, argc, true, &mut reply) {
+                match gate(&mut state, info, argc, &mut reply) {
                     Gate::Answered | Gate::EndLocally => {
                         assert!(reply.starts_with(b"-") || reply == b"+OK\r\n", "{}", info.name);
                         let lines = reply.iter().filter(|&&b| b == b'\n').count();

@@ -7,12 +7,14 @@
 //!   `-CROSSSLOT Keys in request don't hash to the same slot`;
 //! - a slot no shard serves, or a map not known yet: `-CLUSTERDOWN` with what is missing.
 
+use super::pinned::Pinned;
 use super::{write_as_sent, Flow, Scratch};
 use crate::cluster::{key_slot, one_slot, NoNode, SlotMap, CROSSSLOT};
 use crate::io::backend::Backend;
-use crate::io::cluster::{ClusterRt, Redirectable};
+use crate::io::cluster::{ClusterRt, Follow, Redirectable};
 use crate::io::session::Session;
 use crate::io::stats::Meter;
+use crate::protocol::redis::transaction::ServerId;
 use crate::protocol::redis::{self, CommandInfo, ReplyShape, Split};
 use crate::router::group_by_server;
 use std::rc::Rc;
@@ -22,6 +24,8 @@ use std::time::Instant;
 pub(super) fn route(
     s: &mut Session,
     cl: &Rc<ClusterRt>,
+    pool_index: usize,
+    pinned: Option<&Pinned>,
     info: &'static CommandInfo,
     split: Option<Split>,
     req: &[u8],
@@ -45,7 +49,11 @@ pub(super) fn route(
     let read = redis::read_only_may_run(info);
     if one_slot(&sc.servers) {
         let slot = sc.servers[0] as u16;
-        let backend = node(s, cl, &map, slot, read)?;
+        // While a slot's keys are WATCHed, requests for it go on the WATCHing connection, behind the WATCH.
+        let backend = match pinned.and_then(|p| p.watching_at(ServerId::Slot(pool_index, slot))) {
+            Some(b) => b.clone(),
+            None => node(s, cl, &map, slot, read)?,
+        };
         let mut bytes = Vec::with_capacity(req.len());
         write_as_sent(&mut bytes, req, &sc.args);
         let seq = s.q.borrow_mut().reserve();
@@ -64,6 +72,7 @@ pub(super) fn route(
             asked: false,
             retried: 0,
             rt: cl.clone(),
+            follow: Follow::Shared,
         };
         Box::new(r).send(&backend, now);
         if backend.over_queue_bound() {
@@ -80,7 +89,10 @@ pub(super) fn route(
     group_by_server(&sc.servers, &mut sc.groups, &mut sc.key_frag);
     let mut backends = Vec::with_capacity(sc.groups.len());
     for &slot in &sc.groups {
-        let b = node(s, cl, &map, slot as u16, read)?;
+        let b = match pinned.and_then(|p| p.watching_at(ServerId::Slot(pool_index, slot as u16))) {
+            Some(b) => b.clone(),
+            None => node(s, cl, &map, slot as u16, read)?,
+        };
         backends.push(b);
     }
     let seq = super::reserve_split(s, kind, sc, sc.groups.len(), sc.groups.len() as u32);
@@ -113,6 +125,7 @@ pub(super) fn route(
             asked: false,
             retried: 0,
             rt: cl.clone(),
+            follow: Follow::Shared,
         };
         Box::new(r).send(&backend, now);
         if backend.over_queue_bound() {

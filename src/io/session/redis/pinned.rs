@@ -7,10 +7,19 @@
 //! first request on a newly taken connection the session waits for the replies of what it has in flight
 //! ([`Flow::Retry`]), and after a transaction ends or while a command blocks it takes no new request until the
 //! replies are in ([`Flow::DrainFirst`], [`Flow::Blocked`]) — a blocked redis connection reads nothing either.
+//!
+//! On a `redis_cluster` pool a transaction belongs to the hash slot of its first key ([`ServerId::Slot`]) and its
+//! connection is a dedicated one to the node that serves the slot in the map in force when it is taken (each node
+//! has its dedicated set, by address, in `io::cluster`). Its commands are sent as cluster requests that never
+//! follow a redirect ([`Follow::Never`]); a blocking command's connection is held in a cell its request can reach,
+//! so that a redirect (it has not blocked) is followed on a dedicated connection to the named node
+//! ([`Follow::Dedicated`]).
 
 use super::{Flow, Scratch};
+use crate::cluster::key_slot;
 use crate::config::Target;
 use crate::io::backend::{Backend, Framer, Waiter};
+use crate::io::cluster::{ClusterRt, Follow, Redirectable};
 use crate::io::dedicated::{DedicatedSet, Lease};
 use crate::io::pool::PoolRt;
 use crate::io::session::routed::{self, KeyDest};
@@ -20,6 +29,7 @@ use crate::protocol::redis::blocking::{self, Block, BlockTime};
 use crate::protocol::redis::transaction::{self, Gate, Placement, ServerId, TxnState};
 use crate::protocol::redis::{self, CommandInfo, ReplyShape};
 use crate::routes::{Ctx, Op};
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -34,11 +44,15 @@ pub(super) struct Pinned {
     pub txn: TxnState,
     /// The connection of the transaction (or of the WATCH before it), for the server the state names.
     txn_lease: Option<Lease>,
+    /// The cluster pool of `txn_lease`, when it is a cluster node's: its commands go as cluster requests that
+    /// turn a redirect into an error.
+    txn_cluster: Option<Rc<ClusterRt>>,
     /// Commands without keys queued before the transaction had a server, encoded, and how many.
     held: Vec<u8>,
     held_count: usize,
-    /// The connection of a blocking command in flight, when it is not the transaction's.
-    block_lease: Option<Lease>,
+    /// The connection of a blocking command in flight, when it is not the transaction's. In a cell the request
+    /// reaches (weakly) on a cluster pool, where following a redirect replaces the connection.
+    block_lease: Option<Rc<RefCell<Option<Lease>>>>,
     /// The per-command stats id of a request answered [`Flow::Retry`]: it was counted when first handled.
     pub retried: Option<Option<CommandId>>,
     /// Subscriptions and their connections, once the client subscribed (`super::pubsub`).
@@ -49,8 +63,13 @@ impl Pinned {
     /// The WATCHing connection, when `server` is the one it watches on: the client's requests to that server go
     /// there, so none overtakes the WATCH.
     pub fn watching(&self, pool: usize, server: usize) -> Option<&Rc<Backend>> {
+        self.watching_at(ServerId::Server(pool, server))
+    }
+
+    /// [`Pinned::watching`] for any place (on a cluster pool, a slot).
+    pub fn watching_at(&self, at: ServerId) -> Option<&Rc<Backend>> {
         match self.txn {
-            TxnState::Watching { server: s } if s == (pool, server) => self.txn_lease.as_ref().map(Lease::backend),
+            TxnState::Watching { server } if server == at => self.txn_lease.as_ref().map(Lease::backend),
             _ => None,
         }
     }
@@ -76,6 +95,7 @@ impl Pinned {
         if let Some(lease) = self.txn_lease.take() {
             lease.release();
         }
+        self.txn_cluster = None;
     }
 }
 
@@ -122,7 +142,7 @@ pub(super) fn step(
                 return Flow::Continue;
             };
             let shape = if info.name == "EXEC" { ReplyShape::of(info).array() } else { ReplyShape::of(info).status() };
-            send(s, lease.backend(), sc, req, shape, now, None);
+            send_txn(s, lease.backend(), p.txn_cluster.as_ref(), info, sc, req, shape, now);
             if release {
                 p.end_transaction();
                 Flow::DrainFirst
@@ -132,7 +152,7 @@ pub(super) fn step(
         }
         Gate::QueueKeyless => {
             if let Some(lease) = &p.txn_lease {
-                send(s, lease.backend(), sc, req, ReplyShape::of(info).status(), now, None);
+                send_txn(s, lease.backend(), p.txn_cluster.as_ref(), info, sc, req, ReplyShape::of(info).status(), now);
             } else if p.held.len() + req.len() > MAX_HELD_BYTES {
                 transaction::abort(&mut p.txn);
                 s.local(b"-ERR ferrule: too many commands without keys before the transaction's first key; the transaction is aborted\r\n");
@@ -164,7 +184,8 @@ pub(super) fn step(
                 }
                 Placement::Same => {
                     if let Some(lease) = &p.txn_lease {
-                        send(s, lease.backend(), sc, req, ReplyShape::of(info).status(), now, None);
+                        let status = ReplyShape::of(info).status();
+                        send_txn(s, lease.backend(), p.txn_cluster.as_ref(), info, sc, req, status, now);
                     }
                     Flow::Continue
                 }
@@ -173,8 +194,8 @@ pub(super) fn step(
                         // Nothing was changed yet: the command is handled again once earlier replies are in.
                         return Flow::Retry;
                     }
-                    let lease = match take(s, server) {
-                        Ok(lease) => lease,
+                    let (lease, cluster) = match take(s, server) {
+                        Ok(taken) => taken,
                         Err(msg) => {
                             if queued {
                                 transaction::abort(&mut p.txn);
@@ -186,11 +207,13 @@ pub(super) fn step(
                     transaction::bind(&mut p.txn, server);
                     let backend = lease.backend().clone();
                     p.txn_lease = Some(lease);
+                    p.txn_cluster = cluster;
                     if queued {
                         // MULTI was answered when it came; the held commands were answered +QUEUED.
                         open_transaction(&backend, p, now);
                     }
-                    send(s, &backend, sc, req, ReplyShape::of(info).status(), now, None);
+                    let status = ReplyShape::of(info).status();
+                    send_txn(s, &backend, p.txn_cluster.as_ref(), info, sc, req, status, now);
                     Flow::Continue
                 }
             }
@@ -229,19 +252,22 @@ fn exec_keyless(
     let server = match s.listener.target() {
         Target::Pool(pool_index) => {
             let pools = s.worker.pools.borrow();
-            pools
-                .get(pool_index)
-                .and_then(|pool| pool.router.server_for(b""))
-                .map(|server| (pool_index, server))
-                .ok_or_else(|| "-ERR ferrule: the pool has no server available\r\n".to_string())
+            match pools.get(pool_index) {
+                // A cluster pool: the slot of the empty key, as for a sharded pool its server.
+                Some(pool) if pool.cluster.is_some() => Ok(ServerId::Slot(pool_index, key_slot(b""))),
+                pool => pool
+                    .and_then(|pool| pool.router.server_for(b""))
+                    .map(|server| ServerId::Server(pool_index, server))
+                    .ok_or_else(|| "-ERR ferrule: the pool has no server available\r\n".to_string()),
+            }
         }
         target => routed_server(s, info, target, std::iter::once(&b""[..])),
     };
     let lease = server.and_then(|server| take(s, server));
     match lease {
-        Ok(lease) => {
+        Ok((lease, cluster)) => {
             open_transaction(lease.backend(), p, now);
-            send(s, lease.backend(), sc, req, ReplyShape::of(info).array(), now, None);
+            send_txn(s, lease.backend(), cluster.as_ref(), info, sc, req, ReplyShape::of(info).array(), now);
             lease.release();
         }
         Err(msg) => s.local(msg.as_bytes()),
@@ -277,27 +303,43 @@ pub(super) fn blocking(
             return Some(Flow::Continue);
         }
     };
-    let backend = match p.watching(server.0, server.1) {
-        Some(b) => b.clone(),
-        None => {
-            if s.q.borrow().inflight() > 0 {
-                return Some(Flow::Retry);
-            }
-            match take(s, server) {
-                Ok(lease) => {
-                    let b = lease.backend().clone();
-                    p.block_lease = Some(lease);
-                    b
-                }
-                Err(msg) => {
-                    s.local(msg.as_bytes());
-                    return Some(Flow::Continue);
-                }
+    let shape = ReplyShape::for_request(info, &sc.args, req);
+    if let Some(b) = p.watching_at(server) {
+        // On the WATCHing connection: on a cluster pool, a redirect there is not followed (the WATCH stays on
+        // this node), as for the transaction's own commands.
+        let (b, cluster) = (b.clone(), p.txn_cluster.clone());
+        let timeout = block.request_timeout(b.timeout());
+        match cluster {
+            None => send(s, &b, sc, req, shape, now, Some(timeout)),
+            Some(cl) => {
+                let follow = Follow::Never { command: info.name, timeout: Some(timeout) };
+                send_cluster(s, &b, &cl, sc, req, shape, now, follow);
             }
         }
+        return Some(Flow::Blocked);
+    }
+    if s.q.borrow().inflight() > 0 {
+        return Some(Flow::Retry);
+    }
+    let (lease, cluster) = match take(s, server) {
+        Ok(taken) => taken,
+        Err(msg) => {
+            s.local(msg.as_bytes());
+            return Some(Flow::Continue);
+        }
     };
+    let backend = lease.backend().clone();
     let timeout = block.request_timeout(backend.timeout());
-    send(s, &backend, sc, req, ReplyShape::for_request(info, &sc.args, req), now, Some(timeout));
+    let held = Rc::new(RefCell::new(Some(lease)));
+    match cluster {
+        None => send(s, &backend, sc, req, shape, now, Some(timeout)),
+        Some(cl) => {
+            // Not blocked yet if it is redirected: followed, on a dedicated connection to the named node.
+            let follow = Follow::Dedicated { lease: Rc::downgrade(&held), timeout };
+            send_cluster(s, &backend, &cl, sc, req, shape, now, follow);
+        }
+    }
+    p.block_lease = Some(held);
     Some(Flow::Blocked)
 }
 
@@ -336,8 +378,11 @@ pub(super) async fn wait_blocked(s: &Session, inb: &mut InBuf, p: &mut Pinned) -
     if s.q.borrow().closed {
         return Next::Stop;
     }
-    if let Some(lease) = p.block_lease.take() {
-        lease.release();
+    if let Some(held) = p.block_lease.take() {
+        let lease = held.borrow_mut().take();
+        if let Some(lease) = lease {
+            lease.release();
+        }
     }
     Next::Parse
 }
@@ -358,6 +403,14 @@ fn one_server(s: &Session, info: &'static CommandInfo, req: &[u8], sc: &mut Scra
     };
     let pools = s.worker.pools.borrow();
     let pool = pools.get(pool_index).ok_or_else(|| "-ERR ferrule: listener has no pool\r\n".to_string())?;
+    if pool.cluster.is_some() {
+        // Redis Cluster runs a command whose keys share one slot (even two slots of one node are refused).
+        let slot = key_slot(&req[sc.args[sc.keys[0]].clone()]);
+        if sc.keys.iter().any(|&k| key_slot(&req[sc.args[k].clone()]) != slot) {
+            return Err(String::from_utf8_lossy(crate::cluster::CROSSSLOT).into_owned());
+        }
+        return Ok(ServerId::Slot(pool_index, slot));
+    }
     let mut server = None;
     for &k in &sc.keys {
         let Some(this) = pool.router.server_for(&req[sc.args[k].clone()]) else {
@@ -369,7 +422,7 @@ fn one_server(s: &Session, info: &'static CommandInfo, req: &[u8], sc: &mut Scra
         }
         server = Some(this);
     }
-    Ok((pool_index, server.unwrap_or_default()))
+    Ok(ServerId::Server(pool_index, server.unwrap_or_default()))
 }
 
 /// A listener whose route is a route: every key decided by the route tree must reach one server of one pool,
@@ -396,7 +449,7 @@ fn routed_server<'k>(
     let mut server = None;
     for d in dests {
         let this = match d {
-            KeyDest::Server { pool, server, strip: 0 } => (pool, server),
+            KeyDest::Server { pool, server, strip: 0 } => ServerId::Server(pool, server),
             KeyDest::Server { .. } => return cannot("its route strips a key prefix".into()),
             KeyDest::Canned(_) => return cannot("its route answers by itself (an error or null route)".into()),
             KeyDest::Fan { route, .. } => {
@@ -412,16 +465,96 @@ fn routed_server<'k>(
     server.ok_or_else(|| format!("-ERR ferrule: {} needs at least one key to route by\r\n", info.name))
 }
 
-/// A dedicated connection to `server` in the client's protocol version, or the error reply.
-fn take(s: &Session, (pool_index, server): ServerId) -> Result<Lease, String> {
+/// A dedicated connection to `server` in the client's protocol version (with the cluster pool it is a node of,
+/// if it is one), or the error reply. A slot's connection is to its primary in the map in force.
+fn take(s: &Session, at: ServerId) -> Result<(Lease, Option<Rc<ClusterRt>>), String> {
     let pools = s.worker.pools.borrow();
-    let set = pools
-        .get(pool_index)
-        .and_then(|pool: &PoolRt| pool.servers.get(server))
-        .map(|srv| srv.dedicated.clone())
-        .ok_or_else(|| "-ERR ferrule: listener has no pool\r\n".to_string())?;
+    let no_pool = || "-ERR ferrule: listener has no pool\r\n".to_string();
+    let (set, cluster) = match at {
+        ServerId::Server(pool_index, server) => {
+            let set = pools
+                .get(pool_index)
+                .and_then(|pool: &PoolRt| pool.servers.get(server))
+                .map(|srv| srv.dedicated.clone())
+                .ok_or_else(no_pool)?;
+            (set, None)
+        }
+        ServerId::Slot(pool_index, slot) => {
+            let cl = pools.get(pool_index).and_then(|pool| pool.cluster.clone()).ok_or_else(no_pool)?;
+            let map = cl.map();
+            let Some(node) = map.node_for(slot, false, cl.read_from, s.id).ok().and_then(|i| map.nodes.get(i)) else {
+                cl.counters.borrow_mut().unserved += 1;
+                s.meters.borrow_mut().clients.unroutable += 1;
+                let why = if cl.version.get() == 0 {
+                    "the cluster's slot map is not known yet (no seed node answered so far)"
+                } else {
+                    "no node of the cluster serves it"
+                };
+                return Err(format!("-CLUSTERDOWN ferrule: pool '{}': hash slot {slot}: {why}\r\n", cl.pool));
+            };
+            (cl.dedicated_to(node.addr), Some(cl))
+        }
+    };
     drop(pools);
-    DedicatedSet::lease(&set, s.proto).map_err(|e| format!("-{}\r\n", e.message()))
+    let lease = DedicatedSet::lease(&set, s.proto).map_err(|e| format!("-{}\r\n", e.message()))?;
+    Ok((lease, cluster))
+}
+
+/// Sends a command of a transaction (or a WATCH) on its connection: on a cluster node as a request whose
+/// redirect becomes an error ([`Follow::Never`]).
+#[allow(clippy::too_many_arguments)]
+fn send_txn(
+    s: &Session,
+    backend: &Rc<Backend>,
+    cluster: Option<&Rc<ClusterRt>>,
+    info: &'static CommandInfo,
+    sc: &Scratch,
+    req: &[u8],
+    shape: ReplyShape,
+    now: Instant,
+) {
+    match cluster {
+        None => send(s, backend, sc, req, shape, now, None),
+        Some(cl) => {
+            let follow = Follow::Never { command: info.name, timeout: None };
+            send_cluster(s, backend, cl, sc, req, shape, now, follow);
+        }
+    }
+}
+
+/// Sends the client's request on a cluster node's dedicated connection as a cluster request (it carries its
+/// bytes, and `follow` says what a redirect may do); its reply answers the client.
+#[allow(clippy::too_many_arguments)]
+fn send_cluster(
+    s: &Session,
+    backend: &Backend,
+    cl: &Rc<ClusterRt>,
+    sc: &Scratch,
+    req: &[u8],
+    shape: ReplyShape,
+    now: Instant,
+    follow: Follow,
+) {
+    let mut bytes = Vec::with_capacity(req.len());
+    encode_request(&mut bytes, sc, req);
+    let seq = s.q.borrow_mut().reserve();
+    let r = Redirectable {
+        client: s.q.clone(),
+        seq,
+        frag: None,
+        meter: sc.command.map(|c| Meter::new(&s.meters, c, now, false)),
+        bytes,
+        shape,
+        client_id: s.id,
+        proto: s.proto,
+        sent_to: backend.addr,
+        followed: 0,
+        asked: false,
+        retried: 0,
+        rt: cl.clone(),
+        follow,
+    };
+    Box::new(r).send(backend, now);
 }
 
 /// Sends the client's request on `backend`; its reply answers the client. `timeout`: the request's own (a

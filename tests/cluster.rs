@@ -792,6 +792,16 @@ fn a_tls_only_cluster_is_reached_over_tls_for_every_node_and_a_wrong_ca_fails_cl
     assert_eq!(c.redis_str(&["SET", key, "after"]), "+OK\r\n");
     assert_eq!(cluster.cli(to, &["GET", key]), "after");
 
+    // Transactions and blocking commands run on dedicated connections to the slot's node: over TLS too.
+    assert_eq!(c.redis_str(&["MULTI"]), "+OK\r\n");
+    assert_eq!(c.redis_str(&["SET", "{tls-txn}.n", "1"]), "+QUEUED\r\n");
+    assert_eq!(c.redis_str(&["INCR", "{tls-txn}.n"]), "+QUEUED\r\n");
+    assert_eq!(c.redis_str(&["EXEC"]), "*2\r\n+OK\r\n:2\r\n");
+    assert_eq!(cluster.cli(cluster.owner_of(key_slot(b"{tls-txn}.n")), &["GET", "{tls-txn}.n"]), "2");
+    assert_eq!(c.redis_str(&["BLPOP", "{tls-txn}.list", "0.1"]), "*-1\r\n");
+    assert_eq!(c.redis_str(&["RPUSH", "{tls-txn}.list", "x"]), ":1\r\n");
+    assert_eq!(c.redis_str(&["BLPOP", "{tls-txn}.list", "1"]), "*2\r\n$14\r\n{tls-txn}.list\r\n$1\r\nx\r\n");
+
     // read_from = replica: reads go to the replicas, over TLS, on READONLY connections.
     let replicas: Vec<u16> = cluster.ports.iter().copied().filter(|n| !primaries.contains(n)).collect();
     let before: u64 = replicas.iter().map(|&n| get_calls(&cluster, n)).sum();

@@ -52,6 +52,27 @@ pub struct ClusterRt {
     retired: RefCell<Vec<Rc<Backend>>>,
     refresh_wanted: Cell<bool>,
     pub counters: RefCell<ClusterCounters>,
+    /// Subscriber connections open now, per node (`io::session::redis::pubsub`), each node's bounded by the
+    /// pool's `max_dedicated_connections` on this worker.
+    subscribers: RefCell<HashMap<SocketAddr, usize>>,
+    max_subscribers: usize,
+}
+
+/// A place for one subscriber connection to one node, counted until dropped (see [`ClusterRt::subscriber`]).
+pub struct NodeSubscriber {
+    rt: Rc<ClusterRt>,
+    pub addr: SocketAddr,
+    pub label: String,
+    /// The options of the node's shared connections of the client's version (prelude: AUTH, READONLY, HELLO 3).
+    pub opts: BackendOptions,
+}
+
+impl Drop for NodeSubscriber {
+    fn drop(&mut self) {
+        if let Some(n) = self.rt.subscribers.borrow_mut().get_mut(&self.addr) {
+            *n = n.saturating_sub(1);
+        }
+    }
 }
 
 impl ClusterRt {
@@ -75,7 +96,34 @@ impl ClusterRt {
             retired: RefCell::new(Vec::new()),
             refresh_wanted: Cell::new(false),
             counters: RefCell::new(ClusterCounters::default()),
+            subscribers: RefCell::new(HashMap::new()),
+            max_subscribers: cfg.max_dedicated_connections,
         })
+    }
+
+    /// A place for a subscriber connection of version `proto` to the node at `addr` (which the caller opens and
+    /// runs), or the error reply (without its `-`) when the node has `max_dedicated_connections` already.
+    pub fn subscriber(self: &Rc<Self>, addr: SocketAddr, proto: Proto) -> Result<NodeSubscriber, String> {
+        let label = format!("{}/{addr}", self.pool);
+        {
+            let mut subs = self.subscribers.borrow_mut();
+            let n = subs.entry(addr).or_insert(0);
+            if *n >= self.max_subscribers {
+                return Err(format!(
+                    "ERR ferrule: node {label} has no subscriber connection available (max_dedicated_connections = {})",
+                    self.max_subscribers
+                ));
+            }
+            *n += 1;
+        }
+        self.counters.borrow_mut().subscribers_opened += 1;
+        let opts = if proto == Proto::Resp3 { self.opts3.clone() } else { self.opts.clone() };
+        Ok(NodeSubscriber { rt: self.clone(), addr, label, opts })
+    }
+
+    /// Subscriber connections open now, over every node.
+    pub fn subscribers(&self) -> u64 {
+        self.subscribers.borrow().values().sum::<usize>() as u64
     }
 
     /// The map in force.
@@ -154,7 +202,11 @@ impl ClusterRt {
 
     /// This worker's counters, with the map version it routes by.
     pub fn counters(&self) -> ClusterCounters {
-        ClusterCounters { version: self.version.get(), ..self.counters.borrow().clone() }
+        ClusterCounters {
+            version: self.version.get(),
+            subscribers: self.subscribers(),
+            ..self.counters.borrow().clone()
+        }
     }
 
     /// Every connection, for the tick's deadline checks and for stats, with the node's address.

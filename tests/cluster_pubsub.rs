@@ -239,12 +239,28 @@ fn a_moved_slot_unsubscribes_and_the_resubscription_goes_to_the_new_owner(
     port: u16,
     f: &Ferrule,
 ) {
+    // First with no subscriber on the slot: nothing tells ferrule of the move (no periodic refresh), so its
+    // SSUBSCRIBE goes by the stale map to the old owner, which answers -MOVED; ferrule follows it.
+    let stale = "{stale}.orders";
+    let stale_slot = key_slot(stale.as_bytes());
+    let stale_from = cluster.owner_of(stale_slot);
+    let stale_to = *primaries.iter().find(|&&p| p != stale_from).unwrap();
+    cluster.move_slot(stale_slot, stale_from, stale_to, &[], true);
+    let moved_before = cluster_stat(f, "moved");
+    let mut sub = Client::connect(port);
+    assert_eq!(send_read(&mut sub, &["SSUBSCRIBE", stale], 1)[0], confirmation("ssubscribe", stale, 1));
+    assert_eq!(cluster_stat(f, "moved"), moved_before + 1, "the SSUBSCRIBE met the old owner's MOVED");
+    assert_eq!(node_numsub(stale_to, "SHARDNUMSUB", stale), format!("{stale}\n1"), "subscribed on the new owner");
+    assert_eq!(cli(stale_to, &["SPUBLISH", stale, "x"]), "1");
+    assert_eq!(reply(&mut sub), smessage(stale, "x"));
+    assert_eq!(send_read(&mut sub, &["SUNSUBSCRIBE", stale], 1)[0], confirmation("sunsubscribe", stale, 0));
+    cluster.move_slot(stale_slot, stale_to, stale_from, &[], true);
+
     let ch = "{mv}.orders";
     let slot = key_slot(ch.as_bytes());
     let from = cluster.owner_of(slot);
     let to = *primaries.iter().find(|&&p| p != from).unwrap();
     let other = name_on(cluster, "stay:", from);
-    let mut sub = Client::connect(port);
     assert_eq!(send_read(&mut sub, &["SSUBSCRIBE", ch], 1)[0], confirmation("ssubscribe", ch, 1));
     // A second shard channel on the same node, whose slot stays: it is not disturbed.
     assert_eq!(send_read(&mut sub, &["SSUBSCRIBE", &other], 1)[0], confirmation("ssubscribe", &other, 2));

@@ -19,6 +19,13 @@
 //! it is not subscribed on (a channel's server changed, a pattern's pool gained a live server, the pool's servers
 //! changed), the client's connection is closed with a warning in the log, as a Redis Cluster client's subscription
 //! connection is on a reshard; subscribing again places every subscription where publishers now publish.
+//!
+//! On a `redis_cluster` pool a subscription lives on a node (by address): the primary serving the name's slot,
+//! for channels and patterns too, since a cluster delivers every PUBLISH to every node (see [`cluster_placed`]).
+//! A node that loses a shard channel's slot unsubscribes its subscribers itself (`sunsubscribe`), which is passed
+//! on so the client subscribes again by the new map; an SSUBSCRIBE sent by a stale map follows the node's
+//! `-MOVED`. A node that fails, or leaves the map ([`cluster_map_changed`]), ends its subscribed clients as above:
+//! re-subscribing for them would hide the messages lost meanwhile.
 
 use super::{Flow, Pinned, Scratch};
 use crate::cluster::redirect::RedirectKind;

@@ -20,7 +20,7 @@
 //! connection to the named node, which replaces the client's lease.
 
 use super::backend::{Backend, BackendOptions, Framer, Waiter};
-use super::dedicated::{DedicatedRef, DedicatedSet, Lease};
+use super::dedicated::{DedicatedRef, DedicatedSet, Lease, SubscriberSlot};
 use super::replies::ClientRef;
 use super::stats::Meter;
 use crate::cluster::redirect::{in_transaction, too_many_redirects, Decision, RedirectKind};
@@ -99,6 +99,22 @@ impl ClusterRt {
             unreachable: RefCell::new(String::new()),
             counters: RefCell::new(ClusterCounters::default()),
         })
+    }
+
+    /// A place for a subscriber connection of version `proto` to the node at `addr` (which the caller opens and
+    /// runs), or the error reply (without its `-`) when the node's dedicated set is full: subscriber connections
+    /// share `max_dedicated_connections` with transactions and blocking commands, and the node's TLS options, as
+    /// on a sharded pool's server.
+    pub fn subscriber(&self, addr: SocketAddr, proto: Proto) -> Result<SubscriberSlot, String> {
+        let set = self.dedicated_to(addr);
+        let place = DedicatedSet::subscriber(&set, proto).map_err(|e| e.message())?;
+        self.counters.borrow_mut().subscribers_opened += 1;
+        Ok(place)
+    }
+
+    /// Subscriber connections open now, over every node connected to.
+    pub fn subscribers(&self) -> u64 {
+        self.by_addr.borrow().values().map(|n| n.dedicated.borrow().subscribers() as u64).sum()
     }
 
     /// The map in force.
@@ -232,7 +248,11 @@ impl ClusterRt {
 
     /// This worker's counters, with the map version it routes by.
     pub fn counters(&self) -> ClusterCounters {
-        ClusterCounters { version: self.version.get(), ..self.counters.borrow().clone() }
+        ClusterCounters {
+            version: self.version.get(),
+            subscribers: self.subscribers(),
+            ..self.counters.borrow().clone()
+        }
     }
 
     /// Every connection, for the tick's deadline checks and for stats, with the node's address.

@@ -142,6 +142,11 @@ impl DedicatedSet {
     }
 
     /// The connections leased now (the worker checks their deadlines).
+    /// Subscriber connections open now.
+    pub fn subscribers(&self) -> usize {
+        self.subscribers
+    }
+
     pub fn leased(&self) -> &[Rc<Backend>] {
         &self.leased
     }

@@ -895,6 +895,8 @@ async fn serve_control(worker: Rc<Worker>, mut rx: ConnectedReceiver<ToWorker>, 
                 if let Some(c) = pools.iter().find(|p| p.name == pool).and_then(|p| p.cluster.as_ref()) {
                     if version > c.version.get() {
                         c.install(map, version);
+                        // Subscriptions on a node that left the map end (see `session::redis::pubsub`).
+                        super::session::cluster_subscriptions_moved(c);
                     }
                 }
             }

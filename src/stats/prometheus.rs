@@ -150,7 +150,7 @@ fn render_clusters(e: &mut Exposition, stats: &ProxyStats) {
         e.sample("ferrule_cluster_redirects_total", &[("pool", &c.pool), ("kind", "tryagain")], c.counters.tryagain);
     }
     type Field = fn(&super::merge::ClusterTotals) -> u64;
-    let counters: [(&str, &str, Field); 5] = [
+    let counters: [(&str, &str, Field); 7] = [
         (
             "ferrule_cluster_redirect_failures_total",
             "Requests failed after too many redirects or a redirect to a host not in the slot map.",
@@ -168,8 +168,18 @@ fn render_clusters(e: &mut Exposition, stats: &ProxyStats) {
             c.refreshes
         }),
         ("ferrule_cluster_refresh_failures_total", "Topology reads that no node answered.", |c| c.refresh_failures),
+        (
+            "ferrule_cluster_subscribers_opened_total",
+            "Subscriber (pub/sub) connections opened to cluster nodes.",
+            |c| c.counters.subscribers_opened,
+        ),
+        (
+            "ferrule_cluster_slot_unsubscribes_total",
+            "Shard channel subscriptions ended by their node losing the slot (sunsubscribe passed to the client).",
+            |c| c.counters.slot_unsubscribes,
+        ),
     ];
-    let gauges: [(&str, &str, Field); 4] = [
+    let gauges: [(&str, &str, Field); 5] = [
         ("ferrule_cluster_topology_version", "Slot maps control has seen change since start (1: the first).", |c| {
             c.version
         }),
@@ -178,6 +188,9 @@ fn render_clusters(e: &mut Exposition, stats: &ProxyStats) {
         }),
         ("ferrule_cluster_shards", "Shards (primaries serving slots) in the map in force.", |c| c.shards),
         ("ferrule_cluster_nodes", "Nodes (primaries and healthy replicas) in the map in force.", |c| c.nodes),
+        ("ferrule_cluster_subscribers", "Subscriber (pub/sub) connections open to cluster nodes.", |c| {
+            c.counters.subscribers
+        }),
     ];
     for (name, help, field) in counters {
         e.family(name, "counter", help);

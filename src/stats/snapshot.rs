@@ -216,6 +216,13 @@ pub struct ClusterCounters {
     pub unserved: u64,
     /// Topology refreshes asked of control (after redirects and failed nodes; control rate-limits them).
     pub refresh_requests: u64,
+    /// Subscriber connections (pub/sub) opened to the cluster's nodes.
+    pub subscribers_opened: u64,
+    /// Shard channel subscriptions a node ended because it lost the channel's slot (its `sunsubscribe` passed on
+    /// to the client, which subscribes again by the new map).
+    pub slot_unsubscribes: u64,
+    /// Subscriber connections open now (a gauge).
+    pub subscribers: u64,
     /// The slot map version the worker routes by.
     pub version: u64,
 }
@@ -228,6 +235,9 @@ impl ClusterCounters {
         self.redirect_failures += o.redirect_failures;
         self.unserved += o.unserved;
         self.refresh_requests += o.refresh_requests;
+        self.subscribers_opened += o.subscribers_opened;
+        self.slot_unsubscribes += o.slot_unsubscribes;
+        self.subscribers += o.subscribers;
         // Workers may be a broadcast apart: the oldest map still in use is what matters.
         self.version = if self.version == 0 { o.version } else { self.version.min(o.version) };
     }

@@ -83,7 +83,7 @@ fn push_pool(out: &mut String, p: &PoolTotals, cluster: Option<&super::merge::Cl
     // A cluster pool's own figures are numbers beside the servers' objects, so tools that read every object of a
     // pool as a server see only the nodes.
     if let Some(c) = cluster {
-        let fields: [(&str, u64); 11] = [
+        let fields: [(&str, u64); 14] = [
             ("cluster_topology_version", c.version),
             ("cluster_refreshes", c.refreshes),
             ("cluster_refresh_failures", c.refresh_failures),
@@ -95,6 +95,9 @@ fn push_pool(out: &mut String, p: &PoolTotals, cluster: Option<&super::merge::Cl
             ("cluster_unserved", c.counters.unserved),
             ("cluster_slots_served", c.slots_served),
             ("cluster_nodes", c.nodes),
+            ("cluster_subscribers", c.counters.subscribers),
+            ("cluster_subscribers_opened", c.counters.subscribers_opened),
+            ("cluster_slot_unsubscribes", c.counters.slot_unsubscribes),
         ];
         for (k, v) in fields {
             push_field(out, k, v, false);

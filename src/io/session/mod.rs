@@ -5,7 +5,7 @@ mod memcache;
 mod redis;
 mod routed;
 
-pub(crate) use redis::subscriptions_moved;
+pub(crate) use redis::{cluster_subscriptions_moved, subscriptions_moved};
 
 use super::backend::Backend;
 use super::bufpool;

@@ -4,6 +4,7 @@ mod cluster;
 mod pinned;
 mod pubsub;
 
+pub(crate) use pubsub::cluster_map_changed as cluster_subscriptions_moved;
 pub(crate) use pubsub::placement_changed as subscriptions_moved;
 
 use super::routed::{self, Group, KeyDest, Unroutable};
@@ -233,15 +234,6 @@ fn handle(
             let flow = route(s, pinned.as_deref(), info, Some(kind), req, sc, now, blocked_on);
             routed(flow, pinned, sc)
         }
-        CommandKind::Pool(PoolCmd::Pubsub) if on_cluster_pool(s) => {
-            let msg = format!(
-                "-ERR ferrule: {} is not supported on a redis_cluster pool yet (pub/sub is not routed to a \
-                 cluster)\r\n",
-                info.name
-            );
-            s.local(msg.as_bytes());
-            Flow::Continue
-        }
         CommandKind::Pool(cmd) => {
             whole_pool(s, info, cmd, req, sc, now, blocked_on);
             Flow::Continue
@@ -413,7 +405,13 @@ fn whole_pool(
                 );
                 return s.local(msg.as_bytes());
             }
-            Whole::Cluster(cl, map)
+            // PUBSUB asks every node, replicas too: a client may subscribe on any node of a cluster (ferrule's
+            // subscribers are on primaries, others may be on replicas), so only all of them give the whole count.
+            if cmd == PoolCmd::Pubsub {
+                Whole::Nodes(cl, map)
+            } else {
+                Whole::Cluster(cl, map)
+            }
         }
     };
     let n = servers.len();
@@ -463,6 +461,9 @@ fn whole_pool(
         PoolCmd::Function if matches!(&sub[..], b"LOAD" | b"DELETE" | b"FLUSH" | b"LIST") => MergeKind::RedisSame,
         PoolCmd::Pubsub if matches!(&sub[..], b"CHANNELS" | b"SHARDCHANNELS") => MergeKind::RedisChannels,
         PoolCmd::Pubsub if matches!(&sub[..], b"NUMSUB" | b"SHARDNUMSUB") => MergeKind::RedisNumsub,
+        // Each pattern of a cluster's clients is on one node (ferrule's on its slot's primary): the nodes' counts add
+        // up (a pattern subscribed on two nodes counts twice); a sharded pool's are on every server.
+        PoolCmd::Pubsub if sub == b"NUMPAT" && matches!(servers, Whole::Nodes(..)) => MergeKind::RedisSum,
         PoolCmd::Pubsub if sub == b"NUMPAT" => MergeKind::RedisMax,
         PoolCmd::Pubsub => {
             let msg = format!(
@@ -508,11 +509,13 @@ fn whole_pool(
     }
 }
 
-/// The servers a whole-pool command (SCAN, DBSIZE, SCRIPT, FUNCTION) goes to: a sharded pool's servers, or the
-/// primaries of a cluster pool's map in force, one per shard, in the map's order (a SCAN cursor carries the index).
+/// The servers a whole-pool command (SCAN, DBSIZE, SCRIPT, FUNCTION, PUBSUB) goes to: a sharded pool's servers, or
+/// the primaries of a cluster pool's map in force, one per shard, in the map's order (a SCAN cursor carries the
+/// index), or for PUBSUB every node of the map.
 enum Whole<'a> {
     Pool(&'a PoolRt),
     Cluster(&'a Rc<crate::io::cluster::ClusterRt>, std::sync::Arc<crate::cluster::SlotMap>),
+    Nodes(&'a Rc<crate::io::cluster::ClusterRt>, std::sync::Arc<crate::cluster::SlotMap>),
 }
 
 impl Whole<'_> {
@@ -520,6 +523,7 @@ impl Whole<'_> {
         match self {
             Whole::Pool(p) => p.servers.len(),
             Whole::Cluster(_, map) => map.shards.len(),
+            Whole::Nodes(_, map) => map.nodes.len(),
         }
     }
 
@@ -528,7 +532,7 @@ impl Whole<'_> {
     fn live(&self, i: usize) -> bool {
         match self {
             Whole::Pool(p) => p.servers.get(i).is_some_and(|srv| !srv.ejected),
-            Whole::Cluster(..) => i < self.len(),
+            Whole::Cluster(..) | Whole::Nodes(..) => i < self.len(),
         }
     }
 
@@ -536,6 +540,7 @@ impl Whole<'_> {
         match self {
             Whole::Pool(p) => Some(p.backend_for(i, client_id, proto).clone()),
             Whole::Cluster(cl, map) => cl.backend_at(map.shards.get(i)?.primary, client_id, proto),
+            Whole::Nodes(cl, _) => cl.backend_at(i, client_id, proto),
         }
     }
 }

@@ -112,6 +112,11 @@ impl<P> Subscriptions<P> {
         self.map(kind).get(name)
     }
 
+    /// Where a subscription lives, to move it (a cluster node redirected its subscribe).
+    pub fn place_mut(&mut self, kind: SubKind, name: &[u8]) -> Option<&mut P> {
+        self.map_mut(kind).get_mut(name)
+    }
+
     /// Forgets a subscription, giving where it lived.
     pub fn remove(&mut self, kind: SubKind, name: &[u8]) -> Option<P> {
         self.map_mut(kind).remove(name)
@@ -181,8 +186,10 @@ pub enum Frame<'a> {
     /// A message for the client: `message` (a channel), `pmessage` (a pattern), `smessage` (a shard channel),
     /// with the subscription it came through.
     Message(SubKind, &'a [u8]),
-    /// A server's confirmation of one (un)subscription.
-    Confirmation,
+    /// A server's confirmation of one (un)subscription: its namespace, whether it is a subscribe, and the name
+    /// (nil only for an unsubscribe without arguments of a client that had none). In a cluster, a `sunsubscribe`
+    /// that answers no request is the node telling the client it lost the shard channel's slot.
+    Confirmation { kind: SubKind, subscribe: bool, name: Option<&'a [u8]> },
     /// Anything else (an error, a reply nobody asked for).
     Other,
 }
@@ -193,19 +200,34 @@ pub fn classify(frame: &[u8]) -> Frame<'_> {
     if !aggregate_elements(frame, b"*>", &mut elems) || elems.len() < 3 {
         return Frame::Other;
     }
-    let (Some(word), Some(name)) = (bulk(&frame[elems[0].clone()]), bulk(&frame[elems[1].clone()])) else {
-        return Frame::Other;
+    let Some(word) = bulk(&frame[elems[0].clone()]) else { return Frame::Other };
+    let second = &frame[elems[1].clone()];
+    let name = bulk(second);
+    let confirmation = |kind, subscribe| {
+        // Only an unsubscribe may name nothing (nil: `$-1` in RESP2, `_` in RESP3).
+        let nil = matches!(second, b"$-1\r\n" | b"_\r\n");
+        match name {
+            Some(_) => Frame::Confirmation { kind, subscribe, name },
+            None if nil && !subscribe => Frame::Confirmation { kind, subscribe, name: None },
+            None => Frame::Other,
+        }
     };
     let kind = match &word.to_ascii_lowercase()[..] {
         b"message" => SubKind::Channel,
         b"pmessage" if elems.len() == 4 => SubKind::Pattern,
         b"smessage" => SubKind::Shard,
-        b"subscribe" | b"unsubscribe" | b"psubscribe" | b"punsubscribe" | b"ssubscribe" | b"sunsubscribe" => {
-            return Frame::Confirmation
-        }
+        b"subscribe" => return confirmation(SubKind::Channel, true),
+        b"unsubscribe" => return confirmation(SubKind::Channel, false),
+        b"psubscribe" => return confirmation(SubKind::Pattern, true),
+        b"punsubscribe" => return confirmation(SubKind::Pattern, false),
+        b"ssubscribe" => return confirmation(SubKind::Shard, true),
+        b"sunsubscribe" => return confirmation(SubKind::Shard, false),
         _ => return Frame::Other,
     };
-    Frame::Message(kind, name)
+    match name {
+        Some(name) => Frame::Message(kind, name),
+        None => Frame::Other,
+    }
 }
 
 /// The body of a bulk string (RESP3 verbatim strings and simple strings too).
@@ -379,8 +401,24 @@ mod tests {
             Frame::Message(SubKind::Pattern, b"c*")
         );
         assert_eq!(classify(b">3\r\n$8\r\nsmessage\r\n$1\r\ns\r\n$0\r\n\r\n"), Frame::Message(SubKind::Shard, b"s"));
-        assert_eq!(classify(b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n"), Frame::Confirmation);
-        assert_eq!(classify(b">3\r\n$11\r\nunsubscribe\r\n$2\r\nch\r\n:0\r\n"), Frame::Confirmation);
+        assert_eq!(
+            classify(b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n"),
+            Frame::Confirmation { kind: SubKind::Channel, subscribe: true, name: Some(b"ch") }
+        );
+        assert_eq!(
+            classify(b">3\r\n$11\r\nunsubscribe\r\n$2\r\nch\r\n:0\r\n"),
+            Frame::Confirmation { kind: SubKind::Channel, subscribe: false, name: Some(b"ch") }
+        );
+        // What redis 7 sends a shard channel's subscribers when its node loses the slot.
+        assert_eq!(
+            classify(b"*3\r\n$12\r\nsunsubscribe\r\n$1\r\ns\r\n:0\r\n"),
+            Frame::Confirmation { kind: SubKind::Shard, subscribe: false, name: Some(b"s") }
+        );
+        assert_eq!(
+            classify(b"*3\r\n$12\r\npunsubscribe\r\n$-1\r\n:0\r\n"),
+            Frame::Confirmation { kind: SubKind::Pattern, subscribe: false, name: None }
+        );
+        assert_eq!(classify(b"*3\r\n$10\r\npsubscribe\r\n$-1\r\n:0\r\n"), Frame::Other);
         assert_eq!(classify(b"-ERR no\r\n"), Frame::Other);
         assert_eq!(classify(b"+PONG\r\n"), Frame::Other);
         assert_eq!(classify(b"*3\r\n$4\r\nnope\r\n$2\r\nch\r\n:1\r\n"), Frame::Other);

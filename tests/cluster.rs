@@ -6,7 +6,7 @@ mod common;
 
 use common::certs::Ca;
 use common::cluster::{cli, ClusterTls, RedisCluster};
-use common::{free_port, listener_toml, tempdir, Client, Ferrule};
+use common::{free_port, listener_toml, resp, tempdir, Client, Ferrule};
 use ferrule::cluster::key_slot;
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -801,6 +801,16 @@ fn a_tls_only_cluster_is_reached_over_tls_for_every_node_and_a_wrong_ca_fails_cl
     assert_eq!(c.redis_str(&["BLPOP", "{tls-txn}.list", "0.1"]), "*-1\r\n");
     assert_eq!(c.redis_str(&["RPUSH", "{tls-txn}.list", "x"]), ":1\r\n");
     assert_eq!(c.redis_str(&["BLPOP", "{tls-txn}.list", "1"]), "*2\r\n$14\r\n{tls-txn}.list\r\n$1\r\nx\r\n");
+    // Subscriber connections too: a shard channel's subscriber on its slot's node hears an SPUBLISH.
+    let mut sub = Client::connect(p);
+    sub.send(&resp(&["SSUBSCRIBE", "{tls-txn}.ch"]));
+    assert_eq!(String::from_utf8_lossy(&sub.redis_reply()), "*3\r\n$10\r\nssubscribe\r\n$12\r\n{tls-txn}.ch\r\n:1\r\n");
+    assert_eq!(c.redis_str(&["SPUBLISH", "{tls-txn}.ch", "hi"]), ":1\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&sub.redis_reply()),
+        "*3\r\n$8\r\nsmessage\r\n$12\r\n{tls-txn}.ch\r\n$2\r\nhi\r\n"
+    );
+    drop(sub);
 
     // read_from = replica: reads go to the replicas, over TLS, on READONLY connections.
     let replicas: Vec<u16> = cluster.ports.iter().copied().filter(|n| !primaries.contains(n)).collect();
@@ -818,7 +828,13 @@ fn a_tls_only_cluster_is_reached_over_tls_for_every_node_and_a_wrong_ca_fails_cl
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-    assert!(replicas.iter().map(|&n| get_calls(&cluster, n)).sum::<u64>() >= before + 30);
+    let calls: Vec<u64> = replicas.iter().map(|&n| get_calls(&cluster, n)).collect();
+    assert!(
+        calls.iter().sum::<u64>() >= before + 30,
+        "GETs on the replicas {replicas:?}: {calls:?}, {before} before; moved {}; log:\n{}",
+        cluster_stat(&f, "moved"),
+        f.log()
+    );
     assert!(replicas.iter().any(|&n| cluster.cli(n, &["CLIENT", "LIST"]).lines().any(|l| l.contains("flags=r "))));
 
     // A wrong CA: no topology can be read; requests fail at once with a clear error instead of waiting, and the

@@ -58,12 +58,18 @@ fn setup(tag: &str, workers: usize) -> Setup {
 
 /// A ferrule process with its own log file (a successor is started the same way, with `--takeover`).
 fn start(s: &Setup, config: &Path, name: &str, args: &[&str]) -> (Proc, PathBuf) {
+    start_with_env(s, config, name, args, &[])
+}
+
+/// [`start`] with extra environment variables (the debug build's test hooks).
+fn start_with_env(s: &Setup, config: &Path, name: &str, args: &[&str], env: &[(&str, &str)]) -> (Proc, PathBuf) {
     let log_path = s.dir.join(format!("{name}.log"));
     let child = Command::new(ferrule_bin())
         .arg("-c")
         .arg(config)
         .args(args)
         .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log_path).unwrap())
         .spawn()
@@ -111,16 +117,11 @@ impl Tally {
     }
 }
 
-/// One client: connect, a SET and a GET in one write, both replies checked, close.
-fn one_client(port: u16, redis: bool, n: u64, tally: &Tally) {
-    let mut stream = match TcpStream::connect(("127.0.0.1", port)) {
-        Ok(s) => s,
-        Err(e) => return tally.record(&tally.refused, format!("connect to {port}: {e}")),
-    };
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+/// A SET and a GET of key `n` in one write, and the replies to expect.
+fn set_and_get(port: u16, redis: bool, n: u64) -> (String, String) {
     let key = format!("up:{port}:{n}");
     let value = format!("v{n}");
-    let (request, expected) = if redis {
+    if redis {
         (
             format!(
                 "*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n${}\r\n{value}\r\n*2\r\n$3\r\nGET\r\n${}\r\n{key}\r\n",
@@ -135,7 +136,17 @@ fn one_client(port: u16, redis: bool, n: u64, tally: &Tally) {
             format!("set {key} 0 0 {}\r\n{value}\r\nget {key}\r\n", value.len()),
             format!("STORED\r\nVALUE {key} 0 {}\r\n{value}\r\nEND\r\n", value.len()),
         )
+    }
+}
+
+/// One client: connect, a SET and a GET in one write, both replies checked, close.
+fn one_client(port: u16, redis: bool, n: u64, tally: &Tally) {
+    let mut stream = match TcpStream::connect(("127.0.0.1", port)) {
+        Ok(s) => s,
+        Err(e) => return tally.record(&tally.refused, format!("connect to {port}: {e}")),
     };
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let (request, expected) = set_and_get(port, redis, n);
     if let Err(e) = stream.write_all(request.as_bytes()) {
         return tally.record(&tally.failed, format!("write to {port}: {e}"));
     }
@@ -310,6 +321,80 @@ fn sigusr2_starts_the_successor_and_a_failed_one_leaves_the_old_serving() {
             .map_or(true, |status| status.lines().any(|l| l.starts_with("State:") && l.contains('Z')))
     });
     assert!(gone, "the successor did not stop on SIGTERM:\n{}", log_of(&log));
+}
+
+/// How long the old process's workers stall, in the test below, between their last accept and the cancellation of
+/// their accepts (the debug build's `FERRULE_TEST_HANDOVER_STALL`): a moment a loaded machine opens by descheduling
+/// a worker there, widened so that a test can connect into it.
+const HANDOVER_STALL_MS: u64 = 1500;
+
+/// A client that connects just as the old process stops accepting is answered. The kernel wakes one io_uring accept
+/// per new connection, the one armed first (the old process's) for as long as it is armed: a connection that arrives
+/// after the old process's last accept and before its accepts are cancelled wakes only the old process's accept,
+/// which the cancellation discards without taking the connection. Unless the old process takes what is left in the
+/// queue once its accept is gone, such a client waits in the socket's queue until the next connection to the same
+/// socket wakes the successor: for ever on a quiet listener, and in the upgrade under load (both clients of a
+/// listener caught there at once) for the whole 10 s read timeout. The old process's workers stall in that moment
+/// here (a debug-build hook), the clients connect and write then, and every one of them must get its replies.
+#[test]
+fn a_client_connecting_as_the_old_process_stops_accepting_is_answered() {
+    let s = setup("upgrade-window", 2);
+    let stall = HANDOVER_STALL_MS.to_string();
+    let (mut old, old_log) =
+        start_with_env(&s, &s.config_path, "old", &[], &[("FERRULE_TEST_HANDOVER_STALL", stall.as_str())]);
+    assert!(wait_log(&old_log, " ready: ", START), "{}", log_of(&old_log));
+    // The backends are connected before the hand-over: the replies below wait for nothing but the accept.
+    let tally = Tally::default();
+    for n in 0..4 {
+        one_client(s.redis_port, true, n, &tally);
+        one_client(s.mc_port, false, n, &tally);
+    }
+    assert_clean(&tally);
+
+    let (new, new_log) = start(&s, &s.config_path, "new", &["--takeover"]);
+    assert!(wait_log(&new_log, " ready: ", START), "{}", log_of(&new_log));
+    let stalling = format!("stalls {HANDOVER_STALL_MS} ms before it stops accepting");
+    assert!(
+        eventually(Duration::from_secs(10), || log_of(&old_log).matches(&stalling).count() == 2),
+        "{}",
+        log_of(&old_log)
+    );
+    // The successor's accepts were released before it said it serves: they are armed by now, behind the old ones.
+    std::thread::sleep(Duration::from_millis(200));
+    // Both listeners, several clients each: SO_REUSEPORT spreads them over both workers' sockets.
+    let mut clients = Vec::new();
+    for n in 10..18u64 {
+        let (port, redis) = if n % 2 == 0 { (s.redis_port, true) } else { (s.mc_port, false) };
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect during the hand-over");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let (request, expected) = set_and_get(port, redis, n);
+        stream.write_all(request.as_bytes()).unwrap();
+        clients.push((stream, port, expected));
+    }
+    assert!(
+        !log_of(&old_log).contains("stopped accepting (the listening sockets"),
+        "the clients connected only after the old process stopped accepting (the machine is too slow for the \
+         {HANDOVER_STALL_MS} ms stall): this test could not test anything:\n{}",
+        log_of(&old_log)
+    );
+    let mut failures = Vec::new();
+    for (mut stream, port, expected) in clients {
+        let mut got = vec![0u8; expected.len()];
+        match stream.read_exact(&mut got) {
+            Ok(()) if got == expected.as_bytes() => {}
+            Ok(()) => failures.push(format!("{port}: got {:?}", String::from_utf8_lossy(&got))),
+            Err(e) => failures.push(format!("read from {port}: {e}")),
+        }
+    }
+    assert!(failures.is_empty(), "{failures:?}:\n{}\n{}", log_of(&old_log), log_of(&new_log));
+    let status = wait_exit(&mut old, Duration::from_millis(SHUTDOWN_TIMEOUT_MS + 2000));
+    assert!(status.is_some_and(|s| s.success()), "the old process exits:\n{}", log_of(&old_log));
+    for n in 20..24 {
+        one_client(s.redis_port, true, n, &tally);
+        one_client(s.mc_port, false, n, &tally);
+    }
+    assert_clean(&tally);
+    drop(new);
 }
 
 /// How long a draining process lets a client stay quiet before it closes it (`session::DRAIN_QUIET`): a client is

@@ -859,6 +859,16 @@ fn reload_stall_for_tests(id: usize) -> Option<Duration> {
     (worker.parse::<usize>().ok()? == id).then_some(Duration::from_millis(ms.parse().ok()?))
 }
 
+/// Debug builds only (the integration tests' binary): `FERRULE_TEST_HANDOVER_STALL=<ms>` makes every worker of the
+/// process that hands over block its thread for `ms` before it stops accepting, so that a test can connect clients
+/// in the moment between this process's last accept and the cancellation of its accepts. Release builds have no
+/// such hook.
+#[cfg(debug_assertions)]
+fn handover_stall_for_tests() -> Option<Duration> {
+    let ms = std::env::var("FERRULE_TEST_HANDOVER_STALL").ok()?;
+    Some(Duration::from_millis(ms.parse().ok()?))
+}
+
 /// Applies control's messages until told to stop.
 async fn serve_control(worker: Rc<Worker>, mut rx: ConnectedReceiver<ToWorker>, tx: Rc<ConnectedSender<FromWorker>>) {
     let id = worker.id;
@@ -977,6 +987,13 @@ const HANDOVER_SETTLE: Duration = Duration::from_millis(250);
 async fn hand_over(worker: &Rc<Worker>, grace: Duration) {
     let start = Instant::now();
     let deadline = start + grace;
+    #[cfg(debug_assertions)]
+    if let Some(stall) = handover_stall_for_tests() {
+        log::info!("test hook: worker {} stalls {} ms before it stops accepting", worker.id, stall.as_millis());
+        // The thread itself, not a task: the ring is not entered meanwhile, so a connection arriving now wakes this
+        // process's accept (see `uring::Listener::accept`) but is not taken before the accept is cancelled.
+        std::thread::sleep(stall);
+    }
     let cfg = worker.config.borrow().clone();
     let mut listeners: Vec<ListenerRt> = worker.listeners.borrow_mut().drain().map(|(_, rt)| rt).collect();
     for rt in &listeners {

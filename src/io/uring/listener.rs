@@ -37,6 +37,53 @@ impl ListenerIo {
             w.wake();
         }
     }
+
+    /// After a hand-over's cancellation: a connection still waiting in the socket's queue, taken without waiting
+    /// (`None` once the queue is empty).
+    ///
+    /// An io_uring accept waits on the listening socket as an exclusive waiter (`EPOLLEXCLUSIVE`: each new
+    /// connection wakes one waiter), and ours was armed before the successor's, so every connection wakes ours
+    /// alone for as long as it is armed. One that arrives after our last accept and before the cancellation takes
+    /// effect wakes our accept, which the cancellation then discards without taking the connection: no other waiter
+    /// was woken for it, so it would wait in the queue until the next connection to this socket wakes the
+    /// successor (for ever on a quiet listener). Our accept is off the socket by now, so every later connection
+    /// wakes the successor; what is in the queue is taken here and served like the connections accepted before.
+    /// One system call per hand-over and listening socket, plus one per connection taken: never on the request path.
+    fn take_left_behind(&self) -> io::Result<Option<OwnedFd>> {
+        // SAFETY: fcntl on our listening descriptor. The sockets are bound non-blocking, but a descriptor passed by
+        // another process is made so here in any case: a blocking accept would hold this core if the successor
+        // took the last connection first.
+        unsafe {
+            let flags = libc::fcntl(self.fd, libc::F_GETFL);
+            if flags >= 0 && flags & libc::O_NONBLOCK == 0 {
+                libc::fcntl(self.fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+            }
+        }
+        loop {
+            // SAFETY: accept4 on our listening descriptor; the result is a new descriptor we own.
+            let fd = unsafe {
+                libc::accept4(
+                    self.fd,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                )
+            };
+            if fd >= 0 {
+                // SAFETY: just accepted, owned by nobody else.
+                return Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }));
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                // Interrupted, or a connection that was reset before we took it: the next one.
+                Some(libc::EINTR | libc::ECONNABORTED | libc::EPROTO) => continue,
+                // Out of descriptors or memory: the accept loop pauses and asks again.
+                Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => return Err(e),
+                // Empty (or the successor took the rest), or the socket no longer listens: done.
+                _ => return Ok(None),
+            }
+        }
+    }
 }
 
 impl Drop for ListenerIo {
@@ -76,7 +123,8 @@ impl Listener {
     }
 
     /// The next accepted connection's descriptor (non-blocking, close-on-exec). After [`AcceptStop::stop`], once
-    /// every connection accepted before the cancellation was taken: `ECANCELED`.
+    /// every connection accepted before the cancellation and every one left in the socket's queue was taken:
+    /// `ECANCELED`.
     pub async fn accept(&self) -> io::Result<OwnedFd> {
         let io = &self.io;
         poll_fn(|cx| {
@@ -87,8 +135,13 @@ impl Listener {
                 );
             }
             if io.stopping.get() && io.slot.get().is_none() {
-                // Stopped, and the last completion of the accept (the cancellation) has arrived: nothing more comes.
-                return Poll::Ready(Err(io::Error::from_raw_os_error(libc::ECANCELED)));
+                // Stopped, and the last completion of the accept (the cancellation) has arrived: the kernel takes
+                // nothing more for us. What its cancellation left in the socket's queue is still ours to serve.
+                return Poll::Ready(match io.take_left_behind() {
+                    Ok(Some(fd)) => Ok(fd),
+                    Ok(None) => Err(io::Error::from_raw_os_error(libc::ECANCELED)),
+                    Err(e) => Err(e),
+                });
             }
             let reactor: Rc<Reactor> = current();
             reactor.note_activity();
@@ -114,8 +167,9 @@ impl Drop for Listener {
 
 /// Stops a listener's accepting for a hand-over to another process that serves the same socket: unlike dropping the
 /// [`Listener`] (which closes what its multishot accept still delivers until the kernel sees the cancellation),
-/// every connection accepted before the cancellation took effect is still handed to the accept loop, and the
-/// socket (with the connections still in its queue) stays open for the other process.
+/// every connection accepted before the cancellation took effect is still handed to the accept loop, then the
+/// connections still waiting in the socket's queue (see `ListenerIo::take_left_behind`), and the socket stays open
+/// for the other process.
 pub struct AcceptStop(Rc<ListenerIo>);
 
 impl AcceptStop {

@@ -27,6 +27,17 @@ fn redis_direct(p: &Proc, args: &[&str]) -> String {
     Client::connect(p.port).redis_str(args)
 }
 
+/// ferrule with one listener of `protocol` whose route is `route` (defined by `route_toml`), in front of one-server
+/// pools of that protocol, by name: what each test varies is the route's config and what the pools hold.
+fn behind_route(protocol: &str, route: &str, route_toml: &str, pools: &[(&str, &Proc)]) -> (Ferrule, u16) {
+    let port = free_port();
+    let mut body = listener_toml("front", port, protocol, route, "") + route_toml;
+    for (name, p) in pools {
+        body += &if protocol == "redis" { redis_pool(name, p) } else { mc_pool(name, p) };
+    }
+    (Ferrule::start(&body, port), port)
+}
+
 fn migrate_toml(start: u64, interval: u64) -> String {
     format!(
         "[routes.moving]\ntype = \"migrate\"\nfrom = \"old\"\nto = \"new\"\nstart_time = {start}\ninterval_s = {interval}\n\n"
@@ -43,15 +54,8 @@ fn memcache_migrate_moves_keys_over_the_window_and_deletes_reach_both() {
         mc_direct(&new, &format!("set k{i} 0 0 3\r\nnew\r\n"), Command::Set);
     }
     let reads = |start: u64, interval: u64| {
-        let port = free_port();
-        let body = format!(
-            "{}{}{}{}",
-            listener_toml("mc", port, "memcache", "moving", ""),
-            migrate_toml(start, interval),
-            mc_pool("old", &old),
-            mc_pool("new", &new)
-        );
-        let f = Ferrule::start(&body, port);
+        let (f, port) =
+            behind_route("memcache", "moving", &migrate_toml(start, interval), &[("old", &old), ("new", &new)]);
         let mut c = Client::connect(port);
         let from_new = (0..40).filter(|i| c.mc(&format!("get k{i}\r\n"), Command::Get).contains("\r\nnew\r\n")).count();
         (f, c, from_new)
@@ -82,15 +86,8 @@ fn redis_migrate_reads_and_deletes() {
         redis_direct(&old, &["SET", &format!("k{i}"), "old"]);
         redis_direct(&new, &["SET", &format!("k{i}"), "new"]);
     }
-    let port = free_port();
-    let body = format!(
-        "{}{}{}{}",
-        listener_toml("r", port, "redis", "moving", ""),
-        migrate_toml(unix_now() - 1800, 3600),
-        redis_pool("old", &old),
-        redis_pool("new", &new)
-    );
-    let _f = Ferrule::start(&body, port);
+    let (_f, port) =
+        behind_route("redis", "moving", &migrate_toml(unix_now() - 1800, 3600), &[("old", &old), ("new", &new)]);
     let mut c = Client::connect(port);
     let from_new = (0..40).filter(|i| c.redis_str(&["GET", &format!("k{i}")]) == "$3\r\nnew\r\n").count();
     assert!((5..35).contains(&from_new), "{from_new}");
@@ -130,15 +127,7 @@ fn memcache_warmup_fills_cold_carrying_ttl_and_flags() {
     let (cold, old) = (memcached(), memcached());
     mc_direct(&old, "set k 42 100 5\r\nhello\r\n", Command::Set);
     mc_direct(&old, "set forever 1 0 2\r\nhi\r\n", Command::Set);
-    let port = free_port();
-    let body = format!(
-        "{}{}{}{}",
-        listener_toml("mc", port, "memcache", "warm", ""),
-        warmup_toml(""),
-        mc_pool("cold", &cold),
-        mc_pool("old", &old)
-    );
-    let f = Ferrule::start(&body, port);
+    let (f, port) = behind_route("memcache", "warm", &warmup_toml(""), &[("cold", &cold), ("old", &old)]);
     let mut c = Client::connect(port);
     assert_eq!(c.mc("get k\r\n", Command::Get), "VALUE k 42 5\r\nhello\r\nEND\r\n", "the warm value, its flags");
     assert!(eventually(Duration::from_secs(5), || mc_direct(&cold, "get k\r\n", Command::Get).contains("hello")));
@@ -174,15 +163,7 @@ fn redis_warmup_fills_cold_with_the_remaining_ttl() {
     let (cold, old) = (redis_server(), redis_server());
     redis_direct(&old, &["SET", "k", "hello", "EX", "100"]);
     redis_direct(&old, &["SET", "forever", "v"]);
-    let port = free_port();
-    let body = format!(
-        "{}{}{}{}",
-        listener_toml("r", port, "redis", "warm", ""),
-        warmup_toml("exptime = 5"),
-        redis_pool("cold", &cold),
-        redis_pool("old", &old)
-    );
-    let f = Ferrule::start(&body, port);
+    let (f, port) = behind_route("redis", "warm", &warmup_toml("exptime = 5"), &[("cold", &cold), ("old", &old)]);
     let mut c = Client::connect(port);
     assert_eq!(c.redis_str(&["GET", "k"]), "$5\r\nhello\r\n");
     assert!(eventually(Duration::from_secs(5), || redis_direct(&cold, &["GET", "k"]) == "$5\r\nhello\r\n"));
@@ -211,15 +192,7 @@ fn l1l2_toml(extra: &str) -> String {
 fn memcache_l1l2_fills_l1_with_its_ttl_and_writes_l2_when_asked() {
     let (l1, l2) = (memcached(), memcached());
     mc_direct(&l2, "set k 9 0 3\r\nabc\r\n", Command::Set);
-    let port = free_port();
-    let body = format!(
-        "{}{}{}{}",
-        listener_toml("mc", port, "memcache", "layered", ""),
-        l1l2_toml("write_l2 = true"),
-        mc_pool("l1", &l1),
-        mc_pool("l2", &l2)
-    );
-    let f = Ferrule::start(&body, port);
+    let (f, port) = behind_route("memcache", "layered", &l1l2_toml("write_l2 = true"), &[("l1", &l1), ("l2", &l2)]);
     let mut c = Client::connect(port);
     assert_eq!(c.mc("get k\r\n", Command::Get), "VALUE k 9 3\r\nabc\r\nEND\r\n");
     assert!(eventually(Duration::from_secs(5), || mc_direct(&l1, "get k\r\n", Command::Get).contains("abc")));
@@ -237,15 +210,7 @@ fn memcache_l1l2_fills_l1_with_its_ttl_and_writes_l2_when_asked() {
 fn redis_l1l2_fills_l1_and_writes_only_l1_by_default() {
     let (l1, l2) = (redis_server(), redis_server());
     redis_direct(&l2, &["SET", "k", "abc"]);
-    let port = free_port();
-    let body = format!(
-        "{}{}{}{}",
-        listener_toml("r", port, "redis", "layered", ""),
-        l1l2_toml(""),
-        redis_pool("l1", &l1),
-        redis_pool("l2", &l2)
-    );
-    let f = Ferrule::start(&body, port);
+    let (f, port) = behind_route("redis", "layered", &l1l2_toml(""), &[("l1", &l1), ("l2", &l2)]);
     let mut c = Client::connect(port);
     assert_eq!(c.redis_str(&["GET", "k"]), "$3\r\nabc\r\n");
     assert!(eventually(Duration::from_secs(5), || redis_direct(&l1, &["GET", "k"]) == "$3\r\nabc\r\n"));
@@ -300,15 +265,7 @@ fn memcache_l1l2_caps_the_l1_copy_at_l2s_remaining_ttl() {
     mc_direct(&l2, "set short 3 8 2\r\nab\r\n", Command::Set);
     mc_direct(&l2, "set long 0 1000 2\r\ncd\r\n", Command::Set);
     mc_direct(&l2, "set never 0 0 2\r\nef\r\n", Command::Set);
-    let port = free_port();
-    let body = format!(
-        "{}{}{}{}",
-        listener_toml("mc", port, "memcache", "layered", ""),
-        l1l2_toml(""),
-        mc_pool("l1", &l1),
-        mc_pool("l2", &l2)
-    );
-    let _f = Ferrule::start(&body, port);
+    let (_f, port) = behind_route("memcache", "layered", &l1l2_toml(""), &[("l1", &l1), ("l2", &l2)]);
     let mut c = Client::connect(port);
     assert_eq!(c.mc("get short\r\n", Command::Get), "VALUE short 3 2\r\nab\r\nEND\r\n");
     assert_eq!(c.mc("get long\r\n", Command::Get), "VALUE long 0 2\r\ncd\r\nEND\r\n");
@@ -333,15 +290,7 @@ fn redis_l1l2_caps_the_l1_copy_at_l2s_remaining_ttl() {
     redis_direct(&l2, &["SET", "short", "ab", "PX", "8000"]);
     redis_direct(&l2, &["SET", "long", "cd", "EX", "1000"]);
     redis_direct(&l2, &["SET", "never", "ef"]);
-    let port = free_port();
-    let body = format!(
-        "{}{}{}{}",
-        listener_toml("r", port, "redis", "layered", ""),
-        l1l2_toml(""),
-        redis_pool("l1", &l1),
-        redis_pool("l2", &l2)
-    );
-    let _f = Ferrule::start(&body, port);
+    let (_f, port) = behind_route("redis", "layered", &l1l2_toml(""), &[("l1", &l1), ("l2", &l2)]);
     let mut c = Client::connect(port);
     assert_eq!(c.redis_str(&["GET", "short"]), "$2\r\nab\r\n");
     assert_eq!(c.redis_str(&["GET", "long"]), "$2\r\ncd\r\n");

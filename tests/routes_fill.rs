@@ -5,6 +5,9 @@
 mod common;
 use common::*;
 use ferrule::protocol::memcache::Command;
+use std::io::{BufRead, BufReader, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 fn unix_now() -> u64 {
@@ -305,4 +308,76 @@ fn redis_l1l2_caps_the_l1_copy_at_l2s_remaining_ttl() {
     assert!((25_000..=30_000).contains(&t), "l2's key outlives l1_ttl_s: {t} ms");
     let t = pttl("never");
     assert!((25_000..=30_000).contains(&t), "no expiry in l2: l1_ttl_s: {t} ms");
+}
+
+/// A memcached older than the meta protocol, standing in for l2: `mg` is `ERROR` to it, `get` finds `k` (flags 5)
+/// and nothing else. Counts the `mg` and `get` lines it was sent, over every connection.
+fn old_memcached() -> (u16, Arc<(AtomicUsize, AtomicUsize)>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
+    let counts = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(16).flatten() {
+            let counts = counts.clone();
+            std::thread::spawn(move || {
+                conn.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                let mut out = conn.try_clone().unwrap();
+                for line in BufReader::new(conn).lines().take(1000) {
+                    let Ok(line) = line else { return };
+                    let reply: &[u8] = match line.split_whitespace().collect::<Vec<_>>()[..] {
+                        ["mg", ..] => {
+                            counts.0.fetch_add(1, Ordering::SeqCst);
+                            b"ERROR\r\n"
+                        }
+                        ["get", key] => {
+                            counts.1.fetch_add(1, Ordering::SeqCst);
+                            if key == "k" {
+                                b"VALUE k 5 3\r\nabc\r\nEND\r\n"
+                            } else {
+                                b"END\r\n"
+                            }
+                        }
+                        ["version"] => b"VERSION 1.4.0\r\n",
+                        _ => b"ERROR\r\n",
+                    };
+                    if out.write_all(reply).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, seen)
+}
+
+/// memcache l1l2 in front of an l2 without the meta protocol: the `mg` answered `ERROR` is read again with `get`, the
+/// value (flags kept) answers the client and fills l1 with `l1_ttl_s` (l2's TTL cannot be learned), and from then
+/// on l2 is read with `get` at once.
+#[test]
+fn memcache_l1l2_reads_an_l2_without_meta_with_get() {
+    let l1 = memcached();
+    let (l2_port, l2_seen) = old_memcached();
+    let port = free_port();
+    let body = listener_toml("front", port, "memcache", "layered", "")
+        + &l1l2_toml("")
+        + &mc_pool("l1", &l1)
+        + &redis_pool_toml("l2", &[format!("127.0.0.1:{l2_port}:1")], "timeout_ms = 500")
+            .replace("servers", "protocol = \"memcache\"\nservers");
+    let f = Ferrule::start(&body, port);
+    let mut c = Client::connect(port);
+    assert_eq!(c.mc("get k\r\n", Command::Get), "VALUE k 5 3\r\nabc\r\nEND\r\n");
+    assert!(eventually(Duration::from_secs(5), || mc_direct(&l1, "get k\r\n", Command::Get).contains("abc")));
+    assert_eq!(mc_direct(&l1, "get k\r\n", Command::Get), "VALUE k 5 3\r\nabc\r\nEND\r\n", "flags kept in l1");
+    let t = mc_ttl(&l1, "k");
+    assert!((25..=30).contains(&t), "l1 copy expires after l1_ttl_s: {t}");
+    assert_eq!(route_metric(&f, "ferrule_route_fills_total", "layered"), 1);
+    // Misses in both are misses; l2 is asked with `get` straight away now.
+    assert_eq!(c.mc("get nothing\r\n", Command::Get), "END\r\n");
+    assert_eq!(c.mc("get nada\r\n", Command::Get), "END\r\n");
+    assert_eq!(l2_seen.0.load(Ordering::SeqCst), 1, "one mg, answered ERROR");
+    assert_eq!(l2_seen.1.load(Ordering::SeqCst), 3, "every read of l2 after it a get");
+    // The hit in l1 does not reach l2 at all.
+    assert_eq!(c.mc("get k\r\n", Command::Get), "VALUE k 5 3\r\nabc\r\nEND\r\n");
+    assert_eq!(l2_seen.1.load(Ordering::SeqCst), 3);
 }

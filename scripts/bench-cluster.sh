@@ -24,16 +24,11 @@ LOADGEN_CPU="${LOADGEN_CPU:-0}"
 PROXY_CPU="${PROXY_CPU:-1}"
 BACKEND_CPUS="${BACKEND_CPUS:-0-$(($(nproc) - 1))}"
 RUN_TIMEOUT="${RUN_TIMEOUT:-120}"
-for tool in redis-server redis-cli redis-benchmark; do
-    command -v "$tool" >/dev/null || { echo "bench-cluster.sh: $tool not found (apt-get install -y redis-server redis-tools)" >&2; exit 1; }
-done
-if [ -z "${FERRULE:-}" ]; then
-    cargo build --release -q --bin ferrule
-    FERRULE="${CARGO_TARGET_DIR:-target}/release/ferrule"
-fi
-
 # shellcheck source=lib/bench-common.sh
 . scripts/lib/bench-common.sh
+need_tools "apt-get install -y redis-server redis-tools" redis-server redis-cli redis-benchmark
+ensure_ferrule
+
 DIR="$(mktemp -d)"
 CLEANUP_DIR=$DIR
 

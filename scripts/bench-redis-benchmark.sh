@@ -21,24 +21,14 @@ LOADGEN_CPU="${LOADGEN_CPU:-0}"
 PROXY_CPU="${PROXY_CPU:-1}"
 BACKEND_CPUS="${BACKEND_CPUS:-0-$(($(nproc) - 1))}"
 export PATH="$PATH:/usr/sbin:/usr/local/sbin"
-for tool in redis-server redis-benchmark nutcracker; do
-    command -v "$tool" >/dev/null || { echo "bench-redis-benchmark.sh: $tool not found (apt-get install -y redis-server redis-tools nutcracker)" >&2; exit 1; }
-done
-if [ -z "${FERRULE:-}" ]; then
-    cargo build --release -q --bin ferrule
-    FERRULE="${CARGO_TARGET_DIR:-target}/release/ferrule"
-fi
-
 # shellcheck source=lib/bench-common.sh
 . scripts/lib/bench-common.sh
+need_tools "apt-get install -y redis-server redis-tools nutcracker" redis-server redis-benchmark nutcracker
+ensure_ferrule
+
 DIR="$(mktemp -d)"
 CLEANUP_DIR=$DIR
-alloc_ports R1 R2
-for p in "$R1" "$R2"; do
-    taskset -c "$BACKEND_CPUS" redis-server --port "$p" --bind 127.0.0.1 --save "" --appendonly no >/dev/null 2>&1 &
-    PIDS+=("$!")
-done
-wait_port "$R1" "${PIDS[0]}" && wait_port "$R2" "${PIDS[1]}" || { echo "a backend did not start" >&2; exit 1; }
+start_redis_pair "$BACKEND_CPUS"
 start_proxy_pair "$PROXY_CPU" redis "$DIR" "$R1" "$R2"
 
 echo "round,P,test,proxy,ops_per_s,p50_ms,p99_ms,proxy_cpu_us_per_req,machine_cpu_us_per_req,context_switches_per_req"

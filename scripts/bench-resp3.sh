@@ -22,25 +22,15 @@ TESTS="${TESTS:-get set}"
 LOADGEN_CPU="${LOADGEN_CPU:-0}"
 PROXY_CPU="${PROXY_CPU:-1}"
 export PATH="$PATH:/usr/sbin:/usr/local/sbin"
-for tool in redis-server redis-benchmark nutcracker; do
-    command -v "$tool" >/dev/null || { echo "bench-resp3.sh: $tool not found (apt-get install -y redis-server redis-tools nutcracker)" >&2; exit 1; }
-done
-redis-benchmark --help 2>&1 | grep -q -- ' -3 ' || { echo "bench-resp3.sh: this redis-benchmark has no -3 (RESP3): needs 7.0 or later" >&2; exit 1; }
-if [ -z "${FERRULE:-}" ]; then
-    cargo build --release -q --bin ferrule
-    FERRULE="${CARGO_TARGET_DIR:-target}/release/ferrule"
-fi
-
 # shellcheck source=lib/bench-common.sh
 . scripts/lib/bench-common.sh
+need_tools "apt-get install -y redis-server redis-tools nutcracker" redis-server redis-benchmark nutcracker
+redis-benchmark --help 2>&1 | grep -q -- ' -3 ' || { echo "bench-resp3.sh: this redis-benchmark has no -3 (RESP3): needs 7.0 or later" >&2; exit 1; }
+ensure_ferrule
+
 DIR="$(mktemp -d)"
 CLEANUP_DIR=$DIR
-alloc_ports R1 R2
-for p in "$R1" "$R2"; do
-    redis-server --port "$p" --bind 127.0.0.1 --save "" --appendonly no >/dev/null 2>&1 &
-    PIDS+=("$!")
-done
-wait_port "$R1" "${PIDS[0]}" && wait_port "$R2" "${PIDS[1]}" || { echo "a backend did not start" >&2; exit 1; }
+start_redis_pair
 start_proxy_pair "$PROXY_CPU" redis "$DIR" "$R1" "$R2"
 CONTENDERS="twemproxy resp2 resp3"
 if [ -n "${FERRULE_BEFORE:-}" ]; then

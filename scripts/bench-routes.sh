@@ -22,9 +22,9 @@ LOADGEN_CPU="${LOADGEN_CPU:-0}"
 PROXY_CPU="${PROXY_CPU:-1}"
 BENCH_TARGET="${BENCH_TARGET:-/tmp/ferrule-bench-target}"
 export PATH="$PATH:/usr/sbin:/usr/local/sbin"
-for tool in redis-server redis-benchmark nutcracker; do
-    command -v "$tool" >/dev/null || { echo "bench-routes.sh: $tool not found" >&2; exit 1; }
-done
+# shellcheck source=lib/bench-common.sh
+. scripts/lib/bench-common.sh
+need_tools "" redis-server redis-benchmark nutcracker
 if [ -z "${BEFORE:-}" ]; then
     first=$(git log --reverse --format=%H --diff-filter=A -- src/routes/mod.rs | head -1)
     BEFORE=$(git rev-parse "$first^")
@@ -46,15 +46,10 @@ if [ -z "${FERRULE_AFTER:-}" ]; then
     cp "$BENCH_TARGET/release/ferrule" "$FERRULE_AFTER"
 fi
 
-# shellcheck source=lib/bench-common.sh
-. scripts/lib/bench-common.sh
 DIR="$(mktemp -d)"
 CLEANUP_DIR=$DIR
-alloc_ports R1 R2 TW TW_STATS FB FB_ADMIN FA FP FA_ADMIN
-for p in "$R1" "$R2"; do
-    redis-server --port "$p" --bind 127.0.0.1 --save "" --appendonly no >/dev/null 2>&1 &
-    PIDS+=("$!")
-done
+start_redis_pair
+alloc_ports TW TW_STATS FB FB_ADMIN FA FP FA_ADMIN
 cat >"$DIR/nutcracker.yml" <<YAML
 bench:
   listen: 127.0.0.1:$TW

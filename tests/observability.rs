@@ -526,6 +526,57 @@ fn backend_failures_are_counted_as_twemproxy_does() {
     assert!(h["listeners"]["cache"]["get"]["max"].as_u64().unwrap() >= 950_000, "{h}");
 }
 
+/// The per-server request counters, summed over the pool's servers, from /metrics and from /stats.
+fn server_requests(s: &RedisSetup) -> [(&'static str, u64); 6] {
+    let m = scrape(&s.f);
+    let sum = |name: &str| metric_sum(&m, name, &[("pool", "main")]) as u64;
+    let v = json(&s.f, "/stats");
+    let field = |f: &str| s.servers.iter().map(|n| v["main"][n][f].as_u64().unwrap()).sum::<u64>();
+    [
+        ("ferrule_server_requests_total", sum("ferrule_server_requests_total")),
+        ("ferrule_server_responses_total", sum("ferrule_server_responses_total")),
+        ("ferrule_server_errors_total", sum("ferrule_server_errors_total")),
+        ("ferrule_server_failed_requests_total", sum("ferrule_server_failed_requests_total")),
+        ("/stats requests", field("requests")),
+        ("/stats responses", field("responses")),
+    ]
+}
+
+#[test]
+fn requests_on_dedicated_connections_are_counted_per_server() {
+    let s = redis_setup(1, "");
+    let before = server_requests(&s);
+    let mut c = Client::connect(s.port);
+    // A transaction: MULTI (sent when the first key names the server), SET and EXEC go on a dedicated connection.
+    c.send(&[resp(&["MULTI"]), resp(&["SET", "{t}:a", "1"]), resp(&["EXEC"])].concat());
+    for want in ["+OK\r\n", "+QUEUED\r\n", "*1\r\n+OK\r\n"] {
+        assert_eq!(String::from_utf8_lossy(&c.redis_reply()), want);
+    }
+    // A blocking command that has its answer at once: one more, on the (reused) dedicated connection.
+    assert_eq!(c.redis_str(&["RPUSH", "{t}:q", "job"]), ":1\r\n");
+    assert_eq!(c.redis_str(&["BLPOP", "{t}:q", "1"]), "*2\r\n$5\r\n{t}:q\r\n$3\r\njob\r\n");
+    // A client that leaves mid-transaction: its connection is closed by ferrule, which is no server fault, and
+    // what it sent there stays counted.
+    {
+        let mut gone = Client::connect(s.port);
+        gone.send(&[resp(&["MULTI"]), resp(&["INCR", "{t}:n"])].concat());
+        assert_eq!(String::from_utf8_lossy(&gone.redis_reply()), "+OK\r\n");
+        assert_eq!(String::from_utf8_lossy(&gone.redis_reply()), "+QUEUED\r\n");
+    }
+    // 3 + 1 (RPUSH, shared) + 1 (BLPOP) + 2 (MULTI and INCR of the client that left, which got both replies).
+    let want = [7, 7, 0, 0, 7, 7];
+    let counted = eventually(Duration::from_secs(5), || {
+        let now = server_requests(&s);
+        now.iter().zip(&before).zip(want).all(|(((_, n), (_, b)), w)| n - b == w)
+    });
+    let now = server_requests(&s);
+    let delta: Vec<(&str, u64)> = now.iter().zip(&before).map(|((name, n), (_, b))| (*name, n - b)).collect();
+    assert!(counted, "per-server counts grew by {delta:?}, want {want:?}");
+    // They were dedicated connections indeed.
+    let m = scrape(&s.f);
+    assert!(metric_sum(&m, "ferrule_server_dedicated_opened_total", &[("pool", "main")]) >= 1.0);
+}
+
 #[test]
 fn stats_off_keeps_connection_and_server_counters_only() {
     let s = redis_setup(1, "stats = false\n");

@@ -5,6 +5,9 @@
 mod common;
 use common::*;
 use ferrule::protocol::memcache::Command;
+use std::io::{BufRead, BufReader, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 fn unix_now() -> u64 {
@@ -27,6 +30,17 @@ fn redis_direct(p: &Proc, args: &[&str]) -> String {
     Client::connect(p.port).redis_str(args)
 }
 
+/// ferrule with one listener of `protocol` whose route is `route` (defined by `route_toml`), in front of one-server
+/// pools of that protocol, by name: what each test varies is the route's config and what the pools hold.
+fn behind_route(protocol: &str, route: &str, route_toml: &str, pools: &[(&str, &Proc)]) -> (Ferrule, u16) {
+    let port = free_port();
+    let mut body = listener_toml("front", port, protocol, route, "") + route_toml;
+    for (name, p) in pools {
+        body += &if protocol == "redis" { redis_pool(name, p) } else { mc_pool(name, p) };
+    }
+    (Ferrule::start(&body, port), port)
+}
+
 fn migrate_toml(start: u64, interval: u64) -> String {
     format!(
         "[routes.moving]\ntype = \"migrate\"\nfrom = \"old\"\nto = \"new\"\nstart_time = {start}\ninterval_s = {interval}\n\n"
@@ -43,15 +57,8 @@ fn memcache_migrate_moves_keys_over_the_window_and_deletes_reach_both() {
         mc_direct(&new, &format!("set k{i} 0 0 3\r\nnew\r\n"), Command::Set);
     }
     let reads = |start: u64, interval: u64| {
-        let port = free_port();
-        let body = format!(
-            "{}{}{}{}",
-            listener_toml("mc", port, "memcache", "moving", ""),
-            migrate_toml(start, interval),
-            mc_pool("old", &old),
-            mc_pool("new", &new)
-        );
-        let f = Ferrule::start(&body, port);
+        let (f, port) =
+            behind_route("memcache", "moving", &migrate_toml(start, interval), &[("old", &old), ("new", &new)]);
         let mut c = Client::connect(port);
         let from_new = (0..40).filter(|i| c.mc(&format!("get k{i}\r\n"), Command::Get).contains("\r\nnew\r\n")).count();
         (f, c, from_new)
@@ -82,15 +89,8 @@ fn redis_migrate_reads_and_deletes() {
         redis_direct(&old, &["SET", &format!("k{i}"), "old"]);
         redis_direct(&new, &["SET", &format!("k{i}"), "new"]);
     }
-    let port = free_port();
-    let body = format!(
-        "{}{}{}{}",
-        listener_toml("r", port, "redis", "moving", ""),
-        migrate_toml(unix_now() - 1800, 3600),
-        redis_pool("old", &old),
-        redis_pool("new", &new)
-    );
-    let _f = Ferrule::start(&body, port);
+    let (_f, port) =
+        behind_route("redis", "moving", &migrate_toml(unix_now() - 1800, 3600), &[("old", &old), ("new", &new)]);
     let mut c = Client::connect(port);
     let from_new = (0..40).filter(|i| c.redis_str(&["GET", &format!("k{i}")]) == "$3\r\nnew\r\n").count();
     assert!((5..35).contains(&from_new), "{from_new}");
@@ -130,15 +130,7 @@ fn memcache_warmup_fills_cold_carrying_ttl_and_flags() {
     let (cold, old) = (memcached(), memcached());
     mc_direct(&old, "set k 42 100 5\r\nhello\r\n", Command::Set);
     mc_direct(&old, "set forever 1 0 2\r\nhi\r\n", Command::Set);
-    let port = free_port();
-    let body = format!(
-        "{}{}{}{}",
-        listener_toml("mc", port, "memcache", "warm", ""),
-        warmup_toml(""),
-        mc_pool("cold", &cold),
-        mc_pool("old", &old)
-    );
-    let f = Ferrule::start(&body, port);
+    let (f, port) = behind_route("memcache", "warm", &warmup_toml(""), &[("cold", &cold), ("old", &old)]);
     let mut c = Client::connect(port);
     assert_eq!(c.mc("get k\r\n", Command::Get), "VALUE k 42 5\r\nhello\r\nEND\r\n", "the warm value, its flags");
     assert!(eventually(Duration::from_secs(5), || mc_direct(&cold, "get k\r\n", Command::Get).contains("hello")));
@@ -174,15 +166,7 @@ fn redis_warmup_fills_cold_with_the_remaining_ttl() {
     let (cold, old) = (redis_server(), redis_server());
     redis_direct(&old, &["SET", "k", "hello", "EX", "100"]);
     redis_direct(&old, &["SET", "forever", "v"]);
-    let port = free_port();
-    let body = format!(
-        "{}{}{}{}",
-        listener_toml("r", port, "redis", "warm", ""),
-        warmup_toml("exptime = 5"),
-        redis_pool("cold", &cold),
-        redis_pool("old", &old)
-    );
-    let f = Ferrule::start(&body, port);
+    let (f, port) = behind_route("redis", "warm", &warmup_toml("exptime = 5"), &[("cold", &cold), ("old", &old)]);
     let mut c = Client::connect(port);
     assert_eq!(c.redis_str(&["GET", "k"]), "$5\r\nhello\r\n");
     assert!(eventually(Duration::from_secs(5), || redis_direct(&cold, &["GET", "k"]) == "$5\r\nhello\r\n"));
@@ -211,15 +195,7 @@ fn l1l2_toml(extra: &str) -> String {
 fn memcache_l1l2_fills_l1_with_its_ttl_and_writes_l2_when_asked() {
     let (l1, l2) = (memcached(), memcached());
     mc_direct(&l2, "set k 9 0 3\r\nabc\r\n", Command::Set);
-    let port = free_port();
-    let body = format!(
-        "{}{}{}{}",
-        listener_toml("mc", port, "memcache", "layered", ""),
-        l1l2_toml("write_l2 = true"),
-        mc_pool("l1", &l1),
-        mc_pool("l2", &l2)
-    );
-    let f = Ferrule::start(&body, port);
+    let (f, port) = behind_route("memcache", "layered", &l1l2_toml("write_l2 = true"), &[("l1", &l1), ("l2", &l2)]);
     let mut c = Client::connect(port);
     assert_eq!(c.mc("get k\r\n", Command::Get), "VALUE k 9 3\r\nabc\r\nEND\r\n");
     assert!(eventually(Duration::from_secs(5), || mc_direct(&l1, "get k\r\n", Command::Get).contains("abc")));
@@ -237,15 +213,7 @@ fn memcache_l1l2_fills_l1_with_its_ttl_and_writes_l2_when_asked() {
 fn redis_l1l2_fills_l1_and_writes_only_l1_by_default() {
     let (l1, l2) = (redis_server(), redis_server());
     redis_direct(&l2, &["SET", "k", "abc"]);
-    let port = free_port();
-    let body = format!(
-        "{}{}{}{}",
-        listener_toml("r", port, "redis", "layered", ""),
-        l1l2_toml(""),
-        redis_pool("l1", &l1),
-        redis_pool("l2", &l2)
-    );
-    let f = Ferrule::start(&body, port);
+    let (f, port) = behind_route("redis", "layered", &l1l2_toml(""), &[("l1", &l1), ("l2", &l2)]);
     let mut c = Client::connect(port);
     assert_eq!(c.redis_str(&["GET", "k"]), "$3\r\nabc\r\n");
     assert!(eventually(Duration::from_secs(5), || redis_direct(&l1, &["GET", "k"]) == "$3\r\nabc\r\n"));
@@ -300,15 +268,7 @@ fn memcache_l1l2_caps_the_l1_copy_at_l2s_remaining_ttl() {
     mc_direct(&l2, "set short 3 8 2\r\nab\r\n", Command::Set);
     mc_direct(&l2, "set long 0 1000 2\r\ncd\r\n", Command::Set);
     mc_direct(&l2, "set never 0 0 2\r\nef\r\n", Command::Set);
-    let port = free_port();
-    let body = format!(
-        "{}{}{}{}",
-        listener_toml("mc", port, "memcache", "layered", ""),
-        l1l2_toml(""),
-        mc_pool("l1", &l1),
-        mc_pool("l2", &l2)
-    );
-    let _f = Ferrule::start(&body, port);
+    let (_f, port) = behind_route("memcache", "layered", &l1l2_toml(""), &[("l1", &l1), ("l2", &l2)]);
     let mut c = Client::connect(port);
     assert_eq!(c.mc("get short\r\n", Command::Get), "VALUE short 3 2\r\nab\r\nEND\r\n");
     assert_eq!(c.mc("get long\r\n", Command::Get), "VALUE long 0 2\r\ncd\r\nEND\r\n");
@@ -333,15 +293,7 @@ fn redis_l1l2_caps_the_l1_copy_at_l2s_remaining_ttl() {
     redis_direct(&l2, &["SET", "short", "ab", "PX", "8000"]);
     redis_direct(&l2, &["SET", "long", "cd", "EX", "1000"]);
     redis_direct(&l2, &["SET", "never", "ef"]);
-    let port = free_port();
-    let body = format!(
-        "{}{}{}{}",
-        listener_toml("r", port, "redis", "layered", ""),
-        l1l2_toml(""),
-        redis_pool("l1", &l1),
-        redis_pool("l2", &l2)
-    );
-    let _f = Ferrule::start(&body, port);
+    let (_f, port) = behind_route("redis", "layered", &l1l2_toml(""), &[("l1", &l1), ("l2", &l2)]);
     let mut c = Client::connect(port);
     assert_eq!(c.redis_str(&["GET", "short"]), "$2\r\nab\r\n");
     assert_eq!(c.redis_str(&["GET", "long"]), "$2\r\ncd\r\n");
@@ -356,4 +308,76 @@ fn redis_l1l2_caps_the_l1_copy_at_l2s_remaining_ttl() {
     assert!((25_000..=30_000).contains(&t), "l2's key outlives l1_ttl_s: {t} ms");
     let t = pttl("never");
     assert!((25_000..=30_000).contains(&t), "no expiry in l2: l1_ttl_s: {t} ms");
+}
+
+/// A memcached older than the meta protocol, standing in for l2: `mg` is `ERROR` to it, `get` finds `k` (flags 5)
+/// and nothing else. Counts the `mg` and `get` lines it was sent, over every connection.
+fn old_memcached() -> (u16, Arc<(AtomicUsize, AtomicUsize)>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
+    let counts = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(16).flatten() {
+            let counts = counts.clone();
+            std::thread::spawn(move || {
+                conn.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                let mut out = conn.try_clone().unwrap();
+                for line in BufReader::new(conn).lines().take(1000) {
+                    let Ok(line) = line else { return };
+                    let reply: &[u8] = match line.split_whitespace().collect::<Vec<_>>()[..] {
+                        ["mg", ..] => {
+                            counts.0.fetch_add(1, Ordering::SeqCst);
+                            b"ERROR\r\n"
+                        }
+                        ["get", key] => {
+                            counts.1.fetch_add(1, Ordering::SeqCst);
+                            if key == "k" {
+                                b"VALUE k 5 3\r\nabc\r\nEND\r\n"
+                            } else {
+                                b"END\r\n"
+                            }
+                        }
+                        ["version"] => b"VERSION 1.4.0\r\n",
+                        _ => b"ERROR\r\n",
+                    };
+                    if out.write_all(reply).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, seen)
+}
+
+/// memcache l1l2 in front of an l2 without the meta protocol: the `mg` answered `ERROR` is read again with `get`, the
+/// value (flags kept) answers the client and fills l1 with `l1_ttl_s` (l2's TTL cannot be learned), and from then
+/// on l2 is read with `get` at once.
+#[test]
+fn memcache_l1l2_reads_an_l2_without_meta_with_get() {
+    let l1 = memcached();
+    let (l2_port, l2_seen) = old_memcached();
+    let port = free_port();
+    let body = listener_toml("front", port, "memcache", "layered", "")
+        + &l1l2_toml("")
+        + &mc_pool("l1", &l1)
+        + &redis_pool_toml("l2", &[format!("127.0.0.1:{l2_port}:1")], "timeout_ms = 500")
+            .replace("servers", "protocol = \"memcache\"\nservers");
+    let f = Ferrule::start(&body, port);
+    let mut c = Client::connect(port);
+    assert_eq!(c.mc("get k\r\n", Command::Get), "VALUE k 5 3\r\nabc\r\nEND\r\n");
+    assert!(eventually(Duration::from_secs(5), || mc_direct(&l1, "get k\r\n", Command::Get).contains("abc")));
+    assert_eq!(mc_direct(&l1, "get k\r\n", Command::Get), "VALUE k 5 3\r\nabc\r\nEND\r\n", "flags kept in l1");
+    let t = mc_ttl(&l1, "k");
+    assert!((25..=30).contains(&t), "l1 copy expires after l1_ttl_s: {t}");
+    assert_eq!(route_metric(&f, "ferrule_route_fills_total", "layered"), 1);
+    // Misses in both are misses; l2 is asked with `get` straight away now.
+    assert_eq!(c.mc("get nothing\r\n", Command::Get), "END\r\n");
+    assert_eq!(c.mc("get nada\r\n", Command::Get), "END\r\n");
+    assert_eq!(l2_seen.0.load(Ordering::SeqCst), 1, "one mg, answered ERROR");
+    assert_eq!(l2_seen.1.load(Ordering::SeqCst), 3, "every read of l2 after it a get");
+    // The hit in l1 does not reach l2 at all.
+    assert_eq!(c.mc("get k\r\n", Command::Get), "VALUE k 5 3\r\nabc\r\nEND\r\n");
+    assert_eq!(l2_seen.1.load(Ordering::SeqCst), 3);
 }

@@ -1,6 +1,24 @@
-# Shared by the benchmark scripts (bench.sh, bench-redis-benchmark.sh, bench-memaslap.sh); sourced, not run.
-# Provides: process bookkeeping with cleanup on exit, free-port allocation, waiting for a port, CPU and
-# context-switch counters from /proc, and a median filter.
+# Shared by the benchmark scripts (bench.sh, bench-redis-benchmark.sh, bench-memaslap.sh, bench-cluster.sh,
+# bench-resp3.sh, bench-routes.sh...); sourced from the repository's root, not run.
+# Provides: tool checks, the release build of ferrule, process bookkeeping with cleanup on exit, free-port
+# allocation, waiting for a port, two redis-servers, CPU and context-switch counters from /proc, and a median filter.
+
+# --- What a script needs ---------------------------------------------------------------------
+# need_tools HINT TOOL...: exits naming the first TOOL not on PATH (and HINT, how to install it, when not empty).
+need_tools() {
+    local hint=$1 tool
+    shift
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null || { echo "$(basename "$0"): $tool not found${hint:+ ($hint)}" >&2; exit 1; }
+    done
+}
+# ensure_ferrule: FERRULE names a binary to run, or else this tree's release build (built now).
+ensure_ferrule() {
+    if [ -z "${FERRULE:-}" ]; then
+        cargo build --release -q --bin ferrule
+        FERRULE="${CARGO_TARGET_DIR:-target}/release/ferrule"
+    fi
+}
 
 # --- Everything a script starts is killed on exit, also on Ctrl-C ----------------------------
 PIDS=()
@@ -46,6 +64,20 @@ wait_port() { # PORT PID: true once PORT accepts, false if PID died or 10 s pass
         tries=$((tries + 1)); [ "$tries" -gt 200 ] && return 1
         sleep 0.05
     done
+}
+
+# --- Backends --------------------------------------------------------------------------------
+# start_redis_pair [CPUS]: two redis-servers without persistence (pinned to CPUS when given) on free ports R1 and R2,
+# their pids the next two in PIDS; waits until both accept.
+start_redis_pair() {
+    local p pin=()
+    [ -n "${1:-}" ] && pin=(taskset -c "$1")
+    alloc_ports R1 R2
+    for p in "$R1" "$R2"; do
+        "${pin[@]}" redis-server --port "$p" --bind 127.0.0.1 --save "" --appendonly no >/dev/null 2>&1 &
+        PIDS+=("$!")
+    done
+    wait_port "$R1" "${PIDS[-2]}" && wait_port "$R2" "${PIDS[-1]}" || { echo "a backend did not start" >&2; exit 1; }
 }
 
 # --- Counters --------------------------------------------------------------------------------

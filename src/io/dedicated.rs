@@ -11,6 +11,7 @@
 
 use super::backend::{Backend, BackendOptions};
 use crate::protocol::redis::Proto;
+use crate::stats::ServerCounters;
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -32,6 +33,16 @@ pub struct DedicatedSet {
     opened: u64,
     subscribers_opened: u64,
     refused: u64,
+    /// The request figures of this set's connections that are gone, so that the server's counters only grow
+    /// (the live ones' are read at each snapshot).
+    retired: ServerCounters,
+}
+
+/// What a dedicated connection adds to its server's counters: its requests, replies, bytes, faults and failed
+/// requests, as a shared connection's. Not its connects (`dedicated_opened` counts those) nor its latency: a
+/// blocking command's reply waits for as long as it blocks, which says nothing of the server.
+fn request_figures(backend: &Backend) -> ServerCounters {
+    ServerCounters { connects: 0, latency_sum_us: 0, ..backend.stats_snapshot().0 }
 }
 
 pub type DedicatedRef = Rc<RefCell<DedicatedSet>>;
@@ -75,6 +86,7 @@ impl DedicatedSet {
             opened: 0,
             subscribers_opened: 0,
             refused: 0,
+            retired: ServerCounters::default(),
         }))
     }
 
@@ -82,7 +94,7 @@ impl DedicatedSet {
     /// connection is the likeliest to be alive), else a new one while under `max`.
     pub fn lease(set: &DedicatedRef, proto: Proto) -> Result<Lease, Exhausted> {
         let mut me = set.borrow_mut();
-        me.idle.retain(|(_, b)| !b.is_dead());
+        me.forget_dead_idle();
         let backend = match me.idle.iter().rposition(|(p, _)| *p == proto) {
             Some(i) => me.idle.remove(i).1,
             None => {
@@ -91,7 +103,10 @@ impl DedicatedSet {
                     match me.idle.first() {
                         Some(_) => {
                             let (_, b) = me.idle.remove(0);
-                            b.close("closed to make room for a dedicated connection of the other protocol version");
+                            me.close_and_retire(
+                                &b,
+                                "closed to make room for a dedicated connection of the other protocol version",
+                            );
                         }
                         None => {
                             me.refused += 1;
@@ -115,14 +130,14 @@ impl DedicatedSet {
     /// dropped. An idle connection gives its place up when the set is full.
     pub fn subscriber(set: &DedicatedRef, proto: Proto) -> Result<SubscriberSlot, Exhausted> {
         let mut me = set.borrow_mut();
-        me.idle.retain(|(_, b)| !b.is_dead());
+        me.forget_dead_idle();
         if me.idle.len() + me.leased.len() + me.subscribers >= me.max {
             if me.idle.is_empty() {
                 me.refused += 1;
                 return Err(Exhausted { label: me.label.clone(), max: me.max });
             }
             let (_, b) = me.idle.remove(0);
-            b.close("closed to make room for a subscriber connection");
+            me.close_and_retire(&b, "closed to make room for a subscriber connection");
         }
         me.subscribers += 1;
         me.subscribers_opened += 1;
@@ -130,9 +145,14 @@ impl DedicatedSet {
         Ok(SubscriberSlot { set: set.clone(), addr: me.addr, label: me.label.clone(), opts })
     }
 
-    /// Adds this set's figures to its server's snapshot. The counters start again at 0 when a reload rebuilds the
-    /// pool (and with it the set), as a restart does.
+    /// Adds this set's figures to its server's snapshot: its own, and the request figures of its connections (live
+    /// and gone) to the server's counters. They start again at 0 when a reload rebuilds the pool (and with it the
+    /// set), as a restart does.
     pub fn add_figures(&self, snap: &mut crate::stats::ServerSnapshot) {
+        snap.counters.add(&self.retired);
+        for b in self.leased.iter().chain(self.idle.iter().map(|(_, b)| b)) {
+            snap.counters.add(&request_figures(b));
+        }
         snap.counters.dedicated_opened += self.opened;
         snap.counters.subscribers_opened += self.subscribers_opened;
         snap.counters.dedicated_refused += self.refused;
@@ -157,9 +177,32 @@ impl DedicatedSet {
         }
         if clean && !backend.is_dead() {
             self.idle.push((proto, backend));
+        } else if backend.is_dead() {
+            self.retired.add(&request_figures(&backend));
         } else {
-            backend.close("closed: its client left it in an unknown state (mid-transaction or blocked)");
+            self.close_and_retire(
+                &backend,
+                "closed: its client left it in an unknown state (mid-transaction or blocked)",
+            );
         }
+    }
+
+    /// Idle connections that failed or were closed by the server leave the set, their figures kept.
+    fn forget_dead_idle(&mut self) {
+        let retired = &mut self.retired;
+        self.idle.retain(|(_, b)| {
+            if b.is_dead() {
+                retired.add(&request_figures(b));
+            }
+            !b.is_dead()
+        });
+    }
+
+    /// Closes a connection of the set and keeps its figures from before the close: the proxy closing it is no
+    /// fault of the server, nor are the requests that fails (their client is gone).
+    fn close_and_retire(&mut self, backend: &Backend, reason: &str) {
+        self.retired.add(&request_figures(backend));
+        backend.close(reason);
     }
 }
 

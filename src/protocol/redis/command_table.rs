@@ -1,6 +1,7 @@
-//! The command table: every command of Redis 7.x (plus the 7.4/8.0 hash-field commands), sorted by name
-//! for binary search. Arity follows the newest redis (e.g. ZRANK is -3 since 7.2), so the proxy never
-//! refuses what a current backend accepts; the backend still checks each command's own syntax.
+//! The command table: every command of Redis 7.x (plus the 7.4/8.0 hash-field commands), sorted by name (the
+//! order COMMAND lists them in; `commands::lookup` finds them through a hashed index built from this table at
+//! compile time). Arity follows the newest redis (e.g. ZRANK is -3 since 7.2), so the proxy never refuses what a
+//! current backend accepts; the backend still checks each command's own syntax.
 //!
 //! Cross-checked against the `COMMAND` output of redis-server 7.0 and the command JSON files of later
 //! releases: every command redis knows is here, so only truly unknown names get "unknown command".

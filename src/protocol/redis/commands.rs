@@ -133,16 +133,59 @@ pub struct CommandInfo {
 /// Longest command name; longer input is unknown without further work.
 const MAX_NAME_LEN: usize = 32;
 
+/// Slots of the name index: a power of two, at least twice the table so that probe runs stay short.
+const INDEX_SLOTS: usize = 1024;
+const EMPTY_SLOT: u16 = u16::MAX;
+
+/// A hash of a name with ASCII letters folded to one case, so that `get`, `GET` and `gEt` land on one slot
+/// (FNV-1a over the bytes with bit 5 set; folding some punctuation together too only makes a rare collision,
+/// which the comparison after it sorts out). `const` so that the index is built at compile time.
+const fn folded_hash(name: &[u8]) -> usize {
+    let mut h: u32 = 0x811c_9dc5;
+    let mut i = 0;
+    while i < name.len() {
+        h = (h ^ (name[i] | 0x20) as u32).wrapping_mul(0x0100_0193);
+        i += 1;
+    }
+    // The high bits of an FNV product are the better mixed.
+    (h ^ (h >> 16)) as usize & (INDEX_SLOTS - 1)
+}
+
+/// Open addressing with linear probing: each slot holds a position in `COMMANDS` or [`EMPTY_SLOT`].
+const fn build_index() -> [u16; INDEX_SLOTS] {
+    assert!(COMMANDS.len() < EMPTY_SLOT as usize && COMMANDS.len() * 2 <= INDEX_SLOTS);
+    let mut index = [EMPTY_SLOT; INDEX_SLOTS];
+    let mut i = 0;
+    while i < COMMANDS.len() {
+        let mut slot = folded_hash(COMMANDS[i].name.as_bytes());
+        while index[slot] != EMPTY_SLOT {
+            slot = (slot + 1) & (INDEX_SLOTS - 1);
+        }
+        index[slot] = i as u16;
+        i += 1;
+    }
+    index
+}
+
+/// The command table's name index, built by the compiler: no work at start and none per request beyond one hash
+/// and (nearly always) one comparison.
+static INDEX: [u16; INDEX_SLOTS] = build_index();
+
 /// Finds a command by name, case-insensitively and without allocating. `None` for an unknown command, which
 /// the proxy answers like redis (see [`super::write_unknown_command`]).
+#[inline]
 pub fn lookup(name: &[u8]) -> Option<&'static CommandInfo> {
-    let mut upper = [0u8; MAX_NAME_LEN];
-    let upper = upper.get_mut(..name.len())?;
-    for (to, from) in upper.iter_mut().zip(name) {
-        *to = from.to_ascii_uppercase();
+    if name.len() > MAX_NAME_LEN {
+        return None;
     }
-    let index = COMMANDS.binary_search_by(|info| info.name.as_bytes().cmp(upper)).ok()?;
-    COMMANDS.get(index)
+    let mut slot = folded_hash(name);
+    loop {
+        let info = COMMANDS.get(usize::from(*INDEX.get(slot)?))?;
+        if info.name.as_bytes().eq_ignore_ascii_case(name) {
+            return Some(info);
+        }
+        slot = (slot + 1) & (INDEX_SLOTS - 1);
+    }
 }
 
 /// How many commands the table knows: [`command_index`] is below this.
@@ -393,6 +436,74 @@ mod tests {
         assert!(lookup(b"GE").is_none());
         assert!(lookup(&[b'A'; 100]).is_none());
         assert!(lookup(b"G\xffT").is_none());
+    }
+
+    /// `name` with the letters whose bit in `mask` is set in lower case (bit i for byte i, cycling).
+    fn with_case(name: &str, mask: u64) -> Vec<u8> {
+        name.bytes()
+            .enumerate()
+            .map(|(i, b)| if mask >> (i % 64) & 1 == 1 { b.to_ascii_lowercase() } else { b })
+            .collect()
+    }
+
+    #[test]
+    fn every_command_is_found_in_any_case() {
+        for info in &COMMANDS {
+            for name in [
+                info.name.as_bytes().to_vec(),
+                info.name.to_ascii_lowercase().into_bytes(),
+                with_case(info.name, 0x5555_5555_5555_5555),
+                with_case(info.name, 0xaaaa_aaaa_aaaa_aaaa),
+            ] {
+                let found = lookup(&name).unwrap_or_else(|| panic!("{} not found", String::from_utf8_lossy(&name)));
+                assert!(std::ptr::eq(found, info), "{} found {}", info.name, found.name);
+            }
+        }
+    }
+
+    #[test]
+    fn index_probe_runs_stay_short() {
+        // Not a timing: how far each command sits from the slot its hash names, which bounds the comparisons.
+        let longest = (0..INDEX_SLOTS)
+            .filter(|&slot| INDEX[slot] != EMPTY_SLOT)
+            .map(|slot| {
+                (slot + INDEX_SLOTS - folded_hash(COMMANDS[usize::from(INDEX[slot])].name.as_bytes())) % INDEX_SLOTS
+            })
+            .max();
+        assert!(longest.is_some_and(|d| d <= 4), "longest probe run {longest:?}");
+        assert_eq!(INDEX.iter().filter(|&&i| i != EMPTY_SLOT).count(), COMMAND_COUNT);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn a_table_name_in_any_case_is_found(i in 0..COMMAND_COUNT, mask in proptest::prelude::any::<u64>()) {
+            let info = &COMMANDS[i];
+            let found = lookup(&with_case(info.name, mask));
+            proptest::prop_assert!(found.is_some_and(|f| std::ptr::eq(f, info)), "{}", info.name);
+        }
+
+        #[test]
+        fn other_names_are_unknown(name in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40)) {
+            let in_table = COMMANDS.iter().any(|c| c.name.as_bytes().eq_ignore_ascii_case(&name));
+            proptest::prop_assert_eq!(lookup(&name).is_some(), in_table);
+        }
+
+        #[test]
+        fn near_misses_of_table_names_are_unknown(i in 0..COMMAND_COUNT, at in 0usize..32, byte in proptest::prelude::any::<u8>()) {
+            // One byte of a real name changed, dropped or added: what a typo or a hash collision looks like.
+            let name = COMMANDS[i].name.as_bytes();
+            let at = at % (name.len() + 1);
+            let mut changed = name.to_vec();
+            match byte % 3 {
+                0 if at < name.len() => changed[at] = byte,
+                1 if at < name.len() => { changed.remove(at); }
+                _ => changed.insert(at, byte),
+            }
+            let in_table = COMMANDS.iter().any(|c| c.name.as_bytes().eq_ignore_ascii_case(&changed));
+            proptest::prop_assert_eq!(lookup(&changed).is_some(), in_table, "{:?}", String::from_utf8_lossy(&changed));
+        }
     }
 
     #[test]

@@ -158,9 +158,29 @@ impl Proc {
         self
     }
 
+    /// Sends `sig`. A SIGSTOP returns once every thread of the process has stopped (bounded: 5 s): `kill` only
+    /// queues it, and a thread that is running when it is sent may still answer a request that arrives at once.
     pub fn signal(&self, sig: i32) {
+        let pid = self.child.id();
         unsafe {
-            libc::kill(self.child.id() as i32, sig);
+            libc::kill(pid as i32, sig);
+        }
+        if sig != libc::SIGSTOP {
+            return;
+        }
+        let all_stopped = || {
+            let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return true };
+            tasks.flatten().all(|t| {
+                let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+                // The state follows the command name's closing parenthesis: T (stopped) or t (traced).
+                stat.rsplit_once(')')
+                    .is_none_or(|(_, rest)| matches!(rest.trim_start().chars().next(), Some('T' | 't')))
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !all_stopped() {
+            assert!(Instant::now() < deadline, "{} (pid {pid}) did not stop within 5 s of SIGSTOP", self.name);
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 }

@@ -329,12 +329,7 @@ impl Backend {
 
     /// Queues a cluster request, whose bytes it carries with it (to send them again after a redirect).
     pub fn enqueue_redirectable(&self, r: Box<super::cluster::Redirectable>, framer: Framer, now: Instant) {
-        let encode = |w: Option<&Waiter>, out: &mut Vec<u8>| {
-            if let Some(Waiter::Cluster(r)) = w {
-                out.extend_from_slice(&r.bytes);
-            }
-        };
-        self.enqueue_with(encode, Some(Waiter::Cluster(r)), framer, now, now + self.opts.timeout)
+        self.enqueue_redirectable_until(r, framer, now, now + self.opts.timeout)
     }
 
     /// [`Backend::enqueue_redirectable`] for a blocking command: its deadline is its own (see
@@ -346,18 +341,22 @@ impl Backend {
         now: Instant,
         timeout: Option<Duration>,
     ) {
+        self.enqueue_redirectable_until(r, framer, now, deadline_after(now, timeout, self.opts.timeout))
+    }
+
+    fn enqueue_redirectable_until(
+        &self,
+        r: Box<super::cluster::Redirectable>,
+        framer: Framer,
+        now: Instant,
+        deadline: Instant,
+    ) {
         let encode = |w: Option<&Waiter>, out: &mut Vec<u8>| {
             if let Some(Waiter::Cluster(r)) = w {
                 out.extend_from_slice(&r.bytes);
             }
         };
-        self.enqueue_with(
-            encode,
-            Some(Waiter::Cluster(r)),
-            framer,
-            now,
-            deadline_after(now, timeout, self.opts.timeout),
-        )
+        self.enqueue_with(encode, Some(Waiter::Cluster(r)), framer, now, deadline)
     }
 
     /// [`Backend::enqueue_until`] with an encoder that may read the waiter (which carries a cluster request's

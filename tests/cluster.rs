@@ -5,7 +5,7 @@
 mod common;
 
 use common::certs::Ca;
-use common::cluster::{cli, ClusterTls, RedisCluster};
+use common::cluster::{cli, ferrule_for, ClusterTls, RedisCluster};
 use common::{free_port, listener_toml, resp, tempdir, Client, Ferrule};
 use ferrule::cluster::key_slot;
 use std::collections::HashMap;
@@ -14,26 +14,6 @@ use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-fn ferrule_for(cluster: &RedisCluster, extra: &str) -> (Ferrule, u16) {
-    let port = free_port();
-    // A refresh every second unless the test sets its own.
-    let refresh = if extra.contains("cluster_refresh_ms") { "" } else { "cluster_refresh_ms = 1000\n" };
-    let body = format!(
-        "{}[pools.c]\nkind = \"redis_cluster\"\nservers = {}\n{refresh}timeout_ms = 2000\n{extra}\n",
-        listener_toml("l", port, "redis", "c", ""),
-        cluster.seeds_toml()
-    );
-    let f = Ferrule::start_with(&body, port, 2);
-    // The first map is read before the workers route anything; a GET answering (nil or a value) shows it is in.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut c = Client::connect(port);
-    while !c.redis(&["GET", "warmup"]).starts_with(b"$") {
-        assert!(Instant::now() < deadline, "ferrule never routed to the cluster; log:\n{}", f.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (f, port)
-}
 
 /// One key for every slot (found by brute force with ferrule's own slot function, checked against redis below).
 fn key_per_slot() -> Vec<String> {

@@ -7,7 +7,7 @@
 mod common;
 
 use common::cluster::{cli, RedisCluster};
-use common::{free_port, listener_toml, resp, Client, Ferrule};
+use common::{resp, Client, Ferrule};
 use ferrule::cluster::key_slot;
 use std::path::PathBuf;
 use std::process::Command;
@@ -65,21 +65,8 @@ fn ferrule_for(cluster: &RedisCluster) -> (Ferrule, u16) {
     wait_until("every node is online", || {
         cli(cluster.ports[0], &["CLUSTER", "SHARDS"]).lines().filter(|l| *l == "online").count() == cluster.ports.len()
     });
-    let port = free_port();
     // No periodic refresh: the slot moved by hand below is learnt only from the nodes (sunsubscribe, MOVED).
-    let body = format!(
-        "{}[pools.c]\nkind = \"redis_cluster\"\nservers = {}\ncluster_refresh_ms = 600000\ntimeout_ms = 2000\n",
-        listener_toml("l", port, "redis", "c", ""),
-        cluster.seeds_toml()
-    );
-    let f = Ferrule::start_with(&body, port, 2);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut c = Client::connect(port);
-    while !c.redis(&["GET", "warmup"]).starts_with(b"$") {
-        assert!(Instant::now() < deadline, "ferrule never routed to the cluster; log:\n{}", f.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (f, port)
+    common::cluster::ferrule_for(cluster, "cluster_refresh_ms = 600000")
 }
 
 #[test]

@@ -3,12 +3,12 @@
 
 mod common;
 
-use common::cluster::{cli, RedisCluster};
-use common::{free_port, listener_toml, Client, Ferrule};
+use common::cluster::{cli, ferrule_for, RedisCluster};
+use common::Client;
 use ferrule::cluster::key_slot;
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const CROSSSLOT: &str = "-CROSSSLOT Keys in request don't hash to the same slot\r\n";
 const EXECABORT: &str = "-EXECABORT Transaction discarded because of previous errors.\r\n";
@@ -61,21 +61,9 @@ fn python_with_redis_py() -> PathBuf {
 #[test]
 fn transactions_and_blocking_commands_on_a_cluster_pool() {
     let cluster = RedisCluster::start(3, 1);
-    let port = free_port();
     // No periodic refresh: the slot moves below must meet a stale map (a refresh comes only from the redirects).
-    let body = format!(
-        "{}[pools.c]\nkind = \"redis_cluster\"\nservers = {}\ncluster_refresh_ms = 600000\ntimeout_ms = 2000\n\
-         max_dedicated_connections = 8\n",
-        listener_toml("l", port, "redis", "c", ""),
-        cluster.seeds_toml()
-    );
-    let f = Ferrule::start_with(&body, port, 2);
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let (f, port) = ferrule_for(&cluster, "cluster_refresh_ms = 600000\nmax_dedicated_connections = 8");
     let mut c = Client::connect(port);
-    while !c.redis(&["GET", "warmup"]).starts_with(b"$") {
-        assert!(Instant::now() < deadline, "ferrule never routed to the cluster; log:\n{}", f.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
     let primaries = cluster.primaries();
     assert_eq!(primaries.len(), 3);
     let tags = tag_per_primary(&cluster, &primaries, "t");

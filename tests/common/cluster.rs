@@ -2,7 +2,7 @@
 //! `redis-cli --cluster create`, stopped when dropped. Plaintext, or TLS only ([`RedisCluster::start_tls`]: every
 //! node on a TLS port alone, its cluster bus and replication over TLS too).
 
-use super::{require_binary, tempdir, wait_for_child_port, Proc, TempDir};
+use super::{free_port, listener_toml, require_binary, tempdir, wait_for_child_port, Client, Ferrule, Proc, TempDir};
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -298,4 +298,26 @@ impl RedisCluster {
         let list: Vec<String> = self.ports.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
         format!("[{}]", list.join(", "))
     }
+}
+
+/// ferrule (2 workers) with one redis listener for a `redis_cluster` pool `c` seeded by `cluster` (`timeout_ms =
+/// 2000`, a refresh every second unless `extra` sets `cluster_refresh_ms`, then `extra`'s keys), returned once it
+/// routes: the first map is read before the workers route anything, and a GET answering (nil or a value) shows it
+/// is in.
+pub fn ferrule_for(cluster: &RedisCluster, extra: &str) -> (Ferrule, u16) {
+    let port = free_port();
+    let refresh = if extra.contains("cluster_refresh_ms") { "" } else { "cluster_refresh_ms = 1000\n" };
+    let body = format!(
+        "{}[pools.c]\nkind = \"redis_cluster\"\nservers = {}\n{refresh}timeout_ms = 2000\n{extra}\n",
+        listener_toml("l", port, "redis", "c", ""),
+        cluster.seeds_toml()
+    );
+    let f = Ferrule::start_with(&body, port, 2);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut c = Client::connect(port);
+    while !c.redis(&["GET", "warmup"]).starts_with(b"$") {
+        assert!(Instant::now() < deadline, "ferrule never routed to the cluster; log:\n{}", f.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (f, port)
 }

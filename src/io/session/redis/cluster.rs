@@ -58,23 +58,8 @@ pub(super) fn route(
         write_as_sent(&mut bytes, req, &sc.args);
         let seq = s.q.borrow_mut().reserve();
         let meter = sc.command.map(|c| Meter::new(&s.meters, c, now, false));
-        let r = Redirectable {
-            client: s.q.clone(),
-            seq,
-            frag: None,
-            meter,
-            bytes,
-            shape: ReplyShape::for_request(info, &sc.args, req),
-            client_id: s.id,
-            proto: s.proto,
-            sent_to: backend.addr,
-            followed: 0,
-            asked: false,
-            retried: 0,
-            rt: cl.clone(),
-            follow: Follow::Shared,
-        };
-        Box::new(r).send(&backend, now);
+        let shape = ReplyShape::for_request(info, &sc.args, req);
+        request(s, cl, &backend, (seq, None), meter, bytes, shape, Follow::Shared).send(&backend, now);
         if backend.over_queue_bound() {
             *blocked_on = Some(backend);
         }
@@ -110,29 +95,46 @@ pub(super) fn route(
             .flat_map(|(&k, _)| (k..k + per_key).map(|i| &req[sc.args[i].clone()]));
         redis::write_command_iter(&mut bytes, 1 + n_keys * per_key, std::iter::once(name).chain(args));
         let meter = sc.command.map(|c| Meter::new(&s.meters, c, now, true));
-        let r = Redirectable {
-            client: s.q.clone(),
-            seq,
-            frag: Some(frag as u32),
-            meter,
-            bytes,
-            // A fragment of a split MGET answers an array of exactly its own keys.
-            shape: if kind == Split::Mget { shape.with_array_len(n_keys) } else { shape },
-            client_id: s.id,
-            proto: s.proto,
-            sent_to: backend.addr,
-            followed: 0,
-            asked: false,
-            retried: 0,
-            rt: cl.clone(),
-            follow: Follow::Shared,
-        };
-        Box::new(r).send(&backend, now);
+        // A fragment of a split MGET answers an array of exactly its own keys.
+        let shape = if kind == Split::Mget { shape.with_array_len(n_keys) } else { shape };
+        let frag = Some(frag as u32);
+        request(s, cl, &backend, (seq, frag), meter, bytes, shape, Follow::Shared).send(&backend, now);
         if backend.over_queue_bound() {
             *blocked_on = Some(backend);
         }
     }
     None
+}
+
+/// A cluster request for `backend`, answering the client's reply slot `seq` (fragment `frag` of a split), not
+/// yet redirected. Shared by the plain path, the split path and the transactions' and blocking commands' path.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn request(
+    s: &Session,
+    cl: &Rc<ClusterRt>,
+    backend: &Backend,
+    (seq, frag): (u64, Option<u32>),
+    meter: Option<Meter>,
+    bytes: Vec<u8>,
+    shape: ReplyShape,
+    follow: Follow,
+) -> Box<Redirectable> {
+    Box::new(Redirectable {
+        client: s.q.clone(),
+        seq,
+        frag,
+        meter,
+        bytes,
+        shape,
+        client_id: s.id,
+        proto: s.proto,
+        sent_to: backend.addr,
+        followed: 0,
+        asked: false,
+        retried: 0,
+        rt: cl.clone(),
+        follow,
+    })
 }
 
 /// The connection for `slot`, or `None` after answering the client why there is none.

@@ -19,7 +19,7 @@ use super::{Flow, Scratch};
 use crate::cluster::key_slot;
 use crate::config::Target;
 use crate::io::backend::{Backend, Framer, Waiter};
-use crate::io::cluster::{ClusterRt, Follow, Redirectable};
+use crate::io::cluster::{ClusterRt, Follow};
 use crate::io::dedicated::{DedicatedSet, Lease};
 use crate::io::pool::PoolRt;
 use crate::io::session::routed::{self, KeyDest};
@@ -538,23 +538,8 @@ fn send_cluster(
     let mut bytes = Vec::with_capacity(req.len());
     encode_request(&mut bytes, sc, req);
     let seq = s.q.borrow_mut().reserve();
-    let r = Redirectable {
-        client: s.q.clone(),
-        seq,
-        frag: None,
-        meter: sc.command.map(|c| Meter::new(&s.meters, c, now, false)),
-        bytes,
-        shape,
-        client_id: s.id,
-        proto: s.proto,
-        sent_to: backend.addr,
-        followed: 0,
-        asked: false,
-        retried: 0,
-        rt: cl.clone(),
-        follow,
-    };
-    Box::new(r).send(backend, now);
+    let meter = sc.command.map(|c| Meter::new(&s.meters, c, now, false));
+    super::cluster::request(s, cl, backend, (seq, None), meter, bytes, shape, follow).send(backend, now);
 }
 
 /// Sends the client's request on `backend`; its reply answers the client. `timeout`: the request's own (a

@@ -5,7 +5,7 @@
 mod common;
 
 use common::certs::Ca;
-use common::cluster::{cli, ferrule_for, ClusterTls, RedisCluster};
+use common::cluster::{cli, ferrule_for, pipeline, ClusterTls, RedisCluster};
 use common::{free_port, listener_toml, resp, tempdir, Client, Ferrule};
 use ferrule::cluster::key_slot;
 use std::collections::HashMap;
@@ -30,17 +30,6 @@ fn key_per_slot() -> Vec<String> {
         n += 1;
     }
     keys.into_iter().map(Option::unwrap).collect()
-}
-
-/// Sends `cmds` pipelined on `c` and returns the replies.
-fn pipeline(c: &mut Client, cmds: &[Vec<String>]) -> Vec<String> {
-    let mut out = Vec::new();
-    for cmd in cmds {
-        let args: Vec<&[u8]> = cmd.iter().map(|a| a.as_bytes()).collect();
-        ferrule::protocol::redis::write_command(&mut out, &args);
-    }
-    c.send(&out);
-    cmds.iter().map(|_| String::from_utf8_lossy(&c.redis_reply()).into_owned()).collect()
 }
 
 fn bulk(v: &str) -> String {
@@ -362,7 +351,7 @@ fn a_half_done_migration_is_followed_through_ask_without_changing_the_map() {
     assert_eq!(c.redis_str(&["GET", stays]), bulk("s"));
     assert_eq!(c.redis_str(&["SET", fresh, "f"]), "+OK\r\n");
     let mut direct = Client::connect(to);
-    assert_eq!(pipeline(&mut direct, &[vec!["ASKING".into()], vec!["GET".into(), fresh.into()]])[1], bulk("f"));
+    assert_eq!(pipeline(&mut direct, &[vec!["ASKING"], vec!["GET", fresh]])[1], bulk("f"));
     // Pipelined, many times: each ASK is followed once per request.
     let cmds: Vec<Vec<String>> =
         (0..50).map(|i| vec!["GET".into(), if i % 2 == 0 { moved } else { stays }.into()]).collect();

@@ -17,15 +17,10 @@ fn bulk(v: &str) -> String {
     format!("${}\r\n{v}\r\n", v.len())
 }
 
-/// Sends `cmds` pipelined and returns their replies.
+/// Sends `cmds` pipelined and returns their replies (commands written as slices of slices, which the shared
+/// helper's generic parameter cannot infer from array literals of different lengths).
 fn pipeline(c: &mut Client, cmds: &[&[&str]]) -> Vec<String> {
-    let mut out = Vec::new();
-    for cmd in cmds {
-        let args: Vec<&[u8]> = cmd.iter().map(|a| a.as_bytes()).collect();
-        ferrule::protocol::redis::write_command(&mut out, &args);
-    }
-    c.send(&out);
-    cmds.iter().map(|_| String::from_utf8_lossy(&c.redis_reply()).into_owned()).collect()
+    common::cluster::pipeline(c, cmds)
 }
 
 /// A hash tag `{<prefix>N}` for every primary (in `primaries`' order), found by asking the cluster who owns its

@@ -321,3 +321,14 @@ pub fn ferrule_for(cluster: &RedisCluster, extra: &str) -> (Ferrule, u16) {
     }
     (f, port)
 }
+
+/// Sends `cmds` pipelined on `c` and returns their replies, in order.
+pub fn pipeline<C: AsRef<[S]>, S: AsRef<str>>(c: &mut Client, cmds: &[C]) -> Vec<String> {
+    let mut out = Vec::new();
+    for cmd in cmds {
+        let args: Vec<&[u8]> = cmd.as_ref().iter().map(|a| a.as_ref().as_bytes()).collect();
+        ferrule::protocol::redis::write_command(&mut out, &args);
+    }
+    c.send(&out);
+    cmds.iter().map(|_| String::from_utf8_lossy(&c.redis_reply()).into_owned()).collect()
+}
